@@ -1,0 +1,95 @@
+//! Node configuration: `config.toml` in the data dir, overridden by environment variables
+//! and command-line flags (in that order).
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    #[error("cannot read {path}: {reason}")]
+    Read { path: String, reason: String },
+    #[error("{path} is not valid: {reason}")]
+    Parse { path: String, reason: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Multiaddrs to listen on.
+    pub listen: Vec<String>,
+    /// Multiaddrs (with `/p2p/PEER`) of peers to join the network through.
+    pub bootstrap: Vec<String>,
+    /// Address of the local HTTP API.
+    pub api: String,
+    /// Find peers on the local network with mDNS.
+    pub mdns: bool,
+    /// Upload cap in bytes per second (0 = unlimited).
+    pub upload_limit: u64,
+    /// Download cap in bytes per second (0 = unlimited).
+    pub download_limit: u64,
+    /// Most connections in total.
+    pub max_connections: u32,
+    /// Most connections to one peer.
+    pub max_connections_per_peer: u32,
+    /// Seconds between checks of shared files for changes.
+    pub rescan_secs: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: vec![
+                "/ip4/0.0.0.0/udp/0/quic-v1".into(),
+                "/ip4/0.0.0.0/tcp/0".into(),
+            ],
+            bootstrap: Vec::new(),
+            api: "127.0.0.1:0".into(),
+            mdns: true,
+            upload_limit: 0,
+            download_limit: 0,
+            max_connections: 256,
+            max_connections_per_peer: 4,
+            rescan_secs: 30,
+        }
+    }
+}
+
+impl Config {
+    /// Loads `path`, or the defaults when it does not exist.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
+            Err(e) => {
+                return Err(ConfigError::Read {
+                    path: path.display().to_string(),
+                    reason: e.to_string(),
+                });
+            }
+        };
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.display().to_string(),
+            reason: e.to_string().lines().next().unwrap_or_default().to_owned(),
+        })
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_round_trip_and_bad_keys_fail() {
+        let c = Config::default();
+        assert_eq!(toml::from_str::<Config>(&c.to_toml()).ok(), Some(c));
+        assert!(toml::from_str::<Config>("bogus = 1").is_err());
+        let partial: Result<Config, _> = toml::from_str("upload_limit = 5");
+        assert_eq!(partial.map(|c| c.upload_limit).ok(), Some(5));
+    }
+}

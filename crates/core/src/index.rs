@@ -1,0 +1,319 @@
+//! Indexing a file or folder for sharing: chunk every file, build manifests bottom-up, and
+//! record where every chunk lives. Nothing is copied; unchanged files (same size and
+//! modification time as when last indexed) are not read again.
+
+use std::path::Path;
+use std::time::UNIX_EPOCH;
+
+use crate::chunker::{self, ChunkError};
+use crate::id::ContentId;
+use crate::manifest::{self, Chunk, DirManifest, Entry, EntryKind, FileManifest, Manifest};
+use crate::store::{FileRecord, Location, Op, ShareKind, ShareRecord, Store, StoreError, now_secs};
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum IndexError {
+    #[error("{path}: {reason}")]
+    Path { path: String, reason: String },
+    #[error(transparent)]
+    Chunk(#[from] ChunkError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn path_err(path: &Path, reason: impl ToString) -> IndexError {
+    IndexError::Path {
+        path: path.display().to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+/// Collects writes and commits them in batches so big trees don't fsync per file.
+struct Batch<'a> {
+    store: &'a Store,
+    ops: Vec<Op>,
+}
+
+impl Batch<'_> {
+    fn push(&mut self, op: Op) -> Result<(), StoreError> {
+        self.ops.push(op);
+        if self.ops.len() >= 20_000 {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), StoreError> {
+        self.store.apply(std::mem::take(&mut self.ops))
+    }
+}
+
+/// Indexes `path` (a file or folder) and records it as a share. Returns the share.
+pub fn share_path(store: &Store, path: &Path) -> Result<ShareRecord, IndexError> {
+    let path = std::fs::canonicalize(path).map_err(|e| path_err(path, e))?;
+    let meta = std::fs::metadata(&path).map_err(|e| path_err(&path, e))?;
+    let name = display_name(&path)?;
+    // Records are first written under a placeholder share; the root ID is known at the end.
+    let mut batch = Batch { store, ops: Vec::new() };
+    let mut files = Vec::new();
+    let root = if meta.is_dir() {
+        index_dir(&mut batch, &path, name.clone(), 0, &mut files)?
+    } else if meta.is_file() {
+        let (m, rec) = index_file(&mut batch, &path, name.clone())?;
+        files.push((path.display().to_string(), rec));
+        m
+    } else {
+        return Err(path_err(&path, "not a regular file or folder"));
+    };
+    let id = root.id();
+    for (p, mut rec) in files.iter().cloned() {
+        rec.share = id;
+        batch.push(Op::PutFile(p, rec))?;
+    }
+    let record = ShareRecord {
+        id,
+        path: path.display().to_string(),
+        name,
+        kind: if meta.is_dir() { ShareKind::Dir } else { ShareKind::File },
+        size: root.size(),
+        files: files.len() as u64,
+        added: now_secs(),
+    };
+    batch.push(Op::PutShare(record.clone()))?;
+    batch.flush()?;
+    Ok(record)
+}
+
+fn display_name(path: &Path) -> Result<String, IndexError> {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .map(str::to_owned)
+        .unwrap_or_else(|| "root".to_owned());
+    manifest::check_name(&name).map_err(|e| path_err(path, e))?;
+    Ok(name)
+}
+
+fn mtime_ns(meta: &std::fs::Metadata) -> u128 {
+    meta.modified()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}
+
+fn index_dir(
+    batch: &mut Batch<'_>,
+    path: &Path,
+    name: String,
+    depth: usize,
+    files: &mut Vec<(String, FileRecord)>,
+) -> Result<Manifest, IndexError> {
+    if depth >= manifest::MAX_DEPTH {
+        return Err(path_err(path, "folders nested too deep"));
+    }
+    let mut children: Vec<_> = std::fs::read_dir(path)
+        .map_err(|e| path_err(path, e))?
+        .filter_map(Result::ok)
+        .collect();
+    children.sort_by_key(|e| e.file_name());
+    let mut entries = Vec::new();
+    for child in children {
+        let cpath = child.path();
+        let Some(cname) = child.file_name().to_str().map(str::to_owned) else {
+            tracing::warn!(path = %cpath.display(), "skipping file whose name is not UTF-8");
+            continue;
+        };
+        // Symlinks and special files are skipped: a share holds what is under it.
+        let Ok(ft) = child.file_type() else { continue };
+        let (m, kind) = if ft.is_dir() {
+            (index_dir(batch, &cpath, cname.clone(), depth + 1, files)?, EntryKind::Dir)
+        } else if ft.is_file() {
+            let (m, rec) = index_file(batch, &cpath, cname.clone())?;
+            files.push((cpath.display().to_string(), rec));
+            (m, EntryKind::File)
+        } else {
+            tracing::debug!(path = %cpath.display(), "skipping symlink or special file");
+            continue;
+        };
+        entries.push(Entry { name: cname, kind, id: m.id(), size: m.size() });
+    }
+    let m = Manifest::Dir(DirManifest { name, entries });
+    put_manifest(batch, &m)?;
+    Ok(m)
+}
+
+fn put_manifest(batch: &mut Batch<'_>, m: &Manifest) -> Result<(), IndexError> {
+    let bytes = m.encode();
+    if bytes.len() > manifest::MAX_MANIFEST_BYTES {
+        return Err(IndexError::Path {
+            path: m.name().to_owned(),
+            reason: "too many entries for one manifest".into(),
+        });
+    }
+    batch.push(Op::PutBlock(ContentId::manifest(&bytes), bytes))?;
+    Ok(())
+}
+
+fn index_file(
+    batch: &mut Batch<'_>,
+    path: &Path,
+    name: String,
+) -> Result<(Manifest, FileRecord), IndexError> {
+    let meta = std::fs::metadata(path).map_err(|e| path_err(path, e))?;
+    let key = path.display().to_string();
+    let mtime = mtime_ns(&meta);
+    // Unchanged since last indexed: reuse the manifest without reading the file.
+    if let Some(old) = batch.store.file(&key)?
+        && old.size == meta.len()
+        && old.mtime_ns == mtime
+        && let Some(bytes) = batch.store.block(&old.manifest)?
+        && let Ok(Manifest::File(mut f)) = Manifest::decode(&bytes)
+    {
+        if f.name != name {
+            f.name = name;
+        }
+        let m = Manifest::File(f);
+        put_manifest(batch, &m)?;
+        let rec = FileRecord { manifest: m.id(), ..old };
+        return Ok((m, rec));
+    }
+    let chunks = chunker::chunk_file(path)?;
+    let size: u64 = chunks.iter().map(|c| u64::from(c.len)).sum();
+    for c in &chunks {
+        batch.push(Op::AddLocation(
+            c.hash,
+            Location { path: key.clone(), offset: c.offset, len: c.len },
+        ))?;
+    }
+    let m = Manifest::File(FileManifest {
+        name,
+        size,
+        chunks: chunks.iter().map(|c| Chunk { hash: c.hash, size: c.len }).collect(),
+    });
+    put_manifest(batch, &m)?;
+    let rec = FileRecord { size, mtime_ns: mtime, manifest: m.id(), share: m.id() };
+    Ok((m, rec))
+}
+
+/// Shares whose files changed on disk since they were indexed (size or modification
+/// time differ, or a read found wrong bytes).
+pub fn changed_shares(store: &Store) -> Result<Vec<ShareRecord>, IndexError> {
+    let stale = store.take_stale();
+    let mut out = Vec::new();
+    for share in store.shares()? {
+        let mut changed = false;
+        for (path, rec) in store.files_of(&share.id)? {
+            let now = std::fs::metadata(&path).ok();
+            let same = now.as_ref().is_some_and(|m| m.len() == rec.size && mtime_ns(m) == rec.mtime_ns);
+            if !same || stale.contains(&path) {
+                changed = true;
+                break;
+            }
+        }
+        if changed || (share.kind == ShareKind::Dir && dir_listing_changed(store, &share)?) {
+            out.push(share);
+        }
+    }
+    Ok(out)
+}
+
+/// A folder share changed if files were added or removed under it.
+fn dir_listing_changed(store: &Store, share: &ShareRecord) -> Result<bool, IndexError> {
+    let Some(bytes) = store.block(&share.id)? else { return Ok(true) };
+    let Ok(m) = Manifest::decode(&bytes) else { return Ok(true) };
+    Ok(!listing_matches(store, &m, Path::new(&share.path))?)
+}
+
+fn listing_matches(store: &Store, m: &Manifest, path: &Path) -> Result<bool, IndexError> {
+    let Manifest::Dir(d) = m else { return Ok(true) };
+    let Ok(rd) = std::fs::read_dir(path) else { return Ok(false) };
+    let mut names: Vec<String> = rd
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().map(|t| t.is_dir() || t.is_file()).unwrap_or(false))
+        .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+        .collect();
+    names.sort();
+    let listed: Vec<&str> = d.entries.iter().map(|e| e.name.as_str()).collect();
+    if names != listed {
+        return Ok(false);
+    }
+    for e in &d.entries {
+        if e.kind == EntryKind::Dir {
+            let Some(bytes) = store.block(&e.id)? else { return Ok(false) };
+            let Ok(sub) = Manifest::decode(&bytes) else { return Ok(false) };
+            if !listing_matches(store, &sub, &path.join(&e.name))? {
+                return Ok(false);
+            }
+        }
+    }
+    Ok(true)
+}
+
+/// Forgets a share: its record, its file records and where its chunks live.
+pub fn unshare(store: &Store, id: &ContentId) -> Result<Option<ShareRecord>, IndexError> {
+    let Some(share) = store.share(id)? else { return Ok(None) };
+    let mut ops = vec![Op::RemoveShare(*id)];
+    for (path, rec) in store.files_of(id)? {
+        if let Some(bytes) = store.block(&rec.manifest)?
+            && let Ok(Manifest::File(f)) = Manifest::decode(&bytes)
+        {
+            let mut offset = 0u64;
+            for c in &f.chunks {
+                ops.push(Op::RemoveLocation(
+                    c.hash,
+                    Location { path: path.clone(), offset, len: c.size },
+                ));
+                offset += u64::from(c.size);
+            }
+        }
+        ops.push(Op::RemoveFile(path));
+    }
+    store.apply(ops)?;
+    Ok(Some(share))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmp(name: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("kith-index-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        let _ = std::fs::create_dir_all(&d);
+        d
+    }
+
+    #[test]
+    fn folder_has_one_id_and_detects_changes() -> Result<(), IndexError> {
+        let d = tmp("folder");
+        let root = d.join("tree");
+        let _ = std::fs::create_dir_all(root.join("sub"));
+        let _ = std::fs::write(root.join("a.txt"), b"alpha");
+        let _ = std::fs::write(root.join("sub/b.bin"), vec![9u8; 300_000]);
+        let store = Store::open(&d.join("db"))?;
+        let s1 = share_path(&store, &root)?;
+        assert_eq!(s1.files, 2);
+        assert_eq!(s1.size, 300_005);
+        assert!(changed_shares(&store)?.is_empty());
+        // Re-sharing the unchanged tree gives the same ID.
+        assert_eq!(share_path(&store, &root)?.id, s1.id);
+        let _ = std::fs::write(root.join("new.txt"), b"new");
+        assert_eq!(changed_shares(&store)?.len(), 1);
+        let s2 = share_path(&store, &root)?;
+        assert_ne!(s2.id, s1.id);
+        assert!(unshare(&store, &s2.id)?.is_some());
+        assert!(store.share(&s2.id)?.is_none());
+        let _ = std::fs::remove_dir_all(&d);
+        Ok(())
+    }
+
+    #[test]
+    fn missing_path_is_an_error() {
+        let d = tmp("missing");
+        let store = Store::open(&d.join("db"));
+        let r = store.map(|s| share_path(&s, &d.join("nope")).is_err());
+        assert!(matches!(r, Ok(true)));
+        let _ = std::fs::remove_dir_all(&d);
+    }
+}

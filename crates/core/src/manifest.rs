@@ -1,0 +1,218 @@
+//! Manifests: JSON documents that name a file's chunks or a folder's entries.
+//!
+//! A file manifest lists its chunks in order; a folder manifest lists its entries, each by
+//! the ID of its own manifest, so a whole tree has one ID. The format is described in
+//! `docs/protocols/manifest.md`. Everything decoded here may come from a hostile peer, so
+//! every field is checked.
+
+use std::collections::HashSet;
+
+use serde::{Deserialize, Serialize};
+
+use crate::chunker::MAX_CHUNK;
+use crate::id::{ContentId, Hash, Kind};
+
+/// Largest manifest accepted (about 100k chunks, i.e. files up to ~25 GiB on average).
+pub const MAX_MANIFEST_BYTES: usize = 16 * 1024 * 1024;
+/// Deepest folder nesting accepted.
+pub const MAX_DEPTH: usize = 64;
+/// Longest entry name, in bytes.
+pub const MAX_NAME: usize = 255;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ManifestError {
+    #[error("manifest is larger than {MAX_MANIFEST_BYTES} bytes")]
+    TooLarge,
+    #[error("manifest is not valid: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Manifest {
+    File(FileManifest),
+    Dir(DirManifest),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileManifest {
+    pub name: String,
+    pub size: u64,
+    pub chunks: Vec<Chunk>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Chunk {
+    #[serde(with = "hex32")]
+    pub hash: Hash,
+    pub size: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirManifest {
+    pub name: String,
+    pub entries: Vec<Entry>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EntryKind {
+    File,
+    Dir,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Entry {
+    pub name: String,
+    pub kind: EntryKind,
+    pub id: ContentId,
+    /// Total bytes of file data under this entry.
+    pub size: u64,
+}
+
+impl Manifest {
+    pub fn name(&self) -> &str {
+        match self {
+            Manifest::File(f) => &f.name,
+            Manifest::Dir(d) => &d.name,
+        }
+    }
+
+    /// Bytes of file data this manifest stands for.
+    pub fn size(&self) -> u64 {
+        match self {
+            Manifest::File(f) => f.size,
+            Manifest::Dir(d) => d.entries.iter().map(|e| e.size).sum(),
+        }
+    }
+
+    /// Canonical encoding; its BLAKE3 hash is the manifest's ID.
+    pub fn encode(&self) -> Vec<u8> {
+        // Serialising these plain structs cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    pub fn id(&self) -> ContentId {
+        ContentId::manifest(&self.encode())
+    }
+
+    /// Decodes and checks a manifest.
+    pub fn decode(bytes: &[u8]) -> Result<Self, ManifestError> {
+        if bytes.len() > MAX_MANIFEST_BYTES {
+            return Err(ManifestError::TooLarge);
+        }
+        let m: Manifest =
+            serde_json::from_slice(bytes).map_err(|e| ManifestError::Invalid(e.to_string()))?;
+        m.check()?;
+        Ok(m)
+    }
+
+    fn check(&self) -> Result<(), ManifestError> {
+        check_name(self.name())?;
+        match self {
+            Manifest::File(f) => {
+                let mut total = 0u64;
+                for c in &f.chunks {
+                    if c.size == 0 || c.size > MAX_CHUNK {
+                        return Err(ManifestError::Invalid(format!("chunk size {}", c.size)));
+                    }
+                    total += u64::from(c.size);
+                }
+                if total != f.size {
+                    return Err(ManifestError::Invalid(format!(
+                        "chunks add up to {total} bytes, file says {}",
+                        f.size
+                    )));
+                }
+            }
+            Manifest::Dir(d) => {
+                let mut seen = HashSet::new();
+                for e in &d.entries {
+                    check_name(&e.name)?;
+                    if !seen.insert(e.name.as_str()) {
+                        return Err(ManifestError::Invalid(format!("duplicate entry {:?}", e.name)));
+                    }
+                    if e.id.kind() != Kind::Manifest {
+                        return Err(ManifestError::Invalid(format!(
+                            "entry {:?} does not name a manifest",
+                            e.name
+                        )));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A name is one safe path component.
+pub fn check_name(name: &str) -> Result<(), ManifestError> {
+    let bad = name.is_empty()
+        || name.len() > MAX_NAME
+        || name == "."
+        || name == ".."
+        || name.contains(['/', '\\', '\0']);
+    if bad {
+        return Err(ManifestError::Invalid(format!("unsafe name {name:?}")));
+    }
+    Ok(())
+}
+
+mod hex32 {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(h: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&blake3::Hash::from_bytes(*h).to_hex())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        blake3::Hash::from_hex(s.as_bytes())
+            .map(|h| *h.as_bytes())
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file() -> Manifest {
+        Manifest::File(FileManifest {
+            name: "a.txt".into(),
+            size: 5,
+            chunks: vec![Chunk { hash: [7; 32], size: 5 }],
+        })
+    }
+
+    #[test]
+    fn round_trip_and_stable_id() {
+        let m = file();
+        let bytes = m.encode();
+        assert_eq!(Manifest::decode(&bytes).ok(), Some(m.clone()));
+        assert_eq!(m.id(), ContentId::manifest(&bytes));
+        assert_eq!(m.id().kind(), Kind::Manifest);
+    }
+
+    #[test]
+    fn rejects_hostile_manifests() {
+        let bad = [
+            r#"{"type":"file","name":"../x","size":0,"chunks":[]}"#,
+            r#"{"type":"file","name":"x","size":9,"chunks":[]}"#,
+            r#"{"type":"file","name":"x/y","size":0,"chunks":[]}"#,
+            r#"{"type":"dir","name":"d","entries":[{"name":"..","kind":"file","id":"bafkr4ihkr4ld3m4gqkjf4reryxsy2s5tkbxprqkow6fin2iiyvreuzzab4","size":1}]}"#,
+            r#"{"type":"blob"}"#,
+            "not json",
+        ];
+        for b in bad {
+            assert!(Manifest::decode(b.as_bytes()).is_err(), "{b}");
+        }
+        let huge = vec![b' '; MAX_MANIFEST_BYTES + 1];
+        assert!(matches!(Manifest::decode(&huge), Err(ManifestError::TooLarge)));
+    }
+}
