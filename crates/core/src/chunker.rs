@@ -30,7 +30,10 @@ pub struct ChunkRef {
 #[non_exhaustive]
 pub enum ChunkError {
     #[error("cannot read {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 /// Splits everything `reader` yields into chunks.

@@ -189,13 +189,22 @@ mod tests {
 
     #[test]
     fn rejects_garbage() {
-        for bad in ["", "hello", "bafy", "QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG", &"b".repeat(500)] {
+        for bad in [
+            "",
+            "hello",
+            "bafy",
+            "QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG",
+            &"b".repeat(500),
+        ] {
             assert!(bad.parse::<ContentId>().is_err(), "{bad}");
         }
         assert!(ContentId::from_bytes(&[0xff; 10]).is_err());
         assert!(ContentId::from_bytes(&[1u8; 100]).is_err());
         // A sha2-256 CIDv1 is well formed but not ours.
-        let sha = Cid::new_v1(RAW, Multihash::<64>::wrap(0x12, &[0u8; 32]).unwrap_or_default());
+        let sha = Cid::new_v1(
+            RAW,
+            Multihash::<64>::wrap(0x12, &[0u8; 32]).unwrap_or_default(),
+        );
         assert!(matches!(
             sha.to_string().parse::<ContentId>(),
             Err(IdError::Unsupported(_))

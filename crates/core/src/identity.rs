@@ -9,9 +9,15 @@ pub use libp2p_identity::{Keypair, PeerId};
 #[non_exhaustive]
 pub enum IdentityError {
     #[error("cannot read key file {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("cannot write key file {path}: {source}")]
-    Write { path: String, source: std::io::Error },
+    Write {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("key file {path} is corrupt: {reason}")]
     Corrupt { path: String, reason: String },
     #[error("no identity in {0}: run `kith init` first")]
@@ -21,10 +27,12 @@ pub enum IdentityError {
 /// Creates a new key at `path`; fails if one already exists.
 pub fn create(path: &Path) -> Result<Keypair, IdentityError> {
     let key = Keypair::generate_ed25519();
-    let bytes = key.to_protobuf_encoding().map_err(|e| IdentityError::Corrupt {
-        path: path.display().to_string(),
-        reason: e.to_string(),
-    })?;
+    let bytes = key
+        .to_protobuf_encoding()
+        .map_err(|e| IdentityError::Corrupt {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
     let werr = |source| IdentityError::Write {
         path: path.display().to_string(),
         source,

@@ -54,7 +54,10 @@ pub fn share_path(store: &Store, path: &Path) -> Result<ShareRecord, IndexError>
     let meta = std::fs::metadata(&path).map_err(|e| path_err(&path, e))?;
     let name = display_name(&path)?;
     // Records are first written under a placeholder share; the root ID is known at the end.
-    let mut batch = Batch { store, ops: Vec::new() };
+    let mut batch = Batch {
+        store,
+        ops: Vec::new(),
+    };
     let mut files = Vec::new();
     let root = if meta.is_dir() {
         index_dir(&mut batch, &path, name.clone(), 0, &mut files)?
@@ -74,7 +77,11 @@ pub fn share_path(store: &Store, path: &Path) -> Result<ShareRecord, IndexError>
         id,
         path: path.display().to_string(),
         name,
-        kind: if meta.is_dir() { ShareKind::Dir } else { ShareKind::File },
+        kind: if meta.is_dir() {
+            ShareKind::Dir
+        } else {
+            ShareKind::File
+        },
         size: root.size(),
         files: files.len() as u64,
         added: now_secs(),
@@ -127,7 +134,10 @@ fn index_dir(
         // Symlinks and special files are skipped: a share holds what is under it.
         let Ok(ft) = child.file_type() else { continue };
         let (m, kind) = if ft.is_dir() {
-            (index_dir(batch, &cpath, cname.clone(), depth + 1, files)?, EntryKind::Dir)
+            (
+                index_dir(batch, &cpath, cname.clone(), depth + 1, files)?,
+                EntryKind::Dir,
+            )
         } else if ft.is_file() {
             let (m, rec) = index_file(batch, &cpath, cname.clone())?;
             files.push((cpath.display().to_string(), rec));
@@ -136,7 +146,12 @@ fn index_dir(
             tracing::debug!(path = %cpath.display(), "skipping symlink or special file");
             continue;
         };
-        entries.push(Entry { name: cname, kind, id: m.id(), size: m.size() });
+        entries.push(Entry {
+            name: cname,
+            kind,
+            id: m.id(),
+            size: m.size(),
+        });
     }
     let m = Manifest::Dir(DirManifest { name, entries });
     put_manifest(batch, &m)?;
@@ -175,7 +190,10 @@ fn index_file(
         }
         let m = Manifest::File(f);
         put_manifest(batch, &m)?;
-        let rec = FileRecord { manifest: m.id(), ..old };
+        let rec = FileRecord {
+            manifest: m.id(),
+            ..old
+        };
         return Ok((m, rec));
     }
     let chunks = chunker::chunk_file(path)?;
@@ -183,16 +201,31 @@ fn index_file(
     for c in &chunks {
         batch.push(Op::AddLocation(
             c.hash,
-            Location { path: key.clone(), offset: c.offset, len: c.len },
+            Location {
+                path: key.clone(),
+                offset: c.offset,
+                len: c.len,
+            },
         ))?;
     }
     let m = Manifest::File(FileManifest {
         name,
         size,
-        chunks: chunks.iter().map(|c| Chunk { hash: c.hash, size: c.len }).collect(),
+        chunks: chunks
+            .iter()
+            .map(|c| Chunk {
+                hash: c.hash,
+                size: c.len,
+            })
+            .collect(),
     });
     put_manifest(batch, &m)?;
-    let rec = FileRecord { size, mtime_ns: mtime, manifest: m.id(), share: m.id() };
+    let rec = FileRecord {
+        size,
+        mtime_ns: mtime,
+        manifest: m.id(),
+        share: m.id(),
+    };
     Ok((m, rec))
 }
 
@@ -205,7 +238,9 @@ pub fn changed_shares(store: &Store) -> Result<Vec<ShareRecord>, IndexError> {
         let mut changed = false;
         for (path, rec) in store.files_of(&share.id)? {
             let now = std::fs::metadata(&path).ok();
-            let same = now.as_ref().is_some_and(|m| m.len() == rec.size && mtime_ns(m) == rec.mtime_ns);
+            let same = now
+                .as_ref()
+                .is_some_and(|m| m.len() == rec.size && mtime_ns(m) == rec.mtime_ns);
             if !same || stale.contains(&path) {
                 changed = true;
                 break;
@@ -220,17 +255,27 @@ pub fn changed_shares(store: &Store) -> Result<Vec<ShareRecord>, IndexError> {
 
 /// A folder share changed if files were added or removed under it.
 fn dir_listing_changed(store: &Store, share: &ShareRecord) -> Result<bool, IndexError> {
-    let Some(bytes) = store.block(&share.id)? else { return Ok(true) };
-    let Ok(m) = Manifest::decode(&bytes) else { return Ok(true) };
+    let Some(bytes) = store.block(&share.id)? else {
+        return Ok(true);
+    };
+    let Ok(m) = Manifest::decode(&bytes) else {
+        return Ok(true);
+    };
     Ok(!listing_matches(store, &m, Path::new(&share.path))?)
 }
 
 fn listing_matches(store: &Store, m: &Manifest, path: &Path) -> Result<bool, IndexError> {
     let Manifest::Dir(d) = m else { return Ok(true) };
-    let Ok(rd) = std::fs::read_dir(path) else { return Ok(false) };
+    let Ok(rd) = std::fs::read_dir(path) else {
+        return Ok(false);
+    };
     let mut names: Vec<String> = rd
         .filter_map(Result::ok)
-        .filter(|e| e.file_type().map(|t| t.is_dir() || t.is_file()).unwrap_or(false))
+        .filter(|e| {
+            e.file_type()
+                .map(|t| t.is_dir() || t.is_file())
+                .unwrap_or(false)
+        })
         .filter_map(|e| e.file_name().to_str().map(str::to_owned))
         .collect();
     names.sort();
@@ -240,8 +285,12 @@ fn listing_matches(store: &Store, m: &Manifest, path: &Path) -> Result<bool, Ind
     }
     for e in &d.entries {
         if e.kind == EntryKind::Dir {
-            let Some(bytes) = store.block(&e.id)? else { return Ok(false) };
-            let Ok(sub) = Manifest::decode(&bytes) else { return Ok(false) };
+            let Some(bytes) = store.block(&e.id)? else {
+                return Ok(false);
+            };
+            let Ok(sub) = Manifest::decode(&bytes) else {
+                return Ok(false);
+            };
             if !listing_matches(store, &sub, &path.join(&e.name))? {
                 return Ok(false);
             }
@@ -252,7 +301,9 @@ fn listing_matches(store: &Store, m: &Manifest, path: &Path) -> Result<bool, Ind
 
 /// Forgets a share: its record, its file records and where its chunks live.
 pub fn unshare(store: &Store, id: &ContentId) -> Result<Option<ShareRecord>, IndexError> {
-    let Some(share) = store.share(id)? else { return Ok(None) };
+    let Some(share) = store.share(id)? else {
+        return Ok(None);
+    };
     let mut ops = vec![Op::RemoveShare(*id)];
     for (path, rec) in store.files_of(id)? {
         if let Some(bytes) = store.block(&rec.manifest)?
@@ -262,7 +313,11 @@ pub fn unshare(store: &Store, id: &ContentId) -> Result<Option<ShareRecord>, Ind
             for c in &f.chunks {
                 ops.push(Op::RemoveLocation(
                     c.hash,
-                    Location { path: path.clone(), offset, len: c.size },
+                    Location {
+                        path: path.clone(),
+                        offset,
+                        len: c.size,
+                    },
                 ));
                 offset += u64::from(c.size);
             }

@@ -135,7 +135,10 @@ impl Manifest {
                 for e in &d.entries {
                     check_name(&e.name)?;
                     if !seen.insert(e.name.as_str()) {
-                        return Err(ManifestError::Invalid(format!("duplicate entry {:?}", e.name)));
+                        return Err(ManifestError::Invalid(format!(
+                            "duplicate entry {:?}",
+                            e.name
+                        )));
                     }
                     if e.id.kind() != Kind::Manifest {
                         return Err(ManifestError::Invalid(format!(
@@ -186,7 +189,10 @@ mod tests {
         Manifest::File(FileManifest {
             name: "a.txt".into(),
             size: 5,
-            chunks: vec![Chunk { hash: [7; 32], size: 5 }],
+            chunks: vec![Chunk {
+                hash: [7; 32],
+                size: 5,
+            }],
         })
     }
 
@@ -213,6 +219,9 @@ mod tests {
             assert!(Manifest::decode(b.as_bytes()).is_err(), "{b}");
         }
         let huge = vec![b' '; MAX_MANIFEST_BYTES + 1];
-        assert!(matches!(Manifest::decode(&huge), Err(ManifestError::TooLarge)));
+        assert!(matches!(
+            Manifest::decode(&huge),
+            Err(ManifestError::TooLarge)
+        ));
     }
 }

@@ -9,10 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use redb::{
-    MultimapTableDefinition, ReadableDatabase, ReadableTable,
-    TableDefinition,
-};
+use redb::{MultimapTableDefinition, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use crate::chunker::MAX_CHUNK;
@@ -244,7 +241,9 @@ impl Store {
         };
         let bytes = v.value().to_vec();
         if bytes.len() > MAX_MANIFEST_BYTES || !id.verify(&bytes) {
-            return Err(StoreError::Corrupt(format!("block {id} does not match its ID")));
+            return Err(StoreError::Corrupt(format!(
+                "block {id} does not match its ID"
+            )));
         }
         Ok(Some(bytes))
     }
@@ -281,11 +280,18 @@ impl Store {
             }
         }
         if !bad.is_empty() {
-            tracing::warn!(chunks = bad.len(), "shared file changed on disk; not serving it");
+            tracing::warn!(
+                chunks = bad.len(),
+                "shared file changed on disk; not serving it"
+            );
             if let Ok(mut stale) = self.stale.lock() {
                 stale.extend(bad.iter().map(|l| l.path.clone()));
             }
-            self.apply(bad.into_iter().map(|l| Op::RemoveLocation(*hash, l)).collect())?;
+            self.apply(
+                bad.into_iter()
+                    .map(|l| Op::RemoveLocation(*hash, l))
+                    .collect(),
+            )?;
         }
         Ok(found)
     }
@@ -388,7 +394,11 @@ mod tests {
         let _ = std::fs::write(&file, b"hello world");
         let store = Store::open(&d.join("db"))?;
         let hash = *blake3::hash(b"world").as_bytes();
-        let loc = Location { path: file.display().to_string(), offset: 6, len: 5 };
+        let loc = Location {
+            path: file.display().to_string(),
+            offset: 6,
+            len: 5,
+        };
         store.apply(vec![Op::AddLocation(hash, loc)])?;
         assert_eq!(store.read_chunk(&hash)?.as_deref(), Some(&b"world"[..]));
         let _ = std::fs::write(&file, b"hello WORLD");
@@ -427,7 +437,10 @@ mod tests {
         let d = tmp("corrupt");
         let p = d.join("db");
         let _ = std::fs::write(&p, vec![0xabu8; 8192]);
-        let e = Store::open(&p).err().map(|e| e.to_string()).unwrap_or_default();
+        let e = Store::open(&p)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(e.contains("cannot be opened"), "{e}");
         let _ = std::fs::remove_dir_all(&d);
     }

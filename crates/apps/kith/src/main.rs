@@ -1,1 +1,328 @@
-fn main() {}
+//! `kith`: the command-line front end. `init` and `up` work on the data dir directly; every
+//! other command talks to the running node through its local HTTP API.
+
+mod client;
+mod units;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use kith_node::{Home, Node, Options};
+use serde_json::Value;
+
+use crate::client::Client;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "kith",
+    version,
+    about = "kith: a peer-to-peer computing platform. Share and fetch content by ID, with no server anywhere."
+)]
+struct Cli {
+    /// Data directory (key, config, database). Default: the platform data dir.
+    #[arg(long, global = true, env = "KITH_HOME")]
+    home: Option<PathBuf>,
+    /// Print machine-readable JSON.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(clap::Args, Debug, Default)]
+struct UpArgs {
+    /// Multiaddr to listen on (repeatable), e.g. /ip4/0.0.0.0/tcp/4001.
+    #[arg(long, env = "KITH_LISTEN", value_delimiter = ',')]
+    listen: Vec<String>,
+    /// Multiaddr of a peer to join through (repeatable), e.g. /ip4/1.2.3.4/tcp/4001/p2p/12D3…
+    #[arg(long, env = "KITH_BOOTSTRAP", value_delimiter = ',')]
+    bootstrap: Vec<String>,
+    /// Address of the local HTTP API (default 127.0.0.1 on a free port).
+    #[arg(long, env = "KITH_API")]
+    api: Option<String>,
+    /// Do not look for peers on the local network.
+    #[arg(long)]
+    no_mdns: bool,
+    /// Upload cap, bytes per second (suffixes k, M, G, Ki, Mi, Gi).
+    #[arg(long, env = "KITH_UPLOAD_LIMIT", value_parser = units::parse_rate)]
+    upload_limit: Option<u64>,
+    /// Download cap, bytes per second.
+    #[arg(long, env = "KITH_DOWNLOAD_LIMIT", value_parser = units::parse_rate)]
+    download_limit: Option<u64>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Create the identity and config in the data dir.
+    Init,
+    /// Run the node in the foreground (Ctrl-C stops it).
+    Up(UpArgs),
+    /// Show this node's peer ID.
+    Id,
+    /// Show whether the node is running, its addresses and connections.
+    Status,
+    /// List connected peers.
+    Peers,
+    /// Share a file or folder (in place, nothing is copied); prints its content ID.
+    Share { path: PathBuf },
+    /// List what this node shares.
+    Ls,
+    /// Fetch content by ID from whoever has it.
+    Get {
+        id: String,
+        /// Where to write it (default: ./NAME).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Seconds to wait for a provider before giving up (default 60).
+        #[arg(long)]
+        timeout: Option<u64>,
+    },
+    /// Stop sharing content.
+    Unshare { id: String },
+}
+
+fn home(cli: &Cli) -> Result<Home> {
+    if let Some(h) = &cli.home {
+        return Ok(Home::new(h));
+    }
+    let dirs = directories::ProjectDirs::from("", "", "kith")
+        .context("cannot find a data dir; pass --home or set KITH_HOME")?;
+    Ok(Home::new(dirs.data_dir()))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", one_line(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn one_line(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for c in e.chain() {
+        let s = c.to_string();
+        if !parts.iter().any(|p| p.contains(&s)) {
+            parts.push(s);
+        }
+    }
+    parts.join(": ").replace('\n', " ")
+}
+
+fn print_json(v: &Value) {
+    println!("{}", serde_json::to_string(v).unwrap_or_default());
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let home = home(&cli)?;
+    match &cli.command {
+        Cmd::Init => {
+            let created = home.init()?;
+            let peer = home.keypair()?.public().to_peer_id();
+            if cli.json {
+                print_json(
+                    &serde_json::json!({ "peer_id": peer.to_string(), "home": home.dir(), "created": created }),
+                );
+            } else if created {
+                println!("initialised {} (peer {peer})", home.dir().display());
+            } else {
+                println!(
+                    "already initialised: {} (peer {peer})",
+                    home.dir().display()
+                );
+            }
+            Ok(())
+        }
+        Cmd::Up(args) => up(home, args).await,
+        Cmd::Id => {
+            let c = Client::connect(&home)?;
+            let s = c.get("/status").await?;
+            if cli.json {
+                print_json(&serde_json::json!({ "peer_id": s["peer_id"] }));
+            } else {
+                println!("{}", s["peer_id"].as_str().unwrap_or_default());
+            }
+            Ok(())
+        }
+        Cmd::Status => {
+            let c = Client::connect(&home)?;
+            let s = c.get("/status").await?;
+            if cli.json {
+                print_json(&s);
+            } else {
+                println!("running   kith {}", s["version"].as_str().unwrap_or("?"));
+                println!("peer id   {}", s["peer_id"].as_str().unwrap_or_default());
+                println!("api       {}", c.base());
+                for a in s["listen_addrs"].as_array().into_iter().flatten() {
+                    println!("listen    {}", a.as_str().unwrap_or_default());
+                }
+                println!(
+                    "peers     {} connected, {} in routing table",
+                    s["peers"], s["routing_table_peers"]
+                );
+                println!("shares    {} (announcing {})", s["shares"], s["providing"]);
+                println!("downloads {} running", s["downloads"]);
+            }
+            Ok(())
+        }
+        Cmd::Peers => {
+            let c = Client::connect(&home)?;
+            let p = c.get("/peers").await?;
+            if cli.json {
+                print_json(&p);
+            } else {
+                let list = p.as_array().cloned().unwrap_or_default();
+                if list.is_empty() {
+                    println!("no peers connected");
+                }
+                for x in list {
+                    println!(
+                        "{}  {}  {}",
+                        x["peer_id"].as_str().unwrap_or_default(),
+                        x["transport"].as_str().unwrap_or_default(),
+                        x["addr"].as_str().unwrap_or_default()
+                    );
+                }
+            }
+            Ok(())
+        }
+        Cmd::Share { path } => {
+            let abs = std::path::absolute(path).with_context(|| format!("{}", path.display()))?;
+            if !abs.exists() {
+                bail!("{}: no such file or folder", path.display());
+            }
+            let c = Client::connect(&home)?;
+            let s = c
+                .post("/shares", &serde_json::json!({ "path": abs }))
+                .await?;
+            if cli.json {
+                print_json(&s);
+            } else {
+                println!("{}", s["id"].as_str().unwrap_or_default());
+            }
+            Ok(())
+        }
+        Cmd::Ls => {
+            let c = Client::connect(&home)?;
+            let list = c.get("/shares").await?;
+            if cli.json {
+                print_json(&list);
+            } else {
+                let list = list.as_array().cloned().unwrap_or_default();
+                if list.is_empty() {
+                    println!("nothing shared yet (kith share PATH)");
+                }
+                for s in list {
+                    println!(
+                        "{}  {:>10}  {}",
+                        s["id"].as_str().unwrap_or_default(),
+                        units::human(s["size"].as_u64().unwrap_or(0)),
+                        s["path"].as_str().unwrap_or_default()
+                    );
+                }
+            }
+            Ok(())
+        }
+        Cmd::Unshare { id } => {
+            check_id(id)?;
+            let c = Client::connect(&home)?;
+            let s = c.delete(&format!("/shares/{id}")).await?;
+            if cli.json {
+                print_json(&s);
+            } else {
+                println!(
+                    "unshared {} ({})",
+                    id,
+                    s["path"].as_str().unwrap_or_default()
+                );
+            }
+            Ok(())
+        }
+        Cmd::Get {
+            id,
+            output,
+            timeout,
+        } => {
+            check_id(id)?;
+            let c = Client::connect(&home)?;
+            let mut body = match output {
+                Some(o) => serde_json::json!({ "id": id, "output": std::path::absolute(o)? }),
+                None => serde_json::json!({ "id": id, "dir": std::env::current_dir()? }),
+            };
+            if let Some(t) = timeout {
+                body["timeout"] = serde_json::json!(t);
+            }
+            client::get(&c, &body, cli.json).await
+        }
+    }
+}
+
+fn check_id(id: &str) -> Result<()> {
+    id.parse::<kith_core::ContentId>()
+        .map(|_| ())
+        .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+async fn up(home: Home, args: &UpArgs) -> Result<()> {
+    init_tracing();
+    home.init()?;
+    let mut config = home.config()?;
+    if !args.listen.is_empty() {
+        config.listen = args.listen.clone();
+    }
+    config.bootstrap.extend(args.bootstrap.iter().cloned());
+    if let Some(a) = &args.api {
+        config.api = a.clone();
+    }
+    if args.no_mdns {
+        config.mdns = false;
+    }
+    if let Some(l) = args.upload_limit {
+        config.upload_limit = l;
+    }
+    if let Some(l) = args.download_limit {
+        config.download_limit = l;
+    }
+    let node = Node::start(Options::new(home, config)).await?;
+    let stop = node.shutdown_token();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => { r?; tracing::info!("Ctrl-C: stopping"); }
+        _ = term.recv() => tracing::info!("terminated: stopping"),
+        () = stop.cancelled() => {}
+    }
+    node.shutdown().await;
+    Ok(())
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(
+            "info,libp2p_mdns=warn,libp2p_swarm=warn,libp2p_kad=warn",
+        )
+    });
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+pub(crate) fn is_tty() -> bool {
+    std::io::stdout().is_terminal()
+}

@@ -1,0 +1,63 @@
+//! Byte counts and rates as people write them.
+
+/// Parses `1000`, `500k`, `10M`, `1G`, `64Ki`, `8MiB/s`… into bytes (per second).
+pub fn parse_rate(s: &str) -> Result<u64, String> {
+    let t = s.trim().trim_end_matches("/s").trim_end_matches(['B', 'b']);
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a byte count (e.g. 500k, 10M, 1Gi)"))?;
+    let mult: f64 = match unit {
+        "" => 1.0,
+        "k" | "K" => 1e3,
+        "M" | "m" => 1e6,
+        "G" | "g" => 1e9,
+        "Ki" | "KI" | "ki" => 1024.0,
+        "Mi" | "MI" | "mi" => 1024.0 * 1024.0,
+        "Gi" | "GI" | "gi" => 1024.0 * 1024.0 * 1024.0,
+        _ => {
+            return Err(format!(
+                "{s:?}: unknown unit {unit:?} (use k, M, G, Ki, Mi or Gi)"
+            ));
+        }
+    };
+    let v = n * mult;
+    if !v.is_finite() || v < 0.0 || v > u64::MAX as f64 {
+        return Err(format!("{s:?} is out of range"));
+    }
+    Ok(v as u64)
+}
+
+pub fn human(n: u64) -> String {
+    const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i + 1 < U.len() {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", U[i.min(U.len() - 1)])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates() {
+        assert_eq!(parse_rate("1000"), Ok(1000));
+        assert_eq!(parse_rate("500k"), Ok(500_000));
+        assert_eq!(parse_rate("10M"), Ok(10_000_000));
+        assert_eq!(parse_rate("1MiB/s"), Ok(1 << 20));
+        assert!(parse_rate("fast").is_err());
+        assert!(parse_rate("10X").is_err());
+        assert_eq!(human(2048), "2.0 KiB");
+    }
+}

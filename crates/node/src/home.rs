@@ -1,0 +1,148 @@
+//! The data directory: `key` (0600), `config.toml`, `meta.redb`, `api.token` (0600) and,
+//! while the node runs, `api.addr`.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use kith_core::config::{Config, ConfigError};
+use kith_core::identity::{self, IdentityError, Keypair};
+use kith_core::store::{Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HomeError {
+    #[error("cannot use data dir {path}: {reason}")]
+    Io { path: String, reason: String },
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("another kith node is already running with data dir {0}")]
+    InUse(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Home {
+    dir: PathBuf,
+}
+
+fn io(path: &Path, e: impl ToString) -> HomeError {
+    HomeError::Io {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    }
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), HomeError> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path).map_err(|e| io(path, e))?;
+    f.write_all(bytes).map_err(|e| io(path, e))?;
+    f.sync_all().map_err(|e| io(path, e))
+}
+
+impl Home {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn key_path(&self) -> PathBuf {
+        self.dir.join("key")
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join("config.toml")
+    }
+
+    fn token_path(&self) -> PathBuf {
+        self.dir.join("api.token")
+    }
+
+    fn addr_path(&self) -> PathBuf {
+        self.dir.join("api.addr")
+    }
+
+    pub fn is_initialised(&self) -> bool {
+        self.key_path().exists()
+    }
+
+    /// Creates the data dir, key, default config and API token where missing. Returns
+    /// true when something was created.
+    pub fn init(&self) -> Result<bool, HomeError> {
+        std::fs::create_dir_all(&self.dir).map_err(|e| io(&self.dir, e))?;
+        let mut created = false;
+        if !self.key_path().exists() {
+            identity::create(&self.key_path())?;
+            created = true;
+        }
+        if !self.config_path().exists() {
+            let text = format!(
+                "# kith node configuration. Environment variables (KITH_*) and flags override it.\n{}",
+                Config::default().to_toml()
+            );
+            std::fs::write(self.config_path(), text).map_err(|e| io(&self.config_path(), e))?;
+            created = true;
+        }
+        if !self.token_path().exists() {
+            let token: [u8; 32] = rand::random();
+            let hex: String = token.iter().map(|b| format!("{b:02x}")).collect();
+            write_private(&self.token_path(), hex.as_bytes())?;
+            created = true;
+        }
+        Ok(created)
+    }
+
+    pub fn keypair(&self) -> Result<Keypair, HomeError> {
+        Ok(identity::load(&self.key_path())?)
+    }
+
+    pub fn config(&self) -> Result<Config, HomeError> {
+        Ok(Config::load(&self.config_path())?)
+    }
+
+    pub fn token(&self) -> Result<String, HomeError> {
+        std::fs::read_to_string(self.token_path())
+            .map(|s| s.trim().to_owned())
+            .map_err(|e| io(&self.token_path(), e))
+    }
+
+    pub fn open_store(&self) -> Result<Store, HomeError> {
+        let path = self.dir.join("meta.redb");
+        match Store::open(&path) {
+            Ok(s) => Ok(s),
+            Err(StoreError::Open { reason, .. }) if reason.contains("already open") => {
+                Err(HomeError::InUse(self.dir.display().to_string()))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Address of the running node's API, if it wrote one.
+    pub fn api_addr(&self) -> Option<SocketAddr> {
+        std::fs::read_to_string(self.addr_path())
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    pub(crate) fn write_api_addr(&self, addr: SocketAddr) -> Result<(), HomeError> {
+        std::fs::write(self.addr_path(), addr.to_string()).map_err(|e| io(&self.addr_path(), e))
+    }
+
+    pub(crate) fn remove_api_addr(&self) {
+        let _ = std::fs::remove_file(self.addr_path());
+    }
+}

@@ -1,0 +1,91 @@
+//! The composed libp2p behaviour and the swarm that runs it.
+
+use libp2p::swarm::NetworkBehaviour;
+use libp2p::swarm::behaviour::toggle::Toggle;
+use libp2p::{Swarm, connection_limits, identify, kad, mdns, noise, ping, tcp, yamux};
+
+use crate::{
+    Config, KAD_PROTOCOL, OverlayError, PROTOCOL_VERSION, PROVIDER_REPUBLISH, PROVIDER_TTL,
+};
+
+#[derive(NetworkBehaviour)]
+pub struct Behaviour {
+    pub limits: connection_limits::Behaviour,
+    pub identify: identify::Behaviour,
+    pub ping: ping::Behaviour,
+    pub kad: kad::Behaviour<kad::store::MemoryStore>,
+    pub mdns: Toggle<mdns::tokio::Behaviour>,
+    pub stream: libp2p_stream::Behaviour,
+}
+
+fn setup<E: std::fmt::Display>(e: E) -> OverlayError {
+    OverlayError::Setup(e.to_string())
+}
+
+pub(crate) fn build_swarm(
+    config: &Config,
+    registry: &mut prometheus_client::registry::Registry,
+) -> Result<(Swarm<Behaviour>, libp2p_stream::Control), OverlayError> {
+    let limits = connection_limits::ConnectionLimits::default()
+        .with_max_established(Some(config.max_connections))
+        .with_max_established_per_peer(Some(config.max_connections_per_peer))
+        .with_max_pending_incoming(Some(64))
+        .with_max_pending_outgoing(Some(64));
+    let mdns_enabled = config.mdns;
+    let swarm = libp2p::SwarmBuilder::with_existing_identity(config.keypair.clone())
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .map_err(setup)?
+        .with_quic()
+        .with_bandwidth_metrics(registry)
+        .with_behaviour(|key| {
+            let peer_id = key.public().to_peer_id();
+            let mut kcfg = kad::Config::new(KAD_PROTOCOL);
+            kcfg.set_provider_record_ttl(Some(PROVIDER_TTL))
+                .set_provider_publication_interval(Some(PROVIDER_REPUBLISH))
+                .set_query_timeout(std::time::Duration::from_secs(30))
+                .set_max_packet_size(64 * 1024);
+            let store_cfg = kad::store::MemoryStoreConfig {
+                max_records: 4096,
+                max_value_bytes: 16 * 1024,
+                max_providers_per_key: 64,
+                max_provided_keys: 1 << 20,
+            };
+            let mut kad = kad::Behaviour::with_config(
+                peer_id,
+                kad::store::MemoryStore::with_config(peer_id, store_cfg),
+                kcfg,
+            );
+            // Every kith node answers DHT queries, also on loopback and LANs where no
+            // external address gets confirmed.
+            kad.set_mode(Some(kad::Mode::Server));
+            let mdns = if mdns_enabled {
+                Some(mdns::tokio::Behaviour::new(
+                    mdns::Config::default(),
+                    peer_id,
+                )?)
+            } else {
+                None
+            };
+            Ok(Behaviour {
+                limits: connection_limits::Behaviour::new(limits),
+                identify: identify::Behaviour::new(
+                    identify::Config::new(PROTOCOL_VERSION.into(), key.public())
+                        .with_agent_version(format!("kith/{}", env!("CARGO_PKG_VERSION"))),
+                ),
+                ping: ping::Behaviour::default(),
+                kad,
+                mdns: Toggle::from(mdns),
+                stream: libp2p_stream::Behaviour::new(),
+            })
+        })
+        .map_err(setup)?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(config.idle_timeout))
+        .build();
+    let control = swarm.behaviour().stream.new_control();
+    Ok((swarm, control))
+}

@@ -1,0 +1,372 @@
+//! The network actor: owns the swarm, answers commands, routes events. No service logic.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use futures::StreamExt;
+use libp2p::core::ConnectedPoint;
+use libp2p::metrics::{Metrics, Recorder};
+use libp2p::multiaddr::Protocol;
+use libp2p::swarm::{ConnectionId, SwarmEvent, dial_opts::DialOpts};
+use libp2p::{Multiaddr, PeerId, Swarm, identify, kad, mdns};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::behaviour::{Behaviour, BehaviourEvent};
+use crate::{Command, Config, ConnectionInfo, KAD_PROTOCOL, OverlayError, Status};
+
+/// Most pending `dial` replies kept at once.
+const MAX_PENDING_DIALS: usize = 256;
+/// Most concurrent provider lookups.
+const MAX_LOOKUPS: usize = 256;
+/// Shortest gap between two re-announcements triggered by new routing peers.
+const REANNOUNCE_GAP: Duration = Duration::from_secs(2);
+
+pub(crate) struct EventLoop {
+    swarm: Swarm<Behaviour>,
+    commands: mpsc::Receiver<Command>,
+    metrics: Metrics,
+    connections: HashMap<PeerId, Vec<(ConnectionId, ConnectedPoint)>>,
+    lookups: HashMap<kad::QueryId, (mpsc::Sender<PeerId>, HashSet<PeerId>)>,
+    pending_dials: HashMap<ConnectionId, oneshot::Sender<Result<(), OverlayError>>>,
+    providing: HashSet<Vec<u8>>,
+    reannounce_due: bool,
+    bootstrapped: bool,
+}
+
+fn transport_of(addr: &Multiaddr) -> &'static str {
+    let quic = addr
+        .iter()
+        .any(|p| matches!(p, Protocol::QuicV1 | Protocol::Quic));
+    let relayed = addr.iter().any(|p| matches!(p, Protocol::P2pCircuit));
+    match (relayed, quic) {
+        (true, _) => "relay",
+        (false, true) => "quic",
+        (false, false) => "tcp",
+    }
+}
+
+impl EventLoop {
+    pub(crate) fn new(
+        mut swarm: Swarm<Behaviour>,
+        commands: mpsc::Receiver<Command>,
+        metrics: Metrics,
+        config: &Config,
+    ) -> Result<Self, OverlayError> {
+        for addr in &config.listen {
+            swarm
+                .listen_on(addr.clone())
+                .map_err(|e| OverlayError::Listen {
+                    addr: addr.to_string(),
+                    reason: match e {
+                        libp2p::TransportError::MultiaddrNotSupported(_) => {
+                            "address not supported (use /ip4/…/tcp/PORT or /ip4/…/udp/PORT/quic-v1)"
+                                .to_owned()
+                        }
+                        libp2p::TransportError::Other(e) => e.to_string(),
+                    },
+                })?;
+        }
+        for addr in &config.bootstrap {
+            if let Some(Protocol::P2p(peer)) = addr.iter().last() {
+                swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
+            }
+            if let Err(e) = swarm.dial(addr.clone()) {
+                tracing::warn!(%addr, error = %e, "cannot dial bootstrap peer");
+            }
+        }
+        Ok(Self {
+            swarm,
+            commands,
+            metrics,
+            connections: HashMap::new(),
+            lookups: HashMap::new(),
+            pending_dials: HashMap::new(),
+            providing: HashSet::new(),
+            reannounce_due: false,
+            bootstrapped: false,
+        })
+    }
+
+    pub(crate) async fn run(&mut self, shutdown: CancellationToken) {
+        let mut reannounce = tokio::time::interval(REANNOUNCE_GAP);
+        reannounce.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                event = self.swarm.select_next_some() => self.on_swarm_event(event),
+                cmd = self.commands.recv() => match cmd {
+                    Some(c) => self.on_command(c),
+                    None => break,
+                },
+                _ = reannounce.tick() => {
+                    if self.reannounce_due {
+                        self.reannounce_due = false;
+                        self.announce_all();
+                    }
+                }
+            }
+        }
+        tracing::debug!("network actor stopped");
+    }
+
+    /// Re-announces every provided key; used when the routing table first fills, so content
+    /// shared before any peer was known still reaches the DHT promptly.
+    fn announce_all(&mut self) {
+        let keys: Vec<_> = self.providing.iter().cloned().collect();
+        tracing::debug!(keys = keys.len(), "announcing provided content");
+        for key in keys {
+            if let Err(e) = self
+                .swarm
+                .behaviour_mut()
+                .kad
+                .start_providing(kad::RecordKey::new(&key))
+            {
+                tracing::warn!(error = %e, "cannot announce content");
+            }
+        }
+    }
+
+    fn on_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Status(reply) => {
+                let _ = reply.send(self.status());
+            }
+            Command::Dial(addr, reply) => {
+                if self.pending_dials.len() >= MAX_PENDING_DIALS {
+                    let _ = reply.send(Err(OverlayError::Dial("too many dials in flight".into())));
+                    return;
+                }
+                if let Some(Protocol::P2p(peer)) = addr.iter().last() {
+                    self.swarm
+                        .behaviour_mut()
+                        .kad
+                        .add_address(&peer, addr.clone());
+                }
+                let opts = DialOpts::unknown_peer_id().address(addr).build();
+                let id = opts.connection_id();
+                match self.swarm.dial(opts) {
+                    Ok(()) => {
+                        self.pending_dials.insert(id, reply);
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(OverlayError::Dial(e.to_string())));
+                    }
+                }
+            }
+            Command::StartProviding(key) => {
+                if let Err(e) = self
+                    .swarm
+                    .behaviour_mut()
+                    .kad
+                    .start_providing(kad::RecordKey::new(&key))
+                {
+                    tracing::warn!(error = %e, "cannot announce content");
+                }
+                self.providing.insert(key);
+            }
+            Command::StopProviding(key) => {
+                self.swarm
+                    .behaviour_mut()
+                    .kad
+                    .stop_providing(&kad::RecordKey::new(&key));
+                self.providing.remove(&key);
+            }
+            Command::FindProviders(key, tx) => {
+                if self.lookups.len() >= MAX_LOOKUPS {
+                    tracing::warn!("too many provider lookups in flight; dropping one");
+                    return;
+                }
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .kad
+                    .get_providers(kad::RecordKey::new(&key));
+                self.lookups.insert(id, (tx, HashSet::new()));
+            }
+            Command::Disconnect(peer) => {
+                let _ = self.swarm.disconnect_peer_id(peer);
+            }
+        }
+    }
+
+    fn status(&mut self) -> Status {
+        let connections = self
+            .connections
+            .iter()
+            .flat_map(|(peer, conns)| {
+                conns.iter().map(move |(_, point)| {
+                    let (addr, role) = match point {
+                        ConnectedPoint::Dialer { address, .. } => (address.clone(), "dialer"),
+                        ConnectedPoint::Listener { send_back_addr, .. } => {
+                            (send_back_addr.clone(), "listener")
+                        }
+                    };
+                    ConnectionInfo {
+                        peer_id: peer.to_string(),
+                        transport: transport_of(&addr),
+                        addr: addr.to_string(),
+                        role,
+                    }
+                })
+            })
+            .collect();
+        let routing_table_peers = self
+            .swarm
+            .behaviour_mut()
+            .kad
+            .kbuckets()
+            .map(|b| b.num_entries())
+            .sum();
+        Status {
+            peer_id: self.swarm.local_peer_id().to_string(),
+            listen_addrs: self.swarm.listeners().map(|a| a.to_string()).collect(),
+            external_addrs: self
+                .swarm
+                .external_addresses()
+                .map(|a| a.to_string())
+                .collect(),
+            connections,
+            routing_table_peers,
+            providing: self.providing.len(),
+        }
+    }
+
+    fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        self.metrics.record(&event);
+        match event {
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(e)) => {
+                self.metrics.record(&e);
+                self.on_identify(e);
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(e)) => {
+                self.metrics.record(&e);
+                self.on_kad(e);
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(e)) => self.metrics.record(&e),
+            SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(list))) => {
+                for (peer, addr) in list {
+                    tracing::debug!(%peer, %addr, "found peer on the local network");
+                    self.swarm.behaviour_mut().kad.add_address(&peer, addr);
+                    if !self.swarm.is_connected(&peer) {
+                        let _ = self.swarm.dial(DialOpts::peer_id(peer).build());
+                    }
+                }
+            }
+            SwarmEvent::NewListenAddr { address, .. } => {
+                tracing::info!(%address, "listening");
+            }
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                connection_id,
+                endpoint,
+                ..
+            } => {
+                tracing::debug!(peer = %peer_id, addr = %endpoint.get_remote_address(), "connected");
+                if let Some(reply) = self.pending_dials.remove(&connection_id) {
+                    let _ = reply.send(Ok(()));
+                }
+                self.connections
+                    .entry(peer_id)
+                    .or_default()
+                    .push((connection_id, endpoint));
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                connection_id,
+                ..
+            } => {
+                if let Some(list) = self.connections.get_mut(&peer_id) {
+                    list.retain(|(c, _)| *c != connection_id);
+                    if list.is_empty() {
+                        self.connections.remove(&peer_id);
+                    }
+                }
+            }
+            SwarmEvent::OutgoingConnectionError {
+                connection_id,
+                peer_id,
+                error,
+            } => {
+                tracing::debug!(peer = ?peer_id, error = %error, "dial failed");
+                if let Some(reply) = self.pending_dials.remove(&connection_id) {
+                    let _ = reply.send(Err(OverlayError::Dial(error.to_string())));
+                }
+            }
+            SwarmEvent::ListenerError { error, .. } => {
+                tracing::warn!(error = %error, "listener error");
+            }
+            _ => {}
+        }
+    }
+
+    fn on_identify(&mut self, e: identify::Event) {
+        let identify::Event::Received { peer_id, info, .. } = e else {
+            return;
+        };
+        if !info.protocols.contains(&KAD_PROTOCOL) {
+            return;
+        }
+        // Bound what a peer can make us store.
+        for addr in info.listen_addrs.into_iter().take(16) {
+            self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+        }
+        if !self.bootstrapped {
+            self.bootstrapped = true;
+            let _ = self.swarm.behaviour_mut().kad.bootstrap();
+        }
+    }
+
+    fn on_kad(&mut self, e: kad::Event) {
+        match e {
+            kad::Event::RoutingUpdated {
+                is_new_peer: true,
+                peer,
+                ..
+            } => {
+                tracing::debug!(%peer, "new peer in routing table");
+                if !self.providing.is_empty() {
+                    self.reannounce_due = true;
+                }
+            }
+            kad::Event::OutboundQueryProgressed {
+                id, result, step, ..
+            } => match result {
+                kad::QueryResult::GetProviders(Ok(kad::GetProvidersOk::FoundProviders {
+                    providers,
+                    ..
+                })) => {
+                    let local = *self.swarm.local_peer_id();
+                    let mut to_dial = Vec::new();
+                    if let Some((tx, seen)) = self.lookups.get_mut(&id) {
+                        for p in providers {
+                            if p != local && seen.insert(p) {
+                                to_dial.push(p);
+                                // The receiver may be slow or gone; never block the actor.
+                                let _ = tx.try_send(p);
+                            }
+                        }
+                    }
+                    // Dial while the query is live: its addresses for the provider are only
+                    // known to Kademlia until the query ends.
+                    for p in to_dial {
+                        if !self.swarm.is_connected(&p) {
+                            let _ = self.swarm.dial(DialOpts::peer_id(p).build());
+                        }
+                    }
+                    if step.last {
+                        self.lookups.remove(&id);
+                    }
+                }
+                kad::QueryResult::GetProviders(_) if step.last => {
+                    self.lookups.remove(&id);
+                }
+                kad::QueryResult::StartProviding(Err(e)) => {
+                    tracing::debug!(error = ?e, "announcement reached no peer yet");
+                }
+                _ => {}
+            },
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,856 @@
+//! One download: find providers, fetch and verify manifests, then fetch chunks from every
+//! provider at once. Each provider gets a few streams that pull chunks from one shared queue,
+//! so faster providers take more of the work. Every chunk is verified before it is written;
+//! a provider that sends wrong bytes is dropped and the chunk goes back in the queue.
+//! Verified chunks are recorded in the store as they land, so a download that is stopped
+//! (Ctrl-C, crash) resumes without fetching them again.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::fs::OpenOptions;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::{AsyncReadExt, AsyncWriteExt};
+use kith_core::ContentId;
+use kith_core::id::{Hash, Kind};
+use kith_core::manifest::{EntryKind, MAX_DEPTH, Manifest};
+use kith_core::store::{
+    DownloadRecord, DownloadState, FileRecord, Location, Op, ShareKind, ShareRecord, now_secs,
+};
+use kith_overlay::PeerId;
+use kith_overlay::Stream;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+use crate::protocol::{self, Status, WireError};
+use crate::{Inner, Progress};
+
+/// First gap before the DHT is asked again for providers; it doubles up to [`REFIND_MAX`].
+const REFIND: Duration = Duration::from_secs(2);
+/// Longest gap between two provider lookups while a download runs.
+const REFIND_MAX: Duration = Duration::from_secs(15);
+/// Longest wait for one response.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest wait to open a stream (includes dialling).
+const OPEN_TIMEOUT: Duration = Duration::from_secs(20);
+/// Verified chunks recorded per store transaction.
+const COMMIT_EVERY: usize = 64;
+/// Consecutive failures after which a worker gives up on its provider.
+const MAX_FAILURES: u32 = 3;
+
+/// Where to put a download.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Exactly this path (the file, or the folder that gets the tree).
+    Exact(PathBuf),
+    /// Under this folder, named as the content is named.
+    Under(PathBuf),
+}
+
+#[derive(Debug, thiserror::Error)]
+enum DownloadError {
+    #[error("no provider of {0} found within {1:?}")]
+    NoProviders(ContentId, Duration),
+    #[error("{0} already exists (choose another output path or remove it)")]
+    Exists(String),
+    #[error("cannot write {0}: {1}")]
+    Write(String, String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("store: {0}")]
+    Store(#[from] kith_core::store::StoreError),
+    #[error("stopped")]
+    Stopped,
+}
+
+/// One unique chunk to fetch, and every place it goes.
+#[derive(Debug)]
+struct ChunkTask {
+    hash: Hash,
+    len: u32,
+    targets: Vec<(Arc<str>, u64)>,
+}
+
+struct Plan {
+    root: PathBuf,
+    files: Vec<(PathBuf, u64, ContentId)>,
+    dirs: Vec<PathBuf>,
+    tasks: Vec<ChunkTask>,
+    total: u64,
+}
+
+pub(crate) async fn run(
+    inner: Arc<Inner>,
+    id: ContentId,
+    output: Output,
+    patience: Duration,
+    tx: watch::Sender<Progress>,
+) {
+    inner.metrics.downloads_active.inc();
+    let span = tracing::info_span!("download", %id);
+    let _e = span.enter();
+    drop(_e);
+    let result = {
+        let inner = inner.clone();
+        let tx = tx.clone();
+        tracing::Instrument::instrument(
+            async move { download(&inner, id, output, patience, &tx).await },
+            span,
+        )
+        .await
+    };
+    inner.metrics.downloads_active.dec();
+    match result {
+        Ok(()) => {
+            inner.metrics.downloads_done.inc();
+            tx.send_modify(|p| p.state = "done");
+        }
+        Err(DownloadError::Stopped) => {
+            tracing::info!(%id, "download paused by shutdown; it resumes on restart");
+            tx.send_modify(|p| {
+                p.state = "failed";
+                p.error =
+                    Some("the node is shutting down; the download resumes when it restarts".into());
+            });
+        }
+        Err(e) => {
+            tracing::warn!(%id, error = %e, "download failed");
+            if let Ok(Some(mut rec)) = inner.store.download(&id) {
+                rec.state = DownloadState::Failed(e.to_string());
+                let _ = inner.store.apply(vec![Op::PutDownload(rec)]);
+            }
+            tx.send_modify(|p| {
+                p.state = "failed";
+                p.error = Some(e.to_string());
+            });
+        }
+    }
+}
+
+/// Feeds peers that may have `id` into `tx`: connected peers first, then the DHT, again
+/// every [`REFIND`] until the download ends.
+fn spawn_finder(
+    inner: &Arc<Inner>,
+    id: ContentId,
+    tx: mpsc::Sender<PeerId>,
+) -> tokio::task::AbortHandle {
+    let inner = inner.clone();
+    tokio::spawn(async move {
+        if let Ok(status) = inner.overlay.status().await {
+            for c in status.connections {
+                if let Ok(p) = c.peer_id.parse::<PeerId>()
+                    && tx.send(p).await.is_err()
+                {
+                    return;
+                }
+            }
+        }
+        let mut gap = REFIND;
+        loop {
+            if let Ok(mut rx) = inner.overlay.find_providers(id.dht_key()).await {
+                while let Some(p) = rx.recv().await {
+                    if tx.send(p).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            tokio::select! {
+                () = inner.shutdown.cancelled() => return,
+                () = tokio::time::sleep(gap) => {}
+            }
+            gap = (gap * 2).min(REFIND_MAX);
+        }
+    })
+    .abort_handle()
+}
+
+async fn open(inner: &Inner, peer: PeerId) -> Result<Stream, WireError> {
+    let mut control = inner.overlay.streams();
+    match tokio::time::timeout(OPEN_TIMEOUT, control.open_stream(peer, protocol::PROTOCOL)).await {
+        Ok(Ok(s)) => Ok(s),
+        Ok(Err(e)) => Err(WireError::Protocol(e.to_string())),
+        Err(_) => Err(WireError::Protocol("timed out opening stream".into())),
+    }
+}
+
+/// Requests one block on `stream` and returns its bytes, verified against `id`.
+async fn request(
+    inner: &Inner,
+    stream: &mut Stream,
+    id: &ContentId,
+) -> Result<Result<Vec<u8>, ()>, WireError> {
+    let fut = async {
+        protocol::write_request(stream, id).await?;
+        let len = protocol::read_response_header(stream, protocol::max_body(id.kind())).await?;
+        let mut buf = vec![0u8; len];
+        for slice in buf.chunks_mut(crate::limit::SLICE) {
+            inner.download_limit.acquire(slice.len()).await;
+            stream.read_exact(slice).await?;
+        }
+        Ok::<_, WireError>(buf)
+    };
+    let buf = tokio::time::timeout(REQUEST_TIMEOUT, fut)
+        .await
+        .map_err(|_| WireError::Protocol("request timed out".into()))??;
+    if id.verify(&buf) {
+        Ok(Ok(buf))
+    } else {
+        Ok(Err(()))
+    }
+}
+
+/// Fetches a manifest from the given peers (or the store), trying each until one answers.
+async fn fetch_manifest(
+    inner: &Inner,
+    id: &ContentId,
+    peers: &mut Vec<PeerId>,
+    found: &mut mpsc::Receiver<PeerId>,
+    providers: &mut HashSet<PeerId>,
+    patience: Duration,
+) -> Result<Manifest, DownloadError> {
+    if let Ok(Some(bytes)) = inner.store.block(id) {
+        return Manifest::decode(&bytes).map_err(|e| DownloadError::Invalid(e.to_string()));
+    }
+    let deadline = tokio::time::Instant::now() + patience;
+    let mut tried = HashSet::new();
+    loop {
+        let next = peers
+            .iter()
+            .copied()
+            .find(|p| !tried.contains(p) && !inner.is_banned(p));
+        let peer = match next {
+            Some(p) => p,
+            None => {
+                let got = tokio::select! {
+                    () = inner.shutdown.cancelled() => return Err(DownloadError::Stopped),
+                    () = tokio::time::sleep_until(deadline) => None,
+                    p = found.recv() => p,
+                };
+                match got {
+                    Some(p) => {
+                        if !peers.contains(&p) {
+                            peers.push(p);
+                        }
+                        tried.remove(&p);
+                        continue;
+                    }
+                    None => return Err(DownloadError::NoProviders(*id, patience)),
+                }
+            }
+        };
+        tried.insert(peer);
+        let result = async {
+            let mut s = open(inner, peer).await?;
+            let r = request(inner, &mut s, id).await;
+            let _ = s.close().await;
+            r
+        }
+        .await;
+        match result {
+            Ok(Ok(bytes)) => {
+                let m = match Manifest::decode(&bytes) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        return Err(DownloadError::Invalid(format!(
+                            "{id} is not a valid manifest: {e}"
+                        )));
+                    }
+                };
+                inner.store.apply(vec![Op::PutBlock(*id, bytes)])?;
+                providers.insert(peer);
+                return Ok(m);
+            }
+            Ok(Err(())) => {
+                tracing::warn!(%peer, %id, "peer sent a manifest that does not match its ID; dropping it");
+                inner.metrics.bad_chunks.inc();
+                inner.ban(peer);
+                let _ = inner.overlay.disconnect(peer).await;
+            }
+            Err(e) => tracing::debug!(%peer, %id, error = %e, "peer cannot give manifest"),
+        }
+    }
+}
+
+fn resolve_output(output: &Output, name: &str) -> PathBuf {
+    match output {
+        Output::Exact(p) => p.clone(),
+        Output::Under(dir) => dir.join(name),
+    }
+}
+
+async fn download(
+    inner: &Arc<Inner>,
+    id: ContentId,
+    output: Output,
+    patience: Duration,
+    tx: &watch::Sender<Progress>,
+) -> Result<(), DownloadError> {
+    let (found_tx, mut found) = mpsc::channel(64);
+    let finder = spawn_finder(inner, id, found_tx);
+    let _finder = AbortOnDrop(finder);
+    let mut peers: Vec<PeerId> = Vec::new();
+    let mut providers: HashSet<PeerId> = HashSet::new();
+
+    let root = fetch_manifest(inner, &id, &mut peers, &mut found, &mut providers, patience).await?;
+    let out = resolve_output(&output, root.name());
+    let out_str = out.display().to_string();
+    let existing = inner.store.download(&id)?;
+    let resuming = existing.as_ref().is_some_and(|r| r.output == out_str);
+    if !resuming && std::fs::symlink_metadata(&out).is_ok() {
+        return Err(DownloadError::Exists(out_str));
+    }
+    if !resuming {
+        inner.store.apply(vec![Op::PutDownload(DownloadRecord {
+            id,
+            output: out_str.clone(),
+            state: DownloadState::Running,
+            added: now_secs(),
+        })])?;
+    } else if let Some(mut rec) = existing {
+        rec.state = DownloadState::Running;
+        inner.store.apply(vec![Op::PutDownload(rec)])?;
+    }
+    tx.send_modify(|p| {
+        p.name = Some(root.name().to_owned());
+        p.output = Some(out_str.clone());
+        p.total_bytes = root.size();
+        p.state = "downloading";
+    });
+
+    // Walk the tree, fetching sub-manifests, and plan every chunk.
+    let mut plan = Plan {
+        root: out.clone(),
+        files: Vec::new(),
+        dirs: Vec::new(),
+        tasks: Vec::new(),
+        total: 0,
+    };
+    let mut index: HashMap<Hash, usize> = HashMap::new();
+    let mut stack = vec![(root, out.clone(), id, 0usize)];
+    while let Some((m, path, mid, depth)) = stack.pop() {
+        if depth > MAX_DEPTH {
+            return Err(DownloadError::Invalid("folders nested too deep".into()));
+        }
+        match m {
+            Manifest::File(f) => {
+                let key: Arc<str> = Arc::from(path.display().to_string());
+                let mut offset = 0u64;
+                for c in &f.chunks {
+                    let i = *index.entry(c.hash).or_insert_with(|| {
+                        plan.tasks.push(ChunkTask {
+                            hash: c.hash,
+                            len: c.size,
+                            targets: Vec::new(),
+                        });
+                        plan.tasks.len() - 1
+                    });
+                    if let Some(t) = plan.tasks.get_mut(i) {
+                        t.targets.push((key.clone(), offset));
+                    }
+                    offset += u64::from(c.size);
+                }
+                plan.total += f.size;
+                plan.files.push((path, f.size, mid));
+            }
+            Manifest::Dir(d) => {
+                plan.dirs.push(path.clone());
+                for e in d.entries {
+                    let sub = fetch_manifest(
+                        inner,
+                        &e.id,
+                        &mut peers,
+                        &mut found,
+                        &mut providers,
+                        patience,
+                    )
+                    .await?;
+                    let ok = matches!(
+                        (&sub, e.kind),
+                        (Manifest::File(_), EntryKind::File) | (Manifest::Dir(_), EntryKind::Dir)
+                    );
+                    if !ok {
+                        return Err(DownloadError::Invalid(format!(
+                            "entry {:?} has the wrong type",
+                            e.name
+                        )));
+                    }
+                    stack.push((sub, path.join(&e.name), e.id, depth + 1));
+                }
+            }
+        }
+    }
+
+    // Create the files at full size (keeping what a previous run wrote) and find the
+    // chunks that are already here: verified in the output (resume) or elsewhere locally.
+    let chunks_total = plan.tasks.len() as u64;
+    tx.send_modify(|p| {
+        p.chunks_total = chunks_total;
+        p.total_bytes = plan.total;
+    });
+    let plan = Arc::new(plan);
+    let (have, reused_ops) = {
+        let plan = plan.clone();
+        let store = inner.store.clone();
+        tokio::task::spawn_blocking(move || prepare(&store, &plan))
+            .await
+            .map_err(|_| DownloadError::Stopped)??
+    };
+    inner.store.apply(reused_ops)?;
+    let have_bytes: u64 = have
+        .iter()
+        .filter_map(|&i| plan.tasks.get(i))
+        .map(|t| u64::from(t.len) * t.targets.len() as u64)
+        .sum();
+    tx.send_modify(|p| {
+        p.chunks_done = have.len() as u64;
+        p.done_bytes = have_bytes;
+    });
+    let queue: VecDeque<usize> = (0..plan.tasks.len())
+        .filter(|i| !have.contains(i))
+        .collect();
+    tracing::info!(
+        chunks = plan.tasks.len(),
+        local = have.len(),
+        to_fetch = queue.len(),
+        "download planned"
+    );
+
+    if !queue.is_empty() {
+        fetch_chunks(
+            inner,
+            patience,
+            &plan,
+            queue,
+            &mut peers,
+            &mut found,
+            &mut providers,
+            tx,
+        )
+        .await?;
+    }
+
+    finish(inner, id, &plan, &out_str).await?;
+    tx.send_modify(|p| {
+        p.providers = providers.iter().map(|p| p.to_string()).collect();
+        p.providers.sort();
+    });
+    tracing::info!(
+        bytes = plan.total,
+        providers = providers.len(),
+        "download complete"
+    );
+    Ok(())
+}
+
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Creates the output tree and returns the chunks already in place, plus store writes for
+/// chunks copied from elsewhere on this machine.
+fn prepare(
+    store: &kith_core::store::Store,
+    plan: &Plan,
+) -> Result<(HashSet<usize>, Vec<Op>), DownloadError> {
+    let werr =
+        |p: &Path, e: std::io::Error| DownloadError::Write(p.display().to_string(), e.to_string());
+    for d in &plan.dirs {
+        std::fs::create_dir_all(d).map_err(|e| werr(d, e))?;
+    }
+    for (path, size, _) in &plan.files {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| werr(parent, e))?;
+        }
+        let f = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .map_err(|e| werr(path, e))?;
+        f.set_len(*size).map_err(|e| werr(path, e))?;
+    }
+    let mut have = HashSet::new();
+    let mut ops = Vec::new();
+    for (i, t) in plan.tasks.iter().enumerate() {
+        let locs = store.locations(&t.hash)?;
+        let in_place = t.targets.iter().all(|(p, off)| {
+            locs.iter()
+                .any(|l| l.path == **p && l.offset == *off && l.len == t.len)
+                && read_verified(p, *off, t.len, &t.hash)
+        });
+        if in_place {
+            have.insert(i);
+            continue;
+        }
+        if let Some(bytes) = store.read_chunk(&t.hash)? {
+            write_targets(&t.targets, &bytes)?;
+            for (p, off) in &t.targets {
+                ops.push(Op::AddLocation(
+                    t.hash,
+                    Location {
+                        path: p.to_string(),
+                        offset: *off,
+                        len: t.len,
+                    },
+                ));
+            }
+            have.insert(i);
+        }
+    }
+    Ok((have, ops))
+}
+
+fn read_verified(path: &str, offset: u64, len: u32, hash: &Hash) -> bool {
+    let Ok(f) = std::fs::File::open(path) else {
+        return false;
+    };
+    let mut buf = vec![0u8; len as usize];
+    f.read_exact_at(&mut buf, offset).is_ok() && blake3::hash(&buf).as_bytes() == hash
+}
+
+fn write_targets(targets: &[(Arc<str>, u64)], bytes: &[u8]) -> Result<(), DownloadError> {
+    for (p, off) in targets {
+        let f = OpenOptions::new()
+            .write(true)
+            .open(&**p)
+            .map_err(|e| DownloadError::Write(p.to_string(), e.to_string()))?;
+        f.write_all_at(bytes, *off)
+            .map_err(|e| DownloadError::Write(p.to_string(), e.to_string()))?;
+    }
+    Ok(())
+}
+
+enum WorkerExit {
+    /// Queue empty.
+    Idle,
+    /// The peer does not have the content.
+    NotProvider,
+    /// The peer sent bytes that do not match their ID.
+    Bad,
+    /// The peer kept failing (gone, timed out).
+    Failed(String),
+    /// Writing to disk failed: the download cannot go on.
+    Fatal(String),
+}
+
+struct Landed {
+    index: usize,
+    peer: PeerId,
+}
+
+async fn worker(
+    inner: Arc<Inner>,
+    peer: PeerId,
+    plan: Arc<Plan>,
+    queue: Arc<Mutex<VecDeque<usize>>>,
+    landed: mpsc::Sender<Landed>,
+) -> (PeerId, WorkerExit) {
+    let mut stream: Option<Stream> = None;
+    let mut failures = 0u32;
+    let exit = loop {
+        let Some(i) = queue.lock().ok().and_then(|mut q| q.pop_front()) else {
+            break WorkerExit::Idle;
+        };
+        let Some(task) = plan.tasks.get(i) else {
+            continue;
+        };
+        let give_back = |q: &Arc<Mutex<VecDeque<usize>>>| {
+            if let Ok(mut q) = q.lock() {
+                q.push_front(i);
+            }
+        };
+        let s = match stream.as_mut() {
+            Some(s) => s,
+            None => match open(&inner, peer).await {
+                Ok(s) => stream.insert(s),
+                Err(e) => {
+                    give_back(&queue);
+                    failures += 1;
+                    if failures >= MAX_FAILURES {
+                        break WorkerExit::Failed(e.to_string());
+                    }
+                    tokio::time::sleep(Duration::from_millis(200 * u64::from(failures))).await;
+                    continue;
+                }
+            },
+        };
+        let cid = ContentId::new(Kind::Raw, task.hash);
+        match request(&inner, s, &cid).await {
+            Ok(Ok(bytes)) => {
+                failures = 0;
+                inner.metrics.chunks_fetched.inc();
+                inner.metrics.bytes_received.inc_by(bytes.len() as u64);
+                let targets = task.targets.clone();
+                let w = tokio::task::spawn_blocking(move || write_targets(&targets, &bytes)).await;
+                match w {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        give_back(&queue);
+                        break WorkerExit::Fatal(e.to_string());
+                    }
+                    Err(e) => {
+                        give_back(&queue);
+                        break WorkerExit::Fatal(e.to_string());
+                    }
+                }
+                if landed.send(Landed { index: i, peer }).await.is_err() {
+                    break WorkerExit::Idle;
+                }
+            }
+            Ok(Err(())) => {
+                give_back(&queue);
+                inner.metrics.bad_chunks.inc();
+                break WorkerExit::Bad;
+            }
+            Err(WireError::Status(Status::NotFound)) => {
+                give_back(&queue);
+                break WorkerExit::NotProvider;
+            }
+            Err(e) => {
+                give_back(&queue);
+                stream = None;
+                failures += 1;
+                if failures >= MAX_FAILURES {
+                    break WorkerExit::Failed(e.to_string());
+                }
+                tokio::time::sleep(Duration::from_millis(200 * u64::from(failures))).await;
+            }
+        }
+    };
+    if let Some(mut s) = stream {
+        let _ = s.close().await;
+    }
+    (peer, exit)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn fetch_chunks(
+    inner: &Arc<Inner>,
+    patience: Duration,
+    plan: &Arc<Plan>,
+    queue: VecDeque<usize>,
+    peers: &mut Vec<PeerId>,
+    found: &mut mpsc::Receiver<PeerId>,
+    providers: &mut HashSet<PeerId>,
+    tx: &watch::Sender<Progress>,
+) -> Result<(), DownloadError> {
+    let mut remaining = queue.len();
+    let queue = Arc::new(Mutex::new(queue));
+    let (landed_tx, mut landed) = mpsc::channel::<Landed>(64);
+    let mut workers: JoinSet<(PeerId, WorkerExit)> = JoinSet::new();
+    let mut active: HashMap<PeerId, usize> = HashMap::new();
+    // Peers worth (re)trying; a peer found again by the finder gets another chance.
+    let mut live: HashSet<PeerId> = peers
+        .iter()
+        .copied()
+        .filter(|p| !inner.is_banned(p))
+        .collect();
+    let mut pending_ops: Vec<Op> = Vec::new();
+    let mut commit_tick = tokio::time::interval(Duration::from_millis(500));
+    let per_peer = inner.config.streams_per_provider.max(1);
+    let mut waiting_since: Option<tokio::time::Instant> = None;
+    let mut last_failure = String::new();
+
+    let spawn_for =
+        |peer: PeerId, workers: &mut JoinSet<_>, active: &mut HashMap<PeerId, usize>| {
+            let n = active.entry(peer).or_default();
+            while *n < per_peer {
+                *n += 1;
+                workers.spawn(worker(
+                    inner.clone(),
+                    peer,
+                    plan.clone(),
+                    queue.clone(),
+                    landed_tx.clone(),
+                ));
+            }
+        };
+    for p in live.clone() {
+        spawn_for(p, &mut workers, &mut active);
+    }
+
+    while remaining > 0 {
+        if workers.is_empty() {
+            let since = *waiting_since.get_or_insert_with(tokio::time::Instant::now);
+            if since.elapsed() >= patience {
+                return Err(DownloadError::Invalid(format!(
+                    "no provider could send the remaining {remaining} chunks within {:?}{}",
+                    patience,
+                    if last_failure.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (last error: {last_failure})")
+                    }
+                )));
+            }
+            tx.send_if_modified(|p| std::mem::replace(&mut p.state, "waiting") != "waiting");
+        }
+        let deadline = waiting_since.map(|s| s + patience);
+        tokio::select! {
+            () = inner.shutdown.cancelled() => {
+                let _ = inner.store.apply(std::mem::take(&mut pending_ops));
+                return Err(DownloadError::Stopped);
+            }
+            () = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => {}
+            Some(peer) = found.recv() => {
+                if !inner.is_banned(&peer) {
+                    if !peers.contains(&peer) { peers.push(peer); }
+                    live.insert(peer);
+                    spawn_for(peer, &mut workers, &mut active);
+                    if waiting_since.take().is_some() {
+                        tx.send_modify(|p| p.state = "downloading");
+                    }
+                }
+            }
+            Some(l) = landed.recv() => {
+                remaining -= 1;
+                providers.insert(l.peer);
+                if let Some(t) = plan.tasks.get(l.index) {
+                    for (p, off) in &t.targets {
+                        pending_ops.push(Op::AddLocation(t.hash, Location { path: p.to_string(), offset: *off, len: t.len }));
+                    }
+                    let bytes = u64::from(t.len) * t.targets.len() as u64;
+                    tx.send_modify(|p| {
+                        p.chunks_done += 1;
+                        p.done_bytes += bytes;
+                        p.fetched_bytes += u64::from(t.len);
+                        let id = l.peer.to_string();
+                        if !p.providers.contains(&id) { p.providers.push(id); }
+                    });
+                }
+                if pending_ops.len() >= COMMIT_EVERY {
+                    commit(inner, &mut pending_ops).await?;
+                }
+            }
+            Some(joined) = workers.join_next() => {
+                let Ok((peer, exit)) = joined else { continue };
+                if let Some(n) = active.get_mut(&peer) {
+                    *n = n.saturating_sub(1);
+                }
+                match exit {
+                    WorkerExit::Idle => {}
+                    WorkerExit::NotProvider => { live.remove(&peer); }
+                    WorkerExit::Failed(e) => {
+                        tracing::debug!(%peer, error = %e, "provider failing; waiting for it to be found again");
+                        last_failure = e;
+                        live.remove(&peer);
+                    }
+                    WorkerExit::Bad => {
+                        if live.remove(&peer) {
+                            tracing::warn!(%peer, "provider sent a chunk that does not match its ID; dropping it");
+                        }
+                        inner.ban(peer);
+                        providers.remove(&peer);
+                        tx.send_modify(|p| p.providers.retain(|x| *x != peer.to_string()));
+                        let _ = inner.overlay.disconnect(peer).await;
+                    }
+                    WorkerExit::Fatal(e) => return Err(DownloadError::Write(plan.root.display().to_string(), e)),
+                }
+                // Chunks given back by failed workers need someone to fetch them.
+                let queued = queue.lock().map(|q| !q.is_empty()).unwrap_or(false);
+                if queued {
+                    for p in live.clone() {
+                        spawn_for(p, &mut workers, &mut active);
+                    }
+                }
+            }
+            _ = commit_tick.tick() => commit(inner, &mut pending_ops).await?,
+        }
+    }
+    workers.abort_all();
+    commit(inner, &mut pending_ops).await
+}
+
+async fn commit(inner: &Inner, ops: &mut Vec<Op>) -> Result<(), DownloadError> {
+    if ops.is_empty() {
+        return Ok(());
+    }
+    let batch = std::mem::take(ops);
+    let store = inner.store.clone();
+    tokio::task::spawn_blocking(move || store.apply(batch))
+        .await
+        .map_err(|_| DownloadError::Stopped)??;
+    Ok(())
+}
+
+/// Flushes the files, records the result as a share (this node now provides it) and
+/// announces it.
+async fn finish(
+    inner: &Arc<Inner>,
+    id: ContentId,
+    plan: &Arc<Plan>,
+    out: &str,
+) -> Result<(), DownloadError> {
+    let plan2 = plan.clone();
+    let records = tokio::task::spawn_blocking(
+        move || -> Result<Vec<(String, FileRecord)>, DownloadError> {
+            let mut recs = Vec::new();
+            for (path, size, mid) in &plan2.files {
+                let f = std::fs::File::open(path)
+                    .map_err(|e| DownloadError::Write(path.display().to_string(), e.to_string()))?;
+                f.sync_all()
+                    .map_err(|e| DownloadError::Write(path.display().to_string(), e.to_string()))?;
+                let meta = f
+                    .metadata()
+                    .map_err(|e| DownloadError::Write(path.display().to_string(), e.to_string()))?;
+                let mtime_ns = meta
+                    .modified()
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map(|d| d.as_nanos())
+                    .unwrap_or(0);
+                recs.push((
+                    path.display().to_string(),
+                    FileRecord {
+                        size: *size,
+                        mtime_ns,
+                        manifest: *mid,
+                        share: id,
+                    },
+                ));
+            }
+            Ok(recs)
+        },
+    )
+    .await
+    .map_err(|_| DownloadError::Stopped)??;
+    let name = plan
+        .root
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("download")
+        .to_owned();
+    let is_dir = !plan.dirs.is_empty();
+    let mut ops: Vec<Op> = records
+        .into_iter()
+        .map(|(p, r)| Op::PutFile(p, r))
+        .collect();
+    ops.push(Op::PutShare(ShareRecord {
+        id,
+        path: out.to_owned(),
+        name,
+        kind: if is_dir {
+            ShareKind::Dir
+        } else {
+            ShareKind::File
+        },
+        size: plan.total,
+        files: plan.files.len() as u64,
+        added: now_secs(),
+    }));
+    ops.push(Op::PutDownload(DownloadRecord {
+        id,
+        output: out.to_owned(),
+        state: DownloadState::Done,
+        added: now_secs(),
+    }));
+    inner.store.apply(ops)?;
+    let _ = inner.overlay.start_providing(id.dht_key()).await;
+    Ok(())
+}

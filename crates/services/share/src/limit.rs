@@ -1,0 +1,81 @@
+//! Token-bucket rate limiting for `--upload-limit` and `--download-limit`.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// Bytes are let through in slices of at most this size, so a limit applies smoothly.
+pub const SLICE: usize = 64 * 1024;
+
+#[derive(Debug)]
+pub struct RateLimit {
+    /// Bytes per second; 0 means unlimited.
+    rate: u64,
+    state: Mutex<(f64, Instant)>,
+}
+
+impl RateLimit {
+    pub fn new(rate: u64) -> Self {
+        Self {
+            rate,
+            state: Mutex::new((0.0, Instant::now())),
+        }
+    }
+
+    pub fn is_limited(&self) -> bool {
+        self.rate > 0
+    }
+
+    /// Waits until `n` bytes may pass.
+    pub async fn acquire(&self, n: usize) {
+        if self.rate == 0 {
+            return;
+        }
+        let wait = {
+            let Ok(mut st) = self.state.lock() else {
+                return;
+            };
+            let now = Instant::now();
+            let rate = self.rate as f64;
+            // Burst of at most a quarter second of traffic (or one slice).
+            let cap = (rate / 4.0).max(SLICE as f64);
+            let (tokens, last) = *st;
+            let mut tokens = (tokens + now.duration_since(last).as_secs_f64() * rate).min(cap);
+            tokens -= n as f64;
+            *st = (tokens, now);
+            if tokens < 0.0 {
+                Duration::from_secs_f64(-tokens / rate)
+            } else {
+                Duration::ZERO
+            }
+        };
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn limits_rate() {
+        let l = RateLimit::new(1_000_000);
+        let start = tokio::time::Instant::now();
+        for _ in 0..40 {
+            l.acquire(SLICE).await;
+        }
+        let secs = start.elapsed().as_secs_f64();
+        // 2.6 MB at 1 MB/s, less the initial burst allowance.
+        assert!(secs > 2.0 && secs < 3.0, "{secs}");
+    }
+
+    #[tokio::test]
+    async fn unlimited_does_not_wait() {
+        let l = RateLimit::new(0);
+        l.acquire(usize::MAX).await;
+        assert!(!l.is_limited());
+    }
+}

@@ -1,0 +1,151 @@
+//! Serving content to peers over `/kith/share/1.0.0`, with per-peer and global limits.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::{AsyncWriteExt, StreamExt};
+use kith_core::ContentId;
+use kith_core::id::Kind;
+use kith_overlay::Stream;
+use kith_overlay::{IncomingStreams, PeerId};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::Inner;
+use crate::limit::SLICE;
+use crate::protocol::{self, Status, WireError};
+
+/// Most streams one peer may have open to us at once.
+pub const MAX_STREAMS_PER_PEER: usize = 16;
+/// Most inbound streams in total.
+pub const MAX_STREAMS: usize = 512;
+/// A stream that sends no request for this long is closed.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest time to send one response.
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(120);
+
+pub(crate) async fn run(
+    inner: Arc<Inner>,
+    mut incoming: IncomingStreams,
+    shutdown: CancellationToken,
+) {
+    let per_peer: Arc<Mutex<HashMap<PeerId, usize>>> = Arc::default();
+    let total = Arc::new(Semaphore::new(MAX_STREAMS));
+    let tasks = TaskTracker::new();
+    loop {
+        let (peer, stream) = tokio::select! {
+            () = shutdown.cancelled() => break,
+            next = incoming.next() => match next {
+                Some(x) => x,
+                None => break,
+            },
+        };
+        let Ok(permit) = total.clone().try_acquire_owned() else {
+            tracing::debug!(%peer, "too many inbound streams; refusing");
+            refuse(stream);
+            continue;
+        };
+        {
+            let Ok(mut map) = per_peer.lock() else { break };
+            let n = map.entry(peer).or_default();
+            if *n >= MAX_STREAMS_PER_PEER {
+                tracing::debug!(%peer, "peer has too many streams open; refusing");
+                drop(map);
+                refuse(stream);
+                continue;
+            }
+            *n += 1;
+        }
+        let inner = inner.clone();
+        let per_peer = per_peer.clone();
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            tokio::select! {
+                () = shutdown.cancelled() => {}
+                r = serve_stream(&inner, peer, stream) => {
+                    if let Err(e) = r {
+                        tracing::debug!(%peer, error = %e, "share stream ended with error");
+                    }
+                }
+            }
+            if let Ok(mut map) = per_peer.lock()
+                && let Some(n) = map.get_mut(&peer)
+            {
+                *n -= 1;
+                if *n == 0 {
+                    map.remove(&peer);
+                }
+            }
+            drop(permit);
+        });
+    }
+    tasks.close();
+    tasks.wait().await;
+}
+
+fn refuse(mut stream: Stream) {
+    tokio::spawn(async move {
+        let _ = tokio::time::timeout(
+            Duration::from_secs(5),
+            protocol::write_status(&mut stream, Status::Busy),
+        )
+        .await;
+        let _ = stream.close().await;
+    });
+}
+
+async fn serve_stream(inner: &Inner, peer: PeerId, mut stream: Stream) -> Result<(), WireError> {
+    loop {
+        let req =
+            match tokio::time::timeout(IDLE_TIMEOUT, protocol::read_request(&mut stream)).await {
+                Err(_) => return Ok(()),
+                Ok(Ok(None)) => return Ok(()),
+                Ok(Ok(Some(id))) => id,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "bad request");
+                    let _ = protocol::write_status(&mut stream, Status::BadRequest).await;
+                    return Err(e);
+                }
+            };
+        let data = inner.load_block(req).await;
+        let fut = respond(inner, &mut stream, req, data);
+        match tokio::time::timeout(SEND_TIMEOUT, fut).await {
+            Ok(r) => r?,
+            Err(_) => return Err(WireError::Protocol("send timed out".into())),
+        }
+    }
+}
+
+async fn respond(
+    inner: &Inner,
+    stream: &mut Stream,
+    id: ContentId,
+    data: Result<Option<Vec<u8>>, String>,
+) -> Result<(), WireError> {
+    match data {
+        Ok(Some(mut bytes)) => {
+            if inner.config.corrupt_uploads
+                && id.kind() == Kind::Raw
+                && let Some(b) = bytes.first_mut()
+            {
+                *b ^= 0xff;
+            }
+            protocol::write_ok_header(stream, bytes.len()).await?;
+            for slice in bytes.chunks(SLICE) {
+                inner.upload_limit.acquire(slice.len()).await;
+                stream.write_all(slice).await?;
+                inner.metrics.bytes_sent.inc_by(slice.len() as u64);
+            }
+            stream.flush().await?;
+            inner.metrics.blocks_served.inc();
+            Ok(())
+        }
+        Ok(None) => protocol::write_status(stream, Status::NotFound).await,
+        Err(e) => {
+            tracing::warn!(%id, error = %e, "cannot load block");
+            protocol::write_status(stream, Status::Internal).await
+        }
+    }
+}
