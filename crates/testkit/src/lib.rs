@@ -1,1 +1,232 @@
+//! In-process test harness: start several kith nodes on loopback in one test, drive them
+//! through their real HTTP API, and wait on events with bounded timeouts (never fixed
+//! sleeps).
 
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use kith_core::config::Config;
+use kith_node::{Home, Node, Options};
+use serde_json::Value;
+
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// A node running in this process, with its own temporary data dir.
+pub struct TestNode {
+    pub node: Node,
+    pub dir: tempfile::TempDir,
+    http: reqwest::Client,
+    token: String,
+}
+
+/// Node options for tests: loopback only, no mDNS, short waits.
+pub fn options(home: &Path) -> Options {
+    let config = Config {
+        listen: vec!["/ip4/127.0.0.1/tcp/0".into()],
+        mdns: false,
+        api: "127.0.0.1:0".into(),
+        ..Config::default()
+    };
+    let mut o = Options::new(Home::new(home), config);
+    o.share.patience = Duration::from_secs(20);
+    o
+}
+
+impl TestNode {
+    /// Starts a node; `tweak` adjusts its options (bootstrap peers, limits…).
+    pub async fn start(tweak: impl FnOnce(&mut Options)) -> Result<Self> {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+        let dir = tempfile::Builder::new()
+            .prefix("kith-test-")
+            .tempdir_in(scratch())?;
+        let mut o = options(dir.path());
+        tweak(&mut o);
+        let node = Node::start(o).await?;
+        let token = node.home().token()?;
+        Ok(Self {
+            node,
+            dir,
+            http: reqwest::Client::new(),
+            token,
+        })
+    }
+
+    /// This node's dialable address, with `/p2p/PEER`.
+    pub async fn addr(&self) -> Result<String> {
+        let s = self.node.overlay.status().await?;
+        let a = s.listen_addrs.first().ok_or("node has no listen address")?;
+        Ok(format!("{a}/p2p/{}", s.peer_id))
+    }
+
+    pub fn peer_id(&self) -> String {
+        self.node.overlay.peer_id().to_string()
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}/api/v1{path}", self.node.api_addr())
+    }
+
+    /// GET an API path; errors carry the API's error line.
+    pub async fn api_get(&self, path: &str) -> Result<Value> {
+        let r = self
+            .http
+            .get(self.url(path))
+            .bearer_auth(&self.token)
+            .send()
+            .await?;
+        json_or_error(r).await
+    }
+
+    pub async fn api_post(&self, path: &str, body: &Value) -> Result<Value> {
+        let r = self
+            .http
+            .post(self.url(path))
+            .bearer_auth(&self.token)
+            .json(body)
+            .send()
+            .await?;
+        json_or_error(r).await
+    }
+
+    /// Shares `path` and returns its content ID.
+    pub async fn share(&self, path: &Path) -> Result<String> {
+        let v = self
+            .api_post("/shares", &serde_json::json!({ "path": path }))
+            .await?;
+        Ok(v["id"].as_str().ok_or("no id")?.to_owned())
+    }
+
+    /// Fetches `id` to `out` through the API and returns the last progress object.
+    pub async fn get(&self, id: &str, out: &Path) -> Result<Value> {
+        let r = self
+            .http
+            .post(self.url("/downloads"))
+            .bearer_auth(&self.token)
+            .json(&serde_json::json!({ "id": id, "output": out }))
+            .send()
+            .await?;
+        if !r.status().is_success() {
+            return Err(json_or_error(r)
+                .await
+                .err()
+                .unwrap_or_else(|| "request failed".into()));
+        }
+        let text = r.text().await?;
+        let last = text
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .ok_or("no progress")?;
+        Ok(serde_json::from_str(last)?)
+    }
+
+    /// The node's OpenMetrics text.
+    pub async fn metrics(&self) -> Result<String> {
+        Ok(self
+            .http
+            .get(format!("http://{}/metrics", self.node.api_addr()))
+            .send()
+            .await?
+            .text()
+            .await?)
+    }
+
+    pub async fn stop(self) {
+        self.node.shutdown().await;
+    }
+}
+
+async fn json_or_error(r: reqwest::Response) -> Result<Value> {
+    let ok = r.status().is_success();
+    let v: Value = r.json().await?;
+    if ok {
+        Ok(v)
+    } else {
+        Err(v["error"]
+            .as_str()
+            .unwrap_or("request failed")
+            .to_owned()
+            .into())
+    }
+}
+
+/// Where tests put files: tmpfs when there is one (fast, spares the disk).
+pub fn scratch() -> PathBuf {
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() {
+        shm.to_owned()
+    } else {
+        std::env::temp_dir()
+    }
+}
+
+/// Deterministic pseudo-random bytes.
+pub fn data(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut v = Vec::with_capacity(len);
+    while v.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.truncate(len);
+    v
+}
+
+/// Polls `check` until it returns `Some`, or fails after `limit`. For conditions that have
+/// no event to wait on (state in another node); each poll is a real check.
+pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(v) = check().await {
+            return Ok(v);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(format!("timed out after {limit:?} waiting for {what}").into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Runs a test body with an overall time limit.
+pub async fn bounded<T>(limit: Duration, f: impl Future<Output = Result<T>>) -> Result<T> {
+    tokio::time::timeout(limit, f)
+        .await
+        .map_err(|_| format!("test exceeded {limit:?}"))?
+}
+
+/// Compares two trees byte for byte.
+pub fn same_tree(a: &Path, b: &Path) -> Result<()> {
+    let ma = std::fs::metadata(a)?;
+    if ma.is_file() {
+        if std::fs::read(a)? != std::fs::read(b)? {
+            return Err(format!("{} and {} differ", a.display(), b.display()).into());
+        }
+        return Ok(());
+    }
+    let names = |p: &Path| -> Result<Vec<_>> {
+        let mut v: Vec<_> = std::fs::read_dir(p)?
+            .filter_map(|e| e.ok().map(|e| e.file_name()))
+            .collect();
+        v.sort();
+        Ok(v)
+    };
+    let (na, nb) = (names(a)?, names(b)?);
+    if na != nb {
+        return Err(format!("{} and {} list different entries", a.display(), b.display()).into());
+    }
+    for n in na {
+        same_tree(&a.join(&n), &b.join(&n))?;
+    }
+    Ok(())
+}

@@ -526,6 +526,64 @@ fn write_targets(targets: &[(Arc<str>, u64)], bytes: &[u8]) -> Result<(), Downlo
     Ok(())
 }
 
+/// The chunks still to fetch, shared by every worker of a download.
+#[derive(Default)]
+struct Work {
+    queue: VecDeque<usize>,
+    /// Chunks being fetched, and by how many workers.
+    inflight: HashMap<usize, u8>,
+    done: HashSet<usize>,
+}
+
+impl Work {
+    /// Next chunk to fetch. When the queue is empty, a chunk that only one (maybe slow)
+    /// provider is fetching is handed out again (endgame), so one stalled provider cannot
+    /// hold up the end of a download.
+    fn take(&mut self) -> Option<usize> {
+        let i = match self.queue.pop_front() {
+            Some(i) => i,
+            None => {
+                *self
+                    .inflight
+                    .iter()
+                    .find(|(i, n)| **n == 1 && !self.done.contains(*i))?
+                    .0
+            }
+        };
+        *self.inflight.entry(i).or_default() += 1;
+        Some(i)
+    }
+
+    /// A fetch of `i` ended without landing it.
+    fn give_back(&mut self, i: usize) {
+        let left = self.inflight.get_mut(&i).map(|n| {
+            *n = n.saturating_sub(1);
+            *n
+        });
+        if left == Some(0) {
+            self.inflight.remove(&i);
+            if !self.done.contains(&i) {
+                self.queue.push_front(i);
+            }
+        }
+    }
+
+    /// `i` landed; returns false when another worker landed it first.
+    fn land(&mut self, i: usize) -> bool {
+        if let Some(n) = self.inflight.get_mut(&i) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.inflight.remove(&i);
+            }
+        }
+        self.done.insert(i)
+    }
+
+    fn has_work(&self) -> bool {
+        !self.queue.is_empty()
+    }
+}
+
 enum WorkerExit {
     /// Queue empty.
     Idle,
@@ -548,21 +606,24 @@ async fn worker(
     inner: Arc<Inner>,
     peer: PeerId,
     plan: Arc<Plan>,
-    queue: Arc<Mutex<VecDeque<usize>>>,
+    work: Arc<Mutex<Work>>,
     landed: mpsc::Sender<Landed>,
 ) -> (PeerId, WorkerExit) {
     let mut stream: Option<Stream> = None;
     let mut failures = 0u32;
     let exit = loop {
-        let Some(i) = queue.lock().ok().and_then(|mut q| q.pop_front()) else {
+        if inner.is_banned(&peer) {
+            break WorkerExit::Bad;
+        }
+        let Some(i) = work.lock().ok().and_then(|mut w| w.take()) else {
             break WorkerExit::Idle;
         };
         let Some(task) = plan.tasks.get(i) else {
             continue;
         };
-        let give_back = |q: &Arc<Mutex<VecDeque<usize>>>| {
-            if let Ok(mut q) = q.lock() {
-                q.push_front(i);
+        let give_back = |w: &Arc<Mutex<Work>>| {
+            if let Ok(mut w) = w.lock() {
+                w.give_back(i);
             }
         };
         let s = match stream.as_mut() {
@@ -570,7 +631,7 @@ async fn worker(
             None => match open(&inner, peer).await {
                 Ok(s) => stream.insert(s),
                 Err(e) => {
-                    give_back(&queue);
+                    give_back(&work);
                     failures += 1;
                     if failures >= MAX_FAILURES {
                         break WorkerExit::Failed(e.to_string());
@@ -591,29 +652,30 @@ async fn worker(
                 match w {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => {
-                        give_back(&queue);
+                        give_back(&work);
                         break WorkerExit::Fatal(e.to_string());
                     }
                     Err(e) => {
-                        give_back(&queue);
+                        give_back(&work);
                         break WorkerExit::Fatal(e.to_string());
                     }
                 }
-                if landed.send(Landed { index: i, peer }).await.is_err() {
+                let first = work.lock().map(|mut w| w.land(i)).unwrap_or(false);
+                if first && landed.send(Landed { index: i, peer }).await.is_err() {
                     break WorkerExit::Idle;
                 }
             }
             Ok(Err(())) => {
-                give_back(&queue);
+                give_back(&work);
                 inner.metrics.bad_chunks.inc();
                 break WorkerExit::Bad;
             }
             Err(WireError::Status(Status::NotFound)) => {
-                give_back(&queue);
+                give_back(&work);
                 break WorkerExit::NotProvider;
             }
             Err(e) => {
-                give_back(&queue);
+                give_back(&work);
                 stream = None;
                 failures += 1;
                 if failures >= MAX_FAILURES {
@@ -641,7 +703,10 @@ async fn fetch_chunks(
     tx: &watch::Sender<Progress>,
 ) -> Result<(), DownloadError> {
     let mut remaining = queue.len();
-    let queue = Arc::new(Mutex::new(queue));
+    let work = Arc::new(Mutex::new(Work {
+        queue,
+        ..Work::default()
+    }));
     let (landed_tx, mut landed) = mpsc::channel::<Landed>(64);
     let mut workers: JoinSet<(PeerId, WorkerExit)> = JoinSet::new();
     let mut active: HashMap<PeerId, usize> = HashMap::new();
@@ -666,7 +731,7 @@ async fn fetch_chunks(
                     inner.clone(),
                     peer,
                     plan.clone(),
-                    queue.clone(),
+                    work.clone(),
                     landed_tx.clone(),
                 ));
             }
@@ -753,7 +818,7 @@ async fn fetch_chunks(
                     WorkerExit::Fatal(e) => return Err(DownloadError::Write(plan.root.display().to_string(), e)),
                 }
                 // Chunks given back by failed workers need someone to fetch them.
-                let queued = queue.lock().map(|q| !q.is_empty()).unwrap_or(false);
+                let queued = work.lock().map(|w| w.has_work()).unwrap_or(false);
                 if queued {
                     for p in live.clone() {
                         spawn_for(p, &mut workers, &mut active);
@@ -853,4 +918,32 @@ async fn finish(
     inner.store.apply(ops)?;
     let _ = inner.overlay.start_providing(id.dht_key()).await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Work;
+
+    #[test]
+    fn endgame_hands_out_a_stalled_chunk_once_more_and_lands_it_once() {
+        let mut w = Work {
+            queue: [0, 1].into_iter().collect(),
+            ..Work::default()
+        };
+        assert_eq!(w.take(), Some(0));
+        assert_eq!(w.take(), Some(1));
+        // Queue empty: chunk 0 or 1 goes out a second time, then nothing more.
+        let again = w.take();
+        assert!(matches!(again, Some(0 | 1)));
+        let other = w.take();
+        assert!(matches!(other, Some(0 | 1)) && other != again);
+        assert_eq!(w.take(), None);
+        assert!(w.land(0));
+        assert!(!w.land(0), "a chunk lands once");
+        // A failed fetch of a chunk nobody else holds goes back in the queue.
+        w.give_back(1);
+        w.give_back(1);
+        assert!(w.has_work());
+        assert_eq!(w.take(), Some(1));
+    }
 }
