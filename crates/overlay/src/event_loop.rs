@@ -46,6 +46,39 @@ fn transport_of(addr: &Multiaddr) -> &'static str {
     }
 }
 
+/// libp2p listens with `SO_REUSEPORT` (for hole punching), so a port held by another
+/// process would be shared silently. Binding once without it first turns that into a clear
+/// "address in use" error.
+fn probe_port(addr: &Multiaddr) -> Result<(), OverlayError> {
+    let mut ip = None;
+    let mut tcp = None;
+    let mut udp = None;
+    for p in addr.iter() {
+        match p {
+            Protocol::Ip4(a) => ip = Some(std::net::IpAddr::V4(a)),
+            Protocol::Ip6(a) => ip = Some(std::net::IpAddr::V6(a)),
+            Protocol::Tcp(port) => tcp = Some(port),
+            Protocol::Udp(port) => udp = Some(port),
+            _ => {}
+        }
+    }
+    let Some(ip) = ip else { return Ok(()) };
+    let err = |e: std::io::Error| OverlayError::Listen {
+        addr: addr.to_string(),
+        reason: e.to_string(),
+    };
+    match (tcp, udp) {
+        (Some(port), _) if port != 0 => {
+            std::net::TcpListener::bind((ip, port)).map_err(err)?;
+        }
+        (_, Some(port)) if port != 0 => {
+            std::net::UdpSocket::bind((ip, port)).map_err(err)?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
 impl EventLoop {
     pub(crate) fn new(
         mut swarm: Swarm<Behaviour>,
@@ -54,6 +87,7 @@ impl EventLoop {
         config: &Config,
     ) -> Result<Self, OverlayError> {
         for addr in &config.listen {
+            probe_port(addr)?;
             swarm
                 .listen_on(addr.clone())
                 .map_err(|e| OverlayError::Listen {

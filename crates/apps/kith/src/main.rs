@@ -314,7 +314,7 @@ async fn up(home: Home, args: &UpArgs) -> Result<()> {
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(
-            "info,libp2p_mdns=warn,libp2p_swarm=warn,libp2p_kad=warn",
+            "info,libp2p_mdns=warn,libp2p_swarm=warn,libp2p_kad=error",
         )
     });
     let _ = tracing_subscriber::fmt()

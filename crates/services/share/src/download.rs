@@ -393,7 +393,7 @@ async fn download(
     let (have, reused_ops) = {
         let plan = plan.clone();
         let store = inner.store.clone();
-        tokio::task::spawn_blocking(move || prepare(&store, &plan))
+        tokio::task::spawn_blocking(move || prepare(&store, &plan, resuming))
             .await
             .map_err(|_| DownloadError::Stopped)??
     };
@@ -457,6 +457,7 @@ impl Drop for AbortOnDrop {
 fn prepare(
     store: &kith_core::store::Store,
     plan: &Plan,
+    resuming: bool,
 ) -> Result<(HashSet<usize>, Vec<Op>), DownloadError> {
     let werr =
         |p: &Path, e: std::io::Error| DownloadError::Write(p.display().to_string(), e.to_string());
@@ -478,13 +479,23 @@ fn prepare(
     let mut have = HashSet::new();
     let mut ops = Vec::new();
     for (i, t) in plan.tasks.iter().enumerate() {
-        let locs = store.locations(&t.hash)?;
-        let in_place = t.targets.iter().all(|(p, off)| {
-            locs.iter()
-                .any(|l| l.path == **p && l.offset == *off && l.len == t.len)
-                && read_verified(p, *off, t.len, &t.hash)
-        });
+        // Resuming: whatever a previous run wrote and verified is still in the output,
+        // recorded or not (a crash can come between the write and its record).
+        let in_place = resuming
+            && t.targets
+                .iter()
+                .all(|(p, off)| read_verified(p, *off, t.len, &t.hash));
         if in_place {
+            for (p, off) in &t.targets {
+                ops.push(Op::AddLocation(
+                    t.hash,
+                    Location {
+                        path: p.to_string(),
+                        offset: *off,
+                        len: t.len,
+                    },
+                ));
+            }
             have.insert(i);
             continue;
         }

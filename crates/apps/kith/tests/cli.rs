@@ -1,0 +1,278 @@
+//! Drives real `kith` processes through the CLI, as a user would.
+
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use kith_testkit::{Result, data, scratch};
+use serde_json::Value;
+
+const KITH: &str = env!("CARGO_BIN_EXE_kith");
+
+/// Kills the process when dropped, so a failing test leaves nothing running.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_output(mut child: Child, limit: Duration) -> Result<Output> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if child.try_wait()?.is_some() {
+            return Ok(child.wait_with_output()?);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            return Err(format!("command did not finish within {limit:?}").into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn kith(home: &Path, args: &[&str]) -> Result<Output> {
+    let child = Command::new(KITH)
+        .arg("--home")
+        .arg(home)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    wait_output(child, Duration::from_secs(60))
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn json_of(o: &Output) -> Result<Value> {
+    let line = stdout(o).lines().last().unwrap_or_default().to_owned();
+    serde_json::from_str(&line)
+        .map_err(|e| format!("not JSON ({e}): {line:?}; stderr: {}", stderr(o)).into())
+}
+
+/// Starts `kith up` and waits until `kith status` answers.
+fn up(home: &Path, extra: &[&str]) -> Result<Proc> {
+    let log = std::fs::File::create(home.with_extension("log"))?;
+    let child = Command::new(KITH)
+        .arg("--home")
+        .arg(home)
+        .args(["up", "--no-mdns", "--listen", "/ip4/127.0.0.1/tcp/0"])
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()?;
+    let mut p = Proc(child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(st) = p.0.try_wait()? {
+            let log = std::fs::read_to_string(home.with_extension("log")).unwrap_or_default();
+            return Err(format!("kith up exited with {st}: {log}").into());
+        }
+        if kith(home, &["status"])?.status.success() {
+            return Ok(p);
+        }
+        if Instant::now() >= deadline {
+            return Err("node did not become ready".into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn addr_of(home: &Path) -> Result<String> {
+    let s = json_of(&kith(home, &["status", "--json"])?)?;
+    let a = s["listen_addrs"][0].as_str().ok_or("no listen addr")?;
+    Ok(format!(
+        "{a}/p2p/{}",
+        s["peer_id"].as_str().unwrap_or_default()
+    ))
+}
+
+/// Progress of the running downloads, straight from the node's API.
+fn downloads(home: &Path) -> Option<Value> {
+    let addr = std::fs::read_to_string(home.join("api.addr")).ok()?;
+    let token = std::fs::read_to_string(home.join("api.token")).ok()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ok()?;
+    rt.block_on(async {
+        reqwest::Client::new()
+            .get(format!("http://{}/api/v1/downloads", addr.trim()))
+            .bearer_auth(token.trim())
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()
+    })
+}
+
+fn tmp() -> Result<tempfile::TempDir> {
+    Ok(tempfile::Builder::new()
+        .prefix("kith-cli-")
+        .tempdir_in(scratch())?)
+}
+
+#[test]
+fn share_get_and_resume_after_kill_through_the_cli() -> Result<()> {
+    let t = tmp()?;
+    let (ha, hb) = (t.path().join("a"), t.path().join("b"));
+    let _a = up(&ha, &["--upload-limit", "6M"])?;
+    let a_addr = addr_of(&ha)?;
+    let mut b = up(&hb, &["--bootstrap", &a_addr])?;
+
+    let file = t.path().join("movie.bin");
+    let bytes = data(24_000_000, 11);
+    std::fs::write(&file, &bytes)?;
+    let shared = json_of(&kith(
+        &ha,
+        &["share", "--json", file.to_str().ok_or("path")?],
+    )?)?;
+    let id = shared["id"].as_str().ok_or("no id")?.to_owned();
+    let ls = stdout(&kith(&ha, &["ls"])?);
+    assert!(ls.contains(&id), "{ls}");
+
+    // Start the download, then kill the downloading node once part of it is verified.
+    let out = t.path().join("movie-copy.bin");
+    let out_s = out.to_str().ok_or("path")?;
+    let get = Command::new(KITH)
+        .args([
+            "--home",
+            hb.to_str().ok_or("path")?,
+            "get",
+            "--json",
+            &id,
+            "-o",
+            out_s,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let done = downloads(&hb)
+            .and_then(|d| d[0]["done_bytes"].as_u64())
+            .unwrap_or(0);
+        if done >= 6_000_000 {
+            break;
+        }
+        if Instant::now() >= deadline {
+            return Err("download made no progress".into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    b.0.kill()?; // SIGKILL: no clean shutdown
+    b.0.wait()?;
+    let interrupted = wait_output(get, Duration::from_secs(30))?;
+    assert!(
+        !interrupted.status.success(),
+        "get must fail when its node dies"
+    );
+    assert_eq!(
+        stderr(&interrupted).lines().count(),
+        1,
+        "{}",
+        stderr(&interrupted)
+    );
+
+    // Restart: the download resumes by itself; `get` joins it.
+    let _b = up(&hb, &["--bootstrap", &a_addr])?;
+    let done = kith(&hb, &["get", "--json", &id, "-o", out_s])?;
+    assert!(done.status.success(), "{}", stderr(&done));
+    let v = json_of(&done)?;
+    assert_eq!(v["bytes"], 24_000_000);
+    let fetched = v["fetched_bytes"].as_u64().unwrap_or(u64::MAX);
+    assert!(
+        fetched < 20_000_000,
+        "verified chunks were fetched again: {v}"
+    );
+    assert_eq!(
+        v["providers"].as_array().map(Vec::len),
+        if fetched > 0 { Some(1) } else { Some(0) }
+    );
+    assert_eq!(std::fs::read(&out)?, bytes);
+    Ok(())
+}
+
+#[test]
+fn bad_input_gets_one_clear_error_line() -> Result<()> {
+    let t = tmp()?;
+    let home = t.path().join("n");
+    let check = |o: Output, want: &str| -> Result<()> {
+        let err = stderr(&o);
+        assert!(!o.status.success(), "expected failure: {err}");
+        assert!(err.contains(want), "{want:?} not in {err:?}");
+        assert_eq!(err.lines().count(), 1, "one line: {err:?}");
+        assert!(!err.contains("panicked"));
+        Ok(())
+    };
+    check(kith(&home, &["status"])?, "not running")?;
+    let node = up(&home, &[])?;
+    check(kith(&home, &["get", "not-an-id"])?, "not a content ID")?;
+    check(kith(&home, &["share", "/no/such/path"])?, "no such file")?;
+    let unknown = "bagaaihranfnr5h2zpp6u25s3pp4ch7ilyebgrcmkqabjcacoqv3m6t5zbkga";
+    check(kith(&home, &["unshare", unknown])?, "is not shared")?;
+    check(
+        kith(
+            &home,
+            &[
+                "get",
+                unknown,
+                "--timeout",
+                "1",
+                "-o",
+                t.path().join("x").to_str().ok_or("p")?,
+            ],
+        )?,
+        "no provider",
+    )?;
+    // Port in use: listen where the running node already listens.
+    let s = json_of(&kith(&home, &["status", "--json"])?)?;
+    let taken = s["listen_addrs"][0].as_str().ok_or("no addr")?.to_owned();
+    let other = t.path().join("other");
+    let busy = Command::new(KITH)
+        .args([
+            "--home",
+            other.to_str().ok_or("p")?,
+            "up",
+            "--no-mdns",
+            "--listen",
+            &taken,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let o = wait_output(busy, Duration::from_secs(30))?;
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("cannot listen"), "{}", stderr(&o));
+    drop(node);
+    // A corrupted store: refuse to start, say so, and leave the file for recovery.
+    let db = home.join("meta.redb");
+    std::fs::write(&db, vec![0x5a; 8192])?;
+    let bad = Command::new(KITH)
+        .args(["--home", home.to_str().ok_or("p")?, "up", "--no-mdns"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let o = wait_output(bad, Duration::from_secs(30))?;
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("cannot be opened"), "{}", stderr(&o));
+    assert_eq!(
+        std::fs::read(&db)?,
+        vec![0x5a; 8192],
+        "nothing stored may be destroyed"
+    );
+    Ok(())
+}
