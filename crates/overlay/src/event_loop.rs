@@ -79,16 +79,67 @@ fn probe_port(addr: &Multiaddr) -> Result<(), OverlayError> {
     Ok(())
 }
 
+/// Drives the swarm until every listener has an address, so a node that reports itself
+/// started can be dialled. Fails if a listener closes (e.g. address not available).
+async fn wait_listening(
+    swarm: &mut Swarm<Behaviour>,
+    mut pending: HashMap<libp2p::core::transport::ListenerId, Multiaddr>,
+) -> Result<(), OverlayError> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !pending.is_empty() {
+        let event = tokio::time::timeout_at(deadline, swarm.select_next_some())
+            .await
+            .map_err(|_| OverlayError::Listen {
+                addr: pending
+                    .values()
+                    .map(|a| a.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                reason: "no address after 10 s".into(),
+            })?;
+        match event {
+            SwarmEvent::NewListenAddr {
+                listener_id,
+                address,
+            } => {
+                tracing::info!(%address, "listening");
+                pending.remove(&listener_id);
+            }
+            SwarmEvent::ListenerClosed {
+                listener_id,
+                reason,
+                ..
+            } => {
+                if let Some(addr) = pending.remove(&listener_id) {
+                    return Err(OverlayError::Listen {
+                        addr: addr.to_string(),
+                        reason: match reason {
+                            Ok(()) => "listener closed".into(),
+                            Err(e) => e.to_string(),
+                        },
+                    });
+                }
+            }
+            SwarmEvent::ListenerError { error, .. } => {
+                tracing::warn!(error = %error, "listener error");
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 impl EventLoop {
-    pub(crate) fn new(
+    pub(crate) async fn new(
         mut swarm: Swarm<Behaviour>,
         commands: mpsc::Receiver<Command>,
         metrics: Metrics,
         config: &Config,
     ) -> Result<Self, OverlayError> {
+        let mut listeners = HashMap::new();
         for addr in &config.listen {
             probe_port(addr)?;
-            swarm
+            let id = swarm
                 .listen_on(addr.clone())
                 .map_err(|e| OverlayError::Listen {
                     addr: addr.to_string(),
@@ -100,7 +151,9 @@ impl EventLoop {
                         libp2p::TransportError::Other(e) => e.to_string(),
                     },
                 })?;
+            listeners.insert(id, addr.clone());
         }
+        wait_listening(&mut swarm, listeners).await?;
         for addr in &config.bootstrap {
             if let Some(Protocol::P2p(peer)) = addr.iter().last() {
                 swarm.behaviour_mut().kad.add_address(&peer, addr.clone());

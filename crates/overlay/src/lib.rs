@@ -145,7 +145,7 @@ impl Overlay {
         let (swarm, control) = behaviour::build_swarm(&config, registry)?;
         let metrics = libp2p::metrics::Metrics::new(registry);
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
-        let mut actor = event_loop::EventLoop::new(swarm, rx, metrics, &config)?;
+        let mut actor = event_loop::EventLoop::new(swarm, rx, metrics, &config).await?;
         let task = tokio::spawn(async move { actor.run(shutdown).await });
         Ok((
             Self {

@@ -227,6 +227,19 @@ async fn survives_garbage_on_every_protocol() -> Result<()> {
             let mut buf = Vec::new();
             let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
         }
+        // Garbage on the overlay's own protocols too.
+        for proto in ["/kith/kad/1.0.0", "/ipfs/id/1.0.0", "/ipfs/ping/1.0.0"] {
+            let proto = kith_overlay::StreamProtocol::try_from_owned(proto.to_owned())?;
+            for g in garbage {
+                if let Ok(mut s) = control.open_stream(a_peer, proto.clone()).await {
+                    let _ = s.write_all(g).await;
+                    let _ = s.close().await;
+                    let mut buf = Vec::new();
+                    let _ =
+                        tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+                }
+            }
+        }
         // Raw bytes at the TCP listener.
         let tcp = a_addr.split('/').nth(4).ok_or("no port")?.to_owned();
         let mut raw = tokio::net::TcpStream::connect(format!("127.0.0.1:{tcp}")).await?;
@@ -275,6 +288,92 @@ async fn bad_requests_get_clear_errors() -> Result<()> {
                 .contains("no provider"),
             "{p}"
         );
+        a.stop().await;
+        Ok(())
+    })
+    .await
+}
+
+/// A full disk fails the download with one clear reason; the node keeps running and what
+/// it already stores is intact. Needs root to mount a small tmpfs; says so when it cannot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_fails_the_download_cleanly() -> Result<()> {
+    bounded(LIMIT, async {
+        let a = TestNode::start(|_| {}).await?;
+        let a_addr = a.addr().await?;
+        let c = TestNode::start(|o| o.config.bootstrap = vec![a_addr]).await?;
+        let small = c.dir.path().join("small-disk");
+        std::fs::create_dir_all(&small)?;
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+            .arg(&small)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if !mounted {
+            eprintln!("SKIPPED a_full_disk_fails_the_download_cleanly: cannot mount a tmpfs here (needs root)");
+            return Ok(());
+        }
+        let result = async {
+            let ok_file = a.dir.path().join("small.bin");
+            std::fs::write(&ok_file, data(100_000, 9))?;
+            let small_id = a.share(&ok_file).await?;
+            let kept = c.get(&small_id, &c.dir.path().join("kept.bin")).await?;
+            assert_eq!(kept["state"], "done");
+            let big = a.dir.path().join("big.bin");
+            std::fs::write(&big, data(3_000_000, 10))?;
+            let id = a.share(&big).await?;
+            let p = c.get(&id, &small.join("big.bin")).await?;
+            assert_eq!(p["state"], "failed", "{p}");
+            let err = p["error"].as_str().unwrap_or_default();
+            assert!(err.contains("No space left"), "{err}");
+            assert!(!err.contains('\n'));
+            // Still running, and what it had is still served and listed.
+            let shares = c.api_get("/shares").await?;
+            assert!(shares.as_array().is_some_and(|s| s.iter().any(|x| x["id"] == serde_json::json!(small_id))));
+            assert_eq!(std::fs::read(c.dir.path().join("kept.bin"))?, std::fs::read(&ok_file)?);
+            Ok::<_, kith_testkit::Error>(())
+        }
+        .await;
+        let _ = std::process::Command::new("umount").arg(&small).status();
+        result?;
+        a.stop().await;
+        c.stop().await;
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_requires_its_token_and_describes_itself() -> Result<()> {
+    bounded(LIMIT, async {
+        let a = TestNode::start(|_| {}).await?;
+        let base = format!("http://{}", a.node.api_addr());
+        let http = reqwest::Client::new();
+        let r = http.get(format!("{base}/api/v1/status")).send().await?;
+        assert_eq!(r.status(), reqwest::StatusCode::UNAUTHORIZED);
+        let r = http
+            .get(format!("{base}/api/v1/status"))
+            .bearer_auth("wrong")
+            .send()
+            .await?;
+        assert_eq!(r.status(), reqwest::StatusCode::UNAUTHORIZED);
+        let status = a.api_get("/status").await?;
+        assert_eq!(status["peer_id"], serde_json::json!(a.peer_id()));
+        let doc: serde_json::Value = http
+            .get(format!("{base}/api/v1/openapi.json"))
+            .send()
+            .await?
+            .json()
+            .await?;
+        assert_eq!(doc["openapi"], "3.0.3");
+        for path in ["/status", "/peers", "/shares", "/shares/{id}", "/downloads"] {
+            assert!(doc["paths"][path].is_object(), "{path} not documented");
+        }
+        let m = a.metrics().await?;
+        assert!(m.contains("kith_share_sent_bytes"), "{m}");
+        assert!(m.contains("libp2p"), "{m}");
+        assert!(m.trim_end().ends_with("# EOF"));
         a.stop().await;
         Ok(())
     })
