@@ -7,7 +7,7 @@
 use std::fs::File;
 use std::io::Read;
 use std::path::Path;
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 
 use crate::id::Hash;
 
@@ -36,45 +36,79 @@ pub enum ChunkError {
     },
 }
 
+/// Bytes read and cut per block.
+const BLOCK: usize = 8 << 20;
+
+/// Appends up to `want` bytes from `reader` to `buf` (straight into its spare capacity);
+/// returns true at end of input.
+fn fill<R: Read>(reader: &mut R, buf: &mut Vec<u8>, want: usize) -> std::io::Result<bool> {
+    let n = reader.by_ref().take(want as u64).read_to_end(buf)?;
+    Ok(n < want)
+}
+
 /// Splits everything `reader` yields into chunks.
-pub fn chunk_reader<R: Read + Send>(reader: R) -> std::io::Result<Vec<ChunkRef>> {
-    let (tx, rx) = mpsc::sync_channel::<(u64, Vec<u8>)>(16);
+///
+/// The input is read in large blocks and cut in place; the chunk that runs into the end
+/// of a block is carried into the next one, which gives exactly the cut points of a
+/// streaming pass (a cut depends only on the bytes since the previous cut). Hashing runs
+/// on a second thread.
+pub fn chunk_reader<R: Read + Send>(mut reader: R) -> std::io::Result<Vec<ChunkRef>> {
+    type Block = (Arc<Vec<u8>>, Vec<(u64, usize, usize)>);
+    let (tx, rx) = mpsc::sync_channel::<Block>(2);
     std::thread::scope(|s| {
         let hasher = s.spawn(move || {
             let mut out = Vec::new();
-            for (offset, data) in rx {
-                let hash = *blake3::hash(&data).as_bytes();
-                // A chunk is at most MAX_CHUNK bytes, so its length fits u32.
-                let len = u32::try_from(data.len()).unwrap_or(u32::MAX);
-                out.push(ChunkRef { hash, offset, len });
+            for (buf, cuts) in rx {
+                for (offset, start, len) in cuts {
+                    let data = buf.get(start..start + len).unwrap_or_default();
+                    let hash = *blake3::hash(data).as_bytes();
+                    // A chunk is at most MAX_CHUNK bytes, so its length fits u32.
+                    let len = u32::try_from(len).unwrap_or(u32::MAX);
+                    out.push(ChunkRef { hash, offset, len });
+                }
             }
             out
         });
-        let mut err = None;
-        for chunk in fastcdc::v2020::StreamCDC::new(reader, MIN_CHUNK, AVG_CHUNK, MAX_CHUNK) {
-            match chunk {
-                Ok(c) => {
-                    if tx.send((c.offset, c.data)).is_err() {
-                        break;
-                    }
-                }
+        let mut result = Ok(());
+        let mut carry: Vec<u8> = Vec::new();
+        let mut base = 0u64;
+        loop {
+            let mut buf = Vec::with_capacity(carry.len() + BLOCK);
+            buf.append(&mut carry);
+            let eof = match fill(&mut reader, &mut buf, BLOCK) {
+                Ok(e) => e,
                 Err(e) => {
-                    err = Some(match e {
-                        fastcdc::v2020::Error::IoError(e) => e,
-                        other => std::io::Error::other(other.to_string()),
-                    });
+                    result = Err(e);
                     break;
                 }
+            };
+            if buf.is_empty() {
+                break;
+            }
+            let mut cuts = Vec::new();
+            let mut consumed = 0usize;
+            for c in fastcdc::v2020::FastCDC::new(&buf, MIN_CHUNK, AVG_CHUNK, MAX_CHUNK) {
+                let end = c.offset + c.length;
+                if !eof && end == buf.len() {
+                    break;
+                }
+                cuts.push((base + c.offset as u64, c.offset, c.length));
+                consumed = end;
+            }
+            carry = buf.get(consumed..).unwrap_or_default().to_vec();
+            base += consumed as u64;
+            if tx.send((Arc::new(buf), cuts)).is_err() {
+                break;
+            }
+            if eof && carry.is_empty() {
+                break;
             }
         }
         drop(tx);
         let chunks = hasher
             .join()
             .map_err(|_| std::io::Error::other("hashing thread panicked"))?;
-        match err {
-            Some(e) => Err(e),
-            None => Ok(chunks),
-        }
+        result.map(|()| chunks)
     })
 }
 
@@ -85,7 +119,7 @@ pub fn chunk_file(path: &Path) -> Result<Vec<ChunkRef>, ChunkError> {
         source,
     };
     let file = File::open(path).map_err(io)?;
-    chunk_reader(std::io::BufReader::with_capacity(4 << 20, file)).map_err(io)
+    chunk_reader(file).map_err(io)
 }
 
 #[cfg(test)]
@@ -133,6 +167,22 @@ mod tests {
         let changed = cb.iter().filter(|c| !old.contains(&c.hash)).count();
         assert!(changed <= 3, "{changed} of {} chunks changed", cb.len());
         assert!(cb.len() > 10);
+    }
+
+    #[test]
+    fn block_cutting_matches_a_streaming_pass() {
+        let d = data(20_000_000, 9);
+        let ours: Vec<(u64, u32)> = chunk_reader(&d[..])
+            .unwrap_or_default()
+            .iter()
+            .map(|c| (c.offset, c.len))
+            .collect();
+        let stream: Vec<(u64, u32)> =
+            fastcdc::v2020::StreamCDC::new(&d[..], MIN_CHUNK, AVG_CHUNK, MAX_CHUNK)
+                .filter_map(Result::ok)
+                .map(|c| (c.offset, c.length as u32))
+                .collect();
+        assert_eq!(ours, stream);
     }
 
     #[test]

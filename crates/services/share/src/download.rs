@@ -37,6 +37,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 const OPEN_TIMEOUT: Duration = Duration::from_secs(20);
 /// Verified chunks recorded per store transaction.
 const COMMIT_EVERY: usize = 64;
+/// Requests a worker keeps outstanding on its stream.
+const PIPELINE: usize = 4;
 /// Consecutive failures after which a worker gives up on its provider.
 const MAX_FAILURES: u32 = 3;
 
@@ -175,19 +177,22 @@ async fn open(inner: &Inner, peer: PeerId) -> Result<Stream, WireError> {
     }
 }
 
-/// Requests one block on `stream` and returns its bytes, verified against `id`.
-async fn request(
+/// Reads the response to a request for `id` and returns its bytes if they match `id`.
+async fn read_response(
     inner: &Inner,
     stream: &mut Stream,
     id: &ContentId,
 ) -> Result<Result<Vec<u8>, ()>, WireError> {
     let fut = async {
-        protocol::write_request(stream, id).await?;
         let len = protocol::read_response_header(stream, protocol::max_body(id.kind())).await?;
         let mut buf = vec![0u8; len];
-        for slice in buf.chunks_mut(crate::limit::SLICE) {
-            inner.download_limit.acquire(slice.len()).await;
-            stream.read_exact(slice).await?;
+        if inner.download_limit.is_limited() {
+            for slice in buf.chunks_mut(crate::limit::SLICE) {
+                inner.download_limit.acquire(slice.len()).await;
+                stream.read_exact(slice).await?;
+            }
+        } else {
+            stream.read_exact(&mut buf).await?;
         }
         Ok::<_, WireError>(buf)
     };
@@ -199,6 +204,16 @@ async fn request(
     } else {
         Ok(Err(()))
     }
+}
+
+/// Requests one block on `stream` and returns its bytes if they match `id`.
+async fn request(
+    inner: &Inner,
+    stream: &mut Stream,
+    id: &ContentId,
+) -> Result<Result<Vec<u8>, ()>, WireError> {
+    protocol::write_request(stream, id).await?;
+    read_response(inner, stream, id).await
 }
 
 /// Fetches a manifest from the given peers (or the store), trying each until one answers.
@@ -613,6 +628,17 @@ struct Landed {
     peer: PeerId,
 }
 
+/// Gives every chunk requested on a lost stream back to the queue.
+fn give_back_all(work: &Mutex<Work>, pending: &mut VecDeque<usize>) {
+    if let Ok(mut w) = work.lock() {
+        for i in pending.drain(..) {
+            w.give_back(i);
+        }
+    }
+}
+
+/// One stream to one provider. Keeps up to [`PIPELINE`] requests outstanding so the
+/// provider always has the next chunk to send; answers come back in order.
 async fn worker(
     inner: Arc<Inner>,
     peer: PeerId,
@@ -621,28 +647,18 @@ async fn worker(
     landed: mpsc::Sender<Landed>,
 ) -> (PeerId, WorkerExit) {
     let mut stream: Option<Stream> = None;
+    let mut pending: VecDeque<usize> = VecDeque::new();
     let mut failures = 0u32;
+    let cid = |i: usize| plan.tasks.get(i).map(|t| ContentId::new(Kind::Raw, t.hash));
     let exit = loop {
         if inner.is_banned(&peer) {
             break WorkerExit::Bad;
         }
-        let Some(i) = work.lock().ok().and_then(|mut w| w.take()) else {
-            break WorkerExit::Idle;
-        };
-        let Some(task) = plan.tasks.get(i) else {
-            continue;
-        };
-        let give_back = |w: &Arc<Mutex<Work>>| {
-            if let Ok(mut w) = w.lock() {
-                w.give_back(i);
-            }
-        };
         let s = match stream.as_mut() {
             Some(s) => s,
             None => match open(&inner, peer).await {
                 Ok(s) => stream.insert(s),
                 Err(e) => {
-                    give_back(&work);
                     failures += 1;
                     if failures >= MAX_FAILURES {
                         break WorkerExit::Failed(e.to_string());
@@ -652,41 +668,62 @@ async fn worker(
                 }
             },
         };
-        let cid = ContentId::new(Kind::Raw, task.hash);
-        match request(&inner, s, &cid).await {
-            Ok(Ok(bytes)) => {
+        // Keep the pipeline full.
+        let mut write_err = None;
+        while pending.len() < PIPELINE {
+            let Some(i) = work.lock().ok().and_then(|mut w| w.take()) else {
+                break;
+            };
+            pending.push_back(i);
+            let Some(id) = cid(i) else { continue };
+            if let Err(e) = protocol::write_request(s, &id).await {
+                write_err = Some(e);
+                break;
+            }
+        }
+        let result = match (write_err, pending.front().copied()) {
+            (Some(e), _) => Err(e),
+            (None, None) => break WorkerExit::Idle,
+            (None, Some(i)) => match cid(i) {
+                Some(id) => read_response(&inner, s, &id).await.map(|r| (i, r)),
+                None => Err(WireError::Protocol("no such chunk".into())),
+            },
+        };
+        match result {
+            Ok((i, Ok(bytes))) => {
+                pending.pop_front();
                 failures = 0;
                 inner.metrics.chunks_fetched.inc();
                 inner.metrics.bytes_received.inc_by(bytes.len() as u64);
-                let targets = task.targets.clone();
+                let targets = plan
+                    .tasks
+                    .get(i)
+                    .map(|t| t.targets.clone())
+                    .unwrap_or_default();
                 let w = tokio::task::spawn_blocking(move || write_targets(&targets, &bytes)).await;
-                match w {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => {
-                        give_back(&work);
-                        break WorkerExit::Fatal(e.to_string());
+                let failed = match w {
+                    Ok(Ok(())) => None,
+                    Ok(Err(e)) => Some(e.to_string()),
+                    Err(e) => Some(e.to_string()),
+                };
+                if let Some(e) = failed {
+                    if let Ok(mut w) = work.lock() {
+                        w.give_back(i);
                     }
-                    Err(e) => {
-                        give_back(&work);
-                        break WorkerExit::Fatal(e.to_string());
-                    }
+                    break WorkerExit::Fatal(e);
                 }
                 let first = work.lock().map(|mut w| w.land(i)).unwrap_or(false);
                 if first && landed.send(Landed { index: i, peer }).await.is_err() {
                     break WorkerExit::Idle;
                 }
             }
-            Ok(Err(())) => {
-                give_back(&work);
+            Ok((_, Err(()))) => {
                 inner.metrics.bad_chunks.inc();
                 break WorkerExit::Bad;
             }
-            Err(WireError::Status(Status::NotFound)) => {
-                give_back(&work);
-                break WorkerExit::NotProvider;
-            }
+            Err(WireError::Status(Status::NotFound)) => break WorkerExit::NotProvider,
             Err(e) => {
-                give_back(&work);
+                give_back_all(&work, &mut pending);
                 stream = None;
                 failures += 1;
                 if failures >= MAX_FAILURES {
@@ -696,6 +733,7 @@ async fn worker(
             }
         }
     };
+    give_back_all(&work, &mut pending);
     if let Some(mut s) = stream {
         let _ = s.close().await;
     }

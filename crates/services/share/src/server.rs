@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::{AsyncWriteExt, StreamExt};
+use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use kith_core::ContentId;
 use kith_core::id::Kind;
 use kith_overlay::Stream;
@@ -96,31 +96,64 @@ fn refuse(mut stream: Stream) {
     });
 }
 
-async fn serve_stream(inner: &Inner, peer: PeerId, mut stream: Stream) -> Result<(), WireError> {
-    loop {
-        let req =
-            match tokio::time::timeout(IDLE_TIMEOUT, protocol::read_request(&mut stream)).await {
-                Err(_) => return Ok(()),
-                Ok(Ok(None)) => return Ok(()),
-                Ok(Ok(Some(id))) => id,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "bad request");
-                    let _ = protocol::write_status(&mut stream, Status::BadRequest).await;
-                    return Err(e);
-                }
-            };
-        let data = inner.load_block(req).await;
-        let fut = respond(inner, &mut stream, req, data);
-        match tokio::time::timeout(SEND_TIMEOUT, fut).await {
-            Ok(r) => r?,
-            Err(_) => return Err(WireError::Protocol("send timed out".into())),
-        }
-    }
+/// Responses prepared ahead of the one being sent, per stream: the next chunk is read and
+/// verified while the current one goes out. Bounds queued bytes per stream.
+const PREFETCH: usize = 2;
+
+/// What the reader half hands the writer half.
+enum Next {
+    Block(ContentId, Result<Option<Vec<u8>>, String>),
+    Bad,
 }
 
-async fn respond(
+async fn serve_stream(inner: &Inner, peer: PeerId, stream: Stream) -> Result<(), WireError> {
+    let (mut rd, mut wr) = stream.split();
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Next>(PREFETCH);
+    let reader = async move {
+        loop {
+            let req =
+                match tokio::time::timeout(IDLE_TIMEOUT, protocol::read_request(&mut rd)).await {
+                    Err(_) | Ok(Ok(None)) => return Ok(()),
+                    Ok(Ok(Some(id))) => id,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "bad request");
+                        let _ = tx.send(Next::Bad).await;
+                        return Err(e);
+                    }
+                };
+            let data = inner.load_block(req).await;
+            if tx.send(Next::Block(req, data)).await.is_err() {
+                return Ok(());
+            }
+        }
+    };
+    let writer = async {
+        while let Some(next) = rx.recv().await {
+            match next {
+                Next::Bad => {
+                    let _ = protocol::write_status(&mut wr, Status::BadRequest).await;
+                    break;
+                }
+                Next::Block(id, data) => {
+                    match tokio::time::timeout(SEND_TIMEOUT, respond(inner, &mut wr, id, data))
+                        .await
+                    {
+                        Ok(r) => r?,
+                        Err(_) => return Err(WireError::Protocol("send timed out".into())),
+                    }
+                }
+            }
+        }
+        let _ = wr.close().await;
+        Ok::<_, WireError>(())
+    };
+    let (r, w) = futures::join!(reader, writer);
+    r.and(w)
+}
+
+async fn respond<W: futures::AsyncWrite + Unpin>(
     inner: &Inner,
-    stream: &mut Stream,
+    stream: &mut W,
     id: ContentId,
     data: Result<Option<Vec<u8>>, String>,
 ) -> Result<(), WireError> {
@@ -133,11 +166,15 @@ async fn respond(
                 *b ^= 0xff;
             }
             protocol::write_ok_header(stream, bytes.len()).await?;
-            for slice in bytes.chunks(SLICE) {
-                inner.upload_limit.acquire(slice.len()).await;
-                stream.write_all(slice).await?;
-                inner.metrics.bytes_sent.inc_by(slice.len() as u64);
+            if inner.upload_limit.is_limited() {
+                for slice in bytes.chunks(SLICE) {
+                    inner.upload_limit.acquire(slice.len()).await;
+                    stream.write_all(slice).await?;
+                }
+            } else {
+                stream.write_all(&bytes).await?;
             }
+            inner.metrics.bytes_sent.inc_by(bytes.len() as u64);
             stream.flush().await?;
             inner.metrics.blocks_served.inc();
             Ok(())
