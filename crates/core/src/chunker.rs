@@ -46,6 +46,54 @@ fn fill<R: Read>(reader: &mut R, buf: &mut Vec<u8>, want: usize) -> std::io::Res
     Ok(n < want)
 }
 
+/// Chunk boundaries `(offset, length)` of `buf`, computed on two threads.
+///
+/// A cut depends only on the bytes since the previous cut, so the second half is cut
+/// speculatively from its middle while the first half is cut from the start; as soon as
+/// the first chain ends a chunk where the speculative chain starts one, both chains agree
+/// from there on and the rest of the speculative chain is taken as is. The result is
+/// exactly the sequential one.
+fn cut_points(buf: &[u8]) -> Vec<(usize, usize)> {
+    let cuts_from = |start: usize| {
+        let tail = buf.get(start..).unwrap_or_default();
+        fastcdc::v2020::FastCDC::new(tail, MIN_CHUNK, AVG_CHUNK, MAX_CHUNK)
+            .map(move |c| (start + c.offset, c.length))
+    };
+    if buf.len() < 8 * MAX_CHUNK as usize {
+        return cuts_from(0).collect();
+    }
+    let mid = buf.len() / 2;
+    std::thread::scope(|s| {
+        let speculative = s.spawn(move || cuts_from(mid).collect::<Vec<_>>());
+        let mut chain = cuts_from(0);
+        let mut out = Vec::new();
+        for (o, l) in chain.by_ref() {
+            out.push((o, l));
+            if o + l >= mid {
+                break;
+            }
+        }
+        let Ok(spec) = speculative.join() else {
+            out.extend(chain);
+            return out;
+        };
+        // Where each speculative chunk starts.
+        let starts: std::collections::HashMap<usize, usize> =
+            spec.iter().enumerate().map(|(i, (o, _))| (*o, i)).collect();
+        loop {
+            let end = out.last().map(|(o, l)| o + l).unwrap_or(0);
+            if let Some(&i) = starts.get(&end) {
+                out.extend(spec.get(i..).unwrap_or_default());
+                return out;
+            }
+            match chain.next() {
+                Some(c) => out.push(c),
+                None => return out,
+            }
+        }
+    })
+}
+
 /// Splits everything `reader` yields into chunks.
 ///
 /// The input is read in large blocks and cut in place; the chunk that runs into the end
@@ -87,12 +135,12 @@ pub fn chunk_reader<R: Read + Send>(mut reader: R) -> std::io::Result<Vec<ChunkR
             }
             let mut cuts = Vec::new();
             let mut consumed = 0usize;
-            for c in fastcdc::v2020::FastCDC::new(&buf, MIN_CHUNK, AVG_CHUNK, MAX_CHUNK) {
-                let end = c.offset + c.length;
+            for (offset, length) in cut_points(&buf) {
+                let end = offset + length;
                 if !eof && end == buf.len() {
                     break;
                 }
-                cuts.push((base + c.offset as u64, c.offset, c.length));
+                cuts.push((base + offset as u64, offset, length));
                 consumed = end;
             }
             carry = buf.get(consumed..).unwrap_or_default().to_vec();

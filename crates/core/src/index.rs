@@ -2,13 +2,16 @@
 //! record where every chunk lives. Nothing is copied; unchanged files (same size and
 //! modification time as when last indexed) are not read again.
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::time::UNIX_EPOCH;
 
 use crate::chunker::{self, ChunkError};
 use crate::id::ContentId;
 use crate::manifest::{self, Chunk, DirManifest, Entry, EntryKind, FileManifest, Manifest};
-use crate::store::{FileRecord, Location, Op, ShareKind, ShareRecord, Store, StoreError, now_secs};
+use crate::store::{
+    DownloadState, FileRecord, Location, Op, ShareKind, ShareRecord, Store, StoreError, now_secs,
+};
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -324,8 +327,42 @@ pub fn unshare(store: &Store, id: &ContentId) -> Result<Option<ShareRecord>, Ind
         }
         ops.push(Op::RemoveFile(path));
     }
+    // Forget its manifests too, unless another share or a running download uses them:
+    // unshared content is not served, not even its listing.
+    let mut live = HashSet::new();
+    for other in store.shares()?.iter().filter(|s| s.id != *id) {
+        live.extend(manifest_tree(store, &other.id)?);
+    }
+    for d in store
+        .downloads()?
+        .iter()
+        .filter(|d| d.state == DownloadState::Running)
+    {
+        live.extend(manifest_tree(store, &d.id)?);
+    }
+    for m in manifest_tree(store, id)? {
+        if !live.contains(&m) {
+            ops.push(Op::RemoveBlock(m));
+        }
+    }
     store.apply(ops)?;
     Ok(Some(share))
+}
+
+/// The IDs of a manifest and every manifest under it that the store holds.
+fn manifest_tree(store: &Store, root: &ContentId) -> Result<Vec<ContentId>, IndexError> {
+    let mut out = Vec::new();
+    let mut stack = vec![*root];
+    while let Some(id) = stack.pop() {
+        let Some(bytes) = store.block(&id)? else {
+            continue;
+        };
+        out.push(id);
+        if let Ok(Manifest::Dir(d)) = Manifest::decode(&bytes) {
+            stack.extend(d.entries.iter().map(|e| e.id));
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -359,6 +396,10 @@ mod tests {
         assert_ne!(s2.id, s1.id);
         assert!(unshare(&store, &s2.id)?.is_some());
         assert!(store.share(&s2.id)?.is_none());
+        assert!(
+            store.block(&s2.id)?.is_none(),
+            "unshared manifests are forgotten"
+        );
         let _ = std::fs::remove_dir_all(&d);
         Ok(())
     }

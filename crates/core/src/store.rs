@@ -130,6 +130,7 @@ pub fn now_secs() -> u64 {
 #[derive(Debug, Clone)]
 pub enum Op {
     PutBlock(ContentId, Vec<u8>),
+    RemoveBlock(ContentId),
     AddLocation(Hash, Location),
     RemoveLocation(Hash, Location),
     PutFile(String, FileRecord),
@@ -200,6 +201,9 @@ impl Store {
                 match op {
                     Op::PutBlock(id, bytes) => {
                         blocks.insert(*id.hash(), bytes.as_slice())?;
+                    }
+                    Op::RemoveBlock(id) => {
+                        blocks.remove(*id.hash())?;
                     }
                     Op::AddLocation(h, l) => {
                         locs.insert(h, l.encode().as_slice())?;

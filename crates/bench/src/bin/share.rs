@@ -32,6 +32,10 @@ fn main() -> Result<()> {
     let digest = h.finalize();
     let raw = start.elapsed();
 
+    let start = Instant::now();
+    let chunks = kith_core::chunker::chunk_file(&f)?;
+    let chunking = start.elapsed();
+
     let store = Store::open(&dir.path().join("meta.redb"))?;
     let start = Instant::now();
     let rec = kith_core::index::share_path(&store, &f)?;
@@ -44,6 +48,13 @@ fn main() -> Result<()> {
         raw.as_secs_f64(),
         mbps(size, raw),
         &digest.to_hex()[..16]
+    );
+    println!(
+        "{:<22} {:>9.2} {:>10.0}   ({} chunks)",
+        "  chunking alone",
+        chunking.as_secs_f64(),
+        mbps(size, chunking),
+        chunks.len()
     );
     println!(
         "{:<22} {:>9.2} {:>10.0}   ({})",

@@ -28,7 +28,9 @@ fn main() -> Result<()> {
         args.extend(["--upload-limit", lim.as_str()]);
         args.extend(boot.iter().map(String::as_str));
         let d = Daemon::start(&home, &args)?;
-        let f = dir.path().join(format!("file{i}.bin"));
+        // Same name and bytes on every seeder, so the same content ID.
+        let f = dir.path().join(format!("copy{i}")).join("data.bin");
+        std::fs::create_dir_all(dir.path().join(format!("copy{i}")))?;
         make_file(&f, size, 7)?;
         id = d.json(&["share", "--json", f.to_str().unwrap_or_default()])?["id"]
             .as_str()
@@ -54,17 +56,18 @@ fn main() -> Result<()> {
         // The one-seeder run only knows seeder 0, and the others stop sharing meanwhile.
         if n == 1 {
             for s in seeders.iter().skip(1) {
-                s.kith(&["unshare", &id])?;
+                let (ok, _, err) = s.kith(&["unshare", &id])?;
+                if !ok {
+                    bail!("unshare failed: {err}");
+                }
             }
         } else {
             for (i, s) in seeders.iter().enumerate().skip(1) {
-                s.kith(&[
-                    "share",
-                    dir.path()
-                        .join(format!("file{i}.bin"))
-                        .to_str()
-                        .unwrap_or_default(),
-                ])?;
+                let f = dir.path().join(format!("copy{i}")).join("data.bin");
+                let again = s.json(&["share", "--json", f.to_str().unwrap_or_default()])?;
+                if again["id"].as_str() != Some(id.as_str()) {
+                    bail!("seeders disagree on the ID: {again}");
+                }
             }
         }
         let d = Daemon::start(&dir.path().join(format!("down{n}")), &args)?;
