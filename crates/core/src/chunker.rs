@@ -101,12 +101,27 @@ fn cut_points(buf: &[u8]) -> Vec<(usize, usize)> {
 /// streaming pass (a cut depends only on the bytes since the previous cut). Hashing runs
 /// on a second thread.
 pub fn chunk_reader<R: Read + Send>(mut reader: R) -> std::io::Result<Vec<ChunkRef>> {
-    type Block = (Arc<Vec<u8>>, Vec<(u64, usize, usize)>);
-    let (tx, rx) = mpsc::sync_channel::<Block>(2);
+    // Blocks are read with room in front for the carried-over tail of the previous block,
+    // so only that tail (at most one chunk) is ever copied.
+    const RESERVE: usize = MAX_CHUNK as usize;
+    type Hashing = (Arc<Vec<u8>>, Vec<(u64, usize, usize)>);
+    let (read_tx, read_rx) = mpsc::sync_channel::<std::io::Result<(Vec<u8>, bool)>>(2);
+    let (hash_tx, hash_rx) = mpsc::sync_channel::<Hashing>(2);
     std::thread::scope(|s| {
+        s.spawn(move || {
+            loop {
+                let mut buf = Vec::with_capacity(RESERVE + BLOCK);
+                buf.resize(RESERVE, 0);
+                let r = fill(&mut reader, &mut buf, BLOCK).map(|eof| (buf, eof));
+                let stop = !matches!(r, Ok((_, false)));
+                if read_tx.send(r).is_err() || stop {
+                    return;
+                }
+            }
+        });
         let hasher = s.spawn(move || {
             let mut out = Vec::new();
-            for (buf, cuts) in rx {
+            for (buf, cuts) in hash_rx {
                 for (offset, start, len) in cuts {
                     let data = buf.get(start..start + len).unwrap_or_default();
                     let hash = *blake3::hash(data).as_bytes();
@@ -120,39 +135,42 @@ pub fn chunk_reader<R: Read + Send>(mut reader: R) -> std::io::Result<Vec<ChunkR
         let mut result = Ok(());
         let mut carry: Vec<u8> = Vec::new();
         let mut base = 0u64;
-        loop {
-            let mut buf = Vec::with_capacity(carry.len() + BLOCK);
-            buf.append(&mut carry);
-            let eof = match fill(&mut reader, &mut buf, BLOCK) {
-                Ok(e) => e,
+        for block in read_rx {
+            let (mut buf, eof) = match block {
+                Ok(b) => b,
                 Err(e) => {
                     result = Err(e);
                     break;
                 }
             };
-            if buf.is_empty() {
+            let from = RESERVE - carry.len();
+            if let Some(dst) = buf.get_mut(from..RESERVE) {
+                dst.copy_from_slice(&carry);
+            }
+            let view = buf.get(from..).unwrap_or_default();
+            if view.is_empty() {
                 break;
             }
             let mut cuts = Vec::new();
             let mut consumed = 0usize;
-            for (offset, length) in cut_points(&buf) {
+            for (offset, length) in cut_points(view) {
                 let end = offset + length;
-                if !eof && end == buf.len() {
+                if !eof && end == view.len() {
                     break;
                 }
-                cuts.push((base + offset as u64, offset, length));
+                cuts.push((base + offset as u64, from + offset, length));
                 consumed = end;
             }
-            carry = buf.get(consumed..).unwrap_or_default().to_vec();
+            carry = view.get(consumed..).unwrap_or_default().to_vec();
             base += consumed as u64;
-            if tx.send((Arc::new(buf), cuts)).is_err() {
+            if hash_tx.send((Arc::new(buf), cuts)).is_err() {
                 break;
             }
-            if eof && carry.is_empty() {
+            if eof {
                 break;
             }
         }
-        drop(tx);
+        drop(hash_tx);
         let chunks = hasher
             .join()
             .map_err(|_| std::io::Error::other("hashing thread panicked"))?;
