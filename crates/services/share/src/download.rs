@@ -23,6 +23,7 @@ use kith_overlay::PeerId;
 use kith_overlay::Stream;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 use crate::protocol::{self, Status, WireError};
 use crate::{Inner, Progress};
@@ -31,8 +32,8 @@ use crate::{Inner, Progress};
 const REFIND: Duration = Duration::from_secs(2);
 /// Longest gap between two provider lookups while a download runs.
 const REFIND_MAX: Duration = Duration::from_secs(15);
-/// Longest wait for one response.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest time a response may make no progress at all.
+const STALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest wait to open a stream (includes dialling).
 const OPEN_TIMEOUT: Duration = Duration::from_secs(20);
 /// Verified chunks recorded per store transaction.
@@ -168,37 +169,44 @@ fn spawn_finder(
     .abort_handle()
 }
 
+/// Opens a stream and waits for the server to take it.
 async fn open(inner: &Inner, peer: PeerId) -> Result<Stream, WireError> {
     let mut control = inner.overlay.streams();
-    match tokio::time::timeout(OPEN_TIMEOUT, control.open_stream(peer, protocol::PROTOCOL)).await {
-        Ok(Ok(s)) => Ok(s),
-        Ok(Err(e)) => Err(WireError::Protocol(e.to_string())),
-        Err(_) => Err(WireError::Protocol("timed out opening stream".into())),
-    }
+    let fut = async {
+        let mut s = control
+            .open_stream(peer, protocol::PROTOCOL)
+            .await
+            .map_err(|e| WireError::Protocol(e.to_string()))?;
+        protocol::read_greeting(&mut s).await?;
+        Ok(s)
+    };
+    tokio::time::timeout(OPEN_TIMEOUT, fut)
+        .await
+        .map_err(|_| WireError::Protocol("timed out opening stream".into()))?
 }
 
 /// Reads the response to a request for `id` and returns its bytes if they match `id`.
+/// A response that makes no progress for [`STALL_TIMEOUT`] fails (a provider that went
+/// away without closing the connection); a slow but moving one does not.
 async fn read_response(
     inner: &Inner,
     stream: &mut Stream,
     id: &ContentId,
 ) -> Result<Result<Vec<u8>, ()>, WireError> {
-    let fut = async {
-        let len = protocol::read_response_header(stream, protocol::max_body(id.kind())).await?;
-        let mut buf = vec![0u8; len];
-        if inner.download_limit.is_limited() {
-            for slice in buf.chunks_mut(crate::limit::SLICE) {
-                inner.download_limit.acquire(slice.len()).await;
-                stream.read_exact(slice).await?;
-            }
-        } else {
-            stream.read_exact(&mut buf).await?;
-        }
-        Ok::<_, WireError>(buf)
-    };
-    let buf = tokio::time::timeout(REQUEST_TIMEOUT, fut)
-        .await
-        .map_err(|_| WireError::Protocol("request timed out".into()))??;
+    let stalled = || WireError::Protocol("provider stopped sending".into());
+    let len = tokio::time::timeout(
+        STALL_TIMEOUT,
+        protocol::read_response_header(stream, protocol::max_body(id.kind())),
+    )
+    .await
+    .map_err(|_| stalled())??;
+    let mut buf = vec![0u8; len];
+    for slice in buf.chunks_mut(crate::limit::SLICE) {
+        inner.download_limit.acquire(slice.len()).await;
+        tokio::time::timeout(STALL_TIMEOUT, stream.read_exact(slice))
+            .await
+            .map_err(|_| stalled())??;
+    }
     if id.verify(&buf) {
         Ok(Ok(buf))
     } else {
@@ -555,6 +563,8 @@ fn write_targets(targets: &[(Arc<str>, u64)], bytes: &[u8]) -> Result<(), Downlo
 /// The chunks still to fetch, shared by every worker of a download.
 #[derive(Default)]
 struct Work {
+    /// Chunks this download needs from the network.
+    total: usize,
     queue: VecDeque<usize>,
     /// Chunks being fetched, and by how many workers.
     inflight: HashMap<usize, u8>,
@@ -608,6 +618,10 @@ impl Work {
     fn has_work(&self) -> bool {
         !self.queue.is_empty()
     }
+
+    fn finished(&self) -> bool {
+        self.done.len() >= self.total
+    }
 }
 
 enum WorkerExit {
@@ -623,18 +637,34 @@ enum WorkerExit {
     Fatal(String),
 }
 
+impl WorkerExit {
+    fn name(&self) -> &'static str {
+        match self {
+            WorkerExit::Idle => "idle",
+            WorkerExit::NotProvider => "not-provider",
+            WorkerExit::Bad => "bad",
+            WorkerExit::Failed(_) => "failed",
+            WorkerExit::Fatal(_) => "fatal",
+        }
+    }
+}
+
 struct Landed {
     index: usize,
     peer: PeerId,
 }
 
-/// Gives every chunk requested on a lost stream back to the queue.
-fn give_back_all(work: &Mutex<Work>, pending: &mut VecDeque<usize>) {
+/// Gives every chunk requested on a lost stream back to the queue, and wakes idle workers.
+fn give_back_all(work: &Mutex<Work>, wake: &tokio::sync::Notify, pending: &mut VecDeque<usize>) {
+    if pending.is_empty() {
+        return;
+    }
     if let Ok(mut w) = work.lock() {
         for i in pending.drain(..) {
             w.give_back(i);
         }
     }
+    wake.notify_waiters();
 }
 
 /// One stream to one provider. Keeps up to [`PIPELINE`] requests outstanding so the
@@ -644,10 +674,31 @@ async fn worker(
     peer: PeerId,
     plan: Arc<Plan>,
     work: Arc<Mutex<Work>>,
+    wake: Arc<tokio::sync::Notify>,
     landed: mpsc::Sender<Landed>,
+    dropped: CancellationToken,
 ) -> (PeerId, WorkerExit) {
-    let mut stream: Option<Stream> = None;
     let mut pending: VecDeque<usize> = VecDeque::new();
+    // A provider dropped for misbehaving takes its other streams with it at once, so the
+    // chunks they were waiting for go back to the queue instead of waiting for a timeout.
+    let exit = tokio::select! {
+        e = fetch_loop(&inner, peer, &plan, &work, &wake, &landed, &mut pending) => e,
+        () = dropped.cancelled() => WorkerExit::Bad,
+    };
+    give_back_all(&work, &wake, &mut pending);
+    (peer, exit)
+}
+
+async fn fetch_loop(
+    inner: &Arc<Inner>,
+    peer: PeerId,
+    plan: &Plan,
+    work: &Mutex<Work>,
+    wake: &tokio::sync::Notify,
+    landed: &mpsc::Sender<Landed>,
+    pending: &mut VecDeque<usize>,
+) -> WorkerExit {
+    let mut stream: Option<Stream> = None;
     let mut failures = 0u32;
     let cid = |i: usize| plan.tasks.get(i).map(|t| ContentId::new(Kind::Raw, t.hash));
     let exit = loop {
@@ -656,7 +707,7 @@ async fn worker(
         }
         let s = match stream.as_mut() {
             Some(s) => s,
-            None => match open(&inner, peer).await {
+            None => match open(inner, peer).await {
                 Ok(s) => stream.insert(s),
                 Err(e) => {
                     failures += 1;
@@ -676,6 +727,7 @@ async fn worker(
             };
             pending.push_back(i);
             let Some(id) = cid(i) else { continue };
+            tracing::trace!(%peer, chunk = i, stream = format!("{:p}", s), "requesting");
             if let Err(e) = protocol::write_request(s, &id).await {
                 write_err = Some(e);
                 break;
@@ -683,9 +735,21 @@ async fn worker(
         }
         let result = match (write_err, pending.front().copied()) {
             (Some(e), _) => Err(e),
-            (None, None) => break WorkerExit::Idle,
+            (None, None) => {
+                // Nothing to ask for now: wait until chunks are given back or all landed,
+                // keeping the stream for the rest of the download.
+                if work.lock().map(|w| w.finished()).unwrap_or(true) {
+                    break WorkerExit::Idle;
+                }
+                let _ = tokio::time::timeout(Duration::from_millis(250), wake.notified()).await;
+                continue;
+            }
             (None, Some(i)) => match cid(i) {
-                Some(id) => read_response(&inner, s, &id).await.map(|r| (i, r)),
+                Some(id) if tracing::enabled!(tracing::Level::TRACE) => {
+                    tracing::trace!(%peer, chunk = i, pending = pending.len(), stream = format!("{:p}", s), "awaiting response");
+                    read_response(inner, s, &id).await.map(|r| (i, r))
+                }
+                Some(id) => read_response(inner, s, &id).await.map(|r| (i, r)),
                 None => Err(WireError::Protocol("no such chunk".into())),
             },
         };
@@ -710,9 +774,16 @@ async fn worker(
                     if let Ok(mut w) = work.lock() {
                         w.give_back(i);
                     }
+                    wake.notify_waiters();
                     break WorkerExit::Fatal(e);
                 }
-                let first = work.lock().map(|mut w| w.land(i)).unwrap_or(false);
+                let (first, finished) = work
+                    .lock()
+                    .map(|mut w| (w.land(i), w.finished()))
+                    .unwrap_or((false, true));
+                if finished {
+                    wake.notify_waiters();
+                }
                 if first && landed.send(Landed { index: i, peer }).await.is_err() {
                     break WorkerExit::Idle;
                 }
@@ -723,7 +794,7 @@ async fn worker(
             }
             Err(WireError::Status(Status::NotFound)) => break WorkerExit::NotProvider,
             Err(e) => {
-                give_back_all(&work, &mut pending);
+                give_back_all(work, wake, pending);
                 stream = None;
                 failures += 1;
                 if failures >= MAX_FAILURES {
@@ -733,11 +804,10 @@ async fn worker(
             }
         }
     };
-    give_back_all(&work, &mut pending);
     if let Some(mut s) = stream {
         let _ = s.close().await;
     }
-    (peer, exit)
+    exit
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -753,9 +823,11 @@ async fn fetch_chunks(
 ) -> Result<(), DownloadError> {
     let mut remaining = queue.len();
     let work = Arc::new(Mutex::new(Work {
+        total: queue.len(),
         queue,
         ..Work::default()
     }));
+    let wake = Arc::new(tokio::sync::Notify::new());
     let (landed_tx, mut landed) = mpsc::channel::<Landed>(64);
     let mut workers: JoinSet<(PeerId, WorkerExit)> = JoinSet::new();
     let mut active: HashMap<PeerId, usize> = HashMap::new();
@@ -771,22 +843,28 @@ async fn fetch_chunks(
     let mut waiting_since: Option<tokio::time::Instant> = None;
     let mut last_failure = String::new();
 
-    let spawn_for =
-        |peer: PeerId, workers: &mut JoinSet<_>, active: &mut HashMap<PeerId, usize>| {
-            let n = active.entry(peer).or_default();
-            while *n < per_peer {
-                *n += 1;
-                workers.spawn(worker(
-                    inner.clone(),
-                    peer,
-                    plan.clone(),
-                    work.clone(),
-                    landed_tx.clone(),
-                ));
-            }
-        };
+    let mut dropped: HashMap<PeerId, CancellationToken> = HashMap::new();
+    let spawn_for = |peer: PeerId,
+                     workers: &mut JoinSet<_>,
+                     active: &mut HashMap<PeerId, usize>,
+                     dropped: &mut HashMap<PeerId, CancellationToken>| {
+        let n = active.entry(peer).or_default();
+        let token = dropped.entry(peer).or_default().clone();
+        while *n < per_peer {
+            *n += 1;
+            workers.spawn(worker(
+                inner.clone(),
+                peer,
+                plan.clone(),
+                work.clone(),
+                wake.clone(),
+                landed_tx.clone(),
+                token.clone(),
+            ));
+        }
+    };
     for p in live.clone() {
-        spawn_for(p, &mut workers, &mut active);
+        spawn_for(p, &mut workers, &mut active, &mut dropped);
     }
 
     while remaining > 0 {
@@ -816,7 +894,7 @@ async fn fetch_chunks(
                 if !inner.is_banned(&peer) {
                     if !peers.contains(&peer) { peers.push(peer); }
                     live.insert(peer);
-                    spawn_for(peer, &mut workers, &mut active);
+                    spawn_for(peer, &mut workers, &mut active, &mut dropped);
                     if waiting_since.take().is_some() {
                         tx.send_modify(|p| p.state = "downloading");
                     }
@@ -844,6 +922,7 @@ async fn fetch_chunks(
             }
             Some(joined) = workers.join_next() => {
                 let Ok((peer, exit)) = joined else { continue };
+                tracing::debug!(%peer, exit = exit.name(), "worker ended");
                 if let Some(n) = active.get_mut(&peer) {
                     *n = n.saturating_sub(1);
                 }
@@ -860,6 +939,9 @@ async fn fetch_chunks(
                             tracing::warn!(%peer, "provider sent a chunk that does not match its ID; dropping it");
                         }
                         inner.ban(peer);
+                        if let Some(t) = dropped.remove(&peer) {
+                            t.cancel();
+                        }
                         providers.remove(&peer);
                         tx.send_modify(|p| p.providers.retain(|x| *x != peer.to_string()));
                         let _ = inner.overlay.disconnect(peer).await;
@@ -870,7 +952,7 @@ async fn fetch_chunks(
                 let queued = work.lock().map(|w| w.has_work()).unwrap_or(false);
                 if queued {
                     for p in live.clone() {
-                        spawn_for(p, &mut workers, &mut active);
+                        spawn_for(p, &mut workers, &mut active, &mut dropped);
                     }
                 }
             }

@@ -1,9 +1,11 @@
 //! Wire format of `/kith/share/1.0.0` (see `docs/protocols/share.md`).
 //!
-//! A client opens a stream and sends requests one at a time; the server answers each before
-//! reading the next.
+//! On a new stream the server first sends one status byte: 0 (ready) or 2 (busy, then it
+//! closes). The client then sends requests, and may send several before reading; the server
+//! answers them in order.
 //!
 //! ```text
+//! greeting = status:u8
 //! request  = op:u8 (1 = GET) | id_len:u8 (1..=64) | id: binary CIDv1
 //! response = status:u8 | [len:u32 BE | bytes]   (len and bytes only when status = 0)
 //! ```
@@ -99,6 +101,17 @@ pub async fn read_request<S: AsyncRead + Unpin>(s: &mut S) -> Result<Option<Cont
     ContentId::from_bytes(&id)
         .map(Some)
         .map_err(|e| WireError::Protocol(e.to_string()))
+}
+
+/// Reads the server's greeting on a new stream.
+pub async fn read_greeting<S: AsyncRead + Unpin>(s: &mut S) -> Result<(), WireError> {
+    let mut st = [0u8; 1];
+    s.read_exact(&mut st).await?;
+    match Status::from_u8(st[0]) {
+        Some(Status::Ok) => Ok(()),
+        Some(other) => Err(WireError::Status(other)),
+        None => Err(WireError::Protocol(format!("greeting {}", st[0]))),
+    }
 }
 
 pub async fn write_status<S: AsyncWrite + Unpin>(

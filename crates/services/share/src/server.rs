@@ -106,28 +106,41 @@ enum Next {
     Bad,
 }
 
-async fn serve_stream(inner: &Inner, peer: PeerId, stream: Stream) -> Result<(), WireError> {
+async fn serve_stream(inner: &Inner, peer: PeerId, mut stream: Stream) -> Result<(), WireError> {
+    // Tell the client its stream was taken (streams can be dropped before they reach us).
+    tokio::time::timeout(
+        SEND_TIMEOUT,
+        protocol::write_status(&mut stream, Status::Ok),
+    )
+    .await
+    .map_err(|_| WireError::Protocol("send timed out".into()))??;
     let (mut rd, mut wr) = stream.split();
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Next>(PREFETCH);
     let reader = async move {
         loop {
-            let req =
-                match tokio::time::timeout(IDLE_TIMEOUT, protocol::read_request(&mut rd)).await {
-                    Err(_) | Ok(Ok(None)) => return Ok(()),
-                    Ok(Ok(Some(id))) => id,
-                    Ok(Err(e)) => {
-                        tracing::debug!(%peer, error = %e, "bad request");
-                        let _ = tx.send(Next::Bad).await;
-                        return Err(e);
-                    }
-                };
+            // Stop reading as soon as the writer half is gone.
+            let read = tokio::select! {
+                () = tx.closed() => return Ok(()),
+                r = tokio::time::timeout(IDLE_TIMEOUT, protocol::read_request(&mut rd)) => r,
+            };
+            let req = match read {
+                Err(_) | Ok(Ok(None)) => return Ok(()),
+                Ok(Ok(Some(id))) => id,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "bad request");
+                    let _ = tx.send(Next::Bad).await;
+                    return Err(e);
+                }
+            };
+            tracing::trace!(%peer, id = %req, "request");
             let data = inner.load_block(req).await;
             if tx.send(Next::Block(req, data)).await.is_err() {
                 return Ok(());
             }
         }
     };
-    let writer = async {
+    // The writer owns the receiving end: when it stops, the reader stops too.
+    let writer = async move {
         while let Some(next) = rx.recv().await {
             match next {
                 Next::Bad => {
@@ -135,10 +148,15 @@ async fn serve_stream(inner: &Inner, peer: PeerId, stream: Stream) -> Result<(),
                     break;
                 }
                 Next::Block(id, data) => {
-                    match tokio::time::timeout(SEND_TIMEOUT, respond(inner, &mut wr, id, data))
-                        .await
-                    {
-                        Ok(r) => r?,
+                    tracing::trace!(%peer, %id, "responding");
+                    let sent =
+                        tokio::time::timeout(SEND_TIMEOUT, respond(inner, &mut wr, id, data)).await;
+                    match sent {
+                        Ok(Ok(())) => tracing::trace!(%peer, %id, "sent"),
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, %id, error = %e, "cannot send response");
+                            return Err(e);
+                        }
                         Err(_) => return Err(WireError::Protocol("send timed out".into())),
                     }
                 }
