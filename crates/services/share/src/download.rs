@@ -32,8 +32,11 @@ use crate::{Inner, Progress};
 const REFIND: Duration = Duration::from_secs(2);
 /// Longest gap between two provider lookups while a download runs.
 const REFIND_MAX: Duration = Duration::from_secs(15);
-/// Longest time a response may make no progress at all.
-const STALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest time a response may make no progress at all (one [`READ_STEP`] in this time
+/// is about 4 KiB/s: slower than that, a stream counts as stalled).
+const STALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// Bytes read per step of a response when no download limit applies.
+const READ_STEP: usize = 256 * 1024;
 /// Longest wait to open a stream (includes dialling).
 const OPEN_TIMEOUT: Duration = Duration::from_secs(20);
 /// Verified chunks recorded per store transaction.
@@ -201,7 +204,13 @@ async fn read_response(
     .await
     .map_err(|_| stalled())??;
     let mut buf = vec![0u8; len];
-    for slice in buf.chunks_mut(crate::limit::SLICE) {
+    // Small slices when a download limit paces them; otherwise few, large reads.
+    let step = if inner.download_limit.is_limited() {
+        crate::limit::SLICE
+    } else {
+        READ_STEP
+    };
+    for slice in buf.chunks_mut(step) {
         inner.download_limit.acquire(slice.len()).await;
         tokio::time::timeout(STALL_TIMEOUT, stream.read_exact(slice))
             .await
