@@ -203,14 +203,15 @@ impl EventLoop {
         let keys: Vec<_> = self.providing.iter().cloned().collect();
         tracing::debug!(keys = keys.len(), "announcing provided content");
         for key in keys {
-            if let Err(e) = self
-                .swarm
-                .behaviour_mut()
-                .kad
-                .start_providing(kad::RecordKey::new(&key))
-            {
-                tracing::warn!(error = %e, "cannot announce content");
-            }
+            self.announce(&key);
+        }
+    }
+
+    /// Starts (or renews) announcing `key` as provided by this node.
+    fn announce(&mut self, key: &[u8]) {
+        let record = kad::RecordKey::new(&key);
+        if let Err(e) = self.swarm.behaviour_mut().kad.start_providing(record) {
+            tracing::warn!(error = %e, "cannot announce content");
         }
     }
 
@@ -242,14 +243,7 @@ impl EventLoop {
                 }
             }
             Command::StartProviding(key) => {
-                if let Err(e) = self
-                    .swarm
-                    .behaviour_mut()
-                    .kad
-                    .start_providing(kad::RecordKey::new(&key))
-                {
-                    tracing::warn!(error = %e, "cannot announce content");
-                }
+                self.announce(&key);
                 self.providing.insert(key);
             }
             Command::StopProviding(key) => {

@@ -79,6 +79,22 @@ struct ChunkTask {
     targets: Vec<(Arc<str>, u64)>,
 }
 
+impl ChunkTask {
+    /// Store writes recording that this chunk now lives at each of its targets.
+    fn locations(&self) -> impl Iterator<Item = Op> + '_ {
+        self.targets.iter().map(|(p, off)| {
+            Op::AddLocation(
+                self.hash,
+                Location {
+                    path: p.to_string(),
+                    offset: *off,
+                    len: self.len,
+                },
+            )
+        })
+    }
+}
+
 struct Plan {
     root: PathBuf,
     files: Vec<(PathBuf, u64, ContentId)>,
@@ -518,31 +534,13 @@ fn prepare(
                 .iter()
                 .all(|(p, off)| read_verified(p, *off, t.len, &t.hash));
         if in_place {
-            for (p, off) in &t.targets {
-                ops.push(Op::AddLocation(
-                    t.hash,
-                    Location {
-                        path: p.to_string(),
-                        offset: *off,
-                        len: t.len,
-                    },
-                ));
-            }
+            ops.extend(t.locations());
             have.insert(i);
             continue;
         }
         if let Some(bytes) = store.read_chunk(&t.hash)? {
             write_targets(&t.targets, &bytes)?;
-            for (p, off) in &t.targets {
-                ops.push(Op::AddLocation(
-                    t.hash,
-                    Location {
-                        path: p.to_string(),
-                        offset: *off,
-                        len: t.len,
-                    },
-                ));
-            }
+            ops.extend(t.locations());
             have.insert(i);
         }
     }
@@ -911,18 +909,15 @@ async fn fetch_chunks(
             }
             Some(l) = landed.recv() => {
                 remaining -= 1;
-                providers.insert(l.peer);
+                let new_provider = providers.insert(l.peer);
                 if let Some(t) = plan.tasks.get(l.index) {
-                    for (p, off) in &t.targets {
-                        pending_ops.push(Op::AddLocation(t.hash, Location { path: p.to_string(), offset: *off, len: t.len }));
-                    }
+                    pending_ops.extend(t.locations());
                     let bytes = u64::from(t.len) * t.targets.len() as u64;
                     tx.send_modify(|p| {
                         p.chunks_done += 1;
                         p.done_bytes += bytes;
                         p.fetched_bytes += u64::from(t.len);
-                        let id = l.peer.to_string();
-                        if !p.providers.contains(&id) { p.providers.push(id); }
+                        if new_provider { p.providers.push(l.peer.to_string()); }
                     });
                 }
                 if pending_ops.len() >= COMMIT_EVERY {
