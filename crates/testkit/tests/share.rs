@@ -379,3 +379,34 @@ async fn api_requires_its_token_and_describes_itself() -> Result<()> {
     })
     .await
 }
+
+/// A peer that finished a download provides it: once the original sharer is gone, a third
+/// peer still gets the content, from the downloader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_download_is_provided_to_others() -> Result<()> {
+    bounded(LIMIT, async {
+        let a = TestNode::start(|_| {}).await?;
+        let a_addr = a.addr().await?;
+        let b = TestNode::start(|o| o.config.bootstrap = vec![a_addr]).await?;
+        let b_addr = b.addr().await?;
+        let f = a.dir.path().join("seed.bin");
+        let bytes = data(2_500_000, 12);
+        std::fs::write(&f, &bytes)?;
+        let id = a.share(&f).await?;
+        let p = b.get(&id, &b.dir.path().join("seed.bin")).await?;
+        assert_eq!(p["state"], "done", "{p}");
+        let a_peer = a.peer_id();
+        a.stop().await;
+        let c = TestNode::start(|o| o.config.bootstrap = vec![b_addr]).await?;
+        let out = c.dir.path().join("seed.bin");
+        let p = c.get(&id, &out).await?;
+        assert_eq!(p["state"], "done", "{p}");
+        assert_eq!(p["providers"], serde_json::json!([b.peer_id()]));
+        assert_ne!(b.peer_id(), a_peer);
+        assert_eq!(std::fs::read(&out)?, bytes);
+        b.stop().await;
+        c.stop().await;
+        Ok(())
+    })
+    .await
+}

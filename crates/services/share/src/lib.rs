@@ -397,7 +397,12 @@ impl Share {
         self.inner
             .downloads
             .lock()
-            .map(|m| m.values().map(|rx| rx.borrow().clone()).collect())
+            .map(|m| {
+                m.values()
+                    .map(|rx| rx.borrow().clone())
+                    .filter(|p| !p.finished())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
