@@ -181,7 +181,6 @@ async fn remove_share(
 }
 
 async fn list_downloads(AxState(state): AxState<Arc<State>>) -> Json<serde_json::Value> {
-    let _ = &state.store;
     Json(json!(state.share.downloads()))
 }
 

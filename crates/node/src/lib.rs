@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kith_core::config::Config;
-use kith_core::store::Store;
 use kith_overlay::{Overlay, OverlayError};
 use kith_share::Share;
 use prometheus_client::registry::Registry;
@@ -82,7 +81,6 @@ impl std::fmt::Debug for Node {
 pub(crate) struct State {
     pub overlay: Overlay,
     pub share: Share,
-    pub store: Arc<Store>,
     pub token: String,
     pub registry: Registry,
 }
@@ -126,7 +124,6 @@ impl Node {
         let state = Arc::new(State {
             overlay: overlay.clone(),
             share: share.clone(),
-            store,
             token,
             registry,
         });

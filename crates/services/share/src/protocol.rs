@@ -15,7 +15,6 @@ use kith_core::ContentId;
 use kith_core::chunker::MAX_CHUNK;
 use kith_core::id::{Kind, MAX_CID_BYTES};
 use kith_core::manifest::MAX_MANIFEST_BYTES;
-use kith_overlay::Stream;
 
 use kith_overlay::StreamProtocol;
 
@@ -157,6 +156,3 @@ pub async fn read_response_header<S: AsyncRead + Unpin>(
     }
     Ok(len)
 }
-
-/// A client-side stream.
-pub type ShareStream = Stream;
