@@ -236,19 +236,23 @@ fn index_file(
 /// time differ, or a read found wrong bytes).
 pub fn changed_shares(store: &Store) -> Result<Vec<ShareRecord>, IndexError> {
     let stale = store.take_stale();
+    // Shares with at least one file that differs from its record (one pass over files).
+    let mut changed_ids = HashSet::new();
+    for (path, rec) in store.files()? {
+        if changed_ids.contains(&rec.share) {
+            continue;
+        }
+        let now = std::fs::metadata(&path).ok();
+        let same = now
+            .as_ref()
+            .is_some_and(|m| m.len() == rec.size && mtime_ns(m) == rec.mtime_ns);
+        if !same || stale.contains(&path) {
+            changed_ids.insert(rec.share);
+        }
+    }
     let mut out = Vec::new();
     for share in store.shares()? {
-        let mut changed = false;
-        for (path, rec) in store.files_of(&share.id)? {
-            let now = std::fs::metadata(&path).ok();
-            let same = now
-                .as_ref()
-                .is_some_and(|m| m.len() == rec.size && mtime_ns(m) == rec.mtime_ns);
-            if !same || stale.contains(&path) {
-                changed = true;
-                break;
-            }
-        }
+        let changed = changed_ids.contains(&share.id);
         if changed || (share.kind == ShareKind::Dir && dir_listing_changed(store, &share)?) {
             out.push(share);
         }

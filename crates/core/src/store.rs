@@ -323,15 +323,19 @@ impl Store {
 
     /// All indexed files that belong to `share`.
     pub fn files_of(&self, share: &ContentId) -> Result<Vec<(String, FileRecord)>, StoreError> {
+        let mut all = self.files()?;
+        all.retain(|(_, r)| &r.share == share);
+        Ok(all)
+    }
+
+    /// Every indexed file, in one pass over the table.
+    pub fn files(&self) -> Result<Vec<(String, FileRecord)>, StoreError> {
         let tx = self.db.begin_read()?;
         let t = tx.open_table(FILES)?;
         let mut out = Vec::new();
         for row in t.iter()? {
             let (k, v) = row?;
-            let r: FileRecord = unjson(v.value())?;
-            if &r.share == share {
-                out.push((k.value().to_owned(), r));
-            }
+            out.push((k.value().to_owned(), unjson(v.value())?));
         }
         Ok(out)
     }

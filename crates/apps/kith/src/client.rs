@@ -63,33 +63,32 @@ impl Client {
         Ok(resp)
     }
 
+    /// A JSON request. Reads are bounded in time; a POST is not (sharing a big folder
+    /// takes as long as reading it).
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value> {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        match body {
+            Some(b) => req = req.json(b),
+            None => req = req.timeout(Duration::from_secs(30)),
+        }
+        Ok(self.send(req).await?.json().await?)
+    }
+
     pub async fn get(&self, path: &str) -> Result<Value> {
-        let r = self
-            .send(
-                self.http
-                    .get(format!("{}{path}", self.base))
-                    .timeout(Duration::from_secs(30)),
-            )
-            .await?;
-        Ok(r.json().await?)
+        self.call(reqwest::Method::GET, path, None).await
     }
 
     pub async fn post(&self, path: &str, body: &Value) -> Result<Value> {
-        let r = self
-            .send(self.http.post(format!("{}{path}", self.base)).json(body))
-            .await?;
-        Ok(r.json().await?)
+        self.call(reqwest::Method::POST, path, Some(body)).await
     }
 
     pub async fn delete(&self, path: &str) -> Result<Value> {
-        let r = self
-            .send(
-                self.http
-                    .delete(format!("{}{path}", self.base))
-                    .timeout(Duration::from_secs(30)),
-            )
-            .await?;
-        Ok(r.json().await?)
+        self.call(reqwest::Method::DELETE, path, None).await
     }
 
     pub async fn stream(&self, path: &str, body: &Value) -> Result<reqwest::Response> {
