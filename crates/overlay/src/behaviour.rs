@@ -2,7 +2,7 @@
 
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
-use libp2p::{Swarm, connection_limits, identify, kad, mdns, noise, ping, tcp, yamux};
+use libp2p::{Swarm, connection_limits, gossipsub, identify, kad, mdns, noise, ping, tcp, yamux};
 
 use crate::{
     Config, KAD_PROTOCOL, OverlayError, PROTOCOL_VERSION, PROVIDER_REPUBLISH, PROVIDER_TTL,
@@ -15,6 +15,7 @@ pub struct Behaviour {
     pub ping: ping::Behaviour,
     pub kad: kad::Behaviour<kad::store::MemoryStore>,
     pub mdns: Toggle<mdns::tokio::Behaviour>,
+    pub gossipsub: gossipsub::Behaviour,
     pub stream: libp2p_stream::Behaviour,
 }
 
@@ -48,7 +49,10 @@ pub(crate) fn build_swarm(
             kcfg.set_provider_record_ttl(Some(PROVIDER_TTL))
                 .set_provider_publication_interval(Some(PROVIDER_REPUBLISH))
                 .set_query_timeout(std::time::Duration::from_secs(30))
-                .set_max_packet_size(64 * 1024);
+                .set_max_packet_size(64 * 1024)
+                // Records and provider announcements are checked before they are stored
+                // (see `EventLoop::on_inbound`).
+                .set_record_filtering(kad::StoreInserts::FilterBoth);
             let store_cfg = kad::store::MemoryStoreConfig {
                 max_records: 4096,
                 max_value_bytes: 16 * 1024,
@@ -71,6 +75,18 @@ pub(crate) fn build_swarm(
             } else {
                 None
             };
+            let gcfg = gossipsub::ConfigBuilder::default()
+                .max_transmit_size(crate::MAX_GOSSIP_BYTES)
+                .validation_mode(gossipsub::ValidationMode::Strict)
+                .validate_messages()
+                .heartbeat_interval(std::time::Duration::from_millis(700))
+                .build()
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+            let gossipsub = gossipsub::Behaviour::new(
+                gossipsub::MessageAuthenticity::Signed(key.clone()),
+                gcfg,
+            )
+            .map_err(std::io::Error::other)?;
             Ok(Behaviour {
                 limits: connection_limits::Behaviour::new(limits),
                 identify: identify::Behaviour::new(
@@ -80,6 +96,7 @@ pub(crate) fn build_swarm(
                 ping: ping::Behaviour::default(),
                 kad,
                 mdns: Toggle::from(mdns),
+                gossipsub,
                 stream: libp2p_stream::Behaviour::new(),
             })
         })

@@ -8,12 +8,16 @@ use libp2p::core::ConnectedPoint;
 use libp2p::metrics::{Metrics, Recorder};
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::{ConnectionId, SwarmEvent, dial_opts::DialOpts};
-use libp2p::{Multiaddr, PeerId, Swarm, identify, kad, mdns};
+use libp2p::{Multiaddr, PeerId, Swarm, gossipsub, identify, kad, mdns};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::behaviour::{Behaviour, BehaviourEvent};
-use crate::{Command, Config, ConnectionInfo, KAD_PROTOCOL, OverlayError, Status};
+use crate::{
+    Command, Config, ConnectionInfo, GossipMessage, KAD_PROTOCOL, OverlayError, RecordValidator,
+    Status,
+};
+use kad::store::RecordStore;
 
 /// Most pending `dial` replies kept at once.
 const MAX_PENDING_DIALS: usize = 256;
@@ -32,6 +36,10 @@ pub(crate) struct EventLoop {
     providing: HashSet<Vec<u8>>,
     reannounce_due: bool,
     bootstrapped: bool,
+    validator: Option<std::sync::Arc<dyn RecordValidator>>,
+    gossip_tx: mpsc::Sender<GossipMessage>,
+    record_gets: HashMap<kad::QueryId, mpsc::Sender<Vec<u8>>>,
+    record_puts: HashMap<kad::QueryId, oneshot::Sender<Result<usize, OverlayError>>>,
 }
 
 fn transport_of(addr: &Multiaddr) -> &'static str {
@@ -135,6 +143,7 @@ impl EventLoop {
         commands: mpsc::Receiver<Command>,
         metrics: Metrics,
         config: &Config,
+        gossip_tx: mpsc::Sender<GossipMessage>,
     ) -> Result<Self, OverlayError> {
         let mut listeners = HashMap::new();
         for addr in &config.listen {
@@ -172,6 +181,10 @@ impl EventLoop {
             providing: HashSet::new(),
             reannounce_due: false,
             bootstrapped: false,
+            validator: config.validator.clone(),
+            gossip_tx,
+            record_gets: HashMap::new(),
+            record_puts: HashMap::new(),
         })
     }
 
@@ -268,6 +281,59 @@ impl EventLoop {
             Command::Disconnect(peer) => {
                 let _ = self.swarm.disconnect_peer_id(peer);
             }
+            Command::AddAddress(peer, addr) => {
+                self.swarm.add_peer_address(peer, addr.clone());
+                self.swarm.behaviour_mut().kad.add_address(&peer, addr);
+            }
+            Command::PutRecord(key, value, reply) => {
+                if self.record_puts.len() >= MAX_LOOKUPS {
+                    let _ = reply.send(Err(OverlayError::Dial("too many record puts".into())));
+                    return;
+                }
+                let record = kad::Record::new(key, value);
+                match self
+                    .swarm
+                    .behaviour_mut()
+                    .kad
+                    .put_record(record, kad::Quorum::One)
+                {
+                    Ok(id) => {
+                        self.record_puts.insert(id, reply);
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(OverlayError::Dial(format!("{e:?}"))));
+                    }
+                }
+            }
+            Command::GetRecord(key, tx) => {
+                if self.record_gets.len() >= MAX_LOOKUPS {
+                    tracing::warn!("too many record lookups in flight; dropping one");
+                    return;
+                }
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .kad
+                    .get_record(kad::RecordKey::new(&key));
+                self.record_gets.insert(id, tx);
+            }
+            Command::Subscribe(topic) => {
+                let t = gossipsub::IdentTopic::new(topic);
+                if let Err(e) = self.swarm.behaviour_mut().gossipsub.subscribe(&t) {
+                    tracing::warn!(error = ?e, "cannot subscribe");
+                }
+            }
+            Command::Unsubscribe(topic) => {
+                let t = gossipsub::IdentTopic::new(topic);
+                self.swarm.behaviour_mut().gossipsub.unsubscribe(&t);
+            }
+            Command::Publish(topic, data) => {
+                let t = gossipsub::IdentTopic::new(topic);
+                match self.swarm.behaviour_mut().gossipsub.publish(t, data) {
+                    Ok(_) | Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => {}
+                    Err(e) => tracing::debug!(error = ?e, "gossip publish failed"),
+                }
+            }
         }
     }
 
@@ -325,6 +391,10 @@ impl EventLoop {
                 self.on_kad(e);
             }
             SwarmEvent::Behaviour(BehaviourEvent::Ping(e)) => self.metrics.record(&e),
+            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(e)) => {
+                self.metrics.record(&e);
+                self.on_gossip(e);
+            }
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(list))) => {
                 for (peer, addr) in list {
                     tracing::debug!(%peer, %addr, "found peer on the local network");
@@ -442,12 +512,140 @@ impl EventLoop {
                 kad::QueryResult::GetProviders(_) if step.last => {
                     self.lookups.remove(&id);
                 }
+                kad::QueryResult::GetRecord(Ok(kad::GetRecordOk::FoundRecord(r))) => {
+                    let valid = self.check_record(&r.record.key, &r.record.value, None);
+                    if let Some(tx) = self.record_gets.get(&id) {
+                        match valid {
+                            Ok(()) => {
+                                let _ = tx.try_send(r.record.value);
+                            }
+                            Err(reason) => {
+                                tracing::warn!(peer = ?r.peer, %reason, "rejected a DHT record");
+                            }
+                        }
+                    }
+                    if step.last {
+                        self.record_gets.remove(&id);
+                    }
+                }
+                kad::QueryResult::GetRecord(_) => {
+                    if step.last {
+                        self.record_gets.remove(&id);
+                    }
+                }
+                kad::QueryResult::PutRecord(r) => {
+                    if let Some(reply) = self.record_puts.remove(&id) {
+                        let n = match r {
+                            Ok(_) => Ok(1),
+                            // Stored locally; it reached too few peers (e.g. none known yet).
+                            Err(kad::PutRecordError::QuorumFailed { success, .. })
+                            | Err(kad::PutRecordError::Timeout { success, .. }) => {
+                                Ok(success.len())
+                            }
+                        };
+                        let _ = reply.send(n);
+                    }
+                }
                 kad::QueryResult::StartProviding(Err(e)) => {
                     tracing::debug!(error = ?e, "announcement reached no peer yet");
                 }
                 _ => {}
             },
+            kad::Event::InboundRequest { request } => self.on_inbound(request),
             _ => {}
+        }
+    }
+
+    fn check_record(
+        &self,
+        key: &kad::RecordKey,
+        value: &[u8],
+        existing: Option<&[u8]>,
+    ) -> Result<(), String> {
+        match &self.validator {
+            Some(v) => v.validate(key.as_ref(), value, existing),
+            None => Err("this node accepts no DHT records".into()),
+        }
+    }
+
+    /// Stores what peers put in the DHT, once it is checked.
+    fn on_inbound(&mut self, request: kad::InboundRequest) {
+        match request {
+            kad::InboundRequest::PutRecord {
+                source,
+                record: Some(record),
+                ..
+            } => {
+                let existing = self
+                    .swarm
+                    .behaviour_mut()
+                    .kad
+                    .store_mut()
+                    .get(&record.key)
+                    .map(|r| r.value.clone());
+                match self.check_record(&record.key, &record.value, existing.as_deref()) {
+                    Ok(()) => {
+                        if let Err(e) = self.swarm.behaviour_mut().kad.store_mut().put(record) {
+                            tracing::debug!(error = ?e, "cannot store a DHT record");
+                        }
+                    }
+                    Err(reason) => {
+                        tracing::warn!(peer = %source, %reason, "rejected a DHT record");
+                    }
+                }
+            }
+            kad::InboundRequest::AddProvider {
+                record: Some(record),
+                ..
+            } => {
+                if let Err(e) = self
+                    .swarm
+                    .behaviour_mut()
+                    .kad
+                    .store_mut()
+                    .add_provider(record)
+                {
+                    tracing::debug!(error = ?e, "cannot store a provider record");
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_gossip(&mut self, e: gossipsub::Event) {
+        let gossipsub::Event::Message {
+            propagation_source,
+            message_id,
+            message,
+        } = e
+        else {
+            return;
+        };
+        let topic = message.topic.as_str().to_owned();
+        let verdict = match &self.validator {
+            Some(v) => v.validate(topic.as_bytes(), &message.data, None),
+            None => Err("this node accepts no gossip".into()),
+        };
+        let acceptance = match &verdict {
+            Ok(()) => gossipsub::MessageAcceptance::Accept,
+            Err(reason) => {
+                tracing::warn!(peer = %propagation_source, %topic, %reason, "rejected a gossip message");
+                gossipsub::MessageAcceptance::Reject
+            }
+        };
+        self.swarm
+            .behaviour_mut()
+            .gossipsub
+            .report_message_validation_result(&message_id, &propagation_source, acceptance);
+        if verdict.is_ok() {
+            let msg = GossipMessage {
+                topic,
+                data: message.data,
+                source: message.source,
+            };
+            if self.gossip_tx.try_send(msg).is_err() {
+                tracing::warn!("gossip queue full; dropping a message");
+            }
         }
     }
 }

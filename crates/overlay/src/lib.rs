@@ -13,7 +13,7 @@ mod event_loop;
 
 use std::time::Duration;
 
-pub use libp2p::{Multiaddr, PeerId, Stream, StreamProtocol, identity::Keypair};
+pub use libp2p::{Multiaddr, PeerId, Stream, StreamProtocol, identity::Keypair, multiaddr};
 pub use libp2p_stream::{Control, IncomingStreams, OpenStreamError};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
@@ -29,6 +29,27 @@ pub const PROVIDER_TTL: Duration = Duration::from_secs(24 * 3600);
 pub const PROVIDER_REPUBLISH: Duration = Duration::from_secs(6 * 3600);
 /// Capacity of the command channel to the actor.
 const COMMAND_QUEUE: usize = 256;
+/// Largest gossip message accepted or sent.
+pub const MAX_GOSSIP_BYTES: usize = 16 * 1024;
+/// Gossip messages queued for services before new ones are dropped.
+const GOSSIP_QUEUE: usize = 256;
+
+/// Checks DHT records and gossip messages before they are stored or passed on. Services
+/// that put records in the DHT (names) supply one; without it, no record is accepted.
+pub trait RecordValidator: Send + Sync + 'static {
+    /// `key` is the DHT record key (or the gossip topic); `existing` is the record stored
+    /// under that key, if any. An error says why the record is rejected.
+    fn validate(&self, key: &[u8], value: &[u8], existing: Option<&[u8]>) -> Result<(), String>;
+}
+
+/// A gossip message that passed validation.
+#[derive(Debug, Clone)]
+pub struct GossipMessage {
+    pub topic: String,
+    pub data: Vec<u8>,
+    /// The peer that published it (signed by that peer).
+    pub source: Option<PeerId>,
+}
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -54,6 +75,14 @@ pub struct Config {
     pub max_connections: u32,
     pub max_connections_per_peer: u32,
     pub idle_timeout: Duration,
+    /// Validator for DHT records and gossip; `None` rejects all of them.
+    pub validator: Option<std::sync::Arc<dyn RecordValidator>>,
+}
+
+impl std::fmt::Debug for dyn RecordValidator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RecordValidator")
+    }
 }
 
 impl Config {
@@ -73,6 +102,7 @@ impl Config {
             max_connections: 256,
             max_connections_per_peer: 4,
             idle_timeout: Duration::from_secs(60),
+            validator: None,
         }
     }
 }
@@ -115,6 +145,16 @@ pub(crate) enum Command {
     StopProviding(Vec<u8>),
     FindProviders(Vec<u8>, mpsc::Sender<PeerId>),
     Disconnect(PeerId),
+    AddAddress(PeerId, Multiaddr),
+    PutRecord(
+        Vec<u8>,
+        Vec<u8>,
+        oneshot::Sender<Result<usize, OverlayError>>,
+    ),
+    GetRecord(Vec<u8>, mpsc::Sender<Vec<u8>>),
+    Subscribe(String),
+    Unsubscribe(String),
+    Publish(String, Vec<u8>),
 }
 
 /// Handle to the running network.
@@ -123,6 +163,7 @@ pub struct Overlay {
     peer_id: PeerId,
     commands: mpsc::Sender<Command>,
     control: Control,
+    gossip: std::sync::Arc<std::sync::Mutex<Option<mpsc::Receiver<GossipMessage>>>>,
 }
 
 impl std::fmt::Debug for Overlay {
@@ -145,13 +186,15 @@ impl Overlay {
         let (swarm, control) = behaviour::build_swarm(&config, registry)?;
         let metrics = libp2p::metrics::Metrics::new(registry);
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
-        let mut actor = event_loop::EventLoop::new(swarm, rx, metrics, &config).await?;
+        let (gossip_tx, gossip_rx) = mpsc::channel(GOSSIP_QUEUE);
+        let mut actor = event_loop::EventLoop::new(swarm, rx, metrics, &config, gossip_tx).await?;
         let task = tokio::spawn(async move { actor.run(shutdown).await });
         Ok((
             Self {
                 peer_id,
                 commands: tx,
                 control,
+                gossip: std::sync::Arc::new(std::sync::Mutex::new(Some(gossip_rx))),
             },
             task,
         ))
@@ -203,6 +246,45 @@ impl Overlay {
         let (tx, rx) = mpsc::channel(64);
         self.send(Command::FindProviders(key, tx)).await?;
         Ok(rx)
+    }
+
+    /// Remembers an address of `peer` (from a broker or a search answer).
+    pub async fn add_address(&self, peer: PeerId, addr: Multiaddr) -> Result<(), OverlayError> {
+        self.send(Command::AddAddress(peer, addr)).await
+    }
+
+    /// Stores a record in the DHT (and locally). Returns how many peers stored it; a
+    /// record that reached no peer yet is still kept locally and republished.
+    pub async fn put_record(&self, key: Vec<u8>, value: Vec<u8>) -> Result<usize, OverlayError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::PutRecord(key, value, tx)).await?;
+        rx.await.map_err(|_| OverlayError::Stopped)?
+    }
+
+    /// Looks up a record in the DHT; validated values arrive on the channel as peers
+    /// answer, and it closes when the lookup ends.
+    pub async fn get_record(&self, key: Vec<u8>) -> Result<mpsc::Receiver<Vec<u8>>, OverlayError> {
+        let (tx, rx) = mpsc::channel(16);
+        self.send(Command::GetRecord(key, tx)).await?;
+        Ok(rx)
+    }
+
+    pub async fn subscribe(&self, topic: String) -> Result<(), OverlayError> {
+        self.send(Command::Subscribe(topic)).await
+    }
+
+    pub async fn unsubscribe(&self, topic: String) -> Result<(), OverlayError> {
+        self.send(Command::Unsubscribe(topic)).await
+    }
+
+    /// Publishes on a gossip topic (best effort: no subscribed peer is not an error).
+    pub async fn publish(&self, topic: String, data: Vec<u8>) -> Result<(), OverlayError> {
+        self.send(Command::Publish(topic, data)).await
+    }
+
+    /// The stream of validated gossip messages; only the first caller gets it.
+    pub fn gossip_messages(&self) -> Option<mpsc::Receiver<GossipMessage>> {
+        self.gossip.lock().ok().and_then(|mut g| g.take())
     }
 
     /// Closes every connection to `peer` (used for peers caught misbehaving).

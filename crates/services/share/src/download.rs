@@ -160,6 +160,11 @@ fn spawn_finder(
 ) -> tokio::task::AbortHandle {
     let inner = inner.clone();
     tokio::spawn(async move {
+        for p in inner.hinted(&id) {
+            if tx.send(p).await.is_err() {
+                return;
+            }
+        }
         if let Ok(status) = inner.overlay.status().await {
             for c in status.connections {
                 if let Ok(p) = c.peer_id.parse::<PeerId>()
@@ -1051,6 +1056,7 @@ async fn finish(
         added: now_secs(),
     }));
     inner.store.apply(ops)?;
+    inner.changed();
     let _ = inner.overlay.start_providing(id.dht_key()).await;
     Ok(())
 }

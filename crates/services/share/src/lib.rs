@@ -35,6 +35,10 @@ use limit::RateLimit;
 
 /// Most downloads running at once.
 pub const MAX_DOWNLOADS: usize = 64;
+/// Most content IDs with provider hints kept.
+const MAX_HINTS: usize = 4096;
+/// How long a provider hint is used.
+const HINT_TIME: Duration = Duration::from_secs(600);
 /// How long a peer caught sending wrong bytes is shunned.
 pub const BAN_TIME: Duration = Duration::from_secs(600);
 
@@ -189,6 +193,8 @@ pub(crate) struct Inner {
     pub metrics: Metrics,
     downloads: Mutex<HashMap<ContentId, watch::Receiver<Progress>>>,
     banned: Mutex<HashMap<PeerId, Instant>>,
+    hints: Mutex<HashMap<ContentId, (Vec<PeerId>, Instant)>>,
+    changes: watch::Sender<u64>,
     tasks: TaskTracker,
     shutdown: CancellationToken,
 }
@@ -215,6 +221,24 @@ impl Inner {
                 b.contains_key(peer)
             })
             .unwrap_or(false)
+    }
+
+    /// Peers said to have `id` (by a search), tried before the DHT.
+    pub(crate) fn hinted(&self, id: &ContentId) -> Vec<PeerId> {
+        self.hints
+            .lock()
+            .ok()
+            .and_then(|h| {
+                h.get(id)
+                    .filter(|(_, t)| t.elapsed() < HINT_TIME)
+                    .map(|(p, _)| p.clone())
+            })
+            .unwrap_or_default()
+    }
+
+    /// Tells services that the set of shared content changed.
+    pub(crate) fn changed(&self) {
+        self.changes.send_modify(|g| *g += 1);
     }
 
     pub(crate) fn ban(&self, peer: PeerId) {
@@ -259,6 +283,8 @@ impl Share {
             metrics: Metrics::default(),
             downloads: Mutex::default(),
             banned: Mutex::default(),
+            hints: Mutex::default(),
+            changes: watch::channel(0).0,
             tasks: TaskTracker::new(),
             shutdown: shutdown.clone(),
         });
@@ -335,6 +361,7 @@ impl Share {
             .await
             .map_err(|_| ShareError::Stopped)??;
         self.inner.overlay.start_providing(rec.id.dht_key()).await?;
+        self.inner.changed();
         tracing::info!(id = %rec.id, path = %rec.path, bytes = rec.size, "shared");
         Ok(rec)
     }
@@ -345,6 +372,7 @@ impl Share {
             .await
             .map_err(|_| ShareError::Stopped)??
             .ok_or(ShareError::NotShared(id))?;
+        self.inner.changed();
         self.inner.overlay.stop_providing(id.dht_key()).await?;
         Ok(rec)
     }
@@ -390,6 +418,31 @@ impl Share {
             .tasks
             .spawn(download::run(inner, id, output, patience, tx));
         Ok(rx)
+    }
+
+    /// Remembers peers that are said to have `id` (e.g. from a search): downloads of
+    /// `id` ask them first.
+    pub fn hint(&self, id: ContentId, peers: Vec<PeerId>) {
+        if let Ok(mut h) = self.inner.hints.lock() {
+            if h.len() >= MAX_HINTS {
+                h.retain(|_, (_, t)| t.elapsed() < HINT_TIME);
+                if h.len() >= MAX_HINTS {
+                    h.clear();
+                }
+            }
+            let e = h.entry(id).or_insert_with(|| (Vec::new(), Instant::now()));
+            e.1 = Instant::now();
+            for p in peers.into_iter().take(32) {
+                if !e.0.contains(&p) && e.0.len() < 32 {
+                    e.0.push(p);
+                }
+            }
+        }
+    }
+
+    /// A counter that goes up whenever the set of shared content changes.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.inner.changes.subscribe()
     }
 
     /// Downloads running now.
