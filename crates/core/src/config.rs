@@ -35,6 +35,12 @@ pub struct Config {
     pub max_connections_per_peer: u32,
     /// Seconds between checks of shared files for changes.
     pub rescan_secs: u64,
+    /// Multiaddr (with `/p2p/PEER`) of a broker to register this node's catalogue with.
+    pub broker: Option<String>,
+    /// Serve as a broker (directory) for other peers.
+    pub serve_broker: bool,
+    /// Seconds a broker keeps a silent peer's entries.
+    pub broker_ttl_secs: u64,
 }
 
 impl Default for Config {
@@ -52,6 +58,9 @@ impl Default for Config {
             max_connections: 256,
             max_connections_per_peer: 4,
             rescan_secs: 30,
+            broker: None,
+            serve_broker: false,
+            broker_ttl_secs: 60,
         }
     }
 }

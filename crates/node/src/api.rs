@@ -14,6 +14,7 @@ use axum::routing::{delete, get};
 use axum::{Json, Router};
 use futures::StreamExt;
 use kith_core::ContentId;
+use kith_search::{SearchError, Via};
 use kith_share::{Output, ShareError};
 use serde::Deserialize;
 use serde_json::json;
@@ -29,6 +30,9 @@ pub(crate) fn router(state: Arc<State>) -> Router {
         .route("/shares", get(list_shares).post(add_share))
         .route("/shares/{id}", delete(remove_share))
         .route("/downloads", get(list_downloads).post(start_download))
+        .route("/search", axum::routing::post(search))
+        .route("/names", get(list_names).post(publish_name))
+        .route("/names/resolve", axum::routing::post(resolve_name))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));
     Router::new()
         .nest("/api/v1", v1)
@@ -52,6 +56,19 @@ impl From<ShareError> for ApiError {
             ShareError::NotShared(_) => StatusCode::NOT_FOUND,
             ShareError::Index(_) | ShareError::NotAManifest(_) => StatusCode::BAD_REQUEST,
             ShareError::TooManyDownloads => StatusCode::TOO_MANY_REQUESTS,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError(code, e.to_string())
+    }
+}
+
+impl From<SearchError> for ApiError {
+    fn from(e: SearchError) -> Self {
+        let code = match &e {
+            SearchError::BadQuery(_) | SearchError::BadName(_) | SearchError::NoBroker => {
+                StatusCode::BAD_REQUEST
+            }
+            SearchError::NameNotFound(_) => StatusCode::NOT_FOUND,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError(code, e.to_string())
@@ -244,4 +261,116 @@ async fn start_download(
         Body::from_stream(stream),
     )
         .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SearchReq {
+    q: String,
+    /// `broker`, `network`, `both` or `flood`; default: `both` with a broker, else `network`.
+    via: Option<String>,
+    timeout_ms: Option<u64>,
+    limit: Option<usize>,
+}
+
+/// Searches and streams results as JSON lines as peers answer. A result is sent again
+/// when more peers answer for it or it turns out to be outdated.
+async fn search(
+    AxState(state): AxState<Arc<State>>,
+    Json(req): Json<SearchReq>,
+) -> Result<Response, ApiError> {
+    let via: Via = match req.via.as_deref() {
+        Some(v) => v.parse()?,
+        None if state.has_broker => Via::Both,
+        None => Via::Network,
+    };
+    let timeout = Duration::from_millis(req.timeout_ms.unwrap_or(5000).clamp(100, 120_000));
+    let rx = state
+        .search
+        .search(&req.q, via, timeout, req.limit.unwrap_or(100))?;
+    let share = state.share.clone();
+    let stream = futures::stream::unfold((rx, share), |(mut rx, share)| async move {
+        let r = rx.recv().await?;
+        // Downloads of a result ask the peers that answered first.
+        if let Ok(id) = r.id.parse::<ContentId>() {
+            share.hint(
+                id,
+                r.providers.iter().filter_map(|p| p.parse().ok()).collect(),
+            );
+        }
+        let mut line = serde_json::to_vec(&r).unwrap_or_default();
+        line.push(b'\n');
+        Some((Ok::<_, std::io::Error>(line), (rx, share)))
+    })
+    .boxed();
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+fn name_json(r: &kith_search::names::NameRecord) -> serde_json::Value {
+    json!({
+        "name": r.full_name(),
+        "owner": r.owner,
+        "revision": r.revision,
+        "id": r.id,
+        "time": r.time,
+    })
+}
+
+async fn list_names(AxState(state): AxState<Arc<State>>) -> Json<serde_json::Value> {
+    Json(json!(
+        state
+            .search
+            .names()
+            .iter()
+            .map(name_json)
+            .collect::<Vec<_>>()
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublishReq {
+    name: String,
+    path: String,
+}
+
+/// Shares `path` and publishes it as the next revision of `name`.
+async fn publish_name(
+    AxState(state): AxState<Arc<State>>,
+    Json(req): Json<PublishReq>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    kith_search::names::check_name(&req.name).map_err(bad)?;
+    let path = PathBuf::from(&req.path);
+    if !path.is_absolute() {
+        return Err(bad("path must be absolute"));
+    }
+    if !path.exists() {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("{}: no such file or folder", req.path),
+        ));
+    }
+    let rec = state.share.share(path).await?;
+    let r = state.search.publish(&req.name, rec.id).await?;
+    Ok(Json(name_json(&r)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResolveReq {
+    name: String,
+    timeout_ms: Option<u64>,
+}
+
+async fn resolve_name(
+    AxState(state): AxState<Arc<State>>,
+    Json(req): Json<ResolveReq>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let timeout = Duration::from_millis(req.timeout_ms.unwrap_or(5000).clamp(100, 120_000));
+    let r = state.search.resolve(&req.name, timeout).await?;
+    Ok(Json(name_json(&r)))
 }

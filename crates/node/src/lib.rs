@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use kith_core::config::Config;
 use kith_overlay::{Overlay, OverlayError};
+use kith_search::Search;
 use kith_share::Share;
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
@@ -31,6 +32,8 @@ pub enum NodeError {
     Store(#[from] kith_core::store::StoreError),
     #[error(transparent)]
     Share(#[from] kith_share::ShareError),
+    #[error(transparent)]
+    Search(#[from] kith_search::SearchError),
     #[error("cannot serve the API on {addr}: {reason}")]
     Api { addr: String, reason: String },
 }
@@ -42,6 +45,7 @@ pub struct Options {
     pub config: Config,
     /// Service tuning not in the config file (tests shorten waits).
     pub share: kith_share::Config,
+    pub search: kith_search::Config,
 }
 
 impl Options {
@@ -52,10 +56,14 @@ impl Options {
             rescan: Duration::from_secs(config.rescan_secs.max(1)),
             ..kith_share::Config::default()
         };
+        let mut search = kith_search::Config::new(home.dir().join("search"));
+        search.serve_broker = config.serve_broker;
+        search.broker_ttl = Duration::from_secs(config.broker_ttl_secs.max(1));
         Self {
             home,
             config,
             share,
+            search,
         }
     }
 }
@@ -64,6 +72,7 @@ impl Options {
 pub struct Node {
     pub overlay: Overlay,
     pub share: Share,
+    pub search: Search,
     api_addr: SocketAddr,
     shutdown: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -81,6 +90,8 @@ impl std::fmt::Debug for Node {
 pub(crate) struct State {
     pub overlay: Overlay,
     pub share: Share,
+    pub search: Search,
+    pub has_broker: bool,
     pub token: String,
     pub registry: Registry,
 }
@@ -95,7 +106,8 @@ impl Node {
         let mut registry = Registry::default();
         let shutdown = CancellationToken::new();
 
-        let mut ocfg = kith_overlay::Config::new(keypair);
+        let mut ocfg = kith_overlay::Config::new(keypair.clone());
+        ocfg.validator = Some(Arc::new(kith_search::names::NameValidator));
         ocfg.listen = parse_all(&opts.config.listen)?;
         ocfg.bootstrap = parse_all(&opts.config.bootstrap)?;
         ocfg.mdns = opts.config.mdns;
@@ -107,6 +119,19 @@ impl Node {
             opts.share.clone(),
             store.clone(),
             overlay.clone(),
+            &mut registry,
+            shutdown.clone(),
+        )?;
+        let mut scfg = opts.search.clone();
+        if let Some(b) = &opts.config.broker {
+            scfg.broker = Some(kith_overlay::parse_addr(b)?);
+        }
+        let search = Search::start(
+            scfg,
+            store.clone(),
+            overlay.clone(),
+            keypair,
+            share.changes(),
             &mut registry,
             shutdown.clone(),
         )?;
@@ -124,6 +149,8 @@ impl Node {
         let state = Arc::new(State {
             overlay: overlay.clone(),
             share: share.clone(),
+            search: search.clone(),
+            has_broker: opts.config.broker.is_some() || opts.config.serve_broker,
             token,
             registry,
         });
@@ -142,6 +169,7 @@ impl Node {
         Ok(Self {
             overlay,
             share,
+            search,
             api_addr,
             shutdown,
             tasks: vec![overlay_task, api_task],
@@ -167,6 +195,7 @@ impl Node {
     pub async fn shutdown(self) {
         self.shutdown.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(10), self.share.stopped()).await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.search.stopped()).await;
         for t in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
         }

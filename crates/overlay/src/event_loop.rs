@@ -40,6 +40,7 @@ pub(crate) struct EventLoop {
     gossip_tx: mpsc::Sender<GossipMessage>,
     record_gets: HashMap<kad::QueryId, mpsc::Sender<Vec<u8>>>,
     record_puts: HashMap<kad::QueryId, oneshot::Sender<Result<usize, OverlayError>>>,
+    rejected: prometheus_client::metrics::counter::Counter,
 }
 
 fn transport_of(addr: &Multiaddr) -> &'static str {
@@ -144,6 +145,7 @@ impl EventLoop {
         metrics: Metrics,
         config: &Config,
         gossip_tx: mpsc::Sender<GossipMessage>,
+        rejected: prometheus_client::metrics::counter::Counter,
     ) -> Result<Self, OverlayError> {
         let mut listeners = HashMap::new();
         for addr in &config.listen {
@@ -185,6 +187,7 @@ impl EventLoop {
             gossip_tx,
             record_gets: HashMap::new(),
             record_puts: HashMap::new(),
+            rejected,
         })
     }
 
@@ -520,6 +523,7 @@ impl EventLoop {
                                 let _ = tx.try_send(r.record.value);
                             }
                             Err(reason) => {
+                                self.rejected.inc();
                                 tracing::warn!(peer = ?r.peer, %reason, "rejected a DHT record");
                             }
                         }
@@ -528,10 +532,8 @@ impl EventLoop {
                         self.record_gets.remove(&id);
                     }
                 }
-                kad::QueryResult::GetRecord(_) => {
-                    if step.last {
-                        self.record_gets.remove(&id);
-                    }
+                kad::QueryResult::GetRecord(_) if step.last => {
+                    self.record_gets.remove(&id);
                 }
                 kad::QueryResult::PutRecord(r) => {
                     if let Some(reply) = self.record_puts.remove(&id) {
@@ -590,6 +592,7 @@ impl EventLoop {
                         }
                     }
                     Err(reason) => {
+                        self.rejected.inc();
                         tracing::warn!(peer = %source, %reason, "rejected a DHT record");
                     }
                 }
@@ -629,6 +632,7 @@ impl EventLoop {
         let acceptance = match &verdict {
             Ok(()) => gossipsub::MessageAcceptance::Accept,
             Err(reason) => {
+                self.rejected.inc();
                 tracing::warn!(peer = %propagation_source, %topic, %reason, "rejected a gossip message");
                 gossipsub::MessageAcceptance::Reject
             }

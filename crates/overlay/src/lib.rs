@@ -185,9 +185,16 @@ impl Overlay {
         let peer_id = config.keypair.public().to_peer_id();
         let (swarm, control) = behaviour::build_swarm(&config, registry)?;
         let metrics = libp2p::metrics::Metrics::new(registry);
+        let rejected = prometheus_client::metrics::counter::Counter::default();
+        registry.register(
+            "kith_records_rejected",
+            "DHT records and gossip messages refused by validation",
+            rejected.clone(),
+        );
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
         let (gossip_tx, gossip_rx) = mpsc::channel(GOSSIP_QUEUE);
-        let mut actor = event_loop::EventLoop::new(swarm, rx, metrics, &config, gossip_tx).await?;
+        let mut actor =
+            event_loop::EventLoop::new(swarm, rx, metrics, &config, gossip_tx, rejected).await?;
         let task = tokio::spawn(async move { actor.run(shutdown).await });
         Ok((
             Self {

@@ -136,8 +136,52 @@ impl TestNode {
             .await?)
     }
 
+    /// Runs a search through the API and returns the final state of each result (a result
+    /// may be streamed several times as more peers answer).
+    pub async fn search(&self, q: &str, via: &str, timeout_ms: u64) -> Result<Vec<Value>> {
+        let r = self
+            .http
+            .post(self.url("/search"))
+            .bearer_auth(&self.token)
+            .json(&serde_json::json!({ "q": q, "via": via, "timeout_ms": timeout_ms }))
+            .send()
+            .await?;
+        if !r.status().is_success() {
+            return Err(json_or_error(r)
+                .await
+                .err()
+                .unwrap_or_else(|| "request failed".into()));
+        }
+        let text = r.text().await?;
+        let mut out: Vec<Value> = Vec::new();
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            let v: Value = serde_json::from_str(line)?;
+            match out.iter_mut().find(|x| x["id"] == v["id"]) {
+                Some(x) => *x = v,
+                None => out.push(v),
+            }
+        }
+        Ok(out)
+    }
+
     pub async fn stop(self) {
         self.node.shutdown().await;
+    }
+
+    /// Stops the node and starts it again on the same data dir.
+    pub async fn restart(self, tweak: impl FnOnce(&mut Options)) -> Result<Self> {
+        let Self { node, dir, .. } = self;
+        node.shutdown().await;
+        let mut o = options(dir.path());
+        tweak(&mut o);
+        let node = Node::start(o).await?;
+        let token = node.home().token()?;
+        Ok(Self {
+            node,
+            dir,
+            http: reqwest::Client::new(),
+            token,
+        })
     }
 }
 

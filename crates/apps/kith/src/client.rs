@@ -177,3 +177,61 @@ pub async fn get(c: &Client, body: &Value, json: bool) -> Result<()> {
         _ => bail!("the node stopped reporting before the download ended"),
     }
 }
+
+/// Runs `kith search`: prints results as they stream in. With `--json`, every line is one
+/// result object (a result comes again when more peers answer for it or it turns out to be
+/// outdated); otherwise new results as they come, then the ranked list.
+pub async fn search(c: &Client, body: &Value, json: bool) -> Result<()> {
+    let resp = c.stream("/search", body).await?;
+    let mut lines = resp.bytes_stream();
+    let mut buf: Vec<u8> = Vec::new();
+    let mut all: Vec<kith_search::SearchResult> = Vec::new();
+    while let Some(chunk) = lines.next().await {
+        let chunk = chunk.map_err(|e| anyhow!("lost the node while searching: {e}"))?;
+        buf.extend_from_slice(&chunk);
+        while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=pos).collect();
+            let Ok(r) = serde_json::from_slice::<kith_search::SearchResult>(&line) else {
+                continue;
+            };
+            if json {
+                print!("{}", String::from_utf8_lossy(&line));
+            } else if !all.iter().any(|x| x.id == r.id) && crate::is_tty() {
+                println!("  found {}  ({})", r.path, crate::units::human(r.size));
+            }
+            match all.iter_mut().find(|x| x.id == r.id) {
+                Some(x) => *x = r,
+                None => all.push(r),
+            }
+        }
+    }
+    if json {
+        return Ok(());
+    }
+    kith_search::sort_results(&mut all);
+    if all.is_empty() {
+        println!("no results");
+    }
+    for r in &all {
+        let named = match (&r.name_key, r.revision) {
+            (Some(k), Some(rev)) => format!(
+                "  [{k} rev {rev}{}]",
+                if r.outdated == Some(true) {
+                    ", outdated"
+                } else {
+                    ""
+                }
+            ),
+            _ => String::new(),
+        };
+        println!(
+            "{}  {:>10}  {} peer{}  {}{named}",
+            r.id,
+            crate::units::human(r.size),
+            r.providers.len(),
+            if r.providers.len() == 1 { "" } else { "s" },
+            r.path
+        );
+    }
+    Ok(())
+}

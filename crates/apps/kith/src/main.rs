@@ -52,6 +52,12 @@ struct UpArgs {
     /// Download cap, bytes per second.
     #[arg(long, env = "KITH_DOWNLOAD_LIMIT", value_parser = units::parse_rate)]
     download_limit: Option<u64>,
+    /// Register this node's catalogue with a broker (multiaddr ending in /p2p/PEER_ID).
+    #[arg(long, env = "KITH_BROKER")]
+    broker: Option<String>,
+    /// Seconds a broker keeps the entries of a peer it no longer hears from (broker only).
+    #[arg(long, env = "KITH_BROKER_TTL")]
+    broker_ttl: Option<u64>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -60,6 +66,8 @@ enum Cmd {
     Init,
     /// Run the node in the foreground (Ctrl-C stops it).
     Up(UpArgs),
+    /// Run a broker: a node that also keeps a directory of registered peers' catalogues.
+    Broker(UpArgs),
     /// Show this node's peer ID.
     Id,
     /// Show whether the node is running, its addresses and connections.
@@ -70,8 +78,33 @@ enum Cmd {
     Share { path: PathBuf },
     /// List what this node shares.
     Ls,
-    /// Fetch content by ID from whoever has it.
+    /// Search across peers; results stream in as peers answer.
+    Search {
+        /// Words (all must match), "quoted phrases", prefix*.
+        #[arg(required = true, num_args = 1..)]
+        query: Vec<String>,
+        /// broker, network, both or flood (default: both with a broker, else network).
+        #[arg(long)]
+        via: Option<String>,
+        /// Seconds to wait for answers (default 5).
+        #[arg(long, default_value_t = 5.0)]
+        timeout: f64,
+        /// Most results.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Publish PATH as the next revision of NAME (signed by this node's key).
+    Publish { name: String, path: PathBuf },
+    /// Show the newest revision of NAME (PEER_ID/name, or a name of this node).
+    Resolve {
+        name: String,
+        /// Seconds to ask the DHT (default 5).
+        #[arg(long, default_value_t = 5.0)]
+        timeout: f64,
+    },
+    /// Fetch content by ID (or the newest revision of a name) from whoever has it.
     Get {
+        /// Content ID, or a name (PEER_ID/name).
         id: String,
         /// Where to write it (default: ./NAME).
         #[arg(short, long)]
@@ -149,7 +182,61 @@ async fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Cmd::Up(args) => up(home, args).await,
+        Cmd::Up(args) => up(home, args, false).await,
+        Cmd::Broker(args) => up(home, args, true).await,
+        Cmd::Search {
+            query,
+            via,
+            timeout,
+            limit,
+        } => {
+            let c = Client::connect(&home)?;
+            let mut body = serde_json::json!({
+                "q": query.join(" "),
+                "timeout_ms": secs_to_ms(*timeout)?,
+                "limit": limit,
+            });
+            if let Some(v) = via {
+                body["via"] = serde_json::json!(v);
+            }
+            client::search(&c, &body, cli.json).await
+        }
+        Cmd::Publish { name, path } => {
+            let abs = std::path::absolute(path).with_context(|| format!("{}", path.display()))?;
+            if !abs.exists() {
+                bail!("{}: no such file or folder", path.display());
+            }
+            let c = Client::connect(&home)?;
+            let r = c
+                .post("/names", &serde_json::json!({ "name": name, "path": abs }))
+                .await?;
+            if cli.json {
+                print_json(&r);
+            } else {
+                println!(
+                    "published {} revision {} -> {}",
+                    r["name"].as_str().unwrap_or_default(),
+                    r["revision"],
+                    r["id"].as_str().unwrap_or_default()
+                );
+            }
+            Ok(())
+        }
+        Cmd::Resolve { name, timeout } => {
+            let c = Client::connect(&home)?;
+            let r = resolve(&c, name, *timeout).await?;
+            if cli.json {
+                print_json(&r);
+            } else {
+                println!(
+                    "{} revision {} -> {}",
+                    r["name"].as_str().unwrap_or_default(),
+                    r["revision"],
+                    r["id"].as_str().unwrap_or_default()
+                );
+            }
+            Ok(())
+        }
         Cmd::Id => {
             let c = Client::connect(&home)?;
             let s = c.get("/status").await?;
@@ -259,8 +346,17 @@ async fn run(cli: Cli) -> Result<()> {
             output,
             timeout,
         } => {
-            check_id(id)?;
             let c = Client::connect(&home)?;
+            // Not a content ID: a name, fetched at its newest revision.
+            let id = &if check_id(id).is_ok() {
+                id.clone()
+            } else if looks_like_name(id) {
+                let r = resolve(&c, id, 5.0).await?;
+                r["id"].as_str().unwrap_or_default().to_owned()
+            } else {
+                check_id(id)?;
+                id.clone()
+            };
             let mut body = match output {
                 Some(o) => serde_json::json!({ "id": id, "output": std::path::absolute(o)? }),
                 None => serde_json::json!({ "id": id, "dir": std::env::current_dir()? }),
@@ -273,13 +369,34 @@ async fn run(cli: Cli) -> Result<()> {
     }
 }
 
+fn secs_to_ms(s: f64) -> Result<u64> {
+    if !s.is_finite() || s <= 0.0 || s > 3600.0 {
+        bail!("--timeout must be between 0 and 3600 seconds");
+    }
+    Ok((s * 1000.0) as u64)
+}
+
+/// `PEER_ID/name`: what `kith get` treats as a name rather than a content ID.
+fn looks_like_name(s: &str) -> bool {
+    s.split_once('/')
+        .is_some_and(|(p, n)| p.parse::<kith_overlay::PeerId>().is_ok() && !n.is_empty())
+}
+
+async fn resolve(c: &Client, name: &str, timeout: f64) -> Result<Value> {
+    c.post(
+        "/names/resolve",
+        &serde_json::json!({ "name": name, "timeout_ms": secs_to_ms(timeout)? }),
+    )
+    .await
+}
+
 fn check_id(id: &str) -> Result<()> {
     id.parse::<kith_core::ContentId>()
         .map(|_| ())
         .map_err(|e| anyhow::anyhow!("{e}"))
 }
 
-async fn up(home: Home, args: &UpArgs) -> Result<()> {
+async fn up(home: Home, args: &UpArgs, broker: bool) -> Result<()> {
     init_tracing();
     home.init()?;
     let mut config = home.config()?;
@@ -298,6 +415,15 @@ async fn up(home: Home, args: &UpArgs) -> Result<()> {
     }
     if let Some(l) = args.download_limit {
         config.download_limit = l;
+    }
+    if let Some(b) = &args.broker {
+        config.broker = Some(b.clone());
+    }
+    if let Some(t) = args.broker_ttl {
+        config.broker_ttl_secs = t.max(1);
+    }
+    if broker {
+        config.serve_broker = true;
     }
     let node = Node::start(Options::new(home, config)).await?;
     let stop = node.shutdown_token();

@@ -481,12 +481,11 @@ pub(crate) async fn client(inner: Arc<Inner>, addr: Multiaddr) {
                     sent = now;
                 }
                 () = tokio::time::sleep(heartbeat) => {
-                    match call(&inner, broker, &BrokerRequest::Heartbeat).await? {
-                        BrokerResponse::Ok { known: false, .. } => {
-                            tracing::info!(%broker, "the broker does not know us (restarted?); registering again");
-                            registered = false;
-                        }
-                        _ => {}
+                    if let BrokerResponse::Ok { known: false, .. } =
+                        call(&inner, broker, &BrokerRequest::Heartbeat).await?
+                    {
+                        tracing::info!(%broker, "the broker does not know us (restarted?); registering again");
+                        registered = false;
                     }
                 }
             }

@@ -7,7 +7,6 @@ use std::path::Path;
 
 use kith_core::store::{ShareKind, Store};
 
-use crate::names::NameRecord;
 use crate::wire::Entry;
 
 /// Text read from the start of a text-like file for the full-text index.
@@ -19,7 +18,7 @@ pub const MAX_ENTRIES: usize = 100_000;
 /// point at them, so revisions of named documents carry their name and revision.
 pub fn build(
     store: &Store,
-    named: &HashMap<String, NameRecord>,
+    named: &HashMap<String, (String, u64)>,
 ) -> Result<BTreeMap<String, (Entry, String)>, kith_core::store::StoreError> {
     let mut out: BTreeMap<String, (Entry, String)> = BTreeMap::new();
     let shares = store.shares()?;
@@ -92,10 +91,10 @@ pub fn build(
     Ok(out)
 }
 
-fn named_entry(mut e: Entry, named: &HashMap<String, NameRecord>) -> Entry {
-    if let Some(r) = named.get(&e.id) {
-        e.name_key = Some(r.full_name());
-        e.revision = Some(r.revision);
+fn named_entry(mut e: Entry, named: &HashMap<String, (String, u64)>) -> Entry {
+    if let Some((name, rev)) = named.get(&e.id) {
+        e.name_key = Some(name.clone());
+        e.revision = Some(*rev);
     }
     e
 }

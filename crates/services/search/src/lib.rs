@@ -213,6 +213,10 @@ impl Metrics {
 struct NameBook {
     records: BTreeMap<String, NameRecord>,
     subscribed: Vec<String>,
+    /// Every revision seen: content ID -> (name, revision), so older copies are
+    /// recognised as revisions too.
+    #[serde(default)]
+    revisions: BTreeMap<String, (String, u64)>,
 }
 
 impl NameBook {
@@ -259,15 +263,20 @@ impl NameBook {
         } else if self.records.len() >= MAX_NAMES {
             return Err("too many names known".into());
         }
+        if self.revisions.len() >= MAX_NAMES * 4 {
+            self.revisions.clear();
+        }
+        self.revisions
+            .insert(r.id.clone(), (r.full_name(), r.revision));
         self.records.insert(key, r);
         Ok(true)
     }
 
-    /// Newest record of each name, by content ID.
-    fn by_content(&self) -> HashMap<String, NameRecord> {
-        let mut m = HashMap::new();
+    /// The name and revision each known content ID is a revision of.
+    fn by_content(&self) -> HashMap<String, (String, u64)> {
+        let mut m: HashMap<String, (String, u64)> = self.revisions.clone().into_iter().collect();
         for r in self.records.values() {
-            m.insert(r.id.clone(), r.clone());
+            m.insert(r.id.clone(), (r.full_name(), r.revision));
         }
         m
     }
@@ -493,7 +502,9 @@ impl Search {
                 let _ = s.inner.overlay.subscribe(n_topic(&n)).await;
             }
             loop {
-                if let Err(e) = s.refresh().await {
+                if let Err(e) = s.refresh().await
+                    && !s.inner.shutdown.is_cancelled()
+                {
                     tracing::warn!(error = %e, "cannot update the search index");
                 }
                 tokio::select! {

@@ -1,0 +1,422 @@
+//! Multi-node search, broker and name tests on loopback, in one process.
+
+use std::time::{Duration, Instant};
+
+use kith_node::Options;
+use kith_testkit::{Result, TestNode, bounded, data, eventually};
+use serde_json::Value;
+
+const LIMIT: Duration = Duration::from_secs(150);
+
+/// Starts `n` nodes in a line: each joins through the one before it.
+async fn line(n: usize, tweak: impl Fn(&mut Options) + Clone) -> Result<Vec<TestNode>> {
+    let mut nodes: Vec<TestNode> = Vec::with_capacity(n);
+    for _ in 0..n {
+        let boot = match nodes.last() {
+            Some(prev) => vec![prev.addr().await?],
+            None => Vec::new(),
+        };
+        let t = tweak.clone();
+        nodes.push(
+            TestNode::start(move |o| {
+                o.config.bootstrap = boot;
+                t(o);
+            })
+            .await?,
+        );
+    }
+    Ok(nodes)
+}
+
+async fn stop_all(nodes: Vec<TestNode>) {
+    for n in nodes {
+        n.stop().await;
+    }
+}
+
+fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<f64>().ok())
+        .map(|v| v as u64)
+        .unwrap_or(0)
+}
+
+fn providers(r: &Value) -> Vec<String> {
+    r["providers"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|p| p.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Twenty nodes, no broker: the first finds what the last shares (keyword routing through
+/// the DHT), fetches it, and gets sane answers to a 1-character and a 1 MB query.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_nodes_find_content_at_the_far_side_without_a_broker() -> Result<()> {
+    bounded(LIMIT, async {
+        let nodes = line(20, |_| {}).await?;
+        let (first, last) = (&nodes[0], &nodes[19]);
+        let dir = last.dir.path().join("maps");
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join("buried treasure.txt"), b"x marks the spot")?;
+        std::fs::write(dir.join("other.bin"), data(10_000, 1))?;
+        last.share(&dir).await?;
+        let hit = eventually(Duration::from_secs(60), "far content found", || async {
+            let r = first.search("treasure", "network", 3000).await.ok()?;
+            r.into_iter().find(|x| {
+                x["name"] == "buried treasure.txt" && providers(x).contains(&last.peer_id())
+            })
+        })
+        .await?;
+        assert_eq!(hit["path"], "maps/buried treasure.txt");
+        assert_eq!(hit["size"], 16);
+        // The result can be fetched (the peers that answered are asked first).
+        let out = first.dir.path().join("t.txt");
+        let p = first.get(hit["id"].as_str().ok_or("no id")?, &out).await?;
+        assert_eq!(p["state"], "done", "{p}");
+        assert_eq!(std::fs::read(&out)?, b"x marks the spot");
+        // Text inside files is searched too (the query floods: no routable name word).
+        let r = first.search("\"marks the spot\"", "network", 3000).await?;
+        assert!(
+            r.iter().any(|x| x["name"] == "buried treasure.txt"),
+            "{r:?}"
+        );
+        // One character: an answer, not an error.
+        first.search("x", "network", 1000).await?;
+        // One megabyte: refused with a clear reason.
+        let err = first
+            .search(&"a".repeat(1 << 20), "network", 1000)
+            .await
+            .err()
+            .ok_or("1 MB query accepted")?
+            .to_string();
+        assert!(err.contains("at most 1024"), "{err}");
+        stop_all(nodes).await;
+        Ok(())
+    })
+    .await
+}
+
+/// Flooding reaches two hops and suppresses duplicates; a query flood is rate limited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flooding_reaches_two_hops_once_and_floods_are_limited() -> Result<()> {
+    bounded(LIMIT, async {
+        let nodes = line(3, |o| o.search.query_burst = 10.0).await?;
+        let (a, c) = (&nodes[0], &nodes[2]);
+        let f = c.dir.path().join("two hops.txt");
+        std::fs::write(&f, b"far")?;
+        c.share(&f).await?;
+        let r = eventually(
+            Duration::from_secs(30),
+            "flooded query answered",
+            || async {
+                let r = a.search("hops", "flood", 3000).await.ok()?;
+                r.into_iter().find(|x| providers(x).contains(&c.peer_id()))
+            },
+        )
+        .await?;
+        assert_eq!(r["name"], "two hops.txt");
+        // Each query reached C at most once however many paths it took.
+        let served = metric(&c.metrics().await?, "kith_search_queries_served_total");
+        let refused = metric(&c.metrics().await?, "kith_search_queries_refused_total");
+        assert!(served >= 1, "C answered no query");
+        let _ = refused;
+        // A burst of queries from A: C refuses the excess, then answers again later.
+        for i in 0..40 {
+            let _ = a.search(&format!("burst{i}"), "flood", 200).await;
+        }
+        let refused = metric(&c.metrics().await?, "kith_search_queries_refused_total")
+            + metric(
+                &nodes[1].metrics().await?,
+                "kith_search_queries_refused_total",
+            );
+        assert!(refused > 0, "no query of the flood was refused");
+        stop_all(nodes).await;
+        Ok(())
+    })
+    .await
+}
+
+/// A broker answers with the peers online now, forgets a peer within its TTL after it goes
+/// away, and after a restart learns everything again from the peers within one TTL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_lists_online_peers_forgets_offline_ones_and_survives_a_restart() -> Result<()> {
+    bounded(LIMIT, async {
+        let ttl = 3;
+        let broker = TestNode::start(|o| {
+            o.config.serve_broker = true;
+            o.search.serve_broker = true;
+            o.search.broker_ttl = Duration::from_secs(ttl);
+        })
+        .await?;
+        let b_addr = broker.addr().await?;
+        let peer = |o: &mut Options| {
+            o.config.bootstrap = vec![b_addr.clone()];
+            o.config.broker = Some(b_addr.clone());
+        };
+        let a = TestNode::start(peer).await?;
+        let c = TestNode::start(peer).await?;
+        let d = TestNode::start(peer).await?;
+        let fa = a.dir.path().join("holiday photos.zip");
+        std::fs::write(&fa, data(5000, 2))?;
+        a.share(&fa).await?;
+        let fc = c.dir.path().join("holiday video.mp4");
+        std::fs::write(&fc, data(7000, 3))?;
+        c.share(&fc).await?;
+        let both = eventually(
+            Duration::from_secs(20),
+            "both items at the broker",
+            || async {
+                let r = d.search("holiday", "broker", 2000).await.ok()?;
+                (r.len() == 2).then_some(r)
+            },
+        )
+        .await?;
+        let names: Vec<&str> = both.iter().filter_map(|r| r["name"].as_str()).collect();
+        assert!(names.contains(&"holiday photos.zip") && names.contains(&"holiday video.mp4"));
+        // A goes offline: its entry is gone within its TTL (plus one expiry round).
+        let a_id = a.peer_id();
+        let gone_at = Instant::now();
+        a.stop().await;
+        eventually(
+            Duration::from_secs(3 * ttl),
+            "offline peer dropped",
+            || async {
+                let r = d.search("holiday", "broker", 2000).await.ok()?;
+                (!r.iter().any(|x| providers(x).contains(&a_id))).then_some(())
+            },
+        )
+        .await?;
+        assert!(gone_at.elapsed() < Duration::from_secs(2 * ttl + 2));
+        // The broker restarts on the same address and knows nothing; C registers again.
+        let port = b_addr
+            .split('/')
+            .nth(4)
+            .ok_or("no port in broker address")?
+            .to_owned();
+        let broker = broker
+            .restart(|o| {
+                o.config.listen = vec![format!("/ip4/127.0.0.1/tcp/{port}")];
+                o.config.serve_broker = true;
+                o.search.serve_broker = true;
+                o.search.broker_ttl = Duration::from_secs(ttl);
+            })
+            .await?;
+        let back = Instant::now();
+        eventually(
+            Duration::from_secs(4 * ttl),
+            "re-registered after restart",
+            || async {
+                let r = d.search("video", "broker", 2000).await.ok()?;
+                r.iter()
+                    .any(|x| providers(x).contains(&c.peer_id()))
+                    .then_some(())
+            },
+        )
+        .await?;
+        assert!(
+            back.elapsed() < Duration::from_secs(3 * ttl),
+            "took {:?}",
+            back.elapsed()
+        );
+        for n in [broker, c, d] {
+            n.stop().await;
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// A publishes revisions of a name; B, subscribed, hears of a new one in under 2 s; search
+/// results mark the older copy outdated; a new revision of a big file moves only the
+/// changed chunks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revisions_reach_subscribers_fast_and_move_only_changed_chunks() -> Result<()> {
+    bounded(LIMIT, async {
+        let a = TestNode::start(|_| {}).await?;
+        let a_addr = a.addr().await?;
+        let b = TestNode::start(|o| o.config.bootstrap = vec![a_addr.clone()]).await?;
+        let v1 = a.dir.path().join("report-v1.bin");
+        let mut bytes = data(8_000_000, 4);
+        std::fs::write(&v1, &bytes)?;
+        let r1 = a
+            .api_post(
+                "/names",
+                &serde_json::json!({ "name": "report", "path": v1 }),
+            )
+            .await?;
+        assert_eq!(r1["revision"], 1);
+        let full = r1["name"].as_str().ok_or("no name")?.to_owned();
+        let got = eventually(Duration::from_secs(20), "B resolves the name", || async {
+            b.api_post(
+                "/names/resolve",
+                &serde_json::json!({ "name": full, "timeout_ms": 1000 }),
+            )
+            .await
+            .ok()
+        })
+        .await?;
+        assert_eq!(got["id"], r1["id"]);
+        let out1 = b.dir.path().join("report.bin");
+        let p = b.get(got["id"].as_str().ok_or("no id")?, &out1).await?;
+        assert_eq!(p["state"], "done", "{p}");
+
+        // Revision 2: 1 MiB changed in the middle.
+        let mut updates = b.node.search.name_updates();
+        for (i, x) in bytes[3_500_000..3_500_000 + (1 << 20)]
+            .iter_mut()
+            .enumerate()
+        {
+            *x = x.wrapping_add(1 + (i % 7) as u8);
+        }
+        let v2 = a.dir.path().join("report-v2.bin");
+        std::fs::write(&v2, &bytes)?;
+        let sent = Instant::now();
+        let r2 = a
+            .api_post(
+                "/names",
+                &serde_json::json!({ "name": "report", "path": v2 }),
+            )
+            .await?;
+        assert_eq!(r2["revision"], 2);
+        let rec = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                if let Ok(r) = updates.recv().await
+                    && r.revision == 2
+                {
+                    return r;
+                }
+            }
+        })
+        .await?;
+        let took = sent.elapsed();
+        assert!(took < Duration::from_secs(2), "new revision took {took:?}");
+        assert_eq!(serde_json::json!(rec.id), r2["id"]);
+
+        // B fetches revision 2: only the changed chunks come over the network.
+        let out2 = b.dir.path().join("report-2.bin");
+        let p = b.get(r2["id"].as_str().ok_or("no id")?, &out2).await?;
+        assert_eq!(p["state"], "done", "{p}");
+        assert_eq!(std::fs::read(&out2)?, bytes);
+        let fetched = p["fetched_bytes"].as_u64().ok_or("no fetched_bytes")?;
+        assert!(
+            fetched < 3 << 20,
+            "fetched {fetched} bytes for a 1 MiB edit"
+        );
+
+        // Searching finds both revisions; the old one is marked outdated.
+        let r = eventually(Duration::from_secs(20), "both revisions found", || async {
+            let r = b.search("report", "network", 2000).await.ok()?;
+            (r.iter().filter(|x| x["name_key"] == full.as_str()).count() >= 2).then_some(r)
+        })
+        .await?;
+        for x in r.iter().filter(|x| x["name_key"] == full.as_str()) {
+            let outdated = x["revision"] == 1;
+            assert_eq!(x["outdated"], outdated, "{x}");
+        }
+        a.stop().await;
+        b.stop().await;
+        Ok(())
+    })
+    .await
+}
+
+/// Forged records and rolled-back revisions are refused, in the DHT and by gossip.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_and_rolled_back_records_are_rejected() -> Result<()> {
+    use kith_search::names::{NameRecord, name_key};
+    bounded(LIMIT, async {
+        let a = TestNode::start(|_| {}).await?;
+        let a_addr = a.addr().await?;
+        let b = TestNode::start(|o| o.config.bootstrap = vec![a_addr.clone()]).await?;
+        let m = TestNode::start(|o| o.config.bootstrap = vec![a_addr.clone()]).await?;
+        m.node.overlay.dial(b.addr().await?.parse()?).await?;
+        let f1 = a.dir.path().join("doc.txt");
+        std::fs::write(&f1, b"one")?;
+        a.api_post("/names", &serde_json::json!({ "name": "doc", "path": f1 }))
+            .await?;
+        let rev1: NameRecord = a
+            .node
+            .search
+            .names()
+            .into_iter()
+            .next()
+            .ok_or("no record")?;
+        let f2 = a.dir.path().join("doc2.txt");
+        std::fs::write(&f2, b"two")?;
+        let r2 = a
+            .api_post("/names", &serde_json::json!({ "name": "doc", "path": f2 }))
+            .await?;
+        let full = r2["name"].as_str().ok_or("no name")?.to_owned();
+        let resolve = || async {
+            b.api_post(
+                "/names/resolve",
+                &serde_json::json!({ "name": full, "timeout_ms": 1000 }),
+            )
+            .await
+        };
+        eventually(Duration::from_secs(20), "B resolves revision 2", || async {
+            (resolve().await.ok()?["revision"] == 2).then_some(())
+        })
+        .await?;
+        let owner: kith_overlay::PeerId = a.peer_id().parse()?;
+        let key = name_key(&owner, "doc");
+        m.node.overlay.subscribe(key.clone()).await?;
+        let rejected = |t: &str| metric(t, "kith_records_rejected_total");
+        let rolled = |t: &str| metric(t, "kith_search_records_rejected_total");
+
+        // M forges revision 9 of A's name: signed with M's key, A as owner.
+        let mkey = kith_overlay::Keypair::generate_ed25519();
+        let id: kith_core::ContentId = rev1.id.parse()?;
+        let mut forged = NameRecord::sign(&mkey, "doc", 9, &id, 1)?;
+        forged.owner = a.peer_id();
+        let before = rejected(&b.metrics().await?);
+        eventually(Duration::from_secs(20), "B refuses the forgery", || async {
+            let _ = m.node.overlay.publish(key.clone(), forged.encode()).await;
+            (rejected(&b.metrics().await.ok()?) > before).then_some(())
+        })
+        .await?;
+        // M replays A's genuine revision 1: a rollback, refused by B's name book.
+        let before = rolled(&b.metrics().await?);
+        eventually(
+            Duration::from_secs(20),
+            "B refuses the rollback",
+            || async {
+                let _ = m.node.overlay.publish(key.clone(), rev1.encode()).await;
+                (rolled(&b.metrics().await.ok()?) > before).then_some(())
+            },
+        )
+        .await?;
+        // In the DHT: A and B hold revision 2 and refuse both.
+        let before = rejected(&a.metrics().await?) + rejected(&b.metrics().await?);
+        let _ = m
+            .node
+            .overlay
+            .put_record(key.clone().into_bytes(), rev1.encode())
+            .await;
+        let _ = m
+            .node
+            .overlay
+            .put_record(key.clone().into_bytes(), forged.encode())
+            .await;
+        let after = rejected(&a.metrics().await?) + rejected(&b.metrics().await?);
+        assert!(
+            after >= before + 2,
+            "DHT puts not refused: {before} -> {after}"
+        );
+        // B still resolves revision 2.
+        let r = resolve().await?;
+        assert_eq!(r["revision"], 2, "{r}");
+        assert_eq!(r["id"], r2["id"]);
+        for n in [a, b, m] {
+            n.stop().await;
+        }
+        Ok(())
+    })
+    .await
+}
