@@ -54,13 +54,21 @@ fn providers(r: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Twenty nodes, no broker: the first finds what the last shares (keyword routing through
-/// the DHT), fetches it, and gets sane answers to a 1-character and a 1 MB query.
+/// Twenty nodes: the second finds what the last shares with no broker (keyword routing
+/// through the DHT) and through the broker (the first node), fetches it, and gets sane
+/// answers to a 1-character and a 1 MB query.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn twenty_nodes_find_content_at_the_far_side_without_a_broker() -> Result<()> {
+async fn twenty_nodes_find_content_at_the_far_side_with_and_without_a_broker() -> Result<()> {
     bounded(LIMIT, async {
-        let nodes = line(20, |_| {}).await?;
-        let (first, last) = (&nodes[0], &nodes[19]);
+        let broker = TestNode::start(|o| {
+            o.config.serve_broker = true;
+            o.search.serve_broker = true;
+        })
+        .await?;
+        let b_addr = broker.addr().await?;
+        let mut nodes = line(19, move |o| o.config.broker = Some(b_addr.clone())).await?;
+        nodes.insert(0, broker);
+        let (first, last) = (&nodes[1], &nodes[19]);
         let dir = last.dir.path().join("maps");
         std::fs::create_dir_all(&dir)?;
         std::fs::write(dir.join("buried treasure.txt"), b"x marks the spot")?;
@@ -75,6 +83,14 @@ async fn twenty_nodes_find_content_at_the_far_side_without_a_broker() -> Result<
         .await?;
         assert_eq!(hit["path"], "maps/buried treasure.txt");
         assert_eq!(hit["size"], 16);
+        // The same through the broker.
+        let via_broker = eventually(Duration::from_secs(30), "found via the broker", || async {
+            let r = first.search("treasure", "broker", 3000).await.ok()?;
+            r.into_iter()
+                .find(|x| providers(x).contains(&last.peer_id()))
+        })
+        .await?;
+        assert_eq!(via_broker["id"], hit["id"]);
         // The result can be fetched (the peers that answered are asked first).
         let out = first.dir.path().join("t.txt");
         let p = first.get(hit["id"].as_str().ok_or("no id")?, &out).await?;

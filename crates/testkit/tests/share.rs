@@ -203,7 +203,12 @@ async fn a_changed_file_is_reindexed_not_served_wrong() -> Result<()> {
 async fn survives_garbage_on_every_protocol() -> Result<()> {
     use futures::{AsyncReadExt, AsyncWriteExt};
     bounded(LIMIT, async {
-        let a = TestNode::start(|_| {}).await?;
+        // A broker, so that it speaks every kith protocol.
+        let a = TestNode::start(|o| {
+            o.config.serve_broker = true;
+            o.search.serve_broker = true;
+        })
+        .await?;
         let a_addr = a.addr().await?;
         let c = TestNode::start(|o| o.config.bootstrap = vec![a_addr.clone()]).await?;
         let f = a.dir.path().join("ok.bin");
@@ -227,10 +232,18 @@ async fn survives_garbage_on_every_protocol() -> Result<()> {
             let mut buf = Vec::new();
             let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
         }
-        // Garbage on the overlay's own protocols too.
-        for proto in ["/kith/kad/1.0.0", "/ipfs/id/1.0.0", "/ipfs/ping/1.0.0"] {
+        // Garbage on the other service protocols and the overlay's own.
+        let garbage_json: &[u8] = b"\x00\x00\x00\x0b{\"t\":\"bad\"}";
+        for proto in [
+            "/kith/search/1.0.0",
+            "/kith/broker/1.0.0",
+            "/kith/kad/1.0.0",
+            "/meshsub/1.1.0",
+            "/ipfs/id/1.0.0",
+            "/ipfs/ping/1.0.0",
+        ] {
             let proto = kith_overlay::StreamProtocol::try_from_owned(proto.to_owned())?;
-            for g in garbage {
+            for g in garbage.iter().chain([&garbage_json]) {
                 if let Ok(mut s) = control.open_stream(a_peer, proto.clone()).await {
                     let _ = s.write_all(g).await;
                     let _ = s.close().await;
@@ -247,6 +260,9 @@ async fn survives_garbage_on_every_protocol() -> Result<()> {
         drop(raw);
         let p = c.get(&id, &c.dir.path().join("ok.bin")).await?;
         assert_eq!(p["state"], "done", "{p}");
+        // Search and the broker still answer.
+        let r = c.search("ok", "flood", 3000).await?;
+        assert!(r.iter().any(|x| x["name"] == "ok.bin"), "{r:?}");
         a.stop().await;
         c.stop().await;
         Ok(())

@@ -61,11 +61,16 @@ fn json_of(o: &Output) -> Result<Value> {
 
 /// Starts `kith up` and waits until `kith status` answers.
 fn up(home: &Path, extra: &[&str]) -> Result<Proc> {
+    run_node(home, "up", extra)
+}
+
+/// Starts `kith CMD` (`up` or `broker`) and waits until `kith status` answers.
+fn run_node(home: &Path, cmd: &str, extra: &[&str]) -> Result<Proc> {
     let log = std::fs::File::create(home.with_extension("log"))?;
     let child = Command::new(KITH)
         .arg("--home")
         .arg(home)
-        .args(["up", "--no-mdns", "--listen", "/ip4/127.0.0.1/tcp/0"])
+        .args([cmd, "--no-mdns", "--listen", "/ip4/127.0.0.1/tcp/0"])
         .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -274,5 +279,107 @@ fn bad_input_gets_one_clear_error_line() -> Result<()> {
         vec![0x5a; 8192],
         "nothing stored may be destroyed"
     );
+    Ok(())
+}
+
+/// A broker and two peers as separate processes: search through the broker and without
+/// it, publish two revisions of a name, resolve it and fetch it by name.
+#[test]
+fn search_publish_and_resolve_through_the_cli() -> Result<()> {
+    let t = tmp()?;
+    let (hb, ha, hc) = (t.path().join("b"), t.path().join("a"), t.path().join("c"));
+    let _broker = run_node(&hb, "broker", &["--broker-ttl", "5"])?;
+    let b_addr = addr_of(&hb)?;
+    let _a = up(&ha, &["--bootstrap", &b_addr, "--broker", &b_addr])?;
+    let _c = up(&hc, &["--bootstrap", &b_addr, "--broker", &b_addr])?;
+    let doc = t.path().join("meeting-notes.txt");
+    std::fs::write(&doc, "minutes of the kith planning meeting")?;
+    let o = kith(
+        &ha,
+        &["publish", "--json", "notes", doc.to_str().ok_or("path")?],
+    )?;
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r1 = json_of(&o)?;
+    assert_eq!(r1["revision"], 1);
+    let name = r1["name"].as_str().ok_or("no name")?.to_owned();
+    assert!(name.ends_with("/notes"), "{name}");
+
+    // Found through the broker and without it; each line is one result object.
+    for via in ["broker", "network"] {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let o = kith(
+                &hc,
+                &[
+                    "search",
+                    "--json",
+                    "--via",
+                    via,
+                    "--timeout",
+                    "2",
+                    "meeting",
+                ],
+            )?;
+            assert!(o.status.success(), "{}", stderr(&o));
+            let lines: Vec<Value> = stdout(&o)
+                .lines()
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .collect();
+            if let Some(r) = lines.iter().find(|r| r["id"] == r1["id"]) {
+                assert_eq!(r["name"], "meeting-notes.txt");
+                assert_eq!(r["name_key"], name.as_str());
+                assert_eq!(r["revision"], 1);
+                assert!(r["providers"].as_array().is_some_and(|p| !p.is_empty()));
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(format!("not found via {via}: {}", stdout(&o)).into());
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    // A new revision; C resolves and fetches the newest by name.
+    std::fs::write(&doc, "minutes, revised")?;
+    let o = kith(
+        &ha,
+        &["publish", "--json", "notes", doc.to_str().ok_or("path")?],
+    )?;
+    let r2 = json_of(&o)?;
+    assert_eq!(r2["revision"], 2);
+    let o = kith(&hc, &["resolve", "--json", &name])?;
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r = json_of(&o)?;
+    assert_eq!(
+        (r["revision"].clone(), r["id"].clone()),
+        (r2["revision"].clone(), r2["id"].clone())
+    );
+    let out = t.path().join("got.txt");
+    let o = kith(
+        &hc,
+        &["get", "--json", &name, "-o", out.to_str().ok_or("path")?],
+    )?;
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(std::fs::read_to_string(&out)?, "minutes, revised");
+
+    // Bad input: one line each, non-zero exit.
+    let long = "x".repeat(5000);
+    for (args, want) in [
+        (vec!["search", "--via", "nowhere", "x"], "--via must be"),
+        (vec!["search", long.as_str()], "at most 1024"),
+        (
+            vec!["publish", "bad name", doc.to_str().ok_or("path")?],
+            "bad name",
+        ),
+        (vec!["resolve", "not-a-peer/notes"], "not a peer ID"),
+    ] {
+        let o = kith(&hc, &args)?;
+        assert!(!o.status.success(), "{args:?} succeeded");
+        let e = stderr(&o);
+        assert!(
+            e.contains(want) && e.trim().lines().count() == 1,
+            "{args:?}: {e}"
+        );
+    }
     Ok(())
 }

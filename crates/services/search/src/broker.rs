@@ -432,6 +432,8 @@ pub(crate) async fn client(inner: Arc<Inner>, addr: Multiaddr) {
         let r: Result<(), SearchError> = async {
             if !registered {
                 let _ = inner.overlay.dial(addr.clone()).await;
+                // Seen before the snapshot: a change after it is pushed next.
+                generation.borrow_and_update();
                 let entries = inner.catalogue();
                 let addrs = inner
                     .overlay
@@ -454,7 +456,6 @@ pub(crate) async fn client(inner: Arc<Inner>, addr: Multiaddr) {
                     BrokerResponse::Hits { .. } => {}
                 }
             }
-            generation.borrow_and_update();
             tokio::select! {
                 () = inner.shutdown.cancelled() => return Ok(()),
                 _ = generation.changed() => {
