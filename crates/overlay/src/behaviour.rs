@@ -56,7 +56,7 @@ pub(crate) fn build_swarm(
             let store_cfg = kad::store::MemoryStoreConfig {
                 max_records: 4096,
                 max_value_bytes: 16 * 1024,
-                max_providers_per_key: 64,
+                max_providers_per_key: 256,
                 max_provided_keys: 1 << 20,
             };
             let mut kad = kad::Behaviour::with_config(

@@ -8,7 +8,7 @@
 //!   own index and forwards with TTL-1; query IDs suppress duplicates; answers flow back
 //!   along the path.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -35,7 +35,7 @@ const HOP_TIMEOUT: Duration = Duration::from_secs(2);
 /// Most answers taken from one peer.
 const MAX_HITS_PER_PEER: usize = 200;
 /// Most peers asked directly after keyword routing.
-const MAX_ROUTED_PEERS: usize = 32;
+const MAX_ROUTED_PEERS: usize = 64;
 /// Most query words looked up in the DHT.
 const MAX_ROUTED_WORDS: usize = 4;
 /// How long a keyword lookup may take.
@@ -277,47 +277,81 @@ pub(crate) async fn search(
     if !flood_only {
         let words: Vec<String> = q.keywords().into_iter().take(MAX_ROUTED_WORDS).collect();
         if !words.is_empty() {
-            let lookups = words.iter().map(|w| async move {
-                let mut found = Vec::new();
-                if let Ok(mut rx) = inner.overlay.find_providers(keyword_key(w)).await {
-                    let deadline = tokio::time::Instant::now() + LOOKUP_TIMEOUT;
-                    while let Ok(Some(p)) = tokio::time::timeout_at(deadline, rx.recv()).await {
-                        found.push(p);
-                    }
-                }
-                found
-            });
-            let mut count: HashMap<PeerId, usize> = HashMap::new();
-            for found in join_all(lookups).await {
-                for p in found {
-                    *count.entry(p).or_default() += 1;
-                }
-            }
-            count.remove(&me);
-            let mut peers: Vec<(PeerId, usize)> = count.into_iter().collect();
-            // Peers whose names hold more of the words first.
-            peers.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-            peers.truncate(MAX_ROUTED_PEERS);
-            tracing::debug!(words = words.len(), peers = peers.len(), "keyword routing");
-            if !peers.is_empty() {
-                let req = SearchRequest::Query {
-                    qid,
-                    text: q.text.clone(),
-                    ttl: 1,
-                    limit: limit as u32,
-                };
-                join_all(peers.into_iter().map(|(p, _)| {
-                    let req = &req;
-                    async move {
-                        let t = HOP_TIMEOUT * 2;
-                        if let Ok(Err(e)) =
-                            tokio::time::timeout(t, ask(inner, p, req, true, tx)).await
-                        {
-                            tracing::debug!(peer = %p, error = %e, "query failed");
+            // Providers of every word. A peer that holds every word of the query is asked
+            // as soon as the lookups show it; when they end, the rest, those holding more
+            // of the words first.
+            let (ptx, mut prx) = mpsc::channel::<(usize, PeerId)>(256);
+            for (i, w) in words.iter().enumerate() {
+                let (inner, ptx, key) = (inner.clone(), ptx.clone(), keyword_key(w));
+                inner.tasks.clone().spawn(async move {
+                    if let Ok(mut rx) = inner.overlay.find_providers(key).await {
+                        let deadline = tokio::time::Instant::now() + LOOKUP_TIMEOUT;
+                        while let Ok(Some(p)) = tokio::time::timeout_at(deadline, rx.recv()).await {
+                            if ptx.send((i, p)).await.is_err() {
+                                return;
+                            }
                         }
                     }
-                }))
-                .await;
+                });
+            }
+            drop(ptx);
+            let all: u32 = (1u32 << words.len()) - 1;
+            let req = SearchRequest::Query {
+                qid,
+                text: q.text.clone(),
+                ttl: 1,
+                limit: limit as u32,
+            };
+            let mut held: HashMap<PeerId, u32> = HashMap::new();
+            let mut asked: HashSet<PeerId> = HashSet::from([me]);
+            let mut asks = futures::stream::FuturesUnordered::new();
+            let ask_one = |p: PeerId| {
+                let req = &req;
+                async move {
+                    let t = HOP_TIMEOUT * 2;
+                    if let Ok(Err(e)) = tokio::time::timeout(t, ask(inner, p, req, true, tx)).await
+                    {
+                        tracing::debug!(peer = %p, error = %e, "query failed");
+                    }
+                }
+            };
+            loop {
+                tokio::select! {
+                    p = prx.recv() => match p {
+                        Some((i, p)) => {
+                            if held.len() < 4 * MAX_ROUTED_PEERS || held.contains_key(&p) {
+                                let m = held.entry(p).or_default();
+                                *m |= 1 << i;
+                                if *m == all && asked.len() <= MAX_ROUTED_PEERS && asked.insert(p) {
+                                    asks.push(ask_one(p));
+                                }
+                            }
+                        }
+                        None => break,
+                    },
+                    Some(()) = asks.next(), if !asks.is_empty() => {}
+                }
+            }
+            let mut rest: Vec<(PeerId, u32)> = held
+                .into_iter()
+                .filter(|(p, _)| !asked.contains(p))
+                .map(|(p, m)| (p, m.count_ones()))
+                .collect();
+            rest.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+            for (p, _) in rest {
+                if asked.len() > MAX_ROUTED_PEERS {
+                    break;
+                }
+                asked.insert(p);
+                asks.push(ask_one(p));
+            }
+            while asks.next().await.is_some() {}
+            tracing::debug!(
+                words = words.len(),
+                peers = asked.len() - 1,
+                "keyword routing"
+            );
+            if asked.len() > 1 {
                 return;
             }
         }
