@@ -221,27 +221,36 @@ impl Directory {
 
     /// The best matches held by peers online now.
     pub fn search(&self, q: &Query, limit: usize) -> Result<Vec<WireHit>, SearchError> {
-        let hits = self.index.lock().map_err(poisoned)?.search(q, limit * 4)?;
         let peers = self.peers.lock().map_err(poisoned)?;
-        let mut out = Vec::with_capacity(limit);
-        for h in hits {
-            let Ok(p) = h.peer.parse::<PeerId>() else {
-                continue;
-            };
-            let Some(info) = peers.get(&p).filter(|i| i.last_seen.elapsed() <= self.ttl) else {
-                continue;
-            };
-            out.push(WireHit {
-                entry: h.entry,
-                peer: h.peer,
-                addrs: info.addrs.clone(),
-                score: h.score,
-            });
-            if out.len() >= limit {
-                break;
-            }
-        }
-        Ok(out)
+        let online = |p: &str| {
+            p.parse::<PeerId>()
+                .ok()
+                .and_then(|p| peers.get(&p))
+                .is_some_and(|i| i.last_seen.elapsed() <= self.ttl)
+        };
+        let hits =
+            self.index
+                .lock()
+                .map_err(poisoned)?
+                .search_where(q, limit, limit * 4, online)?;
+        Ok(hits
+            .into_iter()
+            .map(|h| {
+                let addrs = h
+                    .peer
+                    .parse::<PeerId>()
+                    .ok()
+                    .and_then(|p| peers.get(&p))
+                    .map(|i| i.addrs.clone())
+                    .unwrap_or_default();
+                WireHit {
+                    entry: h.entry,
+                    peer: h.peer,
+                    addrs,
+                    score: h.score,
+                }
+            })
+            .collect())
     }
 }
 

@@ -308,16 +308,34 @@ impl CatalogIndex {
 
     /// The best `limit` matches of `q`.
     pub fn search(&self, q: &Query, limit: usize) -> Result<Vec<Hit>, SearchError> {
+        self.search_where(q, limit, limit, |_| true)
+    }
+
+    /// The best `limit` matches of `q` whose peer passes `keep`, looking at no more than
+    /// `scan` matches (stored fields are read only for the matches looked at).
+    pub fn search_where(
+        &self,
+        q: &Query,
+        limit: usize,
+        scan: usize,
+        keep: impl Fn(&str) -> bool,
+    ) -> Result<Vec<Hit>, SearchError> {
         let tq = self.build(q)?;
         let searcher = self.reader.searcher();
         let top = searcher
-            .search(&tq, &TopDocs::with_limit(limit.max(1)).order_by_score())
+            .search(&tq, &TopDocs::with_limit(scan.max(1)).order_by_score())
             .map_err(tantivy_err)?;
-        let mut out = Vec::with_capacity(top.len());
+        let mut out = Vec::with_capacity(limit.min(top.len()));
         for (score, addr) in top {
             let doc: TantivyDocument = searcher.doc(addr).map_err(tantivy_err)?;
             let (entry, peer) = self.entry_of(&doc);
+            if !keep(&peer) {
+                continue;
+            }
             out.push(Hit { entry, peer, score });
+            if out.len() >= limit {
+                break;
+            }
         }
         Ok(out)
     }
