@@ -383,11 +383,21 @@ async fn api_requires_its_token_and_describes_itself() -> Result<()> {
             .json()
             .await?;
         assert_eq!(doc["openapi"], "3.0.3");
-        for path in ["/status", "/peers", "/shares", "/shares/{id}", "/downloads"] {
+        for path in [
+            "/status",
+            "/peers",
+            "/shares",
+            "/shares/{id}",
+            "/downloads",
+            "/search",
+            "/names",
+            "/names/resolve",
+        ] {
             assert!(doc["paths"][path].is_object(), "{path} not documented");
         }
         let m = a.metrics().await?;
         assert!(m.contains("kith_share_sent_bytes"), "{m}");
+        assert!(m.contains("kith_search_queries_served"), "{m}");
         assert!(m.contains("libp2p"), "{m}");
         assert!(m.trim_end().ends_with("# EOF"));
         a.stop().await;
