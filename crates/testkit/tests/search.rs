@@ -436,3 +436,72 @@ async fn forged_and_rolled_back_records_are_rejected() -> Result<()> {
     })
     .await
 }
+
+/// A broker that lies (answers with an item that does not match the query) is not
+/// believed: the asker drops that answer and keeps the honest one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lying_broker_is_not_believed() -> Result<()> {
+    use futures::StreamExt;
+    use kith_search::wire::{self, BrokerRequest, BrokerResponse, Entry, WireHit};
+    bounded(LIMIT, async {
+        let liar = TestNode::start(|_| {}).await?;
+        let l_addr = liar.addr().await?;
+        let mut incoming = liar
+            .node
+            .overlay
+            .streams()
+            .accept(wire::BROKER_PROTOCOL)
+            .map_err(|e| e.to_string())?;
+        let me = liar.peer_id();
+        let entry = |name: &str| Entry {
+            id: kith_core::ContentId::manifest(name.as_bytes()).to_string(),
+            name: name.into(),
+            path: name.into(),
+            size: 1,
+            kind: "file".into(),
+            name_key: None,
+            revision: None,
+        };
+        let (honest, fake) = (entry("holiday.jpg"), entry("invoice.exe"));
+        let hits: Vec<WireHit> = [honest.clone(), fake.clone()]
+            .into_iter()
+            .map(|e| WireHit {
+                entry: e,
+                peer: me.clone(),
+                addrs: Vec::new(),
+                score: 1.0,
+            })
+            .collect();
+        let server = tokio::spawn(async move {
+            while let Some((_, mut s)) = incoming.next().await {
+                let Ok(Some(req)) =
+                    wire::read_frame::<_, BrokerRequest>(&mut s, wire::MAX_FRAME).await
+                else {
+                    continue;
+                };
+                let resp = match req {
+                    BrokerRequest::Search { .. } => BrokerResponse::Hits { hits: hits.clone() },
+                    _ => BrokerResponse::Ok {
+                        known: true,
+                        ttl_secs: 60,
+                    },
+                };
+                let _ = wire::write_frame(&mut s, &resp).await;
+            }
+        });
+        let d = TestNode::start(|o| {
+            o.config.bootstrap = vec![l_addr.clone()];
+            o.config.broker = Some(l_addr.clone());
+        })
+        .await?;
+        let r = d.search("holiday", "broker", 2000).await?;
+        let ids: Vec<&str> = r.iter().filter_map(|x| x["id"].as_str()).collect();
+        assert_eq!(ids, [honest.id.as_str()], "{r:?}");
+        assert!(!ids.contains(&fake.id.as_str()));
+        server.abort();
+        liar.stop().await;
+        d.stop().await;
+        Ok(())
+    })
+    .await
+}

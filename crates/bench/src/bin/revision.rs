@@ -29,7 +29,13 @@ fn main() -> Result<()> {
 
     let out1 = dir.path().join("out1.bin");
     let t = Instant::now();
-    let g1 = b.json(&["get", "--json", &name, "-o", out1.to_str().unwrap_or_default()])?;
+    let g1 = b.json(&[
+        "get",
+        "--json",
+        &name,
+        "-o",
+        out1.to_str().unwrap_or_default(),
+    ])?;
     let t1 = t.elapsed();
 
     // Revision 2: the same file with 1 MiB in the middle overwritten.
@@ -48,17 +54,20 @@ fn main() -> Result<()> {
     }
     let out2 = dir.path().join("out2.bin");
     let t = Instant::now();
-    let g2 = b.json(&["get", "--json", &name, "-o", out2.to_str().unwrap_or_default()])?;
+    let g2 = b.json(&[
+        "get",
+        "--json",
+        &name,
+        "-o",
+        out2.to_str().unwrap_or_default(),
+    ])?;
     let t2 = t.elapsed();
     if !same_file(&v2, &out2)? {
         bail!("revision 2 arrived with different bytes");
     }
     let f1 = g1["fetched_bytes"].as_u64().unwrap_or(0);
     let f2 = g2["fetched_bytes"].as_u64().unwrap_or(0);
-    println!(
-        "{:<34} {:>14} {:>10}",
-        "fetch", "network bytes", "seconds"
-    );
+    println!("{:<34} {:>14} {:>10}", "fetch", "network bytes", "seconds");
     println!(
         "{:<34} {:>10.1} MiB {:>10.2}",
         "revision 1 (full copy, baseline)",
