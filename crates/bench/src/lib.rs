@@ -294,3 +294,41 @@ pub fn size_arg(default_mib: u64) -> u64 {
         .unwrap_or(default_mib)
         * MIB
 }
+
+/// A small deterministic generator (SplitMix64), so simulated data is the same every run.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n`.
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+
+    /// Uniform in `[0, 1)`.
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// The `i`-th word of a made-up vocabulary (pronounceable, distinct).
+pub fn word(i: usize) -> String {
+    const SYL: [&str; 16] = [
+        "ka", "lo", "mi", "ren", "sa", "tu", "vo", "xe", "bra", "dil", "fen", "gor", "hu", "jin",
+        "nal", "pe",
+    ];
+    let mut s = String::new();
+    let mut x = i + 17;
+    for _ in 0..3 {
+        s.push_str(SYL[x % 16]);
+        x /= 16;
+    }
+    format!("{s}{}", i % 7)
+}

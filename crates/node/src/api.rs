@@ -12,7 +12,6 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
 use axum::{Json, Router};
-use futures::StreamExt;
 use kith_core::ContentId;
 use kith_search::{SearchError, Via};
 use kith_share::{Output, ShareError};
@@ -77,6 +76,37 @@ impl From<SearchError> for ApiError {
 
 fn bad(msg: impl ToString) -> ApiError {
     ApiError(StatusCode::BAD_REQUEST, msg.to_string())
+}
+
+/// An absolute path that exists.
+fn existing_path(s: &str) -> Result<PathBuf, ApiError> {
+    let path = PathBuf::from(s);
+    if !path.is_absolute() {
+        return Err(bad("path must be absolute"));
+    }
+    if !path.exists() {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("{s}: no such file or folder"),
+        ));
+    }
+    Ok(path)
+}
+
+/// A client-given wait in milliseconds (default 5 s), kept within 0.1 s..2 min.
+fn wait_ms(ms: Option<u64>) -> Duration {
+    Duration::from_millis(ms.unwrap_or(5000).clamp(100, 120_000))
+}
+
+/// A streamed response of JSON lines.
+fn ndjson(
+    lines: impl futures::Stream<Item = Result<Vec<u8>, std::io::Error>> + Send + 'static,
+) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(lines),
+    )
+        .into_response()
 }
 
 fn parse_id(s: &str) -> Result<ContentId, ApiError> {
@@ -176,16 +206,7 @@ async fn add_share(
     AxState(state): AxState<Arc<State>>,
     Json(req): Json<ShareReq>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let path = PathBuf::from(&req.path);
-    if !path.is_absolute() {
-        return Err(bad("path must be absolute"));
-    }
-    if !path.exists() {
-        return Err(ApiError(
-            StatusCode::NOT_FOUND,
-            format!("{}: no such file or folder", req.path),
-        ));
-    }
+    let path = existing_path(&req.path)?;
     Ok(Json(json!(state.share.share(path).await?)))
 }
 
@@ -254,13 +275,8 @@ async fn start_download(
         let mut line = serde_json::to_vec(&p).unwrap_or_default();
         line.push(b'\n');
         Some((Ok::<_, std::io::Error>(line), (rx, done)))
-    })
-    .boxed();
-    Ok((
-        [(header::CONTENT_TYPE, "application/x-ndjson")],
-        Body::from_stream(stream),
-    )
-        .into_response())
+    });
+    Ok(ndjson(stream))
 }
 
 #[derive(Deserialize)]
@@ -284,7 +300,7 @@ async fn search(
         None if state.has_broker => Via::Both,
         None => Via::Network,
     };
-    let timeout = Duration::from_millis(req.timeout_ms.unwrap_or(5000).clamp(100, 120_000));
+    let timeout = wait_ms(req.timeout_ms);
     let rx = state
         .search
         .search(&req.q, via, timeout, req.limit.unwrap_or(100))?;
@@ -301,13 +317,8 @@ async fn search(
         let mut line = serde_json::to_vec(&r).unwrap_or_default();
         line.push(b'\n');
         Some((Ok::<_, std::io::Error>(line), (rx, share)))
-    })
-    .boxed();
-    Ok((
-        [(header::CONTENT_TYPE, "application/x-ndjson")],
-        Body::from_stream(stream),
-    )
-        .into_response())
+    });
+    Ok(ndjson(stream))
 }
 
 fn name_json(r: &kith_search::names::NameRecord) -> serde_json::Value {
@@ -344,16 +355,7 @@ async fn publish_name(
     Json(req): Json<PublishReq>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     kith_search::names::check_name(&req.name).map_err(bad)?;
-    let path = PathBuf::from(&req.path);
-    if !path.is_absolute() {
-        return Err(bad("path must be absolute"));
-    }
-    if !path.exists() {
-        return Err(ApiError(
-            StatusCode::NOT_FOUND,
-            format!("{}: no such file or folder", req.path),
-        ));
-    }
+    let path = existing_path(&req.path)?;
     let rec = state.share.share(path).await?;
     let r = state.search.publish(&req.name, rec.id).await?;
     Ok(Json(name_json(&r)))
@@ -370,7 +372,7 @@ async fn resolve_name(
     AxState(state): AxState<Arc<State>>,
     Json(req): Json<ResolveReq>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let timeout = Duration::from_millis(req.timeout_ms.unwrap_or(5000).clamp(100, 120_000));
+    let timeout = wait_ms(req.timeout_ms);
     let r = state.search.resolve(&req.name, timeout).await?;
     Ok(Json(name_json(&r)))
 }

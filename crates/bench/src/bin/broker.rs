@@ -7,41 +7,10 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
+use kith_bench::{Rng, word};
 use kith_search::broker::Directory;
 use kith_search::query::Query;
 use kith_search::wire::Entry;
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    /// Zipf-like rank in 0..n (s = 1), by inverse transform of the harmonic CDF.
-    fn zipf(&mut self, n: usize) -> usize {
-        let u = (self.next() >> 11) as f64 / (1u64 << 53) as f64;
-        let h = (n as f64).ln() + 0.5772;
-        ((u * h).exp() - 1.0).clamp(0.0, (n - 1) as f64) as usize
-    }
-}
-
-fn word(i: usize) -> String {
-    const SYL: [&str; 16] = [
-        "ka", "lo", "mi", "ren", "sa", "tu", "vo", "xe", "bra", "dil", "fen", "gor", "hu", "jin",
-        "nal", "pe",
-    ];
-    let mut s = String::new();
-    let mut x = i + 17;
-    for _ in 0..3 {
-        s.push_str(SYL[x % 16]);
-        x /= 16;
-    }
-    format!("{s}{}", i % 7)
-}
 
 const VOCAB: usize = 50_000;
 
@@ -52,9 +21,9 @@ fn entries_of(p: usize, files: usize) -> Vec<Entry> {
         .map(|f| {
             let name = format!(
                 "{} {} {}.{}",
-                word(rng.zipf(VOCAB)),
-                word(rng.zipf(VOCAB)),
-                word(rng.zipf(VOCAB)),
+                word(zipf(&mut rng, VOCAB)),
+                word(zipf(&mut rng, VOCAB)),
+                word(zipf(&mut rng, VOCAB)),
                 ["mp3", "pdf", "txt", "jpg"][f % 4]
             );
             let id = kith_core::ContentId::manifest(format!("{p}/{f}/{name}").as_bytes());
@@ -62,13 +31,19 @@ fn entries_of(p: usize, files: usize) -> Vec<Entry> {
                 id: id.to_string(),
                 path: format!("music/{name}"),
                 name,
-                size: rng.next() % (50 << 20),
+                size: rng.next_u64() % (50 << 20),
                 kind: "file".into(),
                 name_key: None,
                 revision: None,
             }
         })
         .collect()
+}
+
+/// Zipf-like rank in 0..n (s = 1), by inverse transform of the harmonic CDF.
+fn zipf(rng: &mut Rng, n: usize) -> usize {
+    let h = (n as f64).ln() + 0.5772;
+    ((rng.unit() * h).exp() - 1.0).clamp(0.0, (n - 1) as f64) as usize
 }
 
 fn rss_mib() -> f64 {
@@ -127,9 +102,13 @@ fn main() -> Result<()> {
     let qs: Vec<Query> = (0..queries)
         .map(|i| {
             let text = if i % 3 == 0 {
-                format!("{} {}", word(rng.zipf(VOCAB)), word(rng.zipf(VOCAB)))
+                format!(
+                    "{} {}",
+                    word(zipf(&mut rng, VOCAB)),
+                    word(zipf(&mut rng, VOCAB))
+                )
             } else {
-                word(rng.zipf(VOCAB))
+                word(zipf(&mut rng, VOCAB))
             };
             Query::parse(&text)
         })

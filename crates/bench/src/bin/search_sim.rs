@@ -25,6 +25,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
+use kith_bench::{Rng, word};
 use kith_search::query::Query;
 
 const LINKS_PER_NODE: usize = 4;
@@ -37,39 +38,6 @@ const MAX_PROVIDERS: usize = 256;
 const MAX_ASKED: usize = 64;
 /// Queries with at most this many matching nodes count as rare.
 const RARE: usize = 10;
-
-/// A small deterministic generator (SplitMix64), so every run sees the same network.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
-fn word(i: usize) -> String {
-    const SYL: [&str; 16] = [
-        "ka", "lo", "mi", "ren", "sa", "tu", "vo", "xe", "bra", "dil", "fen", "gor", "hu", "jin",
-        "nal", "pe",
-    ];
-    let mut s = String::new();
-    let mut x = i + 17;
-    for _ in 0..3 {
-        s.push_str(SYL[x % 16]);
-        x /= 16;
-    }
-    format!("{s}{}", i % 7)
-}
 
 struct Net {
     ids: Vec<u64>,
@@ -96,7 +64,7 @@ impl Net {
             let u = rng.unit();
             cdf.partition_point(|c| *c < u).min(VOCABULARY - 1)
         };
-        let ids: Vec<u64> = (0..n).map(|_| rng.next()).collect();
+        let ids: Vec<u64> = (0..n).map(|_| rng.next_u64()).collect();
         let mut links = vec![Vec::new(); n];
         for a in 0..n {
             for _ in 0..LINKS_PER_NODE {
@@ -138,7 +106,7 @@ impl Net {
             files,
             tables,
             providers: HashMap::new(),
-            seed: rng.next(),
+            seed: rng.next_u64(),
         };
         // Announcements: each word's providers, stored at the K closest nodes to its key.
         let mut holders: BTreeMap<String, Vec<usize>> = BTreeMap::new();

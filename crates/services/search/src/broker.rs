@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use kith_overlay::{IncomingStreams, Multiaddr, Overlay, PeerId, Stream};
+use kith_overlay::{IncomingStreams, Multiaddr, PeerId, Stream};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -258,13 +258,11 @@ impl Directory {
 pub(crate) async fn serve(
     dir: Arc<Directory>,
     mut incoming: IncomingStreams,
-    overlay: Overlay,
     shutdown: CancellationToken,
 ) {
     let per_peer: Arc<Mutex<HashMap<PeerId, usize>>> = Arc::default();
     let mut commit = tokio::time::interval(COMMIT_EVERY);
     let mut expire = tokio::time::interval((dir.ttl / 4).max(Duration::from_millis(100)));
-    let _ = overlay;
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,

@@ -482,12 +482,7 @@ impl Search {
         let inner = &search.inner;
         inner.tasks.spawn(network::serve(inner.clone(), incoming));
         if let (Some(dir), Some(inc)) = (inner.directory.clone(), broker_incoming) {
-            inner.tasks.spawn(broker::serve(
-                dir,
-                inc,
-                inner.overlay.clone(),
-                shutdown.clone(),
-            ));
+            inner.tasks.spawn(broker::serve(dir, inc, shutdown.clone()));
         }
         if let Some(addr) = inner.config.broker.clone() {
             inner.tasks.spawn(broker::client(inner.clone(), addr));
@@ -522,7 +517,7 @@ impl Search {
     /// step with what this node shares.
     pub async fn refresh(&self) -> Result<(), SearchError> {
         let inner = self.inner.clone();
-        let (added, removed, keywords) = tokio::task::spawn_blocking(move || {
+        let (added, removed) = tokio::task::spawn_blocking(move || {
             let named = inner
                 .names
                 .lock()
@@ -571,11 +566,10 @@ impl Search {
             let added: Vec<String> = words.difference(&kw).cloned().collect();
             let removed: Vec<String> = kw.difference(&words).cloned().collect();
             *kw = words;
-            Ok::<_, SearchError>((added, removed, changed))
+            Ok::<_, SearchError>((added, removed))
         })
         .await
         .map_err(|_| SearchError::Stopped)??;
-        let _ = keywords;
         for w in added {
             self.inner.overlay.start_providing(keyword_key(&w)).await?;
         }
@@ -636,7 +630,7 @@ impl Search {
         drop(hits_tx);
         inner
             .tasks
-            .spawn(aggregate(inner.clone(), q, hits_rx, tx, deadline, limit));
+            .spawn(aggregate(inner.clone(), hits_rx, tx, deadline, limit));
         Ok(rx)
     }
 
@@ -798,7 +792,6 @@ fn n_topic(full: &str) -> String {
 /// as peers answer; older revisions of a name are marked outdated.
 async fn aggregate(
     inner: Arc<Inner>,
-    q: Query,
     mut hits: mpsc::Receiver<WireHit>,
     tx: mpsc::Sender<SearchResult>,
     deadline: tokio::time::Instant,
@@ -880,5 +873,4 @@ async fn aggregate(
             }
         }
     }
-    let _ = q;
 }
