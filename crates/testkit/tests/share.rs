@@ -261,8 +261,15 @@ async fn survives_garbage_on_every_protocol() -> Result<()> {
         let p = c.get(&id, &c.dir.path().join("ok.bin")).await?;
         assert_eq!(p["state"], "done", "{p}");
         // Search and the broker still answer.
-        let r = c.search("ok", "flood", 3000).await?;
-        assert!(r.iter().any(|x| x["name"] == "ok.bin"), "{r:?}");
+        // (Retried: on a loaded machine one round can miss its timeout.)
+        let mut found = Vec::new();
+        for _ in 0..4 {
+            found = c.search("ok", "flood", 3000).await?;
+            if found.iter().any(|x| x["name"] == "ok.bin") {
+                break;
+            }
+        }
+        assert!(found.iter().any(|x| x["name"] == "ok.bin"), "{found:?}");
         a.stop().await;
         c.stop().await;
         Ok(())
