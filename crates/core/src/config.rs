@@ -41,6 +41,23 @@ pub struct Config {
     pub serve_broker: bool,
     /// Seconds a broker keeps a silent peer's entries.
     pub broker_ttl_secs: u64,
+    /// Serve as a circuit relay for peers behind NATs (on by default for a broker).
+    pub relay: Option<bool>,
+    /// Relays (multiaddrs with `/p2p/PEER`) to reserve a slot on when this node is not
+    /// publicly reachable; the broker and any relay this node meets are used as well.
+    pub relays: Vec<String>,
+    /// Limits of the relay this node serves: bytes and seconds per circuit, circuits and
+    /// reservations at once.
+    pub relay_circuit_bytes: u64,
+    pub relay_circuit_secs: u64,
+    pub relay_max_circuits: usize,
+    pub relay_max_reservations: usize,
+    /// Let AutoNAT test private and loopback addresses too (for LANs and test networks;
+    /// on the Internet only public addresses say anything about reachability).
+    pub autonat_private_ips: bool,
+    /// Addresses this node is reachable at, announced as they are (e.g. a relay or broker
+    /// with a known public address); others are learned through AutoNAT.
+    pub announce: Vec<String>,
 }
 
 impl Default for Config {
@@ -61,6 +78,14 @@ impl Default for Config {
             broker: None,
             serve_broker: false,
             broker_ttl_secs: 60,
+            relay: None,
+            relays: Vec::new(),
+            relay_circuit_bytes: 64 << 20,
+            relay_circuit_secs: 600,
+            relay_max_circuits: 16,
+            relay_max_reservations: 128,
+            autonat_private_ips: false,
+            announce: Vec::new(),
         }
     }
 }

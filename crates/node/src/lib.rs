@@ -113,6 +113,26 @@ impl Node {
         ocfg.mdns = opts.config.mdns;
         ocfg.max_connections = opts.config.max_connections;
         ocfg.max_connections_per_peer = opts.config.max_connections_per_peer;
+        let c = &opts.config;
+        if c.relay.unwrap_or(c.serve_broker) {
+            ocfg.relay = Some(kith_overlay::RelayLimits {
+                max_reservations: c.relay_max_reservations.max(1),
+                max_circuits: c.relay_max_circuits.max(1),
+                max_circuit_duration: Duration::from_secs(c.relay_circuit_secs.max(1)),
+                max_circuit_bytes: c.relay_circuit_bytes.max(1),
+                ..kith_overlay::RelayLimits::default()
+            });
+        }
+        // A broker is also the rendezvous point, and a relay unless told otherwise.
+        ocfg.rendezvous_server = c.serve_broker;
+        ocfg.relays = parse_all(&c.relays)?;
+        if let Some(b) = &c.broker {
+            let b = kith_overlay::parse_addr(b)?;
+            ocfg.rendezvous.push(b.clone());
+            ocfg.relays.push(b);
+        }
+        ocfg.autonat_any_ip = c.autonat_private_ips;
+        ocfg.external = parse_all(&c.announce)?;
         let (overlay, overlay_task) = Overlay::start(ocfg, &mut registry, shutdown.clone()).await?;
 
         let share = Share::start(

@@ -2,7 +2,10 @@
 
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
-use libp2p::{Swarm, connection_limits, gossipsub, identify, kad, mdns, noise, ping, tcp, yamux};
+use libp2p::{
+    Swarm, autonat, connection_limits, dcutr, gossipsub, identify, kad, mdns, noise, ping, relay,
+    rendezvous, tcp, yamux,
+};
 
 use crate::{
     Config, KAD_PROTOCOL, OverlayError, PROTOCOL_VERSION, PROVIDER_REPUBLISH, PROVIDER_TTL,
@@ -17,6 +20,25 @@ pub struct Behaviour {
     pub mdns: Toggle<mdns::tokio::Behaviour>,
     pub gossipsub: gossipsub::Behaviour,
     pub stream: libp2p_stream::Behaviour,
+    pub autonat: autonat::v1::Behaviour,
+    pub relay_client: relay::client::Behaviour,
+    pub relay: Toggle<relay::Behaviour>,
+    pub dcutr: dcutr::Behaviour,
+    pub rendezvous: rendezvous::client::Behaviour,
+    pub rendezvous_server: Toggle<rendezvous::server::Behaviour>,
+}
+
+fn relay_config(l: &crate::RelayLimits) -> relay::Config {
+    relay::Config {
+        max_reservations: l.max_reservations,
+        max_reservations_per_peer: l.max_reservations_per_peer,
+        reservation_duration: l.reservation_duration,
+        max_circuits: l.max_circuits,
+        max_circuits_per_peer: l.max_circuits_per_peer,
+        max_circuit_duration: l.max_circuit_duration,
+        max_circuit_bytes: l.max_circuit_bytes,
+        ..relay::Config::default()
+    }
 }
 
 fn setup<E: std::fmt::Display>(e: E) -> OverlayError {
@@ -33,6 +55,17 @@ pub(crate) fn build_swarm(
         .with_max_pending_incoming(Some(64))
         .with_max_pending_outgoing(Some(64));
     let mdns_enabled = config.mdns;
+    let relay_limits = config.relay.clone();
+    let rendezvous_server = config.rendezvous_server;
+    let autonat_cfg = autonat::v1::Config {
+        boot_delay: std::time::Duration::from_secs(2),
+        retry_interval: std::time::Duration::from_secs(20),
+        refresh_interval: std::time::Duration::from_secs(300),
+        throttle_server_period: std::time::Duration::from_secs(5),
+        only_global_ips: !config.autonat_any_ip,
+        timeout: std::time::Duration::from_secs(10),
+        ..autonat::v1::Config::default()
+    };
     let swarm = libp2p::SwarmBuilder::with_existing_identity(config.keypair.clone())
         .with_tokio()
         .with_tcp(
@@ -42,8 +75,10 @@ pub(crate) fn build_swarm(
         )
         .map_err(setup)?
         .with_quic()
+        .with_relay_client(noise::Config::new, yamux::Config::default)
+        .map_err(setup)?
         .with_bandwidth_metrics(registry)
-        .with_behaviour(|key| {
+        .with_behaviour(|key, relay_client| {
             let peer_id = key.public().to_peer_id();
             let mut kcfg = kad::Config::new(KAD_PROTOCOL);
             kcfg.set_provider_record_ttl(Some(PROVIDER_TTL))
@@ -98,6 +133,18 @@ pub(crate) fn build_swarm(
                 mdns: Toggle::from(mdns),
                 gossipsub,
                 stream: libp2p_stream::Behaviour::new(),
+                autonat: autonat::v1::Behaviour::new(peer_id, autonat_cfg),
+                relay_client,
+                relay: Toggle::from(
+                    relay_limits.map(|l| relay::Behaviour::new(peer_id, relay_config(&l))),
+                ),
+                dcutr: dcutr::Behaviour::new(peer_id),
+                rendezvous: rendezvous::client::Behaviour::new(key.clone()),
+                rendezvous_server: Toggle::from(rendezvous_server.then(|| {
+                    rendezvous::server::Behaviour::new(
+                        rendezvous::server::Config::default().with_max_registration_per_peer(4),
+                    )
+                })),
             })
         })
         .map_err(setup)?

@@ -27,10 +27,11 @@ const MAX_LOOKUPS: usize = 256;
 const REANNOUNCE_GAP: Duration = Duration::from_secs(2);
 
 pub(crate) struct EventLoop {
-    swarm: Swarm<Behaviour>,
+    pub(crate) swarm: Swarm<Behaviour>,
     commands: mpsc::Receiver<Command>,
     metrics: Metrics,
-    connections: HashMap<PeerId, Vec<(ConnectionId, ConnectedPoint)>>,
+    pub(crate) connections: HashMap<PeerId, Vec<(ConnectionId, ConnectedPoint)>>,
+    pub(crate) nat: crate::nat::Nat,
     lookups: HashMap<kad::QueryId, (mpsc::Sender<PeerId>, HashSet<PeerId>)>,
     pending_dials: HashMap<ConnectionId, oneshot::Sender<Result<(), OverlayError>>>,
     providing: HashSet<Vec<u8>>,
@@ -146,6 +147,7 @@ impl EventLoop {
         config: &Config,
         gossip_tx: mpsc::Sender<GossipMessage>,
         rejected: prometheus_client::metrics::counter::Counter,
+        counters: crate::nat::Counters,
     ) -> Result<Self, OverlayError> {
         let mut listeners = HashMap::new();
         for addr in &config.listen {
@@ -165,6 +167,9 @@ impl EventLoop {
             listeners.insert(id, addr.clone());
         }
         wait_listening(&mut swarm, listeners).await?;
+        for addr in &config.external {
+            swarm.add_external_address(addr.clone());
+        }
         for addr in &config.bootstrap {
             if let Some(Protocol::P2p(peer)) = addr.iter().last() {
                 swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
@@ -178,6 +183,7 @@ impl EventLoop {
             commands,
             metrics,
             connections: HashMap::new(),
+            nat: crate::nat::Nat::new(config, counters),
             lookups: HashMap::new(),
             pending_dials: HashMap::new(),
             providing: HashSet::new(),
@@ -194,6 +200,8 @@ impl EventLoop {
     pub(crate) async fn run(&mut self, shutdown: CancellationToken) {
         let mut reannounce = tokio::time::interval(REANNOUNCE_GAP);
         reannounce.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut maintain = tokio::time::interval(Duration::from_secs(1));
+        maintain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => break,
@@ -202,6 +210,7 @@ impl EventLoop {
                     Some(c) => self.on_command(c),
                     None => break,
                 },
+                _ = maintain.tick() => self.maintain(),
                 _ = reannounce.tick() => {
                     if self.reannounce_due {
                         self.reannounce_due = false;
@@ -288,6 +297,7 @@ impl EventLoop {
                 self.swarm.add_peer_address(peer, addr.clone());
                 self.swarm.behaviour_mut().kad.add_address(&peer, addr);
             }
+            Command::AddExternal(addr) => self.swarm.add_external_address(addr),
             Command::PutRecord(key, value, reply) => {
                 if self.record_puts.len() >= MAX_LOOKUPS {
                     let _ = reply.send(Err(OverlayError::Dial("too many record puts".into())));
@@ -341,6 +351,7 @@ impl EventLoop {
     }
 
     fn status(&mut self) -> Status {
+        let nat = &self.nat;
         let connections = self
             .connections
             .iter()
@@ -352,9 +363,19 @@ impl EventLoop {
                             (send_back_addr.clone(), "listener")
                         }
                     };
+                    let relay = crate::nat::relay_of(&addr);
+                    let (secs, bytes) = relay.map(|r| nat.limit_of(&r)).unwrap_or_default();
                     ConnectionInfo {
                         peer_id: peer.to_string(),
                         transport: transport_of(&addr),
+                        path: if point.is_relayed() {
+                            "relayed"
+                        } else {
+                            "direct"
+                        },
+                        relay: relay.map(|r| r.to_string()),
+                        limit_bytes: bytes,
+                        limit_secs: secs.map(|d| d.as_secs()),
                         addr: addr.to_string(),
                         role,
                     }
@@ -370,6 +391,9 @@ impl EventLoop {
             .sum();
         Status {
             peer_id: self.swarm.local_peer_id().to_string(),
+            reachability: crate::nat::reachability(&self.swarm.behaviour().autonat.nat_status()),
+            relay_server: self.nat.serving_relay(),
+            relays: self.nat.relays(),
             listen_addrs: self.swarm.listeners().map(|a| a.to_string()).collect(),
             external_addrs: self
                 .swarm
@@ -394,6 +418,17 @@ impl EventLoop {
                 self.on_kad(e);
             }
             SwarmEvent::Behaviour(BehaviourEvent::Ping(e)) => self.metrics.record(&e),
+            SwarmEvent::Behaviour(BehaviourEvent::Autonat(e)) => self.on_autonat(e),
+            SwarmEvent::Behaviour(BehaviourEvent::RelayClient(e)) => self.on_relay_client(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Relay(e)) => {
+                self.metrics.record(&e);
+                self.on_relay_server(e);
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Dcutr(e)) => {
+                self.metrics.record(&e);
+                self.on_dcutr(e);
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Rendezvous(e)) => self.on_rendezvous(e),
             SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(e)) => {
                 self.metrics.record(&e);
                 self.on_gossip(e);
@@ -420,10 +455,12 @@ impl EventLoop {
                 if let Some(reply) = self.pending_dials.remove(&connection_id) {
                     let _ = reply.send(Ok(()));
                 }
+                let relayed = endpoint.is_relayed();
                 self.connections
                     .entry(peer_id)
                     .or_default()
                     .push((connection_id, endpoint));
+                self.nat_on_connected(peer_id, relayed);
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
@@ -434,6 +471,7 @@ impl EventLoop {
                     list.retain(|(c, _)| *c != connection_id);
                     if list.is_empty() {
                         self.connections.remove(&peer_id);
+                        self.nat_on_disconnected(peer_id);
                     }
                 }
             }
@@ -450,6 +488,20 @@ impl EventLoop {
             SwarmEvent::ListenerError { error, .. } => {
                 tracing::warn!(error = %error, "listener error");
             }
+            SwarmEvent::ListenerClosed {
+                listener_id,
+                reason,
+                ..
+            } => {
+                let reason = match reason {
+                    Ok(()) => "closed".to_owned(),
+                    Err(e) => e.to_string(),
+                };
+                self.nat_on_listener_closed(listener_id, &reason);
+            }
+            SwarmEvent::ExternalAddrConfirmed { address } => {
+                tracing::info!(%address, "external address confirmed");
+            }
             _ => {}
         }
     }
@@ -458,6 +510,7 @@ impl EventLoop {
         let identify::Event::Received { peer_id, info, .. } = e else {
             return;
         };
+        self.nat_on_identify(peer_id, &info);
         if !info.protocols.contains(&KAD_PROTOCOL) {
             return;
         }

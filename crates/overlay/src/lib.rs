@@ -3,13 +3,16 @@
 //! - [`Overlay`]: a cheap, cloneable handle to the network actor (bounded command channel).
 //! - [`Config`]: identity, listen and bootstrap addresses, mDNS, connection limits.
 //! - [`behaviour::Behaviour`]: QUIC + TCP (Noise, Yamux), identify, ping, Kademlia
-//!   (`/kith/kad/1.0.0`), mDNS, connection limits and libp2p-stream for service protocols.
+//!   (`/kith/kad/1.0.0`), mDNS, connection limits and libp2p-stream for service protocols;
+//!   for peers behind NATs: AutoNAT, circuit relay v2 (client, and server on public nodes),
+//!   DCUtR hole punching and rendezvous.
 //!
 //! The actor (`event_loop`) routes swarm events and owns no service logic: services open
 //! and accept their own streams through [`Overlay::streams`].
 
 pub mod behaviour;
 mod event_loop;
+mod nat;
 
 use std::time::Duration;
 
@@ -66,6 +69,35 @@ pub enum OverlayError {
     Dial(String),
 }
 
+/// Limits of the circuit relay a node serves, so that it cannot be used as an open proxy.
+#[derive(Debug, Clone)]
+pub struct RelayLimits {
+    pub max_reservations: usize,
+    pub max_reservations_per_peer: usize,
+    pub reservation_duration: Duration,
+    pub max_circuits: usize,
+    pub max_circuits_per_peer: usize,
+    pub max_circuit_duration: Duration,
+    pub max_circuit_bytes: u64,
+}
+
+impl Default for RelayLimits {
+    fn default() -> Self {
+        Self {
+            max_reservations: 128,
+            max_reservations_per_peer: 4,
+            reservation_duration: Duration::from_secs(3600),
+            max_circuits: 16,
+            max_circuits_per_peer: 4,
+            max_circuit_duration: Duration::from_secs(600),
+            max_circuit_bytes: 64 << 20,
+        }
+    }
+}
+
+/// Rendezvous namespace kith peers register under.
+pub const RENDEZVOUS_NAMESPACE: &str = "kith";
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub keypair: Keypair,
@@ -77,6 +109,20 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// Validator for DHT records and gossip; `None` rejects all of them.
     pub validator: Option<std::sync::Arc<dyn RecordValidator>>,
+    /// Serve as a circuit relay (and AutoNAT server) with these limits.
+    pub relay: Option<RelayLimits>,
+    /// Serve as a rendezvous point.
+    pub rendezvous_server: bool,
+    /// Relays to reserve a slot on while this node is not publicly reachable (any relay
+    /// this node connects to is used as well).
+    pub relays: Vec<Multiaddr>,
+    /// Rendezvous points to register with and discover peers through.
+    pub rendezvous: Vec<Multiaddr>,
+    /// AutoNAT also on private and loopback addresses (LANs and test networks).
+    pub autonat_any_ip: bool,
+    /// Addresses this node is known to be reachable at (a server's public address):
+    /// confirmed at once, without waiting for AutoNAT.
+    pub external: Vec<Multiaddr>,
 }
 
 impl std::fmt::Debug for dyn RecordValidator {
@@ -103,6 +149,12 @@ impl Config {
             max_connections_per_peer: 4,
             idle_timeout: Duration::from_secs(60),
             validator: None,
+            relay: None,
+            rendezvous_server: false,
+            relays: Vec::new(),
+            rendezvous: Vec::new(),
+            autonat_any_ip: false,
+            external: Vec::new(),
         }
     }
 }
@@ -125,11 +177,35 @@ pub struct ConnectionInfo {
     /// `dialer` when we opened it, `listener` when the peer did.
     pub role: &'static str,
     pub transport: &'static str,
+    /// `direct`, or `relayed` through a circuit relay.
+    pub path: &'static str,
+    /// For relayed connections: the relay's peer ID and the limits of the circuit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub relay: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit_secs: Option<u64>,
+}
+
+/// A relay this node holds (or asks for) a reservation on.
+#[derive(Debug, Clone, Serialize)]
+pub struct RelayInfo {
+    pub peer_id: String,
+    /// The relayed address others can reach this node at.
+    pub addr: String,
+    /// `reserved` or `pending`.
+    pub state: &'static str,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Status {
     pub peer_id: String,
+    /// AutoNAT's verdict: `public`, `private` or `unknown`.
+    pub reachability: &'static str,
+    /// Relays this node serves circuits for others on (when it is one).
+    pub relay_server: bool,
+    pub relays: Vec<RelayInfo>,
     pub listen_addrs: Vec<String>,
     pub external_addrs: Vec<String>,
     pub connections: Vec<ConnectionInfo>,
@@ -146,6 +222,7 @@ pub(crate) enum Command {
     FindProviders(Vec<u8>, mpsc::Sender<PeerId>),
     Disconnect(PeerId),
     AddAddress(PeerId, Multiaddr),
+    AddExternal(Multiaddr),
     PutRecord(
         Vec<u8>,
         Vec<u8>,
@@ -193,8 +270,10 @@ impl Overlay {
         );
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
         let (gossip_tx, gossip_rx) = mpsc::channel(GOSSIP_QUEUE);
+        let counters = nat::Counters::register(registry);
         let mut actor =
-            event_loop::EventLoop::new(swarm, rx, metrics, &config, gossip_tx, rejected).await?;
+            event_loop::EventLoop::new(swarm, rx, metrics, &config, gossip_tx, rejected, counters)
+                .await?;
         let task = tokio::spawn(async move { actor.run(shutdown).await });
         Ok((
             Self {
@@ -258,6 +337,11 @@ impl Overlay {
     /// Remembers an address of `peer` (from a broker or a search answer).
     pub async fn add_address(&self, peer: PeerId, addr: Multiaddr) -> Result<(), OverlayError> {
         self.send(Command::AddAddress(peer, addr)).await
+    }
+
+    /// Declares an address this node is reachable at (as `Config::external`).
+    pub async fn add_external_address(&self, addr: Multiaddr) -> Result<(), OverlayError> {
+        self.send(Command::AddExternal(addr)).await
     }
 
     /// Stores a record in the DHT (and locally). Returns how many peers stored it; a

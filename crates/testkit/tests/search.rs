@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use kith_node::Options;
-use kith_testkit::{Result, TestNode, bounded, data, eventually};
+use kith_testkit::{Result, TestNode, bounded, data, eventually, metric};
 use serde_json::Value;
 
 const LIMIT: Duration = Duration::from_secs(150);
@@ -32,15 +32,6 @@ async fn stop_all(nodes: Vec<TestNode>) {
     for n in nodes {
         n.stop().await;
     }
-}
-
-fn metric(text: &str, name: &str) -> u64 {
-    text.lines()
-        .find(|l| l.starts_with(name))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse::<f64>().ok())
-        .map(|v| v as u64)
-        .unwrap_or(0)
 }
 
 fn providers(r: &Value) -> Vec<String> {

@@ -125,6 +125,15 @@ pub async fn get(c: &Client, body: &Value, json: bool) -> Result<()> {
             let Ok(v) = serde_json::from_slice::<Value>(&line) else {
                 continue;
             };
+            if let Some(n) = v["notice"].as_str()
+                && last["notice"].as_str() != Some(n)
+                && !json
+            {
+                match &bar {
+                    Some(b) => b.println(format!("note: {n}")),
+                    None => eprintln!("note: {n}"),
+                }
+            }
             let total = v["total_bytes"].as_u64().unwrap_or(0);
             let done = v["done_bytes"].as_u64().unwrap_or(0);
             if let Some(b) = &bar {
@@ -158,6 +167,7 @@ pub async fn get(c: &Client, body: &Value, json: bool) -> Result<()> {
                 "bytes": last["total_bytes"],
                 "fetched_bytes": last["fetched_bytes"],
                 "providers": last["providers"],
+                "relayed": last["relayed"],
             });
             if json {
                 println!("{}", serde_json::to_string(&out).unwrap_or_default());

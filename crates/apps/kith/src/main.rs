@@ -58,6 +58,29 @@ struct UpArgs {
     /// Seconds a broker keeps the entries of a peer it no longer hears from (broker only).
     #[arg(long, env = "KITH_BROKER_TTL")]
     broker_ttl: Option<u64>,
+    /// Serve as a circuit relay for peers behind NATs (a broker does by default).
+    #[arg(long, conflicts_with = "no_relay")]
+    relay: bool,
+    /// Do not serve as a relay (not even as a broker).
+    #[arg(long)]
+    no_relay: bool,
+    /// Relay to reserve a slot on while not publicly reachable (repeatable; multiaddr
+    /// ending in /p2p/PEER_ID). The broker is used as one too.
+    #[arg(long = "use-relay", env = "KITH_RELAYS", value_delimiter = ',')]
+    use_relay: Vec<String>,
+    /// Relay limit: bytes per circuit (suffixes k, M, G, Ki, Mi, Gi).
+    #[arg(long, value_parser = units::parse_rate)]
+    relay_circuit_bytes: Option<u64>,
+    /// Relay limit: seconds per circuit.
+    #[arg(long)]
+    relay_circuit_secs: Option<u64>,
+    /// Let AutoNAT test private and loopback addresses too (LANs and test networks).
+    #[arg(long)]
+    autonat_private_ips: bool,
+    /// Address this node is reachable at, announced as is (repeatable; e.g. a relay's
+    /// public address). Others are learned through AutoNAT.
+    #[arg(long, env = "KITH_ANNOUNCE", value_delimiter = ',')]
+    announce: Vec<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -256,8 +279,36 @@ async fn run(cli: Cli) -> Result<()> {
                 println!("running   kith {}", s["version"].as_str().unwrap_or("?"));
                 println!("peer id   {}", s["peer_id"].as_str().unwrap_or_default());
                 println!("api       {}", c.base());
+                println!(
+                    "reach     {}{}",
+                    s["reachability"].as_str().unwrap_or("unknown"),
+                    if s["relay_server"] == true {
+                        " (serving as a relay)"
+                    } else {
+                        ""
+                    }
+                );
                 for a in s["listen_addrs"].as_array().into_iter().flatten() {
                     println!("listen    {}", a.as_str().unwrap_or_default());
+                }
+                for a in s["external_addrs"].as_array().into_iter().flatten() {
+                    println!("external  {}", a.as_str().unwrap_or_default());
+                }
+                for r in s["relays"].as_array().into_iter().flatten() {
+                    println!(
+                        "relay     {} ({})",
+                        r["addr"].as_str().unwrap_or_default(),
+                        r["state"].as_str().unwrap_or_default()
+                    );
+                }
+                for c in s["connections"].as_array().into_iter().flatten() {
+                    println!(
+                        "conn      {}  {} {}  {}",
+                        c["peer_id"].as_str().unwrap_or_default(),
+                        c["path"].as_str().unwrap_or_default(),
+                        c["transport"].as_str().unwrap_or_default(),
+                        c["addr"].as_str().unwrap_or_default()
+                    );
                 }
                 println!(
                     "peers     {} connected, {} in routing table",
@@ -280,8 +331,9 @@ async fn run(cli: Cli) -> Result<()> {
                 }
                 for x in list {
                     println!(
-                        "{}  {}  {}",
+                        "{}  {}  {}  {}",
                         x["peer_id"].as_str().unwrap_or_default(),
+                        x["path"].as_str().unwrap_or_default(),
                         x["transport"].as_str().unwrap_or_default(),
                         x["addr"].as_str().unwrap_or_default()
                     );
@@ -425,6 +477,23 @@ async fn up(home: Home, args: &UpArgs, broker: bool) -> Result<()> {
     if broker {
         config.serve_broker = true;
     }
+    if args.relay {
+        config.relay = Some(true);
+    }
+    if args.no_relay {
+        config.relay = Some(false);
+    }
+    config.relays.extend(args.use_relay.iter().cloned());
+    if let Some(b) = args.relay_circuit_bytes {
+        config.relay_circuit_bytes = b.max(1);
+    }
+    if let Some(s) = args.relay_circuit_secs {
+        config.relay_circuit_secs = s.max(1);
+    }
+    if args.autonat_private_ips {
+        config.autonat_private_ips = true;
+    }
+    config.announce.extend(args.announce.iter().cloned());
     let node = Node::start(Options::new(home, config)).await?;
     let stop = node.shutdown_token();
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

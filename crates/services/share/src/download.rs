@@ -822,6 +822,37 @@ async fn fetch_loop(
     exit
 }
 
+/// When every connection to `peer` goes through a relay, says so and what the relay allows.
+async fn relay_notice(inner: &Arc<Inner>, peer: PeerId) -> Option<String> {
+    let status = inner.overlay.status().await.ok()?;
+    let me = peer.to_string();
+    let conns: Vec<_> = status
+        .connections
+        .iter()
+        .filter(|c| c.peer_id == me)
+        .collect();
+    if conns.is_empty() || conns.iter().any(|c| c.path == "direct") {
+        return None;
+    }
+    let c = conns.first()?;
+    let mut limits = Vec::new();
+    if let Some(b) = c.limit_bytes {
+        limits.push(format!("{} MiB", b >> 20));
+    }
+    if let Some(s) = c.limit_secs {
+        limits.push(format!("{s} s"));
+    }
+    Some(format!(
+        "{peer} is reachable only through relay {} (hole punching failed, e.g. a symmetric NAT); the transfer is relayed{}",
+        c.relay.as_deref().unwrap_or("?"),
+        if limits.is_empty() {
+            String::new()
+        } else {
+            format!(" and capped at {} per circuit", limits.join(" / "))
+        }
+    ))
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn fetch_chunks(
     inner: &Arc<Inner>,
@@ -924,6 +955,13 @@ async fn fetch_chunks(
                         p.fetched_bytes += u64::from(t.len);
                         if new_provider { p.providers.push(l.peer.to_string()); }
                     });
+                    if new_provider && let Some(notice) = relay_notice(inner, l.peer).await {
+                        tracing::info!(peer = %l.peer, %notice, "provider reachable only through a relay");
+                        tx.send_modify(|p| {
+                            p.relayed.push(l.peer.to_string());
+                            p.notice = Some(notice);
+                        });
+                    }
                 }
                 if pending_ops.len() >= COMMIT_EVERY {
                     commit(inner, &mut pending_ops).await?;

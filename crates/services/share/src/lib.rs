@@ -160,6 +160,10 @@ pub struct Progress {
     pub chunks_done: u64,
     /// Peers that sent verified content.
     pub providers: Vec<String>,
+    /// Providers reachable only through a circuit relay (slower, and capped by the relay).
+    pub relayed: Vec<String>,
+    /// Something the user should know (e.g. that a transfer goes through a relay).
+    pub notice: Option<String>,
 }
 
 impl Progress {
@@ -176,6 +180,8 @@ impl Progress {
             chunks_total: 0,
             chunks_done: 0,
             providers: Vec::new(),
+            relayed: Vec::new(),
+            notice: None,
         }
     }
 

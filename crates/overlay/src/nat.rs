@@ -1,0 +1,551 @@
+//! Reaching peers behind NATs: AutoNAT verdicts, relay reservations, hole punching (DCUtR),
+//! rendezvous discovery and reconnecting to the peers a node depends on, with backoff.
+//!
+//! All of it runs inside the network actor ([`EventLoop`]); nothing here blocks.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use libp2p::core::transport::ListenerId;
+use libp2p::multiaddr::Protocol;
+use libp2p::swarm::dial_opts::DialOpts;
+use libp2p::{Multiaddr, PeerId, autonat, dcutr, identify, relay, rendezvous};
+use tokio::time::Instant;
+
+use crate::event_loop::EventLoop;
+use crate::{RENDEZVOUS_NAMESPACE, RelayInfo};
+
+/// Relays a node behind a NAT holds reservations on at once.
+const MAX_RESERVATIONS: usize = 2;
+/// Relay candidates remembered.
+const MAX_RELAY_CANDIDATES: usize = 16;
+/// Rendezvous points remembered.
+const MAX_POINTS: usize = 8;
+/// Peers reconnected to after they drop (bootstrap peers, relays, rendezvous points).
+const MAX_STICKY: usize = 32;
+/// First and longest wait between two reconnection attempts.
+const BACKOFF_MIN: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// How often peers are looked up at a rendezvous point.
+const DISCOVER_EVERY: Duration = Duration::from_secs(30);
+/// Registration lifetime asked of a rendezvous point (renewed at half of it).
+const REGISTRATION_TTL: u64 = 2 * 3600;
+/// Peers dialled per rendezvous answer.
+const MAX_DISCOVERED_DIALS: usize = 32;
+
+struct Reservation {
+    listener: ListenerId,
+    addr: Multiaddr,
+    reserved: bool,
+}
+
+struct Sticky {
+    addrs: Vec<Multiaddr>,
+    backoff: Duration,
+    next: Instant,
+}
+
+pub(crate) struct Counters {
+    pub holepunch_ok: prometheus_client::metrics::counter::Counter,
+    pub holepunch_failed: prometheus_client::metrics::counter::Counter,
+    pub circuits_denied: prometheus_client::metrics::counter::Counter,
+    pub reservations_denied: prometheus_client::metrics::counter::Counter,
+}
+
+impl Counters {
+    pub(crate) fn register(registry: &mut prometheus_client::registry::Registry) -> Self {
+        let c = Self {
+            holepunch_ok: Default::default(),
+            holepunch_failed: Default::default(),
+            circuits_denied: Default::default(),
+            reservations_denied: Default::default(),
+        };
+        registry.register(
+            "kith_holepunch_success",
+            "Relayed connections upgraded to direct ones by hole punching",
+            c.holepunch_ok.clone(),
+        );
+        registry.register(
+            "kith_holepunch_failure",
+            "Hole punches that failed (the connection stays relayed)",
+            c.holepunch_failed.clone(),
+        );
+        registry.register(
+            "kith_relay_circuits_denied",
+            "Circuits this relay refused (limits, or no reservation at the destination)",
+            c.circuits_denied.clone(),
+        );
+        registry.register(
+            "kith_relay_reservations_denied",
+            "Reservations this relay refused",
+            c.reservations_denied.clone(),
+        );
+        c
+    }
+}
+
+pub(crate) struct Nat {
+    relays: HashMap<PeerId, Multiaddr>,
+    reservations: HashMap<PeerId, Reservation>,
+    limits: HashMap<PeerId, (Option<Duration>, Option<u64>)>,
+    points: HashSet<PeerId>,
+    registered: HashMap<PeerId, Instant>,
+    next_discover: Instant,
+    sticky: HashMap<PeerId, Sticky>,
+    pub(crate) counters: Counters,
+    serving_relay: bool,
+}
+
+/// The peer ID at the end of `addr` (`…/p2p/PEER`).
+pub(crate) fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
+    match addr.iter().last() {
+        Some(Protocol::P2p(p)) => Some(p),
+        _ => None,
+    }
+}
+
+pub(crate) fn is_relayed(addr: &Multiaddr) -> bool {
+    addr.iter().any(|p| matches!(p, Protocol::P2pCircuit))
+}
+
+/// The relay a relayed address goes through (`…/p2p/RELAY/p2p-circuit…`).
+pub(crate) fn relay_of(addr: &Multiaddr) -> Option<PeerId> {
+    let mut last = None;
+    for p in addr.iter() {
+        match p {
+            Protocol::P2p(id) => last = Some(id),
+            Protocol::P2pCircuit => return last,
+            _ => {}
+        }
+    }
+    None
+}
+
+impl Nat {
+    pub(crate) fn new(config: &crate::Config, counters: Counters) -> Self {
+        let mut nat = Self {
+            relays: HashMap::new(),
+            reservations: HashMap::new(),
+            limits: HashMap::new(),
+            points: HashSet::new(),
+            registered: HashMap::new(),
+            next_discover: Instant::now(),
+            sticky: HashMap::new(),
+            counters,
+            serving_relay: config.relay.is_some(),
+        };
+        for addr in config
+            .bootstrap
+            .iter()
+            .chain(&config.relays)
+            .chain(&config.rendezvous)
+        {
+            nat.stick(addr.clone());
+        }
+        for addr in &config.relays {
+            if let Some(p) = peer_of(addr) {
+                nat.relays.insert(p, addr.clone());
+            }
+        }
+        for addr in &config.rendezvous {
+            if let Some(p) = peer_of(addr) {
+                nat.points.insert(p);
+            }
+        }
+        nat
+    }
+
+    /// Keeps reconnecting to the peer at `addr` (which ends in `/p2p/PEER`) when it drops.
+    pub(crate) fn stick(&mut self, addr: Multiaddr) {
+        let Some(peer) = peer_of(&addr) else { return };
+        if self.sticky.len() >= MAX_STICKY && !self.sticky.contains_key(&peer) {
+            return;
+        }
+        let s = self.sticky.entry(peer).or_insert_with(|| Sticky {
+            addrs: Vec::new(),
+            backoff: BACKOFF_MIN,
+            next: Instant::now() + BACKOFF_MIN,
+        });
+        if !s.addrs.contains(&addr) && s.addrs.len() < 4 {
+            s.addrs.push(addr);
+        }
+    }
+
+    pub(crate) fn relays(&self) -> Vec<RelayInfo> {
+        self.reservations
+            .iter()
+            .map(|(p, r)| RelayInfo {
+                peer_id: p.to_string(),
+                addr: r.addr.to_string(),
+                state: if r.reserved { "reserved" } else { "pending" },
+            })
+            .collect()
+    }
+
+    pub(crate) fn serving_relay(&self) -> bool {
+        self.serving_relay
+    }
+
+    /// The limits a relay puts on circuits, as it told us.
+    pub(crate) fn limit_of(&self, relay: &PeerId) -> (Option<Duration>, Option<u64>) {
+        self.limits.get(relay).copied().unwrap_or_default()
+    }
+}
+
+pub(crate) fn reachability(status: &autonat::v1::NatStatus) -> &'static str {
+    match status {
+        autonat::v1::NatStatus::Public(_) => "public",
+        autonat::v1::NatStatus::Private => "private",
+        autonat::v1::NatStatus::Unknown => "unknown",
+    }
+}
+
+impl EventLoop {
+    /// Runs once a second: reconnects, reserves relay slots, registers and discovers.
+    pub(crate) fn maintain(&mut self) {
+        let now = Instant::now();
+        // Reconnect with exponential backoff (jittered), never more than once per wait.
+        let due: Vec<(PeerId, Vec<Multiaddr>)> = self
+            .nat
+            .sticky
+            .iter_mut()
+            .filter(|(p, s)| s.next <= now && !self.swarm.is_connected(p))
+            .map(|(p, s)| {
+                let jitter = Duration::from_millis(rand::random::<u64>() % 500);
+                s.next = now + s.backoff + jitter;
+                s.backoff = (s.backoff * 2).min(BACKOFF_MAX);
+                (*p, s.addrs.clone())
+            })
+            .collect();
+        for (peer, addrs) in due {
+            tracing::debug!(%peer, "reconnecting");
+            let opts = DialOpts::peer_id(peer).addresses(addrs).build();
+            if let Err(e) = self.swarm.dial(opts) {
+                tracing::debug!(%peer, error = %e, "reconnect failed");
+            }
+        }
+
+        let public = self.swarm.behaviour().autonat.nat_status().is_public();
+        if public {
+            // Reachable directly: relayed addresses are no longer needed.
+            for (relay, r) in self.nat.reservations.drain() {
+                tracing::info!(%relay, "publicly reachable; dropping the relay reservation");
+                self.swarm.remove_listener(r.listener);
+            }
+        } else if self.nat.reservations.len() < MAX_RESERVATIONS {
+            let candidates: Vec<(PeerId, Multiaddr)> = self
+                .nat
+                .relays
+                .iter()
+                .filter(|(p, _)| !self.nat.reservations.contains_key(p))
+                .filter(|(p, _)| self.has_direct_connection(p))
+                .map(|(p, a)| (*p, a.clone()))
+                .take(MAX_RESERVATIONS - self.nat.reservations.len())
+                .collect();
+            for (relay, addr) in candidates {
+                let circuit = addr.with(Protocol::P2pCircuit);
+                match self.swarm.listen_on(circuit.clone()) {
+                    Ok(listener) => {
+                        tracing::info!(%relay, addr = %circuit, "asking the relay for a reservation");
+                        self.nat.reservations.insert(
+                            relay,
+                            Reservation {
+                                listener,
+                                addr: circuit.with(Protocol::P2p(*self.swarm.local_peer_id())),
+                                reserved: false,
+                            },
+                        );
+                    }
+                    Err(e) => tracing::warn!(%relay, error = %e, "cannot listen through relay"),
+                }
+            }
+        }
+
+        // Rendezvous: register where we are not (or soon no longer) registered, and look
+        // for peers now and then.
+        let has_external = self.swarm.external_addresses().next().is_some();
+        let points: Vec<PeerId> = self
+            .nat
+            .points
+            .iter()
+            .filter(|p| self.swarm.is_connected(p))
+            .copied()
+            .collect();
+        for p in &points {
+            if has_external && self.nat.registered.get(p).is_none_or(|t| *t <= now) {
+                let ns = rendezvous::Namespace::from_static(RENDEZVOUS_NAMESPACE);
+                match self
+                    .swarm
+                    .behaviour_mut()
+                    .rendezvous
+                    .register(ns, *p, Some(REGISTRATION_TTL))
+                {
+                    Ok(()) => {
+                        // Retried in a while if no answer comes.
+                        self.nat
+                            .registered
+                            .insert(*p, now + Duration::from_secs(30));
+                    }
+                    Err(e) => tracing::debug!(point = %p, error = %e, "cannot register"),
+                }
+            }
+        }
+        if now >= self.nat.next_discover && !points.is_empty() {
+            self.nat.next_discover = now + DISCOVER_EVERY;
+            for p in points {
+                let ns = rendezvous::Namespace::from_static(RENDEZVOUS_NAMESPACE);
+                self.swarm
+                    .behaviour_mut()
+                    .rendezvous
+                    .discover(Some(ns), None, Some(100), p);
+            }
+        }
+    }
+
+    fn has_direct_connection(&self, peer: &PeerId) -> bool {
+        self.connections
+            .get(peer)
+            .is_some_and(|c| c.iter().any(|(_, e)| !e.is_relayed()))
+    }
+
+    /// A new connection: reset the backoff; a direct connection replaces relayed ones.
+    pub(crate) fn nat_on_connected(&mut self, peer: PeerId, relayed: bool) {
+        if let Some(s) = self.nat.sticky.get_mut(&peer) {
+            s.backoff = BACKOFF_MIN;
+            s.next = Instant::now() + BACKOFF_MIN;
+        }
+        if !relayed {
+            self.close_relayed(peer);
+        }
+        // A new rendezvous point connection: look for peers soon.
+        if self.nat.points.contains(&peer) {
+            self.nat.next_discover = Instant::now();
+        }
+    }
+
+    fn close_relayed(&mut self, peer: PeerId) {
+        let relayed: Vec<_> = self
+            .connections
+            .get(&peer)
+            .map(|c| {
+                c.iter()
+                    .filter(|(_, e)| e.is_relayed())
+                    .map(|(id, _)| *id)
+                    .collect()
+            })
+            .unwrap_or_default();
+        if relayed.is_empty() {
+            return;
+        }
+        // Only once a direct connection exists.
+        if !self.has_direct_connection(&peer) {
+            return;
+        }
+        for id in relayed {
+            tracing::info!(%peer, "direct connection up; closing the relayed one");
+            self.swarm.close_connection(id);
+        }
+    }
+
+    pub(crate) fn nat_on_identify(&mut self, peer: PeerId, info: &identify::Info) {
+        if info.protocols.contains(&relay::HOP_PROTOCOL_NAME)
+            && (self.nat.relays.len() < MAX_RELAY_CANDIDATES || self.nat.relays.contains_key(&peer))
+        {
+            // Reserve through the address we reached it at ourselves.
+            let dialed = self.connections.get(&peer).and_then(|c| {
+                c.iter().find_map(|(_, e)| match e {
+                    libp2p::core::ConnectedPoint::Dialer { address, .. }
+                        if !is_relayed(address) =>
+                    {
+                        Some(address.clone())
+                    }
+                    _ => None,
+                })
+            });
+            if let Some(mut addr) = dialed {
+                if peer_of(&addr).is_none() {
+                    addr.push(Protocol::P2p(peer));
+                }
+                if !self.nat.relays.contains_key(&peer) {
+                    tracing::debug!(%peer, %addr, "found a relay");
+                }
+                self.nat.relays.insert(peer, addr);
+            }
+        }
+        if info.protocols.contains(&rendezvous::PROTOCOL_NAME)
+            && self.nat.points.len() < MAX_POINTS
+            && self.nat.points.insert(peer)
+        {
+            tracing::debug!(%peer, "found a rendezvous point");
+            self.nat.next_discover = Instant::now();
+        }
+    }
+
+    pub(crate) fn on_autonat(&mut self, e: autonat::v1::Event) {
+        if let autonat::v1::Event::StatusChanged { old, new } = e {
+            tracing::info!(
+                from = reachability(&old),
+                to = reachability(&new),
+                "reachability changed"
+            );
+        }
+    }
+
+    pub(crate) fn on_relay_client(&mut self, e: relay::client::Event) {
+        match e {
+            relay::client::Event::ReservationReqAccepted {
+                relay_peer_id,
+                renewal,
+                limit,
+            } => {
+                if let Some(r) = self.nat.reservations.get_mut(&relay_peer_id) {
+                    r.reserved = true;
+                    if !renewal {
+                        tracing::info!(relay = %relay_peer_id, addr = %r.addr, "relay reservation accepted; reachable through the relay");
+                    }
+                }
+                if let Some(l) = limit {
+                    self.nat
+                        .limits
+                        .insert(relay_peer_id, (l.duration(), l.data_in_bytes()));
+                }
+            }
+            relay::client::Event::OutboundCircuitEstablished {
+                relay_peer_id,
+                limit,
+            } => {
+                tracing::debug!(relay = %relay_peer_id, "circuit through relay established");
+                if let Some(l) = limit {
+                    self.nat
+                        .limits
+                        .insert(relay_peer_id, (l.duration(), l.data_in_bytes()));
+                }
+            }
+            relay::client::Event::InboundCircuitEstablished { src_peer_id, .. } => {
+                tracing::debug!(peer = %src_peer_id, "peer reached us through a relay");
+            }
+        }
+    }
+
+    pub(crate) fn on_relay_server(&mut self, e: relay::Event) {
+        match e {
+            relay::Event::ReservationReqAccepted { src_peer_id, .. } => {
+                tracing::debug!(peer = %src_peer_id, "relay: reservation accepted");
+            }
+            relay::Event::ReservationReqDenied { src_peer_id, .. } => {
+                self.nat.counters.reservations_denied.inc();
+                tracing::warn!(peer = %src_peer_id, "relay: reservation refused (over the limits)");
+            }
+            relay::Event::CircuitReqDenied {
+                src_peer_id,
+                dst_peer_id,
+                ..
+            } => {
+                self.nat.counters.circuits_denied.inc();
+                tracing::warn!(src = %src_peer_id, dst = %dst_peer_id, "relay: circuit refused (over the limits, or no reservation at the destination)");
+            }
+            relay::Event::CircuitReqAccepted {
+                src_peer_id,
+                dst_peer_id,
+            } => {
+                tracing::debug!(src = %src_peer_id, dst = %dst_peer_id, "relay: circuit opened");
+            }
+            relay::Event::CircuitClosed {
+                src_peer_id,
+                dst_peer_id,
+                error,
+            } => {
+                tracing::debug!(src = %src_peer_id, dst = %dst_peer_id, error = ?error, "relay: circuit closed");
+            }
+            _ => {}
+        }
+    }
+
+    pub(crate) fn on_dcutr(&mut self, e: dcutr::Event) {
+        match e.result {
+            Ok(_) => {
+                self.nat.counters.holepunch_ok.inc();
+                tracing::info!(peer = %e.remote_peer_id, "hole punch succeeded; connection is direct");
+                self.close_relayed(e.remote_peer_id);
+            }
+            Err(err) => {
+                self.nat.counters.holepunch_failed.inc();
+                tracing::info!(peer = %e.remote_peer_id, error = %err, "hole punch failed; the connection stays relayed (transfers are capped by the relay's limits)");
+            }
+        }
+    }
+
+    pub(crate) fn on_rendezvous(&mut self, e: rendezvous::client::Event) {
+        match e {
+            rendezvous::client::Event::Registered {
+                rendezvous_node,
+                ttl,
+                ..
+            } => {
+                tracing::debug!(point = %rendezvous_node, ttl, "registered at rendezvous point");
+                self.nat.registered.insert(
+                    rendezvous_node,
+                    Instant::now() + Duration::from_secs((ttl / 2).max(10)),
+                );
+            }
+            rendezvous::client::Event::RegisterFailed {
+                rendezvous_node,
+                error,
+                ..
+            } => {
+                tracing::warn!(point = %rendezvous_node, error = ?error, "rendezvous registration refused");
+            }
+            rendezvous::client::Event::Discovered { registrations, .. } => {
+                let me = *self.swarm.local_peer_id();
+                let mut dials = 0;
+                for r in registrations {
+                    let peer = r.record.peer_id();
+                    if peer == me || self.swarm.is_connected(&peer) {
+                        continue;
+                    }
+                    if dials >= MAX_DISCOVERED_DIALS {
+                        break;
+                    }
+                    dials += 1;
+                    let addrs: Vec<Multiaddr> =
+                        r.record.addresses().iter().take(8).cloned().collect();
+                    for a in &addrs {
+                        self.swarm.behaviour_mut().kad.add_address(&peer, a.clone());
+                    }
+                    tracing::debug!(%peer, "found peer at rendezvous point; dialling");
+                    let _ = self
+                        .swarm
+                        .dial(DialOpts::peer_id(peer).addresses(addrs).build());
+                }
+            }
+            rendezvous::client::Event::DiscoverFailed {
+                rendezvous_node,
+                error,
+                ..
+            } => {
+                tracing::debug!(point = %rendezvous_node, error = ?error, "rendezvous discovery failed");
+            }
+            rendezvous::client::Event::Expired { .. } => {}
+        }
+    }
+
+    /// A relay listener closed (the relay went away or refused): try again later.
+    pub(crate) fn nat_on_listener_closed(&mut self, listener: ListenerId, reason: &str) {
+        let gone: Vec<PeerId> = self
+            .nat
+            .reservations
+            .iter()
+            .filter(|(_, r)| r.listener == listener)
+            .map(|(p, _)| *p)
+            .collect();
+        for p in gone {
+            tracing::info!(relay = %p, %reason, "relay reservation ended; will ask again");
+            self.nat.reservations.remove(&p);
+        }
+    }
+
+    /// A rendezvous point we were registered with dropped: register again on reconnect.
+    pub(crate) fn nat_on_disconnected(&mut self, peer: PeerId) {
+        self.nat.registered.remove(&peer);
+    }
+}
