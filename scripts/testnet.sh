@@ -115,17 +115,17 @@ up() {
         # nat1 <-> wan1 <-> inet: wan1 forwards frames between its two ends, delayed.
         ip netns add "$P-wan1"
         ns wan1 ip link set lo up
-        ip link add wan netns "$P-nat1" type veth peer name a netns "$P-wan1"
-        ip link add n1 netns "$P-inet" type veth peer name b netns "$P-wan1"
+        ip link add wan netns "$P-nat1" type veth peer name wa netns "$P-wan1"
+        ip link add n1 netns "$P-inet" type veth peer name wb netns "$P-wan1"
         ns nat1 ip addr add 10.201.0.2/24 dev wan
         ns inet ip addr add 10.201.0.1/24 dev n1
-        for x in "nat1 wan" "inet n1" "wan1 a" "wan1 b"; do
+        for x in "nat1 wan" "inet n1" "wan1 wa" "wan1 wb"; do
             set -- $x
             ns "$1" ip link set "$2" up
             # Whole frames with finished checksums, so the forwarder can pass them on.
             ns "$1" ethtool -K "$2" tso off gso off gro off tx off rx off >/dev/null 2>&1 || true
         done
-        ip netns exec "$P-wan1" python3 "$here/wandelay.py" a b "$delay" \
+        ip netns exec "$P-wan1" python3 "$here/wandelay.py" wa wb "$delay" \
             >"/tmp/$P-wandelay.log" 2>&1 &
         echo $! >"/tmp/$P-wandelay.pid"
     else

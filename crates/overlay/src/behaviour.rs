@@ -59,7 +59,7 @@ pub(crate) fn build_swarm(
     let rendezvous_server = config.rendezvous_server;
     let autonat_cfg = autonat::v1::Config {
         boot_delay: std::time::Duration::from_secs(2),
-        retry_interval: std::time::Duration::from_secs(20),
+        retry_interval: std::time::Duration::from_secs(10),
         refresh_interval: std::time::Duration::from_secs(300),
         throttle_server_period: std::time::Duration::from_secs(5),
         only_global_ips: !config.autonat_any_ip,

@@ -363,11 +363,16 @@ impl EventLoop {
                             (send_back_addr.clone(), "listener")
                         }
                     };
-                    let relay = crate::nat::relay_of(&addr);
+                    // A relayed connection we accepted shows the relay in our address.
+                    let via = match point {
+                        ConnectedPoint::Dialer { address, .. } => address,
+                        ConnectedPoint::Listener { local_addr, .. } => local_addr,
+                    };
+                    let relay = crate::nat::relay_of(via);
                     let (secs, bytes) = relay.map(|r| nat.limit_of(&r)).unwrap_or_default();
                     ConnectionInfo {
                         peer_id: peer.to_string(),
-                        transport: transport_of(&addr),
+                        transport: transport_of(via),
                         path: if point.is_relayed() {
                             "relayed"
                         } else {

@@ -2,6 +2,8 @@
 //! through their real HTTP API, and wait on events with bounded timeouts (never fixed
 //! sleeps).
 
+pub mod testnet;
+
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::Duration;

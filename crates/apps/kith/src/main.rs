@@ -132,7 +132,8 @@ enum Cmd {
         /// Where to write it (default: ./NAME).
         #[arg(short, long)]
         output: Option<PathBuf>,
-        /// Seconds to wait for a provider before giving up (default 60).
+        /// Seconds to wait for a provider before giving up (default 60); also how long a
+        /// download stays paused when every provider has gone, before it fails.
         #[arg(long)]
         timeout: Option<u64>,
     },

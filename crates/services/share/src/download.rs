@@ -885,6 +885,8 @@ async fn fetch_chunks(
     let per_peer = inner.config.streams_per_provider.max(1);
     let mut waiting_since: Option<tokio::time::Instant> = None;
     let mut last_failure = String::new();
+    // Providers whose path (direct or relayed) was looked at.
+    let mut relay_checked: HashSet<PeerId> = HashSet::new();
 
     let mut dropped: HashMap<PeerId, CancellationToken> = HashMap::new();
     let spawn_for = |peer: PeerId,
@@ -955,7 +957,7 @@ async fn fetch_chunks(
                         p.fetched_bytes += u64::from(t.len);
                         if new_provider { p.providers.push(l.peer.to_string()); }
                     });
-                    if new_provider && let Some(notice) = relay_notice(inner, l.peer).await {
+                    if relay_checked.insert(l.peer) && let Some(notice) = relay_notice(inner, l.peer).await {
                         tracing::info!(peer = %l.peer, %notice, "provider reachable only through a relay");
                         tx.send_modify(|p| {
                             p.relayed.push(l.peer.to_string());
