@@ -37,8 +37,21 @@ fn relay_config(l: &crate::RelayLimits) -> relay::Config {
         max_circuits_per_peer: l.max_circuits_per_peer,
         max_circuit_duration: l.max_circuit_duration,
         max_circuit_bytes: l.max_circuit_bytes,
-        ..relay::Config::default()
+        reservation_rate_limiters: Vec::new(),
+        circuit_src_rate_limiters: Vec::new(),
     }
+    // Rate limits: per peer, and per IP address, which many peers behind one NAT share
+    // (libp2p's defaults of 60 circuits a minute per IP starve a busy home network).
+    .reservation_rate_per_peer(nz(10), MINUTE)
+    .reservation_rate_per_ip(nz(120), MINUTE)
+    .circuit_src_per_peer(nz(60), MINUTE)
+    .circuit_src_per_ip(nz(600), MINUTE)
+}
+
+const MINUTE: std::time::Duration = std::time::Duration::from_secs(60);
+
+fn nz(n: u32) -> std::num::NonZeroU32 {
+    std::num::NonZeroU32::new(n).unwrap_or(std::num::NonZeroU32::MIN)
 }
 
 fn setup<E: std::fmt::Display>(e: E) -> OverlayError {
@@ -126,7 +139,9 @@ pub(crate) fn build_swarm(
                 limits: connection_limits::Behaviour::new(limits),
                 identify: identify::Behaviour::new(
                     identify::Config::new(PROTOCOL_VERSION.into(), key.public())
-                        .with_agent_version(format!("kith/{}", env!("CARGO_PKG_VERSION"))),
+                        .with_agent_version(format!("kith/{}", env!("CARGO_PKG_VERSION")))
+                        // New addresses (a relay reservation) reach peers at once.
+                        .with_push_listen_addr_updates(true),
                 ),
                 ping: ping::Behaviour::default(),
                 kad,
@@ -142,7 +157,11 @@ pub(crate) fn build_swarm(
                 rendezvous: rendezvous::client::Behaviour::new(key.clone()),
                 rendezvous_server: Toggle::from(rendezvous_server.then(|| {
                     rendezvous::server::Behaviour::new(
-                        rendezvous::server::Config::default().with_max_registration_per_peer(4),
+                        rendezvous::server::Config::default()
+                            .with_max_registration_per_peer(4)
+                            // kith peers register for minutes and renew, so a peer that
+                            // is gone drops out of discovery soon.
+                            .with_min_ttl(60),
                     )
                 })),
             })

@@ -32,6 +32,7 @@ pub(crate) struct EventLoop {
     metrics: Metrics,
     pub(crate) connections: HashMap<PeerId, Vec<(ConnectionId, ConnectedPoint)>>,
     pub(crate) nat: crate::nat::Nat,
+    pub(crate) upgrades: tokio::sync::broadcast::Sender<PeerId>,
     lookups: HashMap<kad::QueryId, (mpsc::Sender<PeerId>, HashSet<PeerId>)>,
     pending_dials: HashMap<ConnectionId, oneshot::Sender<Result<(), OverlayError>>>,
     providing: HashSet<Vec<u8>>,
@@ -54,6 +55,14 @@ fn transport_of(addr: &Multiaddr) -> &'static str {
         (false, true) => "quic",
         (false, false) => "tcp",
     }
+}
+
+fn is_loopback(addr: &Multiaddr) -> bool {
+    addr.iter().any(|p| match p {
+        Protocol::Ip4(a) => a.is_loopback(),
+        Protocol::Ip6(a) => a.is_loopback(),
+        _ => false,
+    })
 }
 
 /// libp2p listens with `SO_REUSEPORT` (for hole punching), so a port held by another
@@ -139,16 +148,28 @@ async fn wait_listening(
     Ok(())
 }
 
+/// Where the actor reports to: validated gossip, counters, connection upgrades.
+pub(crate) struct Outputs {
+    pub gossip_tx: mpsc::Sender<GossipMessage>,
+    pub rejected: prometheus_client::metrics::counter::Counter,
+    pub counters: crate::nat::Counters,
+    pub upgrades: tokio::sync::broadcast::Sender<PeerId>,
+}
+
 impl EventLoop {
     pub(crate) async fn new(
         mut swarm: Swarm<Behaviour>,
         commands: mpsc::Receiver<Command>,
         metrics: Metrics,
         config: &Config,
-        gossip_tx: mpsc::Sender<GossipMessage>,
-        rejected: prometheus_client::metrics::counter::Counter,
-        counters: crate::nat::Counters,
+        out: Outputs,
     ) -> Result<Self, OverlayError> {
+        let Outputs {
+            gossip_tx,
+            rejected,
+            counters,
+            upgrades,
+        } = out;
         let mut listeners = HashMap::new();
         for addr in &config.listen {
             probe_port(addr)?;
@@ -184,6 +205,7 @@ impl EventLoop {
             metrics,
             connections: HashMap::new(),
             nat: crate::nat::Nat::new(config, counters),
+            upgrades,
             lookups: HashMap::new(),
             pending_dials: HashMap::new(),
             providing: HashSet::new(),
@@ -470,8 +492,11 @@ impl EventLoop {
             SwarmEvent::ConnectionClosed {
                 peer_id,
                 connection_id,
+                endpoint,
+                cause,
                 ..
             } => {
+                tracing::debug!(peer = %peer_id, addr = %endpoint.get_remote_address(), cause = ?cause, "connection closed");
                 if let Some(list) = self.connections.get_mut(&peer_id) {
                     list.retain(|(c, _)| *c != connection_id);
                     if list.is_empty() {
@@ -486,6 +511,11 @@ impl EventLoop {
                 error,
             } => {
                 tracing::debug!(peer = ?peer_id, error = %error, "dial failed");
+                if let Some(p) = peer_id
+                    && !self.swarm.is_connected(&p)
+                {
+                    self.nat.dial_failed(p);
+                }
                 if let Some(reply) = self.pending_dials.remove(&connection_id) {
                     let _ = reply.send(Err(OverlayError::Dial(error.to_string())));
                 }
@@ -519,8 +549,19 @@ impl EventLoop {
         if !info.protocols.contains(&KAD_PROTOCOL) {
             return;
         }
-        // Bound what a peer can make us store.
-        for addr in info.listen_addrs.into_iter().take(16) {
+        // Bound what a peer can make us store. A peer's loopback addresses mean nothing
+        // to a peer on another machine (they would reach our own host): keep them only
+        // when the peer is itself reached over loopback.
+        let local = self
+            .connections
+            .get(&peer_id)
+            .is_some_and(|c| c.iter().any(|(_, e)| is_loopback(e.get_remote_address())));
+        for addr in info
+            .listen_addrs
+            .into_iter()
+            .filter(|a| local || !is_loopback(a))
+            .take(16)
+        {
             self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
         }
         if !self.bootstrapped {
@@ -562,7 +603,7 @@ impl EventLoop {
                     // Dial while the query is live: its addresses for the provider are only
                     // known to Kademlia until the query ends.
                     for p in to_dial {
-                        if !self.swarm.is_connected(&p) {
+                        if !self.swarm.is_connected(&p) && !self.nat.recently_failed(&p) {
                             let _ = self.swarm.dial(DialOpts::peer_id(p).build());
                         }
                     }

@@ -238,6 +238,7 @@ pub(crate) enum Command {
 #[derive(Clone)]
 pub struct Overlay {
     peer_id: PeerId,
+    upgrades: tokio::sync::broadcast::Sender<PeerId>,
     commands: mpsc::Sender<Command>,
     control: Control,
     gossip: std::sync::Arc<std::sync::Mutex<Option<mpsc::Receiver<GossipMessage>>>>,
@@ -271,13 +272,19 @@ impl Overlay {
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
         let (gossip_tx, gossip_rx) = mpsc::channel(GOSSIP_QUEUE);
         let counters = nat::Counters::register(registry);
-        let mut actor =
-            event_loop::EventLoop::new(swarm, rx, metrics, &config, gossip_tx, rejected, counters)
-                .await?;
+        let (upgrades, _) = tokio::sync::broadcast::channel(64);
+        let out = event_loop::Outputs {
+            gossip_tx,
+            rejected,
+            counters,
+            upgrades: upgrades.clone(),
+        };
+        let mut actor = event_loop::EventLoop::new(swarm, rx, metrics, &config, out).await?;
         let task = tokio::spawn(async move { actor.run(shutdown).await });
         Ok((
             Self {
                 peer_id,
+                upgrades,
                 commands: tx,
                 control,
                 gossip: std::sync::Arc::new(std::sync::Mutex::new(Some(gossip_rx))),
@@ -288,6 +295,13 @@ impl Overlay {
 
     pub fn peer_id(&self) -> PeerId {
         self.peer_id
+    }
+
+    /// Peers whose relayed connection is being replaced by a direct one. A relayed
+    /// connection closes gracefully, waiting for its streams: services drop their streams
+    /// to such a peer and open new ones, which use the direct connection.
+    pub fn upgrades(&self) -> tokio::sync::broadcast::Receiver<PeerId> {
+        self.upgrades.subscribe()
     }
 
     /// Opens and accepts streams of service protocols.

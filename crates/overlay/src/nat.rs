@@ -27,11 +27,16 @@ const MAX_STICKY: usize = 32;
 const BACKOFF_MIN: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// How often peers are looked up at a rendezvous point.
-const DISCOVER_EVERY: Duration = Duration::from_secs(30);
-/// Registration lifetime asked of a rendezvous point (renewed at half of it).
-const REGISTRATION_TTL: u64 = 2 * 3600;
+const DISCOVER_EVERY: Duration = Duration::from_secs(20);
+/// Registration lifetime asked of a rendezvous point (renewed at half of it): short, so
+/// peers that are gone drop out of discovery soon.
+const REGISTRATION_TTL: u64 = 300;
 /// Peers dialled per rendezvous answer.
-const MAX_DISCOVERED_DIALS: usize = 32;
+const MAX_DISCOVERED_DIALS: usize = 8;
+/// How long a peer that could not be dialled is left alone by automatic dials.
+pub(crate) const DIAL_FAILURE_QUIET: Duration = Duration::from_secs(30);
+/// Failed peers remembered.
+const MAX_DIAL_FAILURES: usize = 4096;
 
 struct Reservation {
     listener: ListenerId,
@@ -50,6 +55,7 @@ pub(crate) struct Counters {
     pub holepunch_failed: prometheus_client::metrics::counter::Counter,
     pub circuits_denied: prometheus_client::metrics::counter::Counter,
     pub reservations_denied: prometheus_client::metrics::counter::Counter,
+    pub discovered: prometheus_client::metrics::counter::Counter,
 }
 
 impl Counters {
@@ -59,6 +65,7 @@ impl Counters {
             holepunch_failed: Default::default(),
             circuits_denied: Default::default(),
             reservations_denied: Default::default(),
+            discovered: Default::default(),
         };
         registry.register(
             "kith_holepunch_success",
@@ -80,6 +87,11 @@ impl Counters {
             "Reservations this relay refused",
             c.reservations_denied.clone(),
         );
+        registry.register(
+            "kith_rendezvous_discovered",
+            "Peers learned from rendezvous points",
+            c.discovered.clone(),
+        );
         c
     }
 }
@@ -94,6 +106,7 @@ pub(crate) struct Nat {
     sticky: HashMap<PeerId, Sticky>,
     pub(crate) counters: Counters,
     serving_relay: bool,
+    dial_failures: HashMap<PeerId, Instant>,
 }
 
 /// The peer ID at the end of `addr` (`…/p2p/PEER`).
@@ -133,6 +146,7 @@ impl Nat {
             sticky: HashMap::new(),
             counters,
             serving_relay: config.relay.is_some(),
+            dial_failures: HashMap::new(),
         };
         for addr in config
             .bootstrap
@@ -180,6 +194,27 @@ impl Nat {
                 state: if r.reserved { "reserved" } else { "pending" },
             })
             .collect()
+    }
+
+    /// Notes that `peer` could not be dialled.
+    pub(crate) fn dial_failed(&mut self, peer: PeerId) {
+        let now = Instant::now();
+        if self.dial_failures.len() >= MAX_DIAL_FAILURES {
+            self.dial_failures
+                .retain(|_, t| now.duration_since(*t) < DIAL_FAILURE_QUIET);
+        }
+        if self.dial_failures.len() < MAX_DIAL_FAILURES {
+            self.dial_failures.insert(peer, now);
+        }
+    }
+
+    /// Whether automatic dials (provider lookups, rendezvous) should leave `peer` alone
+    /// for now: its last dial failed moments ago. Dials a user or service asks for are
+    /// not affected.
+    pub(crate) fn recently_failed(&self, peer: &PeerId) -> bool {
+        self.dial_failures
+            .get(peer)
+            .is_some_and(|t| t.elapsed() < DIAL_FAILURE_QUIET)
     }
 
     pub(crate) fn serving_relay(&self) -> bool {
@@ -310,6 +345,7 @@ impl EventLoop {
 
     /// A new connection: reset the backoff; a direct connection replaces relayed ones.
     pub(crate) fn nat_on_connected(&mut self, peer: PeerId, relayed: bool) {
+        self.nat.dial_failures.remove(&peer);
         if let Some(s) = self.nat.sticky.get_mut(&peer) {
             s.backoff = BACKOFF_MIN;
             s.next = Instant::now() + BACKOFF_MIN;
@@ -323,6 +359,9 @@ impl EventLoop {
         }
     }
 
+    /// Closes the relayed connections to `peer` once a direct one is up. The close is
+    /// graceful (it waits for the connection's streams), so services are told first
+    /// ([`crate::Overlay::upgrades`]) and move their streams to the direct connection.
     fn close_relayed(&mut self, peer: PeerId) {
         let relayed: Vec<_> = self
             .connections
@@ -341,6 +380,7 @@ impl EventLoop {
         if !self.has_direct_connection(&peer) {
             return;
         }
+        let _ = self.upgrades.send(peer);
         for id in relayed {
             tracing::info!(%peer, "direct connection up; closing the relayed one");
             self.swarm.close_connection(id);
@@ -483,6 +523,8 @@ impl EventLoop {
                 ..
             } => {
                 tracing::debug!(point = %rendezvous_node, ttl, "registered at rendezvous point");
+                // Look for the others now that we are listed too.
+                self.nat.next_discover = Instant::now();
                 self.nat.registered.insert(
                     rendezvous_node,
                     Instant::now() + Duration::from_secs((ttl / 2).max(10)),
@@ -500,7 +542,11 @@ impl EventLoop {
                 let mut dials = 0;
                 for r in registrations {
                     let peer = r.record.peer_id();
-                    if peer == me || self.swarm.is_connected(&peer) {
+                    if peer == me {
+                        continue;
+                    }
+                    self.nat.counters.discovered.inc();
+                    if self.swarm.is_connected(&peer) || self.nat.recently_failed(&peer) {
                         continue;
                     }
                     if dials >= MAX_DISCOVERED_DIALS {

@@ -76,6 +76,14 @@ async fn relay_rendezvous_and_hole_punch() -> Result<()> {
         })
         .await;
         direct?;
+        // Both registered at the broker's rendezvous point and found each other there.
+        for n in [&a, &c] {
+            eventually(WAIT, "a peer found through rendezvous", || async {
+                let m = n.metrics().await.ok()?;
+                (metric(&m, "kith_rendezvous_discovered_total") >= 1).then_some(())
+            })
+            .await?;
+        }
         for n in [a, c, broker] {
             n.stop().await;
         }

@@ -210,6 +210,9 @@ async fn survives_garbage_on_every_protocol() -> Result<()> {
         })
         .await?;
         let a_addr = a.addr().await?;
+        // Announced, so that its relay serves too.
+        let bare = a_addr.rsplit_once("/p2p/").map_or(a_addr.as_str(), |x| x.0);
+        a.node.overlay.add_external_address(bare.parse()?).await?;
         let c = TestNode::start(|o| o.config.bootstrap = vec![a_addr.clone()]).await?;
         let f = a.dir.path().join("ok.bin");
         std::fs::write(&f, data(500_000, 7))?;
@@ -241,6 +244,11 @@ async fn survives_garbage_on_every_protocol() -> Result<()> {
             "/meshsub/1.1.0",
             "/ipfs/id/1.0.0",
             "/ipfs/ping/1.0.0",
+            "/libp2p/autonat/1.0.0",
+            "/libp2p/circuit/relay/0.2.0/hop",
+            "/libp2p/circuit/relay/0.2.0/stop",
+            "/libp2p/dcutr",
+            "/rendezvous/1.0.0",
         ] {
             let proto = kith_overlay::StreamProtocol::try_from_owned(proto.to_owned())?;
             for g in garbage.iter().chain([&garbage_json]) {

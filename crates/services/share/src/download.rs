@@ -33,8 +33,8 @@ const REFIND: Duration = Duration::from_secs(2);
 /// Longest gap between two provider lookups while a download runs.
 const REFIND_MAX: Duration = Duration::from_secs(15);
 /// Longest time a response may make no progress at all (one [`READ_STEP`] in this time
-/// is about 4 KiB/s: slower than that, a stream counts as stalled).
-const STALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// is about 13 KiB/s: slower than that, a stream counts as stalled).
+const STALL_TIMEOUT: Duration = Duration::from_secs(20);
 /// Bytes read per step of a response when no download limit applies.
 const READ_STEP: usize = 256 * 1024;
 /// Longest wait to open a stream (includes dialling).
@@ -254,7 +254,12 @@ async fn request(
     read_response(inner, stream, id).await
 }
 
-/// Fetches a manifest from the given peers (or the store), trying each until one answers.
+/// Manifest requests in flight at once: stale providers (gone peers whose records are
+/// still in the DHT) must not make a download wait for their dial timeouts one by one.
+const MANIFEST_PARALLEL: usize = 8;
+
+/// Fetches a manifest from the given peers (or the store): asks up to
+/// [`MANIFEST_PARALLEL`] peers at once, as they are found; the first good answer wins.
 async fn fetch_manifest(
     inner: &Inner,
     id: &ContentId,
@@ -263,65 +268,99 @@ async fn fetch_manifest(
     providers: &mut HashSet<PeerId>,
     patience: Duration,
 ) -> Result<Manifest, DownloadError> {
+    use futures::StreamExt as _;
     if let Ok(Some(bytes)) = inner.store.block(id) {
         return Manifest::decode(&bytes).map_err(|e| DownloadError::Invalid(e.to_string()));
     }
     let deadline = tokio::time::Instant::now() + patience;
-    let mut tried = HashSet::new();
+    let mut tried: HashSet<PeerId> = HashSet::new();
+    let mut in_flight: HashSet<PeerId> = HashSet::new();
+    let mut attempts = futures::stream::FuturesUnordered::new();
+    let mut finder_open = true;
+    // A peer whose relayed connection is being upgraded: its attempt is dropped and made
+    // again (on the direct connection).
+    let mut upgrades = inner.overlay.upgrades();
+    let mut moving: HashMap<PeerId, CancellationToken> = HashMap::new();
     loop {
-        let next = peers
-            .iter()
-            .copied()
-            .find(|p| !tried.contains(p) && !inner.is_banned(p));
-        let peer = match next {
-            Some(p) => p,
-            None => {
-                let got = tokio::select! {
-                    () = inner.shutdown.cancelled() => return Err(DownloadError::Stopped),
-                    () = tokio::time::sleep_until(deadline) => None,
-                    p = found.recv() => p,
+        while attempts.len() < MANIFEST_PARALLEL {
+            let Some(peer) = peers
+                .iter()
+                .copied()
+                .find(|p| !tried.contains(p) && !inner.is_banned(p))
+            else {
+                break;
+            };
+            tried.insert(peer);
+            in_flight.insert(peer);
+            let moved = CancellationToken::new();
+            moving.insert(peer, moved.clone());
+            attempts.push(async move {
+                let attempt = async {
+                    let mut s = open(inner, peer).await?;
+                    let r = request(inner, &mut s, id).await;
+                    let _ = s.close().await;
+                    r
                 };
-                match got {
-                    Some(p) => {
-                        if !peers.contains(&p) {
-                            peers.push(p);
-                        }
-                        tried.remove(&p);
-                        continue;
+                let r = tokio::select! {
+                    r = attempt => r,
+                    () = moved.cancelled() => Err(WireError::Protocol("connection upgraded".into())),
+                };
+                (peer, r)
+            });
+        }
+        if attempts.is_empty() && !finder_open {
+            // Nobody left to ask and nobody more to come but what the deadline allows.
+            tokio::select! {
+                () = inner.shutdown.cancelled() => return Err(DownloadError::Stopped),
+                () = tokio::time::sleep_until(deadline) => return Err(DownloadError::NoProviders(*id, patience)),
+            }
+        }
+        tokio::select! {
+            () = inner.shutdown.cancelled() => return Err(DownloadError::Stopped),
+            () = tokio::time::sleep_until(deadline), if attempts.is_empty() => {
+                return Err(DownloadError::NoProviders(*id, patience));
+            }
+            got = found.recv(), if finder_open => match got {
+                Some(p) => {
+                    if !peers.contains(&p) {
+                        peers.push(p);
                     }
-                    None => return Err(DownloadError::NoProviders(*id, patience)),
+                    // Found again: worth another try once its last one is over.
+                    if !in_flight.contains(&p) {
+                        tried.remove(&p);
+                    }
+                }
+                None => finder_open = false,
+            },
+            Ok(p) = upgrades.recv() => {
+                if let Some(t) = moving.get(&p) {
+                    t.cancel();
                 }
             }
-        };
-        tried.insert(peer);
-        let result = async {
-            let mut s = open(inner, peer).await?;
-            let r = request(inner, &mut s, id).await;
-            let _ = s.close().await;
-            r
-        }
-        .await;
-        match result {
-            Ok(Ok(bytes)) => {
-                let m = match Manifest::decode(&bytes) {
-                    Ok(m) => m,
-                    Err(e) => {
-                        return Err(DownloadError::Invalid(format!(
-                            "{id} is not a valid manifest: {e}"
-                        )));
+            Some((peer, result)) = attempts.next(), if !attempts.is_empty() => {
+                in_flight.remove(&peer);
+                if moving.remove(&peer).is_some_and(|t| t.is_cancelled()) {
+                    tried.remove(&peer);
+                    continue;
+                }
+                match result {
+                    Ok(Ok(bytes)) => {
+                        let m = Manifest::decode(&bytes).map_err(|e| {
+                            DownloadError::Invalid(format!("{id} is not a valid manifest: {e}"))
+                        })?;
+                        inner.store.apply(vec![Op::PutBlock(*id, bytes)])?;
+                        providers.insert(peer);
+                        return Ok(m);
                     }
-                };
-                inner.store.apply(vec![Op::PutBlock(*id, bytes)])?;
-                providers.insert(peer);
-                return Ok(m);
+                    Ok(Err(())) => {
+                        tracing::warn!(%peer, %id, "peer sent a manifest that does not match its ID; dropping it");
+                        inner.metrics.bad_chunks.inc();
+                        inner.ban(peer);
+                        let _ = inner.overlay.disconnect(peer).await;
+                    }
+                    Err(e) => tracing::debug!(%peer, %id, error = %e, "peer cannot give manifest"),
+                }
             }
-            Ok(Err(())) => {
-                tracing::warn!(%peer, %id, "peer sent a manifest that does not match its ID; dropping it");
-                inner.metrics.bad_chunks.inc();
-                inner.ban(peer);
-                let _ = inner.overlay.disconnect(peer).await;
-            }
-            Err(e) => tracing::debug!(%peer, %id, error = %e, "peer cannot give manifest"),
         }
     }
 }
@@ -647,6 +686,8 @@ enum WorkerExit {
     Failed(String),
     /// Writing to disk failed: the download cannot go on.
     Fatal(String),
+    /// The connection to the peer is being upgraded; start again on a new stream.
+    Moved,
 }
 
 impl WorkerExit {
@@ -657,6 +698,7 @@ impl WorkerExit {
             WorkerExit::Bad => "bad",
             WorkerExit::Failed(_) => "failed",
             WorkerExit::Fatal(_) => "fatal",
+            WorkerExit::Moved => "moved",
         }
     }
 }
@@ -679,6 +721,12 @@ fn give_back_all(work: &Mutex<Work>, wake: &tokio::sync::Notify, pending: &mut V
     wake.notify_waiters();
 }
 
+/// Why a worker stops early: its provider was dropped, or its connection is moving.
+struct Stop {
+    dropped: CancellationToken,
+    moved: CancellationToken,
+}
+
 /// One stream to one provider. Keeps up to [`PIPELINE`] requests outstanding so the
 /// provider always has the next chunk to send; answers come back in order.
 async fn worker(
@@ -688,14 +736,18 @@ async fn worker(
     work: Arc<Mutex<Work>>,
     wake: Arc<tokio::sync::Notify>,
     landed: mpsc::Sender<Landed>,
-    dropped: CancellationToken,
+    stop: Stop,
 ) -> (PeerId, WorkerExit) {
+    let Stop { dropped, moved } = stop;
     let mut pending: VecDeque<usize> = VecDeque::new();
     // A provider dropped for misbehaving takes its other streams with it at once, so the
     // chunks they were waiting for go back to the queue instead of waiting for a timeout.
     let exit = tokio::select! {
         e = fetch_loop(&inner, peer, &plan, &work, &wake, &landed, &mut pending) => e,
         () = dropped.cancelled() => WorkerExit::Bad,
+        // The peer's relayed connection is being replaced by a direct one: this stream
+        // may be on it, so the worker starts over on a new stream.
+        () = moved.cancelled() => WorkerExit::Moved,
     };
     give_back_all(&work, &wake, &mut pending);
     (peer, exit)
@@ -889,12 +941,16 @@ async fn fetch_chunks(
     let mut relay_checked: HashSet<PeerId> = HashSet::new();
 
     let mut dropped: HashMap<PeerId, CancellationToken> = HashMap::new();
+    let mut moved: HashMap<PeerId, CancellationToken> = HashMap::new();
+    let mut upgrades = inner.overlay.upgrades();
     let spawn_for = |peer: PeerId,
                      workers: &mut JoinSet<_>,
                      active: &mut HashMap<PeerId, usize>,
-                     dropped: &mut HashMap<PeerId, CancellationToken>| {
+                     dropped: &mut HashMap<PeerId, CancellationToken>,
+                     moved: &mut HashMap<PeerId, CancellationToken>| {
         let n = active.entry(peer).or_default();
         let token = dropped.entry(peer).or_default().clone();
+        let move_token = moved.entry(peer).or_default().clone();
         while *n < per_peer {
             *n += 1;
             workers.spawn(worker(
@@ -904,12 +960,15 @@ async fn fetch_chunks(
                 work.clone(),
                 wake.clone(),
                 landed_tx.clone(),
-                token.clone(),
+                Stop {
+                    dropped: token.clone(),
+                    moved: move_token.clone(),
+                },
             ));
         }
     };
     for p in live.clone() {
-        spawn_for(p, &mut workers, &mut active, &mut dropped);
+        spawn_for(p, &mut workers, &mut active, &mut dropped, &mut moved);
     }
 
     while remaining > 0 {
@@ -939,10 +998,16 @@ async fn fetch_chunks(
                 if !inner.is_banned(&peer) {
                     if !peers.contains(&peer) { peers.push(peer); }
                     live.insert(peer);
-                    spawn_for(peer, &mut workers, &mut active, &mut dropped);
+                    spawn_for(peer, &mut workers, &mut active, &mut dropped, &mut moved);
                     if waiting_since.take().is_some() {
                         tx.send_modify(|p| p.state = "downloading");
                     }
+                }
+            }
+            Ok(p) = upgrades.recv() => {
+                if let Some(t) = moved.remove(&p) {
+                    tracing::debug!(peer = %p, "connection upgraded to direct; moving streams");
+                    t.cancel();
                 }
             }
             Some(l) = landed.recv() => {
@@ -976,7 +1041,7 @@ async fn fetch_chunks(
                     *n = n.saturating_sub(1);
                 }
                 match exit {
-                    WorkerExit::Idle => {}
+                    WorkerExit::Idle | WorkerExit::Moved => {}
                     WorkerExit::NotProvider => { live.remove(&peer); }
                     WorkerExit::Failed(e) => {
                         tracing::debug!(%peer, error = %e, "provider failing; waiting for it to be found again");
@@ -1001,7 +1066,7 @@ async fn fetch_chunks(
                 let queued = work.lock().map(|w| w.has_work()).unwrap_or(false);
                 if queued {
                     for p in live.clone() {
-                        spawn_for(p, &mut workers, &mut active, &mut dropped);
+                        spawn_for(p, &mut workers, &mut active, &mut dropped, &mut moved);
                     }
                 }
             }

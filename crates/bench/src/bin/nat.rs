@@ -1,0 +1,294 @@
+//! NAT traversal on the test network (`scripts/testnet.sh`; needs root):
+//!
+//! 1. hole-punch success over N tries per NAT kind (home 1 ↔ home 2: both NATs allow it;
+//!    home 1 ↔ home 3: symmetric NAT), each try with fresh identities and fresh ports;
+//!    with the time to the first byte (a 64 KiB fetch from a fresh start);
+//! 2. throughput direct (after the hole punch) vs relayed (across the symmetric NAT);
+//! 3. QUIC vs TCP throughput with 2% loss each way and 50 ms of extra round trip.
+//!
+//! Usage: nat [--tries N] [--size MB] [--lossy-size MB]
+//! Build first: cargo build --release -p kith -p kith-bench
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, anyhow, bail};
+use kith_bench::{MIB, kith_bin, make_file};
+use kith_testkit::testnet::{RELAY_IP, Testnet, available, broker_args, connections_to};
+use serde_json::Value;
+
+fn ok<T>(r: kith_testkit::Result<T>) -> Result<T> {
+    r.map_err(|e| anyhow!("{e}"))
+}
+
+fn arg(name: &str, default: u64) -> u64 {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+/// Starts a home node `name` on host `h`, listening on `listen`, registered with `broker`.
+fn start_home(net: &Testnet, h: &str, name: &str, broker: &str, listen: &str) -> Result<()> {
+    ok(net.start(
+        h,
+        name,
+        &[
+            "up",
+            "--no-mdns",
+            "--autonat-private-ips",
+            "--listen",
+            listen,
+            "--broker",
+            broker,
+        ],
+    ))?;
+    ok(net.wait_status(
+        h,
+        name,
+        "a relay reservation",
+        Duration::from_secs(30),
+        |s| {
+            s["relays"]
+                .as_array()
+                .is_some_and(|r| r.iter().any(|x| x["state"] == "reserved"))
+        },
+    ))?;
+    Ok(())
+}
+
+fn share(net: &Testnet, h: &str, name: &str, path: &Path) -> Result<String> {
+    let o = ok(net.kith(
+        h,
+        name,
+        &["share", &path.display().to_string()],
+        Duration::from_secs(120),
+    ))?;
+    if !o.status.success() {
+        bail!("share: {}", String::from_utf8_lossy(&o.stderr));
+    }
+    Ok(String::from_utf8_lossy(&o.stdout).trim().to_owned())
+}
+
+/// Fetches `id`; returns the seconds it took and the final JSON line.
+fn fetch(net: &Testnet, h: &str, name: &str, id: &str, out: &Path) -> Result<(f64, Value)> {
+    let t = Instant::now();
+    let o = ok(net.kith(
+        h,
+        name,
+        &[
+            "--json",
+            "get",
+            id,
+            "-o",
+            &out.display().to_string(),
+            "--timeout",
+            "60",
+        ],
+        Duration::from_secs(300),
+    ))?;
+    let secs = t.elapsed().as_secs_f64();
+    if !o.status.success() {
+        bail!("get: {}", String::from_utf8_lossy(&o.stderr));
+    }
+    let line = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_owned();
+    Ok((secs, serde_json::from_str(&line)?))
+}
+
+/// The path of the connections from `name` to `peer` once settled: `direct` as soon as one
+/// is, else `relayed` after `patience`.
+fn path_to(net: &Testnet, h: &str, name: &str, peer: &str, patience: Duration) -> String {
+    let r = net.wait_status(h, name, "a direct connection", patience, |s| {
+        let c = connections_to(s, peer);
+        !c.is_empty() && c.iter().all(|c| c["path"] == "direct")
+    });
+    match r {
+        Ok(_) => "direct".into(),
+        Err(_) => "relayed".into(),
+    }
+}
+
+fn start_broker(net: &Testnet) -> Result<String> {
+    ok(net.start("relay", "broker", &strs(&broker_args())))?;
+    let id = ok(net.peer_id("relay", "broker"))?;
+    Ok(format!("/ip4/{RELAY_IP}/tcp/4001/p2p/{id}"))
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+fn main() -> Result<()> {
+    if let Err(why) = available() {
+        bail!("the test network cannot be built here: {why}");
+    }
+    let kith = kith_bin()?;
+    let tries = arg("--tries", 20);
+    let size = arg("--size", 32) * 1_000_000;
+    let lossy_size = arg("--lossy-size", 4) * 1_000_000;
+    println!("kith NAT benchmarks (network namespaces; data dirs on tmpfs)");
+
+    // 1 and 2: plain WAN.
+    let net = ok(Testnet::up(&kith, &[]))?;
+    let broker = start_broker(&net)?;
+    println!(
+        "\n1. hole punching, {tries} tries per NAT kind (fresh identities and ports each try)"
+    );
+    println!(
+        "   {:<22} {:>9} {:>14} {:>14}",
+        "pair", "direct", "TTFB p50", "TTFB p90"
+    );
+    let mut direct_ttfb = Vec::new();
+    let mut relayed_ttfb = Vec::new();
+    for (label, other) in [("cone <-> cone", "h2"), ("cone <-> symmetric", "h3")] {
+        let mut direct = 0;
+        let mut ttfb = Vec::new();
+        for t in 0..tries {
+            let port = 4100 + t;
+            let listen = format!("/ip4/0.0.0.0/tcp/{port},/ip4/0.0.0.0/udp/{port}/quic-v1");
+            let (a, b) = (format!("a-{other}-{t}"), format!("b-{other}-{t}"));
+            start_home(&net, other, &b, &broker, &listen)?;
+            start_home(&net, "h1", &a, &broker, &listen)?;
+            // New content each try, as a fresh share would be (no stale providers).
+            let small = net.dir.path().join(format!("small-{other}-{t}.bin"));
+            make_file(&small, 64 * 1024, 1000 + t)?;
+            let id = share(&net, other, &b, &small)?;
+            let b_id = ok(net.peer_id(other, &b))?;
+            let (secs, _) = fetch(
+                &net,
+                "h1",
+                &a,
+                &id,
+                &net.dir.path().join(format!("{a}.bin")),
+            )?;
+            ttfb.push(secs * 1000.0);
+            if path_to(&net, "h1", &a, &b_id, Duration::from_secs(10)) == "direct" {
+                direct += 1;
+            }
+            net.stop(&a);
+            net.stop(&b);
+        }
+        let mut sorted = ttfb.clone();
+        sorted.sort_by(|x, y| x.total_cmp(y));
+        let p90 = sorted
+            .get((sorted.len() * 9 / 10).min(sorted.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(f64::NAN);
+        println!(
+            "   {:<22} {:>5}/{:<3} {:>11.0} ms {:>11.0} ms",
+            label,
+            direct,
+            tries,
+            median(&mut ttfb.clone()),
+            p90
+        );
+        if other == "h2" {
+            direct_ttfb = ttfb;
+        } else {
+            relayed_ttfb = ttfb;
+        }
+    }
+    println!(
+        "   TTFB relayed / direct (p50): {:.2}x",
+        median(&mut relayed_ttfb) / median(&mut direct_ttfb)
+    );
+
+    println!(
+        "\n2. throughput of a {} MB fetch, direct vs relayed",
+        size / 1_000_000
+    );
+    let listen = "/ip4/0.0.0.0/tcp/4001,/ip4/0.0.0.0/udp/4001/quic-v1";
+    for h in ["h1", "h2", "h3"] {
+        start_home(&net, h, h, &broker, listen)?;
+    }
+    let f1 = net.dir.path().join("f1.bin");
+    let f3 = net.dir.path().join("f3.bin");
+    make_file(&f1, size, 11)?;
+    make_file(&f3, size, 13)?;
+    let id1 = share(&net, "h1", "h1", &f1)?;
+    let id3 = share(&net, "h3", "h3", &f3)?;
+    let h1_id = ok(net.peer_id("h1", "h1"))?;
+    let h3_id = ok(net.peer_id("h3", "h3"))?;
+    let (d_secs, _) = fetch(&net, "h2", "h2", &id1, &net.dir.path().join("o1.bin"))?;
+    let d_path = path_to(&net, "h2", "h2", &h1_id, Duration::from_secs(5));
+    let (r_secs, r) = fetch(&net, "h1", "h1", &id3, &net.dir.path().join("o3.bin"))?;
+    let r_path = path_to(&net, "h1", "h1", &h3_id, Duration::from_secs(1));
+    let mbs = |s: f64| size as f64 / s / MIB as f64;
+    println!(
+        "   {:<28} {:>10.1} MiB/s  ({:.2} s, path {d_path})",
+        "home 2 <- home 1 (direct)",
+        mbs(d_secs),
+        d_secs
+    );
+    println!(
+        "   {:<28} {:>10.1} MiB/s  ({:.2} s, path {r_path}, relayed providers {})",
+        "home 1 <- home 3 (relayed)",
+        mbs(r_secs),
+        r_secs,
+        r["relayed"]
+    );
+    println!("   relayed / direct: {:.2}x", d_secs / r_secs);
+    drop(net);
+
+    // 3. Lossy, delayed WAN on home 1.
+    println!(
+        "\n3. {} MB fetch over home 1's WAN link with 2% loss each way and +50 ms round trip",
+        lossy_size / 1_000_000
+    );
+    let net = ok(Testnet::up(&kith, &["--delay", "25", "--loss", "2"]))?;
+    let broker = start_broker(&net)?;
+    let f = net.dir.path().join("lossy.bin");
+    make_file(&f, lossy_size, 21)?;
+    let mut results = Vec::new();
+    for (label, listen) in [
+        ("TCP", "/ip4/0.0.0.0/tcp/4201"),
+        ("QUIC", "/ip4/0.0.0.0/udp/4201/quic-v1"),
+    ] {
+        let mut secs = Vec::new();
+        let mut paths = Vec::new();
+        for rep in 0..3 {
+            let (a, b) = (format!("{label}a{rep}"), format!("{label}b{rep}"));
+            start_home(&net, "h1", &a, &broker, listen)?;
+            start_home(&net, "h2", &b, &broker, listen)?;
+            let id = share(&net, "h1", &a, &f)?;
+            let a_id = ok(net.peer_id("h1", &a))?;
+            let (s, _) = fetch(
+                &net,
+                "h2",
+                &b,
+                &id,
+                &net.dir.path().join(format!("{b}.bin")),
+            )?;
+            paths.push(path_to(&net, "h2", &b, &a_id, Duration::from_secs(5)));
+            secs.push(s);
+            net.stop(&a);
+            net.stop(&b);
+        }
+        let m = median(&mut secs.clone());
+        println!(
+            "   {:<5} {:>8.2} MiB/s  (median of {:?} s; paths {:?})",
+            label,
+            lossy_size as f64 / m / MIB as f64,
+            secs.iter()
+                .map(|s| (s * 100.0).round() / 100.0)
+                .collect::<Vec<_>>(),
+            paths
+        );
+        results.push(m);
+    }
+    if let [tcp, quic] = results[..] {
+        println!("   QUIC / TCP: {:.2}x", tcp / quic);
+    }
+    Ok(())
+}
