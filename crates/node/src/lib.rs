@@ -123,13 +123,12 @@ impl Node {
                 ..kith_overlay::RelayLimits::default()
             });
         }
-        // A broker is also the rendezvous point, and a relay unless told otherwise.
+        // A broker is also a rendezvous point, and a relay unless told otherwise (peers
+        // find that out through identify and use it once they know they are private).
         ocfg.rendezvous_server = c.serve_broker;
         ocfg.relays = parse_all(&c.relays)?;
         if let Some(b) = &c.broker {
-            let b = kith_overlay::parse_addr(b)?;
-            ocfg.rendezvous.push(b.clone());
-            ocfg.relays.push(b);
+            ocfg.rendezvous.push(kith_overlay::parse_addr(b)?);
         }
         ocfg.autonat_any_ip = c.autonat_private_ips;
         ocfg.external = parse_all(&c.announce)?;

@@ -98,6 +98,8 @@ impl Counters {
 
 pub(crate) struct Nat {
     relays: HashMap<PeerId, Multiaddr>,
+    /// Relays the user named: used while reachability is unknown too.
+    configured: HashSet<PeerId>,
     reservations: HashMap<PeerId, Reservation>,
     limits: HashMap<PeerId, (Option<Duration>, Option<u64>)>,
     points: HashSet<PeerId>,
@@ -138,6 +140,7 @@ impl Nat {
     pub(crate) fn new(config: &crate::Config, counters: Counters) -> Self {
         let mut nat = Self {
             relays: HashMap::new(),
+            configured: HashSet::new(),
             reservations: HashMap::new(),
             limits: HashMap::new(),
             points: HashSet::new(),
@@ -157,8 +160,12 @@ impl Nat {
             nat.stick(addr.clone());
         }
         for addr in &config.relays {
-            if let Some(p) = peer_of(addr) {
-                nat.relays.insert(p, addr.clone());
+            match peer_of(addr) {
+                Some(p) => {
+                    nat.relays.insert(p, addr.clone());
+                    nat.configured.insert(p);
+                }
+                None => tracing::warn!(%addr, "relay address has no /p2p/PEER_ID; ignored"),
             }
         }
         for addr in &config.rendezvous {
@@ -260,8 +267,11 @@ impl EventLoop {
             }
         }
 
-        let public = self.swarm.behaviour().autonat.nat_status().is_public();
-        if public {
+        let status = self.swarm.behaviour().autonat.nat_status();
+        // Relays found on the way are used once AutoNAT says this node is private; the
+        // relays a user named, already while it does not know.
+        let private = matches!(status, autonat::v1::NatStatus::Private);
+        if status.is_public() {
             // Reachable directly: relayed addresses are no longer needed.
             for (relay, r) in self.nat.reservations.drain() {
                 tracing::info!(%relay, "publicly reachable; dropping the relay reservation");
@@ -273,6 +283,7 @@ impl EventLoop {
                 .relays
                 .iter()
                 .filter(|(p, _)| !self.nat.reservations.contains_key(p))
+                .filter(|(p, _)| private || self.nat.configured.contains(p))
                 .filter(|(p, _)| self.has_direct_connection(p))
                 .map(|(p, a)| (*p, a.clone()))
                 .take(MAX_RESERVATIONS - self.nat.reservations.len())
