@@ -76,7 +76,8 @@ pub(crate) fn build_swarm(
         refresh_interval: std::time::Duration::from_secs(300),
         throttle_server_period: std::time::Duration::from_secs(5),
         only_global_ips: !config.autonat_any_ip,
-        timeout: std::time::Duration::from_secs(10),
+        // Longer than a dial-back to an address that drops packets takes to fail (10 s).
+        timeout: std::time::Duration::from_secs(30),
         ..autonat::v1::Config::default()
     };
     let swarm = libp2p::SwarmBuilder::with_existing_identity(config.keypair.clone())

@@ -53,7 +53,7 @@ fn start_home(net: &Testnet, h: &str, name: &str, broker: &str, listen: &str) ->
         h,
         name,
         "a relay reservation",
-        Duration::from_secs(30),
+        Duration::from_secs(90),
         |s| {
             s["relays"]
                 .as_array()

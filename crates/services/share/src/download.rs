@@ -193,8 +193,36 @@ fn spawn_finder(
     .abort_handle()
 }
 
+/// While a peer has a direct connection and a relayed one that is closing (just upgraded),
+/// waits (up to [`UPGRADE_WAIT`]) for the relayed one to go, so a new stream cannot land on
+/// it: a closing connection waits for its streams, and a stream on it would hang.
+async fn await_upgrade(inner: &Inner, peer: PeerId) {
+    let me = peer.to_string();
+    let deadline = tokio::time::Instant::now() + UPGRADE_WAIT;
+    loop {
+        let Ok(status) = inner.overlay.status().await else {
+            return;
+        };
+        let paths: Vec<&str> = status
+            .connections
+            .iter()
+            .filter(|c| c.peer_id == me)
+            .map(|c| c.path)
+            .collect();
+        let both = paths.contains(&"direct") && paths.contains(&"relayed");
+        if !both || tokio::time::Instant::now() >= deadline {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Longest wait for a closing relayed connection to go (see [`await_upgrade`]).
+const UPGRADE_WAIT: Duration = Duration::from_secs(3);
+
 /// Opens a stream and waits for the server to take it.
 async fn open(inner: &Inner, peer: PeerId) -> Result<Stream, WireError> {
+    await_upgrade(inner, peer).await;
     let mut control = inner.overlay.streams();
     let fut = async {
         let mut s = control
