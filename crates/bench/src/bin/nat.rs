@@ -153,6 +153,7 @@ fn main() -> Result<()> {
     let mut relayed_ttfb = Vec::new();
     for (label, other) in [("cone <-> cone", "h2"), ("cone <-> symmetric", "h3")] {
         let mut direct = 0;
+        let mut failed = 0;
         let mut ttfb = Vec::new();
         for t in 0..tries {
             let port = 4100 + t;
@@ -165,14 +166,28 @@ fn main() -> Result<()> {
             make_file(&small, 64 * 1024, 1000 + t)?;
             let id = share(&net, other, &b, &small)?;
             let b_id = ok(net.peer_id(other, &b))?;
-            let (secs, _) = fetch(
+            match fetch(
                 &net,
                 "h1",
                 &a,
                 &id,
                 &net.dir.path().join(format!("{a}.bin")),
-            )?;
-            ttfb.push(secs * 1000.0);
+            ) {
+                Ok((secs, _)) => ttfb.push(secs * 1000.0),
+                Err(e) => {
+                    failed += 1;
+                    eprintln!("   try {t} ({label}): fetch failed: {e}");
+                    eprintln!(
+                        "{}",
+                        net.log(&a)
+                            .lines()
+                            .rev()
+                            .take(15)
+                            .collect::<Vec<_>>()
+                            .join("\n")
+                    );
+                }
+            }
             if path_to(&net, "h1", &a, &b_id, Duration::from_secs(10)) == "direct" {
                 direct += 1;
             }
@@ -186,7 +201,7 @@ fn main() -> Result<()> {
             .copied()
             .unwrap_or(f64::NAN);
         println!(
-            "   {:<22} {:>5}/{:<3} {:>11.0} ms {:>11.0} ms",
+            "   {:<22} {:>5}/{:<3} {:>11.0} ms {:>11.0} ms   (fetches failed: {failed})",
             label,
             direct,
             tries,
