@@ -23,6 +23,8 @@ use kad::store::RecordStore;
 const MAX_PENDING_DIALS: usize = 256;
 /// Most concurrent provider lookups.
 const MAX_LOOKUPS: usize = 256;
+/// Most peers remembered as DHT servers (to announce again to when they come back).
+const MAX_DHT_SERVERS: usize = 4096;
 /// Shortest gap between two re-announcements triggered by new routing peers.
 const REANNOUNCE_GAP: Duration = Duration::from_secs(2);
 
@@ -33,6 +35,9 @@ pub(crate) struct EventLoop {
     pub(crate) connections: HashMap<PeerId, Vec<(ConnectionId, ConnectedPoint)>>,
     pub(crate) nat: crate::nat::Nat,
     pub(crate) upgrades: tokio::sync::broadcast::Sender<PeerId>,
+    connected: tokio::sync::broadcast::Sender<PeerId>,
+    /// Peers seen serving the DHT (identify), at most [`MAX_DHT_SERVERS`].
+    dht_servers: HashSet<PeerId>,
     lookups: HashMap<kad::QueryId, (mpsc::Sender<PeerId>, HashSet<PeerId>)>,
     pending_dials: HashMap<ConnectionId, oneshot::Sender<Result<(), OverlayError>>>,
     providing: HashSet<Vec<u8>>,
@@ -154,6 +159,7 @@ pub(crate) struct Outputs {
     pub rejected: prometheus_client::metrics::counter::Counter,
     pub counters: crate::nat::Counters,
     pub upgrades: tokio::sync::broadcast::Sender<PeerId>,
+    pub connected: tokio::sync::broadcast::Sender<PeerId>,
 }
 
 impl EventLoop {
@@ -169,6 +175,7 @@ impl EventLoop {
             rejected,
             counters,
             upgrades,
+            connected,
         } = out;
         let mut listeners = HashMap::new();
         for addr in &config.listen {
@@ -206,6 +213,8 @@ impl EventLoop {
             connections: HashMap::new(),
             nat: crate::nat::Nat::new(config, counters),
             upgrades,
+            connected,
+            dht_servers: HashSet::new(),
             lookups: HashMap::new(),
             pending_dials: HashMap::new(),
             providing: HashSet::new(),
@@ -419,6 +428,10 @@ impl EventLoop {
         Status {
             peer_id: self.swarm.local_peer_id().to_string(),
             reachability: crate::nat::reachability(&self.swarm.behaviour().autonat.nat_status()),
+            dht: match self.swarm.behaviour().kad.mode() {
+                kad::Mode::Server => "server",
+                kad::Mode::Client => "client",
+            },
             relay_server: self.nat.serving_relay(),
             relays: self.nat.relays(),
             listen_addrs: self.swarm.listeners().map(|a| a.to_string()).collect(),
@@ -483,6 +496,15 @@ impl EventLoop {
                     let _ = reply.send(Ok(()));
                 }
                 let relayed = endpoint.is_relayed();
+                if !self.connections.contains_key(&peer_id) {
+                    let _ = self.connected.send(peer_id);
+                    // A DHT server we knew is back: it may have restarted and lost what
+                    // it stored for us.
+                    if !self.providing.is_empty() && self.dht_servers.contains(&peer_id) {
+                        tracing::debug!(peer = %peer_id, "DHT peer (re)connected; announcing again");
+                        self.reannounce_due = true;
+                    }
+                }
                 self.connections
                     .entry(peer_id)
                     .or_default()
@@ -547,7 +569,22 @@ impl EventLoop {
         };
         self.nat_on_identify(peer_id, &info);
         if !info.protocols.contains(&KAD_PROTOCOL) {
+            // Not (or no longer, e.g. found to be behind a NAT) a DHT server: queries must
+            // not be sent its way.
+            self.dht_servers.remove(&peer_id);
+            if self
+                .swarm
+                .behaviour_mut()
+                .kad
+                .remove_peer(&peer_id)
+                .is_some()
+            {
+                tracing::debug!(peer = %peer_id, "peer left the routing table: it serves no DHT");
+            }
             return;
+        }
+        if self.dht_servers.len() < MAX_DHT_SERVERS {
+            self.dht_servers.insert(peer_id);
         }
         // Bound what a peer can make us store. A peer's loopback addresses mean nothing
         // to a peer on another machine (they would reach our own host): keep them only
@@ -583,7 +620,10 @@ impl EventLoop {
                 }
             }
             kad::Event::OutboundQueryProgressed {
-                id, result, step, ..
+                id,
+                result,
+                step,
+                stats,
             } => match result {
                 kad::QueryResult::GetProviders(Ok(kad::GetProvidersOk::FoundProviders {
                     providers,
@@ -612,7 +652,14 @@ impl EventLoop {
                     }
                 }
                 kad::QueryResult::GetProviders(_) if step.last => {
-                    self.lookups.remove(&id);
+                    let found = self.lookups.remove(&id).map_or(0, |(_, seen)| seen.len());
+                    tracing::debug!(
+                        found,
+                        requests = stats.num_requests(),
+                        failures = stats.num_failures(),
+                        ms = stats.duration().map_or(0, |d| d.as_millis()),
+                        "provider lookup ended"
+                    );
                 }
                 kad::QueryResult::GetRecord(Ok(kad::GetRecordOk::FoundRecord(r))) => {
                     let valid = self.check_record(&r.record.key, &r.record.value, None);
@@ -647,8 +694,15 @@ impl EventLoop {
                         let _ = reply.send(n);
                     }
                 }
-                kad::QueryResult::StartProviding(Err(e)) => {
-                    tracing::debug!(error = ?e, "announcement reached no peer yet");
+                kad::QueryResult::StartProviding(r) => {
+                    tracing::debug!(
+                        ok = r.is_ok(),
+                        requests = stats.num_requests(),
+                        successes = stats.num_successes(),
+                        failures = stats.num_failures(),
+                        ms = stats.duration().map_or(0, |d| d.as_millis()),
+                        "announcement ended"
+                    );
                 }
                 _ => {}
             },

@@ -203,6 +203,9 @@ pub struct Status {
     pub peer_id: String,
     /// AutoNAT's verdict: `public`, `private` or `unknown`.
     pub reachability: &'static str,
+    /// `server` when this node answers DHT queries, `client` when it only asks (behind a
+    /// NAT, where others could not reach it).
+    pub dht: &'static str,
     /// Relays this node serves circuits for others on (when it is one).
     pub relay_server: bool,
     pub relays: Vec<RelayInfo>,
@@ -239,6 +242,7 @@ pub(crate) enum Command {
 pub struct Overlay {
     peer_id: PeerId,
     upgrades: tokio::sync::broadcast::Sender<PeerId>,
+    connected: tokio::sync::broadcast::Sender<PeerId>,
     commands: mpsc::Sender<Command>,
     control: Control,
     gossip: std::sync::Arc<std::sync::Mutex<Option<mpsc::Receiver<GossipMessage>>>>,
@@ -273,11 +277,13 @@ impl Overlay {
         let (gossip_tx, gossip_rx) = mpsc::channel(GOSSIP_QUEUE);
         let counters = nat::Counters::register(registry);
         let (upgrades, _) = tokio::sync::broadcast::channel(64);
+        let (connected, _) = tokio::sync::broadcast::channel(256);
         let out = event_loop::Outputs {
             gossip_tx,
             rejected,
             counters,
             upgrades: upgrades.clone(),
+            connected: connected.clone(),
         };
         let mut actor = event_loop::EventLoop::new(swarm, rx, metrics, &config, out).await?;
         let task = tokio::spawn(async move { actor.run(shutdown).await });
@@ -285,6 +291,7 @@ impl Overlay {
             Self {
                 peer_id,
                 upgrades,
+                connected,
                 commands: tx,
                 control,
                 gossip: std::sync::Arc::new(std::sync::Mutex::new(Some(gossip_rx))),
@@ -302,6 +309,12 @@ impl Overlay {
     /// to such a peer and open new ones, which use the direct connection.
     pub fn upgrades(&self) -> tokio::sync::broadcast::Receiver<PeerId> {
         self.upgrades.subscribe()
+    }
+
+    /// Peers as they become connected (their first connection), whoever dialled: a
+    /// service waiting for a peer that went away learns it is back.
+    pub fn connected(&self) -> tokio::sync::broadcast::Receiver<PeerId> {
+        self.connected.subscribe()
     }
 
     /// Opens and accepts streams of service protocols.

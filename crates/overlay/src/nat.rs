@@ -9,7 +9,7 @@ use std::time::Duration;
 use libp2p::core::transport::ListenerId;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::dial_opts::DialOpts;
-use libp2p::{Multiaddr, PeerId, autonat, dcutr, identify, relay, rendezvous};
+use libp2p::{Multiaddr, PeerId, autonat, dcutr, identify, kad, relay, rendezvous};
 use tokio::time::Instant;
 
 use crate::event_loop::EventLoop;
@@ -439,6 +439,16 @@ impl EventLoop {
                 to = reachability(&new),
                 "reachability changed"
             );
+            // A node others cannot dial must not sit in their routing tables: every query
+            // that picks it waits for a dial that cannot succeed. Behind a NAT the node
+            // stays a DHT client (it queries and announces, through public nodes); public
+            // and not-yet-known nodes serve.
+            let mode = if matches!(new, autonat::v1::NatStatus::Private) {
+                kad::Mode::Client
+            } else {
+                kad::Mode::Server
+            };
+            self.swarm.behaviour_mut().kad.set_mode(Some(mode));
         }
     }
 
@@ -566,9 +576,8 @@ impl EventLoop {
                     dials += 1;
                     let addrs: Vec<Multiaddr> =
                         r.record.addresses().iter().take(8).cloned().collect();
-                    for a in &addrs {
-                        self.swarm.behaviour_mut().kad.add_address(&peer, a.clone());
-                    }
+                    // Not into the routing table: identify adds the peer there if it
+                    // serves the DHT.
                     tracing::debug!(%peer, "found peer at rendezvous point; dialling");
                     let _ = self
                         .swarm

@@ -257,6 +257,20 @@ impl Drop for Testnet {
             .arg(script())
             .args(["down", &self.prefix])
             .output();
+        // For a post-mortem: KITH_TESTNET_KEEP=DIR keeps the nodes' logs in DIR/PREFIX.
+        if let Some(keep) = std::env::var_os("KITH_TESTNET_KEEP") {
+            let to = Path::new(&keep).join(&self.prefix);
+            if std::fs::create_dir_all(&to).is_ok()
+                && let Ok(entries) = std::fs::read_dir(self.dir.path())
+            {
+                for e in entries.flatten() {
+                    let p = e.path();
+                    if p.extension().is_some_and(|x| x == "log") {
+                        let _ = std::fs::copy(&p, to.join(e.file_name()));
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -59,6 +59,10 @@ async fn relay_rendezvous_and_hole_punch() -> Result<()> {
         }
         let s = a.api_get("/status").await?;
         assert_eq!(s["reachability"], "unknown", "{s}");
+        assert_eq!(
+            s["dht"], "server",
+            "unknown reachability keeps serving the DHT: {s}"
+        );
         let circuit = s["relays"][0]["addr"]
             .as_str()
             .unwrap_or_default()

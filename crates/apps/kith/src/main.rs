@@ -289,6 +289,7 @@ async fn run(cli: Cli) -> Result<()> {
                         ""
                     }
                 );
+                println!("dht       {}", s["dht"].as_str().unwrap_or("unknown"));
                 for a in s["listen_addrs"].as_array().into_iter().flatten() {
                     println!("listen    {}", a.as_str().unwrap_or_default());
                 }

@@ -46,16 +46,20 @@ fn start_all(net: &Testnet, homes: &[usize], extra: &[&[&str]]) -> Result<String
         net.wait_status(
             &format!("h{h}"),
             &format!("h{h}"),
-            "private reachability and a relay reservation",
+            "private reachability, DHT client mode and a relay reservation",
             WAIT,
             |s| {
+                // Unreachable, it only asks the DHT: no query waits on dialling it.
                 s["reachability"] == "private"
+                    && s["dht"] == "client"
                     && s["relays"]
                         .as_array()
                         .is_some_and(|r| r.iter().any(|x| x["state"] == "reserved"))
             },
         )?;
     }
+    let s = net.status("relay", "broker")?;
+    assert_eq!(s["dht"], "server", "the public broker serves the DHT: {s}");
     Ok(broker)
 }
 

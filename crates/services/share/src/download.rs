@@ -286,6 +286,11 @@ async fn request(
 /// still in the DHT) must not make a download wait for their dial timeouts one by one.
 const MANIFEST_PARALLEL: usize = 8;
 
+/// A provider that could not be reached is tried again this much later (times the tries
+/// so far), at most [`MANIFEST_REDIALS`] times.
+const MANIFEST_REDIAL: Duration = Duration::from_millis(300);
+const MANIFEST_REDIALS: u32 = 3;
+
 /// Fetches a manifest from the given peers (or the store): asks up to
 /// [`MANIFEST_PARALLEL`] peers at once, as they are found; the first good answer wins.
 async fn fetch_manifest(
@@ -309,6 +314,9 @@ async fn fetch_manifest(
     // again (on the direct connection).
     let mut upgrades = inner.overlay.upgrades();
     let mut moving: HashMap<PeerId, CancellationToken> = HashMap::new();
+    // Peers that could not be reached, and how often: a provider found while another dial
+    // to it (with addresses that turn out stale) is failing is reached on a later try.
+    let mut unreachable: HashMap<PeerId, u32> = HashMap::new();
     loop {
         while attempts.len() < MANIFEST_PARALLEL {
             let Some(peer) = peers
@@ -322,16 +330,20 @@ async fn fetch_manifest(
             in_flight.insert(peer);
             let moved = CancellationToken::new();
             moving.insert(peer, moved.clone());
+            let wait = MANIFEST_REDIAL * unreachable.get(&peer).copied().unwrap_or(0);
             attempts.push(async move {
                 let attempt = async {
-                    let mut s = open(inner, peer).await?;
+                    tokio::time::sleep(wait).await;
+                    let mut s = open(inner, peer)
+                        .await
+                        .map_err(|e| (e, true))?;
                     let r = request(inner, &mut s, id).await;
                     let _ = s.close().await;
-                    r
+                    r.map_err(|e| (e, false))
                 };
                 let r = tokio::select! {
                     r = attempt => r,
-                    () = moved.cancelled() => Err(WireError::Protocol("connection upgraded".into())),
+                    () = moved.cancelled() => Err((WireError::Protocol("connection upgraded".into()), false)),
                 };
                 (peer, r)
             });
@@ -386,7 +398,14 @@ async fn fetch_manifest(
                         inner.ban(peer);
                         let _ = inner.overlay.disconnect(peer).await;
                     }
-                    Err(e) => tracing::debug!(%peer, %id, error = %e, "peer cannot give manifest"),
+                    Err((e, unreached)) => {
+                        tracing::debug!(%peer, %id, error = %e, "peer cannot give manifest");
+                        let n = unreachable.entry(peer).or_insert(0);
+                        if unreached && *n < MANIFEST_REDIALS {
+                            *n += 1;
+                            tried.remove(&peer);
+                        }
+                    }
                 }
             }
         }
@@ -971,6 +990,10 @@ async fn fetch_chunks(
     let mut dropped: HashMap<PeerId, CancellationToken> = HashMap::new();
     let mut moved: HashMap<PeerId, CancellationToken> = HashMap::new();
     let mut upgrades = inner.overlay.upgrades();
+    // Providers that failed, retried as soon as they are connected again (whoever dials:
+    // a provider behind a NAT may come back through a relay on its own).
+    let mut failing: HashSet<PeerId> = HashSet::new();
+    let mut reconnects = inner.overlay.connected();
     let spawn_for = |peer: PeerId,
                      workers: &mut JoinSet<_>,
                      active: &mut HashMap<PeerId, usize>,
@@ -1023,10 +1046,21 @@ async fn fetch_chunks(
             }
             () = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => {}
             Some(peer) = found.recv() => {
+                failing.remove(&peer);
                 if !inner.is_banned(&peer) {
                     if !peers.contains(&peer) { peers.push(peer); }
                     live.insert(peer);
                     spawn_for(peer, &mut workers, &mut active, &mut dropped, &mut moved);
+                    if waiting_since.take().is_some() {
+                        tx.send_modify(|p| p.state = "downloading");
+                    }
+                }
+            }
+            Ok(p) = reconnects.recv() => {
+                if failing.remove(&p) && !inner.is_banned(&p) {
+                    tracing::debug!(peer = %p, "failed provider is connected again; retrying it");
+                    live.insert(p);
+                    spawn_for(p, &mut workers, &mut active, &mut dropped, &mut moved);
                     if waiting_since.take().is_some() {
                         tx.send_modify(|p| p.state = "downloading");
                     }
@@ -1075,6 +1109,7 @@ async fn fetch_chunks(
                         tracing::debug!(%peer, error = %e, "provider failing; waiting for it to be found again");
                         last_failure = e;
                         live.remove(&peer);
+                        failing.insert(peer);
                     }
                     WorkerExit::Bad => {
                         if live.remove(&peer) {
