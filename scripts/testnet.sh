@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A small Internet in Linux network namespaces, for testing kith across NATs.
 #
-#   testnet.sh up PREFIX [--delay MS] [--loss PCT]   build it (removes leftovers first)
+#   testnet.sh up PREFIX [--delay MS] [--loss PCT] [--rate RATE]
+#                                                    build it (removes leftovers first)
 #   testnet.sh down PREFIX                           remove it (idempotent)
 #   testnet.sh check                                 exit 0 if this machine can build it
 #
@@ -18,6 +19,8 @@
 # With --delay/--loss, home 1's WAN link goes through a user-space forwarder in the
 # namespace wan1 (scripts/wandelay.py: MS of delay each way) and loses PCT% of packets in
 # each direction (nftables numgen random on the inet router). This kernel has no netem.
+# With --rate (a tc rate such as 20mbit), home 1's WAN link carries at most RATE each way
+# (tc tbf on both ends of the link).
 #
 # Traffic never leaves the namespaces: they have no link to the host's network.
 set -Eeuo pipefail
@@ -93,12 +96,13 @@ EOF
 }
 
 up() {
-    local delay=0 loss=0
+    local delay=0 loss=0 rate=""
     shift 2 || true
     while [ $# -gt 0 ]; do
         case "$1" in
             --delay) delay="$2"; shift 2 ;;
             --loss) loss="$2"; shift 2 ;;
+            --rate) rate="$2"; shift 2 ;;
             *) echo "unknown option $1" >&2; exit 2 ;;
         esac
     done
@@ -150,6 +154,12 @@ table inet wan {
 }
 EOF
     fi
+    if [ -n "$rate" ]; then
+        command -v tc >/dev/null || { echo "--rate needs tc (iproute2)" >&2; false; }
+        # Token bucket each way: home 1 -> Internet on nat1's WAN side, back on inet's.
+        ns nat1 tc qdisc add dev wan root tbf rate "$rate" burst 64kb latency 200ms
+        ns inet tc qdisc add dev n1 root tbf rate "$rate" burst 64kb latency 200ms
+    fi
     trap - ERR
 }
 
@@ -157,5 +167,5 @@ case "$cmd" in
     up) up "$@" ;;
     down) down ;;
     check) check ;;
-    *) echo "usage: $0 up|down|check PREFIX [--delay MS] [--loss PCT]" >&2; exit 2 ;;
+    *) echo "usage: $0 up|down|check PREFIX [--delay MS] [--loss PCT] [--rate RATE]" >&2; exit 2 ;;
 esac

@@ -183,6 +183,17 @@ impl Testnet {
         wait_child(child, limit)
     }
 
+    /// `PROGRAM ARGS` to be run inside namespace `host` (stdout piped), for tools other
+    /// than `kith` (e.g. a plain-TCP baseline in a benchmark).
+    pub fn exec(&self, host: &str, program: &Path, args: &[&str]) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.ns(host)])
+            .arg(program)
+            .args(args)
+            .stdout(Stdio::piped());
+        c
+    }
+
     /// Spawns a `kith` CLI command with piped output (for following a download).
     pub fn spawn(&self, host: &str, name: &str, args: &[&str]) -> Result<Child> {
         Ok(self
