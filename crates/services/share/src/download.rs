@@ -152,7 +152,8 @@ pub(crate) async fn run(
 }
 
 /// Feeds peers that may have `id` into `tx`: connected peers first, then the DHT, again
-/// every [`REFIND`] until the download ends.
+/// every [`REFIND`] until the download ends; and every peer as it connects (a provider
+/// that went away may come back on its own, e.g. through a relay).
 fn spawn_finder(
     inner: &Arc<Inner>,
     id: ContentId,
@@ -160,6 +161,8 @@ fn spawn_finder(
 ) -> tokio::task::AbortHandle {
     let inner = inner.clone();
     tokio::spawn(async move {
+        // Subscribed before the connected peers are read, so none is missed in between.
+        let mut connected = inner.overlay.connected();
         for p in inner.hinted(&id) {
             if tx.send(p).await.is_err() {
                 return;
@@ -183,9 +186,18 @@ fn spawn_finder(
                     }
                 }
             }
-            tokio::select! {
-                () = inner.shutdown.cancelled() => return,
-                () = tokio::time::sleep(gap) => {}
+            let wait = tokio::time::sleep(gap);
+            tokio::pin!(wait);
+            loop {
+                tokio::select! {
+                    () = inner.shutdown.cancelled() => return,
+                    () = &mut wait => break,
+                    Ok(p) = connected.recv() => {
+                        if tx.send(p).await.is_err() {
+                            return;
+                        }
+                    }
+                }
             }
             gap = (gap * 2).min(REFIND_MAX);
         }
@@ -990,10 +1002,6 @@ async fn fetch_chunks(
     let mut dropped: HashMap<PeerId, CancellationToken> = HashMap::new();
     let mut moved: HashMap<PeerId, CancellationToken> = HashMap::new();
     let mut upgrades = inner.overlay.upgrades();
-    // Providers that failed, retried as soon as they are connected again (whoever dials:
-    // a provider behind a NAT may come back through a relay on its own).
-    let mut failing: HashSet<PeerId> = HashSet::new();
-    let mut reconnects = inner.overlay.connected();
     let spawn_for = |peer: PeerId,
                      workers: &mut JoinSet<_>,
                      active: &mut HashMap<PeerId, usize>,
@@ -1046,21 +1054,10 @@ async fn fetch_chunks(
             }
             () = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => {}
             Some(peer) = found.recv() => {
-                failing.remove(&peer);
                 if !inner.is_banned(&peer) {
                     if !peers.contains(&peer) { peers.push(peer); }
                     live.insert(peer);
                     spawn_for(peer, &mut workers, &mut active, &mut dropped, &mut moved);
-                    if waiting_since.take().is_some() {
-                        tx.send_modify(|p| p.state = "downloading");
-                    }
-                }
-            }
-            Ok(p) = reconnects.recv() => {
-                if failing.remove(&p) && !inner.is_banned(&p) {
-                    tracing::debug!(peer = %p, "failed provider is connected again; retrying it");
-                    live.insert(p);
-                    spawn_for(p, &mut workers, &mut active, &mut dropped, &mut moved);
                     if waiting_since.take().is_some() {
                         tx.send_modify(|p| p.state = "downloading");
                     }
@@ -1109,7 +1106,6 @@ async fn fetch_chunks(
                         tracing::debug!(%peer, error = %e, "provider failing; waiting for it to be found again");
                         last_failure = e;
                         live.remove(&peer);
-                        failing.insert(peer);
                     }
                     WorkerExit::Bad => {
                         if live.remove(&peer) {
