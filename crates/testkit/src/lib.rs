@@ -172,8 +172,20 @@ impl TestNode {
 
     /// Stops the node and starts it again on the same data dir.
     pub async fn restart(self, tweak: impl FnOnce(&mut Options)) -> Result<Self> {
-        let Self { node, dir, .. } = self;
-        node.shutdown().await;
+        Self::start_in(self.stop_keeping_data().await, tweak).await
+    }
+
+    /// Stops the node and hands back its data dir, for [`TestNode::start_in`].
+    pub async fn stop_keeping_data(self) -> tempfile::TempDir {
+        self.node.shutdown().await;
+        self.dir
+    }
+
+    /// Starts a node on an existing data dir (same identity, shares and downloads).
+    pub async fn start_in(
+        dir: tempfile::TempDir,
+        tweak: impl FnOnce(&mut Options),
+    ) -> Result<Self> {
         let mut o = options(dir.path());
         tweak(&mut o);
         let node = Node::start(o).await?;

@@ -451,3 +451,65 @@ async fn a_finished_download_is_provided_to_others() -> Result<()> {
     })
     .await
 }
+
+/// The provider goes away in the middle of a download and comes back after a restart (same
+/// identity, new port): the download waits for it, then continues from what is verified.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_waits_for_a_restarted_provider_and_continues() -> Result<()> {
+    const SIZE: u64 = 12_000_000;
+    bounded(LIMIT, async {
+        let c = TestNode::start(|o| o.share.patience = Duration::from_secs(60)).await?;
+        let c_addr = c.addr().await?;
+        let bootstrap_and_cap = |o: &mut kith_node::Options| {
+            o.config.bootstrap = vec![c_addr.clone()];
+            // Slow enough that the download is still running when A goes.
+            o.share.upload_limit = 3_000_000;
+        };
+        let a = TestNode::start(bootstrap_and_cap).await?;
+        let file = a.dir.path().join("film.bin");
+        std::fs::write(&file, data(SIZE as usize, 21))?;
+        let id = a.share(&file).await?;
+        let out = c.dir.path().join("film.bin");
+        let progress = |state: &'static str, min_done: u64| {
+            let c = &c;
+            move || async move {
+                let v = c.api_get("/downloads").await.ok()?;
+                let d = v.as_array()?.first()?.clone();
+                (d["state"] == state && d["done_bytes"].as_u64()? >= min_done).then_some(d)
+            }
+        };
+        let drive = async {
+            eventually(
+                Duration::from_secs(30),
+                "a quarter downloaded",
+                progress("downloading", SIZE / 4),
+            )
+            .await?;
+            let dir = a.stop_keeping_data().await;
+            let paused = eventually(
+                Duration::from_secs(30),
+                "the download waiting for a provider",
+                progress("waiting", 0),
+            )
+            .await?;
+            let a = TestNode::start_in(dir, bootstrap_and_cap).await?;
+            Ok::<_, kith_testkit::Error>((a, paused))
+        };
+        let (done, driven) = tokio::join!(c.get(&id, &out), drive);
+        let (a, paused) = driven?;
+        let done = done?;
+        assert_eq!(done["state"], "done", "{done}");
+        assert!(
+            paused["done_bytes"].as_u64() < Some(SIZE),
+            "paused before the end: {paused}"
+        );
+        assert_eq!(std::fs::read(&out)?, std::fs::read(&file)?);
+        // Verified chunks were not fetched again (a chunk in flight at the cut may be).
+        let fetched = done["fetched_bytes"].as_u64().unwrap_or(u64::MAX);
+        assert!(fetched <= SIZE + 2_000_000, "refetched: {done}");
+        a.stop().await;
+        c.stop().await;
+        Ok(())
+    })
+    .await
+}
