@@ -27,6 +27,9 @@ const MAX_LOOKUPS: usize = 256;
 const MAX_DHT_SERVERS: usize = 4096;
 /// Shortest gap between two re-announcements triggered by new routing peers.
 const REANNOUNCE_GAP: Duration = Duration::from_secs(2);
+/// Most new DHT peers remembered between two re-announcements; past it, every key is
+/// announced again.
+const MAX_REANNOUNCE_PEERS: usize = 1024;
 
 pub(crate) struct EventLoop {
     pub(crate) swarm: Swarm<Behaviour>,
@@ -41,13 +44,35 @@ pub(crate) struct EventLoop {
     lookups: HashMap<kad::QueryId, (mpsc::Sender<PeerId>, HashSet<PeerId>)>,
     pending_dials: HashMap<ConnectionId, oneshot::Sender<Result<(), OverlayError>>>,
     providing: HashSet<Vec<u8>>,
-    reannounce_due: bool,
+    /// DHT peers that joined the routing table (or came back) since the last re-announce:
+    /// keys they should hold a provider record for are announced again.
+    reannounce_for: HashSet<PeerId>,
+    /// Too many peers joined to check them one by one: announce every key.
+    reannounce_all: bool,
     bootstrapped: bool,
     validator: Option<std::sync::Arc<dyn RecordValidator>>,
     gossip_tx: mpsc::Sender<GossipMessage>,
     record_gets: HashMap<kad::QueryId, mpsc::Sender<Vec<u8>>>,
     record_puts: HashMap<kad::QueryId, oneshot::Sender<Result<usize, OverlayError>>>,
     rejected: prometheus_client::metrics::counter::Counter,
+}
+
+/// The keys among `keys` for which one of `peers` is among the closest peers in the
+/// routing table (the peers a provider record is stored on).
+fn keys_closest_to(
+    kad: &mut kad::Behaviour<kad::store::MemoryStore>,
+    keys: &HashSet<Vec<u8>>,
+    peers: &HashSet<PeerId>,
+) -> Vec<Vec<u8>> {
+    keys.iter()
+        .filter(|key| {
+            let target = kad::KBucketKey::new(kad::RecordKey::new(key));
+            kad.get_closest_local_peers(&target)
+                .take(kad::K_VALUE.get())
+                .any(|p| peers.contains(p.preimage()))
+        })
+        .cloned()
+        .collect()
 }
 
 fn transport_of(addr: &Multiaddr) -> &'static str {
@@ -218,7 +243,8 @@ impl EventLoop {
             lookups: HashMap::new(),
             pending_dials: HashMap::new(),
             providing: HashSet::new(),
-            reannounce_due: false,
+            reannounce_for: HashSet::new(),
+            reannounce_all: false,
             bootstrapped: false,
             validator: config.validator.clone(),
             gossip_tx,
@@ -242,22 +268,48 @@ impl EventLoop {
                     None => break,
                 },
                 _ = maintain.tick() => self.maintain(),
-                _ = reannounce.tick() => {
-                    if self.reannounce_due {
-                        self.reannounce_due = false;
-                        self.announce_all();
-                    }
-                }
+                _ = reannounce.tick() => self.reannounce(),
             }
         }
         tracing::debug!("network actor stopped");
     }
 
-    /// Re-announces every provided key; used when the routing table first fills, so content
-    /// shared before any peer was known still reaches the DHT promptly.
-    fn announce_all(&mut self) {
-        let keys: Vec<_> = self.providing.iter().cloned().collect();
-        tracing::debug!(keys = keys.len(), "announcing provided content");
+    /// Notes that `peer` (a DHT server) joined the routing table or came back: it may be
+    /// one of the peers that should hold provider records for what this node provides.
+    fn reannounce_later(&mut self, peer: PeerId) {
+        if self.providing.is_empty() {
+            return;
+        }
+        if self.reannounce_for.len() < MAX_REANNOUNCE_PEERS {
+            self.reannounce_for.insert(peer);
+        } else {
+            self.reannounce_all = true;
+        }
+    }
+
+    /// Announces again the provided keys for which a peer noted by
+    /// [`EventLoop::reannounce_later`] is now among the closest known peers (the ones a
+    /// provider record is stored on). So content shared before any peer was known reaches
+    /// the DHT as soon as the routing table fills, and a DHT server that restarted gets back
+    /// the records it lost, while a node in a large network does not re-announce every key
+    /// each time some peer joins.
+    fn reannounce(&mut self) {
+        if self.reannounce_for.is_empty() && !self.reannounce_all {
+            return;
+        }
+        let fresh = std::mem::take(&mut self.reannounce_for);
+        let all = std::mem::replace(&mut self.reannounce_all, false);
+        let keys: Vec<Vec<u8>> = if all {
+            self.providing.iter().cloned().collect()
+        } else {
+            keys_closest_to(&mut self.swarm.behaviour_mut().kad, &self.providing, &fresh)
+        };
+        tracing::debug!(
+            peers = fresh.len(),
+            keys = keys.len(),
+            of = self.providing.len(),
+            "announcing provided content again"
+        );
         for key in keys {
             self.announce(&key);
         }
@@ -500,9 +552,9 @@ impl EventLoop {
                     let _ = self.connected.send(peer_id);
                     // A DHT server we knew is back: it may have restarted and lost what
                     // it stored for us.
-                    if !self.providing.is_empty() && self.dht_servers.contains(&peer_id) {
-                        tracing::debug!(peer = %peer_id, "DHT peer (re)connected; announcing again");
-                        self.reannounce_due = true;
+                    if self.dht_servers.contains(&peer_id) {
+                        tracing::debug!(peer = %peer_id, "DHT peer (re)connected");
+                        self.reannounce_later(peer_id);
                     }
                 }
                 self.connections
@@ -615,9 +667,7 @@ impl EventLoop {
                 ..
             } => {
                 tracing::debug!(%peer, "new peer in routing table");
-                if !self.providing.is_empty() {
-                    self.reannounce_due = true;
-                }
+                self.reannounce_later(peer);
             }
             kad::Event::OutboundQueryProgressed {
                 id,
@@ -804,5 +854,84 @@ impl EventLoop {
                 tracing::warn!("gossip queue full; dropping a message");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(me: PeerId, peers: &[PeerId]) -> kad::Behaviour<kad::store::MemoryStore> {
+        let mut kad = kad::Behaviour::new(me, kad::store::MemoryStore::new(me));
+        for (i, p) in peers.iter().enumerate() {
+            let addr: Multiaddr = format!("/ip4/10.0.0.1/tcp/{}", 1000 + i)
+                .parse()
+                .unwrap_or_else(|_| Multiaddr::empty());
+            kad.add_address(p, addr);
+        }
+        kad
+    }
+
+    fn keys(n: usize) -> HashSet<Vec<u8>> {
+        (0..n).map(|i| format!("key {i}").into_bytes()).collect()
+    }
+
+    /// Brute force: is `peer` among the K closest of `all` to `key`?
+    fn among_closest(all: &[PeerId], peer: &PeerId, key: &[u8]) -> bool {
+        let target = kad::KBucketKey::new(kad::RecordKey::new(&key));
+        let d = |p: &PeerId| kad::KBucketKey::from(*p).distance(&target);
+        all.iter().filter(|p| d(p) < d(peer)).count() < kad::K_VALUE.get()
+    }
+
+    #[test]
+    fn a_new_peer_in_a_small_network_gets_every_key() {
+        let peers: Vec<PeerId> = (0..10).map(|_| PeerId::random()).collect();
+        let mut kad = table(PeerId::random(), &peers);
+        let ks = keys(200);
+        let fresh = HashSet::from([peers[3]]);
+        assert_eq!(keys_closest_to(&mut kad, &ks, &fresh).len(), ks.len());
+    }
+
+    #[test]
+    fn a_new_peer_in_a_large_network_gets_only_the_keys_it_is_close_to() {
+        let peers: Vec<PeerId> = (0..200).map(|_| PeerId::random()).collect();
+        let me = PeerId::random();
+        let mut kad = table(me, &peers);
+        // Buckets are capped at K, so some far peers are not in the table: the closest
+        // peers are those the table holds. (In the far buckets, each of the K peers known is
+        // among the closest for a whole region of keys; but full buckets take no new peers.
+        // New peers come into the near buckets, where the table is as dense as the network.)
+        let known: Vec<PeerId> = kad
+            .kbuckets()
+            .flat_map(|b| b.iter().map(|e| *e.node.key.preimage()).collect::<Vec<_>>())
+            .collect();
+        assert!(known.len() > 3 * kad::K_VALUE.get(), "{}", known.len());
+        let me_key = kad::KBucketKey::from(me);
+        let new = known
+            .iter()
+            .copied()
+            .min_by_key(|p| kad::KBucketKey::from(*p).distance(&me_key))
+            .ok_or("empty table")
+            .unwrap_or(me);
+        let ks = keys(2000);
+        let chosen: HashSet<Vec<u8>> = keys_closest_to(&mut kad, &ks, &HashSet::from([new]))
+            .into_iter()
+            .collect();
+        for k in &ks {
+            assert_eq!(
+                chosen.contains(k),
+                among_closest(&known, &new, k),
+                "key {:?}",
+                String::from_utf8_lossy(k)
+            );
+        }
+        // Some keys, far fewer than all of them.
+        assert!(!chosen.is_empty());
+        assert!(
+            chosen.len() < ks.len() / 4,
+            "{} of {}",
+            chosen.len(),
+            ks.len()
+        );
     }
 }
