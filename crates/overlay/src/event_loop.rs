@@ -7,7 +7,10 @@ use futures::StreamExt;
 use libp2p::core::ConnectedPoint;
 use libp2p::metrics::{Metrics, Recorder};
 use libp2p::multiaddr::Protocol;
-use libp2p::swarm::{ConnectionId, SwarmEvent, dial_opts::DialOpts};
+use libp2p::swarm::{
+    ConnectionId, DialError, SwarmEvent,
+    dial_opts::{DialOpts, PeerCondition},
+};
 use libp2p::{Multiaddr, PeerId, Swarm, gossipsub, identify, kad, mdns};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -43,6 +46,9 @@ pub(crate) struct EventLoop {
     dht_servers: HashSet<PeerId>,
     lookups: HashMap<kad::QueryId, (mpsc::Sender<PeerId>, HashSet<PeerId>)>,
     pending_dials: HashMap<ConnectionId, oneshot::Sender<Result<(), OverlayError>>>,
+    /// `dial` calls for a peer that another dial is already connecting to: answered when it
+    /// connects or fails (at most [`MAX_PENDING_DIALS`] in all).
+    dial_waiters: HashMap<PeerId, Vec<oneshot::Sender<Result<(), OverlayError>>>>,
     providing: HashSet<Vec<u8>>,
     /// DHT peers that joined the routing table (or came back) since the last re-announce:
     /// keys they should hold a provider record for are announced again.
@@ -242,6 +248,7 @@ impl EventLoop {
             dht_servers: HashSet::new(),
             lookups: HashMap::new(),
             pending_dials: HashMap::new(),
+            dial_waiters: HashMap::new(),
             providing: HashSet::new(),
             reannounce_for: HashSet::new(),
             reannounce_all: false,
@@ -329,23 +336,43 @@ impl EventLoop {
                 let _ = reply.send(self.status());
             }
             Command::Dial(addr, reply) => {
-                if self.pending_dials.len() >= MAX_PENDING_DIALS {
+                let waiting = self.dial_waiters.values().map(Vec::len).sum::<usize>();
+                if self.pending_dials.len() + waiting >= MAX_PENDING_DIALS {
                     let _ = reply.send(Err(OverlayError::Dial("too many dials in flight".into())));
                     return;
                 }
-                if let Some(Protocol::P2p(peer)) = addr.iter().last() {
-                    self.swarm
-                        .behaviour_mut()
-                        .kad
-                        .add_address(&peer, addr.clone());
-                }
-                let opts = DialOpts::unknown_peer_id().address(addr).build();
+                let peer = match addr.iter().last() {
+                    Some(Protocol::P2p(peer)) => Some(peer),
+                    _ => None,
+                };
+                // A peer already connected, or being dialled (a bootstrap peer that is also
+                // the broker): no second connection.
+                let opts = match peer {
+                    Some(peer) if self.swarm.is_connected(&peer) => {
+                        let _ = reply.send(Ok(()));
+                        return;
+                    }
+                    Some(peer) => {
+                        self.swarm
+                            .behaviour_mut()
+                            .kad
+                            .add_address(&peer, addr.clone());
+                        DialOpts::peer_id(peer)
+                            .addresses(vec![addr])
+                            .condition(PeerCondition::DisconnectedAndNotDialing)
+                            .build()
+                    }
+                    None => DialOpts::unknown_peer_id().address(addr).build(),
+                };
                 let id = opts.connection_id();
-                match self.swarm.dial(opts) {
-                    Ok(()) => {
+                match (self.swarm.dial(opts), peer) {
+                    (Ok(()), _) => {
                         self.pending_dials.insert(id, reply);
                     }
-                    Err(e) => {
+                    (Err(DialError::DialPeerConditionFalse(_)), Some(peer)) => {
+                        self.dial_waiters.entry(peer).or_default().push(reply);
+                    }
+                    (Err(e), _) => {
                         let _ = reply.send(Err(OverlayError::Dial(e.to_string())));
                     }
                 }
@@ -547,6 +574,9 @@ impl EventLoop {
                 if let Some(reply) = self.pending_dials.remove(&connection_id) {
                     let _ = reply.send(Ok(()));
                 }
+                for reply in self.dial_waiters.remove(&peer_id).unwrap_or_default() {
+                    let _ = reply.send(Ok(()));
+                }
                 let relayed = endpoint.is_relayed();
                 if !self.connections.contains_key(&peer_id) {
                     let _ = self.connected.send(peer_id);
@@ -592,6 +622,14 @@ impl EventLoop {
                 }
                 if let Some(reply) = self.pending_dials.remove(&connection_id) {
                     let _ = reply.send(Err(OverlayError::Dial(error.to_string())));
+                }
+                // The dial they waited on failed (or one of several did; callers retry).
+                if let Some(p) = peer_id
+                    && !self.swarm.is_connected(&p)
+                {
+                    for reply in self.dial_waiters.remove(&p).unwrap_or_default() {
+                        let _ = reply.send(Err(OverlayError::Dial(error.to_string())));
+                    }
                 }
             }
             SwarmEvent::ListenerError { error, .. } => {

@@ -204,6 +204,16 @@ async fn broker_lists_online_peers_forgets_offline_ones_and_survives_a_restart()
         .await?;
         let names: Vec<&str> = both.iter().filter_map(|r| r["name"].as_str()).collect();
         assert!(names.contains(&"holiday photos.zip") && names.contains(&"holiday video.mp4"));
+        // The broker is also each peer's bootstrap peer: one connection to it, not two.
+        for n in [&a, &c, &d] {
+            let s = n.node.overlay.status().await?;
+            let to_broker: Vec<_> = s
+                .connections
+                .iter()
+                .filter(|x| x.peer_id == broker.peer_id())
+                .collect();
+            assert_eq!(to_broker.len(), 1, "{to_broker:?}");
+        }
         // A goes offline: its entry is gone within its TTL (plus one expiry round).
         let a_id = a.peer_id();
         let gone_at = Instant::now();
