@@ -425,7 +425,7 @@ async fn run(cli: Cli) -> Result<()> {
 
 fn secs_to_ms(s: f64) -> Result<u64> {
     if !s.is_finite() || s <= 0.0 || s > 3600.0 {
-        bail!("--timeout must be between 0 and 3600 seconds");
+        bail!("--timeout must be more than 0 and at most 3600 seconds (fractions allowed: 0.5)");
     }
     Ok((s * 1000.0) as u64)
 }
