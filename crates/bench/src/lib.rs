@@ -286,6 +286,22 @@ pub fn tls_copy(src: &Path, dst: &Path) -> Result<Duration> {
     Ok(start.elapsed())
 }
 
+/// For programs that take only numbers as arguments: prints `usage` and exits on `-h` or
+/// `--help`, and exits with an error line on anything that is not a number, rather than
+/// starting a long benchmark with defaults.
+pub fn check_args(usage: &str) {
+    for a in std::env::args().skip(1) {
+        if a == "-h" || a == "--help" {
+            println!("usage: {usage}");
+            std::process::exit(0);
+        }
+        if a.parse::<u64>().is_err() {
+            eprintln!("error: {a:?} is not a number\nusage: {usage}");
+            std::process::exit(2);
+        }
+    }
+}
+
 /// Size from the first argument in MiB, or `default_mib`.
 pub fn size_arg(default_mib: u64) -> u64 {
     std::env::args()

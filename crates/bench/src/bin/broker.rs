@@ -65,6 +65,7 @@ fn pct(v: &mut [Duration], p: f64) -> f64 {
 }
 
 fn main() -> Result<()> {
+    kith_bench::check_args("broker [PEERS [FILES_PER_PEER [QUERIES]]]   (defaults 10000 100 1000)");
     let arg = |i: usize, d: usize| {
         std::env::args()
             .nth(i)

@@ -215,6 +215,20 @@ fn main() -> Result<()> {
             let bytes = args.get(3).and_then(|b| b.parse().ok()).unwrap_or(0);
             return tcp_send(addr, bytes);
         }
+        Some("-h" | "--help") => {
+            println!(
+                "usage: nat [--tries N] [--size MB] [--lossy-size MB] [--reps N]\n\
+                 NAT benchmarks on the test network (root). Defaults: 20 tries, 32 MB, 4 MB, 3 reps;\n\
+                 --tries 0 skips the hole-punch part."
+            );
+            return Ok(());
+        }
+        Some(a)
+            if a.starts_with('-')
+                && !["--tries", "--size", "--lossy-size", "--reps"].contains(&a) =>
+        {
+            bail!("unknown option {a} (see --help)");
+        }
         _ => {}
     }
     if let Err(why) = available() {

@@ -11,6 +11,7 @@ use anyhow::{Result, bail};
 use kith_bench::{Daemon, MIB, make_file, same_file, scratch, size_arg};
 
 fn main() -> Result<()> {
+    kith_bench::check_args("revision [MIB]   (default 1024)");
     let size = size_arg(1024);
     let dir = scratch()?;
     let listen = ["--listen", "/ip4/127.0.0.1/tcp/0"];

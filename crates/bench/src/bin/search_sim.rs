@@ -304,6 +304,7 @@ fn routed(net: &Net, origin: usize, q: &Query, want: &HashSet<usize>) -> (f64, f
 }
 
 fn main() -> anyhow::Result<()> {
+    kith_bench::check_args("search_sim [QUERIES_PER_SIZE]   (default 300)");
     let queries: usize = std::env::args()
         .nth(1)
         .and_then(|a| a.parse().ok())

@@ -11,6 +11,7 @@ use kith_bench::{MIB, make_file, mbps, scratch, size_arg};
 use kith_core::store::Store;
 
 fn main() -> Result<()> {
+    kith_bench::check_args("share [MIB]   (default 1024)");
     let size = size_arg(1024);
     let dir = scratch()?;
     let f = dir.path().join("big.bin");

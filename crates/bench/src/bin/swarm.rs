@@ -9,6 +9,7 @@ use anyhow::{Result, bail};
 use kith_bench::{Daemon, MIB, make_file, mbps, scratch, size_arg};
 
 fn main() -> Result<()> {
+    kith_bench::check_args("swarm [MIB [BYTES_PER_SEC_PER_SEEDER]]   (defaults 200 20000000)");
     let size = size_arg(200);
     let limit: u64 = std::env::args()
         .nth(2)

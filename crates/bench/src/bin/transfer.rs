@@ -9,6 +9,7 @@ use anyhow::{Result, bail};
 use kith_bench::{Daemon, MIB, make_file, mbps, same_file, scratch, size_arg, tcp_copy, tls_copy};
 
 fn main() -> Result<()> {
+    kith_bench::check_args("transfer [MIB]   (default 1024)");
     let size = size_arg(1024);
     let dir = scratch()?;
     let src = dir.path().join("src.bin");
