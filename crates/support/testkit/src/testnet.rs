@@ -20,7 +20,7 @@ pub const RELAY_IP: &str = "10.200.0.2";
 pub const NAT_IP: [&str; 3] = ["10.201.0.2", "10.202.0.2", "10.203.0.2"];
 
 fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/testnet.sh")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../scripts/testnet.sh")
 }
 
 /// `Ok` when this machine can build the test network, else why not.
