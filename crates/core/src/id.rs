@@ -120,9 +120,11 @@ impl ContentId {
         Self::from_cid(&cid)
     }
 
-    /// The DHT key under which providers of this content are announced.
+    /// The DHT key under which providers of this content are announced: the multihash,
+    /// as IPFS and other libp2p implementations key provider records, so a standard
+    /// `findProviders(cid)` finds kith's providers.
     pub fn dht_key(&self) -> Vec<u8> {
-        self.to_bytes()
+        self.to_cid().hash().to_bytes()
     }
 }
 

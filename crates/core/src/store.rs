@@ -1,6 +1,11 @@
-//! The metadata database (redb): where each chunk's bytes live, manifests, shares and
-//! download state. File data itself is never copied in: shared files are read in place
-//! and verified on every read; downloaded files are written straight to their destination.
+//! The store engine (redb): manifests and other content blocks, where each chunk's bytes
+//! live, and record tables that services define for their own state ([`Table`]). File
+//! data itself is never copied in: shared files are read in place and verified on every
+//! read; downloaded files are written straight to their destination.
+//!
+//! The database is checked when it is opened. A damaged one is moved aside by
+//! [`Store::open_or_recover`] so the node can start again and services rebuild what they
+//! can (see `docs/architecture.md`).
 
 use std::collections::HashSet;
 use std::fs::File;
@@ -9,8 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use redb::{MultimapTableDefinition, ReadableDatabase, ReadableTable, TableDefinition};
-use serde::{Deserialize, Serialize};
+use redb::{MultimapTableDefinition, ReadableDatabase, ReadableTable, TableDefinition, TableError};
 
 use crate::chunker::MAX_CHUNK;
 use crate::id::{ContentId, Hash};
@@ -18,15 +22,16 @@ use crate::manifest::MAX_MANIFEST_BYTES;
 
 const BLOCKS: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("blocks");
 const LOCS: MultimapTableDefinition<[u8; 32], &[u8]> = MultimapTableDefinition::new("locations");
-const FILES: TableDefinition<&str, &[u8]> = TableDefinition::new("files");
-const SHARES: TableDefinition<&str, &[u8]> = TableDefinition::new("shares");
-const DOWNLOADS: TableDefinition<&str, &[u8]> = TableDefinition::new("downloads");
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
     #[error("metadata database {path} cannot be opened: {reason}")]
     Open { path: String, reason: String },
+    #[error("metadata database {path} is already in use by another process")]
+    InUse { path: String },
+    #[error("metadata database {path} is damaged: {reason}")]
+    Damaged { path: String, reason: String },
     #[error("metadata database error: {0}")]
     Db(String),
     #[error("corrupt record in metadata database: {0}")]
@@ -47,6 +52,25 @@ db_err!(
     redb::StorageError,
     redb::CommitError
 );
+
+/// A record table a service keeps in the store: string keys, byte values (the service
+/// chooses the encoding). Names are namespaced by the service, e.g. `share/files`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Table(&'static str);
+
+impl Table {
+    pub const fn new(name: &'static str) -> Self {
+        Self(name)
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.0
+    }
+
+    fn def(&self) -> TableDefinition<'static, &'static str, &'static [u8]> {
+        TableDefinition::new(self.0)
+    }
+}
 
 /// Where the bytes of one chunk can be read.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -73,51 +97,6 @@ impl Location {
     }
 }
 
-/// What the store knows of one indexed file on disk.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FileRecord {
-    pub size: u64,
-    pub mtime_ns: u128,
-    pub manifest: ContentId,
-    /// The share (root ID) this file belongs to.
-    pub share: ContentId,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ShareKind {
-    File,
-    Dir,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ShareRecord {
-    pub id: ContentId,
-    pub path: String,
-    pub name: String,
-    pub kind: ShareKind,
-    pub size: u64,
-    pub files: u64,
-    /// Seconds since the Unix epoch.
-    pub added: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase", tag = "state", content = "error")]
-pub enum DownloadState {
-    Running,
-    Done,
-    Failed(String),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DownloadRecord {
-    pub id: ContentId,
-    pub output: String,
-    pub state: DownloadState,
-    pub added: u64,
-}
-
 /// Seconds since the Unix epoch.
 pub fn now_secs() -> u64 {
     SystemTime::now()
@@ -133,12 +112,9 @@ pub enum Op {
     RemoveBlock(ContentId),
     AddLocation(Hash, Location),
     RemoveLocation(Hash, Location),
-    PutFile(String, FileRecord),
-    RemoveFile(String),
-    PutShare(ShareRecord),
-    RemoveShare(ContentId),
-    PutDownload(DownloadRecord),
-    RemoveDownload(ContentId),
+    /// A record in a service's table.
+    Put(Table, String, Vec<u8>),
+    Remove(Table, String),
 }
 
 pub struct Store {
@@ -154,35 +130,101 @@ impl std::fmt::Debug for Store {
     }
 }
 
-fn json<T: Serialize>(v: &T) -> Vec<u8> {
-    serde_json::to_vec(v).unwrap_or_default()
+/// Runs `f`, turning a panic inside the database library into an error: a damaged file
+/// can make redb panic instead of returning one.
+fn guarded<T>(f: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
+    let _quiet = crate::tasks::HandledPanics::enter();
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|p| {
+        let what = p
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "the database library panicked".to_owned());
+        Err(StoreError::Corrupt(what))
+    })
 }
 
-fn unjson<T: for<'a> Deserialize<'a>>(b: &[u8]) -> Result<T, StoreError> {
-    serde_json::from_slice(b).map_err(|e| StoreError::Corrupt(e.to_string()))
+fn open_db(path: &Path) -> Result<redb::Database, StoreError> {
+    let shown = path.display().to_string();
+    let mut db = match redb::Database::create(path) {
+        Ok(db) => db,
+        Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+            return Err(StoreError::InUse { path: shown });
+        }
+        Err(e @ redb::DatabaseError::Storage(redb::StorageError::Corrupted(_))) => {
+            return Err(StoreError::Damaged {
+                path: shown,
+                reason: e.to_string(),
+            });
+        }
+        Err(e) => {
+            return Err(StoreError::Open {
+                path: shown,
+                reason: e.to_string(),
+            });
+        }
+    };
+    match guarded(|| {
+        db.check_integrity()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))
+    }) {
+        Ok(true) => Ok(db),
+        Ok(false) => Err(StoreError::Damaged {
+            path: shown,
+            reason: "it failed its integrity check".into(),
+        }),
+        Err(e) => Err(StoreError::Damaged {
+            path: shown,
+            reason: e.to_string(),
+        }),
+    }
 }
 
 impl Store {
-    /// Opens (or creates) the database at `path`.
+    /// Opens (or creates) the database at `path` and checks its integrity.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let db = redb::Database::create(path).map_err(|e| StoreError::Open {
-            path: path.display().to_string(),
-            reason: e.to_string(),
+        let db = guarded(|| open_db(path)).map_err(|e| match e {
+            StoreError::Corrupt(reason) => StoreError::Damaged {
+                path: path.display().to_string(),
+                reason,
+            },
+            e => e,
         })?;
         let store = Self {
             db,
             path: path.to_owned(),
             stale: Mutex::new(HashSet::new()),
         };
-        // Create the tables so reads never meet a missing table.
+        // Create the engine's tables so reads never meet a missing table.
         let tx = store.db.begin_write()?;
         tx.open_table(BLOCKS)?;
         tx.open_multimap_table(LOCS)?;
-        tx.open_table(FILES)?;
-        tx.open_table(SHARES)?;
-        tx.open_table(DOWNLOADS)?;
         tx.commit()?;
         Ok(store)
+    }
+
+    /// Opens the database; a damaged one (or one that is not a database at all) is moved
+    /// aside to `NAME.damaged-SECONDS` and a new one is created in its place. Returns
+    /// where the damaged file went, so the caller can say so and rebuild.
+    pub fn open_or_recover(path: &Path) -> Result<(Self, Option<PathBuf>), StoreError> {
+        match Self::open(path) {
+            Ok(s) => Ok((s, None)),
+            Err(StoreError::Damaged { .. } | StoreError::Open { .. }) if path.exists() => {
+                let mut aside = path.as_os_str().to_owned();
+                aside.push(format!(".damaged-{}", now_secs()));
+                let aside = PathBuf::from(aside);
+                std::fs::rename(path, &aside).map_err(|e| StoreError::Open {
+                    path: path.display().to_string(),
+                    reason: format!("damaged, and cannot be moved aside: {e}"),
+                })?;
+                Ok((Self::open(path)?, Some(aside)))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Applies `ops` in one durable transaction: all of them or none.
@@ -190,60 +232,78 @@ impl Store {
         if ops.is_empty() {
             return Ok(());
         }
-        let tx = self.db.begin_write()?;
-        {
-            let mut blocks = tx.open_table(BLOCKS)?;
-            let mut locs = tx.open_multimap_table(LOCS)?;
-            let mut files = tx.open_table(FILES)?;
-            let mut shares = tx.open_table(SHARES)?;
-            let mut downloads = tx.open_table(DOWNLOADS)?;
-            for op in ops {
-                match op {
-                    Op::PutBlock(id, bytes) => {
-                        blocks.insert(*id.hash(), bytes.as_slice())?;
-                    }
-                    Op::RemoveBlock(id) => {
-                        blocks.remove(*id.hash())?;
-                    }
-                    Op::AddLocation(h, l) => {
-                        locs.insert(h, l.encode().as_slice())?;
-                    }
-                    Op::RemoveLocation(h, l) => {
-                        locs.remove(h, l.encode().as_slice())?;
-                    }
-                    Op::PutFile(p, r) => {
-                        files.insert(p.as_str(), json(&r).as_slice())?;
-                    }
-                    Op::RemoveFile(p) => {
-                        files.remove(p.as_str())?;
-                    }
-                    Op::PutShare(r) => {
-                        shares.insert(r.id.to_string().as_str(), json(&r).as_slice())?;
-                    }
-                    Op::RemoveShare(id) => {
-                        shares.remove(id.to_string().as_str())?;
-                    }
-                    Op::PutDownload(r) => {
-                        downloads.insert(r.id.to_string().as_str(), json(&r).as_slice())?;
-                    }
-                    Op::RemoveDownload(id) => {
-                        downloads.remove(id.to_string().as_str())?;
+        guarded(|| {
+            let tx = self.db.begin_write()?;
+            {
+                let mut blocks = tx.open_table(BLOCKS)?;
+                let mut locs = tx.open_multimap_table(LOCS)?;
+                for op in ops {
+                    match op {
+                        Op::PutBlock(id, bytes) => {
+                            blocks.insert(*id.hash(), bytes.as_slice())?;
+                        }
+                        Op::RemoveBlock(id) => {
+                            blocks.remove(*id.hash())?;
+                        }
+                        Op::AddLocation(h, l) => {
+                            locs.insert(h, l.encode().as_slice())?;
+                        }
+                        Op::RemoveLocation(h, l) => {
+                            locs.remove(h, l.encode().as_slice())?;
+                        }
+                        Op::Put(t, k, v) => {
+                            tx.open_table(t.def())?.insert(k.as_str(), v.as_slice())?;
+                        }
+                        Op::Remove(t, k) => {
+                            tx.open_table(t.def())?.remove(k.as_str())?;
+                        }
                     }
                 }
             }
-        }
-        tx.commit()?;
-        Ok(())
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    /// A record of a service's table.
+    pub fn get(&self, table: Table, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        guarded(|| {
+            let tx = self.db.begin_read()?;
+            let t = match tx.open_table(table.def()) {
+                Ok(t) => t,
+                Err(TableError::TableDoesNotExist(_)) => return Ok(None),
+                Err(e) => return Err(e.into()),
+            };
+            Ok(t.get(key)?.map(|v| v.value().to_vec()))
+        })
+    }
+
+    /// Every record of a service's table, in key order.
+    pub fn scan(&self, table: Table) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        guarded(|| {
+            let tx = self.db.begin_read()?;
+            let t = match tx.open_table(table.def()) {
+                Ok(t) => t,
+                Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+                Err(e) => return Err(e.into()),
+            };
+            let mut out = Vec::new();
+            for row in t.iter()? {
+                let (k, v) = row?;
+                out.push((k.value().to_owned(), v.value().to_vec()));
+            }
+            Ok(out)
+        })
     }
 
     /// A stored manifest block, checked against its ID.
     pub fn block(&self, id: &ContentId) -> Result<Option<Vec<u8>>, StoreError> {
-        let tx = self.db.begin_read()?;
-        let t = tx.open_table(BLOCKS)?;
-        let Some(v) = t.get(*id.hash())? else {
-            return Ok(None);
-        };
-        let bytes = v.value().to_vec();
+        let bytes = guarded(|| {
+            let tx = self.db.begin_read()?;
+            let t = tx.open_table(BLOCKS)?;
+            Ok(t.get(*id.hash())?.map(|v| v.value().to_vec()))
+        })?;
+        let Some(bytes) = bytes else { return Ok(None) };
         if bytes.len() > MAX_MANIFEST_BYTES || !id.verify(&bytes) {
             return Err(StoreError::Corrupt(format!(
                 "block {id} does not match its ID"
@@ -253,15 +313,17 @@ impl Store {
     }
 
     pub fn locations(&self, hash: &Hash) -> Result<Vec<Location>, StoreError> {
-        let tx = self.db.begin_read()?;
-        let t = tx.open_multimap_table(LOCS)?;
-        let mut out = Vec::new();
-        for v in t.get(*hash)? {
-            if let Some(l) = Location::decode(v?.value()) {
-                out.push(l);
+        guarded(|| {
+            let tx = self.db.begin_read()?;
+            let t = tx.open_multimap_table(LOCS)?;
+            let mut out = Vec::new();
+            for v in t.get(*hash)? {
+                if let Some(l) = Location::decode(v?.value()) {
+                    out.push(l);
+                }
             }
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 
     /// Reads a chunk from wherever it lives and verifies it. Locations whose bytes no
@@ -280,16 +342,12 @@ impl Store {
                     found = Some(buf);
                     break;
                 }
-                Ok(_) | Err(_) => bad.push(loc),
+                _ => bad.push(loc),
             }
         }
         if !bad.is_empty() {
-            tracing::warn!(
-                chunks = bad.len(),
-                "shared file changed on disk; not serving it"
-            );
-            if let Ok(mut stale) = self.stale.lock() {
-                stale.extend(bad.iter().map(|l| l.path.clone()));
+            if let Ok(mut s) = self.stale.lock() {
+                s.extend(bad.iter().map(|l| l.path.clone()));
             }
             self.apply(
                 bad.into_iter()
@@ -302,9 +360,11 @@ impl Store {
 
     /// True when some location holds this chunk (not verified).
     pub fn has_chunk(&self, hash: &Hash) -> Result<bool, StoreError> {
-        let tx = self.db.begin_read()?;
-        let t = tx.open_multimap_table(LOCS)?;
-        Ok(!t.get(*hash)?.is_empty())
+        guarded(|| {
+            let tx = self.db.begin_read()?;
+            let t = tx.open_multimap_table(LOCS)?;
+            Ok(!t.get(*hash)?.is_empty())
+        })
     }
 
     /// Files found changed since they were indexed.
@@ -313,67 +373,6 @@ impl Store {
             .lock()
             .map(|mut s| s.drain().collect())
             .unwrap_or_default()
-    }
-
-    pub fn file(&self, path: &str) -> Result<Option<FileRecord>, StoreError> {
-        let tx = self.db.begin_read()?;
-        let t = tx.open_table(FILES)?;
-        t.get(path)?.map(|v| unjson(v.value())).transpose()
-    }
-
-    /// All indexed files that belong to `share`.
-    pub fn files_of(&self, share: &ContentId) -> Result<Vec<(String, FileRecord)>, StoreError> {
-        let mut all = self.files()?;
-        all.retain(|(_, r)| &r.share == share);
-        Ok(all)
-    }
-
-    /// Every indexed file, in one pass over the table.
-    pub fn files(&self) -> Result<Vec<(String, FileRecord)>, StoreError> {
-        let tx = self.db.begin_read()?;
-        let t = tx.open_table(FILES)?;
-        let mut out = Vec::new();
-        for row in t.iter()? {
-            let (k, v) = row?;
-            out.push((k.value().to_owned(), unjson(v.value())?));
-        }
-        Ok(out)
-    }
-
-    pub fn share(&self, id: &ContentId) -> Result<Option<ShareRecord>, StoreError> {
-        let tx = self.db.begin_read()?;
-        let t = tx.open_table(SHARES)?;
-        t.get(id.to_string().as_str())?
-            .map(|v| unjson(v.value()))
-            .transpose()
-    }
-
-    pub fn shares(&self) -> Result<Vec<ShareRecord>, StoreError> {
-        let tx = self.db.begin_read()?;
-        let t = tx.open_table(SHARES)?;
-        let mut out = Vec::new();
-        for row in t.iter()? {
-            out.push(unjson(row?.1.value())?);
-        }
-        Ok(out)
-    }
-
-    pub fn download(&self, id: &ContentId) -> Result<Option<DownloadRecord>, StoreError> {
-        let tx = self.db.begin_read()?;
-        let t = tx.open_table(DOWNLOADS)?;
-        t.get(id.to_string().as_str())?
-            .map(|v| unjson(v.value()))
-            .transpose()
-    }
-
-    pub fn downloads(&self) -> Result<Vec<DownloadRecord>, StoreError> {
-        let tx = self.db.begin_read()?;
-        let t = tx.open_table(DOWNLOADS)?;
-        let mut out = Vec::new();
-        for row in t.iter()? {
-            out.push(unjson(row?.1.value())?);
-        }
-        Ok(out)
     }
 }
 
@@ -388,19 +387,14 @@ fn read_at(loc: &Location) -> std::io::Result<Vec<u8>> {
 mod tests {
     use super::*;
 
-    fn tmp(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("kith-store-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        let _ = std::fs::create_dir_all(&d);
-        d
-    }
+    const RECORDS: Table = Table::new("test/records");
 
     #[test]
     fn never_serves_changed_bytes() -> Result<(), StoreError> {
-        let d = tmp("changed");
-        let file = d.join("f");
+        let d = tempfile::tempdir().map_err(|e| StoreError::Db(e.to_string()))?;
+        let file = d.path().join("f");
         let _ = std::fs::write(&file, b"hello world");
-        let store = Store::open(&d.join("db"))?;
+        let store = Store::open(&d.path().join("db"))?;
         let hash = *blake3::hash(b"world").as_bytes();
         let loc = Location {
             path: file.display().to_string(),
@@ -413,43 +407,84 @@ mod tests {
         assert_eq!(store.read_chunk(&hash)?, None);
         assert!(!store.has_chunk(&hash)?);
         assert_eq!(store.take_stale(), vec![file.display().to_string()]);
-        let _ = std::fs::remove_dir_all(&d);
         Ok(())
     }
 
     #[test]
     fn records_survive_reopen() -> Result<(), StoreError> {
-        let d = tmp("reopen");
+        let d = tempfile::tempdir().map_err(|e| StoreError::Db(e.to_string()))?;
         let id = ContentId::manifest(b"m");
         {
-            let store = Store::open(&d.join("db"))?;
+            let store = Store::open(&d.path().join("db"))?;
+            assert_eq!(store.get(RECORDS, "k")?, None, "a table not yet written");
+            assert!(store.scan(RECORDS)?.is_empty());
             store.apply(vec![
                 Op::PutBlock(id, b"m".to_vec()),
-                Op::PutDownload(DownloadRecord {
-                    id,
-                    output: "/x".into(),
-                    state: DownloadState::Running,
-                    added: 1,
-                }),
+                Op::Put(RECORDS, "k".into(), b"v".to_vec()),
+                Op::Put(RECORDS, "j".into(), b"w".to_vec()),
             ])?;
+            store.apply(vec![Op::Remove(RECORDS, "j".into())])?;
         }
-        let store = Store::open(&d.join("db"))?;
+        let store = Store::open(&d.path().join("db"))?;
         assert_eq!(store.block(&id)?, Some(b"m".to_vec()));
-        assert_eq!(store.downloads()?.len(), 1);
-        let _ = std::fs::remove_dir_all(&d);
+        assert_eq!(store.get(RECORDS, "k")?, Some(b"v".to_vec()));
+        assert_eq!(store.scan(RECORDS)?, vec![("k".to_owned(), b"v".to_vec())]);
         Ok(())
     }
 
     #[test]
-    fn corrupt_database_is_a_clear_error() {
-        let d = tmp("corrupt");
-        let p = d.join("db");
+    fn a_file_that_is_no_database_is_moved_aside() -> Result<(), StoreError> {
+        let d = tempfile::tempdir().map_err(|e| StoreError::Db(e.to_string()))?;
+        let p = d.path().join("db");
         let _ = std::fs::write(&p, vec![0xabu8; 8192]);
-        let e = Store::open(&p)
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
-        assert!(e.contains("cannot be opened"), "{e}");
-        let _ = std::fs::remove_dir_all(&d);
+        let e = Store::open(&p).err().map(|e| e.to_string());
+        assert!(e.is_some_and(|e| e.contains("metadata database")));
+        let (store, aside) = Store::open_or_recover(&p)?;
+        let aside = aside.ok_or(StoreError::Db("not moved aside".into()))?;
+        assert_eq!(std::fs::read(&aside).ok(), Some(vec![0xabu8; 8192]));
+        assert!(store.scan(RECORDS)?.is_empty());
+        Ok(())
+    }
+
+    /// Overwrites pages in the middle of a database with garbage, as a failing disk or a
+    /// stray write would.
+    fn damage(p: &Path) -> std::io::Result<()> {
+        let len = std::fs::metadata(p)?.len();
+        let f = std::fs::OpenOptions::new().write(true).open(p)?;
+        let mut at = 4096u64;
+        while at + 4096 < len {
+            f.write_all_at(&[0x5au8; 4096], at)?;
+            at += 3 * 4096;
+        }
+        f.sync_all()
+    }
+
+    #[test]
+    fn damaged_pages_are_found_at_open_not_by_a_panic_later() -> Result<(), StoreError> {
+        let d = tempfile::tempdir().map_err(|e| StoreError::Db(e.to_string()))?;
+        let p = d.path().join("db");
+        {
+            let store = Store::open(&p)?;
+            for batch in 0..20u32 {
+                let ops = (0..500u32)
+                    .map(|i| {
+                        let h = *blake3::hash(&(batch * 1000 + i).to_le_bytes()).as_bytes();
+                        Op::AddLocation(
+                            h,
+                            Location {
+                                path: format!("/some/file/{batch}/{i}"),
+                                offset: u64::from(i),
+                                len: 1,
+                            },
+                        )
+                    })
+                    .collect();
+                store.apply(ops)?;
+            }
+        }
+        damage(&p).map_err(|e| StoreError::Db(e.to_string()))?;
+        let (_, aside) = Store::open_or_recover(&p)?;
+        assert!(aside.is_some(), "the damage was not noticed");
+        Ok(())
     }
 }

@@ -11,9 +11,15 @@ use crate::{
     Config, KAD_PROTOCOL, OverlayError, PROTOCOL_VERSION, PROVIDER_REPUBLISH, PROVIDER_TTL,
 };
 
+/// Longest time an inbound or outbound TCP connection may take to finish its security and
+/// multiplexer handshakes; a socket that says nothing holds a slot no longer than this.
+pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {
     pub limits: connection_limits::Behaviour,
+    pub guard: crate::guard::Behaviour,
+    pub inbound: crate::inbound::Behaviour,
     pub identify: identify::Behaviour,
     pub ping: ping::Behaviour,
     pub kad: kad::Behaviour<kad::store::MemoryStore>,
@@ -61,12 +67,14 @@ fn setup<E: std::fmt::Display>(e: E) -> OverlayError {
 pub(crate) fn build_swarm(
     config: &Config,
     registry: &mut prometheus_client::registry::Registry,
+    inbound: std::sync::Arc<crate::inbound::Shared>,
 ) -> Result<(Swarm<Behaviour>, libp2p_stream::Control), OverlayError> {
     let limits = connection_limits::ConnectionLimits::default()
         .with_max_established(Some(config.max_connections))
         .with_max_established_per_peer(Some(config.max_connections_per_peer))
-        .with_max_pending_incoming(Some(64))
+        .with_max_pending_incoming(Some(config.handshakes.total as u32))
         .with_max_pending_outgoing(Some(64));
+    let guard = crate::guard::Behaviour::new(config.handshakes, registry);
     let mdns_enabled = config.mdns;
     let relay_limits = config.relay.clone();
     let rendezvous_server = config.rendezvous_server;
@@ -82,13 +90,20 @@ pub(crate) fn build_swarm(
     };
     let swarm = libp2p::SwarmBuilder::with_existing_identity(config.keypair.clone())
         .with_tokio()
-        .with_tcp(
-            tcp::Config::default().nodelay(true),
-            noise::Config::new,
-            yamux::Config::default,
-        )
-        .map_err(setup)?
         .with_quic()
+        // TCP with Noise and Yamux as libp2p's builder makes it, plus a handshake deadline
+        // (the builder sets none: a silent socket would hold its pending slot for ever).
+        .with_other_transport(|key| {
+            use libp2p::Transport as _;
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(
+                tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
+                    .upgrade(libp2p::core::upgrade::Version::V1Lazy)
+                    .authenticate(noise::Config::new(key)?)
+                    .multiplex(yamux::Config::default())
+                    .timeout(HANDSHAKE_TIMEOUT),
+            )
+        })
+        .map_err(setup)?
         .with_relay_client(noise::Config::new, yamux::Config::default)
         .map_err(setup)?
         .with_bandwidth_metrics(registry)
@@ -100,7 +115,7 @@ pub(crate) fn build_swarm(
                 .set_query_timeout(std::time::Duration::from_secs(30))
                 .set_max_packet_size(64 * 1024)
                 // Records and provider announcements are checked before they are stored
-                // (see `EventLoop::on_inbound`).
+                // (see `Dht::on_inbound`).
                 .set_record_filtering(kad::StoreInserts::FilterBoth);
             let store_cfg = kad::store::MemoryStoreConfig {
                 max_records: 4096,
@@ -138,6 +153,8 @@ pub(crate) fn build_swarm(
             .map_err(std::io::Error::other)?;
             Ok(Behaviour {
                 limits: connection_limits::Behaviour::new(limits),
+                guard,
+                inbound: crate::inbound::Behaviour::new(inbound),
                 identify: identify::Behaviour::new(
                     identify::Config::new(PROTOCOL_VERSION.into(), key.public())
                         .with_agent_version(format!("kith/{}", env!("CARGO_PKG_VERSION")))

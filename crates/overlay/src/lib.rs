@@ -1,25 +1,38 @@
-//! kith overlay: the peer-to-peer network, built on rust-libp2p.
+//! kith overlay: the peer-to-peer network, built on rust-libp2p. It routes; services decide.
 //!
 //! - [`Overlay`]: a cheap, cloneable handle to the network actor (bounded command channel).
-//! - [`Config`]: identity, listen and bootstrap addresses, mDNS, connection limits.
-//! - [`behaviour::Behaviour`]: QUIC + TCP (Noise, Yamux), identify, ping, Kademlia
-//!   (`/kith/kad/1.0.0`), mDNS, connection limits and libp2p-stream for service protocols;
-//!   for peers behind NATs: AutoNAT, circuit relay v2 (client, and server on public nodes),
-//!   DCUtR hole punching and rendezvous.
+//! - [`Config`]: identity, listen and bootstrap addresses, mDNS, connection limits, relay.
+//! - [`PeerEvent`]: typed facts about peers (connected, path changed direct⇄relayed,
+//!   closed) for services, from [`Overlay::peer_events`].
+//! - [`inbound`]: the streams of a service protocol, behind per-peer and global caps, with
+//!   the protocol's own "busy" answer for the ones over them.
+//! - [`RecordValidator`]: a service's check of its DHT records and gossip, registered by
+//!   key prefix ([`Overlay::register_records`], [`Overlay::gossip`]).
+//! - `behaviour`: QUIC + TCP (Noise, Yamux), identify, ping, Kademlia (`/kith/kad/1.0.0`),
+//!   gossipsub, mDNS, connection limits; AutoNAT, circuit relay v2, DCUtR, rendezvous.
 //!
-//! The actor (`event_loop`) routes swarm events and owns no service logic: services open
-//! and accept their own streams through [`Overlay::streams`].
+//! The actor (`event_loop`) only routes: the DHT (`dht`), peers and their paths (`peers`),
+//! NAT traversal (`nat`), gossip (`gossip`) and dials (`dials`) are parts it owns.
 
 pub mod behaviour;
+mod dht;
+mod dials;
 mod event_loop;
+mod gossip;
+mod guard;
+pub mod inbound;
 mod nat;
+mod peers;
+mod status;
 
+use std::sync::Arc;
 use std::time::Duration;
 
+pub use guard::Limits as HandshakeLimits;
 pub use libp2p::{Multiaddr, PeerId, Stream, StreamProtocol, identity::Keypair, multiaddr};
-pub use libp2p_stream::{Control, IncomingStreams, OpenStreamError};
-use serde::Serialize;
-use tokio::sync::{mpsc, oneshot};
+pub use libp2p_stream::OpenStreamError;
+pub use status::{ConnectionInfo, RelayInfo, Status};
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 /// Kademlia protocol name: kith's DHT is its own network.
@@ -34,24 +47,79 @@ pub const PROVIDER_REPUBLISH: Duration = Duration::from_secs(6 * 3600);
 const COMMAND_QUEUE: usize = 256;
 /// Largest gossip message accepted or sent.
 pub const MAX_GOSSIP_BYTES: usize = 16 * 1024;
-/// Gossip messages queued for services before new ones are dropped.
-const GOSSIP_QUEUE: usize = 256;
+/// Peer events buffered for each subscriber; a subscriber that falls further behind is
+/// told it lagged (and reads [`Overlay::connected_peers`] again).
+const PEER_EVENTS: usize = 1024;
+/// Longest wait in [`Overlay::open_stream`] for a closing relayed connection to go.
+const USABLE_WAIT: Duration = Duration::from_secs(3);
+/// Longest time to open a stream, dialling included.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// Checks DHT records and gossip messages before they are stored or passed on. Services
-/// that put records in the DHT (names) supply one; without it, no record is accepted.
+/// Why a DHT record or gossip message was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Rejected(pub String);
+
+/// A service's check of DHT records and gossip messages under its key prefix, run before
+/// they are stored or passed on.
 pub trait RecordValidator: Send + Sync + 'static {
     /// `key` is the DHT record key (or the gossip topic); `existing` is the record stored
-    /// under that key, if any. An error says why the record is rejected.
-    fn validate(&self, key: &[u8], value: &[u8], existing: Option<&[u8]>) -> Result<(), String>;
+    /// under that key, if any.
+    fn validate(&self, key: &[u8], value: &[u8], existing: Option<&[u8]>) -> Result<(), Rejected>;
 }
 
-/// A gossip message that passed validation.
+impl std::fmt::Debug for dyn RecordValidator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RecordValidator")
+    }
+}
+
+/// A gossip message that passed its topic's validator.
 #[derive(Debug, Clone)]
 pub struct GossipMessage {
     pub topic: String,
     pub data: Vec<u8>,
     /// The peer that published it (signed by that peer).
     pub source: Option<PeerId>,
+}
+
+/// How this node reaches a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Path {
+    Direct,
+    /// Through a circuit relay (slower, and capped by the relay).
+    Relayed {
+        relay: PeerId,
+    },
+}
+
+/// What a relay allows a circuit, as it told us.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CircuitLimit {
+    pub bytes: Option<u64>,
+    pub secs: Option<u64>,
+}
+
+/// A connected peer and its best path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerInfo {
+    pub peer: PeerId,
+    pub path: Path,
+    /// For a relayed path: the relay's limits.
+    pub limit: Option<CircuitLimit>,
+}
+
+/// Typed facts about peers, as they happen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PeerEvent {
+    /// The peer's first connection is up (whoever dialled).
+    Connected { peer: PeerId, path: Path },
+    /// The peer's best path changed: a direct connection replaced a relayed one (the
+    /// relayed one is closing: streams on it should move), or the direct one went.
+    PathChanged { peer: PeerId, path: Path },
+    /// The peer's last connection closed.
+    Closed { peer: PeerId },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +135,14 @@ pub enum OverlayError {
     Stopped,
     #[error("dial failed: {0}")]
     Dial(String),
+    #[error("cannot open a stream to {peer}: {reason}")]
+    OpenStream { peer: PeerId, reason: String },
+    #[error("too many {0} in flight")]
+    Busy(&'static str),
+    #[error("protocol {0} is already accepted by another service")]
+    AlreadyAccepted(String),
+    #[error("DHT record refused: {0}")]
+    Rejected(#[from] Rejected),
 }
 
 /// Limits of the circuit relay a node serves, so that it cannot be used as an open proxy.
@@ -106,9 +182,9 @@ pub struct Config {
     pub mdns: bool,
     pub max_connections: u32,
     pub max_connections_per_peer: u32,
+    /// Caps on inbound connections whose handshake is in progress.
+    pub handshakes: HandshakeLimits,
     pub idle_timeout: Duration,
-    /// Validator for DHT records and gossip; `None` rejects all of them.
-    pub validator: Option<std::sync::Arc<dyn RecordValidator>>,
     /// Serve as a circuit relay (and AutoNAT server) with these limits.
     pub relay: Option<RelayLimits>,
     /// Serve as a rendezvous point.
@@ -125,30 +201,20 @@ pub struct Config {
     pub external: Vec<Multiaddr>,
 }
 
-impl std::fmt::Debug for dyn RecordValidator {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("RecordValidator")
-    }
-}
-
 impl Config {
     pub fn new(keypair: Keypair) -> Self {
         Self {
             keypair,
-            listen: vec![
-                "/ip4/127.0.0.1/udp/0/quic-v1"
-                    .parse()
-                    .unwrap_or_else(|_| Multiaddr::empty()),
-                "/ip4/127.0.0.1/tcp/0"
-                    .parse()
-                    .unwrap_or_else(|_| Multiaddr::empty()),
-            ],
+            listen: ["/ip4/127.0.0.1/udp/0/quic-v1", "/ip4/127.0.0.1/tcp/0"]
+                .iter()
+                .filter_map(|a| a.parse().ok())
+                .collect(),
             bootstrap: Vec::new(),
             mdns: false,
             max_connections: 256,
             max_connections_per_peer: 4,
+            handshakes: HandshakeLimits::default(),
             idle_timeout: Duration::from_secs(60),
-            validator: None,
             relay: None,
             rendezvous_server: false,
             relays: Vec::new(),
@@ -169,56 +235,19 @@ pub fn parse_addr(s: &str) -> Result<Multiaddr, OverlayError> {
         })
 }
 
-/// One open connection.
-#[derive(Debug, Clone, Serialize)]
-pub struct ConnectionInfo {
-    pub peer_id: String,
-    pub addr: String,
-    /// `dialer` when we opened it, `listener` when the peer did.
-    pub role: &'static str,
-    pub transport: &'static str,
-    /// `direct`, or `relayed` through a circuit relay.
-    pub path: &'static str,
-    /// For relayed connections: the relay's peer ID and the limits of the circuit.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub relay: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub limit_bytes: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub limit_secs: Option<u64>,
+/// The peer ID at the end of `addr` (`…/p2p/PEER`).
+pub fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
+    match addr.iter().last() {
+        Some(multiaddr::Protocol::P2p(p)) => Some(p),
+        _ => None,
+    }
 }
 
-/// A relay this node holds (or asks for) a reservation on.
-#[derive(Debug, Clone, Serialize)]
-pub struct RelayInfo {
-    pub peer_id: String,
-    /// The relayed address others can reach this node at.
-    pub addr: String,
-    /// `reserved` or `pending`.
-    pub state: &'static str,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Status {
-    pub peer_id: String,
-    /// AutoNAT's verdict: `public`, `private` or `unknown`.
-    pub reachability: &'static str,
-    /// `server` when this node answers DHT queries, `client` when it only asks (behind a
-    /// NAT, where others could not reach it).
-    pub dht: &'static str,
-    /// Relays this node serves circuits for others on (when it is one).
-    pub relay_server: bool,
-    pub relays: Vec<RelayInfo>,
-    pub listen_addrs: Vec<String>,
-    pub external_addrs: Vec<String>,
-    pub connections: Vec<ConnectionInfo>,
-    pub routing_table_peers: usize,
-    pub providing: usize,
-}
-
-#[derive(Debug)]
 pub(crate) enum Command {
     Status(oneshot::Sender<Status>),
+    Peers(oneshot::Sender<Vec<PeerInfo>>),
+    ListenAddrs(oneshot::Sender<Vec<Multiaddr>>),
+    AwaitUsable(PeerId, oneshot::Sender<()>),
     Dial(Multiaddr, oneshot::Sender<Result<(), OverlayError>>),
     StartProviding(Vec<u8>),
     StopProviding(Vec<u8>),
@@ -226,12 +255,18 @@ pub(crate) enum Command {
     Disconnect(PeerId),
     AddAddress(PeerId, Multiaddr),
     AddExternal(Multiaddr),
+    RegisterRecords(Vec<u8>, Arc<dyn RecordValidator>),
     PutRecord(
         Vec<u8>,
         Vec<u8>,
         oneshot::Sender<Result<usize, OverlayError>>,
     ),
     GetRecord(Vec<u8>, mpsc::Sender<Vec<u8>>),
+    Gossip(
+        String,
+        Arc<dyn RecordValidator>,
+        oneshot::Sender<mpsc::Receiver<GossipMessage>>,
+    ),
     Subscribe(String),
     Unsubscribe(String),
     Publish(String, Vec<u8>),
@@ -241,11 +276,10 @@ pub(crate) enum Command {
 #[derive(Clone)]
 pub struct Overlay {
     peer_id: PeerId,
-    upgrades: tokio::sync::broadcast::Sender<PeerId>,
-    connected: tokio::sync::broadcast::Sender<PeerId>,
+    events: broadcast::Sender<PeerEvent>,
     commands: mpsc::Sender<Command>,
-    control: Control,
-    gossip: std::sync::Arc<std::sync::Mutex<Option<mpsc::Receiver<GossipMessage>>>>,
+    control: libp2p_stream::Control,
+    inbound: Arc<inbound::Shared>,
 }
 
 impl std::fmt::Debug for Overlay {
@@ -265,36 +299,20 @@ impl Overlay {
         shutdown: CancellationToken,
     ) -> Result<(Self, tokio::task::JoinHandle<()>), OverlayError> {
         let peer_id = config.keypair.public().to_peer_id();
-        let (swarm, control) = behaviour::build_swarm(&config, registry)?;
-        let metrics = libp2p::metrics::Metrics::new(registry);
-        let rejected = prometheus_client::metrics::counter::Counter::default();
-        registry.register(
-            "kith_records_rejected",
-            "DHT records and gossip messages refused by validation",
-            rejected.clone(),
-        );
+        let inbound = inbound::Shared::new(registry);
+        let (swarm, control) = behaviour::build_swarm(&config, registry, inbound.clone())?;
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
-        let (gossip_tx, gossip_rx) = mpsc::channel(GOSSIP_QUEUE);
-        let counters = nat::Counters::register(registry);
-        let (upgrades, _) = tokio::sync::broadcast::channel(64);
-        let (connected, _) = tokio::sync::broadcast::channel(256);
-        let out = event_loop::Outputs {
-            gossip_tx,
-            rejected,
-            counters,
-            upgrades: upgrades.clone(),
-            connected: connected.clone(),
-        };
-        let mut actor = event_loop::EventLoop::new(swarm, rx, metrics, &config, out).await?;
+        let (events, _) = broadcast::channel(PEER_EVENTS);
+        let mut actor =
+            event_loop::EventLoop::new(swarm, rx, registry, &config, events.clone()).await?;
         let task = tokio::spawn(async move { actor.run(shutdown).await });
         Ok((
             Self {
                 peer_id,
-                upgrades,
-                connected,
+                events,
                 commands: tx,
                 control,
-                gossip: std::sync::Arc::new(std::sync::Mutex::new(Some(gossip_rx))),
+                inbound,
             },
             task,
         ))
@@ -304,22 +322,44 @@ impl Overlay {
         self.peer_id
     }
 
-    /// Peers whose relayed connection is being replaced by a direct one. A relayed
-    /// connection closes gracefully, waiting for its streams: services drop their streams
-    /// to such a peer and open new ones, which use the direct connection.
-    pub fn upgrades(&self) -> tokio::sync::broadcast::Receiver<PeerId> {
-        self.upgrades.subscribe()
+    /// Peer events from now on. Subscribe before reading [`Overlay::connected_peers`] so
+    /// that nothing is missed in between.
+    pub fn peer_events(&self) -> broadcast::Receiver<PeerEvent> {
+        self.events.subscribe()
     }
 
-    /// Peers as they become connected (their first connection), whoever dialled: a
-    /// service waiting for a peer that went away learns it is back.
-    pub fn connected(&self) -> tokio::sync::broadcast::Receiver<PeerId> {
-        self.connected.subscribe()
+    /// Accepts inbound streams of `protocol` within `limits`; refused streams get the
+    /// bytes `busy` returns, then close.
+    pub fn accept(
+        &self,
+        protocol: StreamProtocol,
+        limits: inbound::Limits,
+        busy: inbound::Busy,
+    ) -> Result<inbound::Inbound, OverlayError> {
+        self.inbound.register(protocol, limits, busy)
     }
 
-    /// Opens and accepts streams of service protocols.
-    pub fn streams(&self) -> Control {
-        self.control.clone()
+    /// Opens a stream of `protocol` to `peer`, dialling it if needed. Never on a relayed
+    /// connection that is closing because a direct one replaced it.
+    pub async fn open_stream(
+        &self,
+        peer: PeerId,
+        protocol: StreamProtocol,
+    ) -> Result<Stream, OverlayError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::AwaitUsable(peer, tx)).await?;
+        let _ = tokio::time::timeout(USABLE_WAIT, rx).await;
+        let mut control = self.control.clone();
+        tokio::time::timeout(OPEN_TIMEOUT, control.open_stream(peer, protocol))
+            .await
+            .map_err(|_| OverlayError::OpenStream {
+                peer,
+                reason: "timed out".into(),
+            })?
+            .map_err(|e| OverlayError::OpenStream {
+                peer,
+                reason: e.to_string(),
+            })
     }
 
     async fn send(&self, c: Command) -> Result<(), OverlayError> {
@@ -329,16 +369,41 @@ impl Overlay {
             .map_err(|_| OverlayError::Stopped)
     }
 
-    pub async fn status(&self) -> Result<Status, OverlayError> {
+    async fn ask<T>(
+        &self,
+        c: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, OverlayError> {
         let (tx, rx) = oneshot::channel();
-        self.send(Command::Status(tx)).await?;
+        self.send(c(tx)).await?;
         rx.await.map_err(|_| OverlayError::Stopped)
     }
 
+    /// The node's state for display (`kith status`); services use the typed calls.
+    pub async fn status(&self) -> Result<Status, OverlayError> {
+        self.ask(Command::Status).await
+    }
+
+    /// Connected peers and their best paths.
+    pub async fn connected_peers(&self) -> Result<Vec<PeerInfo>, OverlayError> {
+        self.ask(Command::Peers).await
+    }
+
+    /// How this node reaches `peer`, if it is connected.
+    pub async fn peer_info(&self, peer: PeerId) -> Result<Option<PeerInfo>, OverlayError> {
+        Ok(self
+            .connected_peers()
+            .await?
+            .into_iter()
+            .find(|p| p.peer == peer))
+    }
+
+    /// Addresses this node listens on.
+    pub async fn listen_addrs(&self) -> Result<Vec<Multiaddr>, OverlayError> {
+        self.ask(Command::ListenAddrs).await
+    }
+
     pub async fn dial(&self, addr: Multiaddr) -> Result<(), OverlayError> {
-        let (tx, rx) = oneshot::channel();
-        self.send(Command::Dial(addr, tx)).await?;
-        rx.await.map_err(|_| OverlayError::Stopped)?
+        self.ask(|tx| Command::Dial(addr, tx)).await?
     }
 
     /// Announces in the DHT that this node provides `key`, and keeps announcing it.
@@ -371,12 +436,24 @@ impl Overlay {
         self.send(Command::AddExternal(addr)).await
     }
 
+    /// Registers the validator of DHT records whose keys start with `prefix`. Records
+    /// under no registered prefix are refused.
+    pub async fn register_records(
+        &self,
+        prefix: &str,
+        validator: Arc<dyn RecordValidator>,
+    ) -> Result<(), OverlayError> {
+        self.send(Command::RegisterRecords(
+            prefix.as_bytes().to_vec(),
+            validator,
+        ))
+        .await
+    }
+
     /// Stores a record in the DHT (and locally). Returns how many peers stored it; a
     /// record that reached no peer yet is still kept locally and republished.
     pub async fn put_record(&self, key: Vec<u8>, value: Vec<u8>) -> Result<usize, OverlayError> {
-        let (tx, rx) = oneshot::channel();
-        self.send(Command::PutRecord(key, value, tx)).await?;
-        rx.await.map_err(|_| OverlayError::Stopped)?
+        self.ask(|tx| Command::PutRecord(key, value, tx)).await?
     }
 
     /// Looks up a record in the DHT; validated values arrive on the channel as peers
@@ -385,6 +462,18 @@ impl Overlay {
         let (tx, rx) = mpsc::channel(16);
         self.send(Command::GetRecord(key, tx)).await?;
         Ok(rx)
+    }
+
+    /// The gossip messages on topics that start with `prefix`, checked by `validator`
+    /// (messages it refuses are not passed on to other peers either). One receiver per
+    /// prefix; topics under no registered prefix are refused.
+    pub async fn gossip(
+        &self,
+        prefix: &str,
+        validator: Arc<dyn RecordValidator>,
+    ) -> Result<mpsc::Receiver<GossipMessage>, OverlayError> {
+        self.ask(|tx| Command::Gossip(prefix.to_owned(), validator, tx))
+            .await
     }
 
     pub async fn subscribe(&self, topic: String) -> Result<(), OverlayError> {
@@ -398,11 +487,6 @@ impl Overlay {
     /// Publishes on a gossip topic (best effort: no subscribed peer is not an error).
     pub async fn publish(&self, topic: String, data: Vec<u8>) -> Result<(), OverlayError> {
         self.send(Command::Publish(topic, data)).await
-    }
-
-    /// The stream of validated gossip messages; only the first caller gets it.
-    pub fn gossip_messages(&self) -> Option<mpsc::Receiver<GossipMessage>> {
-        self.gossip.lock().ok().and_then(|mut g| g.take())
     }
 
     /// Closes every connection to `peer` (used for peers caught misbehaving).

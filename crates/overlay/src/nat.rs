@@ -1,7 +1,8 @@
 //! Reaching peers behind NATs: AutoNAT verdicts, relay reservations, hole punching (DCUtR),
 //! rendezvous discovery and reconnecting to the peers a node depends on, with backoff.
 //!
-//! All of it runs inside the network actor ([`EventLoop`]); nothing here blocks.
+//! [`Nat`] is a part of the network actor: the actor hands it the events it is about and the
+//! swarm to act on; nothing here blocks.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -9,11 +10,12 @@ use std::time::Duration;
 use libp2p::core::transport::ListenerId;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::dial_opts::DialOpts;
-use libp2p::{Multiaddr, PeerId, autonat, dcutr, identify, kad, relay, rendezvous};
+use libp2p::{Multiaddr, PeerId, Swarm, autonat, dcutr, identify, kad, relay, rendezvous};
 use tokio::time::Instant;
 
-use crate::event_loop::EventLoop;
-use crate::{RENDEZVOUS_NAMESPACE, RelayInfo};
+use crate::behaviour::Behaviour;
+use crate::peers::Peers;
+use crate::{CircuitLimit, RENDEZVOUS_NAMESPACE, RelayInfo, peer_of};
 
 /// Relays a node behind a NAT holds reservations on at once.
 const MAX_RESERVATIONS: usize = 2;
@@ -101,22 +103,14 @@ pub(crate) struct Nat {
     /// Relays the user named: used while reachability is unknown too.
     configured: HashSet<PeerId>,
     reservations: HashMap<PeerId, Reservation>,
-    limits: HashMap<PeerId, (Option<Duration>, Option<u64>)>,
+    limits: HashMap<PeerId, CircuitLimit>,
     points: HashSet<PeerId>,
     registered: HashMap<PeerId, Instant>,
     next_discover: Instant,
     sticky: HashMap<PeerId, Sticky>,
-    pub(crate) counters: Counters,
+    counters: Counters,
     serving_relay: bool,
     dial_failures: HashMap<PeerId, Instant>,
-}
-
-/// The peer ID at the end of `addr` (`…/p2p/PEER`).
-pub(crate) fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
-    match addr.iter().last() {
-        Some(Protocol::P2p(p)) => Some(p),
-        _ => None,
-    }
 }
 
 pub(crate) fn is_relayed(addr: &Multiaddr) -> bool {
@@ -229,8 +223,18 @@ impl Nat {
     }
 
     /// The limits a relay puts on circuits, as it told us.
-    pub(crate) fn limit_of(&self, relay: &PeerId) -> (Option<Duration>, Option<u64>) {
+    pub(crate) fn limit_of(&self, relay: &PeerId) -> CircuitLimit {
         self.limits.get(relay).copied().unwrap_or_default()
+    }
+
+    fn note_limit(&mut self, relay: PeerId, secs: Option<Duration>, bytes: Option<u64>) {
+        self.limits.insert(
+            relay,
+            CircuitLimit {
+                bytes,
+                secs: secs.map(|d| d.as_secs()),
+            },
+        );
     }
 }
 
@@ -242,16 +246,15 @@ pub(crate) fn reachability(status: &autonat::v1::NatStatus) -> &'static str {
     }
 }
 
-impl EventLoop {
+impl Nat {
     /// Runs once a second: reconnects, reserves relay slots, registers and discovers.
-    pub(crate) fn maintain(&mut self) {
+    pub(crate) fn maintain(&mut self, swarm: &mut Swarm<Behaviour>, peers: &Peers) {
         let now = Instant::now();
         // Reconnect with exponential backoff (jittered), never more than once per wait.
         let due: Vec<(PeerId, Vec<Multiaddr>)> = self
-            .nat
             .sticky
             .iter_mut()
-            .filter(|(p, s)| s.next <= now && !self.swarm.is_connected(p))
+            .filter(|(p, s)| s.next <= now && !peers.is_connected(p))
             .map(|(p, s)| {
                 let jitter = Duration::from_millis(rand::random::<u64>() % 500);
                 s.next = now + s.backoff + jitter;
@@ -262,42 +265,41 @@ impl EventLoop {
         for (peer, addrs) in due {
             tracing::debug!(%peer, "reconnecting");
             let opts = DialOpts::peer_id(peer).addresses(addrs).build();
-            if let Err(e) = self.swarm.dial(opts) {
+            if let Err(e) = swarm.dial(opts) {
                 tracing::debug!(%peer, error = %e, "reconnect failed");
             }
         }
 
-        let status = self.swarm.behaviour().autonat.nat_status();
+        let status = swarm.behaviour().autonat.nat_status();
         // Relays found on the way are used once AutoNAT says this node is private; the
         // relays a user named, already while it does not know.
         let private = matches!(status, autonat::v1::NatStatus::Private);
         if status.is_public() {
             // Reachable directly: relayed addresses are no longer needed.
-            for (relay, r) in self.nat.reservations.drain() {
+            for (relay, r) in self.reservations.drain() {
                 tracing::info!(%relay, "publicly reachable; dropping the relay reservation");
-                self.swarm.remove_listener(r.listener);
+                swarm.remove_listener(r.listener);
             }
-        } else if self.nat.reservations.len() < MAX_RESERVATIONS {
+        } else if self.reservations.len() < MAX_RESERVATIONS {
             let candidates: Vec<(PeerId, Multiaddr)> = self
-                .nat
                 .relays
                 .iter()
-                .filter(|(p, _)| !self.nat.reservations.contains_key(p))
-                .filter(|(p, _)| private || self.nat.configured.contains(p))
-                .filter(|(p, _)| self.has_direct_connection(p))
+                .filter(|(p, _)| !self.reservations.contains_key(p))
+                .filter(|(p, _)| private || self.configured.contains(p))
+                .filter(|(p, _)| peers.has_direct(p))
                 .map(|(p, a)| (*p, a.clone()))
-                .take(MAX_RESERVATIONS - self.nat.reservations.len())
+                .take(MAX_RESERVATIONS - self.reservations.len())
                 .collect();
             for (relay, addr) in candidates {
                 let circuit = addr.with(Protocol::P2pCircuit);
-                match self.swarm.listen_on(circuit.clone()) {
+                match swarm.listen_on(circuit.clone()) {
                     Ok(listener) => {
                         tracing::info!(%relay, addr = %circuit, "asking the relay for a reservation");
-                        self.nat.reservations.insert(
+                        self.reservations.insert(
                             relay,
                             Reservation {
                                 listener,
-                                addr: circuit.with(Protocol::P2p(*self.swarm.local_peer_id())),
+                                addr: circuit.with(Protocol::P2p(*swarm.local_peer_id())),
                                 reserved: false,
                             },
                         );
@@ -309,38 +311,34 @@ impl EventLoop {
 
         // Rendezvous: register where we are not (or soon no longer) registered, and look
         // for peers now and then.
-        let has_external = self.swarm.external_addresses().next().is_some();
+        let has_external = swarm.external_addresses().next().is_some();
         let points: Vec<PeerId> = self
-            .nat
             .points
             .iter()
-            .filter(|p| self.swarm.is_connected(p))
+            .filter(|p| swarm.is_connected(p))
             .copied()
             .collect();
         for p in &points {
-            if has_external && self.nat.registered.get(p).is_none_or(|t| *t <= now) {
+            if has_external && self.registered.get(p).is_none_or(|t| *t <= now) {
                 let ns = rendezvous::Namespace::from_static(RENDEZVOUS_NAMESPACE);
-                match self
-                    .swarm
+                match swarm
                     .behaviour_mut()
                     .rendezvous
                     .register(ns, *p, Some(REGISTRATION_TTL))
                 {
                     Ok(()) => {
                         // Retried in a while if no answer comes.
-                        self.nat
-                            .registered
-                            .insert(*p, now + Duration::from_secs(30));
+                        self.registered.insert(*p, now + Duration::from_secs(30));
                     }
                     Err(e) => tracing::debug!(point = %p, error = %e, "cannot register"),
                 }
             }
         }
-        if now >= self.nat.next_discover && !points.is_empty() {
-            self.nat.next_discover = now + DISCOVER_EVERY;
+        if now >= self.next_discover && !points.is_empty() {
+            self.next_discover = now + DISCOVER_EVERY;
             for p in points {
                 let ns = rendezvous::Namespace::from_static(RENDEZVOUS_NAMESPACE);
-                self.swarm
+                swarm
                     .behaviour_mut()
                     .rendezvous
                     .discover(Some(ns), None, Some(100), p);
@@ -348,63 +346,25 @@ impl EventLoop {
         }
     }
 
-    fn has_direct_connection(&self, peer: &PeerId) -> bool {
-        self.connections
-            .get(peer)
-            .is_some_and(|c| c.iter().any(|(_, e)| !e.is_relayed()))
-    }
-
-    /// A new connection: reset the backoff; a direct connection replaces relayed ones.
-    pub(crate) fn nat_on_connected(&mut self, peer: PeerId, relayed: bool) {
-        self.nat.dial_failures.remove(&peer);
-        if let Some(s) = self.nat.sticky.get_mut(&peer) {
+    /// A new connection: reset the backoff; a rendezvous point: look for peers soon.
+    pub(crate) fn on_connected(&mut self, peer: PeerId) {
+        self.dial_failures.remove(&peer);
+        if let Some(s) = self.sticky.get_mut(&peer) {
             s.backoff = BACKOFF_MIN;
             s.next = Instant::now() + BACKOFF_MIN;
         }
-        if !relayed {
-            self.close_relayed(peer);
-        }
-        // A new rendezvous point connection: look for peers soon.
-        if self.nat.points.contains(&peer) {
-            self.nat.next_discover = Instant::now();
+        if self.points.contains(&peer) {
+            self.next_discover = Instant::now();
         }
     }
 
-    /// Closes the relayed connections to `peer` once a direct one is up. The close is
-    /// graceful (it waits for the connection's streams), so services are told first
-    /// ([`crate::Overlay::upgrades`]) and move their streams to the direct connection.
-    fn close_relayed(&mut self, peer: PeerId) {
-        let relayed: Vec<_> = self
-            .connections
-            .get(&peer)
-            .map(|c| {
-                c.iter()
-                    .filter(|(_, e)| e.is_relayed())
-                    .map(|(id, _)| *id)
-                    .collect()
-            })
-            .unwrap_or_default();
-        if relayed.is_empty() {
-            return;
-        }
-        // Only once a direct connection exists.
-        if !self.has_direct_connection(&peer) {
-            return;
-        }
-        let _ = self.upgrades.send(peer);
-        for id in relayed {
-            tracing::info!(%peer, "direct connection up; closing the relayed one");
-            self.swarm.close_connection(id);
-        }
-    }
-
-    pub(crate) fn nat_on_identify(&mut self, peer: PeerId, info: &identify::Info) {
+    pub(crate) fn on_identify(&mut self, peers: &Peers, peer: PeerId, info: &identify::Info) {
         if info.protocols.contains(&relay::HOP_PROTOCOL_NAME)
-            && (self.nat.relays.len() < MAX_RELAY_CANDIDATES || self.nat.relays.contains_key(&peer))
+            && (self.relays.len() < MAX_RELAY_CANDIDATES || self.relays.contains_key(&peer))
         {
             // Reserve through the address we reached it at ourselves.
-            let dialed = self.connections.get(&peer).and_then(|c| {
-                c.iter().find_map(|(_, e)| match e {
+            let dialed = peers.get(&peer).and_then(|c| {
+                c.iter().find_map(|c| match &c.endpoint {
                     libp2p::core::ConnectedPoint::Dialer { address, .. }
                         if !is_relayed(address) =>
                     {
@@ -417,22 +377,22 @@ impl EventLoop {
                 if peer_of(&addr).is_none() {
                     addr.push(Protocol::P2p(peer));
                 }
-                if !self.nat.relays.contains_key(&peer) {
+                if !self.relays.contains_key(&peer) {
                     tracing::debug!(%peer, %addr, "found a relay");
                 }
-                self.nat.relays.insert(peer, addr);
+                self.relays.insert(peer, addr);
             }
         }
         if info.protocols.contains(&rendezvous::PROTOCOL_NAME)
-            && self.nat.points.len() < MAX_POINTS
-            && self.nat.points.insert(peer)
+            && self.points.len() < MAX_POINTS
+            && self.points.insert(peer)
         {
             tracing::debug!(%peer, "found a rendezvous point");
-            self.nat.next_discover = Instant::now();
+            self.next_discover = Instant::now();
         }
     }
 
-    pub(crate) fn on_autonat(&mut self, e: autonat::v1::Event) {
+    pub(crate) fn on_autonat(&mut self, swarm: &mut Swarm<Behaviour>, e: autonat::v1::Event) {
         if let autonat::v1::Event::StatusChanged { old, new } = e {
             tracing::info!(
                 from = reachability(&old),
@@ -448,7 +408,7 @@ impl EventLoop {
             } else {
                 kad::Mode::Server
             };
-            self.swarm.behaviour_mut().kad.set_mode(Some(mode));
+            swarm.behaviour_mut().kad.set_mode(Some(mode));
         }
     }
 
@@ -459,16 +419,14 @@ impl EventLoop {
                 renewal,
                 limit,
             } => {
-                if let Some(r) = self.nat.reservations.get_mut(&relay_peer_id) {
+                if let Some(r) = self.reservations.get_mut(&relay_peer_id) {
                     r.reserved = true;
                     if !renewal {
                         tracing::info!(relay = %relay_peer_id, addr = %r.addr, "relay reservation accepted; reachable through the relay");
                     }
                 }
                 if let Some(l) = limit {
-                    self.nat
-                        .limits
-                        .insert(relay_peer_id, (l.duration(), l.data_in_bytes()));
+                    self.note_limit(relay_peer_id, l.duration(), l.data_in_bytes());
                 }
             }
             relay::client::Event::OutboundCircuitEstablished {
@@ -477,9 +435,7 @@ impl EventLoop {
             } => {
                 tracing::debug!(relay = %relay_peer_id, "circuit through relay established");
                 if let Some(l) = limit {
-                    self.nat
-                        .limits
-                        .insert(relay_peer_id, (l.duration(), l.data_in_bytes()));
+                    self.note_limit(relay_peer_id, l.duration(), l.data_in_bytes());
                 }
             }
             relay::client::Event::InboundCircuitEstablished { src_peer_id, .. } => {
@@ -494,7 +450,7 @@ impl EventLoop {
                 tracing::debug!(peer = %src_peer_id, "relay: reservation accepted");
             }
             relay::Event::ReservationReqDenied { src_peer_id, .. } => {
-                self.nat.counters.reservations_denied.inc();
+                self.counters.reservations_denied.inc();
                 tracing::warn!(peer = %src_peer_id, "relay: reservation refused (over the limits)");
             }
             relay::Event::CircuitReqDenied {
@@ -502,7 +458,7 @@ impl EventLoop {
                 dst_peer_id,
                 ..
             } => {
-                self.nat.counters.circuits_denied.inc();
+                self.counters.circuits_denied.inc();
                 tracing::warn!(src = %src_peer_id, dst = %dst_peer_id, "relay: circuit refused (over the limits, or no reservation at the destination)");
             }
             relay::Event::CircuitReqAccepted {
@@ -525,18 +481,21 @@ impl EventLoop {
     pub(crate) fn on_dcutr(&mut self, e: dcutr::Event) {
         match e.result {
             Ok(_) => {
-                self.nat.counters.holepunch_ok.inc();
+                self.counters.holepunch_ok.inc();
                 tracing::info!(peer = %e.remote_peer_id, "hole punch succeeded; connection is direct");
-                self.close_relayed(e.remote_peer_id);
             }
             Err(err) => {
-                self.nat.counters.holepunch_failed.inc();
+                self.counters.holepunch_failed.inc();
                 tracing::info!(peer = %e.remote_peer_id, error = %err, "hole punch failed; the connection stays relayed (transfers are capped by the relay's limits)");
             }
         }
     }
 
-    pub(crate) fn on_rendezvous(&mut self, e: rendezvous::client::Event) {
+    pub(crate) fn on_rendezvous(
+        &mut self,
+        swarm: &mut Swarm<Behaviour>,
+        e: rendezvous::client::Event,
+    ) {
         match e {
             rendezvous::client::Event::Registered {
                 rendezvous_node,
@@ -545,8 +504,8 @@ impl EventLoop {
             } => {
                 tracing::debug!(point = %rendezvous_node, ttl, "registered at rendezvous point");
                 // Look for the others now that we are listed too.
-                self.nat.next_discover = Instant::now();
-                self.nat.registered.insert(
+                self.next_discover = Instant::now();
+                self.registered.insert(
                     rendezvous_node,
                     Instant::now() + Duration::from_secs((ttl / 2).max(10)),
                 );
@@ -559,15 +518,15 @@ impl EventLoop {
                 tracing::warn!(point = %rendezvous_node, error = ?error, "rendezvous registration refused");
             }
             rendezvous::client::Event::Discovered { registrations, .. } => {
-                let me = *self.swarm.local_peer_id();
+                let me = *swarm.local_peer_id();
                 let mut dials = 0;
                 for r in registrations {
                     let peer = r.record.peer_id();
                     if peer == me {
                         continue;
                     }
-                    self.nat.counters.discovered.inc();
-                    if self.swarm.is_connected(&peer) || self.nat.recently_failed(&peer) {
+                    self.counters.discovered.inc();
+                    if swarm.is_connected(&peer) || self.recently_failed(&peer) {
                         continue;
                     }
                     if dials >= MAX_DISCOVERED_DIALS {
@@ -579,9 +538,7 @@ impl EventLoop {
                     // Not into the routing table: identify adds the peer there if it
                     // serves the DHT.
                     tracing::debug!(%peer, "found peer at rendezvous point; dialling");
-                    let _ = self
-                        .swarm
-                        .dial(DialOpts::peer_id(peer).addresses(addrs).build());
+                    let _ = swarm.dial(DialOpts::peer_id(peer).addresses(addrs).build());
                 }
             }
             rendezvous::client::Event::DiscoverFailed {
@@ -596,9 +553,8 @@ impl EventLoop {
     }
 
     /// A relay listener closed (the relay went away or refused): try again later.
-    pub(crate) fn nat_on_listener_closed(&mut self, listener: ListenerId, reason: &str) {
+    pub(crate) fn on_listener_closed(&mut self, listener: ListenerId, reason: &str) {
         let gone: Vec<PeerId> = self
-            .nat
             .reservations
             .iter()
             .filter(|(_, r)| r.listener == listener)
@@ -606,12 +562,12 @@ impl EventLoop {
             .collect();
         for p in gone {
             tracing::info!(relay = %p, %reason, "relay reservation ended; will ask again");
-            self.nat.reservations.remove(&p);
+            self.reservations.remove(&p);
         }
     }
 
     /// A rendezvous point we were registered with dropped: register again on reconnect.
-    pub(crate) fn nat_on_disconnected(&mut self, peer: PeerId) {
-        self.nat.registered.remove(&peer);
+    pub(crate) fn on_disconnected(&mut self, peer: PeerId) {
+        self.registered.remove(&peer);
     }
 }

@@ -263,22 +263,71 @@ fn bad_input_gets_one_clear_error_line() -> Result<()> {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("cannot listen"), "{}", stderr(&o));
     drop(node);
-    // A corrupted store: refuse to start, say so, and leave the file for recovery.
-    let db = home.join("meta.redb");
-    std::fs::write(&db, vec![0x5a; 8192])?;
-    let bad = Command::new(KITH)
-        .args(["--home", home.to_str().ok_or("p")?, "up", "--no-mdns"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    let o = wait_output(bad, Duration::from_secs(30))?;
-    assert!(!o.status.success());
-    assert!(stderr(&o).contains("cannot be opened"), "{}", stderr(&o));
-    assert_eq!(
-        std::fs::read(&db)?,
-        vec![0x5a; 8192],
-        "nothing stored may be destroyed"
-    );
+    Ok(())
+}
+
+/// Overwrites every page but the first of a database with garbage, as a failing disk would.
+fn damage(db: &Path) -> Result<Vec<u8>> {
+    let mut bytes = std::fs::read(db)?;
+    for b in bytes.iter_mut().skip(4096) {
+        *b = 0x5a;
+    }
+    std::fs::write(db, &bytes)?;
+    Ok(bytes)
+}
+
+/// A damaged store: the node says so in one line, sets the file aside untouched, and
+/// shares the same folder again under the same ID; the identity stays.
+#[test]
+fn a_damaged_store_is_set_aside_and_shares_come_back() -> Result<()> {
+    let t = tmp()?;
+    let home = t.path().join("n");
+    let tree = t.path().join("tree");
+    std::fs::create_dir_all(tree.join("sub"))?;
+    std::fs::write(tree.join("a.bin"), data(300_000, 1))?;
+    std::fs::write(tree.join("sub/b.txt"), b"hello")?;
+    let node = up(&home, &[])?;
+    let id = json_of(&kith(
+        &home,
+        &["share", "--json", tree.to_str().ok_or("p")?],
+    )?)?["id"]
+        .clone();
+    let peer = stdout(&kith(&home, &["id"])?);
+    drop(node);
+    let damaged = damage(&home.join("meta.redb"))?;
+    let node = up(&home, &[])?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ls = json_of(&kith(&home, &["ls", "--json"])?)?;
+        if ls
+            .as_array()
+            .is_some_and(|l| l.iter().any(|s| s["id"] == id))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the share did not come back: {ls}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(stdout(&kith(&home, &["id"])?), peer, "the identity stays");
+    drop(node);
+    let aside: Vec<_> = std::fs::read_dir(&home)?
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("meta.redb.damaged-")
+        })
+        .collect();
+    assert_eq!(aside.len(), 1, "the damaged file is set aside");
+    let kept = std::fs::read(aside[0].path())?;
+    assert!(kept == damaged, "the damaged file is kept as it was");
+    let log = std::fs::read_to_string(home.with_extension("log"))?;
+    let said: Vec<&str> = log.lines().filter(|l| l.contains("damaged")).collect();
+    assert_eq!(said.len(), 1, "said once, in one line: {log}");
+    assert!(!log.contains("panicked"), "{log}");
     Ok(())
 }
 

@@ -5,9 +5,10 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use kith_core::config::{Config, ConfigError};
 use kith_core::identity::{self, IdentityError, Keypair};
 use kith_core::store::{Store, StoreError};
+
+use crate::config::{Config, ConfigError};
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -118,15 +119,34 @@ impl Home {
             .map_err(|e| io(&self.token_path(), e))
     }
 
-    pub fn open_store(&self) -> Result<Store, HomeError> {
+    /// Opens the store. A damaged one is moved aside (the path it went to is returned) and
+    /// a new one created: services rebuild what they can.
+    pub fn open_store(&self) -> Result<(Store, Option<PathBuf>), HomeError> {
         let path = self.dir.join("meta.redb");
-        match Store::open(&path) {
+        match Store::open_or_recover(&path) {
             Ok(s) => Ok(s),
-            Err(StoreError::Open { reason, .. }) if reason.contains("already open") => {
-                Err(HomeError::InUse(self.dir.display().to_string()))
-            }
+            Err(StoreError::InUse { .. }) => Err(HomeError::InUse(self.dir.display().to_string())),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Moves a name book kept by an earlier version under `search/` to `names/`.
+    pub(crate) fn migrate_names_book(&self) {
+        let old = self.service_dir("search").join("names.json");
+        let new_dir = self.service_dir("names");
+        let new = new_dir.join("names.json");
+        if old.exists() && !new.exists() {
+            let moved =
+                std::fs::create_dir_all(&new_dir).and_then(|()| std::fs::rename(&old, &new));
+            if let Err(e) = moved {
+                tracing::warn!(error = %e, "cannot move the name book to names/");
+            }
+        }
+    }
+
+    /// Where service `name` keeps its own files.
+    pub fn service_dir(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
     }
 
     /// Address of the running node's API, if it wrote one.

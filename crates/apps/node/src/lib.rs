@@ -1,24 +1,33 @@
 //! kith node: assembles the overlay, the core store and the services into one running
 //! peer, and serves the local HTTP API (`/api/v1`) that the CLI and other programs use.
 //!
-//! - [`Node`]: a running node; [`Node::start`] and [`Node::shutdown`].
-//! - [`Home`]: the data directory (key, config, database, API token and address).
-//! - `api`: the HTTP API (axum), described by `openapi.json`.
+//! - [`Node`]: a running node, and the facade over its services: what spans services
+//!   (get by name, search results as download hints, publish, the default search route)
+//!   lives here, so a Rust program gets the same behaviour as the CLI.
+//! - [`Options`], [`config::Config`] (`config.toml`), [`Home`] (the data directory).
+//! - `api`: the HTTP API (axum): thin handlers over the facade, typed by `kith-api`, with
+//!   its OpenAPI document generated from those types.
 
 mod api;
+pub mod config;
+mod convert;
+mod facade;
 mod home;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kith_core::config::Config;
+use kith_core::tasks::{Fatal, Tasks};
+use kith_names::Names;
 use kith_overlay::{Overlay, OverlayError};
 use kith_search::Search;
 use kith_share::Share;
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
+pub use config::Config;
+pub use facade::Target;
 pub use home::{Home, HomeError};
 
 #[derive(Debug, thiserror::Error)]
@@ -31,9 +40,15 @@ pub enum NodeError {
     #[error(transparent)]
     Store(#[from] kith_core::store::StoreError),
     #[error(transparent)]
-    Share(#[from] kith_share::ShareError),
+    Share(#[from] kith_share::Error),
     #[error(transparent)]
-    Search(#[from] kith_search::SearchError),
+    Search(#[from] kith_search::Error),
+    #[error(transparent)]
+    Names(#[from] kith_names::Error),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    NotFound(String),
     #[error("cannot serve the API on {addr}: {reason}")]
     Api { addr: String, reason: String },
 }
@@ -50,13 +65,11 @@ pub struct Options {
 
 impl Options {
     pub fn new(home: Home, config: Config) -> Self {
-        let share = kith_share::Config {
-            upload_limit: config.upload_limit,
-            download_limit: config.download_limit,
-            rescan: Duration::from_secs(config.rescan_secs.max(1)),
-            ..kith_share::Config::default()
-        };
-        let mut search = kith_search::Config::new(home.dir().join("search"));
+        let mut share = kith_share::Config::new(home.service_dir("share"));
+        share.upload_limit = config.upload_limit;
+        share.download_limit = config.download_limit;
+        share.rescan = Duration::from_secs(config.rescan_secs.max(1));
+        let mut search = kith_search::Config::new(home.service_dir("search"));
         search.serve_broker = config.serve_broker;
         search.broker_ttl = Duration::from_secs(config.broker_ttl_secs.max(1));
         Self {
@@ -68,161 +81,254 @@ impl Options {
     }
 }
 
-/// A running node.
-pub struct Node {
+pub(crate) struct Inner {
     pub overlay: Overlay,
     pub share: Share,
+    pub names: Names,
     pub search: Search,
-    api_addr: SocketAddr,
+    pub registry: Registry,
+    pub home: Home,
+    pub token: String,
     shutdown: CancellationToken,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-    home: Home,
+    fatal: Fatal,
+    api_addr: SocketAddr,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+/// A running node. Cheap to clone.
+#[derive(Clone)]
+pub struct Node {
+    inner: Arc<Inner>,
 }
 
 impl std::fmt::Debug for Node {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Node")
-            .field("api", &self.api_addr)
+            .field("api", &self.inner.api_addr)
             .finish_non_exhaustive()
-    }
-}
-
-pub(crate) struct State {
-    pub overlay: Overlay,
-    pub share: Share,
-    pub search: Search,
-    pub has_broker: bool,
-    pub token: String,
-    pub registry: Registry,
-}
-
-impl Node {
-    pub async fn start(opts: Options) -> Result<Self, NodeError> {
-        let home = opts.home.clone();
-        home.init()?;
-        let keypair = home.keypair()?;
-        let store = Arc::new(home.open_store()?);
-        let token = home.token()?;
-        let mut registry = Registry::default();
-        let shutdown = CancellationToken::new();
-
-        let mut ocfg = kith_overlay::Config::new(keypair.clone());
-        ocfg.validator = Some(Arc::new(kith_search::names::NameValidator));
-        ocfg.listen = parse_all(&opts.config.listen)?;
-        ocfg.bootstrap = parse_all(&opts.config.bootstrap)?;
-        ocfg.mdns = opts.config.mdns;
-        ocfg.max_connections = opts.config.max_connections;
-        ocfg.max_connections_per_peer = opts.config.max_connections_per_peer;
-        let c = &opts.config;
-        if c.relay.unwrap_or(c.serve_broker) {
-            ocfg.relay = Some(kith_overlay::RelayLimits {
-                max_reservations: c.relay_max_reservations.max(1),
-                max_circuits: c.relay_max_circuits.max(1),
-                max_circuit_duration: Duration::from_secs(c.relay_circuit_secs.max(1)),
-                max_circuit_bytes: c.relay_circuit_bytes.max(1),
-                ..kith_overlay::RelayLimits::default()
-            });
-        }
-        // A broker is also a rendezvous point, and a relay unless told otherwise (peers
-        // find that out through identify and use it once they know they are private).
-        ocfg.rendezvous_server = c.serve_broker;
-        ocfg.relays = parse_all(&c.relays)?;
-        if let Some(b) = &c.broker {
-            ocfg.rendezvous.push(kith_overlay::parse_addr(b)?);
-        }
-        ocfg.autonat_any_ip = c.autonat_private_ips;
-        ocfg.external = parse_all(&c.announce)?;
-        let (overlay, overlay_task) = Overlay::start(ocfg, &mut registry, shutdown.clone()).await?;
-
-        let share = Share::start(
-            opts.share.clone(),
-            store.clone(),
-            overlay.clone(),
-            &mut registry,
-            shutdown.clone(),
-        )?;
-        let mut scfg = opts.search.clone();
-        if let Some(b) = &opts.config.broker {
-            scfg.broker = Some(kith_overlay::parse_addr(b)?);
-        }
-        let search = Search::start(
-            scfg,
-            store.clone(),
-            overlay.clone(),
-            keypair,
-            share.changes(),
-            &mut registry,
-            shutdown.clone(),
-        )?;
-
-        let listener = tokio::net::TcpListener::bind(&opts.config.api)
-            .await
-            .map_err(|e| NodeError::Api {
-                addr: opts.config.api.clone(),
-                reason: e.to_string(),
-            })?;
-        let api_addr = listener.local_addr().map_err(|e| NodeError::Api {
-            addr: opts.config.api.clone(),
-            reason: e.to_string(),
-        })?;
-        let state = Arc::new(State {
-            overlay: overlay.clone(),
-            share: share.clone(),
-            search: search.clone(),
-            has_broker: opts.config.broker.is_some() || opts.config.serve_broker,
-            token,
-            registry,
-        });
-        let router = api::router(state);
-        let sd = shutdown.clone();
-        let api_task = tokio::spawn(async move {
-            let r = axum::serve(listener, router)
-                .with_graceful_shutdown(async move { sd.cancelled().await })
-                .await;
-            if let Err(e) = r {
-                tracing::warn!(error = %e, "API server stopped");
-            }
-        });
-        home.write_api_addr(api_addr)?;
-        tracing::info!(peer = %overlay.peer_id(), api = %api_addr, "node running");
-        Ok(Self {
-            overlay,
-            share,
-            search,
-            api_addr,
-            shutdown,
-            tasks: vec![overlay_task, api_task],
-            home,
-        })
-    }
-
-    pub fn api_addr(&self) -> SocketAddr {
-        self.api_addr
-    }
-
-    pub fn home(&self) -> &Home {
-        &self.home
-    }
-
-    /// A token that is cancelled when the node shuts down.
-    pub fn shutdown_token(&self) -> CancellationToken {
-        self.shutdown.clone()
-    }
-
-    /// Stops everything and waits (bounded) for tasks to finish; the store is left
-    /// consistent because every write is a committed transaction.
-    pub async fn shutdown(self) {
-        self.shutdown.cancel();
-        let _ = tokio::time::timeout(Duration::from_secs(10), self.share.stopped()).await;
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.search.stopped()).await;
-        for t in self.tasks {
-            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
-        }
-        self.home.remove_api_addr();
-        tracing::info!("node stopped");
     }
 }
 
 fn parse_all(addrs: &[String]) -> Result<Vec<kith_overlay::Multiaddr>, OverlayError> {
     addrs.iter().map(|a| kith_overlay::parse_addr(a)).collect()
+}
+
+/// The overlay's configuration from the node's.
+fn overlay_config(
+    keypair: kith_overlay::Keypair,
+    c: &Config,
+) -> Result<kith_overlay::Config, OverlayError> {
+    let mut o = kith_overlay::Config::new(keypair);
+    o.listen = parse_all(&c.listen)?;
+    o.bootstrap = parse_all(&c.bootstrap)?;
+    o.mdns = c.mdns;
+    o.max_connections = c.max_connections;
+    o.max_connections_per_peer = c.max_connections_per_peer;
+    if c.relay.unwrap_or(c.serve_broker) {
+        o.relay = Some(kith_overlay::RelayLimits {
+            max_reservations: c.relay_max_reservations.max(1),
+            max_circuits: c.relay_max_circuits.max(1),
+            max_circuit_duration: Duration::from_secs(c.relay_circuit_secs.max(1)),
+            max_circuit_bytes: c.relay_circuit_bytes.max(1),
+            ..kith_overlay::RelayLimits::default()
+        });
+    }
+    // A broker is also a rendezvous point, and a relay unless told otherwise (peers find
+    // that out through identify and use it once they know they are private).
+    o.rendezvous_server = c.serve_broker;
+    o.relays = parse_all(&c.relays)?;
+    if let Some(b) = &c.broker {
+        o.rendezvous.push(kith_overlay::parse_addr(b)?);
+    }
+    o.autonat_any_ip = c.autonat_private_ips;
+    o.external = parse_all(&c.announce)?;
+    Ok(o)
+}
+
+/// What the data dir gives a node: its key, its store (and where a damaged one went) and
+/// its API token. Blocking: reads and creates files.
+fn open_home(
+    home: &Home,
+) -> Result<
+    (
+        kith_overlay::Keypair,
+        kith_core::store::Store,
+        Option<std::path::PathBuf>,
+        String,
+    ),
+    NodeError,
+> {
+    home.init()?;
+    home.migrate_names_book();
+    let keypair = home.keypair()?;
+    let (store, damaged) = home.open_store()?;
+    Ok((keypair, store, damaged, home.token()?))
+}
+
+/// The services, started in order: each gets the ones it builds on.
+struct Services {
+    overlay: Overlay,
+    overlay_task: tokio::task::JoinHandle<()>,
+    share: Share,
+    names: Names,
+    search: Search,
+}
+
+async fn start_services(
+    opts: &Options,
+    keypair: kith_overlay::Keypair,
+    store: Arc<kith_core::store::Store>,
+    registry: &mut Registry,
+    shutdown: &CancellationToken,
+    fatal: &Fatal,
+) -> Result<Services, NodeError> {
+    let tasks = |name| Tasks::new(name, shutdown.clone(), fatal.clone());
+    let ocfg = overlay_config(keypair.clone(), &opts.config)?;
+    let (overlay, overlay_task) = Overlay::start(ocfg, registry, shutdown.clone()).await?;
+    let share = Share::start(
+        opts.share.clone(),
+        store,
+        overlay.clone(),
+        registry,
+        tasks("share"),
+    )?;
+    let names_cfg = kith_names::Config {
+        dir: opts.home.service_dir("names"),
+    };
+    let names = Names::start(
+        names_cfg,
+        overlay.clone(),
+        keypair,
+        registry,
+        tasks("names"),
+    )
+    .await?;
+    let mut scfg = opts.search.clone();
+    if let Some(b) = &opts.config.broker {
+        scfg.broker = Some(kith_overlay::parse_addr(b)?);
+    }
+    let (o, sh, n) = (overlay.clone(), share.clone(), names.clone());
+    let search = Search::start(scfg, o, sh, n, registry, tasks("search")).await?;
+    Ok(Services {
+        overlay,
+        overlay_task,
+        share,
+        names,
+        search,
+    })
+}
+
+impl Node {
+    /// Starts the overlay and the services, then serves the API.
+    pub async fn start(opts: Options) -> Result<Self, NodeError> {
+        let home = opts.home.clone();
+        let h = home.clone();
+        let (keypair, store, damaged, token) = tokio::task::spawn_blocking(move || open_home(&h))
+            .await
+            .map_err(|e| NodeError::BadRequest(format!("cannot open the data dir: {e}")))??;
+        if let Some(aside) = damaged {
+            tracing::warn!(moved_to = %aside.display(), "the metadata database was damaged and is set aside; shares are indexed again and downloads resume from what is verified on disk");
+        }
+        let mut registry = Registry::default();
+        let shutdown = CancellationToken::new();
+        let fatal = Fatal::default();
+        // Whatever started stops again if the node does not come up.
+        let stop_on_error = shutdown.clone().drop_guard();
+        let s = start_services(
+            &opts,
+            keypair,
+            Arc::new(store),
+            &mut registry,
+            &shutdown,
+            &fatal,
+        )
+        .await?;
+        let listener = api::bind(&opts.config.api).await?;
+        let api_addr = listener.local_addr().map_err(|e| NodeError::Api {
+            addr: opts.config.api.clone(),
+            reason: e.to_string(),
+        })?;
+        let node = Self {
+            inner: Arc::new(Inner {
+                overlay: s.overlay,
+                share: s.share,
+                names: s.names,
+                search: s.search,
+                registry,
+                home: home.clone(),
+                token,
+                shutdown: shutdown.clone(),
+                fatal,
+                api_addr,
+                tasks: Mutex::new(vec![s.overlay_task]),
+            }),
+        };
+        let api_task = api::serve(node.clone(), listener, shutdown);
+        if let Ok(mut t) = node.inner.tasks.lock() {
+            t.push(api_task);
+        }
+        let (h, addr) = (home.clone(), api_addr);
+        tokio::task::spawn_blocking(move || h.write_api_addr(addr))
+            .await
+            .map_err(|e| NodeError::BadRequest(e.to_string()))??;
+        stop_on_error.disarm();
+        tracing::info!(peer = %node.inner.overlay.peer_id(), api = %api_addr, "node running");
+        Ok(node)
+    }
+
+    pub fn overlay(&self) -> &Overlay {
+        &self.inner.overlay
+    }
+
+    pub fn share_service(&self) -> &Share {
+        &self.inner.share
+    }
+
+    pub fn names_service(&self) -> &Names {
+        &self.inner.names
+    }
+
+    pub fn search_service(&self) -> &Search {
+        &self.inner.search
+    }
+
+    pub fn api_addr(&self) -> SocketAddr {
+        self.inner.api_addr
+    }
+
+    pub fn home(&self) -> &Home {
+        &self.inner.home
+    }
+
+    /// A token that is cancelled when the node shuts down.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.inner.shutdown.clone()
+    }
+
+    /// Resolves with the error when a service fails fatally (a panic in one of its
+    /// tasks): the node must stop.
+    pub async fn fatal(&self) -> String {
+        self.inner.fatal.wait().await
+    }
+
+    /// Stops everything and waits (bounded) for tasks to finish; the store is left
+    /// consistent because every write is a committed transaction.
+    pub async fn shutdown(&self) {
+        let i = &self.inner;
+        i.shutdown.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(10), i.share.stopped()).await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), i.search.stopped()).await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), i.names.stopped()).await;
+        let tasks = i
+            .tasks
+            .lock()
+            .map(|mut t| std::mem::take(&mut *t))
+            .unwrap_or_default();
+        for t in tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+        }
+        let home = i.home.clone();
+        let _ = tokio::task::spawn_blocking(move || home.remove_api_addr()).await;
+        tracing::info!("node stopped");
+    }
 }

@@ -1,102 +1,49 @@
-//! The catalogue of what this node shares, built from the store: one entry per shared file
-//! or folder and per file inside a shared folder, with the text of text-like files.
+//! This node's catalogue: what share shares (through its public API), each entry marked
+//! with the name and revision it is, if the names service knows one; kept in step with the
+//! local full-text index and the keywords announced in the DHT.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use kith_core::store::{ShareKind, Store};
+use kith_share::ShareKind;
+use kith_share::catalogue::Item;
 
-use crate::wire::Entry;
+use crate::protocol::Entry;
+use crate::state::{Inner, lock};
+use crate::{Error, MAX_KEYWORDS, keyword_key, query};
 
 /// Text read from the start of a text-like file for the full-text index.
 pub const MAX_TEXT_BYTES: usize = 256 * 1024;
-/// Most entries in one node's catalogue.
-pub const MAX_ENTRIES: usize = 100_000;
 
-/// Builds the catalogue (by content ID). `named` maps content IDs to the name records that
-/// point at them, so revisions of named documents carry their name and revision.
-pub fn build(
-    store: &Store,
-    named: &HashMap<String, (String, u64)>,
-) -> Result<BTreeMap<String, (Entry, String)>, kith_core::store::StoreError> {
-    let mut out: BTreeMap<String, (Entry, String)> = BTreeMap::new();
-    let shares = store.shares()?;
-    let files = store.files()?;
-    let mut by_share: HashMap<String, Vec<(String, u64, String)>> = HashMap::new();
-    for (path, rec) in files {
-        by_share.entry(rec.share.to_string()).or_default().push((
-            path,
-            rec.size,
-            rec.manifest.to_string(),
-        ));
-    }
-    for s in shares {
-        if out.len() >= MAX_ENTRIES {
-            break;
-        }
-        let id = s.id.to_string();
-        let kind = match s.kind {
-            ShareKind::File => "file",
-            ShareKind::Dir => "dir",
-        };
-        out.entry(id.clone()).or_insert_with(|| {
-            let entry = named_entry(
-                Entry {
-                    id: id.clone(),
-                    name: s.name.clone(),
-                    path: s.name.clone(),
-                    size: s.size,
-                    kind: kind.into(),
-                    name_key: None,
-                    revision: None,
-                },
-                named,
-            );
-            (entry, s.path.clone())
-        });
-        if s.kind != ShareKind::Dir {
-            continue;
-        }
-        let root = Path::new(&s.path);
-        for (path, size, fid) in by_share.remove(&id).unwrap_or_default() {
-            if out.len() >= MAX_ENTRIES {
-                break;
-            }
-            let rel = Path::new(&path)
-                .strip_prefix(root)
-                .map(|p| p.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let name = Path::new(&path)
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            out.entry(fid.clone()).or_insert_with(|| {
-                let entry = named_entry(
-                    Entry {
-                        id: fid.clone(),
-                        name,
-                        path: format!("{}/{}", s.name, rel),
-                        size,
-                        kind: "file".into(),
-                        name_key: None,
-                        revision: None,
-                    },
-                    named,
-                );
-                (entry, path.clone())
-            });
-        }
-    }
-    Ok(out)
-}
+type Catalogue = BTreeMap<String, (Entry, PathBuf)>;
 
-fn named_entry(mut e: Entry, named: &HashMap<String, (String, u64)>) -> Entry {
-    if let Some((name, rev)) = named.get(&e.id) {
-        e.name_key = Some(name.clone());
-        e.revision = Some(*rev);
-    }
-    e
+/// Entries of `items`, marked with the names they are revisions of.
+fn entries(items: Vec<Item>, named: &HashMap<String, (String, u64)>) -> Catalogue {
+    items
+        .into_iter()
+        .map(|it| {
+            let id = it.id.to_string();
+            let (name_key, revision) = named
+                .get(&id)
+                .map(|(n, r)| (Some(n.clone()), Some(*r)))
+                .unwrap_or_default();
+            let entry = Entry {
+                id: id.clone(),
+                name: it.name,
+                path: it.path,
+                size: it.size,
+                kind: match it.kind {
+                    ShareKind::File => "file",
+                    ShareKind::Dir => "dir",
+                }
+                .into(),
+                name_key,
+                revision,
+            };
+            (id, (entry, it.local))
+        })
+        .collect()
 }
 
 /// The text of a text-like file (its first [`MAX_TEXT_BYTES`]), or `None` for binary files.
@@ -116,22 +63,119 @@ pub fn text_of(path: &Path) -> Option<String> {
     Some(text.into_owned())
 }
 
+/// The words of the catalogue's names that keyword routing announces.
+fn keywords(cat: &Catalogue) -> HashSet<String> {
+    let mut words = HashSet::new();
+    for (e, _) in cat.values() {
+        for t in query::tokens(&e.name) {
+            if t.chars().count() >= query::MIN_KEYWORD_CHARS {
+                if words.len() >= MAX_KEYWORDS {
+                    return words;
+                }
+                words.insert(t);
+            }
+        }
+    }
+    words
+}
+
+/// Updates the local index to `now` (blocking: reads files, commits the index; no lock is
+/// held while it does). Returns whether anything changed.
+fn reindex(inner: &Inner, now: &Catalogue) -> Result<bool, Error> {
+    let old = lock(&inner.catalog)?.clone();
+    let ix = &inner.local;
+    let mut changed = false;
+    for id in old.keys() {
+        if !now.contains_key(id) {
+            ix.remove("", id)?;
+            changed = true;
+        }
+    }
+    for (id, (e, path)) in now {
+        if old.get(id).map(|(o, _)| o) != Some(e) {
+            let body = (e.kind == "file").then(|| text_of(path)).flatten();
+            ix.add("", e, body.as_deref())?;
+            changed = true;
+        }
+    }
+    if changed {
+        ix.commit()?;
+    }
+    Ok(changed)
+}
+
+/// Brings the local index, the keyword announcements and (through the generation the
+/// broker client watches) the broker registration in step with what this node shares.
+pub(crate) async fn refresh(inner: &std::sync::Arc<Inner>) -> Result<(), Error> {
+    let items = inner.share.catalogue().await?;
+    let named = inner.names.by_content()?;
+    let now = entries(items, &named);
+    let words = keywords(&now);
+    let i = inner.clone();
+    let changed = inner
+        .tasks
+        .blocking(move || -> Result<bool, Error> {
+            let changed = reindex(&i, &now)?;
+            *lock(&i.catalog)? = now;
+            Ok(changed)
+        })
+        .await??;
+    if changed {
+        inner.generation.send_modify(|g| *g += 1);
+    }
+    let (added, removed) = {
+        let mut kw = lock(&inner.keywords)?;
+        let added: Vec<String> = words.difference(&kw).cloned().collect();
+        let removed: Vec<String> = kw.difference(&words).cloned().collect();
+        *kw = words;
+        (added, removed)
+    };
+    for w in added {
+        inner.overlay.start_providing(keyword_key(&w)).await?;
+    }
+    for w in removed {
+        inner.overlay.stop_providing(keyword_key(&w)).await?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn text_like_files_only() {
-        let dir = tempfile::tempdir().unwrap();
+    fn text_like_files_only() -> std::io::Result<()> {
+        let dir = tempfile::tempdir()?;
         let t = dir.path().join("a.txt");
-        std::fs::write(&t, "hello world").unwrap();
+        std::fs::write(&t, "hello world")?;
         assert_eq!(text_of(&t).as_deref(), Some("hello world"));
         let b = dir.path().join("b.bin");
-        std::fs::write(&b, [0u8, 159, 146, 150, 1, 2]).unwrap();
+        std::fs::write(&b, [0u8, 159, 146, 150, 1, 2])?;
         assert_eq!(text_of(&b), None);
         let bad = dir.path().join("c.dat");
-        std::fs::write(&bad, vec![0xffu8; 100]).unwrap();
+        std::fs::write(&bad, vec![0xffu8; 100])?;
         assert_eq!(text_of(&bad), None);
         assert_eq!(text_of(&dir.path().join("missing")), None);
+        Ok(())
+    }
+
+    #[test]
+    fn revisions_carry_their_name() {
+        let id = kith_core::ContentId::manifest(b"x");
+        let items = vec![Item {
+            id,
+            name: "plan.odt".into(),
+            path: "plan.odt".into(),
+            size: 3,
+            kind: ShareKind::File,
+            local: PathBuf::from("/x/plan.odt"),
+        }];
+        let named = HashMap::from([(id.to_string(), ("P/plan".to_owned(), 4))]);
+        let cat = entries(items, &named);
+        let (e, local) = &cat[&id.to_string()];
+        assert_eq!(e.name_key.as_deref(), Some("P/plan"));
+        assert_eq!(e.revision, Some(4));
+        assert_eq!(local, Path::new("/x/plan.odt"));
+        assert!(keywords(&cat).contains("plan"));
     }
 }

@@ -14,9 +14,9 @@ use tantivy::schema::{
 use tantivy::tokenizer::TokenStream;
 use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, Term};
 
-use crate::SearchError;
+use crate::Error;
+use crate::protocol::Entry;
 use crate::query::{Clause, Query};
-use crate::wire::Entry;
 
 /// Memory budget of the index writer.
 const WRITER_HEAP: usize = 50_000_000;
@@ -52,8 +52,8 @@ fn schema() -> (Schema, Fields) {
     (b.build(), f)
 }
 
-fn tantivy_err(e: tantivy::TantivyError) -> SearchError {
-    SearchError::Index(e.to_string())
+fn tantivy_err(e: tantivy::TantivyError) -> Error {
+    Error::Index(e.to_string())
 }
 
 /// One indexed item and who holds it.
@@ -65,10 +65,11 @@ pub struct Hit {
     pub score: f32,
 }
 
-/// A catalogue index. Writes are buffered until [`CatalogIndex::commit`].
+/// A catalogue index. Writes are buffered until [`CatalogIndex::commit`]; searches read
+/// the last commit and never wait for the writer.
 pub struct CatalogIndex {
     index: Index,
-    writer: IndexWriter,
+    writer: std::sync::Mutex<IndexWriter>,
     reader: IndexReader,
     f: Fields,
 }
@@ -81,13 +82,13 @@ impl std::fmt::Debug for CatalogIndex {
 
 impl CatalogIndex {
     /// Opens (or creates) an index in `dir`; `None` keeps it in memory.
-    pub fn open(dir: Option<&Path>) -> Result<Self, SearchError> {
+    pub fn open(dir: Option<&Path>) -> Result<Self, Error> {
         let (schema, f) = schema();
         let index = match dir {
             Some(d) => {
-                std::fs::create_dir_all(d).map_err(|e| SearchError::Index(e.to_string()))?;
+                std::fs::create_dir_all(d).map_err(|e| Error::Index(e.to_string()))?;
                 let mmap = tantivy::directory::MmapDirectory::open(d)
-                    .map_err(|e| SearchError::Index(e.to_string()))?;
+                    .map_err(|e| Error::Index(e.to_string()))?;
                 Index::open_or_create(mmap, schema).map_err(tantivy_err)?
             }
             None => Index::create_in_ram(schema),
@@ -100,10 +101,17 @@ impl CatalogIndex {
             .map_err(tantivy_err)?;
         Ok(Self {
             index,
-            writer,
+            writer: std::sync::Mutex::new(writer),
             reader,
             f,
         })
+    }
+
+    /// The writer; a poisoned lock (a writer panicked) is an error.
+    fn writer(&self) -> Result<std::sync::MutexGuard<'_, IndexWriter>, Error> {
+        self.writer
+            .lock()
+            .map_err(|_| Error::Index("the index writer failed earlier".into()))
     }
 
     fn key(peer: &str, id: &str) -> String {
@@ -111,15 +119,11 @@ impl CatalogIndex {
     }
 
     /// Adds (or replaces) an entry held by `peer`, with the text of the file if known.
-    pub fn add(
-        &mut self,
-        peer: &str,
-        entry: &Entry,
-        body: Option<&str>,
-    ) -> Result<(), SearchError> {
+    pub fn add(&self, peer: &str, entry: &Entry, body: Option<&str>) -> Result<(), Error> {
         let f = self.f;
         let key = Self::key(peer, &entry.id);
-        self.writer.delete_term(Term::from_field_text(f.key, &key));
+        let writer = self.writer()?;
+        writer.delete_term(Term::from_field_text(f.key, &key));
         let mut doc = TantivyDocument::default();
         doc.add_text(f.peer, peer);
         doc.add_text(f.id, &entry.id);
@@ -137,32 +141,34 @@ impl CatalogIndex {
         if let Some(r) = entry.revision {
             doc.add_u64(f.revision, r);
         }
-        self.writer.add_document(doc).map_err(tantivy_err)?;
+        writer.add_document(doc).map_err(tantivy_err)?;
         Ok(())
     }
 
     /// Removes one entry of `peer`.
-    pub fn remove(&mut self, peer: &str, id: &str) {
+    pub fn remove(&self, peer: &str, id: &str) -> Result<(), Error> {
         let key = Self::key(peer, id);
-        self.writer
+        self.writer()?
             .delete_term(Term::from_field_text(self.f.key, &key));
+        Ok(())
     }
 
     /// Removes every entry of `peer`.
-    pub fn remove_peer(&mut self, peer: &str) {
-        self.writer
+    pub fn remove_peer(&self, peer: &str) -> Result<(), Error> {
+        self.writer()?
             .delete_term(Term::from_field_text(self.f.peer, peer));
+        Ok(())
     }
 
     /// Removes everything.
-    pub fn clear(&mut self) -> Result<(), SearchError> {
-        self.writer.delete_all_documents().map_err(tantivy_err)?;
+    pub fn clear(&self) -> Result<(), Error> {
+        self.writer()?.delete_all_documents().map_err(tantivy_err)?;
         Ok(())
     }
 
     /// Makes buffered writes durable (on disk) and visible to searches.
-    pub fn commit(&mut self) -> Result<(), SearchError> {
-        self.writer.commit().map_err(tantivy_err)?;
+    pub fn commit(&self) -> Result<(), Error> {
+        self.writer()?.commit().map_err(tantivy_err)?;
         self.reader.reload().map_err(tantivy_err)?;
         Ok(())
     }
@@ -177,7 +183,7 @@ impl CatalogIndex {
     }
 
     /// Every entry of `peer` (the local index uses this to find what changed).
-    pub fn entries_of(&self, peer: &str) -> Result<Vec<Entry>, SearchError> {
+    pub fn entries_of(&self, peer: &str) -> Result<Vec<Entry>, Error> {
         let searcher = self.reader.searcher();
         let q = TermQuery::new(
             Term::from_field_text(self.f.peer, peer),
@@ -231,7 +237,7 @@ impl CatalogIndex {
 
     /// The tantivy query for a parsed query: every clause must match in the name, the path
     /// or the text (name counts most).
-    fn build(&self, q: &Query) -> Result<Box<dyn TQuery>, SearchError> {
+    fn build(&self, q: &Query) -> Result<Box<dyn TQuery>, Error> {
         let f = self.f;
         let weighted = [(f.name, 3.0f32), (f.path, 1.5), (f.body, 1.0)];
         let mut must: Vec<(Occur, Box<dyn TQuery>)> = Vec::new();
@@ -299,15 +305,13 @@ impl CatalogIndex {
             }
         }
         if must.is_empty() {
-            return Err(SearchError::BadQuery(
-                "the query has no searchable words".into(),
-            ));
+            return Err(Error::BadQuery("the query has no searchable words".into()));
         }
         Ok(Box::new(BooleanQuery::new(must)))
     }
 
     /// The best `limit` matches of `q`.
-    pub fn search(&self, q: &Query, limit: usize) -> Result<Vec<Hit>, SearchError> {
+    pub fn search(&self, q: &Query, limit: usize) -> Result<Vec<Hit>, Error> {
         self.search_where(q, limit, limit, |_| true)
     }
 
@@ -319,7 +323,7 @@ impl CatalogIndex {
         limit: usize,
         scan: usize,
         keep: impl Fn(&str) -> bool,
-    ) -> Result<Vec<Hit>, SearchError> {
+    ) -> Result<Vec<Hit>, Error> {
         let tq = self.build(q)?;
         let searcher = self.reader.searcher();
         let top = searcher
@@ -381,7 +385,7 @@ mod tests {
 
     #[test]
     fn words_phrases_prefixes_and_text() {
-        let mut ix = CatalogIndex::open(None).unwrap();
+        let ix = CatalogIndex::open(None).unwrap();
         ix.add(
             "",
             &entry("a", "annual report 2024.pdf", "docs/annual report 2024.pdf"),
@@ -421,7 +425,7 @@ mod tests {
 
     #[test]
     fn remove_and_peers() {
-        let mut ix = CatalogIndex::open(None).unwrap();
+        let ix = CatalogIndex::open(None).unwrap();
         ix.add("p1", &entry("a", "song.mp3", "song.mp3"), None)
             .unwrap();
         ix.add("p2", &entry("a", "song.mp3", "song.mp3"), None)
@@ -430,10 +434,10 @@ mod tests {
             .unwrap();
         ix.commit().unwrap();
         assert_eq!(ids(&ix, "song").len(), 3);
-        ix.remove("p2", "a");
+        ix.remove("p2", "a").unwrap();
         ix.commit().unwrap();
         assert_eq!(ids(&ix, "song").len(), 2);
-        ix.remove_peer("p2");
+        ix.remove_peer("p2").unwrap();
         ix.commit().unwrap();
         let hits = ix.search(&Query::parse("song").unwrap(), 10).unwrap();
         assert_eq!(hits.len(), 1);
@@ -445,7 +449,7 @@ mod tests {
     fn persists_on_disk() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let mut ix = CatalogIndex::open(Some(dir.path())).unwrap();
+            let ix = CatalogIndex::open(Some(dir.path())).unwrap();
             ix.add("", &entry("a", "kept.txt", "kept.txt"), None)
                 .unwrap();
             ix.commit().unwrap();

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::SearchError;
+use crate::Error;
 
 /// Longest query text accepted, in bytes.
 pub const MAX_QUERY_BYTES: usize = 1024;
@@ -31,9 +31,9 @@ pub fn tokens(s: &str) -> impl Iterator<Item = String> + '_ {
 }
 
 impl Query {
-    pub fn parse(text: &str) -> Result<Self, SearchError> {
+    pub fn parse(text: &str) -> Result<Self, Error> {
         if text.len() > MAX_QUERY_BYTES {
-            return Err(SearchError::BadQuery(format!(
+            return Err(Error::BadQuery(format!(
                 "the query is {} bytes; at most {MAX_QUERY_BYTES} are allowed",
                 text.len()
             )));
@@ -70,12 +70,10 @@ impl Query {
             });
         }
         if clauses.is_empty() {
-            return Err(SearchError::BadQuery(
-                "the query has no searchable words".into(),
-            ));
+            return Err(Error::BadQuery("the query has no searchable words".into()));
         }
         if clauses.len() > MAX_CLAUSES {
-            return Err(SearchError::BadQuery(format!(
+            return Err(Error::BadQuery(format!(
                 "the query has {} words or phrases; at most {MAX_CLAUSES} are allowed",
                 clauses.len()
             )));

@@ -1,52 +1,56 @@
 //! kith share service: share files and folders by content ID, fetch them from whoever
-//! has them.
+//! has them. It is the template the other services follow (`docs/architecture.md`).
 //!
-//! - [`Share`]: the service handle (share, unshare, list, get, downloads).
+//! - [`Share`]: the service handle (share, unshare, list, catalogue, get, downloads).
+//! - [`Config`], [`Error`], [`Event`], [`Progress`].
 //! - [`protocol`]: the `/kith/share/1.0.0` wire format.
-//! - `server`: answers peers' requests, verified on read, with per-peer limits.
-//! - `download`: multi-provider, verified, resumable downloads.
-//! - [`limit::RateLimit`]: upload and download caps.
+//! - `server`: answers peers' requests, verified on read, behind the overlay's inbound
+//!   limits; `client`: one request on a stream, checked and timed.
+//! - `download`: multi-provider, verified, resumable downloads (finder, manifests, plan,
+//!   scheduler, workers).
+//! - `strikes`: providers caught breaking the protocol or sending wrong bytes, shunned by
+//!   every download.
+//! - State: [`records`] (its tables in the store), `indexer`, [`catalogue`], `journal` (what
+//!   to rebuild from if the store is lost), [`rate::RateLimit`].
 
+pub mod catalogue;
+mod client;
 mod download;
-pub mod limit;
+pub mod indexer;
+mod journal;
 pub mod protocol;
+pub mod rate;
+pub mod records;
 mod server;
+mod state;
+mod strikes;
 
-use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use kith_core::ContentId;
 use kith_core::id::Kind;
-use kith_core::index;
-use kith_core::store::{DownloadState, ShareRecord, Store};
+use kith_core::store::Store;
+use kith_core::tasks::{TaskError, Tasks};
 use kith_overlay::{Overlay, PeerId};
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use serde::Serialize;
-use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
+use tokio::sync::{broadcast, watch};
 
 pub use download::Output;
-use limit::RateLimit;
+pub use indexer::IndexError;
+pub use records::{DownloadState, ShareKind, ShareRecord};
+use state::Inner;
 
 /// Most downloads running at once.
 pub const MAX_DOWNLOADS: usize = 64;
-/// Most content IDs with provider hints kept.
-const MAX_HINTS: usize = 4096;
-/// How long a provider hint is used.
-const HINT_TIME: Duration = Duration::from_secs(600);
-/// How long a peer caught sending wrong bytes is shunned.
-pub const BAN_TIME: Duration = Duration::from_secs(600);
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum ShareError {
+pub enum Error {
     #[error(transparent)]
-    Index(#[from] index::IndexError),
+    Index(#[from] indexer::IndexError),
     #[error(transparent)]
     Store(#[from] kith_core::store::StoreError),
     #[error("{0} is not shared")]
@@ -55,21 +59,30 @@ pub enum ShareError {
     TooManyDownloads,
     #[error("{0} names a chunk, not a file or folder")]
     NotAManifest(ContentId),
-    #[error("the share service has stopped")]
-    Stopped,
     #[error("network: {0}")]
     Overlay(#[from] kith_overlay::OverlayError),
+    #[error(transparent)]
+    Task(#[from] TaskError),
+}
+
+impl Error {
+    pub(crate) fn stopped() -> Self {
+        Error::Task(TaskError::Stopped("share"))
+    }
 }
 
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// Where the service keeps its own files (the recovery journal).
+    pub dir: PathBuf,
     /// Upload cap in bytes per second (0 = unlimited).
     pub upload_limit: u64,
     /// Download cap in bytes per second (0 = unlimited).
     pub download_limit: u64,
     /// How often shared files are checked for changes.
     pub rescan: Duration,
-    /// How long a download waits for a provider before giving up.
+    /// How long a download may go without progress (no provider, or none that sends)
+    /// before it fails.
     pub patience: Duration,
     /// Streams opened to each provider during a download.
     pub streams_per_provider: usize,
@@ -78,9 +91,10 @@ pub struct Config {
     pub corrupt_uploads: bool,
 }
 
-impl Default for Config {
-    fn default() -> Self {
+impl Config {
+    pub fn new(dir: PathBuf) -> Self {
         Self {
+            dir,
             upload_limit: 0,
             download_limit: 0,
             rescan: Duration::from_secs(30),
@@ -91,66 +105,38 @@ impl Default for Config {
     }
 }
 
-#[derive(Debug, Default)]
-pub(crate) struct Metrics {
-    pub bytes_sent: Counter,
-    pub bytes_received: Counter,
-    pub blocks_served: Counter,
-    pub chunks_fetched: Counter,
-    pub bad_chunks: Counter,
-    pub downloads_done: Counter,
-    pub downloads_active: Gauge,
-}
-
-impl Metrics {
-    fn register(&self, r: &mut Registry) {
-        let r = r.sub_registry_with_prefix("kith_share");
-        r.register(
-            "sent_bytes",
-            "Content bytes sent to peers",
-            self.bytes_sent.clone(),
-        );
-        r.register(
-            "received_bytes",
-            "Verified content bytes received",
-            self.bytes_received.clone(),
-        );
-        r.register(
-            "blocks_served",
-            "Chunks and manifests served",
-            self.blocks_served.clone(),
-        );
-        r.register(
-            "chunks_fetched",
-            "Chunks fetched and verified",
-            self.chunks_fetched.clone(),
-        );
-        r.register(
-            "bad_chunks",
-            "Chunks that failed verification",
-            self.bad_chunks.clone(),
-        );
-        r.register(
-            "downloads_completed",
-            "Downloads completed",
-            self.downloads_done.clone(),
-        );
-        r.register(
-            "downloads_active",
-            "Downloads running",
-            self.downloads_active.clone(),
-        );
-    }
+/// Something the share service did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// The set of shared content changed (shared, unshared, re-indexed, downloaded).
+    SharesChanged,
+    /// A download finished: everything is verified and written.
+    DownloadDone { id: ContentId },
+    /// A download failed.
+    DownloadFailed { id: ContentId, error: String },
 }
 
 /// Where a download stands.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    /// Looking for providers and the manifests.
+    Finding,
+    Downloading,
+    /// Every provider has gone; waiting for one (up to the patience).
+    Waiting,
+    Done,
+    Failed,
+}
+
+/// A download's progress.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Progress {
     pub id: ContentId,
     pub name: Option<String>,
     pub output: Option<String>,
-    /// `finding`, `downloading`, `waiting` (for providers), `done` or `failed`.
-    pub state: &'static str,
+    pub state: State,
     pub error: Option<String>,
     pub total_bytes: u64,
     pub done_bytes: u64,
@@ -172,7 +158,7 @@ impl Progress {
             id,
             name: None,
             output: None,
-            state: "finding",
+            state: State::Finding,
             error: None,
             total_bytes: 0,
             done_bytes: 0,
@@ -186,71 +172,7 @@ impl Progress {
     }
 
     pub fn finished(&self) -> bool {
-        matches!(self.state, "done" | "failed")
-    }
-}
-
-pub(crate) struct Inner {
-    pub config: Config,
-    pub store: Arc<Store>,
-    pub overlay: Overlay,
-    pub upload_limit: RateLimit,
-    pub download_limit: RateLimit,
-    pub metrics: Metrics,
-    downloads: Mutex<HashMap<ContentId, watch::Receiver<Progress>>>,
-    banned: Mutex<HashMap<PeerId, Instant>>,
-    hints: Mutex<HashMap<ContentId, (Vec<PeerId>, Instant)>>,
-    changes: watch::Sender<u64>,
-    tasks: TaskTracker,
-    shutdown: CancellationToken,
-}
-
-impl Inner {
-    /// A block (manifest or chunk) from the local store, verified. Runs off the async
-    /// threads since it reads files and hashes.
-    pub(crate) async fn load_block(&self, id: ContentId) -> Result<Option<Vec<u8>>, String> {
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || match id.kind() {
-            Kind::Manifest => store.block(&id),
-            Kind::Raw => store.read_chunk(id.hash()),
-        })
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())
-    }
-
-    pub(crate) fn is_banned(&self, peer: &PeerId) -> bool {
-        self.banned
-            .lock()
-            .map(|mut b| {
-                b.retain(|_, t| t.elapsed() < BAN_TIME);
-                b.contains_key(peer)
-            })
-            .unwrap_or(false)
-    }
-
-    /// Peers said to have `id` (by a search), tried before the DHT.
-    pub(crate) fn hinted(&self, id: &ContentId) -> Vec<PeerId> {
-        self.hints
-            .lock()
-            .ok()
-            .and_then(|h| {
-                h.get(id)
-                    .filter(|(_, t)| t.elapsed() < HINT_TIME)
-                    .map(|(p, _)| p.clone())
-            })
-            .unwrap_or_default()
-    }
-
-    /// Tells services that the set of shared content changed.
-    pub(crate) fn changed(&self) {
-        self.changes.send_modify(|g| *g += 1);
-    }
-
-    pub(crate) fn ban(&self, peer: PeerId) {
-        if let Ok(mut b) = self.banned.lock() {
-            b.insert(peer, Instant::now());
-        }
+        matches!(self.state, State::Done | State::Failed)
     }
 }
 
@@ -267,37 +189,18 @@ impl std::fmt::Debug for Share {
 }
 
 impl Share {
-    /// Starts serving, announcing every share, re-checking shared files for changes and
-    /// resuming downloads that were running when the node last stopped.
+    /// Starts serving, rebuilds shares from the journal if the store lost them, announces
+    /// every share, re-checks shared files for changes and resumes the downloads that were
+    /// running when the node last stopped.
     pub fn start(
         config: Config,
         store: Arc<Store>,
         overlay: Overlay,
         registry: &mut Registry,
-        shutdown: CancellationToken,
-    ) -> Result<Self, ShareError> {
-        let incoming = overlay
-            .streams()
-            .accept(protocol::PROTOCOL)
-            .map_err(|_| ShareError::Stopped)?;
-        let inner = Arc::new(Inner {
-            upload_limit: RateLimit::new(config.upload_limit),
-            download_limit: RateLimit::new(config.download_limit),
-            config,
-            store,
-            overlay,
-            metrics: Metrics::default(),
-            downloads: Mutex::default(),
-            banned: Mutex::default(),
-            hints: Mutex::default(),
-            changes: watch::channel(0).0,
-            tasks: TaskTracker::new(),
-            shutdown: shutdown.clone(),
-        });
-        inner.metrics.register(registry);
-        inner
-            .tasks
-            .spawn(server::run(inner.clone(), incoming, shutdown.clone()));
+        tasks: Tasks,
+    ) -> Result<Self, Error> {
+        let inner = Inner::new(config, store, overlay, registry, tasks);
+        server::start(&inner)?;
         let share = Self { inner };
         let s = share.clone();
         share.inner.tasks.spawn(async move { s.background().await });
@@ -305,31 +208,21 @@ impl Share {
     }
 
     async fn background(&self) {
+        if let Err(e) = journal::rebuild_if_lost(self).await {
+            tracing::warn!(error = %e, "cannot rebuild shares from the journal");
+        }
         if let Ok(shares) = self.list().await {
             for s in shares {
                 let _ = self.inner.overlay.start_providing(s.id.dht_key()).await;
             }
         }
-        if let Ok(downloads) = self.inner.store.downloads() {
-            for d in downloads
-                .into_iter()
-                .filter(|d| d.state == DownloadState::Running)
-            {
-                tracing::info!(id = %d.id, output = %d.output, "resuming download");
-                if let Err(e) = self
-                    .get(d.id, Output::Exact(PathBuf::from(&d.output)), None)
-                    .await
-                {
-                    tracing::warn!(id = %d.id, error = %e, "cannot resume download");
-                }
-            }
-        }
+        self.resume_downloads().await;
         let mut tick = tokio::time::interval(self.inner.config.rescan);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
         loop {
             tokio::select! {
-                () = self.inner.shutdown.cancelled() => return,
+                () = self.inner.tasks.shutdown().cancelled() => return,
                 _ = tick.tick() => {
                     if let Err(e) = self.rescan().await {
                         tracing::warn!(error = %e, "rescan of shared files failed");
@@ -339,12 +232,38 @@ impl Share {
         }
     }
 
-    /// Re-indexes shares whose files changed on disk; returns the new records.
-    pub async fn rescan(&self) -> Result<Vec<ShareRecord>, ShareError> {
+    async fn resume_downloads(&self) {
         let store = self.inner.store.clone();
-        let changed = tokio::task::spawn_blocking(move || index::changed_shares(&store))
+        let Ok(Ok(downloads)) = self
+            .inner
+            .tasks
+            .blocking(move || records::downloads(&store))
             .await
-            .map_err(|_| ShareError::Stopped)??;
+        else {
+            return;
+        };
+        for d in downloads
+            .into_iter()
+            .filter(|d| d.state == DownloadState::Running)
+        {
+            tracing::info!(id = %d.id, output = %d.output, "resuming download");
+            if let Err(e) = self
+                .get(d.id, Output::Exact(PathBuf::from(&d.output)), None)
+                .await
+            {
+                tracing::warn!(id = %d.id, error = %e, "cannot resume download");
+            }
+        }
+    }
+
+    /// Re-indexes shares whose files changed on disk; returns the new records.
+    pub async fn rescan(&self) -> Result<Vec<ShareRecord>, Error> {
+        let store = self.inner.store.clone();
+        let changed = self
+            .inner
+            .tasks
+            .blocking(move || indexer::changed_shares(&store))
+            .await??;
         let mut out = Vec::new();
         for old in changed {
             tracing::info!(id = %old.id, path = %old.path, "shared content changed; re-indexing");
@@ -361,113 +280,111 @@ impl Share {
     }
 
     /// Indexes and shares a file or folder in place, and announces it.
-    pub async fn share(&self, path: PathBuf) -> Result<ShareRecord, ShareError> {
+    pub async fn share(&self, path: PathBuf) -> Result<ShareRecord, Error> {
         let store = self.inner.store.clone();
-        let rec = tokio::task::spawn_blocking(move || index::share_path(&store, &path))
-            .await
-            .map_err(|_| ShareError::Stopped)??;
+        let rec = self
+            .inner
+            .tasks
+            .blocking(move || indexer::share_path(&store, &path))
+            .await??;
         self.inner.overlay.start_providing(rec.id.dht_key()).await?;
-        self.inner.changed();
+        self.inner.changed().await;
         tracing::info!(id = %rec.id, path = %rec.path, bytes = rec.size, "shared");
         Ok(rec)
     }
 
-    pub async fn unshare(&self, id: ContentId) -> Result<ShareRecord, ShareError> {
+    pub async fn unshare(&self, id: ContentId) -> Result<ShareRecord, Error> {
         let store = self.inner.store.clone();
-        let rec = tokio::task::spawn_blocking(move || index::unshare(&store, &id))
-            .await
-            .map_err(|_| ShareError::Stopped)??
-            .ok_or(ShareError::NotShared(id))?;
-        self.inner.changed();
+        let rec = self
+            .inner
+            .tasks
+            .blocking(move || indexer::unshare(&store, &id))
+            .await??
+            .ok_or(Error::NotShared(id))?;
+        self.inner.changed().await;
         self.inner.overlay.stop_providing(id.dht_key()).await?;
         Ok(rec)
     }
 
-    pub async fn list(&self) -> Result<Vec<ShareRecord>, ShareError> {
+    /// What this node shares, newest first.
+    pub async fn list(&self) -> Result<Vec<ShareRecord>, Error> {
         let store = self.inner.store.clone();
-        let mut v = tokio::task::spawn_blocking(move || store.shares())
-            .await
-            .map_err(|_| ShareError::Stopped)??;
+        let mut v = self
+            .inner
+            .tasks
+            .blocking(move || records::shares(&store))
+            .await??;
         v.sort_by_key(|s| std::cmp::Reverse(s.added));
         Ok(v)
     }
 
+    /// Every shared file and folder, and every file inside a shared folder.
+    pub async fn catalogue(&self) -> Result<Vec<catalogue::Item>, Error> {
+        let store = self.inner.store.clone();
+        let items = self
+            .inner
+            .tasks
+            .blocking(move || catalogue::build(&store))
+            .await??;
+        Ok(items.into_values().collect())
+    }
+
     /// Starts fetching `id` (or joins the download already running) and returns its
-    /// progress. The download runs in the node, whoever watches it.
+    /// progress. The download runs in the node, whoever watches it. `patience` overrides
+    /// how long it may go without progress.
     pub async fn get(
         &self,
         id: ContentId,
         output: Output,
         patience: Option<Duration>,
-    ) -> Result<watch::Receiver<Progress>, ShareError> {
+    ) -> Result<watch::Receiver<Progress>, Error> {
         if id.kind() != Kind::Manifest {
-            return Err(ShareError::NotAManifest(id));
+            return Err(Error::NotAManifest(id));
         }
-        let mut map = self
-            .inner
-            .downloads
-            .lock()
-            .map_err(|_| ShareError::Stopped)?;
-        map.retain(|_, rx| !rx.borrow().finished());
-        if let Some(rx) = map.get(&id) {
-            return Ok(rx.clone());
-        }
-        if map.len() >= MAX_DOWNLOADS {
-            return Err(ShareError::TooManyDownloads);
-        }
-        let (tx, rx) = watch::channel(Progress::new(id));
-        map.insert(id, rx.clone());
-        drop(map);
-        let inner = self.inner.clone();
+        let tx = {
+            let mut map = state::lock(&self.inner.downloads)?;
+            map.retain(|_, rx| !rx.borrow().finished());
+            if let Some(rx) = map.get(&id) {
+                return Ok(rx.clone());
+            }
+            if map.len() >= MAX_DOWNLOADS {
+                return Err(Error::TooManyDownloads);
+            }
+            let (tx, rx) = watch::channel(Progress::new(id));
+            map.insert(id, rx);
+            tx
+        };
+        let rx = tx.subscribe();
         let patience = patience.unwrap_or(self.inner.config.patience);
+        let inner = self.inner.clone();
         self.inner
             .tasks
-            .spawn(download::run(inner, id, output, patience, tx));
+            .spawn(async move { download::run(inner, id, output, patience, tx).await });
         Ok(rx)
     }
 
     /// Remembers peers that are said to have `id` (e.g. from a search): downloads of
     /// `id` ask them first.
     pub fn hint(&self, id: ContentId, peers: Vec<PeerId>) {
-        if let Ok(mut h) = self.inner.hints.lock() {
-            if h.len() >= MAX_HINTS {
-                h.retain(|_, (_, t)| t.elapsed() < HINT_TIME);
-                if h.len() >= MAX_HINTS {
-                    h.clear();
-                }
-            }
-            let e = h.entry(id).or_insert_with(|| (Vec::new(), Instant::now()));
-            e.1 = Instant::now();
-            for p in peers.into_iter().take(32) {
-                if !e.0.contains(&p) && e.0.len() < 32 {
-                    e.0.push(p);
-                }
-            }
-        }
+        self.inner.hint(id, peers);
     }
 
-    /// A counter that goes up whenever the set of shared content changes.
-    pub fn changes(&self) -> watch::Receiver<u64> {
-        self.inner.changes.subscribe()
+    /// Events from now on.
+    pub fn events(&self) -> broadcast::Receiver<Event> {
+        self.inner.events.subscribe()
     }
 
     /// Downloads running now.
-    pub fn downloads(&self) -> Vec<Progress> {
-        self.inner
-            .downloads
-            .lock()
-            .map(|m| {
-                m.values()
-                    .map(|rx| rx.borrow().clone())
-                    .filter(|p| !p.finished())
-                    .collect()
-            })
-            .unwrap_or_default()
+    pub fn downloads(&self) -> Result<Vec<Progress>, Error> {
+        Ok(state::lock(&self.inner.downloads)?
+            .values()
+            .map(|rx| rx.borrow().clone())
+            .filter(|p| !p.finished())
+            .collect())
     }
 
     /// Waits for the service's tasks to stop after shutdown was signalled.
     pub async fn stopped(&self) {
-        self.inner.tasks.close();
-        self.inner.tasks.wait().await;
+        self.inner.tasks.stopped().await;
     }
 }

@@ -54,6 +54,8 @@ pub enum WireError {
     Protocol(String),
     #[error("peer answered {0:?}")]
     Status(Status),
+    #[error("body of {len} bytes is over the {max}-byte limit")]
+    TooLarge { len: usize, max: usize },
 }
 
 /// Largest body a response may carry for an ID of this kind.
@@ -150,9 +152,64 @@ pub async fn read_response_header<S: AsyncRead + Unpin>(
     s.read_exact(&mut len).await?;
     let len = u32::from_be_bytes(len) as usize;
     if len > max {
-        return Err(WireError::Protocol(format!(
-            "body of {len} bytes exceeds {max}"
-        )));
+        return Err(WireError::TooLarge { len, max });
     }
     Ok(len)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn run<T>(f: impl std::future::Future<Output = T>) -> T {
+        futures::executor::block_on(f)
+    }
+
+    #[test]
+    fn requests_round_trip() -> Result<(), WireError> {
+        let id = ContentId::raw(b"chunk");
+        let mut buf = Vec::new();
+        run(write_request(&mut buf, &id))?;
+        let mut r = futures::io::Cursor::new(buf);
+        assert_eq!(run(read_request(&mut r))?, Some(id));
+        assert_eq!(run(read_request(&mut r))?, None, "clean end of stream");
+        Ok(())
+    }
+
+    proptest! {
+        /// Arbitrary bytes as requests: IDs or errors, never a panic.
+        #[test]
+        fn arbitrary_requests_are_ids_or_errors(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let mut r = futures::io::Cursor::new(bytes);
+            for _ in 0..64 {
+                match run(read_request(&mut r)) {
+                    Ok(Some(id)) => prop_assert!(id.to_bytes().len() <= MAX_CID_BYTES),
+                    Ok(None) | Err(_) => break,
+                }
+            }
+        }
+
+        /// Arbitrary bytes as a response: the body length is checked against the limit
+        /// before anything is read or allocated.
+        #[test]
+        fn arbitrary_responses_stay_within_the_limit(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let mut r = futures::io::Cursor::new(bytes.clone());
+            let _ = run(read_greeting(&mut r));
+            let mut r = futures::io::Cursor::new(bytes);
+            if let Ok(len) = run(read_response_header(&mut r, MAX_CHUNK as usize)) {
+                prop_assert!(len <= MAX_CHUNK as usize);
+            }
+        }
+
+        #[test]
+        fn a_claimed_huge_body_is_refused(len in (MAX_CHUNK + 1)..) {
+            let mut bytes = vec![0u8];
+            bytes.extend_from_slice(&len.to_be_bytes());
+            let mut r = futures::io::Cursor::new(bytes);
+            let got = run(read_response_header(&mut r, MAX_CHUNK as usize));
+            let refused = matches!(got, Err(WireError::TooLarge { .. }));
+            prop_assert!(refused);
+        }
+    }
 }

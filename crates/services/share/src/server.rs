@@ -1,99 +1,66 @@
-//! Serving content to peers over `/kith/share/1.0.0`, with per-peer and global limits.
+//! Serving content to peers over `/kith/share/1.0.0`, behind the overlay's inbound limits
+//! (per peer and in total; a stream over them gets the `busy` status).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
+use futures::{AsyncReadExt, AsyncWriteExt};
 use kith_core::ContentId;
 use kith_core::id::Kind;
-use kith_overlay::Stream;
-use kith_overlay::{IncomingStreams, PeerId};
-use tokio::sync::Semaphore;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
+use kith_overlay::inbound::{Incoming, Limits};
+use kith_overlay::{PeerId, Stream};
 
-use crate::Inner;
-use crate::limit::SLICE;
+use crate::Error;
 use crate::protocol::{self, Status, WireError};
+use crate::rate::SLICE;
+use crate::state::Inner;
 
-/// Most streams one peer may have open to us at once.
-pub const MAX_STREAMS_PER_PEER: usize = 16;
-/// Most inbound streams in total.
-pub const MAX_STREAMS: usize = 512;
+/// Inbound streams: per peer, and in total.
+pub const LIMITS: Limits = Limits {
+    per_peer: 16,
+    total: 512,
+};
 /// A stream that sends no request for this long is closed.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest time to send one response.
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(120);
 
-pub(crate) async fn run(
-    inner: Arc<Inner>,
-    mut incoming: IncomingStreams,
-    shutdown: CancellationToken,
-) {
-    let per_peer: Arc<Mutex<HashMap<PeerId, usize>>> = Arc::default();
-    let total = Arc::new(Semaphore::new(MAX_STREAMS));
-    let tasks = TaskTracker::new();
-    loop {
-        let (peer, stream) = tokio::select! {
-            () = shutdown.cancelled() => break,
-            next = incoming.next() => match next {
-                Some(x) => x,
-                None => break,
-            },
-        };
-        let Ok(permit) = total.clone().try_acquire_owned() else {
-            tracing::debug!(%peer, "too many inbound streams; refusing");
-            refuse(stream);
-            continue;
-        };
-        {
-            let Ok(mut map) = per_peer.lock() else { break };
-            let n = map.entry(peer).or_default();
-            if *n >= MAX_STREAMS_PER_PEER {
-                tracing::debug!(%peer, "peer has too many streams open; refusing");
-                drop(map);
-                refuse(stream);
-                continue;
-            }
-            *n += 1;
-        }
-        let inner = inner.clone();
-        let per_peer = per_peer.clone();
-        let shutdown = shutdown.clone();
-        tasks.spawn(async move {
-            tokio::select! {
-                () = shutdown.cancelled() => {}
-                r = serve_stream(&inner, peer, stream) => {
-                    if let Err(e) = r {
-                        tracing::debug!(%peer, error = %e, "share stream ended with error");
+pub(crate) fn start(inner: &Arc<Inner>) -> Result<(), Error> {
+    let mut inbound = inner.overlay.accept(
+        protocol::PROTOCOL,
+        LIMITS,
+        Arc::new(|_| vec![Status::Busy as u8]),
+    )?;
+    let i = inner.clone();
+    inner.tasks.spawn(async move {
+        loop {
+            let next = tokio::select! {
+                () = i.tasks.shutdown().cancelled() => return,
+                n = inbound.next() => n,
+            };
+            let Some(Incoming {
+                peer,
+                stream,
+                permit,
+            }) = next
+            else {
+                return;
+            };
+            let inner = i.clone();
+            i.tasks.spawn(async move {
+                tokio::select! {
+                    () = inner.tasks.shutdown().cancelled() => {}
+                    r = serve_stream(&inner, peer, stream) => {
+                        if let Err(e) = r {
+                            tracing::debug!(%peer, error = %e, "share stream ended with error");
+                        }
                     }
                 }
-            }
-            if let Ok(mut map) = per_peer.lock()
-                && let Some(n) = map.get_mut(&peer)
-            {
-                *n -= 1;
-                if *n == 0 {
-                    map.remove(&peer);
-                }
-            }
-            drop(permit);
-        });
-    }
-    tasks.close();
-    tasks.wait().await;
-}
-
-fn refuse(mut stream: Stream) {
-    tokio::spawn(async move {
-        let _ = tokio::time::timeout(
-            Duration::from_secs(5),
-            protocol::write_status(&mut stream, Status::Busy),
-        )
-        .await;
-        let _ = stream.close().await;
+                drop(permit);
+            });
+        }
     });
+    Ok(())
 }
 
 /// Responses prepared ahead of the one being sent, per stream: the next chunk is read and
@@ -102,7 +69,7 @@ const PREFETCH: usize = 2;
 
 /// What the reader half hands the writer half.
 enum Next {
-    Block(ContentId, Result<Option<Vec<u8>>, String>),
+    Block(ContentId, Result<Option<Vec<u8>>, Error>),
     Bad,
 }
 
@@ -173,7 +140,7 @@ async fn respond<W: futures::AsyncWrite + Unpin>(
     inner: &Inner,
     stream: &mut W,
     id: ContentId,
-    data: Result<Option<Vec<u8>>, String>,
+    data: Result<Option<Vec<u8>>, Error>,
 ) -> Result<(), WireError> {
     match data {
         Ok(Some(mut bytes)) => {

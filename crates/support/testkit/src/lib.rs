@@ -8,7 +8,7 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use kith_core::config::Config;
+use kith_node::Config;
 use kith_node::{Home, Node, Options};
 use serde_json::Value;
 
@@ -60,13 +60,13 @@ impl TestNode {
 
     /// This node's dialable address, with `/p2p/PEER`.
     pub async fn addr(&self) -> Result<String> {
-        let s = self.node.overlay.status().await?;
+        let s = self.node.overlay().status().await?;
         let a = s.listen_addrs.first().ok_or("node has no listen address")?;
         Ok(format!("{a}/p2p/{}", s.peer_id))
     }
 
     pub fn peer_id(&self) -> String {
-        self.node.overlay.peer_id().to_string()
+        self.node.overlay().peer_id().to_string()
     }
 
     fn url(&self, path: &str) -> String {

@@ -12,9 +12,9 @@ const WAIT: Duration = Duration::from_secs(30);
 /// A relay serves only once it knows an address it is reachable at (on the Internet
 /// AutoNAT confirms one; here the operator announces it, as `kith up --announce` does).
 async fn announce(n: &TestNode) -> Result<()> {
-    let s = n.node.overlay.status().await?;
+    let s = n.node.overlay().status().await?;
     let a = s.listen_addrs.first().ok_or("no listen address")?;
-    n.node.overlay.add_external_address(a.parse()?).await?;
+    n.node.overlay().add_external_address(a.parse()?).await?;
     Ok(())
 }
 
@@ -132,7 +132,7 @@ async fn relay_refuses_open_proxy_use() -> Result<()> {
         let plain = TestNode::start(|_| {}).await?;
         let target: kith_overlay::Multiaddr =
             format!("{r_addr}/p2p-circuit/p2p/{}", plain.peer_id()).parse()?;
-        let r = x.node.overlay.dial(target).await;
+        let r = x.node.overlay().dial(target).await;
         assert!(
             r.is_err(),
             "circuit to a peer without reservation must fail"
@@ -145,7 +145,7 @@ async fn relay_refuses_open_proxy_use() -> Result<()> {
         // A circuit to the peer that holds a reservation works.
         let ok: kith_overlay::Multiaddr =
             format!("{r_addr}/p2p-circuit/p2p/{}", t.peer_id()).parse()?;
-        x.node.overlay.dial(ok).await?;
+        x.node.overlay().dial(ok).await?;
         for n in [t, u, x, plain, relay] {
             n.stop().await;
         }

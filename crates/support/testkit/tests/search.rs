@@ -128,7 +128,7 @@ async fn flooding_reaches_two_hops_once_and_floods_are_limited() -> Result<()> {
         let nodes = line(3, |o| o.search.query_burst = 10.0).await?;
         let (a, c) = (&nodes[0], &nodes[2]);
         // A second path from A to C, besides the one through B.
-        a.node.overlay.dial(c.addr().await?.parse()?).await?;
+        a.node.overlay().dial(c.addr().await?.parse()?).await?;
         let f = c.dir.path().join("two hops.txt");
         std::fs::write(&f, b"far")?;
         c.share(&f).await?;
@@ -206,7 +206,7 @@ async fn broker_lists_online_peers_forgets_offline_ones_and_survives_a_restart()
         assert!(names.contains(&"holiday photos.zip") && names.contains(&"holiday video.mp4"));
         // The broker is also each peer's bootstrap peer: one connection to it, not two.
         for n in [&a, &c, &d] {
-            let s = n.node.overlay.status().await?;
+            let s = n.node.overlay().status().await?;
             let to_broker: Vec<_> = s
                 .connections
                 .iter()
@@ -302,7 +302,7 @@ async fn revisions_reach_subscribers_fast_and_move_only_changed_chunks() -> Resu
         assert_eq!(p["state"], "done", "{p}");
 
         // Revision 2: 1 MiB changed in the middle.
-        let mut updates = b.node.search.name_updates();
+        let mut updates = b.node.names_service().events();
         for (i, x) in bytes[3_500_000..3_500_000 + (1 << 20)]
             .iter_mut()
             .enumerate()
@@ -321,7 +321,7 @@ async fn revisions_reach_subscribers_fast_and_move_only_changed_chunks() -> Resu
         assert_eq!(r2["revision"], 2);
         let rec = tokio::time::timeout(Duration::from_secs(5), async {
             loop {
-                if let Ok(r) = updates.recv().await
+                if let Ok(kith_names::Event::Revision(r)) = updates.recv().await
                     && r.revision == 2
                 {
                     return r;
@@ -364,21 +364,21 @@ async fn revisions_reach_subscribers_fast_and_move_only_changed_chunks() -> Resu
 /// Forged records and rolled-back revisions are refused, in the DHT and by gossip.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_and_rolled_back_records_are_rejected() -> Result<()> {
-    use kith_search::names::{NameRecord, name_key};
+    use kith_names::protocol::{NameRecord, name_key};
     bounded(LIMIT, async {
         let a = TestNode::start(|_| {}).await?;
         let a_addr = a.addr().await?;
         let b = TestNode::start(|o| o.config.bootstrap = vec![a_addr.clone()]).await?;
         let m = TestNode::start(|o| o.config.bootstrap = vec![a_addr.clone()]).await?;
-        m.node.overlay.dial(b.addr().await?.parse()?).await?;
+        m.node.overlay().dial(b.addr().await?.parse()?).await?;
         let f1 = a.dir.path().join("doc.txt");
         std::fs::write(&f1, b"one")?;
         a.api_post("/names", &serde_json::json!({ "name": "doc", "path": f1 }))
             .await?;
         let rev1: NameRecord = a
             .node
-            .search
-            .names()
+            .names_service()
+            .names()?
             .into_iter()
             .next()
             .ok_or("no record")?;
@@ -401,9 +401,9 @@ async fn forged_and_rolled_back_records_are_rejected() -> Result<()> {
         .await?;
         let owner: kith_overlay::PeerId = a.peer_id().parse()?;
         let key = name_key(&owner, "doc");
-        m.node.overlay.subscribe(key.clone()).await?;
+        m.node.overlay().subscribe(key.clone()).await?;
         let rejected = |t: &str| metric(t, "kith_records_rejected_total");
-        let rolled = |t: &str| metric(t, "kith_search_records_rejected_total");
+        let rolled = |t: &str| metric(t, "kith_names_records_rejected_total");
 
         // M forges revision 9 of A's name: signed with M's key, A as owner.
         let mkey = kith_overlay::Keypair::generate_ed25519();
@@ -412,7 +412,7 @@ async fn forged_and_rolled_back_records_are_rejected() -> Result<()> {
         forged.owner = a.peer_id();
         let before = rejected(&b.metrics().await?);
         eventually(Duration::from_secs(20), "B refuses the forgery", || async {
-            let _ = m.node.overlay.publish(key.clone(), forged.encode()).await;
+            let _ = m.node.overlay().publish(key.clone(), forged.encode()).await;
             (rejected(&b.metrics().await.ok()?) > before).then_some(())
         })
         .await?;
@@ -422,7 +422,7 @@ async fn forged_and_rolled_back_records_are_rejected() -> Result<()> {
             Duration::from_secs(20),
             "B refuses the rollback",
             || async {
-                let _ = m.node.overlay.publish(key.clone(), rev1.encode()).await;
+                let _ = m.node.overlay().publish(key.clone(), rev1.encode()).await;
                 (rolled(&b.metrics().await.ok()?) > before).then_some(())
             },
         )
@@ -431,12 +431,12 @@ async fn forged_and_rolled_back_records_are_rejected() -> Result<()> {
         let before = rejected(&a.metrics().await?) + rejected(&b.metrics().await?);
         let _ = m
             .node
-            .overlay
+            .overlay()
             .put_record(key.clone().into_bytes(), rev1.encode())
             .await;
         let _ = m
             .node
-            .overlay
+            .overlay()
             .put_record(key.clone().into_bytes(), forged.encode())
             .await;
         let after = rejected(&a.metrics().await?) + rejected(&b.metrics().await?);
@@ -460,17 +460,19 @@ async fn forged_and_rolled_back_records_are_rejected() -> Result<()> {
 /// believed: the asker drops that answer and keeps the honest one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lying_broker_is_not_believed() -> Result<()> {
-    use futures::StreamExt;
-    use kith_search::wire::{self, BrokerRequest, BrokerResponse, Entry, WireHit};
+    use kith_search::protocol::{self as wire, BrokerRequest, BrokerResponse, Entry, WireHit};
     bounded(LIMIT, async {
         let liar = TestNode::start(|_| {}).await?;
         let l_addr = liar.addr().await?;
-        let mut incoming = liar
-            .node
-            .overlay
-            .streams()
-            .accept(wire::BROKER_PROTOCOL)
-            .map_err(|e| e.to_string())?;
+        let limits = kith_overlay::inbound::Limits {
+            per_peer: 4,
+            total: 16,
+        };
+        let mut incoming = liar.node.overlay().accept(
+            wire::BROKER_PROTOCOL,
+            limits,
+            std::sync::Arc::new(|_| Vec::new()),
+        )?;
         let me = liar.peer_id();
         let entry = |name: &str| Entry {
             id: kith_core::ContentId::manifest(name.as_bytes()).to_string(),
@@ -492,9 +494,12 @@ async fn a_lying_broker_is_not_believed() -> Result<()> {
             })
             .collect();
         let server = tokio::spawn(async move {
-            while let Some((_, mut s)) = incoming.next().await {
+            while let Some(kith_overlay::inbound::Incoming { mut stream, .. }) =
+                incoming.next().await
+            {
+                let s = &mut stream;
                 let Ok(Some(req)) =
-                    wire::read_frame::<_, BrokerRequest>(&mut s, wire::MAX_FRAME).await
+                    wire::read_frame::<_, BrokerRequest>(s, wire::MAX_BROKER_FRAME).await
                 else {
                     continue;
                 };
@@ -505,7 +510,7 @@ async fn a_lying_broker_is_not_believed() -> Result<()> {
                         ttl_secs: 60,
                     },
                 };
-                let _ = wire::write_frame(&mut s, &resp).await;
+                let _ = wire::write_frame(s, &resp).await;
             }
         });
         let d = TestNode::start(|o| {

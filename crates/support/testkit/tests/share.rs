@@ -85,7 +85,7 @@ async fn a_download_from_two_providers_uses_both() -> Result<()> {
         let id = a.share(&fa).await?;
         assert_eq!(b.share(&fb).await?, id, "same bytes, same ID");
         // Wait until the DHT knows both providers.
-        let c_view = c.node.overlay.clone();
+        let c_view = c.node.overlay().clone();
         let key = id.parse::<kith_core::ContentId>()?.dht_key();
         eventually(Duration::from_secs(30), "two providers in the DHT", || {
             let o = c_view.clone();
@@ -139,7 +139,7 @@ async fn a_provider_serving_corrupted_bytes_is_dropped() -> Result<()> {
         }
         let id = honest.share(&honest.dir.path().join("v.bin")).await?;
         // Make sure C meets the evil provider first: connect to it directly.
-        c.node.overlay.dial(evil.addr().await?.parse()?).await?;
+        c.node.overlay().dial(evil.addr().await?.parse()?).await?;
         let out = c.dir.path().join("v.bin");
         let p = c.get(&id, &out).await?;
         assert_eq!(p["state"], "done", "{p}");
@@ -181,7 +181,7 @@ async fn a_changed_file_is_reindexed_not_served_wrong() -> Result<()> {
             err["state"], "failed",
             "old content must not be served: {err}"
         );
-        let new = a.node.share.rescan().await?;
+        let new = a.node.share_service().rescan().await?;
         assert_eq!(new.len(), 1);
         let id = new[0].id.to_string();
         assert_ne!(id, old);
@@ -212,13 +212,13 @@ async fn survives_garbage_on_every_protocol() -> Result<()> {
         let a_addr = a.addr().await?;
         // Announced, so that its relay serves too.
         let bare = a_addr.rsplit_once("/p2p/").map_or(a_addr.as_str(), |x| x.0);
-        a.node.overlay.add_external_address(bare.parse()?).await?;
+        a.node.overlay().add_external_address(bare.parse()?).await?;
         let c = TestNode::start(|o| o.config.bootstrap = vec![a_addr.clone()]).await?;
         let f = a.dir.path().join("ok.bin");
         std::fs::write(&f, data(500_000, 7))?;
         let id = a.share(&f).await?;
         let a_peer: kith_overlay::PeerId = a.peer_id().parse()?;
-        let mut control = c.node.overlay.streams();
+        let overlay = c.node.overlay().clone();
         let garbage: [&[u8]; 5] = [
             b"\x01\x40",                     // truncated request
             &[1, 200, 0, 0],                 // id longer than allowed
@@ -227,7 +227,7 @@ async fn survives_garbage_on_every_protocol() -> Result<()> {
             &[0xff; 4096],                   // noise
         ];
         for g in garbage {
-            let mut s = control
+            let mut s = overlay
                 .open_stream(a_peer, kith_share::protocol::PROTOCOL)
                 .await?;
             s.write_all(g).await?;
@@ -252,7 +252,7 @@ async fn survives_garbage_on_every_protocol() -> Result<()> {
         ] {
             let proto = kith_overlay::StreamProtocol::try_from_owned(proto.to_owned())?;
             for g in garbage.iter().chain([&garbage_json]) {
-                if let Ok(mut s) = control.open_stream(a_peer, proto.clone()).await {
+                if let Ok(mut s) = overlay.open_stream(a_peer, proto.clone()).await {
                     let _ = s.write_all(g).await;
                     let _ = s.close().await;
                     let mut buf = Vec::new();
@@ -397,7 +397,7 @@ async fn api_requires_its_token_and_describes_itself() -> Result<()> {
             .await?
             .json()
             .await?;
-        assert_eq!(doc["openapi"], "3.0.3");
+        assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with('3')));
         for path in [
             "/status",
             "/peers",

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use kith_bench::{Rng, word};
 use kith_search::broker::Directory;
+use kith_search::protocol::Entry;
 use kith_search::query::Query;
-use kith_search::wire::Entry;
 
 const VOCAB: usize = 50_000;
 
@@ -82,8 +82,7 @@ fn main() -> Result<()> {
             .public()
             .to_peer_id();
         let entries = entries_of(p, files);
-        dir.register(peer, &entries, vec!["/ip4/127.0.0.1/tcp/4001".into()])
-            .map_err(anyhow::Error::msg)?;
+        dir.register(peer, &entries, vec!["/ip4/127.0.0.1/tcp/4001".into()])?;
         if p % 1000 == 999 {
             dir.commit()?;
         }

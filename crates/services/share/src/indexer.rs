@@ -6,12 +6,12 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::time::UNIX_EPOCH;
 
-use crate::chunker::{self, ChunkError};
-use crate::id::ContentId;
-use crate::manifest::{self, Chunk, DirManifest, Entry, EntryKind, FileManifest, Manifest};
-use crate::store::{
-    DownloadState, FileRecord, Location, Op, ShareKind, ShareRecord, Store, StoreError, now_secs,
-};
+use kith_core::ContentId;
+use kith_core::chunker::{self, ChunkError};
+use kith_core::manifest::{self, Chunk, DirManifest, Entry, EntryKind, FileManifest, Manifest};
+use kith_core::store::{Location, Op, Store, StoreError, now_secs};
+
+use crate::records::{self, DownloadState, FileRecord, ShareKind, ShareRecord};
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -74,7 +74,7 @@ pub fn share_path(store: &Store, path: &Path) -> Result<ShareRecord, IndexError>
     let id = root.id();
     for (p, mut rec) in files.iter().cloned() {
         rec.share = id;
-        batch.push(Op::PutFile(p, rec))?;
+        batch.push(records::put_file(p, &rec))?;
     }
     let record = ShareRecord {
         id,
@@ -89,7 +89,7 @@ pub fn share_path(store: &Store, path: &Path) -> Result<ShareRecord, IndexError>
         files: files.len() as u64,
         added: now_secs(),
     };
-    batch.push(Op::PutShare(record.clone()))?;
+    batch.push(records::put_share(&record))?;
     batch.flush()?;
     Ok(record)
 }
@@ -182,7 +182,7 @@ fn index_file(
     let key = path.display().to_string();
     let mtime = mtime_ns(&meta);
     // Unchanged since last indexed: reuse the manifest without reading the file.
-    if let Some(old) = batch.store.file(&key)?
+    if let Some(old) = records::file(batch.store, &key)?
         && old.size == meta.len()
         && old.mtime_ns == mtime
         && let Some(bytes) = batch.store.block(&old.manifest)?
@@ -238,7 +238,7 @@ pub fn changed_shares(store: &Store) -> Result<Vec<ShareRecord>, IndexError> {
     let stale = store.take_stale();
     // Shares with at least one file that differs from its record (one pass over files).
     let mut changed_ids = HashSet::new();
-    for (path, rec) in store.files()? {
+    for (path, rec) in records::files(store)? {
         if changed_ids.contains(&rec.share) {
             continue;
         }
@@ -251,7 +251,7 @@ pub fn changed_shares(store: &Store) -> Result<Vec<ShareRecord>, IndexError> {
         }
     }
     let mut out = Vec::new();
-    for share in store.shares()? {
+    for share in records::shares(store)? {
         let changed = changed_ids.contains(&share.id);
         if changed || (share.kind == ShareKind::Dir && dir_listing_changed(store, &share)?) {
             out.push(share);
@@ -308,11 +308,11 @@ fn listing_matches(store: &Store, m: &Manifest, path: &Path) -> Result<bool, Ind
 
 /// Forgets a share: its record, its file records and where its chunks live.
 pub fn unshare(store: &Store, id: &ContentId) -> Result<Option<ShareRecord>, IndexError> {
-    let Some(share) = store.share(id)? else {
+    let Some(share) = records::share(store, id)? else {
         return Ok(None);
     };
-    let mut ops = vec![Op::RemoveShare(*id)];
-    for (path, rec) in store.files_of(id)? {
+    let mut ops = vec![records::remove_share(id)];
+    for (path, rec) in records::files_of(store, id)? {
         if let Some(bytes) = store.block(&rec.manifest)?
             && let Ok(Manifest::File(f)) = Manifest::decode(&bytes)
         {
@@ -329,16 +329,15 @@ pub fn unshare(store: &Store, id: &ContentId) -> Result<Option<ShareRecord>, Ind
                 offset += u64::from(c.size);
             }
         }
-        ops.push(Op::RemoveFile(path));
+        ops.push(records::remove_file(path));
     }
     // Forget its manifests too, unless another share or a running download uses them:
     // unshared content is not served, not even its listing.
     let mut live = HashSet::new();
-    for other in store.shares()?.iter().filter(|s| s.id != *id) {
+    for other in records::shares(store)?.iter().filter(|s| s.id != *id) {
         live.extend(manifest_tree(store, &other.id)?);
     }
-    for d in store
-        .downloads()?
+    for d in records::downloads(store)?
         .iter()
         .filter(|d| d.state == DownloadState::Running)
     {
@@ -399,7 +398,7 @@ mod tests {
         let s2 = share_path(&store, &root)?;
         assert_ne!(s2.id, s1.id);
         assert!(unshare(&store, &s2.id)?.is_some());
-        assert!(store.share(&s2.id)?.is_none());
+        assert!(records::share(&store, &s2.id)?.is_none());
         assert!(
             store.block(&s2.id)?.is_none(),
             "unshared manifests are forgotten"

@@ -1,0 +1,233 @@
+//! The contract of a kith node's local HTTP API (`/api/v1`): every request and response
+//! body, shared by the node that serves them and the clients that send them (the `kith`
+//! command), so neither side builds or picks apart untyped JSON. The node's OpenAPI
+//! document is generated from these types, so it cannot drift from them.
+//!
+//! Streaming responses (`/downloads`, `/search`) are JSON lines, one [`Progress`] or
+//! [`SearchResult`] per line. Errors are an [`ErrorBody`] with a status code.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// An error: one line saying what is wrong and what to do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: String,
+}
+
+/// One open connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Connection {
+    pub peer_id: String,
+    pub addr: String,
+    /// `dialer` when this node opened it, `listener` when the peer did.
+    pub role: String,
+    /// `tcp`, `quic` or `relay`.
+    pub transport: String,
+    /// `direct`, or `relayed` through a circuit relay.
+    pub path: String,
+    /// For relayed connections: the relay, and the limits of the circuit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit_secs: Option<u64>,
+}
+
+/// A relay this node holds (or asks for) a reservation on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Relay {
+    pub peer_id: String,
+    /// The relayed address others can reach this node at.
+    pub addr: String,
+    /// `reserved` or `pending`.
+    pub state: String,
+}
+
+/// `GET /status`: is the node healthy, and how is it connected.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Status {
+    pub peer_id: String,
+    pub version: String,
+    /// AutoNAT's verdict: `public`, `private` or `unknown`.
+    pub reachability: String,
+    /// `server` when this node answers DHT queries, `client` when it only asks.
+    pub dht: String,
+    /// Whether this node serves as a circuit relay for others.
+    pub relay_server: bool,
+    pub relays: Vec<Relay>,
+    pub listen_addrs: Vec<String>,
+    pub external_addrs: Vec<String>,
+    pub connections: Vec<Connection>,
+    /// Distinct peers connected.
+    pub peers: usize,
+    pub routing_table_peers: usize,
+    /// DHT keys this node announces.
+    pub providing: usize,
+    pub shares: usize,
+    /// Downloads running.
+    pub downloads: usize,
+}
+
+/// A shared file or folder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Share {
+    /// Content ID of the root manifest.
+    pub id: String,
+    pub path: String,
+    pub name: String,
+    /// `file` or `dir`.
+    pub kind: String,
+    pub size: u64,
+    pub files: u64,
+    /// Seconds since the Unix epoch.
+    pub added: u64,
+}
+
+/// `POST /shares`: share a file or folder in place.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ShareRequest {
+    /// Absolute path.
+    pub path: String,
+}
+
+/// `POST /downloads`: start (or follow) a download.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct DownloadRequest {
+    /// Content ID, or a name (`PEER_ID/name`) fetched at its newest revision.
+    pub id: String,
+    /// Exact output path (absolute).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+    /// Folder to put the content in under its own name (absolute).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dir: Option<String>,
+    /// Seconds the download may go without progress before it fails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<u64>,
+}
+
+/// One line of a download's progress.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Progress {
+    pub id: String,
+    pub name: Option<String>,
+    pub output: Option<String>,
+    /// `finding`, `downloading`, `waiting` (for providers), `done` or `failed`.
+    pub state: String,
+    pub error: Option<String>,
+    pub total_bytes: u64,
+    pub done_bytes: u64,
+    /// Bytes that came over the network (the rest were already here).
+    pub fetched_bytes: u64,
+    pub chunks_total: u64,
+    pub chunks_done: u64,
+    /// Peers that sent verified content.
+    pub providers: Vec<String>,
+    /// Providers reachable only through a circuit relay.
+    pub relayed: Vec<String>,
+    /// Something the user should know (e.g. that a transfer goes through a relay).
+    pub notice: Option<String>,
+}
+
+impl Progress {
+    pub fn finished(&self) -> bool {
+        self.state == "done" || self.state == "failed"
+    }
+}
+
+/// `POST /search`: search across peers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct SearchRequest {
+    /// Words (all must match), `"quoted phrases"`, `prefix*`.
+    pub q: String,
+    /// `broker`, `network`, `both` or `flood`; default: `both` with a broker, else `network`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
+    /// How long to wait for answers, in milliseconds (default 5000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// Most results (default 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+}
+
+/// One search result; sent again when more peers answer for it or it turns out to be
+/// an outdated revision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SearchResult {
+    pub id: String,
+    pub name: String,
+    pub path: String,
+    pub size: u64,
+    /// `file` or `dir`.
+    pub kind: String,
+    /// Peers that have it.
+    pub providers: Vec<String>,
+    /// Relevance (the best score any answer gave).
+    pub score: f32,
+    /// For a revision of a named document: the name (`PEER_ID/name`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<u64>,
+    /// Whether a newer revision of the name is known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outdated: Option<bool>,
+}
+
+impl SearchResult {
+    /// Ranking: relevance, then how many peers have it.
+    pub fn rank(&self) -> f32 {
+        self.score * (1.0 + (self.providers.len() as f32).ln())
+    }
+}
+
+/// Orders results best first (outdated revisions last).
+pub fn sort_results(v: &mut [SearchResult]) {
+    v.sort_by(|a, b| {
+        let oa = a.outdated.unwrap_or(false);
+        let ob = b.outdated.unwrap_or(false);
+        oa.cmp(&ob)
+            .then(b.rank().total_cmp(&a.rank()))
+            .then(a.id.cmp(&b.id))
+    });
+}
+
+/// `POST /names`: share a path and publish it as the next revision of a name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PublishRequest {
+    /// The name (letters, digits, `-`, `_`, `.`), owned by this node.
+    pub name: String,
+    /// Absolute path.
+    pub path: String,
+}
+
+/// `POST /names/resolve`: the newest revision of a name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResolveRequest {
+    /// `PEER_ID/name`, or a name of this node.
+    pub name: String,
+    /// How long to ask the DHT, in milliseconds (default 5000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+}
+
+/// A revision of a name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Name {
+    /// `PEER_ID/name`.
+    pub name: String,
+    pub owner: String,
+    pub revision: u64,
+    /// Content ID of this revision.
+    pub id: String,
+    /// Seconds since the Unix epoch when it was published.
+    pub time: u64,
+}

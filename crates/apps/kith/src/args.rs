@@ -1,0 +1,133 @@
+//! The command line: every command, flag and environment variable.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::units;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "kith",
+    version,
+    about = "kith: a peer-to-peer computing platform. Share and fetch content by ID, with no server anywhere."
+)]
+pub struct Cli {
+    /// Data directory (key, config, database). Default: the platform data dir.
+    #[arg(long, global = true, env = "KITH_HOME")]
+    pub home: Option<PathBuf>,
+    /// Print machine-readable JSON.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+#[derive(clap::Args, Debug, Default)]
+pub struct UpArgs {
+    /// Multiaddr to listen on (repeatable), e.g. /ip4/0.0.0.0/tcp/4001.
+    #[arg(long, env = "KITH_LISTEN", value_delimiter = ',')]
+    pub listen: Vec<String>,
+    /// Multiaddr of a peer to join through (repeatable), e.g. /ip4/1.2.3.4/tcp/4001/p2p/12D3…
+    #[arg(long, env = "KITH_BOOTSTRAP", value_delimiter = ',')]
+    pub bootstrap: Vec<String>,
+    /// Address of the local HTTP API (default 127.0.0.1 on a free port).
+    #[arg(long, env = "KITH_API")]
+    pub api: Option<String>,
+    /// Do not look for peers on the local network.
+    #[arg(long)]
+    pub no_mdns: bool,
+    /// Upload cap, bytes per second (suffixes k, M, G, Ki, Mi, Gi).
+    #[arg(long, env = "KITH_UPLOAD_LIMIT", value_parser = units::parse_rate)]
+    pub upload_limit: Option<u64>,
+    /// Download cap, bytes per second.
+    #[arg(long, env = "KITH_DOWNLOAD_LIMIT", value_parser = units::parse_rate)]
+    pub download_limit: Option<u64>,
+    /// Register this node's catalogue with a broker (multiaddr ending in /p2p/PEER_ID).
+    #[arg(long, env = "KITH_BROKER")]
+    pub broker: Option<String>,
+    /// Seconds a broker keeps the entries of a peer it no longer hears from (broker only).
+    #[arg(long, env = "KITH_BROKER_TTL")]
+    pub broker_ttl: Option<u64>,
+    /// Serve as a circuit relay for peers behind NATs (a broker does by default).
+    #[arg(long, conflicts_with = "no_relay")]
+    pub relay: bool,
+    /// Do not serve as a relay (not even as a broker).
+    #[arg(long)]
+    pub no_relay: bool,
+    /// Relay to reserve a slot on while not publicly reachable (repeatable; multiaddr
+    /// ending in /p2p/PEER_ID). The broker is used as one too.
+    #[arg(long = "use-relay", env = "KITH_RELAYS", value_delimiter = ',')]
+    pub use_relay: Vec<String>,
+    /// Relay limit: bytes per circuit (suffixes k, M, G, Ki, Mi, Gi).
+    #[arg(long, value_parser = units::parse_rate)]
+    pub relay_circuit_bytes: Option<u64>,
+    /// Relay limit: seconds per circuit.
+    #[arg(long)]
+    pub relay_circuit_secs: Option<u64>,
+    /// Let AutoNAT test private and loopback addresses too (LANs and test networks).
+    #[arg(long)]
+    pub autonat_private_ips: bool,
+    /// Address this node is reachable at, announced as is (repeatable; e.g. a relay's
+    /// public address). Others are learned through AutoNAT.
+    #[arg(long, env = "KITH_ANNOUNCE", value_delimiter = ',')]
+    pub announce: Vec<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// Create the identity and config in the data dir.
+    Init,
+    /// Run the node in the foreground (Ctrl-C stops it).
+    Up(UpArgs),
+    /// Run a broker: a node that also keeps a directory of registered peers' catalogues.
+    Broker(UpArgs),
+    /// Show this node's peer ID.
+    Id,
+    /// Show whether the node is running, its addresses and connections.
+    Status,
+    /// List connected peers.
+    Peers,
+    /// Share a file or folder (in place, nothing is copied); prints its content ID.
+    Share { path: PathBuf },
+    /// List what this node shares.
+    Ls,
+    /// Search across peers; results stream in as peers answer.
+    Search {
+        /// Words (all must match), "quoted phrases", prefix*.
+        #[arg(required = true, num_args = 1..)]
+        query: Vec<String>,
+        /// broker, network, both or flood (default: both with a broker, else network).
+        #[arg(long)]
+        via: Option<String>,
+        /// Seconds to wait for answers (default 5).
+        #[arg(long, default_value_t = 5.0)]
+        timeout: f64,
+        /// Most results.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Publish PATH as the next revision of NAME (signed by this node's key).
+    Publish { name: String, path: PathBuf },
+    /// Show the newest revision of NAME (PEER_ID/name, or a name of this node).
+    Resolve {
+        name: String,
+        /// Seconds to ask the DHT (default 5).
+        #[arg(long, default_value_t = 5.0)]
+        timeout: f64,
+    },
+    /// Fetch content by ID (or the newest revision of a name) from whoever has it.
+    Get {
+        /// Content ID, or a name (PEER_ID/name).
+        id: String,
+        /// Where to write it (default: ./NAME).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Seconds to wait for a provider before giving up (default 60); also how long a
+        /// download stays paused when every provider has gone, before it fails.
+        #[arg(long)]
+        timeout: Option<u64>,
+    },
+    /// Stop sharing content.
+    Unshare { id: String },
+}

@@ -1,0 +1,94 @@
+//! `kith get`: follows a download's progress lines (a bar on a terminal, plain lines
+//! otherwise) and exits 0 only when the content is verified and written.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use kith_api as api;
+
+use crate::client::Client;
+use crate::commands::print_json;
+
+fn bar() -> indicatif::ProgressBar {
+    let b = indicatif::ProgressBar::new(0);
+    b.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} {msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    b
+}
+
+/// Shows one progress line.
+struct View {
+    bar: Option<indicatif::ProgressBar>,
+    json: bool,
+    last_plain: Instant,
+    last: Option<api::Progress>,
+}
+
+impl View {
+    fn show(&mut self, p: api::Progress) {
+        let notice_is_new = p.notice.is_some()
+            && self.last.as_ref().and_then(|l| l.notice.as_ref()) != p.notice.as_ref();
+        if let (Some(n), true, false) = (&p.notice, notice_is_new, self.json) {
+            match &self.bar {
+                Some(b) => b.println(format!("note: {n}")),
+                None => eprintln!("note: {n}"),
+            }
+        }
+        if let Some(b) = &self.bar {
+            b.set_length(p.total_bytes);
+            b.set_position(p.done_bytes);
+            b.set_message(format!("{} {}", p.state, p.name.as_deref().unwrap_or("")));
+        } else if !self.json && self.last_plain.elapsed() >= Duration::from_secs(1) {
+            self.last_plain = Instant::now();
+            println!("{} {} / {} bytes", p.state, p.done_bytes, p.total_bytes);
+        }
+        self.last = Some(p);
+    }
+}
+
+pub async fn follow(c: &Client, req: &api::DownloadRequest, json: bool) -> Result<()> {
+    let mut view = View {
+        bar: (!json && crate::is_tty()).then(bar),
+        json,
+        last_plain: Instant::now(),
+        last: None,
+    };
+    let followed = c.stream("/downloads", req, |p| view.show(p)).await;
+    if let Some(b) = &view.bar {
+        b.finish_and_clear();
+    }
+    followed?;
+    let Some(last) = view.last else {
+        bail!("the node stopped reporting before the download ended");
+    };
+    match last.state.as_str() {
+        "done" => {
+            if json {
+                print_json(&serde_json::json!({
+                    "id": last.id,
+                    "output": last.output,
+                    "bytes": last.total_bytes,
+                    "fetched_bytes": last.fetched_bytes,
+                    "providers": last.providers,
+                    "relayed": last.relayed,
+                }));
+            } else {
+                let n = last.providers.len();
+                println!(
+                    "saved {} ({} bytes, {} fetched from {n} provider{})",
+                    last.output.as_deref().unwrap_or_default(),
+                    last.total_bytes,
+                    last.fetched_bytes,
+                    if n == 1 { "" } else { "s" }
+                );
+            }
+            Ok(())
+        }
+        "failed" => bail!("{}", last.error.as_deref().unwrap_or("download failed")),
+        _ => bail!("the node stopped reporting before the download ended"),
+    }
+}

@@ -1,0 +1,133 @@
+//! The API's guards: the bearer token, and the Host and Origin checks every route gets.
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::ApiError;
+use crate::Node;
+
+pub(crate) async fn token(State(node): State<Node>, req: Request, next: Next) -> Response {
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if !given.is_some_and(|g| node.token_matches(g)) {
+        return ApiError(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong API token (see api.token in the data dir)".into(),
+        )
+        .into_response();
+    }
+    next.run(req).await
+}
+
+/// Splits `host[:port]` (IPv6 in brackets).
+fn split_host(h: &str) -> Option<(&str, Option<&str>)> {
+    if let Some(rest) = h.strip_prefix('[') {
+        let (ip, after) = rest.split_once(']')?;
+        return match after {
+            "" => Some((ip, None)),
+            p => Some((ip, Some(p.strip_prefix(':')?))),
+        };
+    }
+    match h.rsplit_once(':') {
+        Some((host, port)) if !host.contains(':') => Some((host, Some(port))),
+        _ => Some((h, None)),
+    }
+}
+
+/// Whether `host` (a Host header, or the authority of an Origin) names this node: an IP
+/// address or `localhost`, on the API's port. A DNS name is refused: that is how a web
+/// page would reach the API through DNS rebinding.
+fn is_own(host: &str, port: u16) -> bool {
+    let Some((name, p)) = split_host(host) else {
+        return false;
+    };
+    let name_ok =
+        name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok();
+    let port_ok = match p {
+        Some(p) => p.parse::<u16>().is_ok_and(|p| p == port),
+        None => port == 80,
+    };
+    name_ok && port_ok
+}
+
+fn check(headers: &HeaderMap, port: u16) -> Result<(), ApiError> {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| ApiError(StatusCode::BAD_REQUEST, "no Host header".into()))?;
+    if !is_own(host, port) {
+        return Err(ApiError(
+            StatusCode::FORBIDDEN,
+            "this API answers only requests for its own address (IP or localhost); another Host is refused".into(),
+        ));
+    }
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let origin = origin.to_str().unwrap_or_default();
+        let same = origin
+            .strip_prefix("http://")
+            .is_some_and(|authority| authority.eq_ignore_ascii_case(host));
+        if !same {
+            return Err(ApiError(
+                StatusCode::FORBIDDEN,
+                "requests from another site (Origin) are refused".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+pub(crate) async fn host_and_origin(
+    State(node): State<Node>,
+    req: Request,
+    next: Next,
+) -> Response {
+    match check(req.headers(), node.api_addr().port()) {
+        Ok(()) => next.run(req).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            if let Ok(v) = v.parse() {
+                h.insert(*k, v);
+            }
+        }
+        h
+    }
+
+    #[test]
+    fn only_its_own_host_and_origin_pass() {
+        let ok = |p: &[(&'static str, &str)]| check(&headers(p), 4100).is_ok();
+        assert!(ok(&[("host", "127.0.0.1:4100")]));
+        assert!(ok(&[("host", "localhost:4100")]));
+        assert!(ok(&[("host", "[::1]:4100")]));
+        assert!(ok(&[
+            ("host", "127.0.0.1:4100"),
+            ("origin", "http://127.0.0.1:4100")
+        ]));
+        assert!(!ok(&[]), "no Host");
+        assert!(!ok(&[("host", "evil.example:4100")]), "DNS rebinding");
+        assert!(!ok(&[("host", "127.0.0.1:4101")]), "another port");
+        assert!(!ok(&[("host", "127.0.0.1")]), "port 80 is not ours");
+        assert!(!ok(&[
+            ("host", "127.0.0.1:4100"),
+            ("origin", "http://evil.example")
+        ]));
+        assert!(!ok(&[("host", "127.0.0.1:4100"), ("origin", "null")]));
+        assert!(!ok(&[
+            ("host", "127.0.0.1:4100"),
+            ("origin", "https://127.0.0.1:4100")
+        ]));
+    }
+}

@@ -1,0 +1,159 @@
+//! The API's handlers: each parses its request, calls the [`Node`] facade and answers with
+//! a type of the API contract. Streams (`/downloads`, `/search`) are JSON lines.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use kith_api as api;
+
+use super::ApiError;
+use crate::facade::wait_ms;
+use crate::{Node, convert};
+
+type ApiResult<T> = Result<Json<T>, ApiError>;
+
+/// A streamed response of JSON lines.
+fn ndjson<T: serde::Serialize>(items: impl futures::Stream<Item = T> + Send + 'static) -> Response {
+    let lines = items.map(|v| {
+        let mut line = serde_json::to_vec(&v).unwrap_or_default();
+        line.push(b'\n');
+        Ok::<_, std::io::Error>(line)
+    });
+    (
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(lines),
+    )
+        .into_response()
+}
+
+pub(crate) async fn openapi() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        super::openapi::document(),
+    )
+        .into_response()
+}
+
+pub(crate) async fn metrics(State(node): State<Node>) -> Result<Response, ApiError> {
+    let text = node.metrics()?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
+}
+
+#[utoipa::path(get, path = "/status", security(("token" = [])),
+    responses((status = 200, body = api::Status), (status = 401, body = api::ErrorBody)))]
+pub(crate) async fn status(State(node): State<Node>) -> ApiResult<api::Status> {
+    Ok(Json(node.status().await?))
+}
+
+#[utoipa::path(get, path = "/peers", security(("token" = [])),
+    responses((status = 200, body = Vec<api::Connection>)))]
+pub(crate) async fn peers(State(node): State<Node>) -> ApiResult<Vec<api::Connection>> {
+    Ok(Json(node.peers().await?))
+}
+
+#[utoipa::path(get, path = "/shares", security(("token" = [])),
+    responses((status = 200, description = "What this node shares, newest first", body = Vec<api::Share>)))]
+pub(crate) async fn list_shares(State(node): State<Node>) -> ApiResult<Vec<api::Share>> {
+    Ok(Json(node.shares().await?))
+}
+
+#[utoipa::path(post, path = "/shares", security(("token" = [])), request_body = api::ShareRequest,
+    responses((status = 200, body = api::Share), (status = 400, body = api::ErrorBody),
+        (status = 404, description = "No such path", body = api::ErrorBody)))]
+pub(crate) async fn add_share(
+    State(node): State<Node>,
+    Json(req): Json<api::ShareRequest>,
+) -> ApiResult<api::Share> {
+    Ok(Json(node.share_path(&req.path).await?))
+}
+
+#[utoipa::path(delete, path = "/shares/{id}", security(("token" = [])),
+    params(("id" = String, Path, description = "Content ID of a share")),
+    responses((status = 200, body = api::Share), (status = 404, body = api::ErrorBody)))]
+pub(crate) async fn remove_share(
+    State(node): State<Node>,
+    Path(id): Path<String>,
+) -> ApiResult<api::Share> {
+    Ok(Json(node.unshare(&id).await?))
+}
+
+#[utoipa::path(get, path = "/downloads", security(("token" = [])),
+    responses((status = 200, description = "Downloads running", body = Vec<api::Progress>)))]
+pub(crate) async fn list_downloads(State(node): State<Node>) -> ApiResult<Vec<api::Progress>> {
+    Ok(Json(node.downloads()?))
+}
+
+/// Starts (or joins) a download and streams its progress until it ends.
+#[utoipa::path(post, path = "/downloads", security(("token" = [])), request_body = api::DownloadRequest,
+    responses((status = 200, description = "Progress lines; the last says `done` or `failed`",
+        content_type = "application/x-ndjson", body = api::Progress),
+        (status = 400, body = api::ErrorBody), (status = 429, body = api::ErrorBody)))]
+pub(crate) async fn start_download(
+    State(node): State<Node>,
+    Json(req): Json<api::DownloadRequest>,
+) -> Result<Response, ApiError> {
+    let rx = node.get(&req).await?;
+    let lines = futures::stream::unfold((rx, false), |(mut rx, ended)| async move {
+        if ended {
+            return None;
+        }
+        // At most a few lines a second; always the final one.
+        let r = tokio::time::timeout(Duration::from_millis(250), rx.changed()).await;
+        let closed = matches!(r, Ok(Err(_)));
+        let p = convert::progress(&rx.borrow_and_update());
+        let done = p.finished() || closed;
+        Some((p, (rx, done)))
+    });
+    Ok(ndjson(lines))
+}
+
+/// Searches and streams results as peers answer.
+#[utoipa::path(post, path = "/search", security(("token" = [])), request_body = api::SearchRequest,
+    responses((status = 200, description = "Result lines; a result comes again when more peers answer for it",
+        content_type = "application/x-ndjson", body = api::SearchResult),
+        (status = 400, body = api::ErrorBody)))]
+pub(crate) async fn search(
+    State(node): State<Node>,
+    Json(req): Json<api::SearchRequest>,
+) -> Result<Response, ApiError> {
+    Ok(ndjson(node.search(&req)?))
+}
+
+#[utoipa::path(get, path = "/names", security(("token" = [])),
+    responses((status = 200, description = "Names this node knows", body = Vec<api::Name>)))]
+pub(crate) async fn list_names(State(node): State<Node>) -> ApiResult<Vec<api::Name>> {
+    Ok(Json(node.names_known()?))
+}
+
+/// Shares `path` and publishes it as the next revision of `name`.
+#[utoipa::path(post, path = "/names", security(("token" = [])), request_body = api::PublishRequest,
+    responses((status = 200, body = api::Name), (status = 400, body = api::ErrorBody)))]
+pub(crate) async fn publish_name(
+    State(node): State<Node>,
+    Json(req): Json<api::PublishRequest>,
+) -> ApiResult<api::Name> {
+    Ok(Json(node.publish(&req.name, &req.path).await?))
+}
+
+#[utoipa::path(post, path = "/names/resolve", security(("token" = [])), request_body = api::ResolveRequest,
+    responses((status = 200, body = api::Name), (status = 404, body = api::ErrorBody)))]
+pub(crate) async fn resolve_name(
+    State(node): State<Node>,
+    Json(req): Json<api::ResolveRequest>,
+) -> ApiResult<api::Name> {
+    Ok(Json(
+        node.resolve(&req.name, wait_ms(req.timeout_ms)).await?,
+    ))
+}

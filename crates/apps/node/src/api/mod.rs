@@ -1,0 +1,132 @@
+//! The local HTTP API, `/api/v1`, guarded by the token in the data dir; thin handlers over
+//! the [`Node`] facade, typed by `kith-api`. `openapi.json` is generated from those types;
+//! `/metrics` serves OpenMetrics text.
+//!
+//! Every route, the documents included, accepts only requests whose `Host` is this node
+//! (an IP address or `localhost`, on the API's port) and refuses any `Origin` but its own:
+//! a web page cannot read the API by rebinding a DNS name to 127.0.0.1, nor make a
+//! browser send it requests (DNS rebinding, CSRF).
+
+mod guard;
+mod handlers;
+mod openapi;
+#[cfg(test)]
+mod tests;
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router, middleware};
+use tokio_util::sync::CancellationToken;
+
+use crate::{Node, NodeError};
+
+/// An API error: a status and one line saying what is wrong.
+pub(crate) struct ApiError(pub StatusCode, pub String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(kith_api::ErrorBody { error: self.1 })).into_response()
+    }
+}
+
+fn share_status(e: &kith_share::Error) -> StatusCode {
+    use kith_share::Error as E;
+    match e {
+        E::NotShared(_) => StatusCode::NOT_FOUND,
+        E::Index(_) | E::NotAManifest(_) => StatusCode::BAD_REQUEST,
+        E::TooManyDownloads => StatusCode::TOO_MANY_REQUESTS,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+fn search_status(e: &kith_search::Error) -> StatusCode {
+    use kith_search::Error as E;
+    match e {
+        E::BadQuery(_) | E::NoBroker => StatusCode::BAD_REQUEST,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+fn names_status(e: &kith_names::Error) -> StatusCode {
+    use kith_names::Error as E;
+    match e {
+        E::BadName(_) | E::Refused(_) => StatusCode::BAD_REQUEST,
+        E::NotFound(_) => StatusCode::NOT_FOUND,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+impl From<NodeError> for ApiError {
+    fn from(e: NodeError) -> Self {
+        let code = match &e {
+            NodeError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            NodeError::NotFound(_) => StatusCode::NOT_FOUND,
+            NodeError::Share(e) => share_status(e),
+            NodeError::Search(e) => search_status(e),
+            NodeError::Names(e) => names_status(e),
+            NodeError::Overlay(_) => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError(code, e.to_string())
+    }
+}
+
+/// The API's routes over `node`.
+pub(crate) fn router(node: Node) -> Router {
+    let v1 = Router::new()
+        .route("/status", get(handlers::status))
+        .route("/peers", get(handlers::peers))
+        .route(
+            "/shares",
+            get(handlers::list_shares).post(handlers::add_share),
+        )
+        .route("/shares/{id}", delete(handlers::remove_share))
+        .route(
+            "/downloads",
+            get(handlers::list_downloads).post(handlers::start_download),
+        )
+        .route("/search", post(handlers::search))
+        .route(
+            "/names",
+            get(handlers::list_names).post(handlers::publish_name),
+        )
+        .route("/names/resolve", post(handlers::resolve_name))
+        .route_layer(middleware::from_fn_with_state(node.clone(), guard::token));
+    Router::new()
+        .nest("/api/v1", v1)
+        .route("/api/v1/openapi.json", get(handlers::openapi))
+        .route("/metrics", get(handlers::metrics))
+        .layer(middleware::from_fn_with_state(
+            node.clone(),
+            guard::host_and_origin,
+        ))
+        .with_state(node)
+}
+
+/// Binds the API's address.
+pub(crate) async fn bind(addr: &str) -> Result<tokio::net::TcpListener, NodeError> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| NodeError::Api {
+            addr: addr.to_owned(),
+            reason: e.to_string(),
+        })
+}
+
+/// Serves the API until `shutdown`.
+pub(crate) fn serve(
+    node: Node,
+    listener: tokio::net::TcpListener,
+    shutdown: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    let app = router(node);
+    tokio::spawn(async move {
+        let r = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await;
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "API server stopped");
+        }
+    })
+}

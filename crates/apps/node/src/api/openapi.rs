@@ -1,0 +1,55 @@
+//! The OpenAPI document, generated from the API contract's types and the handlers'
+//! annotations, so it cannot drift from what the node serves.
+
+use kith_api as api;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use super::handlers;
+
+struct Token;
+
+impl Modify for Token {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "token",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "kith node API",
+        version = "1.0.0",
+        description = "Local HTTP API of a kith node. Bound to 127.0.0.1; every route except this document and /metrics needs `Authorization: Bearer <token>`, with the token from `api.token` in the node's data dir. Requests must name the node itself in `Host` (an IP address or localhost) and carry no `Origin` of another site. Errors are `{\"error\": \"one line\"}`."
+    ),
+    servers((url = "/api/v1")),
+    paths(
+        handlers::status,
+        handlers::peers,
+        handlers::list_shares,
+        handlers::add_share,
+        handlers::remove_share,
+        handlers::list_downloads,
+        handlers::start_download,
+        handlers::search,
+        handlers::list_names,
+        handlers::publish_name,
+        handlers::resolve_name,
+    ),
+    components(schemas(
+        api::ErrorBody, api::Status, api::Connection, api::Relay, api::Share, api::ShareRequest,
+        api::DownloadRequest, api::Progress, api::SearchRequest, api::SearchResult,
+        api::PublishRequest, api::ResolveRequest, api::Name,
+    )),
+    modifiers(&Token)
+)]
+struct ApiDoc;
+
+/// The document as JSON.
+pub(crate) fn document() -> String {
+    ApiDoc::openapi().to_pretty_json().unwrap_or_default()
+}

@@ -1,0 +1,241 @@
+//! The handlers, called without an HTTP socket (`oneshot` on the router), over a node
+//! running on loopback.
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+use crate::{Config, Home, Node, Options};
+
+type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+async fn node(dir: &std::path::Path) -> Result<Node, crate::NodeError> {
+    let config = Config {
+        listen: vec!["/ip4/127.0.0.1/tcp/0".into()],
+        mdns: false,
+        api: "127.0.0.1:0".into(),
+        ..Config::default()
+    };
+    Node::start(Options::new(Home::new(dir), config)).await
+}
+
+struct Client {
+    app: Router,
+    host: String,
+    token: String,
+}
+
+impl Client {
+    fn new(node: &Node) -> Self {
+        Self {
+            app: super::router(node.clone()),
+            host: node.api_addr().to_string(),
+            token: node.inner.token.clone(),
+        }
+    }
+
+    async fn send(
+        &self,
+        req: Request<Body>,
+    ) -> Result<(StatusCode, Value), Box<dyn std::error::Error + Send + Sync>> {
+        let resp = self.app.clone().oneshot(req).await?;
+        let status = resp.status();
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 24).await?;
+        let v = serde_json::from_slice(&bytes)
+            .unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        Ok((status, v))
+    }
+
+    fn req(&self, method: &str, path: &str, body: Option<Value>) -> Request<Body> {
+        let b = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", &self.host)
+            .header("authorization", format!("Bearer {}", self.token))
+            .header("content-type", "application/json");
+        let body = body.map_or_else(Body::empty, |v| Body::from(v.to_string()));
+        b.body(body).unwrap_or_default()
+    }
+
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<(StatusCode, Value), Box<dyn std::error::Error + Send + Sync>> {
+        self.send(self.req(method, path, body)).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_host_and_origin_are_checked_on_every_route() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let n = node(dir.path()).await?;
+    let c = Client::new(&n);
+    let (s, v) = c.call("GET", "/api/v1/status", None).await?;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["peer_id"], json!(n.overlay().peer_id().to_string()));
+    let no_token = Request::get("/api/v1/status")
+        .header("host", &c.host)
+        .body(Body::empty())?;
+    assert_eq!(c.send(no_token).await?.0, StatusCode::UNAUTHORIZED);
+    for path in ["/api/v1/status", "/metrics", "/api/v1/openapi.json"] {
+        let mut rebound = c.req("GET", path, None);
+        rebound
+            .headers_mut()
+            .insert("host", "attacker.example:80".parse()?);
+        assert_eq!(c.send(rebound).await?.0, StatusCode::FORBIDDEN, "{path}");
+        let mut cross = c.req("GET", path, None);
+        cross
+            .headers_mut()
+            .insert("origin", "http://attacker.example".parse()?);
+        assert_eq!(c.send(cross).await?.0, StatusCode::FORBIDDEN, "{path}");
+    }
+    let (s, m) = c.call("GET", "/metrics", None).await?;
+    assert_eq!(s, StatusCode::OK);
+    assert!(
+        m.as_str()
+            .is_some_and(|m| m.contains("kith_inbound_handshakes_pending"))
+    );
+    n.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shares_downloads_search_and_names_answer_with_clear_errors() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let n = node(dir.path()).await?;
+    let c = Client::new(&n);
+    let (s, v) = c
+        .call("POST", "/api/v1/shares", Some(json!({"path": "rel/x"})))
+        .await?;
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("path must be absolute"))
+    );
+    let missing = dir.path().join("missing");
+    let (s, _) = c
+        .call("POST", "/api/v1/shares", Some(json!({"path": missing})))
+        .await?;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let f = dir.path().join("a.txt");
+    std::fs::write(&f, b"hello")?;
+    let (s, shared) = c
+        .call("POST", "/api/v1/shares", Some(json!({"path": f})))
+        .await?;
+    assert_eq!(s, StatusCode::OK);
+    let id = shared["id"].as_str().unwrap_or_default().to_owned();
+    let (_, list) = c.call("GET", "/api/v1/shares", None).await?;
+    assert_eq!(list[0]["id"], json!(id));
+    assert_eq!(
+        c.call("DELETE", "/api/v1/shares/nope", None).await?.0,
+        StatusCode::BAD_REQUEST
+    );
+    let (s, bad) = c
+        .call(
+            "POST",
+            "/api/v1/downloads",
+            Some(json!({"id": "nope", "dir": "/tmp"})),
+        )
+        .await?;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}");
+    let chunk = kith_core::ContentId::raw(b"x").to_string();
+    let (s, _) = c
+        .call(
+            "POST",
+            "/api/v1/downloads",
+            Some(json!({"id": chunk, "dir": "/tmp"})),
+        )
+        .await?;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _) = c
+        .call(
+            "POST",
+            "/api/v1/search",
+            Some(json!({"q": "x", "via": "carrier pigeon"})),
+        )
+        .await?;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _) = c
+        .call("POST", "/api/v1/search", Some(json!({"q": "!!"})))
+        .await?;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _) = c
+        .call(
+            "POST",
+            "/api/v1/names",
+            Some(json!({"name": "no spaces", "path": f})),
+        )
+        .await?;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, rec) = c
+        .call(
+            "POST",
+            "/api/v1/names",
+            Some(json!({"name": "doc", "path": f})),
+        )
+        .await?;
+    assert_eq!((s, rec["revision"].as_u64()), (StatusCode::OK, Some(1)));
+    let (s, _) = c
+        .call(
+            "POST",
+            "/api/v1/names/resolve",
+            Some(json!({"name": "other", "timeout_ms": 100})),
+        )
+        .await?;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_eq!(
+        c.call("DELETE", &format!("/api/v1/shares/{id}"), None)
+            .await?
+            .0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        c.call("DELETE", &format!("/api/v1/shares/{id}"), None)
+            .await?
+            .0,
+        StatusCode::NOT_FOUND
+    );
+    n.shutdown().await;
+    Ok(())
+}
+
+/// Every field the node sends is in the generated document, so it cannot drift.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_describes_what_is_served() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let n = node(dir.path()).await?;
+    let c = Client::new(&n);
+    let (_, doc) = c.call("GET", "/api/v1/openapi.json", None).await?;
+    assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with('3')));
+    for (path, method) in [
+        ("/status", "get"),
+        ("/peers", "get"),
+        ("/shares", "get"),
+        ("/shares", "post"),
+        ("/shares/{id}", "delete"),
+        ("/downloads", "get"),
+        ("/downloads", "post"),
+        ("/search", "post"),
+        ("/names", "get"),
+        ("/names", "post"),
+        ("/names/resolve", "post"),
+    ] {
+        assert!(
+            doc["paths"][path][method].is_object(),
+            "{method} {path} not documented"
+        );
+    }
+    let (_, status) = c.call("GET", "/api/v1/status", None).await?;
+    let props = &doc["components"]["schemas"]["Status"]["properties"];
+    for key in status.as_object().into_iter().flatten().map(|(k, _)| k) {
+        assert!(
+            props[key].is_object(),
+            "Status.{key} is served but not documented"
+        );
+    }
+    n.shutdown().await;
+    Ok(())
+}

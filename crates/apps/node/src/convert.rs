@@ -1,0 +1,118 @@
+//! Service types to the API contract's types.
+
+use std::collections::BTreeSet;
+
+use kith_api as api;
+use kith_share::{ShareKind, ShareRecord, State};
+
+pub(crate) fn connection(c: kith_overlay::ConnectionInfo) -> api::Connection {
+    api::Connection {
+        peer_id: c.peer_id,
+        addr: c.addr,
+        role: c.role.into(),
+        transport: c.transport.into(),
+        path: c.path.into(),
+        relay: c.relay,
+        limit_bytes: c.limit_bytes,
+        limit_secs: c.limit_secs,
+    }
+}
+
+pub(crate) fn status(s: kith_overlay::Status, shares: usize, downloads: usize) -> api::Status {
+    let peers = s
+        .connections
+        .iter()
+        .map(|c| c.peer_id.as_str())
+        .collect::<BTreeSet<_>>()
+        .len();
+    api::Status {
+        peer_id: s.peer_id,
+        version: env!("CARGO_PKG_VERSION").into(),
+        reachability: s.reachability.into(),
+        dht: s.dht.into(),
+        relay_server: s.relay_server,
+        relays: s
+            .relays
+            .into_iter()
+            .map(|r| api::Relay {
+                peer_id: r.peer_id,
+                addr: r.addr,
+                state: r.state.into(),
+            })
+            .collect(),
+        listen_addrs: s.listen_addrs,
+        external_addrs: s.external_addrs,
+        connections: s.connections.into_iter().map(connection).collect(),
+        peers,
+        routing_table_peers: s.routing_table_peers,
+        providing: s.providing,
+        shares,
+        downloads,
+    }
+}
+
+pub(crate) fn share(r: &ShareRecord) -> api::Share {
+    api::Share {
+        id: r.id.to_string(),
+        path: r.path.clone(),
+        name: r.name.clone(),
+        kind: match r.kind {
+            ShareKind::File => "file",
+            ShareKind::Dir => "dir",
+        }
+        .into(),
+        size: r.size,
+        files: r.files,
+        added: r.added,
+    }
+}
+
+pub(crate) fn progress(p: &kith_share::Progress) -> api::Progress {
+    api::Progress {
+        id: p.id.to_string(),
+        name: p.name.clone(),
+        output: p.output.clone(),
+        state: match p.state {
+            State::Finding => "finding",
+            State::Downloading => "downloading",
+            State::Waiting => "waiting",
+            State::Done => "done",
+            State::Failed => "failed",
+        }
+        .into(),
+        error: p.error.clone(),
+        total_bytes: p.total_bytes,
+        done_bytes: p.done_bytes,
+        fetched_bytes: p.fetched_bytes,
+        chunks_total: p.chunks_total,
+        chunks_done: p.chunks_done,
+        providers: p.providers.clone(),
+        relayed: p.relayed.clone(),
+        notice: p.notice.clone(),
+    }
+}
+
+pub(crate) fn search_result(r: kith_search::SearchResult) -> api::SearchResult {
+    api::SearchResult {
+        id: r.id,
+        name: r.name,
+        path: r.path,
+        size: r.size,
+        kind: r.kind,
+        providers: r.providers,
+        score: r.score,
+        name_key: r.name_key,
+        revision: r.revision,
+        outdated: r.outdated,
+    }
+}
+
+pub(crate) fn name(r: &kith_names::NameRecord) -> api::Name {
+    api::Name {
+        name: r.full_name(),
+        owner: r.owner.clone(),
+        revision: r.revision,
+        id: r.id.clone(),
+        time: r.time,
+    }
+}

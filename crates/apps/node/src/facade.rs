@@ -1,0 +1,227 @@
+//! The node as one facade over its services: everything the API and the CLI can do, and the
+//! policy that spans services, callable from a Rust program directly.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use kith_api as api;
+use kith_core::ContentId;
+use kith_overlay::PeerId;
+use kith_search::Via;
+use kith_share::Output;
+use tokio::sync::{mpsc, watch};
+
+use crate::convert;
+use crate::{Node, NodeError};
+
+/// How long a name is looked up before a download by name starts.
+const RESOLVE_FOR_GET: Duration = Duration::from_secs(5);
+/// Default wait for search answers and name lookups.
+const DEFAULT_WAIT: Duration = Duration::from_secs(5);
+
+/// What `get` fetches: content by ID, or the newest revision of a name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Id(ContentId),
+    /// `PEER_ID/name`.
+    Name(String),
+}
+
+impl std::str::FromStr for Target {
+    type Err = NodeError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Ok(id) = s.parse::<ContentId>() {
+            return Ok(Target::Id(id));
+        }
+        let named = s
+            .split_once('/')
+            .is_some_and(|(p, n)| p.parse::<PeerId>().is_ok() && !n.is_empty());
+        if named {
+            return Ok(Target::Name(s.to_owned()));
+        }
+        s.parse::<ContentId>()
+            .map(Target::Id)
+            .map_err(|e| NodeError::BadRequest(e.to_string()))
+    }
+}
+
+/// An absolute path that exists.
+pub fn existing_path(s: &str) -> Result<PathBuf, NodeError> {
+    let path = PathBuf::from(s);
+    if !path.is_absolute() {
+        return Err(NodeError::BadRequest("path must be absolute".into()));
+    }
+    if !path.exists() {
+        return Err(NodeError::NotFound(format!("{s}: no such file or folder")));
+    }
+    Ok(path)
+}
+
+/// A client-given wait in milliseconds (default 5 s), kept within 0.1 s..2 min.
+pub fn wait_ms(ms: Option<u64>) -> Duration {
+    ms.map_or(DEFAULT_WAIT, Duration::from_millis)
+        .clamp(Duration::from_millis(100), Duration::from_secs(120))
+}
+
+fn absolute(p: &str, what: &str) -> Result<PathBuf, NodeError> {
+    let p = PathBuf::from(p);
+    if p.is_absolute() {
+        Ok(p)
+    } else {
+        Err(NodeError::BadRequest(format!("{what} must be absolute")))
+    }
+}
+
+impl Node {
+    /// Is the node healthy, and how is it connected.
+    pub async fn status(&self) -> Result<api::Status, NodeError> {
+        let s = self.inner.overlay.status().await?;
+        let shares = self.inner.share.list().await?.len();
+        let downloads = self.inner.share.downloads()?.len();
+        Ok(convert::status(s, shares, downloads))
+    }
+
+    /// Open connections.
+    pub async fn peers(&self) -> Result<Vec<api::Connection>, NodeError> {
+        let s = self.inner.overlay.status().await?;
+        Ok(s.connections.into_iter().map(convert::connection).collect())
+    }
+
+    pub async fn shares(&self) -> Result<Vec<api::Share>, NodeError> {
+        let list = self.inner.share.list().await?;
+        Ok(list.iter().map(convert::share).collect())
+    }
+
+    /// Shares an absolute path in place.
+    pub async fn share_path(&self, path: &str) -> Result<api::Share, NodeError> {
+        let path = existing_path(path)?;
+        Ok(convert::share(&self.inner.share.share(path).await?))
+    }
+
+    pub async fn unshare(&self, id: &str) -> Result<api::Share, NodeError> {
+        let id = id
+            .parse::<ContentId>()
+            .map_err(|e| NodeError::BadRequest(e.to_string()))?;
+        Ok(convert::share(&self.inner.share.unshare(id).await?))
+    }
+
+    /// Downloads running now.
+    pub fn downloads(&self) -> Result<Vec<api::Progress>, NodeError> {
+        Ok(self
+            .inner
+            .share
+            .downloads()?
+            .iter()
+            .map(convert::progress)
+            .collect())
+    }
+
+    /// Starts (or joins) a download of an ID or of a name's newest revision.
+    pub async fn get(
+        &self,
+        req: &api::DownloadRequest,
+    ) -> Result<watch::Receiver<kith_share::Progress>, NodeError> {
+        let id = match req.id.parse::<Target>()? {
+            Target::Id(id) => id,
+            Target::Name(name) => {
+                let r = self.inner.names.resolve(&name, RESOLVE_FOR_GET).await?;
+                r.content_id().map_err(kith_names::Error::from)?
+            }
+        };
+        let output = match (&req.output, &req.dir) {
+            (Some(o), _) => {
+                let p = absolute(o, "output")?;
+                if p.is_dir() {
+                    Output::Under(p)
+                } else {
+                    Output::Exact(p)
+                }
+            }
+            (None, Some(d)) => Output::Under(absolute(d, "dir")?),
+            (None, None) => return Err(NodeError::BadRequest("give output or dir".into())),
+        };
+        let patience = req.timeout.map(|s| Duration::from_secs(s.clamp(1, 86_400)));
+        Ok(self.inner.share.get(id, output, patience).await?)
+    }
+
+    /// Searches; results stream in as peers answer. The peers that answer for a result
+    /// are remembered as its providers, so a download of it asks them first.
+    pub fn search(
+        &self,
+        req: &api::SearchRequest,
+    ) -> Result<impl futures::Stream<Item = api::SearchResult> + Send + 'static, NodeError> {
+        let via: Via = match req.via.as_deref() {
+            Some(v) => v.parse()?,
+            None if self.inner.search.has_broker() => Via::Both,
+            None => Via::Network,
+        };
+        let rx = self.inner.search.search(
+            &req.q,
+            via,
+            wait_ms(req.timeout_ms),
+            req.limit.unwrap_or(100),
+        )?;
+        let share = self.inner.share.clone();
+        Ok(futures::stream::unfold(
+            (rx, share),
+            |(mut rx, share): (mpsc::Receiver<kith_search::SearchResult>, _)| async move {
+                let r = rx.recv().await?;
+                if let Ok(id) = r.id.parse::<ContentId>() {
+                    let peers = r.providers.iter().filter_map(|p| p.parse().ok()).collect();
+                    share.hint(id, peers);
+                }
+                Some((convert::search_result(r), (rx, share)))
+            },
+        ))
+    }
+
+    /// Shares `path` and publishes it as the next revision of `name`.
+    pub async fn publish(&self, name: &str, path: &str) -> Result<api::Name, NodeError> {
+        kith_names::check_name(name).map_err(kith_names::Error::from)?;
+        let path = existing_path(path)?;
+        let rec = self.inner.share.share(path).await?;
+        let r = self.inner.names.publish(name, rec.id).await?;
+        Ok(convert::name(&r))
+    }
+
+    /// The newest revision of `PEER_ID/name` (or a name of this node).
+    pub async fn resolve(&self, name: &str, wait: Duration) -> Result<api::Name, NodeError> {
+        Ok(convert::name(&self.inner.names.resolve(name, wait).await?))
+    }
+
+    /// Names this node knows (its own and those it follows).
+    pub fn names_known(&self) -> Result<Vec<api::Name>, NodeError> {
+        Ok(self
+            .inner
+            .names
+            .names()?
+            .iter()
+            .map(convert::name)
+            .collect())
+    }
+
+    /// The node's metrics as OpenMetrics text.
+    pub fn metrics(&self) -> Result<String, NodeError> {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.inner.registry)
+            .map_err(|e| NodeError::BadRequest(e.to_string()))?;
+        Ok(text)
+    }
+
+    /// Whether `token` is this node's API token (compared without an early exit).
+    pub fn token_matches(&self, token: &str) -> bool {
+        let want = self.inner.token.as_bytes();
+        token.len() == want.len()
+            && token
+                .bytes()
+                .zip(want.iter())
+                .fold(0u8, |a, (x, y)| a | (x ^ y))
+                == 0
+    }
+
+    /// The data dir's path (for messages).
+    pub fn dir(&self) -> &Path {
+        self.inner.home.dir()
+    }
+}

@@ -1,0 +1,228 @@
+//! Asking peers over `/kith/search/1.0.0`, without a broker.
+//!
+//! - Keyword routing: every node announces the words of its file names in the DHT
+//!   (`/kith/kw/WORD` provider records); a query looks its words up and asks only the peers
+//!   found, directly (ttl 1). Cost: a DHT lookup per word plus one message per holder.
+//! - Flooding (the Gnutella baseline, and the fallback for queries with no routable word):
+//!   the query goes to up to `flood_fanout` neighbours with a TTL; each answers from its
+//!   own index and forwards with TTL-1; query IDs suppress duplicates.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::future::join_all;
+use kith_overlay::PeerId;
+use rand::seq::SliceRandom;
+use tokio::sync::mpsc;
+
+use crate::protocol::{self, SearchRequest, SearchResponse, WireHit};
+use crate::query::Query;
+use crate::server::MAX_HITS_PER_PEER;
+use crate::state::Inner;
+use crate::{Error, keyword_key};
+
+/// Time allowed per remaining hop of a flooded query.
+pub(crate) const HOP_TIMEOUT: Duration = Duration::from_secs(2);
+/// Most peers asked directly after keyword routing.
+const MAX_ROUTED_PEERS: usize = 64;
+/// Most query words looked up in the DHT.
+const MAX_ROUTED_WORDS: usize = 4;
+/// How long a keyword lookup may take.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Sends `req` to `peer` and passes its answers on. With `direct`, the peer may only
+/// answer for itself (anything else is a lie and is dropped).
+async fn ask(
+    inner: &Arc<Inner>,
+    peer: PeerId,
+    req: &SearchRequest,
+    direct: bool,
+    tx: &mpsc::Sender<WireHit>,
+) -> Result<(), Error> {
+    let mut stream = inner
+        .overlay
+        .open_stream(peer, protocol::SEARCH_PROTOCOL)
+        .await?;
+    inner.metrics.messages_sent.inc();
+    protocol::write_frame(&mut stream, req).await?;
+    let mut taken = 0;
+    let me = peer.to_string();
+    while let Some(resp) =
+        protocol::read_frame::<_, SearchResponse>(&mut stream, protocol::MAX_ANSWER_FRAME).await?
+    {
+        match resp {
+            SearchResponse::Hits { hits } => {
+                for h in hits {
+                    if taken >= MAX_HITS_PER_PEER {
+                        break;
+                    }
+                    if direct && h.peer != me {
+                        tracing::warn!(%peer, claimed = %h.peer, "peer answered for another peer; dropped");
+                        continue;
+                    }
+                    taken += 1;
+                    if tx.send(h).await.is_err() {
+                        return Ok(());
+                    }
+                }
+            }
+            SearchResponse::End { error } => {
+                if let Some(e) = error {
+                    tracing::debug!(%peer, error = %e, "peer did not answer the query");
+                }
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Sends a query to up to `flood_fanout` neighbours (not `except`) with `ttl`.
+pub(crate) async fn flood(
+    inner: &Arc<Inner>,
+    text: &str,
+    qid: u64,
+    ttl: u8,
+    limit: usize,
+    except: Option<PeerId>,
+    tx: &mpsc::Sender<WireHit>,
+) {
+    let Ok(connected) = inner.overlay.connected_peers().await else {
+        return;
+    };
+    let mut peers: Vec<PeerId> = connected
+        .into_iter()
+        .map(|p| p.peer)
+        .filter(|p| Some(*p) != except)
+        .collect();
+    peers.shuffle(&mut rand::rng());
+    peers.truncate(inner.config.flood_fanout);
+    let req = SearchRequest::Query {
+        qid,
+        text: text.to_owned(),
+        ttl,
+        limit: limit as u32,
+    };
+    let budget = HOP_TIMEOUT * u32::from(ttl.max(1));
+    join_all(peers.into_iter().map(|p| {
+        let req = &req;
+        async move {
+            match tokio::time::timeout(budget, ask(inner, p, req, ttl == 1, tx)).await {
+                Ok(Err(e)) => tracing::debug!(peer = %p, error = %e, "query failed"),
+                Err(_) => tracing::debug!(peer = %p, "query timed out"),
+                Ok(Ok(())) => {}
+            }
+        }
+    }))
+    .await;
+}
+
+/// Looks every word up in the DHT; providers arrive as `(word index, peer)`.
+fn lookups(inner: &Arc<Inner>, words: &[String]) -> mpsc::Receiver<(usize, PeerId)> {
+    let (ptx, prx) = mpsc::channel::<(usize, PeerId)>(256);
+    for (i, w) in words.iter().enumerate() {
+        let (inner2, ptx, key) = (inner.clone(), ptx.clone(), keyword_key(w));
+        inner.tasks.spawn(async move {
+            if let Ok(mut rx) = inner2.overlay.find_providers(key).await {
+                let deadline = tokio::time::Instant::now() + LOOKUP_TIMEOUT;
+                while let Ok(Some(p)) = tokio::time::timeout_at(deadline, rx.recv()).await {
+                    if ptx.send((i, p)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+    }
+    prx
+}
+
+/// Keyword routing: asks the peers that announced the query's words. A peer that holds
+/// every word is asked as soon as the lookups show it; when they end, the rest, those
+/// holding more of the words first. Returns how many peers were asked.
+async fn routed(
+    inner: &Arc<Inner>,
+    q: &Query,
+    words: &[String],
+    qid: u64,
+    limit: usize,
+    tx: &mpsc::Sender<WireHit>,
+) -> usize {
+    let mut prx = lookups(inner, words);
+    let all: u32 = (1u32 << words.len()) - 1;
+    let req = SearchRequest::Query {
+        qid,
+        text: q.text.clone(),
+        ttl: 1,
+        limit: limit as u32,
+    };
+    let mut held: HashMap<PeerId, u32> = HashMap::new();
+    let mut asked: HashSet<PeerId> = HashSet::from([inner.peer_id()]);
+    let mut asks = futures::stream::FuturesUnordered::new();
+    let ask_one = |p: PeerId| {
+        let req = &req;
+        async move {
+            let t = HOP_TIMEOUT * 2;
+            if let Ok(Err(e)) = tokio::time::timeout(t, ask(inner, p, req, true, tx)).await {
+                tracing::debug!(peer = %p, error = %e, "query failed");
+            }
+        }
+    };
+    loop {
+        tokio::select! {
+            p = prx.recv() => match p {
+                Some((i, p)) => {
+                    if held.len() < 4 * MAX_ROUTED_PEERS || held.contains_key(&p) {
+                        let m = held.entry(p).or_default();
+                        *m |= 1 << i;
+                        if *m == all && asked.len() <= MAX_ROUTED_PEERS && asked.insert(p) {
+                            asks.push(ask_one(p));
+                        }
+                    }
+                }
+                None => break,
+            },
+            Some(()) = asks.next(), if !asks.is_empty() => {}
+        }
+    }
+    let mut rest: Vec<(PeerId, u32)> = held
+        .into_iter()
+        .filter(|(p, _)| !asked.contains(p))
+        .map(|(p, m)| (p, m.count_ones()))
+        .collect();
+    rest.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    for (p, _) in rest {
+        if asked.len() > MAX_ROUTED_PEERS {
+            break;
+        }
+        asked.insert(p);
+        asks.push(ask_one(p));
+    }
+    while asks.next().await.is_some() {}
+    asked.len() - 1
+}
+
+/// Searches the network: keyword routing through the DHT, or flooding when no word of the
+/// query can be routed, nobody announced one, or `flood_only`.
+pub(crate) async fn search(
+    inner: &Arc<Inner>,
+    q: &Query,
+    flood_only: bool,
+    limit: usize,
+    tx: &mpsc::Sender<WireHit>,
+) {
+    let qid: u64 = rand::random();
+    inner.first_sight(qid);
+    if !flood_only {
+        let words: Vec<String> = q.keywords().into_iter().take(MAX_ROUTED_WORDS).collect();
+        if !words.is_empty() {
+            let asked = routed(inner, q, &words, qid, limit, tx).await;
+            tracing::debug!(words = words.len(), peers = asked, "keyword routing");
+            if asked > 0 {
+                return;
+            }
+        }
+    }
+    flood(inner, &q.text, qid, inner.config.flood_ttl, limit, None, tx).await;
+}

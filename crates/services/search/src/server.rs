@@ -1,0 +1,150 @@
+//! Answers peers' queries over `/kith/search/1.0.0`, behind the overlay's inbound limits
+//! (per peer and in total) and a per-peer query rate. A query with `ttl > 1` is also
+//! forwarded to neighbours (flooding), answers flowing back along the path.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kith_overlay::inbound::{Incoming, Limits, Refusal};
+use kith_overlay::{PeerId, Stream};
+use tokio::sync::mpsc;
+
+use crate::protocol::{self, SearchRequest, SearchResponse, WireHit};
+use crate::query::Query;
+use crate::state::Inner;
+use crate::{Error, client};
+
+/// Inbound query streams: per peer, and in total.
+const LIMITS: Limits = Limits {
+    per_peer: 4,
+    total: 128,
+};
+/// Time for a peer to send its query once the stream is open.
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// Most answers sent back for one query.
+pub(crate) const MAX_HITS_PER_PEER: usize = 200;
+
+fn end(error: Option<&str>) -> SearchResponse {
+    SearchResponse::End {
+        error: error.map(str::to_owned),
+    }
+}
+
+fn refusal(why: Refusal) -> Vec<u8> {
+    let text = match why {
+        Refusal::PeerLimit => "too many queries in flight",
+        Refusal::Busy => "busy",
+    };
+    protocol::encode(&end(Some(text))).unwrap_or_default()
+}
+
+pub(crate) fn start(inner: &Arc<Inner>) -> Result<(), Error> {
+    let mut inbound = inner
+        .overlay
+        .accept(protocol::SEARCH_PROTOCOL, LIMITS, Arc::new(refusal))?;
+    let inner2 = inner.clone();
+    inner.tasks.spawn(async move {
+        let inner = inner2;
+        loop {
+            let next = tokio::select! {
+                () = inner.tasks.shutdown().cancelled() => return,
+                n = inbound.next() => n,
+            };
+            let Some(Incoming {
+                peer,
+                stream,
+                permit,
+            }) = next
+            else {
+                return;
+            };
+            if !inner.allow_query(peer) {
+                tracing::warn!(%peer, "query flood: peer is over its rate limit; refusing");
+                inner.metrics.queries_refused.inc();
+                let bytes = protocol::encode(&end(Some("rate limited"))).unwrap_or_default();
+                inbound.refuse_with(stream, bytes, Refusal::PeerLimit);
+                continue;
+            }
+            let i = inner.clone();
+            inner.tasks.spawn(async move {
+                let limit =
+                    client::HOP_TIMEOUT * u32::from(i.config.flood_ttl.max(1)) + READ_TIMEOUT;
+                if let Ok(Err(e)) = tokio::time::timeout(limit, handle(&i, peer, stream)).await {
+                    tracing::debug!(%peer, error = %e, "search stream failed");
+                }
+                drop(permit);
+            });
+        }
+    });
+    Ok(())
+}
+
+async fn handle(inner: &Arc<Inner>, peer: PeerId, mut stream: Stream) -> Result<(), Error> {
+    let req = tokio::time::timeout(
+        READ_TIMEOUT,
+        protocol::read_frame(&mut stream, protocol::MAX_QUERY_FRAME),
+    )
+    .await
+    .map_err(|_| Error::Refused("no query sent".into()))??;
+    let Some(SearchRequest::Query {
+        qid,
+        text,
+        ttl,
+        limit,
+    }) = req
+    else {
+        return Ok(());
+    };
+    let q = match Query::parse(&text) {
+        Ok(q) => q,
+        Err(e) => {
+            tracing::warn!(%peer, error = %e, "refused a query");
+            inner.metrics.queries_refused.inc();
+            return Ok(protocol::write_frame(&mut stream, &end(Some(&e.to_string()))).await?);
+        }
+    };
+    if !inner.first_sight(qid) {
+        return Ok(protocol::write_frame(&mut stream, &end(Some("duplicate"))).await?);
+    }
+    inner.metrics.queries_served.inc();
+    let limit = (limit as usize).clamp(1, MAX_HITS_PER_PEER);
+    let hits = inner.local_hits(&q, limit);
+    if !hits.is_empty() {
+        protocol::write_frame(&mut stream, &SearchResponse::Hits { hits }).await?;
+    }
+    if ttl > 1 {
+        forward(inner, peer, &q, qid, ttl - 1, limit, &mut stream).await?;
+    }
+    Ok(protocol::write_frame(&mut stream, &end(None)).await?)
+}
+
+/// Floods the query on and passes the answers back on `stream`.
+async fn forward(
+    inner: &Arc<Inner>,
+    from: PeerId,
+    q: &Query,
+    qid: u64,
+    ttl: u8,
+    limit: usize,
+    stream: &mut Stream,
+) -> Result<(), Error> {
+    let (tx, mut rx) = mpsc::channel::<WireHit>(64);
+    let flood = async move {
+        client::flood(inner, &q.text, qid, ttl, limit, Some(from), &tx).await;
+    };
+    // Owns the receiver: when it stops (the asker went away), the flood's sends fail and
+    // it stops too.
+    let relay = async move {
+        let mut sent = 0;
+        while let Some(h) = rx.recv().await {
+            if sent >= MAX_HITS_PER_PEER {
+                continue;
+            }
+            sent += 1;
+            protocol::write_frame(stream, &SearchResponse::Hits { hits: vec![h] }).await?;
+        }
+        Ok::<_, Error>(())
+    };
+    let ((), relayed) = futures::join!(flood, relay);
+    relayed
+}

@@ -1,0 +1,127 @@
+//! Fetching a manifest: from the store if it is here, else from up to
+//! [`MANIFEST_PARALLEL`] providers at once, as they are found; the first answer that
+//! matches its ID wins.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use kith_core::ContentId;
+use kith_core::manifest::Manifest;
+use kith_core::store::Op;
+use kith_overlay::{Path, PeerEvent, PeerId};
+use tokio_util::sync::CancellationToken;
+
+use super::DownloadError;
+use super::session::Session;
+use crate::client::{self, Failure};
+
+/// Manifest requests in flight at once: stale providers (gone peers whose records are
+/// still in the DHT) must not make a download wait for their dial timeouts one by one.
+const MANIFEST_PARALLEL: usize = 8;
+/// A provider that could not be reached is tried again this much later (times the tries
+/// so far), at most [`MANIFEST_REDIALS`] times before it must be found again.
+const MANIFEST_REDIAL: Duration = Duration::from_millis(300);
+const MANIFEST_REDIALS: u32 = 3;
+
+/// The manifest `id`, verified.
+pub(crate) async fn fetch(s: &mut Session, id: &ContentId) -> Result<Manifest, DownloadError> {
+    let (store, mid) = (s.inner.store.clone(), *id);
+    if let Some(bytes) = s.inner.tasks.blocking(move || store.block(&mid)).await?? {
+        return Manifest::decode(&bytes).map_err(|e| DownloadError::Invalid(e.to_string()));
+    }
+    let bytes = ask_providers(s, id).await?;
+    let m = Manifest::decode(&bytes)
+        .map_err(|e| DownloadError::Invalid(format!("{id} is not a valid manifest: {e}")))?;
+    s.inner.apply(vec![Op::PutBlock(*id, bytes)]).await?;
+    s.progress();
+    Ok(m)
+}
+
+/// One attempt: the peer, and its answer (or why there was none and whether the peer
+/// could not be reached at all).
+type Attempt = (PeerId, Result<Vec<u8>, (Failure, bool)>);
+
+async fn ask_providers(s: &mut Session, id: &ContentId) -> Result<Vec<u8>, DownloadError> {
+    let inner = s.inner.clone();
+    let mut tried: HashSet<PeerId> = HashSet::new();
+    let mut in_flight: HashSet<PeerId> = HashSet::new();
+    let mut attempts = futures::stream::FuturesUnordered::new();
+    // A peer whose relayed connection is being replaced by a direct one: its attempt is
+    // dropped and made again (on the direct connection).
+    let mut events = inner.overlay.peer_events();
+    let mut moving: HashMap<PeerId, CancellationToken> = HashMap::new();
+    // Peers that could not be reached, and how often.
+    let mut unreachable: HashMap<PeerId, u32> = HashMap::new();
+    loop {
+        while attempts.len() < MANIFEST_PARALLEL {
+            let Some(peer) = s
+                .peers
+                .iter()
+                .copied()
+                .find(|p| !tried.contains(p) && !inner.strikes.is_shunned(p))
+            else {
+                break;
+            };
+            tried.insert(peer);
+            in_flight.insert(peer);
+            let moved = moving.entry(peer).or_default().clone();
+            let wait = MANIFEST_REDIAL * unreachable.get(&peer).copied().unwrap_or(0);
+            let inner = &inner;
+            attempts.push(async move {
+                let attempt = async {
+                    tokio::time::sleep(wait).await;
+                    let mut st = client::open(inner, peer).await.map_err(|e| (e, true))?;
+                    let r = client::request(inner, peer, &mut st, id).await;
+                    let _ = futures::AsyncWriteExt::close(&mut st).await;
+                    r.map_err(|e| (e, false))
+                };
+                let r = tokio::select! {
+                    r = attempt => r,
+                    () = moved.cancelled() => Err((Failure::Lost("connection upgraded".into()), false)),
+                };
+                (peer, r) as Attempt
+            });
+        }
+        tokio::select! {
+            () = inner.tasks.shutdown().cancelled() => return Err(DownloadError::Stopped),
+            () = tokio::time::sleep_until(s.deadline()) => return Err(s.gave_up("the manifest")),
+            got = s.found.recv(), if s.finder_open => match got {
+                Some(p) => {
+                    // Found again: worth another try once its last one is over.
+                    if s.add_peer(p) && !in_flight.contains(&p) {
+                        tried.remove(&p);
+                    }
+                }
+                None => s.finder_open = false,
+            },
+            Ok(PeerEvent::PathChanged { peer, path: Path::Direct }) = events.recv() => {
+                if let Some(t) = moving.get(&peer) {
+                    t.cancel();
+                }
+            }
+            Some((peer, result)) = attempts.next(), if !attempts.is_empty() => {
+                in_flight.remove(&peer);
+                if moving.remove(&peer).is_some_and(|t| t.is_cancelled()) {
+                    tried.remove(&peer);
+                    continue;
+                }
+                match result {
+                    Ok(bytes) => {
+                        s.providers.insert(peer);
+                        return Ok(bytes);
+                    }
+                    Err((f, unreached)) => {
+                        tracing::debug!(%peer, %id, failure = %f, "peer cannot give the manifest");
+                        s.failed(peer, &f).await;
+                        let n = unreachable.entry(peer).or_insert(0);
+                        if unreached && *n < MANIFEST_REDIALS {
+                            *n += 1;
+                            tried.remove(&peer);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,260 @@
+//! One download: find providers (`finder`), fetch and verify the manifests (`manifests`),
+//! plan every chunk and see what is already here (`plan`), then fetch the rest from every
+//! provider at once (`scheduler`, `worker`, `work`). Every chunk is verified before it is
+//! written; a provider that lies or breaks the protocol is shunned by every download.
+//! Verified chunks are recorded as they land, so a download that is stopped (Ctrl-C,
+//! crash) resumes without fetching them again.
+//!
+//! The patience is a deadline, not a wait that starts over: a download that makes no
+//! progress (no manifest, no chunk) for that long fails with what it tried, however often
+//! dead providers turn up again in the DHT.
+
+mod finder;
+mod manifests;
+mod plan;
+mod scheduler;
+mod session;
+mod work;
+mod worker;
+
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kith_core::ContentId;
+use kith_core::id::Hash;
+use kith_core::manifest::{EntryKind, MAX_DEPTH, Manifest};
+use kith_core::store::now_secs;
+use kith_core::tasks::TaskError;
+use tokio::sync::{mpsc, watch};
+
+use crate::records::{self, DownloadRecord, DownloadState};
+use crate::state::Inner;
+use crate::{Event, Progress, State};
+use plan::{ChunkTask, Plan};
+use session::Session;
+
+/// Where to put a download.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Exactly this path (the file, or the folder that gets the tree).
+    Exact(PathBuf),
+    /// Under this folder, named as the content is named.
+    Under(PathBuf),
+}
+
+#[derive(Debug, thiserror::Error)]
+enum DownloadError {
+    #[error("{0}")]
+    GaveUp(String),
+    #[error("{0} already exists (choose another output path or remove it)")]
+    Exists(String),
+    #[error("cannot write {0}: {1}")]
+    Write(String, String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("store: {0}")]
+    Store(#[from] kith_core::store::StoreError),
+    #[error("{0}")]
+    Service(#[from] crate::Error),
+    #[error(transparent)]
+    Task(#[from] TaskError),
+    #[error("stopped")]
+    Stopped,
+}
+
+pub(crate) async fn run(
+    inner: Arc<Inner>,
+    id: ContentId,
+    output: Output,
+    patience: Duration,
+    tx: watch::Sender<Progress>,
+) {
+    inner.metrics.downloads_active.inc();
+    let span = tracing::info_span!("download", %id);
+    let result =
+        tracing::Instrument::instrument(with_finder(&inner, id, output, patience, &tx), span).await;
+    inner.metrics.downloads_active.dec();
+    match result {
+        Ok(()) => {
+            inner.metrics.downloads_done.inc();
+            tx.send_modify(|p| p.state = State::Done);
+            let _ = inner.events.send(Event::DownloadDone { id });
+        }
+        Err(DownloadError::Stopped) => {
+            tracing::info!(%id, "download paused by shutdown; it resumes on restart");
+            tx.send_modify(|p| {
+                p.state = State::Failed;
+                p.error =
+                    Some("the node is shutting down; the download resumes when it restarts".into());
+            });
+        }
+        Err(e) => {
+            tracing::warn!(%id, error = %e, "download failed");
+            let store = inner.store.clone();
+            let error = e.to_string();
+            let err = error.clone();
+            let _ = inner
+                .tasks
+                .blocking(move || -> Result<(), kith_core::store::StoreError> {
+                    if let Some(mut rec) = records::download(&store, &id)? {
+                        rec.state = DownloadState::Failed(err);
+                        store.apply(vec![records::put_download(&rec)])?;
+                    }
+                    Ok(())
+                })
+                .await;
+            inner.save_journal().await;
+            tx.send_modify(|p| {
+                p.state = State::Failed;
+                p.error = Some(error.clone());
+            });
+            let _ = inner.events.send(Event::DownloadFailed { id, error });
+        }
+    }
+}
+
+/// Runs the download with its finder beside it; the finder stops when the download ends.
+async fn with_finder(
+    inner: &Arc<Inner>,
+    id: ContentId,
+    output: Output,
+    patience: Duration,
+    tx: &watch::Sender<Progress>,
+) -> Result<(), DownloadError> {
+    let (found_tx, found) = mpsc::channel(64);
+    let finder = std::pin::pin!(finder::run(inner, id, found_tx));
+    let mut session = Session::new(inner.clone(), id, tx.clone(), found, patience);
+    let body = std::pin::pin!(download(&mut session, output));
+    match futures::future::select(body, finder).await {
+        futures::future::Either::Left((r, _)) => r,
+        futures::future::Either::Right(((), body)) => body.await,
+    }
+}
+
+fn resolve_output(output: &Output, name: &str) -> PathBuf {
+    match output {
+        Output::Exact(p) => p.clone(),
+        Output::Under(dir) => dir.join(name),
+    }
+}
+
+async fn download(s: &mut Session, output: Output) -> Result<(), DownloadError> {
+    let id = s.id;
+    let root = manifests::fetch(s, &id).await?;
+    let out = resolve_output(&output, root.name());
+    let out_str = out.display().to_string();
+    let resuming = record_start(s, &out, &out_str).await?;
+    s.tx.send_modify(|p| {
+        p.name = Some(root.name().to_owned());
+        p.output = Some(out_str.clone());
+        p.total_bytes = root.size();
+        p.state = State::Downloading;
+    });
+    let plan = Arc::new(plan_tree(s, root, out).await?);
+    let queue = plan::prepare_in_place(s, &plan, resuming).await?;
+    tracing::info!(
+        chunks = plan.tasks.len(),
+        to_fetch = queue.len(),
+        "download planned"
+    );
+    if !queue.is_empty() {
+        scheduler::Scheduler::new(s, plan.clone(), queue)
+            .run()
+            .await?;
+    }
+    plan::finish(s, &plan, &out_str).await?;
+    let mut providers: Vec<String> = s.providers.iter().map(|p| p.to_string()).collect();
+    providers.sort();
+    s.tx.send_modify(|p| p.providers = providers);
+    tracing::info!(
+        bytes = plan.total,
+        providers = s.providers.len(),
+        "download complete"
+    );
+    Ok(())
+}
+
+/// Records the download as running; returns whether it resumes one to the same output.
+async fn record_start(
+    s: &Session,
+    out: &std::path::Path,
+    out_str: &str,
+) -> Result<bool, DownloadError> {
+    let (store, id, out, out_str) = (
+        s.inner.store.clone(),
+        s.id,
+        out.to_owned(),
+        out_str.to_owned(),
+    );
+    let resuming = s
+        .inner
+        .tasks
+        .blocking(move || -> Result<bool, DownloadError> {
+            let existing = records::download(&store, &id)?;
+            let resuming = existing.as_ref().is_some_and(|r| r.output == out_str);
+            if !resuming && std::fs::symlink_metadata(&out).is_ok() {
+                return Err(DownloadError::Exists(out_str));
+            }
+            let rec = DownloadRecord {
+                id,
+                output: out_str,
+                state: DownloadState::Running,
+                added: existing.map_or_else(now_secs, |r| r.added),
+            };
+            store.apply(vec![records::put_download(&rec)])?;
+            Ok(resuming)
+        })
+        .await??;
+    s.inner.save_journal().await;
+    Ok(resuming)
+}
+
+/// Walks the tree, fetching sub-manifests, and plans every unique chunk.
+async fn plan_tree(s: &mut Session, root: Manifest, out: PathBuf) -> Result<Plan, DownloadError> {
+    let mut plan = Plan::new(out.clone());
+    let mut index: HashMap<Hash, usize> = HashMap::new();
+    let mut stack = VecDeque::from([(root, out, s.id, 0usize)]);
+    while let Some((m, path, mid, depth)) = stack.pop_back() {
+        if depth > MAX_DEPTH {
+            return Err(DownloadError::Invalid("folders nested too deep".into()));
+        }
+        match m {
+            Manifest::File(f) => {
+                let key: Arc<str> = Arc::from(path.display().to_string());
+                let mut offset = 0u64;
+                for c in &f.chunks {
+                    let i = *index.entry(c.hash).or_insert_with(|| {
+                        plan.tasks.push(ChunkTask::new(c.hash, c.size));
+                        plan.tasks.len() - 1
+                    });
+                    if let Some(t) = plan.tasks.get_mut(i) {
+                        t.targets.push((key.clone(), offset));
+                    }
+                    offset += u64::from(c.size);
+                }
+                plan.total += f.size;
+                plan.files.push((path, f.size, mid));
+            }
+            Manifest::Dir(d) => {
+                plan.dirs.push(path.clone());
+                for e in d.entries {
+                    let sub = manifests::fetch(s, &e.id).await?;
+                    let ok = matches!(
+                        (&sub, e.kind),
+                        (Manifest::File(_), EntryKind::File) | (Manifest::Dir(_), EntryKind::Dir)
+                    );
+                    if !ok {
+                        return Err(DownloadError::Invalid(format!(
+                            "entry {:?} has the wrong type",
+                            e.name
+                        )));
+                    }
+                    stack.push_back((sub, path.join(&e.name), e.id, depth + 1));
+                }
+            }
+        }
+    }
+    Ok(plan)
+}

@@ -1,0 +1,248 @@
+//! The plan of a download (every unique chunk and every place it goes), and the disk work
+//! around it: creating the output tree, finding chunks already in place or elsewhere on
+//! this machine, writing chunks, and the final records.
+
+use std::collections::{HashSet, VecDeque};
+use std::fs::OpenOptions;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use kith_core::ContentId;
+use kith_core::id::Hash;
+use kith_core::store::{Location, Op, Store, now_secs};
+
+use super::DownloadError;
+use super::session::Session;
+use crate::records::{self, DownloadRecord, DownloadState, FileRecord, ShareKind, ShareRecord};
+
+/// One unique chunk to fetch, and every place it goes.
+#[derive(Debug)]
+pub(crate) struct ChunkTask {
+    pub hash: Hash,
+    pub len: u32,
+    pub targets: Vec<(Arc<str>, u64)>,
+}
+
+impl ChunkTask {
+    pub fn new(hash: Hash, len: u32) -> Self {
+        Self {
+            hash,
+            len,
+            targets: Vec::new(),
+        }
+    }
+
+    /// Store writes recording that this chunk now lives at each of its targets.
+    pub fn locations(&self) -> impl Iterator<Item = Op> + '_ {
+        self.targets.iter().map(|(p, off)| {
+            Op::AddLocation(
+                self.hash,
+                Location {
+                    path: p.to_string(),
+                    offset: *off,
+                    len: self.len,
+                },
+            )
+        })
+    }
+
+    /// Bytes this chunk fills in the output (once per target).
+    pub fn output_bytes(&self) -> u64 {
+        u64::from(self.len) * self.targets.len() as u64
+    }
+}
+
+pub(crate) struct Plan {
+    pub root: PathBuf,
+    pub files: Vec<(PathBuf, u64, ContentId)>,
+    pub dirs: Vec<PathBuf>,
+    pub tasks: Vec<ChunkTask>,
+    pub total: u64,
+}
+
+impl Plan {
+    pub fn new(root: PathBuf) -> Self {
+        Self {
+            root,
+            files: Vec::new(),
+            dirs: Vec::new(),
+            tasks: Vec::new(),
+            total: 0,
+        }
+    }
+}
+
+fn werr(p: &Path, e: std::io::Error) -> DownloadError {
+    DownloadError::Write(p.display().to_string(), e.to_string())
+}
+
+/// Creates the output tree at full size (keeping what a previous run wrote), records the
+/// chunks already here (verified in the output when resuming, or elsewhere on this
+/// machine) and returns the queue of chunks still to fetch.
+pub(crate) async fn prepare_in_place(
+    s: &Session,
+    plan: &Arc<Plan>,
+    resuming: bool,
+) -> Result<VecDeque<usize>, DownloadError> {
+    s.tx.send_modify(|p| {
+        p.chunks_total = plan.tasks.len() as u64;
+        p.total_bytes = plan.total;
+    });
+    let (store, p) = (s.inner.store.clone(), plan.clone());
+    let have = s
+        .inner
+        .tasks
+        .blocking(move || -> Result<HashSet<usize>, DownloadError> {
+            let (have, ops) = prepare(&store, &p, resuming)?;
+            store.apply(ops)?;
+            Ok(have)
+        })
+        .await??;
+    let have_bytes: u64 = have
+        .iter()
+        .filter_map(|&i| plan.tasks.get(i))
+        .map(ChunkTask::output_bytes)
+        .sum();
+    s.tx.send_modify(|p| {
+        p.chunks_done = have.len() as u64;
+        p.done_bytes = have_bytes;
+    });
+    Ok((0..plan.tasks.len())
+        .filter(|i| !have.contains(i))
+        .collect())
+}
+
+/// Creates the output tree and returns the chunks already in place, plus store writes for
+/// chunks found there or copied from elsewhere on this machine (blocking).
+fn prepare(
+    store: &Store,
+    plan: &Plan,
+    resuming: bool,
+) -> Result<(HashSet<usize>, Vec<Op>), DownloadError> {
+    for d in &plan.dirs {
+        std::fs::create_dir_all(d).map_err(|e| werr(d, e))?;
+    }
+    for (path, size, _) in &plan.files {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| werr(parent, e))?;
+        }
+        let f = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .map_err(|e| werr(path, e))?;
+        f.set_len(*size).map_err(|e| werr(path, e))?;
+    }
+    let mut have = HashSet::new();
+    let mut ops = Vec::new();
+    for (i, t) in plan.tasks.iter().enumerate() {
+        // Resuming: whatever a previous run wrote and verified is still in the output,
+        // recorded or not (a crash can come between the write and its record).
+        let in_place = resuming
+            && t.targets
+                .iter()
+                .all(|(p, off)| read_verified(p, *off, t.len, &t.hash));
+        if in_place {
+            ops.extend(t.locations());
+            have.insert(i);
+            continue;
+        }
+        if let Some(bytes) = store.read_chunk(&t.hash)? {
+            write_targets(&t.targets, &bytes)?;
+            ops.extend(t.locations());
+            have.insert(i);
+        }
+    }
+    Ok((have, ops))
+}
+
+fn read_verified(path: &str, offset: u64, len: u32, hash: &Hash) -> bool {
+    let Ok(f) = std::fs::File::open(path) else {
+        return false;
+    };
+    let mut buf = vec![0u8; len as usize];
+    f.read_exact_at(&mut buf, offset).is_ok() && blake3::hash(&buf).as_bytes() == hash
+}
+
+/// Writes a verified chunk to every place it goes (blocking).
+pub(crate) fn write_targets(
+    targets: &[(Arc<str>, u64)],
+    bytes: &[u8],
+) -> Result<(), DownloadError> {
+    for (p, off) in targets {
+        let f = OpenOptions::new()
+            .write(true)
+            .open(&**p)
+            .map_err(|e| DownloadError::Write(p.to_string(), e.to_string()))?;
+        f.write_all_at(bytes, *off)
+            .map_err(|e| DownloadError::Write(p.to_string(), e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// Flushes the files and builds the records of what was downloaded (blocking).
+fn finish_records(plan: &Plan, id: ContentId, out: &str) -> Result<Vec<Op>, DownloadError> {
+    let mut ops = Vec::new();
+    for (path, size, mid) in &plan.files {
+        let f = std::fs::File::open(path).map_err(|e| werr(path, e))?;
+        f.sync_all().map_err(|e| werr(path, e))?;
+        let meta = f.metadata().map_err(|e| werr(path, e))?;
+        let mtime_ns = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let rec = FileRecord {
+            size: *size,
+            mtime_ns,
+            manifest: *mid,
+            share: id,
+        };
+        ops.push(records::put_file(path.display().to_string(), &rec));
+    }
+    let name = plan
+        .root
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("download")
+        .to_owned();
+    ops.push(records::put_share(&ShareRecord {
+        id,
+        path: out.to_owned(),
+        name,
+        kind: if plan.dirs.is_empty() {
+            ShareKind::File
+        } else {
+            ShareKind::Dir
+        },
+        size: plan.total,
+        files: plan.files.len() as u64,
+        added: now_secs(),
+    }));
+    ops.push(records::put_download(&DownloadRecord {
+        id,
+        output: out.to_owned(),
+        state: DownloadState::Done,
+        added: now_secs(),
+    }));
+    Ok(ops)
+}
+
+/// Flushes the files, records the result as a share (this node now provides it) and
+/// announces it.
+pub(crate) async fn finish(s: &Session, plan: &Arc<Plan>, out: &str) -> Result<(), DownloadError> {
+    let (store, p, id, o) = (s.inner.store.clone(), plan.clone(), s.id, out.to_owned());
+    s.inner
+        .tasks
+        .blocking(move || -> Result<(), DownloadError> {
+            let ops = finish_records(&p, id, &o)?;
+            Ok(store.apply(ops)?)
+        })
+        .await??;
+    s.inner.changed().await;
+    let _ = s.inner.overlay.start_providing(s.id.dht_key()).await;
+    Ok(())
+}

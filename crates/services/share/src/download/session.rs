@@ -1,0 +1,135 @@
+//! What one download knows as it goes: the peers found, the providers that sent verified
+//! content, what went wrong with each peer tried, and its deadline (the last progress plus
+//! the patience).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use kith_core::ContentId;
+use kith_overlay::PeerId;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use super::DownloadError;
+use crate::Progress;
+use crate::client::Failure;
+use crate::state::Inner;
+
+/// Most peers a download keeps as candidates.
+const MAX_PEERS: usize = 1024;
+/// Peers named in a "gave up" message.
+const MAX_TRIED_SHOWN: usize = 5;
+
+pub(crate) struct Session {
+    pub inner: Arc<Inner>,
+    pub id: ContentId,
+    pub tx: watch::Sender<Progress>,
+    /// Peers that may have the content, from the finder.
+    pub found: mpsc::Receiver<PeerId>,
+    pub finder_open: bool,
+    /// Every candidate seen, in the order found.
+    pub peers: Vec<PeerId>,
+    /// Peers that sent verified content.
+    pub providers: HashSet<PeerId>,
+    /// What went wrong last with each peer tried.
+    tried: HashMap<PeerId, String>,
+    patience: Duration,
+    last_progress: Instant,
+}
+
+impl Session {
+    pub fn new(
+        inner: Arc<Inner>,
+        id: ContentId,
+        tx: watch::Sender<Progress>,
+        found: mpsc::Receiver<PeerId>,
+        patience: Duration,
+    ) -> Self {
+        Self {
+            inner,
+            id,
+            tx,
+            found,
+            finder_open: true,
+            peers: Vec::new(),
+            providers: HashSet::new(),
+            tried: HashMap::new(),
+            patience,
+            last_progress: Instant::now(),
+        }
+    }
+
+    /// When the download fails unless it makes progress first.
+    pub fn deadline(&self) -> Instant {
+        self.last_progress + self.patience
+    }
+
+    /// Verified content arrived: the deadline moves.
+    pub fn progress(&mut self) {
+        self.last_progress = Instant::now();
+    }
+
+    /// Takes a peer the finder found; false when it is not worth trying (shunned).
+    pub fn add_peer(&mut self, p: PeerId) -> bool {
+        if self.inner.strikes.is_shunned(&p) {
+            return false;
+        }
+        if !self.peers.contains(&p) && self.peers.len() < MAX_PEERS {
+            self.peers.push(p);
+        }
+        true
+    }
+
+    /// Notes how a request to `peer` failed. An offence is a strike against the provider
+    /// for every download; one that shuns it also disconnects it. Returns true when the
+    /// peer is shunned now (by this failure or an earlier one).
+    pub async fn failed(&mut self, peer: PeerId, f: &Failure) -> bool {
+        if self.tried.len() < MAX_PEERS || self.tried.contains_key(&peer) {
+            self.tried.insert(peer, f.to_string());
+        }
+        if let Failure::Offence(o) = f {
+            if matches!(o, crate::strikes::Offence::WrongBytes) {
+                self.inner.metrics.bad_chunks.inc();
+            } else {
+                self.inner.metrics.violations.inc();
+            }
+            if self.inner.strikes.strike(peer, o) {
+                let _ = self.inner.overlay.disconnect(peer).await;
+            }
+        }
+        self.inner.strikes.is_shunned(&peer)
+    }
+
+    /// The error a download fails with when its deadline passes: what it waited for and
+    /// what it tried.
+    pub fn gave_up(&self, waiting_for: &str) -> DownloadError {
+        let mut tried: Vec<String> = self
+            .tried
+            .iter()
+            .take(MAX_TRIED_SHOWN)
+            .map(|(p, why)| format!("{p}: {why}"))
+            .collect();
+        tried.sort();
+        let more = self.tried.len().saturating_sub(MAX_TRIED_SHOWN);
+        let what = if self.tried.is_empty() {
+            "no provider found".to_owned()
+        } else {
+            format!(
+                "tried {} provider{}: {}{}",
+                self.tried.len(),
+                if self.tried.len() == 1 { "" } else { "s" },
+                tried.join("; "),
+                if more > 0 {
+                    format!("; and {more} more")
+                } else {
+                    String::new()
+                }
+            )
+        };
+        DownloadError::GaveUp(format!(
+            "{waiting_for} of {}: nothing arrived within {:?} ({what})",
+            self.id, self.patience
+        ))
+    }
+}

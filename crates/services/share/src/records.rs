@@ -1,0 +1,164 @@
+//! Share's own state in the store: indexed files, shares and downloads, as JSON records in
+//! tables of the store engine. (The table names predate namespacing and are kept so
+//! existing data dirs keep their shares.)
+
+use kith_core::ContentId;
+use kith_core::store::{Op, Store, StoreError, Table};
+use serde::{Deserialize, Serialize};
+
+const FILES: Table = Table::new("files");
+const SHARES: Table = Table::new("shares");
+const DOWNLOADS: Table = Table::new("downloads");
+
+/// What the store knows of one indexed file on disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileRecord {
+    pub size: u64,
+    pub mtime_ns: u128,
+    pub manifest: ContentId,
+    /// The share (root ID) this file belongs to.
+    pub share: ContentId,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ShareKind {
+    File,
+    Dir,
+}
+
+/// A shared file or folder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShareRecord {
+    pub id: ContentId,
+    pub path: String,
+    pub name: String,
+    pub kind: ShareKind,
+    pub size: u64,
+    pub files: u64,
+    /// Seconds since the Unix epoch.
+    pub added: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", tag = "state", content = "error")]
+pub enum DownloadState {
+    Running,
+    Done,
+    Failed(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DownloadRecord {
+    pub id: ContentId,
+    pub output: String,
+    pub state: DownloadState,
+    pub added: u64,
+}
+
+fn json<T: Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).unwrap_or_default()
+}
+
+fn unjson<T: for<'a> Deserialize<'a>>(b: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(b).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn all<T: for<'a> Deserialize<'a>>(store: &Store, t: Table) -> Result<Vec<T>, StoreError> {
+    store
+        .scan(t)?
+        .into_iter()
+        .map(|(_, v)| unjson(&v))
+        .collect()
+}
+
+pub(crate) fn put_file(path: String, r: &FileRecord) -> Op {
+    Op::Put(FILES, path, json(r))
+}
+
+pub(crate) fn remove_file(path: String) -> Op {
+    Op::Remove(FILES, path)
+}
+
+pub(crate) fn put_share(r: &ShareRecord) -> Op {
+    Op::Put(SHARES, r.id.to_string(), json(r))
+}
+
+pub(crate) fn remove_share(id: &ContentId) -> Op {
+    Op::Remove(SHARES, id.to_string())
+}
+
+pub(crate) fn put_download(r: &DownloadRecord) -> Op {
+    Op::Put(DOWNLOADS, r.id.to_string(), json(r))
+}
+
+pub(crate) fn file(store: &Store, path: &str) -> Result<Option<FileRecord>, StoreError> {
+    store.get(FILES, path)?.map(|v| unjson(&v)).transpose()
+}
+
+/// Every indexed file, in one pass over the table.
+pub(crate) fn files(store: &Store) -> Result<Vec<(String, FileRecord)>, StoreError> {
+    store
+        .scan(FILES)?
+        .into_iter()
+        .map(|(k, v)| Ok((k, unjson(&v)?)))
+        .collect()
+}
+
+/// All indexed files that belong to `share`.
+pub(crate) fn files_of(
+    store: &Store,
+    share: &ContentId,
+) -> Result<Vec<(String, FileRecord)>, StoreError> {
+    let mut all = files(store)?;
+    all.retain(|(_, r)| &r.share == share);
+    Ok(all)
+}
+
+pub(crate) fn share(store: &Store, id: &ContentId) -> Result<Option<ShareRecord>, StoreError> {
+    store
+        .get(SHARES, &id.to_string())?
+        .map(|v| unjson(&v))
+        .transpose()
+}
+
+pub(crate) fn shares(store: &Store) -> Result<Vec<ShareRecord>, StoreError> {
+    all(store, SHARES)
+}
+
+pub(crate) fn download(
+    store: &Store,
+    id: &ContentId,
+) -> Result<Option<DownloadRecord>, StoreError> {
+    store
+        .get(DOWNLOADS, &id.to_string())?
+        .map(|v| unjson(&v))
+        .transpose()
+}
+
+pub(crate) fn downloads(store: &Store) -> Result<Vec<DownloadRecord>, StoreError> {
+    all(store, DOWNLOADS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_through_the_store() -> Result<(), StoreError> {
+        let d = tempfile::tempdir().map_err(|e| StoreError::Db(e.to_string()))?;
+        let store = Store::open(&d.path().join("db"))?;
+        let id = ContentId::manifest(b"m");
+        let dl = DownloadRecord {
+            id,
+            output: "/x".into(),
+            state: DownloadState::Failed("gone".into()),
+            added: 1,
+        };
+        store.apply(vec![put_download(&dl)])?;
+        assert_eq!(download(&store, &id)?, Some(dl.clone()));
+        assert_eq!(downloads(&store)?, vec![dl]);
+        assert_eq!(share(&store, &id)?, None);
+        Ok(())
+    }
+}

@@ -1,0 +1,214 @@
+//! What the share service's tasks share: the store, rate limits, metrics, the downloads
+//! running, providers hinted by searches, and the strikes against misbehaving providers.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use kith_core::ContentId;
+use kith_core::id::Kind;
+use kith_core::store::{Store, StoreError};
+use kith_core::tasks::Tasks;
+use kith_overlay::{Overlay, PeerId};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use tokio::sync::{broadcast, watch};
+
+use crate::rate::RateLimit;
+use crate::strikes::Strikes;
+use crate::{Config, Error, Event, Progress};
+
+/// Most content IDs with provider hints kept.
+const MAX_HINTS: usize = 4096;
+/// Peers kept per hint.
+const MAX_HINTED_PEERS: usize = 32;
+/// How long a provider hint is used.
+const HINT_TIME: Duration = Duration::from_secs(600);
+/// Events buffered for each subscriber.
+const EVENTS: usize = 64;
+
+/// Locks `m`; a poisoned lock (a task panicked holding it) is an error, not "empty".
+pub(crate) fn lock<T>(m: &Mutex<T>) -> Result<MutexGuard<'_, T>, Error> {
+    m.lock().map_err(|_| Error::stopped())
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Metrics {
+    pub bytes_sent: Counter,
+    pub bytes_received: Counter,
+    pub blocks_served: Counter,
+    pub chunks_fetched: Counter,
+    pub bad_chunks: Counter,
+    pub violations: Counter,
+    pub downloads_done: Counter,
+    pub downloads_active: Gauge,
+}
+
+impl Metrics {
+    fn register(&self, r: &mut Registry) {
+        let r = r.sub_registry_with_prefix("kith_share");
+        let counters = [
+            (
+                "sent_bytes",
+                "Content bytes sent to peers",
+                &self.bytes_sent,
+            ),
+            (
+                "received_bytes",
+                "Verified content bytes received",
+                &self.bytes_received,
+            ),
+            (
+                "blocks_served",
+                "Chunks and manifests served",
+                &self.blocks_served,
+            ),
+            (
+                "chunks_fetched",
+                "Chunks fetched and verified",
+                &self.chunks_fetched,
+            ),
+            (
+                "bad_chunks",
+                "Chunks that failed verification",
+                &self.bad_chunks,
+            ),
+            (
+                "provider_violations",
+                "Providers caught breaking the protocol (framing, sizes, stalls)",
+                &self.violations,
+            ),
+            (
+                "downloads_completed",
+                "Downloads completed",
+                &self.downloads_done,
+            ),
+        ];
+        for (name, help, c) in counters {
+            r.register(name, help, c.clone());
+        }
+        r.register(
+            "downloads_active",
+            "Downloads running",
+            self.downloads_active.clone(),
+        );
+    }
+}
+
+pub(crate) struct Inner {
+    pub config: Config,
+    pub store: Arc<Store>,
+    pub overlay: Overlay,
+    pub upload_limit: RateLimit,
+    pub download_limit: RateLimit,
+    pub metrics: Metrics,
+    pub downloads: Mutex<HashMap<ContentId, watch::Receiver<Progress>>>,
+    pub strikes: Strikes,
+    hints: Mutex<HashMap<ContentId, (Vec<PeerId>, Instant)>>,
+    pub events: broadcast::Sender<Event>,
+    pub tasks: Tasks,
+}
+
+impl Inner {
+    pub fn new(
+        config: Config,
+        store: Arc<Store>,
+        overlay: Overlay,
+        registry: &mut Registry,
+        tasks: Tasks,
+    ) -> Arc<Self> {
+        let inner = Arc::new(Self {
+            upload_limit: RateLimit::new(config.upload_limit),
+            download_limit: RateLimit::new(config.download_limit),
+            config,
+            store,
+            overlay,
+            metrics: Metrics::default(),
+            downloads: Mutex::default(),
+            strikes: Strikes::default(),
+            hints: Mutex::default(),
+            events: broadcast::channel(EVENTS).0,
+            tasks,
+        });
+        inner.metrics.register(registry);
+        inner
+    }
+
+    /// A block (manifest or chunk) from the local store, verified. Runs on the blocking
+    /// pool since it reads files and hashes.
+    pub async fn load_block(&self, id: ContentId) -> Result<Option<Vec<u8>>, Error> {
+        let store = self.store.clone();
+        let r: Result<Option<Vec<u8>>, StoreError> = self
+            .tasks
+            .blocking(move || match id.kind() {
+                Kind::Manifest => store.block(&id),
+                Kind::Raw => store.read_chunk(id.hash()),
+            })
+            .await?;
+        Ok(r?)
+    }
+
+    /// Applies store writes on the blocking pool.
+    pub async fn apply(&self, ops: Vec<kith_core::store::Op>) -> Result<(), Error> {
+        if ops.is_empty() {
+            return Ok(());
+        }
+        let store = self.store.clone();
+        Ok(self.tasks.blocking(move || store.apply(ops)).await??)
+    }
+
+    /// Peers said to have `id` (by a search), tried before the DHT.
+    pub fn hinted(&self, id: &ContentId) -> Vec<PeerId> {
+        self.hints
+            .lock()
+            .ok()
+            .and_then(|h| {
+                h.get(id)
+                    .filter(|(_, t)| t.elapsed() < HINT_TIME)
+                    .map(|(p, _)| p.clone())
+            })
+            .unwrap_or_default()
+    }
+
+    pub fn hint(&self, id: ContentId, peers: Vec<PeerId>) {
+        let Ok(mut h) = self.hints.lock() else {
+            return;
+        };
+        if h.len() >= MAX_HINTS {
+            h.retain(|_, (_, t)| t.elapsed() < HINT_TIME);
+            if h.len() >= MAX_HINTS {
+                h.clear();
+            }
+        }
+        let e = h.entry(id).or_insert_with(|| (Vec::new(), Instant::now()));
+        e.1 = Instant::now();
+        for p in peers.into_iter().take(MAX_HINTED_PEERS) {
+            if !e.0.contains(&p) && e.0.len() < MAX_HINTED_PEERS {
+                e.0.push(p);
+            }
+        }
+    }
+
+    /// The set of shared content changed: the journal is written again and services are
+    /// told.
+    pub async fn changed(&self) {
+        self.save_journal().await;
+        let _ = self.events.send(Event::SharesChanged);
+    }
+
+    /// Writes the journal (what to rebuild from if the store is lost).
+    pub async fn save_journal(&self) {
+        let store = self.store.clone();
+        let dir = self.config.dir.clone();
+        match self
+            .tasks
+            .blocking(move || crate::journal::save(&store, &dir))
+            .await
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot write the share journal"),
+            Err(_) => {}
+        }
+    }
+}
