@@ -41,7 +41,9 @@ pub enum StoreError {
 macro_rules! db_err {
     ($($t:ty),*) => {$(
         impl From<$t> for StoreError {
-            fn from(e: $t) -> Self { StoreError::Db(e.to_string()) }
+            fn from(e: $t) -> Self {
+                StoreError::Db(e.to_string())
+            }
         }
     )*};
 }

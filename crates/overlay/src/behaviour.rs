@@ -64,6 +64,46 @@ fn setup<E: std::fmt::Display>(e: E) -> OverlayError {
     OverlayError::Setup(e.to_string())
 }
 
+/// Kademlia on kith's own protocol, checking what peers store.
+fn kademlia(peer_id: libp2p::PeerId) -> kad::Behaviour<kad::store::MemoryStore> {
+    let mut kcfg = kad::Config::new(KAD_PROTOCOL);
+    kcfg.set_provider_record_ttl(Some(PROVIDER_TTL))
+        .set_provider_publication_interval(Some(PROVIDER_REPUBLISH))
+        .set_query_timeout(std::time::Duration::from_secs(30))
+        .set_max_packet_size(64 * 1024)
+        // Records and provider announcements are checked before they are stored
+        // (see `Dht::on_inbound`).
+        .set_record_filtering(kad::StoreInserts::FilterBoth);
+    let store_cfg = kad::store::MemoryStoreConfig {
+        max_records: 4096,
+        max_value_bytes: 16 * 1024,
+        max_providers_per_key: 256,
+        max_provided_keys: 1 << 20,
+    };
+    let mut kad = kad::Behaviour::with_config(
+        peer_id,
+        kad::store::MemoryStore::with_config(peer_id, store_cfg),
+        kcfg,
+    );
+    // Every kith node answers DHT queries, also on loopback and LANs where no external
+    // address gets confirmed (behind a NAT, AutoNAT turns it into a client).
+    kad.set_mode(Some(kad::Mode::Server));
+    kad
+}
+
+/// Gossipsub with signed messages that services validate before they are passed on.
+fn gossip(key: &libp2p::identity::Keypair) -> Result<gossipsub::Behaviour, std::io::Error> {
+    let gcfg = gossipsub::ConfigBuilder::default()
+        .max_transmit_size(crate::MAX_GOSSIP_BYTES)
+        .validation_mode(gossipsub::ValidationMode::Strict)
+        .validate_messages()
+        .heartbeat_interval(std::time::Duration::from_millis(700))
+        .build()
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), gcfg)
+        .map_err(std::io::Error::other)
+}
+
 pub(crate) fn build_swarm(
     config: &Config,
     registry: &mut prometheus_client::registry::Registry,
@@ -109,28 +149,7 @@ pub(crate) fn build_swarm(
         .with_bandwidth_metrics(registry)
         .with_behaviour(|key, relay_client| {
             let peer_id = key.public().to_peer_id();
-            let mut kcfg = kad::Config::new(KAD_PROTOCOL);
-            kcfg.set_provider_record_ttl(Some(PROVIDER_TTL))
-                .set_provider_publication_interval(Some(PROVIDER_REPUBLISH))
-                .set_query_timeout(std::time::Duration::from_secs(30))
-                .set_max_packet_size(64 * 1024)
-                // Records and provider announcements are checked before they are stored
-                // (see `Dht::on_inbound`).
-                .set_record_filtering(kad::StoreInserts::FilterBoth);
-            let store_cfg = kad::store::MemoryStoreConfig {
-                max_records: 4096,
-                max_value_bytes: 16 * 1024,
-                max_providers_per_key: 256,
-                max_provided_keys: 1 << 20,
-            };
-            let mut kad = kad::Behaviour::with_config(
-                peer_id,
-                kad::store::MemoryStore::with_config(peer_id, store_cfg),
-                kcfg,
-            );
-            // Every kith node answers DHT queries, also on loopback and LANs where no
-            // external address gets confirmed.
-            kad.set_mode(Some(kad::Mode::Server));
+            let kad = kademlia(peer_id);
             let mdns = if mdns_enabled {
                 Some(mdns::tokio::Behaviour::new(
                     mdns::Config::default(),
@@ -139,18 +158,7 @@ pub(crate) fn build_swarm(
             } else {
                 None
             };
-            let gcfg = gossipsub::ConfigBuilder::default()
-                .max_transmit_size(crate::MAX_GOSSIP_BYTES)
-                .validation_mode(gossipsub::ValidationMode::Strict)
-                .validate_messages()
-                .heartbeat_interval(std::time::Duration::from_millis(700))
-                .build()
-                .map_err(|e| std::io::Error::other(e.to_string()))?;
-            let gossipsub = gossipsub::Behaviour::new(
-                gossipsub::MessageAuthenticity::Signed(key.clone()),
-                gcfg,
-            )
-            .map_err(std::io::Error::other)?;
+            let gossipsub = gossip(key)?;
             Ok(Behaviour {
                 limits: connection_limits::Behaviour::new(limits),
                 guard,

@@ -16,6 +16,8 @@ use serde_json::Value;
 
 const KITH: &str = env!("CARGO_BIN_EXE_kith");
 const WAIT: Duration = Duration::from_secs(60);
+/// Output lines of a `kith` process buffered for the test to read.
+const LINES: usize = 4096;
 
 fn skip() -> bool {
     match available() {
@@ -138,7 +140,7 @@ fn spawn_get(
         ],
     )?;
     let stdout = child.stdout.take().ok_or("no stdout")?;
-    let (tx, rx) = mpsc::channel();
+    let (tx, rx) = mpsc::sync_channel(LINES);
     std::thread::spawn(move || {
         for line in BufReader::new(stdout)
             .lines()
@@ -191,47 +193,43 @@ fn fetched(summary: &str) -> Option<u64> {
 /// - home 1 fetches from home 3 (symmetric NAT) through the relay, and is told so;
 /// - a download survives home 1's link going down for 10 s;
 /// - a download through the relay survives the relay leaving (and coming back).
-#[test]
-fn homes_share_across_nats() -> Result<()> {
-    if skip() {
-        return Ok(());
-    }
-    let net = Testnet::up(Path::new(KITH), &[])?;
-    // Home 1 and home 3 send at most 4 MB/s, so transfers last long enough to break.
-    let slow: &[&str] = &["--upload-limit", "4M"];
-    start_all(&net, &[1, 2, 3], &[slow, &[], slow])?;
-    let (h1, h3) = (net.peer_id("h1", "h1")?, net.peer_id("h3", "h3")?);
-
+/// 1. Home 2 fetches from home 1 directly, after a hole punch.
+fn direct_after_a_hole_punch(net: &Testnet, h1: &str) -> Result<()> {
     // 1. Direct after a hole punch.
     let f1 = net.dir.path().join("f1.bin");
     std::fs::write(&f1, data(3_000_000, 1))?;
-    let id1 = share(&net, 1, &f1)?;
+    let id1 = share(net, 1, &f1)?;
     let out = net.dir.path().join("h2-f1.bin");
-    let (r, _) = get(&net, 2, &id1, &out)?;
+    let (r, _) = get(net, 2, &id1, &out)?;
     assert_eq!(std::fs::read(&out)?, std::fs::read(&f1)?);
     assert_eq!(r["providers"], serde_json::json!([h1]), "{r}");
     let s = net.wait_status("h2", "h2", "a direct connection to h1", WAIT, |s| {
-        let c = connections_to(s, &h1);
+        let c = connections_to(s, h1);
         !c.is_empty() && c.iter().all(|c| c["path"] == "direct")
     })?;
     // Home 1's NAT drops unsolicited inbound connections: a direct connection to its
     // public address exists only because of the hole punch.
-    let c = connections_to(&s, &h1);
+    let c = connections_to(&s, h1);
     assert!(
         c.iter()
             .all(|c| c["addr"].as_str().unwrap_or("").contains(NAT_IP[0])),
         "{s}"
     );
 
+    Ok(())
+}
+
+/// 2. Home 1 fetches from home 3 across the symmetric NAT: relayed, and told so.
+fn relayed_across_a_symmetric_nat(net: &Testnet, h3: &str) -> Result<()> {
     // 2. Across the symmetric NAT: relayed, and the user is told.
     let f3 = net.dir.path().join("f3.bin");
     std::fs::write(&f3, data(2_000_000, 3))?;
-    let id3 = share(&net, 3, &f3)?;
+    let id3 = share(net, 3, &f3)?;
     let out = net.dir.path().join("h1-f3.bin");
-    let (r, stderr) = get(&net, 1, &id3, &out)?;
+    let (r, stderr) = get(net, 1, &id3, &out)?;
     assert_eq!(std::fs::read(&out)?, std::fs::read(&f3)?);
     let s = net.status("h1", "h1")?;
-    let c = connections_to(&s, &h3);
+    let c = connections_to(&s, h3);
     assert!(
         !c.is_empty() && c.iter().all(|c| c["path"] == "relayed"),
         "{s}"
@@ -239,12 +237,17 @@ fn homes_share_across_nats() -> Result<()> {
     assert_eq!(r["relayed"], serde_json::json!([h3]), "{r} {s}");
     let _ = stderr; // --json prints no notes; the plain run below checks the note.
 
+    Ok(())
+}
+
+/// 3. Home 1's link goes down for 10 s in the middle of a download from it.
+fn survives_a_link_outage(net: &Testnet) -> Result<()> {
     // 3. Home 1's link goes down for 10 s in the middle of a download from it.
     let big1 = net.dir.path().join("big1.bin");
     std::fs::write(&big1, data(24_000_000, 11))?;
-    let id = share(&net, 1, &big1)?;
+    let id = share(net, 1, &big1)?;
     let out = net.dir.path().join("h2-big1.bin");
-    let (child, rx) = spawn_get(&net, 2, &id, &out)?;
+    let (child, rx) = spawn_get(net, 2, &id, &out)?;
     wait_progress(&rx, 0.2, WAIT)?;
     // (The Internet side of the link: home 1's router keeps its routes, as a real one
     // whose upstream goes dark does.)
@@ -258,10 +261,15 @@ fn homes_share_across_nats() -> Result<()> {
     let got = fetched(&summary).ok_or(format!("no summary: {summary}"))?;
     assert!(got <= 24_000_000 + 2_000_000, "{summary}");
 
+    Ok(())
+}
+
+/// 4. The relay leaves in the middle of a relayed download, and comes back.
+fn survives_the_relay_leaving(net: &Testnet) -> Result<()> {
     // 4. The relay leaves in the middle of a relayed download, and comes back.
     let big3 = net.dir.path().join("big3.bin");
     std::fs::write(&big3, data(16_000_000, 13))?;
-    let id = share(&net, 3, &big3)?;
+    let id = share(net, 3, &big3)?;
     let out = net.dir.path().join("h1-big3.bin");
     let mut child = net.spawn(
         "h1",
@@ -277,7 +285,7 @@ fn homes_share_across_nats() -> Result<()> {
     )?;
     let stdout = child.stdout.take().ok_or("no stdout")?;
     let stderr = child.stderr.take().ok_or("no stderr")?;
-    let (tx, rx) = mpsc::channel();
+    let (tx, rx) = mpsc::sync_channel(LINES);
     std::thread::spawn(move || {
         for l in BufReader::new(stdout)
             .lines()
@@ -286,7 +294,7 @@ fn homes_share_across_nats() -> Result<()> {
             let _ = tx.send(l);
         }
     });
-    let (etx, erx) = mpsc::channel();
+    let (etx, erx) = mpsc::sync_channel(LINES);
     std::thread::spawn(move || {
         for l in BufReader::new(stderr)
             .lines()
@@ -310,6 +318,22 @@ fn homes_share_across_nats() -> Result<()> {
         "the user is told the transfer is relayed: {notes:?}"
     );
     Ok(())
+}
+
+#[test]
+fn homes_share_across_nats() -> Result<()> {
+    if skip() {
+        return Ok(());
+    }
+    let net = Testnet::up(Path::new(KITH), &[])?;
+    // Home 1 and home 3 send at most 4 MB/s, so transfers last long enough to break.
+    let slow: &[&str] = &["--upload-limit", "4M"];
+    start_all(&net, &[1, 2, 3], &[slow, &[], slow])?;
+    let (h1, h3) = (net.peer_id("h1", "h1")?, net.peer_id("h3", "h3")?);
+    direct_after_a_hole_punch(&net, &h1)?;
+    relayed_across_a_symmetric_nat(&net, &h3)?;
+    survives_a_link_outage(&net)?;
+    survives_the_relay_leaving(&net)
 }
 
 /// 2% loss each way and 50 ms of extra round trip on home 1's WAN link: a fetch from home 1

@@ -204,16 +204,19 @@ fn median(v: &mut [f64]) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
-fn main() -> Result<()> {
-    let args: Vec<String> = std::env::args().collect();
+/// The sink and sender the baseline runs in the namespaces, and `--help`; `Ok(true)` when
+/// one of them ran and the program is done.
+fn special_modes(args: &[String]) -> Result<bool> {
     match args.get(1).map(String::as_str) {
         Some("--tcp-sink") => {
-            return tcp_sink(args.get(2).and_then(|p| p.parse().ok()).unwrap_or(5001));
+            tcp_sink(args.get(2).and_then(|p| p.parse().ok()).unwrap_or(5001))?;
+            return Ok(true);
         }
         Some("--tcp-send") => {
             let addr = args.get(2).map(String::as_str).unwrap_or_default();
             let bytes = args.get(3).and_then(|b| b.parse().ok()).unwrap_or(0);
-            return tcp_send(addr, bytes);
+            tcp_send(addr, bytes)?;
+            return Ok(true);
         }
         Some("-h" | "--help") => {
             println!(
@@ -221,7 +224,7 @@ fn main() -> Result<()> {
                  NAT benchmarks on the test network (root). Defaults: 20 tries, 32 MB, 4 MB, 3 reps;\n\
                  --tries 0 skips the hole-punch part."
             );
-            return Ok(());
+            return Ok(true);
         }
         Some(a)
             if a.starts_with('-')
@@ -231,105 +234,93 @@ fn main() -> Result<()> {
         }
         _ => {}
     }
-    if let Err(why) = available() {
-        bail!("the test network cannot be built here: {why}");
-    }
-    let kith = kith_bin()?;
-    let tries = arg("--tries", 20);
-    let size = arg("--size", 32) * 1_000_000;
-    let lossy_size = arg("--lossy-size", 4) * 1_000_000;
-    let reps = arg("--reps", 3);
-    println!("kith NAT benchmarks (network namespaces; data dirs on tmpfs)");
+    Ok(false)
+}
 
-    // 1 and 2: plain WAN.
-    let net = ok(Testnet::up(&kith, &[]))?;
-    let (broker, _) = start_broker(&net)?;
-    if tries > 0 {
-        println!(
-            "\n1. hole punching, {tries} tries per NAT kind (fresh identities and ports each try)"
-        );
-        println!(
-            "   {:<22} {:>9} {:>14} {:>14}",
-            "pair", "direct", "TTFB p50", "TTFB p90"
-        );
-        let mut direct_ttfb = Vec::new();
-        let mut relayed_ttfb = Vec::new();
-        for (label, other) in [("cone <-> cone", "h2"), ("cone <-> symmetric", "h3")] {
-            let mut direct = 0;
-            let mut failed = 0;
-            let mut ttfb = Vec::new();
-            for t in 0..tries {
-                let port = 4100 + t;
-                let listen = format!("/ip4/0.0.0.0/tcp/{port},/ip4/0.0.0.0/udp/{port}/quic-v1");
-                let (a, b) = (format!("a-{other}-{t}"), format!("b-{other}-{t}"));
-                start_home(&net, other, &b, &broker, &listen)?;
-                start_home(&net, "h1", &a, &broker, &listen)?;
-                // New content each try, as a fresh share would be (no stale providers).
-                let small = net.dir.path().join(format!("small-{other}-{t}.bin"));
-                make_file(&small, 64 * 1024, 1000 + t)?;
-                let id = share(&net, other, &b, &small)?;
-                let b_id = ok(net.peer_id(other, &b))?;
-                match fetch(
-                    &net,
-                    "h1",
-                    &a,
-                    &id,
-                    &net.dir.path().join(format!("{a}.bin")),
-                ) {
-                    Ok((secs, _)) => ttfb.push(secs * 1000.0),
-                    Err(e) => {
-                        failed += 1;
-                        eprintln!("   try {t} ({label}): fetch failed: {e}");
-                        eprintln!(
-                            "{}",
-                            net.log(&a)
-                                .lines()
-                                .rev()
-                                .take(15)
-                                .collect::<Vec<_>>()
-                                .join("\n")
-                        );
-                    }
+/// 1. Hole punching: how often a direct connection comes up, and the time to first byte.
+fn holepunch(net: &Testnet, broker: &str, tries: u64) -> Result<()> {
+    println!(
+        "\n1. hole punching, {tries} tries per NAT kind (fresh identities and ports each try)"
+    );
+    println!(
+        "   {:<22} {:>9} {:>14} {:>14}",
+        "pair", "direct", "TTFB p50", "TTFB p90"
+    );
+    let mut direct_ttfb = Vec::new();
+    let mut relayed_ttfb = Vec::new();
+    for (label, other) in [("cone <-> cone", "h2"), ("cone <-> symmetric", "h3")] {
+        let mut direct = 0;
+        let mut failed = 0;
+        let mut ttfb = Vec::new();
+        for t in 0..tries {
+            let port = 4100 + t;
+            let listen = format!("/ip4/0.0.0.0/tcp/{port},/ip4/0.0.0.0/udp/{port}/quic-v1");
+            let (a, b) = (format!("a-{other}-{t}"), format!("b-{other}-{t}"));
+            start_home(net, other, &b, broker, &listen)?;
+            start_home(net, "h1", &a, broker, &listen)?;
+            // New content each try, as a fresh share would be (no stale providers).
+            let small = net.dir.path().join(format!("small-{other}-{t}.bin"));
+            make_file(&small, 64 * 1024, 1000 + t)?;
+            let id = share(net, other, &b, &small)?;
+            let b_id = ok(net.peer_id(other, &b))?;
+            match fetch(net, "h1", &a, &id, &net.dir.path().join(format!("{a}.bin"))) {
+                Ok((secs, _)) => ttfb.push(secs * 1000.0),
+                Err(e) => {
+                    failed += 1;
+                    eprintln!("   try {t} ({label}): fetch failed: {e}");
+                    eprintln!(
+                        "{}",
+                        net.log(&a)
+                            .lines()
+                            .rev()
+                            .take(15)
+                            .collect::<Vec<_>>()
+                            .join("\n")
+                    );
                 }
-                if path_to(&net, "h1", &a, &b_id, Duration::from_secs(10)) == "direct" {
-                    direct += 1;
-                }
-                net.stop(&a);
-                net.stop(&b);
             }
-            let mut sorted = ttfb.clone();
-            sorted.sort_by(|x, y| x.total_cmp(y));
-            let p90 = sorted
-                .get((sorted.len() * 9 / 10).min(sorted.len().saturating_sub(1)))
-                .copied()
-                .unwrap_or(f64::NAN);
-            println!(
-                "   {:<22} {:>5}/{:<3} {:>11.0} ms {:>11.0} ms   (fetches failed: {failed})",
-                label,
-                direct,
-                tries,
-                median(&mut ttfb.clone()),
-                p90
-            );
-            if other == "h2" {
-                direct_ttfb = ttfb;
-            } else {
-                relayed_ttfb = ttfb;
+            if path_to(net, "h1", &a, &b_id, Duration::from_secs(10)) == "direct" {
+                direct += 1;
             }
+            net.stop(&a);
+            net.stop(&b);
         }
+        let mut sorted = ttfb.clone();
+        sorted.sort_by(|x, y| x.total_cmp(y));
+        let p90 = sorted
+            .get((sorted.len() * 9 / 10).min(sorted.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(f64::NAN);
         println!(
-            "   TTFB relayed / direct (p50): {:.2}x",
-            median(&mut relayed_ttfb) / median(&mut direct_ttfb)
+            "   {:<22} {:>5}/{:<3} {:>11.0} ms {:>11.0} ms   (fetches failed: {failed})",
+            label,
+            direct,
+            tries,
+            median(&mut ttfb.clone()),
+            p90
         );
+        if other == "h2" {
+            direct_ttfb = ttfb;
+        } else {
+            relayed_ttfb = ttfb;
+        }
     }
+    println!(
+        "   TTFB relayed / direct (p50): {:.2}x",
+        median(&mut relayed_ttfb) / median(&mut direct_ttfb)
+    );
+    Ok(())
+}
 
+/// 2. Throughput of a fetch, direct vs relayed, beside plain TCP to the relay.
+fn throughput(net: &Testnet, broker: &str, size: u64, reps: u64) -> Result<()> {
     println!(
         "\n2. throughput of a {} MB fetch, direct vs relayed (median of {reps}, new content each)",
         size / 1_000_000
     );
     let listen = "/ip4/0.0.0.0/tcp/4001,/ip4/0.0.0.0/udp/4001/quic-v1";
     for h in ["h1", "h2", "h3"] {
-        start_home(&net, h, h, &broker, listen)?;
+        start_home(net, h, h, broker, listen)?;
     }
     let h1_id = ok(net.peer_id("h1", "h1"))?;
     let h3_id = ok(net.peer_id("h3", "h3"))?;
@@ -340,15 +331,15 @@ fn main() -> Result<()> {
         let f3 = net.dir.path().join(format!("f3-{rep}.bin"));
         make_file(&f1, size, 11 + rep)?;
         make_file(&f3, size, 13 + rep)?;
-        let id1 = share(&net, "h1", "h1", &f1)?;
-        let id3 = share(&net, "h3", "h3", &f3)?;
+        let id1 = share(net, "h1", "h1", &f1)?;
+        let id3 = share(net, "h3", "h3", &f3)?;
         let out1 = net.dir.path().join(format!("o1-{rep}.bin"));
         let out3 = net.dir.path().join(format!("o3-{rep}.bin"));
-        d_secs.push(fetch(&net, "h2", "h2", &id1, &out1)?.0);
-        d_path = path_to(&net, "h2", "h2", &h1_id, Duration::from_secs(5));
-        r_secs.push(fetch(&net, "h1", "h1", &id3, &out3)?.0);
-        r_path = path_to(&net, "h1", "h1", &h3_id, Duration::from_secs(1));
-        base_secs.push(tcp_baseline(&net, size, 5001)?);
+        d_secs.push(fetch(net, "h2", "h2", &id1, &out1)?.0);
+        d_path = path_to(net, "h2", "h2", &h1_id, Duration::from_secs(5));
+        r_secs.push(fetch(net, "h1", "h1", &id3, &out3)?.0);
+        r_path = path_to(net, "h1", "h1", &h3_id, Duration::from_secs(1));
+        base_secs.push(tcp_baseline(net, size, 5001)?);
         for f in [&f1, &f3, &out1, &out3] {
             let _ = std::fs::remove_file(f);
         }
@@ -379,14 +370,17 @@ fn main() -> Result<()> {
         d / r,
         b / d
     );
-    drop(net);
+    Ok(())
+}
 
+/// 3. A lossy, delayed WAN: kith over TCP and over QUIC, beside plain TCP.
+fn lossy_wan(kith: &std::path::Path, lossy_size: u64, reps: u64) -> Result<()> {
     // 3. Lossy, delayed WAN on home 1.
     println!(
         "\n3. {} MB fetch home 2 <- home 1, whose WAN link has 2% loss each way and +50 ms round trip",
         lossy_size / 1_000_000
     );
-    let net = ok(Testnet::up(&kith, &["--delay", "25", "--loss", "2"]))?;
+    let net = ok(Testnet::up(kith, &["--delay", "25", "--loss", "2"]))?;
     let (broker_tcp, broker_quic) = start_broker(&net)?;
     let f = net.dir.path().join("lossy.bin");
     make_file(&f, lossy_size, 21)?;
@@ -442,4 +436,30 @@ fn main() -> Result<()> {
         println!("   QUIC / TCP: {:.2}x", tcp / quic);
     }
     Ok(())
+}
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    if special_modes(&args)? {
+        return Ok(());
+    }
+    if let Err(why) = available() {
+        bail!("the test network cannot be built here: {why}");
+    }
+    let kith = kith_bin()?;
+    let tries = arg("--tries", 20);
+    let size = arg("--size", 32) * 1_000_000;
+    let lossy_size = arg("--lossy-size", 4) * 1_000_000;
+    let reps = arg("--reps", 3);
+    println!("kith NAT benchmarks (network namespaces; data dirs on tmpfs)");
+
+    // 1 and 2: plain WAN.
+    let net = ok(Testnet::up(&kith, &[]))?;
+    let (broker, _) = start_broker(&net)?;
+    if tries > 0 {
+        holepunch(&net, &broker, tries)?;
+    }
+    throughput(&net, &broker, size, reps)?;
+    drop(net);
+    lossy_wan(&kith, lossy_size, reps)
 }
