@@ -6,13 +6,15 @@
 //! - [`store::Store`]: the store engine (redb): blocks, where each chunk's bytes live, and
 //!   record tables that services define for their own state.
 //! - [`identity`]: the node's Ed25519 device key.
-//! - [`tasks::Tasks`]: a service's task tracker, which turns a panic into a stopped node.
+//! - [`tasks::Tasks`]: a service's task tracker, which turns a panic into a stopped node;
+//!   [`sync::recover`] for locks of data that a panic cannot leave invalid.
 
 pub mod chunker;
 pub mod id;
 pub mod identity;
 pub mod manifest;
 pub mod store;
+pub mod sync;
 pub mod tasks;
 
 pub use id::{ContentId, IdError};

@@ -348,9 +348,7 @@ impl Store {
             }
         }
         if !bad.is_empty() {
-            if let Ok(mut s) = self.stale.lock() {
-                s.extend(bad.iter().map(|l| l.path.clone()));
-            }
+            crate::sync::recover(&self.stale).extend(bad.iter().map(|l| l.path.clone()));
             self.apply(
                 bad.into_iter()
                     .map(|l| Op::RemoveLocation(*hash, l))
@@ -371,10 +369,7 @@ impl Store {
 
     /// Files found changed since they were indexed.
     pub fn take_stale(&self) -> Vec<String> {
-        self.stale
-            .lock()
-            .map(|mut s| s.drain().collect())
-            .unwrap_or_default()
+        crate::sync::recover(&self.stale).drain().collect()
     }
 }
 

@@ -38,11 +38,11 @@ impl Fatal {
     /// Records `what` (only the first report is kept) and wakes the node.
     pub fn report(&self, what: String) {
         tracing::error!(error = %what, "fatal error; the node stops");
-        if let Ok(mut w) = self.what.lock()
-            && w.is_none()
-        {
+        let mut w = crate::sync::recover(&self.what);
+        if w.is_none() {
             *w = Some(what);
         }
+        drop(w);
         self.token.cancel();
     }
 
@@ -53,7 +53,7 @@ impl Fatal {
     }
 
     pub fn get(&self) -> Option<String> {
-        self.what.lock().ok().and_then(|w| w.clone())
+        crate::sync::recover(&self.what).clone()
     }
 }
 

@@ -94,22 +94,16 @@ impl Shared {
     }
 
     fn protocols(&self) -> Vec<StreamProtocol> {
-        self.routes
-            .lock()
-            .map(|r| {
-                r.iter()
-                    .filter(|(_, route)| !route.tx.is_closed())
-                    .map(|(p, _)| p.clone())
-                    .collect()
-            })
-            .unwrap_or_default()
+        kith_core::sync::recover(&self.routes)
+            .iter()
+            .filter(|(_, route)| !route.tx.is_closed())
+            .map(|(p, _)| p.clone())
+            .collect()
     }
 
     /// Hands a negotiated stream to its service, or refuses it.
     fn deliver(&self, peer: PeerId, stream: Stream, protocol: StreamProtocol) {
-        let Ok(mut routes) = self.routes.lock() else {
-            return;
-        };
+        let mut routes = kith_core::sync::recover(&self.routes);
         let Some(route) = routes.get(&protocol) else {
             return;
         };
@@ -165,10 +159,7 @@ impl Shared {
         limits: Limits,
         busy: Busy,
     ) -> Result<Inbound, crate::OverlayError> {
-        let mut routes = self
-            .routes
-            .lock()
-            .map_err(|_| crate::OverlayError::Stopped)?;
+        let mut routes = kith_core::sync::recover(&self.routes);
         if routes.get(&protocol).is_some_and(|r| !r.tx.is_closed()) {
             return Err(crate::OverlayError::AlreadyAccepted(protocol.to_string()));
         }
@@ -222,13 +213,12 @@ pub struct Permit {
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        if let Ok(mut c) = self.counts.lock() {
-            c.total = c.total.saturating_sub(1);
-            if let Some(n) = c.per_peer.get_mut(&self.peer) {
-                *n = n.saturating_sub(1);
-                if *n == 0 {
-                    c.per_peer.remove(&self.peer);
-                }
+        let mut c = kith_core::sync::recover(&self.counts);
+        c.total = c.total.saturating_sub(1);
+        if let Some(n) = c.per_peer.get_mut(&self.peer) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                c.per_peer.remove(&self.peer);
             }
         }
     }
@@ -257,7 +247,7 @@ impl Inbound {
     }
 
     fn admit(&self, peer: PeerId) -> Result<Permit, Refusal> {
-        let mut c = self.counts.lock().map_err(|_| Refusal::Busy)?;
+        let mut c = kith_core::sync::recover(&self.counts);
         let mine = c.per_peer.get(&peer).copied().unwrap_or(0);
         if mine >= self.limits.per_peer {
             return Err(Refusal::PeerLimit);

@@ -264,9 +264,7 @@ impl Node {
             }),
         };
         let api_task = api::serve(node.clone(), listener, shutdown);
-        if let Ok(mut t) = node.inner.tasks.lock() {
-            t.push(api_task);
-        }
+        kith_core::sync::recover(&node.inner.tasks).push(api_task);
         let (h, addr) = (home.clone(), api_addr);
         tokio::task::spawn_blocking(move || h.write_api_addr(addr))
             .await
@@ -319,11 +317,7 @@ impl Node {
         let _ = tokio::time::timeout(Duration::from_secs(10), i.share.stopped()).await;
         let _ = tokio::time::timeout(Duration::from_secs(5), i.search.stopped()).await;
         let _ = tokio::time::timeout(Duration::from_secs(5), i.names.stopped()).await;
-        let tasks = i
-            .tasks
-            .lock()
-            .map(|mut t| std::mem::take(&mut *t))
-            .unwrap_or_default();
+        let tasks = std::mem::take(&mut *kith_core::sync::recover(&i.tasks));
         for t in tasks {
             let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
         }

@@ -161,9 +161,7 @@ impl Inner {
 
     /// Whether `peer` may send another query now.
     pub fn allow_query(&self, peer: PeerId) -> bool {
-        let Ok(mut m) = self.rate.lock() else {
-            return false;
-        };
+        let mut m = kith_core::sync::recover(&self.rate);
         if m.len() > MAX_RATED_PEERS {
             m.retain(|_, b| b.at.elapsed() < Duration::from_secs(60));
         }
@@ -184,7 +182,7 @@ impl Inner {
 
     /// `true` the first time query `qid` is seen here.
     pub fn first_sight(&self, qid: u64) -> bool {
-        self.seen.lock().map(|mut s| s.insert(qid)).unwrap_or(false)
+        kith_core::sync::recover(&self.seen).insert(qid)
     }
 
     /// The local index's best matches, as hits held by this node.

@@ -13,9 +13,6 @@ use crate::protocol::{self, Status, WireError};
 use crate::state::Inner;
 use crate::strikes::Offence;
 
-/// Longest time a response may make no progress at all (one [`READ_STEP`] in this time
-/// is about 13 KiB/s: slower than that, a stream counts as stalled).
-pub(crate) const STALL_TIMEOUT: Duration = Duration::from_secs(20);
 /// Bytes read per step of a response when no download limit applies.
 const READ_STEP: usize = 256 * 1024;
 /// Longest wait for the server to take a new stream.
@@ -89,7 +86,7 @@ pub(crate) async fn send_request(s: &mut Stream, id: &ContentId) -> Result<(), F
 }
 
 /// Reads the response to a request for `id` and returns its bytes once they match `id`.
-/// A response that makes no progress for [`STALL_TIMEOUT`] fails (a provider that went
+/// A response that makes no progress for `Config::stall_timeout` fails (a provider that went
 /// away without closing the connection, or stalls on purpose); a slow but moving one
 /// does not.
 /// Whether `peer` is still connected a moment after one of its streams ended: a provider
@@ -120,10 +117,13 @@ pub(crate) async fn read_response(
     id: &ContentId,
 ) -> Result<Vec<u8>, Failure> {
     let max = protocol::max_body(id.kind());
-    let len = tokio::time::timeout(STALL_TIMEOUT, protocol::read_response_header(stream, max))
-        .await
-        .map_err(|_| Failure::Offence(Offence::Stall))?
-        .map_err(header_failure)?;
+    let len = tokio::time::timeout(
+        inner.config.stall_timeout,
+        protocol::read_response_header(stream, max),
+    )
+    .await
+    .map_err(|_| Failure::Offence(Offence::Stall))?
+    .map_err(header_failure)?;
     let mut buf = vec![0u8; len];
     // Small slices when a download limit paces them; otherwise few, large reads.
     let step = if inner.download_limit.is_limited() {
@@ -133,7 +133,7 @@ pub(crate) async fn read_response(
     };
     for slice in buf.chunks_mut(step) {
         inner.download_limit.acquire(slice.len()).await;
-        match tokio::time::timeout(STALL_TIMEOUT, stream.read_exact(slice)).await {
+        match tokio::time::timeout(inner.config.stall_timeout, stream.read_exact(slice)).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
                 return Err(if still_connected(inner, peer).await {

@@ -86,9 +86,15 @@ pub struct Config {
     pub patience: Duration,
     /// Streams opened to each provider during a download.
     pub streams_per_provider: usize,
+    /// Longest time a response may make no progress at all before the provider counts as
+    /// stalled (one 256 KiB read step in 20 s is about 13 KiB/s).
+    pub stall_timeout: Duration,
     /// Test hook: flip a byte of every chunk sent (a misbehaving provider).
     #[doc(hidden)]
     pub corrupt_uploads: bool,
+    /// Test hook: a bug in the indexer (it panics), to check that a panic stops the node.
+    #[doc(hidden)]
+    pub panic_on_share: bool,
 }
 
 impl Config {
@@ -100,7 +106,9 @@ impl Config {
             rescan: Duration::from_secs(30),
             patience: Duration::from_secs(60),
             streams_per_provider: 4,
+            stall_timeout: Duration::from_secs(20),
             corrupt_uploads: false,
+            panic_on_share: false,
         }
     }
 }
@@ -282,10 +290,14 @@ impl Share {
     /// Indexes and shares a file or folder in place, and announces it.
     pub async fn share(&self, path: PathBuf) -> Result<ShareRecord, Error> {
         let store = self.inner.store.clone();
+        let bug = self.inner.config.panic_on_share;
         let rec = self
             .inner
             .tasks
-            .blocking(move || indexer::share_path(&store, &path))
+            .blocking(move || {
+                assert!(!bug, "test hook: a bug while indexing {}", path.display());
+                indexer::share_path(&store, &path)
+            })
             .await??;
         self.inner.overlay.start_providing(rec.id.dht_key()).await?;
         self.inner.changed().await;

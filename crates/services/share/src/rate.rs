@@ -33,9 +33,7 @@ impl RateLimit {
             return;
         }
         let wait = {
-            let Ok(mut st) = self.state.lock() else {
-                return;
-            };
+            let mut st = kith_core::sync::recover(&self.state);
             let now = Instant::now();
             let rate = self.rate as f64;
             // Burst of at most a quarter second of traffic (or one slice).

@@ -160,21 +160,15 @@ impl Inner {
 
     /// Peers said to have `id` (by a search), tried before the DHT.
     pub fn hinted(&self, id: &ContentId) -> Vec<PeerId> {
-        self.hints
-            .lock()
-            .ok()
-            .and_then(|h| {
-                h.get(id)
-                    .filter(|(_, t)| t.elapsed() < HINT_TIME)
-                    .map(|(p, _)| p.clone())
-            })
+        kith_core::sync::recover(&self.hints)
+            .get(id)
+            .filter(|(_, t)| t.elapsed() < HINT_TIME)
+            .map(|(p, _)| p.clone())
             .unwrap_or_default()
     }
 
     pub fn hint(&self, id: ContentId, peers: Vec<PeerId>) {
-        let Ok(mut h) = self.hints.lock() else {
-            return;
-        };
+        let mut h = kith_core::sync::recover(&self.hints);
         if h.len() >= MAX_HINTS {
             h.retain(|_, (_, t)| t.elapsed() < HINT_TIME);
             if h.len() >= MAX_HINTS {

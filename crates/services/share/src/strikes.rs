@@ -69,9 +69,7 @@ impl Strikes {
     /// Records an offence; returns true when it shunned the provider just now (so the
     /// caller logs it once, not once per download).
     pub fn strike(&self, peer: PeerId, offence: &Offence) -> bool {
-        let Ok(mut peers) = self.peers.lock() else {
-            return false;
-        };
+        let mut peers = kith_core::sync::recover(&self.peers);
         let now = Instant::now();
         if peers.len() >= MAX_PEERS {
             peers.retain(|_, r| {
@@ -105,14 +103,10 @@ impl Strikes {
     }
 
     pub fn is_shunned(&self, peer: &PeerId) -> bool {
-        self.peers
-            .lock()
-            .map(|p| {
-                p.get(peer)
-                    .and_then(|r| r.shunned_until)
-                    .is_some_and(|t| t > Instant::now())
-            })
-            .unwrap_or(true)
+        kith_core::sync::recover(&self.peers)
+            .get(peer)
+            .and_then(|r| r.shunned_until)
+            .is_some_and(|t| t > Instant::now())
     }
 }
 

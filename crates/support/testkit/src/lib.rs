@@ -95,6 +95,29 @@ impl TestNode {
         json_or_error(r).await
     }
 
+    /// POSTs to an API path that answers JSON lines; returns every line once the answer
+    /// ends.
+    pub async fn api_post_lines(&self, path: &str, body: &Value) -> Result<Vec<Value>> {
+        let r = self
+            .http
+            .post(self.url(path))
+            .bearer_auth(&self.token)
+            .json(body)
+            .send()
+            .await?;
+        if !r.status().is_success() {
+            return Err(json_or_error(r)
+                .await
+                .err()
+                .unwrap_or_else(|| "request failed".into()));
+        }
+        let text = r.text().await?;
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).map_err(Into::into))
+            .collect()
+    }
+
     /// Shares `path` and returns its content ID.
     pub async fn share(&self, path: &Path) -> Result<String> {
         let v = self
@@ -210,6 +233,34 @@ async fn json_or_error(r: reqwest::Response) -> Result<Value> {
             .unwrap_or("request failed")
             .to_owned()
             .into())
+    }
+}
+
+/// A bare overlay on loopback, with no services: a peer that speaks only what a test
+/// makes it speak (a liar, an attacker). Stops when dropped.
+pub struct RawPeer {
+    pub overlay: kith_overlay::Overlay,
+    stop: tokio_util::sync::CancellationToken,
+}
+
+impl RawPeer {
+    pub async fn start(bootstrap: &[String]) -> Result<Self> {
+        let mut c = kith_overlay::Config::new(kith_overlay::Keypair::generate_ed25519());
+        c.listen = vec!["/ip4/127.0.0.1/tcp/0".parse()?];
+        c.bootstrap = bootstrap
+            .iter()
+            .map(|a| kith_overlay::parse_addr(a))
+            .collect::<std::result::Result<_, _>>()?;
+        let stop = tokio_util::sync::CancellationToken::new();
+        let mut registry = prometheus_client::registry::Registry::default();
+        let (overlay, _task) = kith_overlay::Overlay::start(c, &mut registry, stop.clone()).await?;
+        Ok(Self { overlay, stop })
+    }
+}
+
+impl Drop for RawPeer {
+    fn drop(&mut self) {
+        self.stop.cancel();
     }
 }
 

@@ -248,8 +248,8 @@ impl<'a> Scheduler<'a> {
             .shared
             .work
             .lock()
-            .map(|w| w.has_work())
-            .unwrap_or(false);
+            .map_err(|_| DownloadError::Invalid("the download's chunk queue failed".into()))?
+            .has_work();
         if queued {
             for p in self.live.clone() {
                 self.spawn_for(p);

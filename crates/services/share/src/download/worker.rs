@@ -67,14 +67,25 @@ pub(crate) struct Stop {
     pub moved: CancellationToken,
 }
 
+/// The queue broke: a task panicked while holding it (which stops the node).
+fn broken() -> Exit {
+    Exit::Fatal("the download's chunk queue failed".into())
+}
+
 impl Shared {
+    /// The shared queue; a poisoned lock ends the worker.
+    fn work(&self) -> Result<std::sync::MutexGuard<'_, Work>, Exit> {
+        self.work.lock().map_err(|_| broken())
+    }
+
     /// Gives every chunk requested on a lost stream back to the queue, and wakes idle
     /// workers.
     fn give_back_all(&self, pending: &mut VecDeque<usize>) {
         if pending.is_empty() {
             return;
         }
-        if let Ok(mut w) = self.work.lock() {
+        // A broken queue ends the download anyway; nothing to give back to.
+        if let Ok(mut w) = self.work() {
             for i in pending.drain(..) {
                 w.give_back(i);
             }
@@ -110,17 +121,19 @@ async fn fill(
     shared: &Shared,
     s: &mut Stream,
     pending: &mut VecDeque<usize>,
-) -> Result<Option<usize>, Failure> {
+) -> Result<Result<Option<usize>, Failure>, Exit> {
     while pending.len() < PIPELINE {
-        let Some(i) = shared.work.lock().ok().and_then(|mut w| w.take()) else {
+        let Some(i) = shared.work()?.take() else {
             break;
         };
         pending.push_back(i);
-        if let Some(id) = shared.cid(i) {
-            client::send_request(s, &id).await?;
+        if let Some(id) = shared.cid(i)
+            && let Err(f) = client::send_request(s, &id).await
+        {
+            return Ok(Err(f));
         }
     }
-    Ok(pending.front().copied())
+    Ok(Ok(pending.front().copied()))
 }
 
 /// Writes a landed chunk and tells the scheduler. `Err` ends the worker.
@@ -144,17 +157,14 @@ async fn land(shared: &Shared, peer: PeerId, i: usize, bytes: Vec<u8>) -> Result
         Err(e) => Some(e.to_string()),
     };
     if let Some(e) = failed {
-        if let Ok(mut w) = shared.work.lock() {
-            w.give_back(i);
-        }
+        shared.work()?.give_back(i);
         shared.wake.notify_waiters();
         return Err(Exit::Fatal(e));
     }
-    let (first, finished) = shared
-        .work
-        .lock()
-        .map(|mut w| (w.land(i), w.finished()))
-        .unwrap_or((false, true));
+    let (first, finished) = {
+        let mut w = shared.work()?;
+        (w.land(i), w.finished())
+    };
     if finished {
         shared.wake.notify_waiters();
     }
@@ -187,13 +197,19 @@ async fn fetch_loop(shared: &Shared, peer: PeerId, pending: &mut VecDeque<usize>
                 }
             },
         };
-        let result = match fill(shared, s, pending).await {
+        let filled = match fill(shared, s, pending).await {
+            Ok(f) => f,
+            Err(exit) => break exit,
+        };
+        let result = match filled {
             Err(f) => Err(f),
             Ok(None) => {
                 // Nothing to ask for now: wait until chunks are given back or all landed,
                 // keeping the stream for the rest of the download.
-                if shared.work.lock().map(|w| w.finished()).unwrap_or(true) {
-                    break Exit::Idle;
+                match shared.work() {
+                    Ok(w) if w.finished() => break Exit::Idle,
+                    Ok(_) => {}
+                    Err(exit) => break exit,
                 }
                 let _ = tokio::time::timeout(IDLE_WAIT, shared.wake.notified()).await;
                 continue;

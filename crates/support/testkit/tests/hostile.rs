@@ -1,0 +1,232 @@
+//! A hostile network: idle sockets, bursts of streams, oversized broker frames, and a
+//! stock libp2p client looking for kith's providers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
+use kith_overlay::inbound::{Incoming, Limits};
+use kith_overlay::{PeerId, StreamProtocol};
+use kith_search::protocol::{self as wire, BrokerResponse};
+use kith_testkit::{RawPeer, Result, TestNode, bounded, data, metric};
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+fn tcp_port(addr: &str) -> Result<u16> {
+    Ok(addr.split('/').nth(4).ok_or("no port")?.parse()?)
+}
+
+/// Sockets that connect and never start a handshake cannot lock real peers out: one
+/// address holds only a few handshake slots, and a handshake has a deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_sockets_cannot_lock_out_real_peers() -> Result<()> {
+    bounded(LIMIT, async {
+        let n = TestNode::start(|_| {}).await?;
+        let n_addr = n.addr().await?;
+        let port = tcp_port(&n_addr)?;
+        // 100 silent sockets from another loopback address.
+        let mut idle = Vec::new();
+        for _ in 0..100 {
+            let s = tokio::net::TcpSocket::new_v4()?;
+            s.bind("127.0.0.2:0".parse()?)?;
+            idle.push(s.connect(([127, 0, 0, 1], port).into()).await?);
+        }
+        let m = TestNode::start(|_| {}).await?;
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            m.node.overlay().dial(n_addr.parse()?),
+        )
+        .await
+        .map_err(|_| "dial timed out")??;
+        let text = n.metrics().await?;
+        assert!(
+            metric(&text, "kith_inbound_handshakes_refused_total") > 0,
+            "{text}"
+        );
+        drop(idle);
+        m.stop().await;
+        n.stop().await;
+        Ok(())
+    })
+    .await
+}
+
+const TEST_PROTOCOL: StreamProtocol = StreamProtocol::new("/kith-test/hold/1.0.0");
+
+/// Opens a stream and reads what the server says before it closes: its answer, or an
+/// error for a reset. `None` if it says nothing within a second (still queued, or silent).
+async fn answer(a: &RawPeer, to: PeerId) -> Result<Option<std::io::Result<Vec<u8>>>> {
+    let mut s = a.overlay.open_stream(to, TEST_PROTOCOL).await?;
+    let mut got = Vec::new();
+    let r = tokio::time::timeout(Duration::from_secs(1), s.read_to_end(&mut got)).await;
+    Ok(r.ok().map(|r| r.map(|_| got)))
+}
+
+/// A burst of streams beyond what a service takes: every stream it cannot queue gets the
+/// protocol's busy answer at once, and every stream over its per-peer cap too; none
+/// vanishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_refused_stream_gets_a_busy_answer() -> Result<()> {
+    bounded(LIMIT, async {
+        let server = RawPeer::start(&[]).await?;
+        let addr = format!(
+            "{}/p2p/{}",
+            server
+                .overlay
+                .listen_addrs()
+                .await?
+                .first()
+                .ok_or("no addr")?,
+            server.overlay.peer_id()
+        );
+        let limits = Limits {
+            per_peer: 4,
+            total: 64,
+        };
+        let mut inbound =
+            server
+                .overlay
+                .accept(TEST_PROTOCOL, limits, Arc::new(|_| b"busy".to_vec()))?;
+        let client = RawPeer::start(&[addr]).await?;
+        let to = server.overlay.peer_id();
+        // The service takes nothing yet: its queue fills, then streams are refused.
+        let opened: Vec<_> = futures::future::join_all((0..80).map(|_| answer(&client, to))).await;
+        let mut busy = 0;
+        for o in opened {
+            match o? {
+                Some(Ok(b)) => {
+                    assert_eq!(b, b"busy");
+                    busy += 1;
+                }
+                Some(Err(e)) => return Err(format!("a stream was reset: {e}").into()),
+                None => {}
+            }
+        }
+        assert_eq!(
+            busy,
+            80 - 64,
+            "the queue holds 64 streams; the rest are told busy"
+        );
+        // The service takes them now: 4 within the per-peer cap, the rest are told busy.
+        let mut taken = Vec::new();
+        while let Ok(Some(Incoming { stream, permit, .. })) =
+            tokio::time::timeout(Duration::from_millis(500), inbound.next()).await
+        {
+            taken.push((stream, permit));
+        }
+        assert_eq!(taken.len(), 4);
+        Ok(())
+    })
+    .await
+}
+
+/// The broker reads no frame over its limit, answers streams over its caps with its busy
+/// answer, and keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_broker_refuses_big_frames_and_answers_busy_past_its_caps() -> Result<()> {
+    bounded(LIMIT, async {
+        let b = TestNode::start(|o| {
+            o.config.serve_broker = true;
+            o.search.serve_broker = true;
+        })
+        .await?;
+        let b_addr = b.addr().await?;
+        let to: PeerId = b.peer_id().parse()?;
+        let a = RawPeer::start(&[b_addr]).await?;
+        // A frame that says 4 MiB: refused before any of it is read.
+        let mut s = a.overlay.open_stream(to, wire::BROKER_PROTOCOL).await?;
+        s.write_all(&(4u32 << 20).to_be_bytes()).await?;
+        s.write_all(&[b'{'; 1024]).await?;
+        let mut rest = Vec::new();
+        let r = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest)).await;
+        assert!(r.is_ok(), "the broker waited for a 4 MiB body");
+        // Ten streams that announce a body and never send it: the first four are held,
+        // the other six are told at once that the peer has too many in flight.
+        let mut held = Vec::new();
+        for _ in 0..10 {
+            let mut s = a.overlay.open_stream(to, wire::BROKER_PROTOCOL).await?;
+            s.write_all(&(512u32 << 10).to_be_bytes()).await?;
+            s.flush().await?;
+            held.push(s);
+        }
+        let mut busy = 0;
+        for s in held.iter_mut() {
+            let r = tokio::time::timeout(
+                Duration::from_secs(2),
+                wire::read_frame::<_, BrokerResponse>(s, wire::MAX_ANSWER_FRAME),
+            )
+            .await;
+            if let Ok(Ok(Some(BrokerResponse::Error { reason }))) = r {
+                assert!(reason.contains("too many"), "{reason}");
+                busy += 1;
+            }
+        }
+        assert_eq!(busy, 6);
+        let text = b.metrics().await?;
+        assert!(metric(&text, "kith_inbound_streams_refused_total{protocol=\"/kith/broker/1.0.0\",reason=\"peer-limit\"}") >= 6, "{text}");
+        drop(held);
+        // Still serving.
+        let r = b.search("anything", "broker", 1000).await;
+        assert!(r.is_ok(), "{r:?}");
+        b.stop().await;
+        Ok(())
+    })
+    .await
+}
+
+/// A stock libp2p Kademlia client (rust-libp2p's own, on kith's protocol name) finds
+/// kith's providers of a CID under the CID's multihash, as IPFS and js-libp2p look them up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stock_kademlia_client_finds_kith_providers() -> Result<()> {
+    use libp2p::{kad, noise, tcp, yamux};
+    bounded(LIMIT, async {
+        let n = TestNode::start(|_| {}).await?;
+        let f = n.dir.path().join("doc.bin");
+        std::fs::write(&f, data(100_000, 9))?;
+        let id = n.share(&f).await?;
+        let key = cid::Cid::try_from(id.as_str())?.hash().to_bytes();
+        let mut swarm = libp2p::SwarmBuilder::with_new_identity()
+            .with_tokio()
+            .with_tcp(
+                tcp::Config::default(),
+                noise::Config::new,
+                yamux::Config::default,
+            )?
+            .with_behaviour(|key| {
+                let me = key.public().to_peer_id();
+                let cfg = kad::Config::new(StreamProtocol::new("/kith/kad/1.0.0"));
+                kad::Behaviour::with_config(me, kad::store::MemoryStore::new(me), cfg)
+            })?
+            .build();
+        let n_peer: PeerId = n.peer_id().parse()?;
+        let n_addr: libp2p::Multiaddr = n.addr().await?.parse()?;
+        swarm.behaviour_mut().add_address(&n_peer, n_addr);
+        swarm
+            .behaviour_mut()
+            .get_providers(kad::RecordKey::new(&key));
+        let found = tokio::time::timeout(Duration::from_secs(20), async {
+            loop {
+                if let libp2p::swarm::SwarmEvent::Behaviour(kad::Event::OutboundQueryProgressed {
+                    result:
+                        kad::QueryResult::GetProviders(Ok(kad::GetProvidersOk::FoundProviders {
+                            providers,
+                            ..
+                        })),
+                    ..
+                }) = swarm.select_next_some().await
+                    && providers.contains(&n_peer)
+                {
+                    return;
+                }
+            }
+        })
+        .await;
+        assert!(
+            found.is_ok(),
+            "the provider was not found under the multihash"
+        );
+        n.stop().await;
+        Ok(())
+    })
+    .await
+}
