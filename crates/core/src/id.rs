@@ -212,4 +212,16 @@ mod tests {
             Err(IdError::Unsupported(_))
         ));
     }
+
+    proptest::proptest! {
+        /// Arbitrary bytes as a binary CID from the network, and arbitrary text as one from
+        /// a user: an ID or an error, never a panic.
+        #[test]
+        fn arbitrary_ids_parse_or_fail(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..100), text in ".{0,120}") {
+            if let Ok(id) = ContentId::from_bytes(&bytes) {
+                proptest::prop_assert_eq!(ContentId::from_bytes(&id.to_bytes()).ok(), Some(id));
+            }
+            let _ = text.parse::<ContentId>();
+        }
+    }
 }

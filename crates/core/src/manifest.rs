@@ -224,4 +224,24 @@ mod tests {
             Err(ManifestError::TooLarge)
         ));
     }
+
+    proptest::proptest! {
+        /// Arbitrary bytes (and arbitrary JSON shapes) as a manifest from a peer: a valid
+        /// manifest or an error, never a panic.
+        #[test]
+        fn arbitrary_bytes_are_a_manifest_or_an_error(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2048)) {
+            if let Ok(m) = Manifest::decode(&bytes) {
+                proptest::prop_assert!(m.encode().len() <= MAX_MANIFEST_BYTES);
+            }
+        }
+
+        #[test]
+        fn arbitrary_entries_are_checked(name in ".{0,300}", size in proptest::prelude::any::<u64>(), n in 0usize..4) {
+            let entries: Vec<String> = (0..n)
+                .map(|i| format!(r#"{{"name":{:?},"kind":"file","id":"{}","size":{size}}}"#, format!("{name}{i}"), ContentId::manifest(&[i as u8])))
+                .collect();
+            let json = format!(r#"{{"type":"dir","name":{name:?},"entries":[{}]}}"#, entries.join(","));
+            let _ = Manifest::decode(json.as_bytes());
+        }
+    }
 }
