@@ -246,6 +246,17 @@ impl Inbound {
         }
     }
 
+    /// [`Inbound::next`], or `None` once `stop` is cancelled.
+    pub async fn next_until(
+        &mut self,
+        stop: &tokio_util::sync::CancellationToken,
+    ) -> Option<Incoming> {
+        tokio::select! {
+            () = stop.cancelled() => None,
+            n = self.next() => n,
+        }
+    }
+
     fn admit(&self, peer: PeerId) -> Result<Permit, Refusal> {
         let mut c = kith_core::sync::recover(&self.counts);
         let mine = c.per_peer.get(&peer).copied().unwrap_or(0);

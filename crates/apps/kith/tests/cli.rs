@@ -4,6 +4,7 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use kith_testkit::testnet::wait_child;
 use kith_testkit::{Result, data, scratch};
 use serde_json::Value;
 
@@ -19,20 +20,6 @@ impl Drop for Proc {
     }
 }
 
-fn wait_output(mut child: Child, limit: Duration) -> Result<Output> {
-    let deadline = Instant::now() + limit;
-    loop {
-        if child.try_wait()?.is_some() {
-            return Ok(child.wait_with_output()?);
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            return Err(format!("command did not finish within {limit:?}").into());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 fn kith(home: &Path, args: &[&str]) -> Result<Output> {
     let child = Command::new(KITH)
         .arg("--home")
@@ -42,7 +29,7 @@ fn kith(home: &Path, args: &[&str]) -> Result<Output> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()?;
-    wait_output(child, Duration::from_secs(60))
+    wait_child(child, Duration::from_secs(60))
 }
 
 fn stdout(o: &Output) -> String {
@@ -180,7 +167,7 @@ fn share_get_and_resume_after_kill_through_the_cli() -> Result<()> {
     }
     b.0.kill()?; // SIGKILL: no clean shutdown
     b.0.wait()?;
-    let interrupted = wait_output(get, Duration::from_secs(30))?;
+    let interrupted = wait_child(get, Duration::from_secs(30))?;
     assert!(
         !interrupted.status.success(),
         "get must fail when its node dies"
@@ -259,7 +246,7 @@ fn bad_input_gets_one_clear_error_line() -> Result<()> {
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()?;
-    let o = wait_output(busy, Duration::from_secs(30))?;
+    let o = wait_child(busy, Duration::from_secs(30))?;
     assert!(!o.status.success());
     assert!(stderr(&o).contains("cannot listen"), "{}", stderr(&o));
     drop(node);

@@ -45,19 +45,12 @@ pub(crate) fn start(inner: &Arc<Inner>) -> Result<(), Error> {
     let inner2 = inner.clone();
     inner.tasks.spawn(async move {
         let inner = inner2;
-        loop {
-            let next = tokio::select! {
-                () = inner.tasks.shutdown().cancelled() => return,
-                n = inbound.next() => n,
-            };
-            let Some(Incoming {
-                peer,
-                stream,
-                permit,
-            }) = next
-            else {
-                return;
-            };
+        while let Some(Incoming {
+            peer,
+            stream,
+            permit,
+        }) = inbound.next_until(inner.tasks.shutdown()).await
+        {
             if !inner.allow_query(peer) {
                 tracing::warn!(%peer, "query flood: peer is over its rate limit; refusing");
                 inner.metrics.queries_refused.inc();

@@ -33,19 +33,12 @@ pub(crate) fn start(inner: &Arc<Inner>) -> Result<(), Error> {
     )?;
     let i = inner.clone();
     inner.tasks.spawn(async move {
-        loop {
-            let next = tokio::select! {
-                () = i.tasks.shutdown().cancelled() => return,
-                n = inbound.next() => n,
-            };
-            let Some(Incoming {
-                peer,
-                stream,
-                permit,
-            }) = next
-            else {
-                return;
-            };
+        while let Some(Incoming {
+            peer,
+            stream,
+            permit,
+        }) = inbound.next_until(i.tasks.shutdown()).await
+        {
             let inner = i.clone();
             i.tasks.spawn(async move {
                 tokio::select! {

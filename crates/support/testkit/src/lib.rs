@@ -46,16 +46,7 @@ impl TestNode {
         let dir = tempfile::Builder::new()
             .prefix("kith-test-")
             .tempdir_in(scratch())?;
-        let mut o = options(dir.path());
-        tweak(&mut o);
-        let node = Node::start(o).await?;
-        let token = node.home().token()?;
-        Ok(Self {
-            node,
-            dir,
-            http: reqwest::Client::new(),
-            token,
-        })
+        Self::start_in(dir, tweak).await
     }
 
     /// This node's dialable address, with `/p2p/PEER`.
@@ -128,26 +119,13 @@ impl TestNode {
 
     /// Fetches `id` to `out` through the API and returns the last progress object.
     pub async fn get(&self, id: &str, out: &Path) -> Result<Value> {
-        let r = self
-            .http
-            .post(self.url("/downloads"))
-            .bearer_auth(&self.token)
-            .json(&serde_json::json!({ "id": id, "output": out }))
-            .send()
+        let lines = self
+            .api_post_lines(
+                "/downloads",
+                &serde_json::json!({ "id": id, "output": out }),
+            )
             .await?;
-        if !r.status().is_success() {
-            return Err(json_or_error(r)
-                .await
-                .err()
-                .unwrap_or_else(|| "request failed".into()));
-        }
-        let text = r.text().await?;
-        let last = text
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .ok_or("no progress")?;
-        Ok(serde_json::from_str(last)?)
+        Ok(lines.last().ok_or("no progress")?.clone())
     }
 
     /// The node's OpenMetrics text.
@@ -164,23 +142,10 @@ impl TestNode {
     /// Runs a search through the API and returns the final state of each result (a result
     /// may be streamed several times as more peers answer).
     pub async fn search(&self, q: &str, via: &str, timeout_ms: u64) -> Result<Vec<Value>> {
-        let r = self
-            .http
-            .post(self.url("/search"))
-            .bearer_auth(&self.token)
-            .json(&serde_json::json!({ "q": q, "via": via, "timeout_ms": timeout_ms }))
-            .send()
-            .await?;
-        if !r.status().is_success() {
-            return Err(json_or_error(r)
-                .await
-                .err()
-                .unwrap_or_else(|| "request failed".into()));
-        }
-        let text = r.text().await?;
+        let body = serde_json::json!({ "q": q, "via": via, "timeout_ms": timeout_ms });
+        let lines = self.api_post_lines("/search", &body).await?;
         let mut out: Vec<Value> = Vec::new();
-        for line in text.lines().filter(|l| !l.trim().is_empty()) {
-            let v: Value = serde_json::from_str(line)?;
+        for v in lines {
             match out.iter_mut().find(|x| x["id"] == v["id"]) {
                 Some(x) => *x = v,
                 None => out.push(v),

@@ -45,7 +45,9 @@ pub struct Testnet {
     procs: Mutex<HashMap<String, Child>>,
 }
 
-fn wait_child(mut child: Child, limit: Duration) -> Result<Output> {
+/// Waits (bounded) for a child process to exit and returns its output; kills it and says
+/// what it wrote to stderr when it takes longer than `limit`.
+pub fn wait_child(mut child: Child, limit: Duration) -> Result<Output> {
     let deadline = Instant::now() + limit;
     loop {
         if child.try_wait()?.is_some() {

@@ -222,9 +222,9 @@ impl<'a> Scheduler<'a> {
             Exit::NotProvider => {
                 self.live.remove(&peer);
             }
-            Exit::Failed(e) => {
-                tracing::debug!(%peer, error = %e, "provider failing; waiting for it to be found again");
-                self.s.failed(peer, &crate::client::Failure::Lost(e)).await;
+            Exit::Failed(f) => {
+                tracing::debug!(%peer, failure = %f, "provider failing; waiting for it to be found again");
+                self.s.failed(peer, &f).await;
                 self.live.remove(&peer);
             }
             Exit::Offence(o) => {

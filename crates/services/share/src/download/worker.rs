@@ -35,8 +35,8 @@ pub(crate) enum Exit {
     NotProvider,
     /// The provider lied or broke the protocol.
     Offence(Offence),
-    /// The provider kept failing (gone, unreachable, streams lost).
-    Failed(String),
+    /// The provider kept failing (gone, unreachable, streams lost): the last failure.
+    Failed(Failure),
     /// Writing to disk failed: the download cannot go on.
     Fatal(String),
     /// The connection to the provider is being replaced; start again on a new stream.
@@ -190,7 +190,7 @@ async fn fetch_loop(shared: &Shared, peer: PeerId, pending: &mut VecDeque<usize>
                 Err(f) => {
                     failures += 1;
                     if failures >= MAX_FAILURES {
-                        break Exit::Failed(f.to_string());
+                        break Exit::Failed(f);
                     }
                     tokio::time::sleep(Duration::from_millis(200 * u64::from(failures))).await;
                     continue;
@@ -236,7 +236,7 @@ async fn fetch_loop(shared: &Shared, peer: PeerId, pending: &mut VecDeque<usize>
                 stream = None;
                 failures += 1;
                 if failures >= MAX_FAILURES {
-                    break Exit::Failed(f.to_string());
+                    break Exit::Failed(f);
                 }
                 tokio::time::sleep(Duration::from_millis(200 * u64::from(failures))).await;
             }
