@@ -10,6 +10,20 @@ use serde::Serialize;
 use crate::client::Client;
 use crate::units;
 
+/// What `kith init --json` prints.
+#[derive(Serialize)]
+struct Initialised<'a> {
+    peer_id: String,
+    home: &'a Path,
+    created: bool,
+}
+
+/// What `kith id --json` prints.
+#[derive(Serialize)]
+struct Id {
+    peer_id: String,
+}
+
 pub fn print_json<T: Serialize>(v: &T) {
     println!("{}", serde_json::to_string(v).unwrap_or_default());
 }
@@ -41,9 +55,11 @@ pub fn init(home: &Home, json: bool) -> Result<()> {
     let created = home.init()?;
     let peer = home.keypair()?.public().to_peer_id();
     if json {
-        print_json(
-            &serde_json::json!({ "peer_id": peer.to_string(), "home": home.dir(), "created": created }),
-        );
+        print_json(&Initialised {
+            peer_id: peer.to_string(),
+            home: home.dir(),
+            created,
+        });
     } else if created {
         println!("initialised {} (peer {peer})", home.dir().display());
     } else {
@@ -58,7 +74,7 @@ pub fn init(home: &Home, json: bool) -> Result<()> {
 pub async fn id(c: &Client, json: bool) -> Result<()> {
     let s: api::Status = c.get("/status").await?;
     if json {
-        print_json(&serde_json::json!({ "peer_id": s.peer_id }));
+        print_json(&Id { peer_id: s.peer_id });
     } else {
         println!("{}", s.peer_id);
     }

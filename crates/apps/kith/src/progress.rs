@@ -9,6 +9,17 @@ use kith_api as api;
 use crate::client::Client;
 use crate::commands::print_json;
 
+/// What `kith get --json` prints last, once the content is verified and written.
+#[derive(serde::Serialize)]
+struct Saved<'a> {
+    id: &'a str,
+    output: Option<&'a str>,
+    bytes: u64,
+    fetched_bytes: u64,
+    providers: &'a [String],
+    relayed: &'a [String],
+}
+
 fn bar() -> indicatif::ProgressBar {
     let b = indicatif::ProgressBar::new(0);
     b.set_style(
@@ -68,14 +79,14 @@ pub async fn follow(c: &Client, req: &api::DownloadRequest, json: bool) -> Resul
     match last.state.as_str() {
         "done" => {
             if json {
-                print_json(&serde_json::json!({
-                    "id": last.id,
-                    "output": last.output,
-                    "bytes": last.total_bytes,
-                    "fetched_bytes": last.fetched_bytes,
-                    "providers": last.providers,
-                    "relayed": last.relayed,
-                }));
+                print_json(&Saved {
+                    id: &last.id,
+                    output: last.output.as_deref(),
+                    bytes: last.total_bytes,
+                    fetched_bytes: last.fetched_bytes,
+                    providers: &last.providers,
+                    relayed: &last.relayed,
+                });
             } else {
                 let n = last.providers.len();
                 println!(
