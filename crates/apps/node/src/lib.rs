@@ -184,7 +184,16 @@ async fn start_services(
 ) -> Result<Services, NodeError> {
     let tasks = |name| Tasks::new(name, shutdown.clone(), fatal.clone());
     let ocfg = overlay_config(keypair.clone(), &opts.config)?;
-    let (overlay, overlay_task) = Overlay::start(ocfg, registry, shutdown.clone()).await?;
+    let (overlay, actor) = Overlay::start(ocfg, registry, shutdown.clone()).await?;
+    // The network actor is no service task, but a panic in it stops the node all the same.
+    let f = fatal.clone();
+    let overlay_task = tokio::spawn(async move {
+        if let Err(e) = actor.await
+            && e.is_panic()
+        {
+            f.report("internal error in the overlay: the network actor panicked".into());
+        }
+    });
     let share = Share::start(
         opts.share.clone(),
         store,
