@@ -111,6 +111,7 @@ pub(crate) async fn refresh(inner: &std::sync::Arc<Inner>) -> Result<(), Error> 
     let named = inner.names.by_content()?;
     let now = entries(items, &named);
     let words = keywords(&now);
+    let entries = now.len();
     let i = inner.clone();
     let changed = inner
         .tasks
@@ -122,6 +123,9 @@ pub(crate) async fn refresh(inner: &std::sync::Arc<Inner>) -> Result<(), Error> 
         .await??;
     if changed {
         inner.generation.send_modify(|g| *g += 1);
+        let _ = inner
+            .events
+            .send(crate::Event::CatalogueChanged { entries });
     }
     let (added, removed) = {
         let mut kw = lock(&inner.keywords)?;

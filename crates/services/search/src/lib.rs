@@ -3,7 +3,7 @@
 //! as the fallback); results that are revisions of a name are marked when outdated.
 //!
 //! - [`Search`]: the service handle (search, refresh, the local catalogue).
-//! - [`Config`], [`Error`], [`Via`], [`SearchResult`].
+//! - [`Config`], [`Error`], [`Event`], [`Via`], [`SearchResult`].
 //! - [`protocol`]: the `/kith/search/1.0.0` and `/kith/broker/1.0.0` wire formats.
 //! - `server`: answers peers' queries; `client`: asks peers (routing, flooding).
 //! - [`broker`]: the directory a broker keeps (`directory`), its server, and the client
@@ -109,6 +109,14 @@ impl Config {
             flood_fanout: 8,
         }
     }
+}
+
+/// Something the search service did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// The local catalogue (and the index, and what is announced) changed.
+    CatalogueChanged { entries: usize },
 }
 
 /// Which way a search travels.
@@ -229,6 +237,11 @@ impl Search {
     /// Entries in the local catalogue.
     pub fn catalogue(&self) -> Result<Vec<protocol::Entry>, Error> {
         self.inner.catalogue()
+    }
+
+    /// Events from now on.
+    pub fn events(&self) -> tokio::sync::broadcast::Receiver<Event> {
+        self.inner.events.subscribe()
     }
 
     /// Whether this node has a broker to ask (its own directory, or one it registers with).

@@ -93,6 +93,7 @@ pub(crate) struct Inner {
     pub catalog: Mutex<BTreeMap<String, (Entry, PathBuf)>>,
     /// Bumped whenever the catalogue changes (the broker client watches it).
     pub generation: watch::Sender<u64>,
+    pub events: tokio::sync::broadcast::Sender<crate::Event>,
     pub keywords: Mutex<HashSet<String>>,
     pub seen: Mutex<Seen>,
     rate: Mutex<HashMap<PeerId, Bucket>>,
@@ -144,6 +145,7 @@ impl Inner {
             local,
             catalog: Mutex::new(prev),
             generation: watch::channel(0).0,
+            events: tokio::sync::broadcast::channel(16).0,
             keywords: Mutex::default(),
             seen: Mutex::default(),
             rate: Mutex::default(),

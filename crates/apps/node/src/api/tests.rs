@@ -122,10 +122,13 @@ async fn shares_downloads_search_and_names_answer_with_clear_errors() -> TestRes
     assert_eq!(s, StatusCode::NOT_FOUND);
     let f = dir.path().join("a.txt");
     std::fs::write(&f, b"hello")?;
+    let mut indexed = n.search_service().events();
     let (s, shared) = c
         .call("POST", "/api/v1/shares", Some(json!({"path": f})))
         .await?;
     assert_eq!(s, StatusCode::OK);
+    let e = tokio::time::timeout(std::time::Duration::from_secs(10), indexed.recv()).await??;
+    assert_eq!(e, kith_search::Event::CatalogueChanged { entries: 1 });
     let id = shared["id"].as_str().unwrap_or_default().to_owned();
     let (_, list) = c.call("GET", "/api/v1/shares", None).await?;
     assert_eq!(list[0]["id"], json!(id));
