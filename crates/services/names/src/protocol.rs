@@ -5,8 +5,8 @@
 //! checked everywhere they arrive: bad signatures, names or IDs, and revisions older than
 //! the one already held (rollback) are refused.
 
+use kith_core::person::{from_hex, public_key_of, to_hex};
 use kith_overlay::{Keypair, PeerId};
-use libp2p_identity::PublicKey;
 use serde::{Deserialize, Serialize};
 
 /// Prefix of DHT keys and gossip topics of names.
@@ -101,29 +101,6 @@ pub fn full_name(owner: &PeerId, name: &str) -> String {
 /// DHT key (and gossip topic) of a name.
 pub fn name_key(owner: &PeerId, name: &str) -> String {
     format!("{NAME_PREFIX}{owner}/{name}")
-}
-
-fn to_hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn from_hex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) || s.len() > 1024 {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
-}
-
-fn public_key_of(peer: &PeerId) -> Option<PublicKey> {
-    let mh = peer.as_ref();
-    // Ed25519 peer IDs embed the public key (identity multihash).
-    if mh.code() != 0 {
-        return None;
-    }
-    PublicKey::try_decode_protobuf(mh.digest()).ok()
 }
 
 impl NameRecord {

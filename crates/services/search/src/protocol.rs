@@ -3,9 +3,7 @@
 //! length is checked against the reader's limit before any of the body is read, and a
 //! broker reads bodies only within a byte budget shared by all its streams.
 
-use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use kith_overlay::StreamProtocol;
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 pub const SEARCH_PROTOCOL: StreamProtocol = StreamProtocol::new("/kith/search/1.0.0");
@@ -20,16 +18,10 @@ pub const MAX_BROKER_FRAME: usize = 1 << 20;
 /// Longest file name or path in a catalogue entry.
 pub const MAX_NAME_BYTES: usize = 1024;
 
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum WireError {
-    #[error("i/o: {0}")]
-    Io(#[from] std::io::Error),
-    #[error("frame of {len} bytes is over the {max}-byte limit")]
-    TooLarge { len: usize, max: usize },
-    #[error("bad frame: {0}")]
-    Malformed(String),
-}
+pub use kith_core::frame::{
+    FrameError as WireError, decode, encode, read as read_frame, read_body, read_len,
+    write as write_frame,
+};
 
 /// One item of a catalogue: a shared file or folder.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -163,76 +155,6 @@ pub enum BrokerResponse {
     },
 }
 
-/// A frame as bytes: length, then JSON.
-pub fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>, WireError> {
-    let body = serde_json::to_vec(msg).map_err(|e| WireError::Malformed(e.to_string()))?;
-    let len = u32::try_from(body.len()).map_err(|_| WireError::TooLarge {
-        len: body.len(),
-        max: u32::MAX as usize,
-    })?;
-    let mut out = Vec::with_capacity(4 + body.len());
-    out.extend_from_slice(&len.to_be_bytes());
-    out.extend_from_slice(&body);
-    Ok(out)
-}
-
-/// Decodes a frame's body.
-pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, WireError> {
-    serde_json::from_slice(body).map_err(|e| WireError::Malformed(e.to_string()))
-}
-
-/// Writes one frame.
-pub async fn write_frame<W, T>(io: &mut W, msg: &T) -> Result<(), WireError>
-where
-    W: AsyncWrite + Unpin,
-    T: Serialize,
-{
-    io.write_all(&encode(msg)?).await?;
-    io.flush().await?;
-    Ok(())
-}
-
-/// Reads a frame's length, checked against `max`; `None` at a clean end of stream.
-pub async fn read_len<R: AsyncRead + Unpin>(
-    io: &mut R,
-    max: usize,
-) -> Result<Option<usize>, WireError> {
-    let mut len = [0u8; 4];
-    match io.read_exact(&mut len).await {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e.into()),
-    }
-    let len = u32::from_be_bytes(len) as usize;
-    if len > max {
-        return Err(WireError::TooLarge { len, max });
-    }
-    Ok(Some(len))
-}
-
-/// Reads a body of `len` bytes (already checked) and decodes it.
-pub async fn read_body<R, T>(io: &mut R, len: usize) -> Result<T, WireError>
-where
-    R: AsyncRead + Unpin,
-    T: DeserializeOwned,
-{
-    let mut body = vec![0u8; len];
-    io.read_exact(&mut body).await?;
-    decode(&body)
-}
-
-/// Reads one frame of at most `max` bytes; `None` at a clean end of stream.
-pub async fn read_frame<R, T>(io: &mut R, max: usize) -> Result<Option<T>, WireError>
-where
-    R: AsyncRead + Unpin,
-    T: DeserializeOwned,
-{
-    match read_len(io, max).await? {
-        Some(len) => read_body(io, len).await.map(Some),
-        None => Ok(None),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -275,22 +197,7 @@ mod tests {
         Ok(())
     }
 
-    fn read_all<T: DeserializeOwned>(bytes: Vec<u8>, max: usize) -> Vec<Result<T, String>> {
-        futures::executor::block_on(async move {
-            let mut r = futures::io::Cursor::new(bytes);
-            let mut out = Vec::new();
-            loop {
-                match read_frame::<_, T>(&mut r, max).await {
-                    Ok(Some(v)) => out.push(Ok(v)),
-                    Ok(None) => return out,
-                    Err(e) => {
-                        out.push(Err(e.to_string()));
-                        return out;
-                    }
-                }
-            }
-        })
-    }
+    use kith_core::frame::read_all;
 
     proptest! {
         /// Arbitrary bytes on either protocol: frames or errors, never a panic, and no
