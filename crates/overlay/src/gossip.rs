@@ -98,7 +98,7 @@ impl Gossip {
         let verdict = match route {
             Some(r) => r
                 .validator
-                .validate(topic.as_bytes(), &message.data, None)
+                .validate_gossip(&topic, &message.data, message.source.as_ref())
                 .map_err(|e| e.0),
             None => Err("no service takes this topic".to_owned()),
         };

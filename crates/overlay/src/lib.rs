@@ -66,6 +66,18 @@ pub trait RecordValidator: Send + Sync + 'static {
     /// `key` is the DHT record key (or the gossip topic); `existing` is the record stored
     /// under that key, if any.
     fn validate(&self, key: &[u8], value: &[u8], existing: Option<&[u8]>) -> Result<(), Rejected>;
+
+    /// Checks a gossip message on `topic` from `source` (the peer that signed it). By
+    /// default, as a record under the topic's name.
+    fn validate_gossip(
+        &self,
+        topic: &str,
+        data: &[u8],
+        source: Option<&PeerId>,
+    ) -> Result<(), Rejected> {
+        let _ = source;
+        self.validate(topic.as_bytes(), data, None)
+    }
 }
 
 impl std::fmt::Debug for dyn RecordValidator {

@@ -1,0 +1,199 @@
+//! What the groups service's tasks share: the groups this device is in, and how this
+//! device adds operations to their logs.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use kith_core::person::DeviceCert;
+use kith_core::seal::SealKey;
+use kith_core::store::now_secs;
+use kith_core::tasks::{TaskError, Tasks};
+use kith_overlay::{Keypair, Overlay, PeerId};
+use kith_people::People;
+use prometheus_client::metrics::counter::Counter;
+use tokio::sync::broadcast;
+
+use crate::keys;
+use crate::log::{Group, Intake};
+use crate::op::{Body, KeyUpdate, Op};
+use crate::{Error, Event, protocol};
+
+/// Most groups a device is in.
+pub const MAX_GROUPS: usize = 256;
+/// Peers whose last sync time is remembered (to rate-limit syncs they trigger).
+const MAX_SYNC_TIMES: usize = 4096;
+
+pub(crate) struct Inner {
+    pub dir: PathBuf,
+    pub overlay: Overlay,
+    pub people: People,
+    pub device: Keypair,
+    pub seal: SealKey,
+    /// This device's ID.
+    pub me: String,
+    groups: Mutex<BTreeMap<String, Group>>,
+    pub synced: Mutex<HashMap<(String, PeerId), Instant>>,
+    pub events: broadcast::Sender<Event>,
+    pub refused: Counter,
+    pub tasks: Tasks,
+}
+
+impl Inner {
+    pub fn new(
+        dir: PathBuf,
+        overlay: Overlay,
+        people: People,
+        device: Keypair,
+        groups: BTreeMap<String, Group>,
+        registry: &mut prometheus_client::registry::Registry,
+        tasks: Tasks,
+    ) -> Result<Arc<Self>, Error> {
+        let refused = Counter::default();
+        registry.register(
+            "kith_groups_refused",
+            "Group operations, announcements, invites and requests refused",
+            refused.clone(),
+        );
+        Ok(Arc::new(Self {
+            dir,
+            me: overlay.peer_id().to_string(),
+            overlay,
+            people,
+            seal: SealKey::of_device(&device)?,
+            device,
+            groups: Mutex::new(groups),
+            synced: Mutex::default(),
+            events: broadcast::channel(256).0,
+            refused,
+            tasks,
+        }))
+    }
+
+    pub fn groups(&self) -> Result<MutexGuard<'_, BTreeMap<String, Group>>, Error> {
+        self.groups
+            .lock()
+            .map_err(|_| Error::Task(TaskError::Stopped("groups")))
+    }
+
+    /// A group this device is in, by ID or name.
+    pub fn resolve(&self, name: &str) -> Result<String, Error> {
+        let groups = self.groups()?;
+        if groups.contains_key(name) {
+            return Ok(name.to_owned());
+        }
+        let named: Vec<&String> = groups
+            .iter()
+            .filter(|(_, g)| g.state.name == name)
+            .map(|(id, _)| id)
+            .collect();
+        match named.as_slice() {
+            [one] => Ok((*one).clone()),
+            [] => Err(Error::NoSuchGroup(name.to_owned())),
+            _ => Err(Error::Refused(format!(
+                "several groups are named {name:?}; use the group ID"
+            ))),
+        }
+    }
+
+    pub fn refuse(&self, what: &str, why: &str) {
+        self.refused.inc();
+        tracing::warn!(what, reason = why, "refused");
+    }
+
+    /// Logs what an intake refused.
+    pub fn report(&self, group: &str, intake: &Intake) {
+        for r in &intake.refused {
+            self.refuse("group operation", &format!("{group}: {r}"));
+        }
+    }
+
+    /// Every current device of the group's members (certificates).
+    pub fn member_certs(g: &Group) -> Vec<DeviceCert> {
+        g.state
+            .members
+            .values()
+            .flat_map(|m| m.devices.values().cloned())
+            .collect()
+    }
+
+    /// Signs an operation of this device on top of the group's heads.
+    pub fn sign(&self, g: &Group, body: Body, key: Option<KeyUpdate>) -> Result<Op, Error> {
+        let cert = self.people.cert()?;
+        Ok(Op::sign(
+            &self.device,
+            cert,
+            g.id.clone(),
+            g.heads(),
+            body,
+            key,
+            now_secs(),
+        )?)
+    }
+
+    /// Adds an operation of this device to a group; refused (with the fold's reason)
+    /// when the log would skip it.
+    pub fn append(&self, g: &mut Group, op: Op) -> Result<(), Error> {
+        let h = op.hash();
+        let intake = g.take(vec![op], &self.me, &self.seal);
+        if intake.added == 0 {
+            return Err(Error::Refused(intake.refused.join("; ")));
+        }
+        if let Some((_, why)) = g.state.skipped.iter().find(|(s, _)| *s == h) {
+            return Err(Error::Refused(why.clone()));
+        }
+        Ok(())
+    }
+
+    /// A new epoch key for the group's current devices (after `body` is applied, as the
+    /// caller computes them).
+    pub fn new_epoch(g: &Group, devices: &[DeviceCert]) -> KeyUpdate {
+        let refs: Vec<&DeviceCert> = devices.iter().collect();
+        keys::new_epoch(&g.id, &refs).0
+    }
+
+    /// Saves a group (blocking) and tells everyone what changed.
+    pub async fn changed(self: &Arc<Self>, id: &str, key_changed: bool) {
+        let (dir, snapshot) = match self.groups() {
+            Ok(g) => (self.dir.clone(), g.get(id).cloned()),
+            Err(_) => return,
+        };
+        if let Some(g) = snapshot {
+            let heads: Vec<String> = g.heads().iter().map(crate::op::hex_hash).collect();
+            match self.tasks.blocking(move || g.save(&dir)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(group = %id, error = %e, "cannot save the group log"),
+                Err(_) => return,
+            }
+            let announce = protocol::Heads {
+                group: id.to_owned(),
+                heads: heads.into_iter().take(protocol::MAX_HEADS).collect(),
+            };
+            let data = serde_json::to_vec(&announce).unwrap_or_default();
+            let _ = self.overlay.publish(protocol::topic(id), data).await;
+        }
+        let _ = self.events.send(Event::Changed {
+            group: id.to_owned(),
+        });
+        if key_changed {
+            let _ = self.events.send(Event::KeyChanged {
+                group: id.to_owned(),
+            });
+        }
+    }
+
+    /// Remembers when `peer` last triggered a sync of `group`; false if it was moments ago.
+    pub fn may_sync(&self, group: &str, peer: PeerId, gap: std::time::Duration) -> bool {
+        let mut m = kith_core::sync::recover(&self.synced);
+        if m.len() >= MAX_SYNC_TIMES {
+            m.retain(|_, t| t.elapsed() < gap);
+        }
+        let key = (group.to_owned(), peer);
+        if m.get(&key).is_some_and(|t| t.elapsed() < gap) {
+            return false;
+        }
+        m.insert(key, Instant::now());
+        true
+    }
+}

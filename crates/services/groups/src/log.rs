@@ -1,0 +1,154 @@
+//! One group as this device holds it: the operations of its log, the state folded from
+//! them, and the keys sealed to this device. Operations are taken in only once verified
+//! and once their parents are here; the log is kept in `GROUP_ID.json`.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use kith_core::seal::SealKey;
+
+use crate::keys::Keyring;
+use crate::op::{Hash, Op, group_id, hex_hash};
+use crate::state::{State, order};
+
+/// Most operations in one group's log.
+pub const MAX_OPS: usize = 100_000;
+
+#[derive(Debug, Clone)]
+pub struct Group {
+    pub id: String,
+    pub ops: HashMap<Hash, Op>,
+    pub state: State,
+    pub keys: Keyring,
+}
+
+/// What taking in a batch of operations did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Intake {
+    pub added: usize,
+    pub known: usize,
+    /// Operations refused, and why.
+    pub refused: Vec<String>,
+}
+
+pub fn path(dir: &Path, id: &str) -> PathBuf {
+    dir.join(format!("{id}.json"))
+}
+
+impl Group {
+    /// A group from its genesis.
+    pub fn new(genesis: Op, me: &str, seal: &SealKey) -> Self {
+        let h = genesis.hash();
+        let mut g = Self {
+            id: group_id(&h),
+            ops: HashMap::from([(h, genesis)]),
+            state: State::default(),
+            keys: Keyring::default(),
+        };
+        g.refold(me, seal);
+        g
+    }
+
+    /// Loads a log saved by [`Group::save`] (blocking). Its operations were verified when
+    /// they were taken in.
+    pub fn load(file: &Path, me: &str, seal: &SealKey) -> Result<Self, String> {
+        let bytes = std::fs::read(file).map_err(|e| e.to_string())?;
+        let ops: Vec<Op> = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+        let genesis = ops
+            .iter()
+            .find(|o| o.is_genesis())
+            .cloned()
+            .ok_or("no genesis")?;
+        let mut g = Self::new(genesis, me, seal);
+        g.ops.extend(ops.into_iter().map(|o| (o.hash(), o)));
+        g.refold(me, seal);
+        Ok(g)
+    }
+
+    /// Saves the log (blocking), atomically.
+    pub fn save(&self, dir: &Path) -> std::io::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        let ops: Vec<&Op> = order(&self.ops)
+            .iter()
+            .filter_map(|h| self.ops.get(h))
+            .collect();
+        let tmp = dir.join(format!("{}.json.tmp", self.id));
+        std::fs::write(&tmp, serde_json::to_vec(&ops).unwrap_or_default())?;
+        std::fs::rename(&tmp, path(dir, &self.id))
+    }
+
+    fn refold(&mut self, me: &str, seal: &SealKey) {
+        self.state = State::fold(&self.ops);
+        for h in &self.state.applied {
+            if let Some(op) = self.ops.get(h) {
+                self.keys.take(&self.id, op, me, seal);
+            }
+        }
+    }
+
+    /// The log's heads: operations nothing else names as a parent.
+    pub fn heads(&self) -> Vec<Hash> {
+        let named: HashSet<Hash> = self.ops.values().flat_map(|o| o.parent_hashes()).collect();
+        let mut h: Vec<Hash> = self
+            .ops
+            .keys()
+            .filter(|h| !named.contains(*h))
+            .copied()
+            .collect();
+        h.sort();
+        h
+    }
+
+    /// Takes in operations, in any order: each verified, placed once its parents are here.
+    pub fn take(&mut self, ops: Vec<Op>, me: &str, seal: &SealKey) -> Intake {
+        let mut intake = Intake::default();
+        let mut pending: Vec<(Hash, Op)> = Vec::new();
+        for op in ops {
+            let h = op.hash();
+            if self.ops.contains_key(&h) {
+                intake.known += 1;
+            } else if op.is_genesis() || op.group != self.id {
+                intake
+                    .refused
+                    .push(format!("{}: not an operation of this group", hex_hash(&h)));
+            } else if let Err(e) = op.verify() {
+                intake.refused.push(format!("{}: {e}", hex_hash(&h)));
+            } else {
+                pending.push((h, op));
+            }
+        }
+        loop {
+            let before = pending.len();
+            pending.retain(|(h, op)| {
+                let placed = op.parent_hashes().iter().all(|p| self.ops.contains_key(p));
+                if placed && self.ops.len() < MAX_OPS {
+                    self.ops.insert(*h, op.clone());
+                    intake.added += 1;
+                }
+                !placed
+            });
+            if pending.len() == before {
+                break;
+            }
+        }
+        for (h, _) in pending {
+            intake.refused.push(format!(
+                "{}: out of order (a parent is unknown)",
+                hex_hash(&h)
+            ));
+        }
+        if intake.added > 0 {
+            self.refold(me, seal);
+        }
+        intake
+    }
+
+    /// The operations a peer that holds `have` lacks, parents first.
+    pub fn missing_for(&self, have: &HashSet<Hash>) -> Vec<Op> {
+        order(&self.ops)
+            .into_iter()
+            .filter(|h| !have.contains(h))
+            .filter_map(|h| self.ops.get(&h).cloned())
+            .collect()
+    }
+}

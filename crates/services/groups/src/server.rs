@@ -1,0 +1,245 @@
+//! The serving side of `/kith/group/1.0.0`: syncs for members, the group list for the
+//! person's own devices, and joins with an invite.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kith_core::frame;
+use kith_core::person::DeviceCert;
+use kith_core::store::now_secs;
+use kith_overlay::inbound::{Incoming, Limits};
+use kith_overlay::{PeerId, Stream};
+
+use crate::inner::Inner;
+use crate::invite::Invite;
+use crate::op::{Body, parse_hash};
+use crate::protocol::{self, MAX_FRAME, Request, Response};
+use crate::{Error, keys};
+
+/// Inbound streams: per peer, and in total.
+const LIMITS: Limits = Limits {
+    per_peer: 4,
+    total: 64,
+};
+/// Longest time for one request, from open to the last answer.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn busy(_: kith_overlay::inbound::Refusal) -> Vec<u8> {
+    frame::encode(&Response::Refused {
+        reason: "busy".into(),
+    })
+    .unwrap_or_default()
+}
+
+pub(crate) fn start(inner: &Arc<Inner>) -> Result<(), Error> {
+    let mut inbound = inner
+        .overlay
+        .accept(protocol::PROTOCOL, LIMITS, Arc::new(busy))?;
+    let i = inner.clone();
+    inner.tasks.spawn(async move {
+        while let Some(Incoming {
+            peer,
+            stream,
+            permit,
+        }) = inbound.next_until(i.tasks.shutdown()).await
+        {
+            let inner = i.clone();
+            i.tasks.spawn(async move {
+                match tokio::time::timeout(REQUEST_TIMEOUT, handle(&inner, peer, stream)).await {
+                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "group request failed"),
+                    Err(_) => tracing::debug!(%peer, "group request timed out"),
+                    Ok(Ok(())) => {}
+                }
+                drop(permit);
+            });
+        }
+    });
+    Ok(())
+}
+
+async fn refuse(inner: &Inner, s: &mut Stream, peer: &PeerId, reason: String) -> Result<(), Error> {
+    inner.refuse("group request", &format!("{peer}: {reason}"));
+    frame::write(s, &Response::Refused { reason }).await?;
+    Ok(())
+}
+
+async fn handle(inner: &Arc<Inner>, peer: PeerId, mut s: Stream) -> Result<(), Error> {
+    let Some(req) = frame::read::<_, Request>(&mut s, MAX_FRAME).await? else {
+        return Ok(());
+    };
+    let answer = match req {
+        Request::Sync { group, have } => sync(inner, &peer, &group, &have),
+        Request::Groups => groups_of(inner, &peer),
+        Request::Join {
+            group,
+            invite,
+            devices,
+        } => join(inner, &peer, &group, &invite, devices).await,
+    };
+    match answer {
+        Ok(Answer::Ops(ops)) => {
+            let parts = protocol::batches(ops);
+            let n = parts.len();
+            for (k, ops) in parts.into_iter().enumerate() {
+                frame::write(
+                    &mut s,
+                    &Response::Ops {
+                        ops,
+                        more: k + 1 < n,
+                    },
+                )
+                .await?;
+            }
+            Ok(())
+        }
+        Ok(Answer::Groups(groups)) => Ok(frame::write(&mut s, &Response::Groups { groups }).await?),
+        Err(e) => refuse(inner, &mut s, &peer, e.to_string()).await,
+    }
+}
+
+enum Answer {
+    Ops(Vec<crate::op::Op>),
+    Groups(Vec<String>),
+}
+
+/// Whether `peer` may read the group: a current device of a member, or a device that
+/// proved (by its certificate) it acts for a member person and is not revoked.
+fn may_read(inner: &Inner, g: &crate::log::Group, peer: &PeerId) -> bool {
+    let device = peer.to_string();
+    if g.state.member_of(&device).is_some() {
+        return true;
+    }
+    inner
+        .people
+        .person_of(peer)
+        .is_some_and(|p| g.state.members.contains_key(&p) && !g.state.revoked.contains(&device))
+}
+
+fn sync(inner: &Inner, peer: &PeerId, group: &str, have: &[String]) -> Result<Answer, Error> {
+    if have.len() > protocol::MAX_HAVE {
+        return Err(Error::Refused("too many hashes".into()));
+    }
+    let groups = inner.groups()?;
+    // A group this device is not in and one the peer may not read look the same.
+    let g = groups
+        .get(group)
+        .filter(|g| may_read(inner, g, peer))
+        .ok_or_else(|| Error::Refused("not a member".into()))?;
+    let have: HashSet<_> = have.iter().filter_map(|h| parse_hash(h)).collect();
+    Ok(Answer::Ops(g.missing_for(&have)))
+}
+
+/// The groups this person is in, for another device of the same person.
+fn groups_of(inner: &Inner, peer: &PeerId) -> Result<Answer, Error> {
+    let mine = inner.people.person()?;
+    if inner.people.person_of(peer) != Some(mine) {
+        return Err(Error::Refused("not a device of this person".into()));
+    }
+    Ok(Answer::Groups(
+        inner
+            .groups()?
+            .iter()
+            .filter(|(_, g)| g.state.members.contains_key(&mine))
+            .map(|(id, _)| id.clone())
+            .collect(),
+    ))
+}
+
+/// Checks an invite presented by `peer` for `group` (its form, signature, group, admin,
+/// expiry and uses) and the devices it joins with.
+fn check_join(
+    g: &crate::log::Group,
+    peer: &PeerId,
+    group: &str,
+    inv: &Invite,
+    devices: &[DeviceCert],
+) -> Result<kith_core::person::PersonId, Error> {
+    inv.verify()?;
+    if inv.group != group || g.id != group {
+        return Err(Error::Refused("this invite is for another group".into()));
+    }
+    let inviter = g.state.member_of(&inv.inviter.device);
+    if !inviter.is_some_and(|p| g.state.is_admin(&p)) {
+        return Err(Error::Refused(
+            "this invite is not signed by a current admin of the group".into(),
+        ));
+    }
+    if now_secs() > inv.expires {
+        return Err(Error::Refused("this invite has expired".into()));
+    }
+    let used = g.state.invites.get(&inv.id).copied().unwrap_or(0);
+    if used >= inv.uses {
+        return Err(Error::Refused(format!(
+            "this invite was used {used} time(s) already and allows {}",
+            inv.uses
+        )));
+    }
+    let person = devices
+        .first()
+        .map(|c| c.person)
+        .ok_or_else(|| Error::Refused("no device".into()))?;
+    let me = peer.to_string();
+    let ok = devices
+        .iter()
+        .all(|c| c.person == person && c.verify().is_ok())
+        && devices.iter().any(|c| c.device == me)
+        && devices.len() <= crate::op::MAX_DEVICES;
+    if !ok {
+        return Err(Error::Refused(
+            "the joining devices' certificates do not hold".into(),
+        ));
+    }
+    if g.state.members.contains_key(&person) {
+        return Err(Error::Refused("already a member".into()));
+    }
+    Ok(person)
+}
+
+/// A join with an invite: checked, then the person is added (a new key for everyone, or
+/// the current one for the newcomer when the group shares its history).
+async fn join(
+    inner: &Arc<Inner>,
+    peer: &PeerId,
+    group: &str,
+    token: &str,
+    devices: Vec<DeviceCert>,
+) -> Result<Answer, Error> {
+    let inv = Invite::from_token(token)?;
+    let ops = {
+        let mut groups = inner.groups()?;
+        let g = groups
+            .get_mut(group)
+            .ok_or_else(|| Error::Refused("this invite is for another group".into()))?;
+        let person = check_join(g, peer, group, &inv, &devices)?;
+        let key = if g.state.history {
+            let epoch = g
+                .state
+                .current_epoch()
+                .map(|e| e.id.clone())
+                .unwrap_or_default();
+            let k = g
+                .keys
+                .get(&epoch)
+                .copied()
+                .ok_or_else(|| Error::Refused("this device lacks the group key".into()))?;
+            keys::grant(&g.id, &epoch, &k, &devices.iter().collect::<Vec<_>>())
+        } else {
+            let mut all = Inner::member_certs(g);
+            all.extend(devices.iter().cloned());
+            Inner::new_epoch(g, &all)
+        };
+        let body = Body::Add {
+            person,
+            devices,
+            admin: inv.admin,
+            invite: Some(Box::new(inv)),
+        };
+        let op = inner.sign(g, body, Some(key))?;
+        inner.append(g, op)?;
+        tracing::info!(group = %g.id, %person, "a person joined with an invite");
+        g.missing_for(&HashSet::new())
+    };
+    inner.changed(group, true).await;
+    Ok(Answer::Ops(ops))
+}

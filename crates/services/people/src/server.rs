@@ -1,0 +1,133 @@
+//! The serving side of `/kith/person/1.0.0` and `/kith/link/1.0.0`, behind the overlay's
+//! inbound limits.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kith_core::frame;
+use kith_core::person::from_hex;
+use kith_overlay::inbound::{Incoming, Limits};
+use kith_overlay::{PeerId, Stream};
+
+use crate::Error;
+use crate::protocol::{self, Hello, LinkRequest, LinkResponse, MAX_FRAME};
+use crate::state::Inner;
+
+/// Inbound streams of either protocol: per peer, and in total.
+const LIMITS: Limits = Limits {
+    per_peer: 4,
+    total: 128,
+};
+/// Time for a peer to send its part.
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn no_answer(_: kith_overlay::inbound::Refusal) -> Vec<u8> {
+    frame::encode(&LinkResponse::Refused {
+        reason: "busy".into(),
+    })
+    .unwrap_or_default()
+}
+
+pub(crate) fn start(inner: &Arc<Inner>) -> Result<(), Error> {
+    let mut hellos =
+        inner
+            .overlay
+            .accept(protocol::PERSON_PROTOCOL, LIMITS, Arc::new(|_| Vec::new()))?;
+    let mut links = inner
+        .overlay
+        .accept(protocol::LINK_PROTOCOL, LIMITS, Arc::new(no_answer))?;
+    let i = inner.clone();
+    inner.tasks.spawn(async move {
+        while let Some(Incoming {
+            peer,
+            stream,
+            permit,
+        }) = hellos.next_until(i.tasks.shutdown()).await
+        {
+            let inner = i.clone();
+            i.tasks.spawn(async move {
+                if let Err(e) = tokio::time::timeout(READ_TIMEOUT, hello(&inner, peer, stream))
+                    .await
+                    .unwrap_or(Err(Error::Refused("timed out".into())))
+                {
+                    tracing::debug!(%peer, error = %e, "hello failed");
+                }
+                drop(permit);
+            });
+        }
+    });
+    let i = inner.clone();
+    inner.tasks.spawn(async move {
+        while let Some(Incoming {
+            peer,
+            stream,
+            permit,
+        }) = links.next_until(i.tasks.shutdown()).await
+        {
+            let inner = i.clone();
+            i.tasks.spawn(async move {
+                if let Err(e) = tokio::time::timeout(READ_TIMEOUT, link(&inner, peer, stream))
+                    .await
+                    .unwrap_or(Err(Error::Refused("timed out".into())))
+                {
+                    tracing::warn!(%peer, error = %e, "link refused");
+                }
+                drop(permit);
+            });
+        }
+    });
+    Ok(())
+}
+
+/// A peer's hello: check it, then answer with ours.
+async fn hello(inner: &Inner, peer: PeerId, mut s: Stream) -> Result<(), Error> {
+    let Some(h) = frame::read::<_, Hello>(&mut s, MAX_FRAME).await? else {
+        return Ok(());
+    };
+    inner.accept_hello(peer, h).await?;
+    frame::write(&mut s, &inner.hello()?).await?;
+    Ok(())
+}
+
+/// A device asking to be linked: it must prove it knows an outstanding code's secret.
+async fn link(inner: &Inner, peer: PeerId, mut s: Stream) -> Result<(), Error> {
+    let Some(req) = frame::read::<_, LinkRequest>(&mut s, MAX_FRAME).await? else {
+        return Ok(());
+    };
+    let answer = match check(inner, &peer, &req) {
+        Ok(seal) => {
+            let cert = inner.issue(&peer, &seal).await?;
+            tracing::info!(device = %peer, "device linked");
+            let b = inner.book()?.clone();
+            LinkResponse::Linked {
+                cert,
+                devices: b.devices,
+                revoked: b.revoked,
+            }
+        }
+        Err(e) => {
+            inner.refused.inc();
+            LinkResponse::Refused {
+                reason: e.to_string(),
+            }
+        }
+    };
+    frame::write(&mut s, &answer).await?;
+    Ok(())
+}
+
+/// The seal key of a link request whose proof matches an outstanding code (taken).
+fn check(inner: &Inner, peer: &PeerId, req: &LinkRequest) -> Result<[u8; 32], Error> {
+    let proof: [u8; 32] = from_hex(&req.proof)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| Error::Refused("malformed proof".into()))?;
+    let seal: [u8; 32] = from_hex(&req.seal)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| Error::Refused("malformed seal key".into()))?;
+    if !inner.take_code(&blake3::Hash::from(proof), peer)? {
+        return Err(Error::Refused(
+            "unknown, used or expired link code (a code works once, for 10 minutes)".into(),
+        ));
+    }
+    Ok(seal)
+}
