@@ -9,6 +9,12 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+mod people;
+pub use people::{
+    CreateGroup, Device, DeviceRemoved, Group, Invite, InviteRequest, JoinDevice, JoinGroup,
+    LinkCode, Member, Person,
+};
+
 /// An error: one line saying what is wrong and what to do.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ErrorBody {
@@ -83,6 +89,9 @@ pub struct Share {
     pub files: u64,
     /// Seconds since the Unix epoch.
     pub added: u64,
+    /// The group it is shared with; absent for public shares.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
 }
 
 /// `POST /shares`: share a file or folder in place.
@@ -91,6 +100,9 @@ pub struct Share {
 pub struct ShareRequest {
     /// Absolute path.
     pub path: String,
+    /// Share it with this group only (ID or name); default: public.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
 }
 
 /// `POST /downloads`: start (or follow) a download.
@@ -154,6 +166,9 @@ pub struct SearchRequest {
     /// Most results (default 100).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<usize>,
+    /// Search only what is shared with this group (ID or name), asking its members.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
 }
 
 /// One search result; sent again when more peers answer for it or it turns out to be

@@ -89,7 +89,13 @@ pub enum Cmd {
     /// List connected peers.
     Peers,
     /// Share a file or folder (in place, nothing is copied); prints its content ID.
-    Share { path: PathBuf },
+    Share {
+        path: PathBuf,
+        /// Share it with this group only (ID or name): only its members can discover,
+        /// list, search or fetch it.
+        #[arg(long)]
+        group: Option<String>,
+    },
     /// List what this node shares.
     Ls,
     /// Search across peers; results stream in as peers answer.
@@ -106,6 +112,9 @@ pub enum Cmd {
         /// Most results.
         #[arg(long, default_value_t = 100)]
         limit: usize,
+        /// Search only what is shared with this group (ID or name).
+        #[arg(long, conflicts_with = "via")]
+        group: Option<String>,
     },
     /// Publish PATH as the next revision of NAME (signed by this node's key).
     Publish { name: String, path: PathBuf },
@@ -130,4 +139,57 @@ pub enum Cmd {
     },
     /// Stop sharing content.
     Unshare { id: String },
+    /// Show this device's person ID and the person's devices.
+    Person,
+    /// Link, join or remove devices of your person.
+    #[command(subcommand)]
+    Device(DeviceCmd),
+    /// Private groups of people: create, invite, join, list, remove, leave.
+    #[command(subcommand)]
+    Group(GroupCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DeviceCmd {
+    /// Print a one-time code (valid 10 minutes, once) another device joins with.
+    Link,
+    /// Make this device a device of the person whose device printed CODE.
+    Join { code: String },
+    /// Revoke a lost device: every group stops trusting it.
+    Remove { device: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum GroupCmd {
+    /// Create a group; you are its first admin.
+    Create {
+        name: String,
+        /// Let people who join read what was shared before they joined.
+        #[arg(long)]
+        history: bool,
+    },
+    /// Print an invite token (admins only).
+    Invite {
+        /// Group ID or name.
+        group: String,
+        /// How long the invite is valid: 90s, 10m, 24h, 7d (at most 30 days).
+        #[arg(long, default_value = "24h", value_parser = units::parse_duration)]
+        expires: u64,
+        /// How many people may join with it.
+        #[arg(long, default_value_t = 1)]
+        uses: u32,
+        /// Whoever joins with it becomes an admin.
+        #[arg(long)]
+        admin: bool,
+    },
+    /// Join a group with an invite token.
+    Join { token: String },
+    /// List your groups.
+    Ls,
+    /// List a group's members, their devices, who is admin, who is online.
+    Members { group: String },
+    /// Remove a person from a group (admins only); the group key changes.
+    Remove { group: String, person: String },
+    /// Leave a group.
+    Leave { group: String },
 }

@@ -8,6 +8,19 @@ use kith_node::Home;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+/// `s` as one URL path segment: every byte but unreserved ones percent-encoded.
+pub fn segment(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
 pub struct Client {
     base: String,
     token: String,

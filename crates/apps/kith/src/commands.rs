@@ -136,10 +136,11 @@ pub async fn peers(c: &Client, json: bool) -> Result<()> {
     Ok(())
 }
 
-pub async fn share(c: &Client, path: &Path, json: bool) -> Result<()> {
+pub async fn share(c: &Client, path: &Path, group: Option<String>, json: bool) -> Result<()> {
     let abs = existing(path)?;
     let req = api::ShareRequest {
         path: abs.display().to_string(),
+        group,
     };
     let s: api::Share = c.post("/shares", &req).await?;
     if json {
@@ -160,7 +161,12 @@ pub async fn ls(c: &Client, json: bool) -> Result<()> {
         println!("nothing shared yet (kith share PATH)");
     }
     for s in list {
-        println!("{}  {:>10}  {}", s.id, units::human(s.size), s.path);
+        let group = s
+            .group
+            .as_deref()
+            .map(|g| format!("  [group {g}]"))
+            .unwrap_or_default();
+        println!("{}  {:>10}  {}{group}", s.id, units::human(s.size), s.path);
     }
     Ok(())
 }
@@ -237,6 +243,7 @@ pub async fn search(
     c: &Client,
     query: &[String],
     via: Option<String>,
+    group: Option<String>,
     timeout: f64,
     limit: usize,
     json: bool,
@@ -246,6 +253,7 @@ pub async fn search(
         via,
         timeout_ms: Some(secs_to_ms(timeout)?),
         limit: Some(limit),
+        group,
     };
     let mut all: Vec<api::SearchResult> = Vec::new();
     let tty = crate::is_tty();

@@ -7,6 +7,7 @@
 mod args;
 mod client;
 mod commands;
+mod groups;
 mod progress;
 mod units;
 mod up;
@@ -93,7 +94,7 @@ async fn talk(c: &Client, cmd: Cmd, json: bool) -> Result<()> {
         Cmd::Id => commands::id(c, json).await,
         Cmd::Status => commands::status(c, json).await,
         Cmd::Peers => commands::peers(c, json).await,
-        Cmd::Share { path } => commands::share(c, &path, json).await,
+        Cmd::Share { path, group } => commands::share(c, &path, group, json).await,
         Cmd::Ls => commands::ls(c, json).await,
         Cmd::Unshare { id } => commands::unshare(c, &id, json).await,
         Cmd::Search {
@@ -101,7 +102,8 @@ async fn talk(c: &Client, cmd: Cmd, json: bool) -> Result<()> {
             via,
             timeout,
             limit,
-        } => commands::search(c, &query, via, timeout, limit, json).await,
+            group,
+        } => commands::search(c, &query, via, group, timeout, limit, json).await,
         Cmd::Publish { name, path } => commands::publish(c, &name, &path, json).await,
         Cmd::Resolve { name, timeout } => commands::resolve(c, &name, timeout, json).await,
         Cmd::Get {
@@ -109,6 +111,9 @@ async fn talk(c: &Client, cmd: Cmd, json: bool) -> Result<()> {
             output,
             timeout,
         } => commands::get(c, &id, output.as_deref(), timeout, json).await,
+        Cmd::Person => groups::person(c, json).await,
+        Cmd::Device(d) => groups::device(c, d, json).await,
+        Cmd::Group(g) => groups::group(c, g, json).await,
         Cmd::Init | Cmd::Up(_) | Cmd::Broker(_) => Ok(()),
     }
 }

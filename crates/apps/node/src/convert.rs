@@ -64,6 +64,7 @@ pub(crate) fn share(r: &ShareRecord) -> api::Share {
         size: r.size,
         files: r.files,
         added: r.added,
+        group: r.scope.clone(),
     }
 }
 

@@ -93,10 +93,15 @@ impl Node {
         Ok(list.iter().map(convert::share).collect())
     }
 
-    /// Shares an absolute path in place.
-    pub async fn share_path(&self, path: &str) -> Result<api::Share, NodeError> {
+    /// Shares an absolute path in place: publicly, or with one group (ID or name).
+    pub async fn share_path(
+        &self,
+        path: &str,
+        group: Option<&str>,
+    ) -> Result<api::Share, NodeError> {
+        let group = self.group_id(group)?;
         let path = existing_path(path)?;
-        Ok(convert::share(&self.inner.share.share(path).await?))
+        Ok(convert::share(&self.inner.share.share(path, group).await?))
     }
 
     pub async fn unshare(&self, id: &str) -> Result<api::Share, NodeError> {
@@ -156,9 +161,11 @@ impl Node {
             None if self.inner.search.has_broker() => Via::Both,
             None => Via::Network,
         };
+        let group = self.group_id(req.group.as_deref())?;
         let rx = self.inner.search.search(
             &req.q,
             via,
+            group.as_deref(),
             wait_ms(req.timeout_ms),
             req.limit.unwrap_or(100),
         )?;
@@ -180,7 +187,7 @@ impl Node {
     pub async fn publish(&self, name: &str, path: &str) -> Result<api::Name, NodeError> {
         kith_names::check_name(name).map_err(kith_names::Error::from)?;
         let path = existing_path(path)?;
-        let rec = self.inner.share.share(path).await?;
+        let rec = self.inner.share.share(path, None).await?;
         let r = self.inner.names.publish(name, rec.id).await?;
         Ok(convert::name(&r))
     }

@@ -1,4 +1,5 @@
-//! The data directory: `key` (0600), `config.toml`, `meta.redb`, `api.token` (0600) and,
+//! The data directory: `key` (0600), `people/person.key` (0600, the person key, on the
+//! device that made the person), `config.toml`, `meta.redb`, `api.token` (0600) and,
 //! while the node runs, `api.addr`.
 
 use std::io::Write;
@@ -23,6 +24,8 @@ pub enum HomeError {
     InUse(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Person(#[from] kith_people::Error),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,6 +91,9 @@ impl Home {
             identity::create(&self.key_path())?;
             created = true;
         }
+        // The person this device acts for: a key of its own, apart from the device key.
+        let device = self.keypair()?;
+        created |= kith_people::init(&self.service_dir("people"), &device)?;
         if !self.config_path().exists() {
             let text = format!(
                 "# kith node configuration. Environment variables (KITH_*) and flags override it.\n{}",

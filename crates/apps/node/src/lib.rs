@@ -13,14 +13,17 @@ pub mod config;
 mod convert;
 mod facade;
 mod home;
+mod people;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kith_core::tasks::{Fatal, Tasks};
+use kith_groups::Groups;
 use kith_names::Names;
 use kith_overlay::{Overlay, OverlayError};
+use kith_people::People;
 use kith_search::Search;
 use kith_share::Share;
 use prometheus_client::registry::Registry;
@@ -45,6 +48,10 @@ pub enum NodeError {
     Search(#[from] kith_search::Error),
     #[error(transparent)]
     Names(#[from] kith_names::Error),
+    #[error(transparent)]
+    People(#[from] kith_people::Error),
+    #[error(transparent)]
+    Groups(#[from] kith_groups::Error),
     #[error("{0}")]
     BadRequest(String),
     #[error("{0}")]
@@ -83,6 +90,8 @@ impl Options {
 
 pub(crate) struct Inner {
     pub overlay: Overlay,
+    pub people: People,
+    pub groups: Groups,
     pub share: Share,
     pub names: Names,
     pub search: Search,
@@ -169,6 +178,8 @@ fn open_home(
 struct Services {
     overlay: Overlay,
     overlay_task: tokio::task::JoinHandle<()>,
+    people: People,
+    groups: Groups,
     share: Share,
     names: Names,
     search: Search,
@@ -194,13 +205,36 @@ async fn start_services(
             f.report("internal error in the overlay: the network actor panicked".into());
         }
     });
+    let people = People::start(
+        kith_people::Config {
+            dir: opts.home.service_dir("people"),
+        },
+        overlay.clone(),
+        keypair.clone(),
+        registry,
+        tasks("people"),
+    )
+    .await?;
+    let groups = Groups::start(
+        kith_groups::Config {
+            dir: opts.home.service_dir("groups"),
+        },
+        overlay.clone(),
+        people.clone(),
+        keypair.clone(),
+        registry,
+        tasks("groups"),
+    )
+    .await?;
     let share = Share::start(
         opts.share.clone(),
         store,
         overlay.clone(),
+        groups.scopes(),
         registry,
         tasks("share"),
     )?;
+    people::announce_on_key_change(&groups, &share, tasks("node"));
     let names_cfg = kith_names::Config {
         dir: opts.home.service_dir("names"),
     };
@@ -217,10 +251,12 @@ async fn start_services(
         scfg.broker = Some(kith_overlay::parse_addr(b)?);
     }
     let (o, sh, n) = (overlay.clone(), share.clone(), names.clone());
-    let search = Search::start(scfg, o, sh, n, registry, tasks("search")).await?;
+    let search = Search::start(scfg, o, sh, n, groups.scopes(), registry, tasks("search")).await?;
     Ok(Services {
         overlay,
         overlay_task,
+        people,
+        groups,
         share,
         names,
         search,
@@ -260,6 +296,8 @@ impl Node {
         let node = Self {
             inner: Arc::new(Inner {
                 overlay: s.overlay,
+                people: s.people,
+                groups: s.groups,
                 share: s.share,
                 names: s.names,
                 search: s.search,
@@ -299,6 +337,14 @@ impl Node {
         &self.inner.search
     }
 
+    pub fn people_service(&self) -> &People {
+        &self.inner.people
+    }
+
+    pub fn groups_service(&self) -> &Groups {
+        &self.inner.groups
+    }
+
     pub fn api_addr(&self) -> SocketAddr {
         self.inner.api_addr
     }
@@ -326,6 +372,8 @@ impl Node {
         let _ = tokio::time::timeout(Duration::from_secs(10), i.share.stopped()).await;
         let _ = tokio::time::timeout(Duration::from_secs(5), i.search.stopped()).await;
         let _ = tokio::time::timeout(Duration::from_secs(5), i.names.stopped()).await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), i.groups.stopped()).await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), i.people.stopped()).await;
         let tasks = std::mem::take(&mut *kith_core::sync::recover(&i.tasks));
         for t in tasks {
             let _ = tokio::time::timeout(Duration::from_secs(5), t).await;

@@ -16,7 +16,8 @@ use crate::{Error, MAX_KEYWORDS, keyword_key, query};
 /// Text read from the start of a text-like file for the full-text index.
 pub const MAX_TEXT_BYTES: usize = 256 * 1024;
 
-type Catalogue = BTreeMap<String, (Entry, PathBuf)>;
+/// Entries by scope (a group; empty for public entries) and content ID.
+pub(crate) type Catalogue = BTreeMap<(String, String), (Entry, PathBuf)>;
 
 /// Entries of `items`, marked with the names they are revisions of.
 fn entries(items: Vec<Item>, named: &HashMap<String, (String, u64)>) -> Catalogue {
@@ -24,6 +25,7 @@ fn entries(items: Vec<Item>, named: &HashMap<String, (String, u64)>) -> Catalogu
         .into_iter()
         .map(|it| {
             let id = it.id.to_string();
+            let scope = it.scope.unwrap_or_default();
             let (name_key, revision) = named
                 .get(&id)
                 .map(|(n, r)| (Some(n.clone()), Some(*r)))
@@ -41,7 +43,7 @@ fn entries(items: Vec<Item>, named: &HashMap<String, (String, u64)>) -> Catalogu
                 name_key,
                 revision,
             };
-            (id, (entry, it.local))
+            ((scope, id), (entry, it.local))
         })
         .collect()
 }
@@ -63,10 +65,12 @@ pub fn text_of(path: &Path) -> Option<String> {
     Some(text.into_owned())
 }
 
-/// The words of the catalogue's names that keyword routing announces.
+/// The words of the public catalogue's names that keyword routing announces (a group's
+/// entries are never announced).
 fn keywords(cat: &Catalogue) -> HashSet<String> {
     let mut words = HashSet::new();
-    for (e, _) in cat.values() {
+    let public = cat.iter().filter(|((scope, _), _)| scope.is_empty());
+    for (_, (e, _)) in public {
         for t in query::tokens(&e.name) {
             if t.chars().count() >= query::MIN_KEYWORD_CHARS {
                 if words.len() >= MAX_KEYWORDS {
@@ -85,16 +89,16 @@ fn reindex(inner: &Inner, now: &Catalogue) -> Result<bool, Error> {
     let old = lock(&inner.catalog)?.clone();
     let ix = &inner.local;
     let mut changed = false;
-    for id in old.keys() {
-        if !now.contains_key(id) {
-            ix.remove("", id)?;
+    for key @ (scope, id) in old.keys() {
+        if !now.contains_key(key) {
+            ix.remove_scoped("", scope, id)?;
             changed = true;
         }
     }
-    for (id, (e, path)) in now {
-        if old.get(id).map(|(o, _)| o) != Some(e) {
+    for (key, (e, path)) in now {
+        if old.get(key).map(|(o, _)| o) != Some(e) {
             let body = (e.kind == "file").then(|| text_of(path)).flatten();
-            ix.add("", e, body.as_deref())?;
+            ix.add_scoped("", &key.0, e, body.as_deref())?;
             changed = true;
         }
     }
@@ -173,10 +177,11 @@ mod tests {
             size: 3,
             kind: ShareKind::File,
             local: PathBuf::from("/x/plan.odt"),
+            scope: None,
         }];
         let named = HashMap::from([(id.to_string(), ("P/plan".to_owned(), 4))]);
         let cat = entries(items, &named);
-        let (e, local) = &cat[&id.to_string()];
+        let (e, local) = &cat[&(String::new(), id.to_string())];
         assert_eq!(e.name_key.as_deref(), Some("P/plan"));
         assert_eq!(e.revision, Some(4));
         assert_eq!(local, Path::new("/x/plan.odt"));

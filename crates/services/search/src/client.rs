@@ -49,34 +49,87 @@ async fn ask(
     protocol::write_frame(&mut stream, req).await?;
     let mut taken = 0;
     let me = peer.to_string();
+    let group = match req {
+        SearchRequest::Query { group, .. } => group.as_deref(),
+    };
     while let Some(resp) =
         protocol::read_frame::<_, SearchResponse>(&mut stream, protocol::MAX_ANSWER_FRAME).await?
     {
-        match resp {
-            SearchResponse::Hits { hits } => {
-                for h in hits {
-                    if taken >= MAX_HITS_PER_PEER {
-                        break;
-                    }
-                    if direct && h.peer != me {
-                        tracing::warn!(%peer, claimed = %h.peer, "peer answered for another peer; dropped");
-                        continue;
-                    }
-                    taken += 1;
-                    if tx.send(h).await.is_err() {
-                        return Ok(());
-                    }
-                }
-            }
-            SearchResponse::End { error } => {
+        let hits = match (resp, group) {
+            (SearchResponse::Hits { hits }, None) => hits,
+            (SearchResponse::Sealed { data }, Some(g)) => unseal(inner, peer, g, &data),
+            (SearchResponse::End { error }, _) => {
                 if let Some(e) = error {
                     tracing::debug!(%peer, error = %e, "peer did not answer the query");
                 }
                 return Ok(());
             }
+            // Plain hits for a group query, or sealed ones for a public one: dropped.
+            _ => {
+                tracing::warn!(%peer, "peer answered in the wrong form; dropped");
+                continue;
+            }
+        };
+        for h in hits {
+            if taken >= MAX_HITS_PER_PEER {
+                break;
+            }
+            if direct && h.peer != me {
+                tracing::warn!(%peer, claimed = %h.peer, "peer answered for another peer; dropped");
+                continue;
+            }
+            taken += 1;
+            if tx.send(h).await.is_err() {
+                return Ok(());
+            }
         }
     }
     Ok(())
+}
+
+/// The hits of a sealed group answer (none when it cannot be opened or read).
+fn unseal(inner: &Inner, peer: PeerId, group: &str, data: &str) -> Vec<WireHit> {
+    let hits = kith_core::person::from_hex(data)
+        .and_then(|b| inner.scopes.open(group, &b))
+        .and_then(|json| serde_json::from_slice::<Vec<WireHit>>(&json).ok());
+    match hits {
+        Some(h) => h.into_iter().filter(|h| h.entry.check().is_ok()).collect(),
+        None => {
+            tracing::warn!(%peer, %group, "a group answer that does not open; dropped");
+            Vec::new()
+        }
+    }
+}
+
+/// Searches group `group`: asks every device of its members directly (answers are
+/// sealed with the group key; no flooding, nothing leaves the group).
+pub(crate) async fn search_group(
+    inner: &Arc<Inner>,
+    q: &Query,
+    group: &str,
+    limit: usize,
+    tx: &mpsc::Sender<WireHit>,
+) {
+    let req = SearchRequest::Query {
+        qid: rand::random(),
+        text: q.text.clone(),
+        ttl: 1,
+        limit: limit as u32,
+        group: Some(group.to_owned()),
+    };
+    let peers = inner.scopes.members(group);
+    join_all(peers.into_iter().map(|p| {
+        let req = &req;
+        async move {
+            let t = HOP_TIMEOUT * 2;
+            match tokio::time::timeout(t, ask(inner, p, req, true, tx)).await {
+                Ok(Err(e)) => tracing::debug!(peer = %p, error = %e, "group query failed"),
+                Err(_) => tracing::debug!(peer = %p, "group query timed out"),
+                Ok(Ok(())) => {}
+            }
+        }
+    }))
+    .await;
 }
 
 /// Sends a query to up to `flood_fanout` neighbours (not `except`) with `ttl`.
@@ -104,6 +157,7 @@ pub(crate) async fn flood(
         text: text.to_owned(),
         ttl,
         limit: limit as u32,
+        group: None,
     };
     let budget = HOP_TIMEOUT * u32::from(ttl.max(1));
     join_all(peers.into_iter().map(|p| {
@@ -156,6 +210,7 @@ async fn routed(
         text: q.text.clone(),
         ttl: 1,
         limit: limit as u32,
+        group: None,
     };
     let mut held: HashMap<PeerId, u32> = HashMap::new();
     let mut asked: HashSet<PeerId> = HashSet::from([inner.peer_id()]);

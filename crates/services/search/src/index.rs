@@ -33,6 +33,8 @@ struct Fields {
     kind: Field,
     name_key: Field,
     revision: Field,
+    /// The group an entry is visible to; empty for public entries.
+    scope: Field,
 }
 
 fn schema() -> (Schema, Fields) {
@@ -48,6 +50,7 @@ fn schema() -> (Schema, Fields) {
         kind: b.add_text_field("kind", STRING | STORED),
         name_key: b.add_text_field("name_key", STRING | STORED),
         revision: b.add_u64_field("revision", STORED),
+        scope: b.add_text_field("scope", STRING | STORED),
     };
     (b.build(), f)
 }
@@ -87,9 +90,21 @@ impl CatalogIndex {
         let index = match dir {
             Some(d) => {
                 std::fs::create_dir_all(d).map_err(|e| Error::Index(e.to_string()))?;
-                let mmap = tantivy::directory::MmapDirectory::open(d)
-                    .map_err(|e| Error::Index(e.to_string()))?;
-                Index::open_or_create(mmap, schema).map_err(tantivy_err)?
+                let mmap = || {
+                    tantivy::directory::MmapDirectory::open(d)
+                        .map_err(|e| Error::Index(e.to_string()))
+                };
+                match Index::open_or_create(mmap()?, schema.clone()) {
+                    Ok(i) => i,
+                    // An index of an earlier schema: it is rebuilt from the catalogue.
+                    Err(tantivy::TantivyError::SchemaError(why)) => {
+                        tracing::info!(%why, "search index of an earlier format; rebuilding it");
+                        std::fs::remove_dir_all(d).map_err(|e| Error::Index(e.to_string()))?;
+                        std::fs::create_dir_all(d).map_err(|e| Error::Index(e.to_string()))?;
+                        Index::open_or_create(mmap()?, schema).map_err(tantivy_err)?
+                    }
+                    Err(e) => return Err(tantivy_err(e)),
+                }
             }
             None => Index::create_in_ram(schema),
         };
@@ -114,20 +129,32 @@ impl CatalogIndex {
             .map_err(|_| Error::Index("the index writer failed earlier".into()))
     }
 
-    fn key(peer: &str, id: &str) -> String {
-        format!("{peer}\u{0}{id}")
+    fn key(peer: &str, scope: &str, id: &str) -> String {
+        format!("{peer}\u{0}{scope}\u{0}{id}")
     }
 
-    /// Adds (or replaces) an entry held by `peer`, with the text of the file if known.
+    /// Adds (or replaces) a public entry held by `peer`, with the text of the file if known.
     pub fn add(&self, peer: &str, entry: &Entry, body: Option<&str>) -> Result<(), Error> {
+        self.add_scoped(peer, "", entry, body)
+    }
+
+    /// Adds (or replaces) an entry visible in `scope` (a group; empty: public).
+    pub fn add_scoped(
+        &self,
+        peer: &str,
+        scope: &str,
+        entry: &Entry,
+        body: Option<&str>,
+    ) -> Result<(), Error> {
         let f = self.f;
-        let key = Self::key(peer, &entry.id);
+        let key = Self::key(peer, scope, &entry.id);
         let writer = self.writer()?;
         writer.delete_term(Term::from_field_text(f.key, &key));
         let mut doc = TantivyDocument::default();
         doc.add_text(f.peer, peer);
         doc.add_text(f.id, &entry.id);
         doc.add_text(f.key, &key);
+        doc.add_text(f.scope, scope);
         doc.add_text(f.name, &entry.name);
         doc.add_text(f.path, &entry.path);
         if let Some(b) = body {
@@ -145,9 +172,14 @@ impl CatalogIndex {
         Ok(())
     }
 
-    /// Removes one entry of `peer`.
+    /// Removes one public entry of `peer`.
     pub fn remove(&self, peer: &str, id: &str) -> Result<(), Error> {
-        let key = Self::key(peer, id);
+        self.remove_scoped(peer, "", id)
+    }
+
+    /// Removes one entry of `peer` in `scope`.
+    pub fn remove_scoped(&self, peer: &str, scope: &str, id: &str) -> Result<(), Error> {
+        let key = Self::key(peer, scope, id);
         self.writer()?
             .delete_term(Term::from_field_text(self.f.key, &key));
         Ok(())
@@ -182,8 +214,9 @@ impl CatalogIndex {
         self.len() == 0
     }
 
-    /// Every entry of `peer` (the local index uses this to find what changed).
-    pub fn entries_of(&self, peer: &str) -> Result<Vec<Entry>, Error> {
+    /// Every entry of `peer`, with its scope (the local index uses this to find what
+    /// changed).
+    pub fn entries_of(&self, peer: &str) -> Result<Vec<(String, Entry)>, Error> {
         let searcher = self.reader.searcher();
         let q = TermQuery::new(
             Term::from_field_text(self.f.peer, peer),
@@ -196,7 +229,12 @@ impl CatalogIndex {
         let mut out = Vec::with_capacity(top.len());
         for (_, addr) in top {
             let doc: TantivyDocument = searcher.doc(addr).map_err(tantivy_err)?;
-            out.push(self.entry_of(&doc).0);
+            let scope = doc
+                .get_first(self.f.scope)
+                .and_then(|v| v.as_str())
+                .unwrap_or_default()
+                .to_owned();
+            out.push((scope, self.entry_of(&doc).0));
         }
         Ok(out)
     }
@@ -237,7 +275,7 @@ impl CatalogIndex {
 
     /// The tantivy query for a parsed query: every clause must match in the name, the path
     /// or the text (name counts most).
-    fn build(&self, q: &Query) -> Result<Box<dyn TQuery>, Error> {
+    fn build(&self, q: &Query, scope: &str) -> Result<Box<dyn TQuery>, Error> {
         let f = self.f;
         let weighted = [(f.name, 3.0f32), (f.path, 1.5), (f.body, 1.0)];
         let mut must: Vec<(Occur, Box<dyn TQuery>)> = Vec::new();
@@ -307,12 +345,24 @@ impl CatalogIndex {
         if must.is_empty() {
             return Err(Error::BadQuery("the query has no searchable words".into()));
         }
+        must.push((
+            Occur::Must,
+            Box::new(TermQuery::new(
+                Term::from_field_text(self.f.scope, scope),
+                IndexRecordOption::Basic,
+            )),
+        ));
         Ok(Box::new(BooleanQuery::new(must)))
     }
 
-    /// The best `limit` matches of `q`.
+    /// The best `limit` public matches of `q`.
     pub fn search(&self, q: &Query, limit: usize) -> Result<Vec<Hit>, Error> {
         self.search_where(q, limit, limit, |_| true)
+    }
+
+    /// The best `limit` matches of `q` visible in `scope` (a group).
+    pub fn search_scope(&self, q: &Query, limit: usize, scope: &str) -> Result<Vec<Hit>, Error> {
+        self.search_in(q, limit, limit, scope, |_| true)
     }
 
     /// The best `limit` matches of `q` whose peer passes `keep`, looking at no more than
@@ -324,7 +374,18 @@ impl CatalogIndex {
         scan: usize,
         keep: impl Fn(&str) -> bool,
     ) -> Result<Vec<Hit>, Error> {
-        let tq = self.build(q)?;
+        self.search_in(q, limit, scan, "", keep)
+    }
+
+    fn search_in(
+        &self,
+        q: &Query,
+        limit: usize,
+        scan: usize,
+        scope: &str,
+        keep: impl Fn(&str) -> bool,
+    ) -> Result<Vec<Hit>, Error> {
+        let tq = self.build(q, scope)?;
         let searcher = self.reader.searcher();
         let top = searcher
             .search(&tq, &TopDocs::with_limit(scan.max(1)).order_by_score())
@@ -442,7 +503,20 @@ mod tests {
         let hits = ix.search(&Query::parse("song").unwrap(), 10).unwrap();
         assert_eq!(hits.len(), 1);
         assert_eq!(hits[0].peer, "p1");
-        assert_eq!(ix.entries_of("p1").unwrap()[0].id, "a");
+        assert_eq!(ix.entries_of("p1").unwrap()[0].1.id, "a");
+        // An entry of a group is found only in that group.
+        ix.add_scoped(
+            "",
+            "grp-1",
+            &entry("g", "secret plan.txt", "secret plan.txt"),
+            None,
+        )
+        .unwrap();
+        ix.commit().unwrap();
+        assert!(ids(&ix, "secret").is_empty());
+        let q = Query::parse("secret").unwrap();
+        assert_eq!(ix.search_scope(&q, 10, "grp-1").unwrap()[0].entry.id, "g");
+        assert!(ix.search_scope(&q, 10, "grp-2").unwrap().is_empty());
     }
 
     #[test]

@@ -57,6 +57,8 @@ pub enum Error {
     Protocol(#[from] protocol::WireError),
     #[error("{0}")]
     Refused(String),
+    #[error("this device is not in group {0}")]
+    NotMember(String),
     #[error("no broker configured (start the node with --broker MULTIADDR)")]
     NoBroker,
     #[error("cannot use {path}: {reason}")]
@@ -196,10 +198,11 @@ impl Search {
         overlay: Overlay,
         share: Share,
         names: Names,
+        scopes: Arc<dyn kith_core::scope::Scopes>,
         registry: &mut Registry,
         tasks: Tasks,
     ) -> Result<Self, Error> {
-        let inner = Inner::open(config, overlay, share, names, registry, tasks).await?;
+        let inner = Inner::open(config, overlay, share, names, scopes, registry, tasks).await?;
         let search = Self { inner };
         server::start(&search.inner)?;
         broker::start(&search.inner)?;
@@ -249,16 +252,21 @@ impl Search {
         self.inner.config.broker.is_some() || self.inner.directory.is_some()
     }
 
-    /// Searches. Results stream in as peers answer; the channel closes when every source
-    /// answered or `timeout` passed.
+    /// Searches: the public catalogues, or with `group` only what is shared with that
+    /// group (asking its members; `via` does not apply). Results stream in as peers
+    /// answer; the channel closes when every source answered or `timeout` passed.
     pub fn search(
         &self,
         text: &str,
         via: Via,
+        group: Option<&str>,
         timeout: Duration,
         limit: usize,
     ) -> Result<mpsc::Receiver<SearchResult>, Error> {
         let q = Query::parse(text)?;
+        if let Some(g) = group {
+            return self.search_group(&q, g, timeout, limit);
+        }
         if matches!(via, Via::Broker) && !self.has_broker() {
             return Err(Error::NoBroker);
         }
@@ -268,7 +276,7 @@ impl Search {
         let inner = &self.inner;
         let deadline = tokio::time::Instant::now() + timeout;
         // Sources: this node, then the broker and/or the network.
-        for h in inner.local_hits(&q, limit) {
+        for h in inner.local_hits(&q, limit, None) {
             let _ = hits_tx.try_send(h);
         }
         if matches!(via, Via::Broker | Via::Both) {
@@ -287,6 +295,36 @@ impl Search {
             });
         }
         drop(hits_tx);
+        let inner2 = inner.clone();
+        inner.tasks.spawn(async move {
+            aggregate::run(&inner2, hits_rx, tx, deadline, limit).await;
+        });
+        Ok(rx)
+    }
+
+    fn search_group(
+        &self,
+        q: &Query,
+        group: &str,
+        timeout: Duration,
+        limit: usize,
+    ) -> Result<mpsc::Receiver<SearchResult>, Error> {
+        let inner = &self.inner;
+        if !inner.scopes.belongs(group) {
+            return Err(Error::NotMember(group.chars().take(64).collect()));
+        }
+        let limit = limit.clamp(1, MAX_RESULTS);
+        let (hits_tx, hits_rx) = mpsc::channel::<WireHit>(256);
+        let (tx, rx) = mpsc::channel(256);
+        let deadline = tokio::time::Instant::now() + timeout;
+        for h in inner.local_hits(q, limit, Some(group)) {
+            let _ = hits_tx.try_send(h);
+        }
+        let (inner2, q, g) = (inner.clone(), q.clone(), group.to_owned());
+        inner.tasks.spawn(async move {
+            let ask = client::search_group(&inner2, &q, &g, limit, &hits_tx);
+            let _ = tokio::time::timeout_at(deadline, ask).await;
+        });
         let inner2 = inner.clone();
         inner.tasks.spawn(async move {
             aggregate::run(&inner2, hits_rx, tx, deadline, limit).await;

@@ -94,12 +94,16 @@ pub struct WireHit {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "t", rename_all = "snake_case")]
 pub enum SearchRequest {
-    /// Search your catalogue; with `ttl > 1`, also ask your neighbours (flooding).
+    /// Search your catalogue; with `ttl > 1`, also ask your neighbours (flooding). With
+    /// `group`, search only what is shared with that group (asked of its members only,
+    /// never forwarded; a non-member gets an empty answer).
     Query {
         qid: u64,
         text: String,
         ttl: u8,
         limit: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        group: Option<String>,
     },
 }
 
@@ -108,6 +112,11 @@ pub enum SearchRequest {
 pub enum SearchResponse {
     Hits {
         hits: Vec<WireHit>,
+    },
+    /// Answers to a group query: a list of hits as JSON, sealed with the group's key
+    /// (hex), so that only members can read them whichever way they travel.
+    Sealed {
+        data: String,
     },
     /// The last frame; `error` says why a query was refused.
     End {
@@ -167,6 +176,7 @@ mod tests {
             text: "hello".into(),
             ttl: 3,
             limit: 10,
+            group: None,
         };
         let buf = encode(&req)?;
         let mut r = futures::io::Cursor::new(buf.clone());

@@ -84,6 +84,7 @@ async fn handle(inner: &Arc<Inner>, peer: PeerId, mut stream: Stream) -> Result<
         text,
         ttl,
         limit,
+        group,
     }) = req
     else {
         return Ok(());
@@ -101,7 +102,11 @@ async fn handle(inner: &Arc<Inner>, peer: PeerId, mut stream: Stream) -> Result<
     }
     inner.metrics.queries_served.inc();
     let limit = (limit as usize).clamp(1, MAX_HITS_PER_PEER);
-    let hits = inner.local_hits(&q, limit);
+    if let Some(g) = group {
+        answer_group(inner, peer, &q, &g, limit, &mut stream).await?;
+        return Ok(protocol::write_frame(&mut stream, &end(None)).await?);
+    }
+    let hits = inner.local_hits(&q, limit, None);
     if !hits.is_empty() {
         protocol::write_frame(&mut stream, &SearchResponse::Hits { hits }).await?;
     }
@@ -109,6 +114,36 @@ async fn handle(inner: &Arc<Inner>, peer: PeerId, mut stream: Stream) -> Result<
         forward(inner, peer, &q, qid, ttl - 1, limit, &mut stream).await?;
     }
     Ok(protocol::write_frame(&mut stream, &end(None)).await?)
+}
+
+/// Hits sealed in one frame of a group answer.
+const SEALED_BATCH: usize = 50;
+
+/// Answers a query about group `group`: only to a device of a current member, sealed
+/// with the group's key. Anyone else gets no hits, the same answer as when nothing
+/// matches, so outsiders learn nothing of what the group holds.
+async fn answer_group(
+    inner: &Arc<Inner>,
+    peer: PeerId,
+    q: &Query,
+    group: &str,
+    limit: usize,
+    stream: &mut Stream,
+) -> Result<(), Error> {
+    if !inner.scopes.may_fetch(&peer, group) {
+        tracing::info!(%peer, %group, "group query from a device that is not a member's; no hits");
+        return Ok(());
+    }
+    let hits = inner.local_hits(q, limit, Some(group));
+    for batch in hits.chunks(SEALED_BATCH) {
+        let json = serde_json::to_vec(batch).map_err(|e| Error::Index(e.to_string()))?;
+        let Some(sealed) = inner.scopes.seal(group, &json) else {
+            return Ok(());
+        };
+        let data = kith_core::person::to_hex(&sealed);
+        protocol::write_frame(stream, &SearchResponse::Sealed { data }).await?;
+    }
+    Ok(())
 }
 
 /// Floods the query on and passes the answers back on `stream`.

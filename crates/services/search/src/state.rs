@@ -1,11 +1,12 @@
 //! What the search service's tasks share: the local index and catalogue, duplicate
 //! suppression for flooded queries, per-peer query rates, the broker directory.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use kith_core::scope::Scopes;
 use kith_core::tasks::Tasks;
 use kith_names::Names;
 use kith_overlay::{Overlay, PeerId};
@@ -15,6 +16,7 @@ use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
 use crate::broker::Directory;
+use crate::catalog::Catalogue;
 use crate::index::CatalogIndex;
 use crate::protocol::{Entry, WireHit};
 use crate::query::Query;
@@ -88,9 +90,10 @@ pub(crate) struct Inner {
     pub overlay: Overlay,
     pub share: Share,
     pub names: Names,
+    pub scopes: Arc<dyn Scopes>,
     pub local: CatalogIndex,
-    /// The catalogue by content ID, with where each item is on disk.
-    pub catalog: Mutex<BTreeMap<String, (Entry, PathBuf)>>,
+    /// The catalogue by scope and content ID, with where each item is on disk.
+    pub catalog: Mutex<Catalogue>,
     /// Bumped whenever the catalogue changes (the broker client watches it).
     pub generation: watch::Sender<u64>,
     pub events: tokio::sync::broadcast::Sender<crate::Event>,
@@ -113,6 +116,7 @@ impl Inner {
         overlay: Overlay,
         share: Share,
         names: Names,
+        scopes: Arc<dyn Scopes>,
         registry: &mut Registry,
         tasks: Tasks,
     ) -> Result<Arc<Self>, Error> {
@@ -124,10 +128,10 @@ impl Inner {
                     reason: e.to_string(),
                 })?;
                 let local = CatalogIndex::open(Some(&dir.join("index")))?;
-                let prev: BTreeMap<String, (Entry, PathBuf)> = local
+                let prev: Catalogue = local
                     .entries_of("")?
                     .into_iter()
-                    .map(|e| (e.id.clone(), (e, PathBuf::new())))
+                    .map(|(scope, e)| ((scope, e.id.clone()), (e, PathBuf::new())))
                     .collect();
                 Ok((local, prev))
             })
@@ -142,6 +146,7 @@ impl Inner {
             overlay,
             share,
             names,
+            scopes,
             local,
             catalog: Mutex::new(prev),
             generation: watch::channel(0).0,
@@ -187,10 +192,14 @@ impl Inner {
         kith_core::sync::recover(&self.seen).insert(qid)
     }
 
-    /// The local index's best matches, as hits held by this node.
-    pub fn local_hits(&self, q: &Query, limit: usize) -> Vec<WireHit> {
+    /// The local index's best matches, as hits held by this node: public ones, or those
+    /// of group `scope`.
+    pub fn local_hits(&self, q: &Query, limit: usize, scope: Option<&str>) -> Vec<WireHit> {
         let me = self.peer_id().to_string();
-        let hits = self.local.search(q, limit);
+        let hits = match scope {
+            None => self.local.search(q, limit),
+            Some(s) => self.local.search_scope(q, limit, s),
+        };
         match hits {
             Ok(h) => h
                 .into_iter()
@@ -208,10 +217,12 @@ impl Inner {
         }
     }
 
+    /// The public catalogue (what the broker and everyone may see).
     pub fn catalogue(&self) -> Result<Vec<Entry>, Error> {
         Ok(lock(&self.catalog)?
-            .values()
-            .map(|(e, _)| e.clone())
+            .iter()
+            .filter(|((scope, _), _)| scope.is_empty())
+            .map(|(_, (e, _))| e.clone())
             .collect())
     }
 }

@@ -24,11 +24,16 @@ pub struct Item {
     pub kind: ShareKind,
     /// Where it is on this node's disk.
     pub local: PathBuf,
+    /// The group only whose members may see it; `None` for public content.
+    pub scope: Option<String>,
 }
 
-/// The catalogue, by content ID (an item shared twice is listed once).
-pub(crate) fn build(store: &Store) -> Result<BTreeMap<ContentId, Item>, StoreError> {
-    let mut out: BTreeMap<ContentId, Item> = BTreeMap::new();
+/// The catalogue, by group and content ID (an item shared twice with the same group, or
+/// publicly twice, is listed once).
+pub(crate) fn build(
+    store: &Store,
+) -> Result<BTreeMap<(Option<String>, ContentId), Item>, StoreError> {
+    let mut out: BTreeMap<(Option<String>, ContentId), Item> = BTreeMap::new();
     let mut by_share: HashMap<ContentId, Vec<(String, u64, ContentId)>> = HashMap::new();
     for (path, rec) in records::files(store)? {
         by_share
@@ -40,13 +45,14 @@ pub(crate) fn build(store: &Store) -> Result<BTreeMap<ContentId, Item>, StoreErr
         if out.len() >= MAX_ITEMS {
             break;
         }
-        out.entry(s.id).or_insert_with(|| Item {
+        out.entry((s.scope.clone(), s.id)).or_insert_with(|| Item {
             id: s.id,
             name: s.name.clone(),
             path: s.name.clone(),
             size: s.size,
             kind: s.kind,
             local: PathBuf::from(&s.path),
+            scope: s.scope.clone(),
         });
         if s.kind != ShareKind::Dir {
             continue;
@@ -65,13 +71,14 @@ pub(crate) fn build(store: &Store) -> Result<BTreeMap<ContentId, Item>, StoreErr
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            out.entry(fid).or_insert_with(|| Item {
+            out.entry((s.scope.clone(), fid)).or_insert_with(|| Item {
                 id: fid,
                 name,
                 path: format!("{}/{}", s.name, rel),
                 size,
                 kind: ShareKind::File,
                 local: p.to_owned(),
+                scope: s.scope.clone(),
             });
         }
     }

@@ -51,8 +51,13 @@ impl Batch<'_> {
     }
 }
 
-/// Indexes `path` (a file or folder) and records it as a share. Returns the share.
-pub fn share_path(store: &Store, path: &Path) -> Result<ShareRecord, IndexError> {
+/// Indexes `path` (a file or folder) and records it as a share of `scope` (`None`:
+/// public). Returns the share.
+pub fn share_path(
+    store: &Store,
+    path: &Path,
+    scope: Option<String>,
+) -> Result<ShareRecord, IndexError> {
     let path = std::fs::canonicalize(path).map_err(|e| path_err(path, e))?;
     let meta = std::fs::metadata(&path).map_err(|e| path_err(&path, e))?;
     let name = display_name(&path)?;
@@ -88,6 +93,7 @@ pub fn share_path(store: &Store, path: &Path) -> Result<ShareRecord, IndexError>
         size: root.size(),
         files: files.len() as u64,
         added: now_secs(),
+        scope,
     };
     batch.push(records::put_share(&record))?;
     batch.flush()?;
@@ -387,15 +393,15 @@ mod tests {
         let _ = std::fs::write(root.join("a.txt"), b"alpha");
         let _ = std::fs::write(root.join("sub/b.bin"), vec![9u8; 300_000]);
         let store = Store::open(&d.join("db"))?;
-        let s1 = share_path(&store, &root)?;
+        let s1 = share_path(&store, &root, None)?;
         assert_eq!(s1.files, 2);
         assert_eq!(s1.size, 300_005);
         assert!(changed_shares(&store)?.is_empty());
         // Re-sharing the unchanged tree gives the same ID.
-        assert_eq!(share_path(&store, &root)?.id, s1.id);
+        assert_eq!(share_path(&store, &root, None)?.id, s1.id);
         let _ = std::fs::write(root.join("new.txt"), b"new");
         assert_eq!(changed_shares(&store)?.len(), 1);
-        let s2 = share_path(&store, &root)?;
+        let s2 = share_path(&store, &root, None)?;
         assert_ne!(s2.id, s1.id);
         assert!(unshare(&store, &s2.id)?.is_some());
         assert!(records::share(&store, &s2.id)?.is_none());
@@ -411,7 +417,7 @@ mod tests {
     fn missing_path_is_an_error() {
         let d = tmp("missing");
         let store = Store::open(&d.join("db"));
-        let r = store.map(|s| share_path(&s, &d.join("nope")).is_err());
+        let r = store.map(|s| share_path(&s, &d.join("nope"), None).is_err());
         assert!(matches!(r, Ok(true)));
         let _ = std::fs::remove_dir_all(&d);
     }

@@ -12,10 +12,18 @@ use serde::{Deserialize, Serialize};
 use crate::records::{self, DownloadRecord, DownloadState};
 use crate::{Error, Share};
 
+/// A shared path, and the group it is shared with (none: public). Journals written
+/// before groups existed hold bare paths.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(untagged)]
+enum Shared {
+    Scoped(String, Option<String>),
+    Path(String),
+}
+
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Journal {
-    /// Shared paths.
-    shares: Vec<String>,
+    shares: Vec<Shared>,
     /// Downloads not finished (they resume), by ID and output.
     downloads: Vec<(String, String)>,
 }
@@ -30,7 +38,7 @@ pub(crate) fn save(store: &Store, dir: &Path) -> Result<(), StoreError> {
     let j = Journal {
         shares: records::shares(store)?
             .into_iter()
-            .map(|s| s.path)
+            .map(|s| Shared::Scoped(s.path, s.scope))
             .collect(),
         downloads: records::downloads(store)?
             .into_iter()
@@ -85,8 +93,12 @@ pub(crate) async fn rebuild_if_lost(share: &Share) -> Result<(), Error> {
         }
     }
     inner.apply(ops).await?;
-    for p in journal.shares {
-        match share.share(PathBuf::from(&p)).await {
+    for shared in journal.shares {
+        let (p, scope) = match shared {
+            Shared::Scoped(p, s) => (p, s),
+            Shared::Path(p) => (p, None),
+        };
+        match share.share(PathBuf::from(&p), scope).await {
             Ok(rec) => tracing::info!(path = %p, id = %rec.id, "shared again"),
             Err(e) => tracing::warn!(path = %p, error = %e, "cannot share again"),
         }

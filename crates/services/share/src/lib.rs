@@ -21,6 +21,7 @@ mod journal;
 pub mod protocol;
 pub mod rate;
 pub mod records;
+mod scoped;
 mod server;
 mod state;
 mod strikes;
@@ -59,6 +60,8 @@ pub enum Error {
     TooManyDownloads,
     #[error("{0} names a chunk, not a file or folder")]
     NotAManifest(ContentId),
+    #[error("this device is not in group {0}")]
+    NotInScope(String),
     #[error("network: {0}")]
     Overlay(#[from] kith_overlay::OverlayError),
     #[error(transparent)]
@@ -204,10 +207,11 @@ impl Share {
         config: Config,
         store: Arc<Store>,
         overlay: Overlay,
+        scopes: Arc<dyn kith_core::scope::Scopes>,
         registry: &mut Registry,
         tasks: Tasks,
     ) -> Result<Self, Error> {
-        let inner = Inner::new(config, store, overlay, registry, tasks);
+        let inner = Inner::new(config, store, overlay, scopes, registry, tasks);
         server::start(&inner)?;
         let share = Self { inner };
         let s = share.clone();
@@ -219,11 +223,8 @@ impl Share {
         if let Err(e) = journal::rebuild_if_lost(self).await {
             tracing::warn!(error = %e, "cannot rebuild shares from the journal");
         }
-        if let Ok(shares) = self.list().await {
-            for s in shares {
-                let _ = self.inner.overlay.start_providing(s.id.dht_key()).await;
-            }
-        }
+        self.inner.changed().await;
+        self.announce_all().await;
         self.resume_downloads().await;
         let mut tick = tokio::time::interval(self.inner.config.rescan);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -264,6 +265,16 @@ impl Share {
         }
     }
 
+    /// Announces every share again, each under its current key (a group's content under
+    /// the group's locator, which changes with the group's key).
+    pub async fn announce_all(&self) {
+        if let Ok(shares) = self.list().await {
+            for s in shares {
+                self.inner.announce(s.id, s.scope.as_deref()).await;
+            }
+        }
+    }
+
     /// Re-indexes shares whose files changed on disk; returns the new records.
     pub async fn rescan(&self) -> Result<Vec<ShareRecord>, Error> {
         let store = self.inner.store.clone();
@@ -276,7 +287,10 @@ impl Share {
         for old in changed {
             tracing::info!(id = %old.id, path = %old.path, "shared content changed; re-indexing");
             self.unshare(old.id).await?;
-            match self.share(PathBuf::from(&old.path)).await {
+            match self
+                .share(PathBuf::from(&old.path), old.scope.clone())
+                .await
+            {
                 Ok(new) => {
                     tracing::info!(old = %old.id, new = %new.id, "re-shared under a new ID");
                     out.push(new);
@@ -287,8 +301,14 @@ impl Share {
         Ok(out)
     }
 
-    /// Indexes and shares a file or folder in place, and announces it.
-    pub async fn share(&self, path: PathBuf) -> Result<ShareRecord, Error> {
+    /// Indexes and shares a file or folder in place, and announces it: publicly, or for
+    /// the members of group `scope` only.
+    pub async fn share(&self, path: PathBuf, scope: Option<String>) -> Result<ShareRecord, Error> {
+        if let Some(s) = &scope
+            && !self.inner.scopes.belongs(s)
+        {
+            return Err(Error::NotInScope(s.clone()));
+        }
         let store = self.inner.store.clone();
         let bug = self.inner.config.panic_on_share;
         let rec = self
@@ -296,11 +316,11 @@ impl Share {
             .tasks
             .blocking(move || {
                 assert!(!bug, "test hook: a bug while indexing {}", path.display());
-                indexer::share_path(&store, &path)
+                indexer::share_path(&store, &path, scope)
             })
             .await??;
-        self.inner.overlay.start_providing(rec.id.dht_key()).await?;
         self.inner.changed().await;
+        self.inner.announce(rec.id, rec.scope.as_deref()).await;
         tracing::info!(id = %rec.id, path = %rec.path, bytes = rec.size, "shared");
         Ok(rec)
     }
@@ -314,7 +334,7 @@ impl Share {
             .await??
             .ok_or(Error::NotShared(id))?;
         self.inner.changed().await;
-        self.inner.overlay.stop_providing(id.dht_key()).await?;
+        self.inner.withdraw(id).await;
         Ok(rec)
     }
 

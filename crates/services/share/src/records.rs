@@ -38,6 +38,9 @@ pub struct ShareRecord {
     pub files: u64,
     /// Seconds since the Unix epoch.
     pub added: u64,
+    /// The group only whose members may see it; `None` for public content.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -93,7 +93,14 @@ async fn serve_stream(inner: &Inner, peer: PeerId, mut stream: Stream) -> Result
                 }
             };
             tracing::trace!(%peer, id = %req, "request");
-            let data = inner.load_block(req).await;
+            // A group's content for anyone but its members' devices is "not found", the
+            // same as content that does not exist. Checked on every request, so a
+            // removal or revocation cuts off streams that are open.
+            let data = if inner.may_serve(&peer, &req) {
+                inner.load_block(req).await
+            } else {
+                Ok(None)
+            };
             if tx.send(Next::Block(req, data)).await.is_err() {
                 return Ok(());
             }

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use kith_core::ContentId;
 use kith_core::id::Kind;
+use kith_core::scope::Scopes;
 use kith_core::store::{Store, StoreError};
 use kith_core::tasks::Tasks;
 use kith_overlay::{Overlay, PeerId};
@@ -100,6 +101,11 @@ pub(crate) struct Inner {
     pub config: Config,
     pub store: Arc<Store>,
     pub overlay: Overlay,
+    pub scopes: Arc<dyn Scopes>,
+    /// Blocks only group members may fetch, and their groups.
+    private: Mutex<HashMap<kith_core::id::Hash, Vec<String>>>,
+    /// The DHT key each share is announced under now.
+    announced: Mutex<HashMap<ContentId, Vec<u8>>>,
     pub upload_limit: RateLimit,
     pub download_limit: RateLimit,
     pub metrics: Metrics,
@@ -115,10 +121,14 @@ impl Inner {
         config: Config,
         store: Arc<Store>,
         overlay: Overlay,
+        scopes: Arc<dyn Scopes>,
         registry: &mut Registry,
         tasks: Tasks,
     ) -> Arc<Self> {
         let inner = Arc::new(Self {
+            scopes,
+            private: Mutex::default(),
+            announced: Mutex::default(),
             upload_limit: RateLimit::new(config.upload_limit),
             download_limit: RateLimit::new(config.download_limit),
             config,
@@ -184,11 +194,64 @@ impl Inner {
         }
     }
 
-    /// The set of shared content changed: the journal is written again and services are
-    /// told.
+    /// The set of shared content changed: the journal is written again, the blocks only
+    /// group members may fetch are worked out again, and services are told.
     pub async fn changed(&self) {
         self.save_journal().await;
+        let store = self.store.clone();
+        match self
+            .tasks
+            .blocking(move || crate::scoped::private_blocks(&store))
+            .await
+        {
+            Ok(Ok(p)) => *kith_core::sync::recover(&self.private) = p,
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot work out which blocks are a group's"),
+            Err(_) => {}
+        }
         let _ = self.events.send(Event::SharesChanged);
+    }
+
+    /// Whether `peer` may fetch block `id`: public content, or a group's content and the
+    /// peer is one of that group's members' devices. (Otherwise the answer is "not
+    /// found", the same as for content that does not exist.)
+    pub fn may_serve(&self, peer: &kith_overlay::PeerId, id: &ContentId) -> bool {
+        match kith_core::sync::recover(&self.private).get(id.hash()) {
+            None => true,
+            Some(scopes) => scopes.iter().any(|s| self.scopes.may_fetch(peer, s)),
+        }
+    }
+
+    /// Announces a share: under its content ID, or for a group's content under the
+    /// group's locator (replacing the one it had).
+    pub async fn announce(&self, id: ContentId, scope: Option<&str>) {
+        let key = match scope {
+            None => Some(id.dht_key()),
+            Some(s) => self.scopes.locator(s, &id.dht_key()),
+        };
+        let old = {
+            let mut a = kith_core::sync::recover(&self.announced);
+            match &key {
+                Some(k) => a.insert(id, k.clone()),
+                None => a.remove(&id),
+            }
+        };
+        if old.is_some() && old == key {
+            return;
+        }
+        if let Some(o) = old {
+            let _ = self.overlay.stop_providing(o).await;
+        }
+        if let Some(k) = key {
+            let _ = self.overlay.start_providing(k).await;
+        }
+    }
+
+    /// Stops announcing a share.
+    pub async fn withdraw(&self, id: ContentId) {
+        let old = kith_core::sync::recover(&self.announced).remove(&id);
+        if let Some(k) = old {
+            let _ = self.overlay.stop_providing(k).await;
+        }
     }
 
     /// Writes the journal (what to rebuild from if the store is lost).

@@ -76,7 +76,9 @@ pub(crate) async fn add_share(
     State(node): State<Node>,
     Json(req): Json<api::ShareRequest>,
 ) -> ApiResult<api::Share> {
-    Ok(Json(node.share_path(&req.path).await?))
+    Ok(Json(
+        node.share_path(&req.path, req.group.as_deref()).await?,
+    ))
 }
 
 #[utoipa::path(delete, path = "/shares/{id}", security(("token" = [])),

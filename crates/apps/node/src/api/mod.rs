@@ -10,6 +10,7 @@
 mod guard;
 mod handlers;
 mod openapi;
+mod people;
 #[cfg(test)]
 mod tests;
 
@@ -34,7 +35,7 @@ fn share_status(e: &kith_share::Error) -> StatusCode {
     use kith_share::Error as E;
     match e {
         E::NotShared(_) => StatusCode::NOT_FOUND,
-        E::Index(_) | E::NotAManifest(_) => StatusCode::BAD_REQUEST,
+        E::Index(_) | E::NotAManifest(_) | E::NotInScope(_) => StatusCode::BAD_REQUEST,
         E::TooManyDownloads => StatusCode::TOO_MANY_REQUESTS,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
@@ -43,7 +44,28 @@ fn share_status(e: &kith_share::Error) -> StatusCode {
 fn search_status(e: &kith_search::Error) -> StatusCode {
     use kith_search::Error as E;
     match e {
-        E::BadQuery(_) | E::NoBroker => StatusCode::BAD_REQUEST,
+        E::BadQuery(_) | E::NoBroker | E::NotMember(_) => StatusCode::BAD_REQUEST,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+fn people_status(e: &kith_people::Error) -> StatusCode {
+    use kith_people::Error as E;
+    match e {
+        E::Refused(_) | E::NoPersonKey(_) | E::BadCode(_) | E::Cert(_) => StatusCode::BAD_REQUEST,
+        E::Overlay(_) => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+fn groups_status(e: &kith_groups::Error) -> StatusCode {
+    use kith_groups::Error as E;
+    match e {
+        E::Refused(_) | E::Invite(_) | E::Op(_) => StatusCode::BAD_REQUEST,
+        E::NoSuchGroup(_) => StatusCode::NOT_FOUND,
+        E::NotAdmin => StatusCode::FORBIDDEN,
+        E::People(p) => people_status(p),
+        E::Overlay(_) => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -65,6 +87,8 @@ impl From<NodeError> for ApiError {
             NodeError::Share(e) => share_status(e),
             NodeError::Search(e) => search_status(e),
             NodeError::Names(e) => names_status(e),
+            NodeError::People(e) => people_status(e),
+            NodeError::Groups(e) => groups_status(e),
             NodeError::Overlay(_) => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
@@ -92,6 +116,22 @@ pub(crate) fn router(node: Node) -> Router {
             get(handlers::list_names).post(handlers::publish_name),
         )
         .route("/names/resolve", post(handlers::resolve_name))
+        .route("/person", get(people::person))
+        .route("/devices/link", post(people::link_device))
+        .route("/devices/join", post(people::join_device))
+        .route("/devices/{id}", delete(people::remove_device))
+        .route(
+            "/groups",
+            get(people::list_groups).post(people::create_group),
+        )
+        .route("/groups/join", post(people::join_group))
+        .route("/groups/{group}/invites", post(people::invite))
+        .route("/groups/{group}/members", get(people::members))
+        .route(
+            "/groups/{group}/members/{person}",
+            delete(people::remove_member),
+        )
+        .route("/groups/{group}/leave", post(people::leave_group))
         .route_layer(middleware::from_fn_with_state(node.clone(), guard::token));
     Router::new()
         .nest("/api/v1", v1)

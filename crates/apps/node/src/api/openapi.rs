@@ -5,7 +5,7 @@ use kith_api as api;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::handlers;
+use super::{handlers, people};
 
 struct Token;
 
@@ -39,11 +39,25 @@ impl Modify for Token {
         handlers::list_names,
         handlers::publish_name,
         handlers::resolve_name,
+        people::person,
+        people::link_device,
+        people::join_device,
+        people::remove_device,
+        people::list_groups,
+        people::create_group,
+        people::invite,
+        people::join_group,
+        people::members,
+        people::remove_member,
+        people::leave_group,
     ),
     components(schemas(
         api::ErrorBody, api::Status, api::Connection, api::Relay, api::Share, api::ShareRequest,
         api::DownloadRequest, api::Progress, api::SearchRequest, api::SearchResult,
         api::PublishRequest, api::ResolveRequest, api::Name,
+        api::Person, api::Device, api::LinkCode, api::JoinDevice, api::DeviceRemoved,
+        api::Group, api::CreateGroup, api::InviteRequest, api::Invite, api::JoinGroup,
+        api::Member,
     )),
     modifiers(&Token)
 )]

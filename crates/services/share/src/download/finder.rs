@@ -15,8 +15,32 @@ const REFIND: Duration = Duration::from_secs(2);
 /// Longest gap between two provider lookups while a download runs.
 const REFIND_MAX: Duration = Duration::from_secs(15);
 
+/// How a candidate was found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Via {
+    /// A provider record under the content ID (public content).
+    Public,
+    /// A provider record under a group's locator.
+    Group(String),
+    /// Connected, hinted by a search, or connecting.
+    Peer,
+}
+
+/// Looks `key` up in the DHT and passes the providers on; false once the download is
+/// gone.
+async fn lookup(inner: &Inner, key: Vec<u8>, via: Via, tx: &mpsc::Sender<(PeerId, Via)>) -> bool {
+    if let Ok(mut rx) = inner.overlay.find_providers(key).await {
+        while let Some(p) = rx.recv().await {
+            if tx.send((p, via.clone())).await.is_err() {
+                return false;
+            }
+        }
+    }
+    true
+}
+
 /// Feeds candidates into `tx` until the download drops the receiver or the node stops.
-pub(crate) async fn run(inner: &Inner, id: ContentId, tx: mpsc::Sender<PeerId>) {
+pub(crate) async fn run(inner: &Inner, id: ContentId, tx: mpsc::Sender<(PeerId, Via)>) {
     // Subscribed before the connected peers are read, so none is missed in between.
     let mut events = inner.overlay.peer_events();
     let mut first: Vec<PeerId> = inner.hinted(&id);
@@ -24,17 +48,18 @@ pub(crate) async fn run(inner: &Inner, id: ContentId, tx: mpsc::Sender<PeerId>) 
         first.extend(peers.into_iter().map(|p| p.peer));
     }
     for p in first {
-        if tx.send(p).await.is_err() {
+        if tx.send((p, Via::Peer)).await.is_err() {
             return;
         }
     }
     let mut gap = REFIND;
     loop {
-        if let Ok(mut rx) = inner.overlay.find_providers(id.dht_key()).await {
-            while let Some(p) = rx.recv().await {
-                if tx.send(p).await.is_err() {
-                    return;
-                }
+        if !lookup(inner, id.dht_key(), Via::Public, &tx).await {
+            return;
+        }
+        for (group, key) in inner.scopes.locators(&id.dht_key()) {
+            if !lookup(inner, key, Via::Group(group), &tx).await {
+                return;
             }
         }
         let wait = tokio::time::sleep(gap);
@@ -57,7 +82,7 @@ pub(crate) async fn run(inner: &Inner, id: ContentId, tx: mpsc::Sender<PeerId>) 
                 },
             };
             for p in connected {
-                if tx.send(p).await.is_err() {
+                if tx.send((p, Via::Peer)).await.is_err() {
                     return;
                 }
             }

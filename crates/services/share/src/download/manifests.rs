@@ -87,9 +87,10 @@ async fn ask_providers(s: &mut Session, id: &ContentId) -> Result<Vec<u8>, Downl
             () = inner.tasks.shutdown().cancelled() => return Err(DownloadError::Stopped),
             () = tokio::time::sleep_until(s.deadline()) => return Err(s.gave_up("the manifest")),
             got = s.found.recv(), if s.finder_open => match got {
-                Some(p) => {
+                Some(found) => {
+                    let p = found.0;
                     // Found again: worth another try once its last one is over.
-                    if s.add_peer(p) && !in_flight.contains(&p) {
+                    if s.add_found(found) && !in_flight.contains(&p) {
                         tried.remove(&p);
                     }
                 }

@@ -183,7 +183,12 @@ pub(crate) fn write_targets(
 }
 
 /// Flushes the files and builds the records of what was downloaded (blocking).
-fn finish_records(plan: &Plan, id: ContentId, out: &str) -> Result<Vec<Op>, DownloadError> {
+fn finish_records(
+    plan: &Plan,
+    id: ContentId,
+    out: &str,
+    scope: Option<String>,
+) -> Result<Vec<Op>, DownloadError> {
     let mut ops = Vec::new();
     for (path, size, mid) in &plan.files {
         let f = std::fs::File::open(path).map_err(|e| werr(path, e))?;
@@ -221,6 +226,7 @@ fn finish_records(plan: &Plan, id: ContentId, out: &str) -> Result<Vec<Op>, Down
         size: plan.total,
         files: plan.files.len() as u64,
         added: now_secs(),
+        scope,
     }));
     ops.push(records::put_download(&DownloadRecord {
         id,
@@ -234,15 +240,17 @@ fn finish_records(plan: &Plan, id: ContentId, out: &str) -> Result<Vec<Op>, Down
 /// Flushes the files, records the result as a share (this node now provides it) and
 /// announces it.
 pub(crate) async fn finish(s: &Session, plan: &Arc<Plan>, out: &str) -> Result<(), DownloadError> {
+    let scope = s.scope();
     let (store, p, id, o) = (s.inner.store.clone(), plan.clone(), s.id, out.to_owned());
+    let sc = scope.clone();
     s.inner
         .tasks
         .blocking(move || -> Result<(), DownloadError> {
-            let ops = finish_records(&p, id, &o)?;
+            let ops = finish_records(&p, id, &o, sc)?;
             Ok(store.apply(ops)?)
         })
         .await??;
     s.inner.changed().await;
-    let _ = s.inner.overlay.start_providing(s.id.dht_key()).await;
+    s.inner.announce(s.id, scope.as_deref()).await;
     Ok(())
 }

@@ -126,12 +126,13 @@ impl<'a> Scheduler<'a> {
         }
     }
 
-    fn on_found(&mut self, found: Option<PeerId>) {
-        let Some(peer) = found else {
+    fn on_found(&mut self, found: Option<(PeerId, super::finder::Via)>) {
+        let Some(found) = found else {
             self.s.finder_open = false;
             return;
         };
-        if !self.s.add_peer(peer) {
+        let peer = found.0;
+        if !self.s.add_found(found) {
             return;
         }
         self.live.insert(peer);

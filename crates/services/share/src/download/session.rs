@@ -12,6 +12,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::DownloadError;
+use super::finder::Via;
 use crate::Progress;
 use crate::client::Failure;
 use crate::state::Inner;
@@ -25,13 +26,15 @@ pub(crate) struct Session {
     pub inner: Arc<Inner>,
     pub id: ContentId,
     pub tx: watch::Sender<Progress>,
-    /// Peers that may have the content, from the finder.
-    pub found: mpsc::Receiver<PeerId>,
+    /// Peers that may have the content, from the finder, and how they were found.
+    pub found: mpsc::Receiver<(PeerId, Via)>,
     pub finder_open: bool,
     /// Every candidate seen, in the order found.
     pub peers: Vec<PeerId>,
     /// Peers that sent verified content.
     pub providers: HashSet<PeerId>,
+    /// Peers found under the content's public provider key.
+    found_public: HashSet<PeerId>,
     /// What went wrong last with each peer tried.
     tried: HashMap<PeerId, String>,
     patience: Duration,
@@ -43,7 +46,7 @@ impl Session {
         inner: Arc<Inner>,
         id: ContentId,
         tx: watch::Sender<Progress>,
-        found: mpsc::Receiver<PeerId>,
+        found: mpsc::Receiver<(PeerId, Via)>,
         patience: Duration,
     ) -> Self {
         Self {
@@ -54,6 +57,7 @@ impl Session {
             finder_open: true,
             peers: Vec::new(),
             providers: HashSet::new(),
+            found_public: HashSet::new(),
             tried: HashMap::new(),
             patience,
             last_progress: Instant::now(),
@@ -71,7 +75,33 @@ impl Session {
     }
 
     /// Takes a peer the finder found; false when it is not worth trying (shunned).
-    pub fn add_peer(&mut self, p: PeerId) -> bool {
+    pub fn add_found(&mut self, (p, via): (PeerId, Via)) -> bool {
+        if via == Via::Public && self.found_public.len() < MAX_PEERS {
+            self.found_public.insert(p);
+        }
+        self.add_peer(p)
+    }
+
+    /// The group the download belongs to: none when a provider announced it publicly;
+    /// else the group of this node's whose members sent it (its content stays among
+    /// them: this node announces it only under that group's locator).
+    pub fn scope(&self) -> Option<String> {
+        if self.providers.is_empty() || self.providers.iter().any(|p| self.found_public.contains(p))
+        {
+            return None;
+        }
+        self.inner
+            .scopes
+            .locators(b"")
+            .into_iter()
+            .map(|(group, _)| group)
+            .find(|g| {
+                let members: HashSet<PeerId> = self.inner.scopes.members(g).into_iter().collect();
+                self.providers.iter().all(|p| members.contains(p))
+            })
+    }
+
+    fn add_peer(&mut self, p: PeerId) -> bool {
         if self.inner.strikes.is_shunned(&p) {
             return false;
         }

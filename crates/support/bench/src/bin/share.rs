@@ -39,7 +39,7 @@ fn main() -> Result<()> {
 
     let store = Store::open(&dir.path().join("meta.redb"))?;
     let start = Instant::now();
-    let rec = kith_share::indexer::share_path(&store, &f)?;
+    let rec = kith_share::indexer::share_path(&store, &f, None)?;
     let kith = start.elapsed();
 
     println!("{:<22} {:>9} {:>10}", "", "seconds", "MB/s");
