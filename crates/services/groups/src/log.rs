@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use kith_core::seal::SealKey;
 
 use crate::keys::Keyring;
-use crate::op::{Hash, Op, group_id, hex_hash};
+use kith_core::person::PersonId;
+
+use crate::op::{Body, Hash, Op, group_id, hex_hash};
 use crate::state::{State, order};
 
 /// Most operations in one group's log.
@@ -148,6 +150,38 @@ impl Group {
         order(&self.ops)
             .into_iter()
             .filter(|h| !have.contains(h))
+            .filter_map(|h| self.ops.get(&h).cloned())
+            .collect()
+    }
+
+    /// The applied operation that put `device` (of `person`, when known) out of the
+    /// group: its person removed, or the device revoked.
+    pub fn removal_of(&self, device: &str, person: Option<&PersonId>) -> Option<Hash> {
+        self.state.applied.iter().copied().find(|h| {
+            self.ops.get(h).is_some_and(|op| match &op.body {
+                Body::Remove { person: p } => Some(p) == person,
+                Body::Revoke { revocation } => revocation.device == device,
+                _ => false,
+            })
+        })
+    }
+
+    /// What a peer holding `have` lacks of `last` and its ancestors, parents first: a
+    /// removed member learns of its removal and of nothing that came after it.
+    pub fn missing_up_to(&self, last: Hash, have: &HashSet<Hash>) -> Vec<Op> {
+        let mut upto: HashSet<Hash> = HashSet::new();
+        let mut stack = vec![last];
+        while let Some(h) = stack.pop() {
+            if !upto.insert(h) {
+                continue;
+            }
+            if let Some(op) = self.ops.get(&h) {
+                stack.extend(op.parent_hashes());
+            }
+        }
+        order(&self.ops)
+            .into_iter()
+            .filter(|h| upto.contains(h) && !have.contains(h))
             .filter_map(|h| self.ops.get(&h).cloned())
             .collect()
     }

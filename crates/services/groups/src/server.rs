@@ -121,13 +121,19 @@ fn sync(inner: &Inner, peer: &PeerId, group: &str, have: &[String]) -> Result<An
         return Err(Error::Refused("too many hashes".into()));
     }
     let groups = inner.groups()?;
+    let not_member = || Error::Refused("not a member".into());
     // A group this device is not in and one the peer may not read look the same.
-    let g = groups
-        .get(group)
-        .filter(|g| may_read(inner, g, peer))
-        .ok_or_else(|| Error::Refused("not a member".into()))?;
+    let g = groups.get(group).ok_or_else(not_member)?;
     let have: HashSet<_> = have.iter().filter_map(|h| parse_hash(h)).collect();
-    Ok(Answer::Ops(g.missing_for(&have)))
+    if may_read(inner, g, peer) {
+        return Ok(Answer::Ops(g.missing_for(&have)));
+    }
+    // A device that was put out learns that, and nothing after it.
+    let person = inner.people.person_of(peer);
+    let removal = g
+        .removal_of(&peer.to_string(), person.as_ref())
+        .ok_or_else(not_member)?;
+    Ok(Answer::Ops(g.missing_up_to(removal, &have)))
 }
 
 /// The groups this person is in, for another device of the same person.

@@ -130,7 +130,26 @@ pub(crate) async fn join(inner: &Inner, code: &LinkCode) -> Result<(), Error> {
     }
     inner.become_device_of(book).await?;
     tracing::info!(%person, "this device now acts for the person");
-    // Peers learn it from new hellos.
-    let _ = inner.overlay.disconnect(linker).await;
+    // Every connected peer learns it from a new hello (the linking device too: it then
+    // tells this device which groups the person is in).
+    greet_all(inner).await;
     Ok(())
+}
+
+/// Greets every connected peer again, whichever side opened before.
+async fn greet_all(inner: &Inner) {
+    let peers: Vec<PeerId> = inner
+        .overlay
+        .connected_peers()
+        .await
+        .map(|v| v.into_iter().map(|p| p.peer).collect())
+        .unwrap_or_default();
+    let greets = peers.into_iter().map(|peer| async move {
+        match tokio::time::timeout(EXCHANGE_TIMEOUT, greet(inner, peer)).await {
+            Ok(Err(e)) => tracing::debug!(%peer, error = %e, "hello failed"),
+            Err(_) => tracing::debug!(%peer, "hello timed out"),
+            Ok(Ok(())) => {}
+        }
+    });
+    futures::future::join_all(greets).await;
 }
