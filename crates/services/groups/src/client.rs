@@ -10,6 +10,7 @@ use kith_core::frame;
 use kith_overlay::{PeerId, RecordValidator, Rejected};
 use kith_people::Event as PeopleEvent;
 use rand::seq::IndexedRandom;
+use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::inner::Inner;
@@ -102,21 +103,37 @@ pub(crate) async fn start(inner: &Arc<Inner>) -> Result<(), Error> {
                     })
                 })
                 .unwrap_or(false);
-            if unknown && i.may_sync(&h.group, from, SYNC_GAP) {
+            if unknown {
                 spawn_sync(&i, h.group, from);
             }
         }
     });
+    // Subscribed before the peers identified so far are read, so none is missed.
+    let events = inner.people.events();
     let i = inner.clone();
-    inner.tasks.spawn(async move { follow_people(&i).await });
+    inner.tasks.spawn(async move {
+        for (peer, person) in i.people.identified() {
+            on_identified(&i, peer, person).await;
+        }
+        follow_people(&i, events).await
+    });
     let i = inner.clone();
     inner.tasks.spawn(async move { anti_entropy(&i).await });
     Ok(())
 }
 
+/// Syncs `group` with `peer` as soon as the peer's sync slot allows (at most one sync
+/// with a peer every `SYNC_GAP`; news in between is taken by one sync after it).
 fn spawn_sync(inner: &Arc<Inner>, group: String, peer: PeerId) {
+    let Some(wait) = inner.sync_slot(&group, peer, SYNC_GAP) else {
+        return;
+    };
     let i = inner.clone();
     inner.tasks.spawn(async move {
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+            i.sync_starts(&group, peer);
+        }
         match tokio::time::timeout(EXCHANGE_TIMEOUT, sync(&i, &group, peer)).await {
             Ok(Err(e)) => tracing::debug!(%group, %peer, error = %e, "group sync failed"),
             Err(_) => tracing::debug!(%group, %peer, "group sync timed out"),
@@ -263,6 +280,9 @@ pub(crate) async fn forget(inner: &Arc<Inner>, group: &str) {
 pub(crate) async fn join(inner: &Arc<Inner>, token: &str) -> Result<String, Error> {
     let inv = Invite::from_token(token)?;
     inv.verify()?;
+    if kith_core::store::now_secs() > inv.expires {
+        return Err(Error::Refused("this invite has expired".into()));
+    }
     if inner.groups()?.contains_key(&inv.group) {
         return Err(Error::Refused(format!(
             "already in {} ({})",
@@ -315,8 +335,7 @@ pub(crate) async fn join(inner: &Arc<Inner>, token: &str) -> Result<String, Erro
 /// Reacts to what the people service learns: syncs with members as they connect, learns
 /// this person's groups from its other devices, and puts this person's new and revoked
 /// devices into every group it is in.
-async fn follow_people(inner: &Arc<Inner>) {
-    let mut events = inner.people.events();
+async fn follow_people(inner: &Arc<Inner>, mut events: broadcast::Receiver<PeopleEvent>) {
     loop {
         let e = tokio::select! {
             () = inner.tasks.shutdown().cancelled() => return,
@@ -408,9 +427,7 @@ async fn on_identified(inner: &Arc<Inner>, peer: PeerId, person: kith_core::pers
         })
         .unwrap_or_default();
     for id in shared {
-        if inner.may_sync(&id, peer, SYNC_GAP) {
-            spawn_sync(inner, id, peer);
-        }
+        spawn_sync(inner, id, peer);
     }
     if inner.people.person().ok() == Some(person) {
         let i = inner.clone();
@@ -422,8 +439,33 @@ async fn on_identified(inner: &Arc<Inner>, peer: PeerId, person: kith_core::pers
     }
 }
 
+/// Tells this person's other connected devices that its groups changed (they then ask
+/// which groups these are).
+pub(crate) fn notify_devices(inner: &Arc<Inner>) {
+    let Ok(me) = inner.people.person() else {
+        return;
+    };
+    let this = inner.overlay.peer_id();
+    for (peer, person) in inner.people.identified() {
+        if person != me || peer == this {
+            continue;
+        }
+        let i = inner.clone();
+        inner.tasks.spawn(async move {
+            let ask = ask(&i, peer, &Request::Notify);
+            match tokio::time::timeout(EXCHANGE_TIMEOUT, ask).await {
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "cannot tell a device of this person")
+                }
+                Err(_) => tracing::debug!(%peer, "telling a device of this person timed out"),
+                Ok(Ok(_)) => {}
+            }
+        });
+    }
+}
+
 /// Asks another device of this person which groups it is in, and joins their logs.
-async fn learn_groups(inner: &Arc<Inner>, peer: PeerId) -> Result<(), Error> {
+pub(crate) async fn learn_groups(inner: &Arc<Inner>, peer: PeerId) -> Result<(), Error> {
     let answers = ask(inner, peer, &Request::Groups).await?;
     let known: HashSet<String> = inner.groups()?.keys().cloned().collect();
     for a in answers {

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use kith_core::person::DeviceCert;
 use kith_core::seal::SealKey;
@@ -34,7 +34,8 @@ pub(crate) struct Inner {
     /// This device's ID.
     pub me: String,
     groups: Mutex<BTreeMap<String, Group>>,
-    pub synced: Mutex<HashMap<(String, PeerId), Instant>>,
+    /// Per group and peer: when the next sync may start, and whether one waits for it.
+    pub synced: Mutex<HashMap<(String, PeerId), (Instant, bool)>>,
     pub events: broadcast::Sender<Event>,
     pub refused: Counter,
     pub tasks: Tasks,
@@ -183,17 +184,34 @@ impl Inner {
         }
     }
 
-    /// Remembers when `peer` last triggered a sync of `group`; false if it was moments ago.
-    pub fn may_sync(&self, group: &str, peer: PeerId, gap: std::time::Duration) -> bool {
+    /// When a sync of `group` with `peer` may start: now, after a wait (syncs with one
+    /// peer are at least `gap` apart; one that comes too soon is put off, not dropped),
+    /// or `None` when one is put off already.
+    pub fn sync_slot(&self, group: &str, peer: PeerId, gap: Duration) -> Option<Duration> {
         let mut m = kith_core::sync::recover(&self.synced);
+        let now = Instant::now();
         if m.len() >= MAX_SYNC_TIMES {
-            m.retain(|_, t| t.elapsed() < gap);
+            m.retain(|_, (next, waiting)| *waiting || *next > now);
         }
-        let key = (group.to_owned(), peer);
-        if m.get(&key).is_some_and(|t| t.elapsed() < gap) {
-            return false;
+        let slot = m.entry((group.to_owned(), peer)).or_insert((now, false));
+        if now >= slot.0 {
+            *slot = (now + gap, false);
+            return Some(Duration::ZERO);
         }
-        m.insert(key, Instant::now());
-        true
+        if slot.1 {
+            return None;
+        }
+        let wait = slot.0 - now;
+        *slot = (slot.0 + gap, true);
+        Some(wait)
+    }
+
+    /// A sync that was put off starts now: later news gets a slot of its own.
+    pub fn sync_starts(&self, group: &str, peer: PeerId) {
+        if let Some(slot) =
+            kith_core::sync::recover(&self.synced).get_mut(&(group.to_owned(), peer))
+        {
+            slot.1 = false;
+        }
     }
 }

@@ -206,6 +206,7 @@ impl Groups {
         }
         self.inner.overlay.subscribe(protocol::topic(&id)).await?;
         self.inner.changed(&id, true).await;
+        client::notify_devices(&self.inner);
         tracing::info!(group = %id, name, "group created");
         Ok(s)
     }
@@ -255,6 +256,7 @@ impl Groups {
     /// Joins the group of an invite token, through the device that signed it.
     pub async fn join(&self, token: &str) -> Result<Summary, Error> {
         let id = client::join(&self.inner, token).await?;
+        client::notify_devices(&self.inner);
         let groups = self.inner.groups()?;
         let g = groups
             .get(&id)

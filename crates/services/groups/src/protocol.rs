@@ -33,6 +33,9 @@ pub enum Request {
         have: Vec<String>,
     },
     Groups,
+    /// From another device of the same person: "my person's groups changed; ask me
+    /// which they are" (answered with an empty `Groups`).
+    Notify,
     Join {
         group: String,
         invite: String,

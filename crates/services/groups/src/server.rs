@@ -15,7 +15,7 @@ use crate::inner::Inner;
 use crate::invite::Invite;
 use crate::op::{Body, parse_hash};
 use crate::protocol::{self, MAX_FRAME, Request, Response};
-use crate::{Error, keys};
+use crate::{Error, client, keys};
 
 /// Inbound streams: per peer, and in total.
 const LIMITS: Limits = Limits {
@@ -71,6 +71,7 @@ async fn handle(inner: &Arc<Inner>, peer: PeerId, mut s: Stream) -> Result<(), E
     let answer = match req {
         Request::Sync { group, have } => sync(inner, &peer, &group, &have),
         Request::Groups => groups_of(inner, &peer),
+        Request::Notify => notified(inner, &peer),
         Request::Join {
             group,
             invite,
@@ -134,6 +135,20 @@ fn sync(inner: &Inner, peer: &PeerId, group: &str, have: &[String]) -> Result<An
         .removal_of(&peer.to_string(), person.as_ref())
         .ok_or_else(not_member)?;
     Ok(Answer::Ops(g.missing_up_to(removal, &have)))
+}
+
+/// Another device of this person says its groups changed: learn them from it.
+fn notified(inner: &Arc<Inner>, peer: &PeerId) -> Result<Answer, Error> {
+    if inner.people.person_of(peer) != Some(inner.people.person()?) {
+        return Err(Error::Refused("not a device of this person".into()));
+    }
+    let (i, peer) = (inner.clone(), *peer);
+    inner.tasks.spawn(async move {
+        if let Err(e) = client::learn_groups(&i, peer).await {
+            tracing::debug!(%peer, error = %e, "cannot learn this person's groups");
+        }
+    });
+    Ok(Answer::Groups(Vec::new()))
 }
 
 /// The groups this person is in, for another device of the same person.

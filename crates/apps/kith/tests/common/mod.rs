@@ -1,0 +1,119 @@
+//! What the tests that drive real `kith` processes share.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use kith_testkit::testnet::wait_child;
+use kith_testkit::{Result, scratch};
+use serde_json::Value;
+
+pub const KITH: &str = env!("CARGO_BIN_EXE_kith");
+
+/// Kills the process when dropped, so a failing test leaves nothing running.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn kith(home: &Path, args: &[&str]) -> Result<Output> {
+    let child = Command::new(KITH)
+        .arg("--home")
+        .arg(home)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    wait_child(child, Duration::from_secs(60))
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn json_of(o: &Output) -> Result<Value> {
+    let line = stdout(o).lines().last().unwrap_or_default().to_owned();
+    serde_json::from_str(&line)
+        .map_err(|e| format!("not JSON ({e}): {line:?}; stderr: {}", stderr(o)).into())
+}
+
+/// Starts `kith up` and waits until `kith status` answers.
+pub fn up(home: &Path, extra: &[&str]) -> Result<Proc> {
+    run_node(home, "up", extra)
+}
+
+/// Starts `kith CMD` (`up` or `broker`) and waits until `kith status` answers.
+pub fn run_node(home: &Path, cmd: &str, extra: &[&str]) -> Result<Proc> {
+    let log = std::fs::File::create(home.with_extension("log"))?;
+    let child = Command::new(KITH)
+        .arg("--home")
+        .arg(home)
+        .args([cmd, "--no-mdns", "--listen", "/ip4/127.0.0.1/tcp/0"])
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()?;
+    let mut p = Proc(child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(st) = p.0.try_wait()? {
+            let log = std::fs::read_to_string(home.with_extension("log")).unwrap_or_default();
+            return Err(format!("kith up exited with {st}: {log}").into());
+        }
+        if kith(home, &["status"])?.status.success() {
+            return Ok(p);
+        }
+        if Instant::now() >= deadline {
+            return Err("node did not become ready".into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub fn addr_of(home: &Path) -> Result<String> {
+    let s = json_of(&kith(home, &["status", "--json"])?)?;
+    let a = s["listen_addrs"][0].as_str().ok_or("no listen addr")?;
+    Ok(format!(
+        "{a}/p2p/{}",
+        s["peer_id"].as_str().unwrap_or_default()
+    ))
+}
+
+/// Progress of the running downloads, straight from the node's API.
+pub fn downloads(home: &Path) -> Option<Value> {
+    let addr = std::fs::read_to_string(home.join("api.addr")).ok()?;
+    let token = std::fs::read_to_string(home.join("api.token")).ok()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ok()?;
+    rt.block_on(async {
+        reqwest::Client::new()
+            .get(format!("http://{}/api/v1/downloads", addr.trim()))
+            .bearer_auth(token.trim())
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()
+    })
+}
+
+pub fn tmp() -> Result<tempfile::TempDir> {
+    Ok(tempfile::Builder::new()
+        .prefix("kith-cli-")
+        .tempdir_in(scratch())?)
+}
