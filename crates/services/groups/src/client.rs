@@ -221,7 +221,7 @@ async fn after_change(inner: &Arc<Inner>, group: &str, key_changed: bool) {
     };
     if !member {
         tracing::info!(%group, "this device is no longer in the group");
-        forget(inner, group).await;
+        forget(inner, group, false).await;
         return;
     }
     inner.changed(group, key_changed).await;
@@ -256,14 +256,20 @@ pub(crate) async fn rotate(inner: &Arc<Inner>, group: &str) -> Result<(), Error>
     Ok(())
 }
 
-/// Drops a group this device is no longer in.
-pub(crate) async fn forget(inner: &Arc<Inner>, group: &str) {
-    let removed = inner
-        .groups()
-        .map(|mut g| g.remove(group).is_some())
-        .unwrap_or(false);
-    if !removed {
+/// How long a group this device left is still served to members that sync.
+pub(crate) const PART_GRACE: Duration = Duration::from_secs(120);
+
+/// Drops a group this device is no longer in. With `part`, its log is still served to
+/// members for [`PART_GRACE`] (they take this device's leaving from it).
+pub(crate) async fn forget(inner: &Arc<Inner>, group: &str, part: bool) {
+    let removed = inner.groups().map(|mut g| g.remove(group)).unwrap_or(None);
+    let Some(g) = removed else {
         return;
+    };
+    if part {
+        let mut parting = kith_core::sync::recover(&inner.parting);
+        parting.retain(|_, (_, at)| at.elapsed() < PART_GRACE);
+        parting.insert(group.to_owned(), (g, std::time::Instant::now()));
     }
     let _ = inner.overlay.unsubscribe(protocol::topic(group)).await;
     let file = crate::log::path(&inner.dir, group);

@@ -34,6 +34,9 @@ pub(crate) struct Inner {
     /// This device's ID.
     pub me: String,
     groups: Mutex<BTreeMap<String, Group>>,
+    /// Groups this device left lately, kept a while so members can still take its
+    /// leaving from it.
+    pub parting: Mutex<HashMap<String, (Group, Instant)>>,
     /// Per group and peer: when the next sync may start, and whether one waits for it.
     pub synced: Mutex<HashMap<(String, PeerId), (Instant, bool)>>,
     pub events: broadcast::Sender<Event>,
@@ -66,6 +69,7 @@ impl Inner {
             device,
             groups: Mutex::new(groups),
             synced: Mutex::default(),
+            parting: Mutex::default(),
             events: broadcast::channel(256).0,
             refused,
             tasks,

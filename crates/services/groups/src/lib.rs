@@ -351,7 +351,7 @@ impl Groups {
             self.inner.append(g, op)?;
         }
         self.inner.changed(&id, false).await;
-        client::forget(&self.inner, &id).await;
+        client::forget(&self.inner, &id, true).await;
         Ok(())
     }
 

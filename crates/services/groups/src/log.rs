@@ -159,7 +159,7 @@ impl Group {
     pub fn removal_of(&self, device: &str, person: Option<&PersonId>) -> Option<Hash> {
         self.state.applied.iter().copied().find(|h| {
             self.ops.get(h).is_some_and(|op| match &op.body {
-                Body::Remove { person: p } => Some(p) == person,
+                Body::Remove { person: p } => Some(p) == person || self.had_device(p, device),
                 Body::Revoke { revocation } => revocation.device == device,
                 _ => false,
             })
@@ -184,5 +184,19 @@ impl Group {
             .filter(|h| upto.contains(h) && !have.contains(h))
             .filter_map(|h| self.ops.get(&h).cloned())
             .collect()
+    }
+
+    /// Whether the log ever gave `person` the device `device`.
+    fn had_device(&self, person: &PersonId, device: &str) -> bool {
+        self.ops.values().any(|op| match &op.body {
+            Body::Create { devices, .. } => devices
+                .iter()
+                .any(|c| c.person == *person && c.device == device),
+            Body::Add {
+                person: p, devices, ..
+            } => p == person && devices.iter().any(|c| c.device == device),
+            Body::AddDevice { cert } => cert.person == *person && cert.device == device,
+            _ => false,
+        })
     }
 }

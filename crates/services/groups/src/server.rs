@@ -121,11 +121,21 @@ fn sync(inner: &Inner, peer: &PeerId, group: &str, have: &[String]) -> Result<An
     if have.len() > protocol::MAX_HAVE {
         return Err(Error::Refused("too many hashes".into()));
     }
+    let have: HashSet<_> = have.iter().filter_map(|h| parse_hash(h)).collect();
+    let parted = {
+        let parting = kith_core::sync::recover(&inner.parting);
+        parting
+            .get(group)
+            .filter(|(g, at)| at.elapsed() < client::PART_GRACE && may_read(inner, g, peer))
+            .map(|(g, _)| g.missing_for(&have))
+    };
+    if let Some(ops) = parted {
+        return Ok(Answer::Ops(ops));
+    }
     let groups = inner.groups()?;
     let not_member = || Error::Refused("not a member".into());
     // A group this device is not in and one the peer may not read look the same.
     let g = groups.get(group).ok_or_else(not_member)?;
-    let have: HashSet<_> = have.iter().filter_map(|h| parse_hash(h)).collect();
     if may_read(inner, g, peer) {
         return Ok(Answer::Ops(g.missing_for(&have)));
     }

@@ -210,7 +210,12 @@ pub struct RawPeer {
 
 impl RawPeer {
     pub async fn start(bootstrap: &[String]) -> Result<Self> {
-        let mut c = kith_overlay::Config::new(kith_overlay::Keypair::generate_ed25519());
+        Self::with_key(kith_overlay::Keypair::generate_ed25519(), bootstrap).await
+    }
+
+    /// A raw peer with a given device key (e.g. one a certificate names).
+    pub async fn with_key(key: kith_overlay::Keypair, bootstrap: &[String]) -> Result<Self> {
+        let mut c = kith_overlay::Config::new(key);
         c.listen = vec!["/ip4/127.0.0.1/tcp/0".parse()?];
         c.bootstrap = bootstrap
             .iter()
