@@ -119,6 +119,7 @@ impl Gossip {
                 topic,
                 data: message.data,
                 source: message.source,
+                via: propagation_source,
             };
             if r.tx.try_send(msg).is_err() {
                 tracing::warn!(prefix = %r.prefix, "gossip queue full; dropping a message");

@@ -93,6 +93,8 @@ pub struct GossipMessage {
     pub data: Vec<u8>,
     /// The peer that published it (signed by that peer).
     pub source: Option<PeerId>,
+    /// The neighbour that passed it on (the publisher itself, or a peer on the way).
+    pub via: PeerId,
 }
 
 /// How this node reaches a peer.

@@ -92,19 +92,8 @@ pub(crate) async fn start(inner: &Arc<Inner>) -> Result<(), Error> {
             let (Ok(h), Some(from)) = (serde_json::from_slice::<Heads>(&m.data), m.source) else {
                 continue;
             };
-            let unknown = i
-                .groups()
-                .map(|g| {
-                    g.get(&h.group).is_some_and(|g| {
-                        h.heads
-                            .iter()
-                            .filter_map(|x| parse_hash(x))
-                            .any(|x| !g.ops.contains_key(&x))
-                    })
-                })
-                .unwrap_or(false);
-            if unknown {
-                spawn_sync(&i, h.group, from);
+            if unknown_heads(&i, &h) {
+                take_news(&i, h, m.via, from);
             }
         }
     });
@@ -120,6 +109,40 @@ pub(crate) async fn start(inner: &Arc<Inner>) -> Result<(), Error> {
     let i = inner.clone();
     inner.tasks.spawn(async move { anti_entropy(&i).await });
     Ok(())
+}
+
+/// Whether `h` names operations this device lacks.
+fn unknown_heads(inner: &Inner, h: &Heads) -> bool {
+    inner
+        .groups()
+        .map(|g| {
+            g.get(&h.group).is_some_and(|g| {
+                h.heads
+                    .iter()
+                    .filter_map(|x| parse_hash(x))
+                    .any(|x| !g.ops.contains_key(&x))
+            })
+        })
+        .unwrap_or(false)
+}
+
+/// Takes the operations an announcement names: from the neighbour that passed it on
+/// first (so the announcer does not serve every member), then from the announcer if the
+/// neighbour did not have them yet.
+fn take_news(inner: &Arc<Inner>, h: Heads, via: PeerId, source: PeerId) {
+    if via == source || inner.sync_slot(&h.group, via, SYNC_GAP) != Some(Duration::ZERO) {
+        spawn_sync(inner, h.group, source);
+        return;
+    }
+    let i = inner.clone();
+    inner.tasks.spawn(async move {
+        if let Ok(Err(e)) = tokio::time::timeout(EXCHANGE_TIMEOUT, sync(&i, &h.group, via)).await {
+            tracing::debug!(group = %h.group, peer = %via, error = %e, "group sync failed");
+        }
+        if unknown_heads(&i, &h) {
+            spawn_sync(&i, h.group, source);
+        }
+    });
 }
 
 /// Syncs `group` with `peer` as soon as the peer's sync slot allows (at most one sync
@@ -224,7 +247,7 @@ async fn after_change(inner: &Arc<Inner>, group: &str, key_changed: bool) {
         forget(inner, group, false).await;
         return;
     }
-    inner.changed(group, key_changed).await;
+    inner.took(group, key_changed).await;
     if heal {
         // Let other admins' answers arrive first; whoever is first re-keys.
         tokio::time::sleep(Duration::from_millis(u64::from(

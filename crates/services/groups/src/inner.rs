@@ -158,8 +158,20 @@ impl Inner {
         keys::new_epoch(&g.id, &refs).0
     }
 
-    /// Saves a group (blocking) and tells everyone what changed.
+    /// Saves a group (blocking), announces its new heads to the members (this device
+    /// wrote to its log) and tells this node's services what changed.
     pub async fn changed(self: &Arc<Self>, id: &str, key_changed: bool) {
+        self.changed_as(id, key_changed, true).await;
+    }
+
+    /// Like [`Inner::changed`], for operations taken from other members: not announced
+    /// again (their author did; repeating it from every member would cost each change
+    /// a message per member to every member).
+    pub async fn took(self: &Arc<Self>, id: &str, key_changed: bool) {
+        self.changed_as(id, key_changed, false).await;
+    }
+
+    async fn changed_as(self: &Arc<Self>, id: &str, key_changed: bool, announce: bool) {
         let (dir, snapshot) = match self.groups() {
             Ok(g) => (self.dir.clone(), g.get(id).cloned()),
             Err(_) => return,
@@ -171,12 +183,14 @@ impl Inner {
                 Ok(Err(e)) => tracing::warn!(group = %id, error = %e, "cannot save the group log"),
                 Err(_) => return,
             }
-            let announce = protocol::Heads {
-                group: id.to_owned(),
-                heads: heads.into_iter().take(protocol::MAX_HEADS).collect(),
-            };
-            let data = serde_json::to_vec(&announce).unwrap_or_default();
-            let _ = self.overlay.publish(protocol::topic(id), data).await;
+            if announce {
+                let h = protocol::Heads {
+                    group: id.to_owned(),
+                    heads: heads.into_iter().take(protocol::MAX_HEADS).collect(),
+                };
+                let data = serde_json::to_vec(&h).unwrap_or_default();
+                let _ = self.overlay.publish(protocol::topic(id), data).await;
+            }
         }
         let _ = self.events.send(Event::Changed {
             group: id.to_owned(),
