@@ -52,11 +52,6 @@ impl RecordValidator for Validator {
             .ok_or_else(|| Rejected("stopped".into()))?;
         let heads: Heads =
             serde_json::from_slice(data).map_err(|e| Rejected(format!("malformed: {e}")))?;
-        if protocol::topic(&heads.group) != topic || heads.heads.len() > protocol::MAX_HEADS {
-            return Err(Rejected(
-                "announcement for another topic, or too many heads".into(),
-            ));
-        }
         let source = source
             .ok_or_else(|| Rejected("unsigned".into()))?
             .to_string();
@@ -64,6 +59,11 @@ impl RecordValidator for Validator {
         let g = groups
             .get(&heads.group)
             .ok_or_else(|| Rejected("not a group of this device".into()))?;
+        if g.topic() != topic || heads.heads.len() > protocol::MAX_HEADS {
+            return Err(Rejected(
+                "announcement for another topic, or too many heads".into(),
+            ));
+        }
         if g.state.member_of(&source).is_none() {
             return Err(Rejected("the announcer is no member's device".into()));
         }
@@ -79,9 +79,9 @@ pub(crate) async fn start(inner: &Arc<Inner>) -> Result<(), Error> {
         .overlay
         .gossip(protocol::TOPIC_PREFIX, validator)
         .await?;
-    let ids: Vec<String> = inner.groups()?.keys().cloned().collect();
-    for id in ids {
-        inner.overlay.subscribe(protocol::topic(&id)).await?;
+    let topics: Vec<String> = inner.groups()?.values().map(Group::topic).collect();
+    for t in topics {
+        inner.overlay.subscribe(t).await?;
     }
     let i = inner.clone();
     inner.tasks.spawn(async move {
@@ -93,7 +93,22 @@ pub(crate) async fn start(inner: &Arc<Inner>) -> Result<(), Error> {
                 continue;
             };
             if unknown_heads(&i, &h) {
-                take_news(&i, h, m.via, from);
+                let (i2, via) = (i.clone(), m.via);
+                i.tasks.spawn(async move {
+                    let carried = i2
+                        .groups()
+                        .ok()
+                        .and_then(|g| g.get(&h.group).map(|g| protocol::carried(g, &h)))
+                        .unwrap_or_default();
+                    if !carried.is_empty()
+                        && let Err(e) = take_ops(&i2, &h.group, carried, from).await
+                    {
+                        tracing::debug!(group = %h.group, error = %e, "cannot take announced operations");
+                    }
+                    if unknown_heads(&i2, &h) {
+                        take_news(&i2, h, via, from);
+                    }
+                });
             }
         }
     });
@@ -204,6 +219,17 @@ pub(crate) async fn sync(inner: &Arc<Inner>, group: &str, peer: PeerId) -> Resul
         have,
     };
     let ops = ops_of(ask(inner, peer, &req).await?)?;
+    take_ops(inner, group, ops, peer).await
+}
+
+/// Takes operations of `group` that `peer` sent (each is verified, and placed once its
+/// parents are here) and acts on what changed.
+async fn take_ops(
+    inner: &Arc<Inner>,
+    group: &str,
+    ops: Vec<crate::op::Op>,
+    peer: PeerId,
+) -> Result<(), Error> {
     if ops.is_empty() {
         return Ok(());
     }
@@ -289,12 +315,13 @@ pub(crate) async fn forget(inner: &Arc<Inner>, group: &str, part: bool) {
     let Some(g) = removed else {
         return;
     };
+    let topic = g.topic();
     if part {
         let mut parting = kith_core::sync::recover(&inner.parting);
         parting.retain(|_, (_, at)| at.elapsed() < PART_GRACE);
         parting.insert(group.to_owned(), (g, std::time::Instant::now()));
     }
-    let _ = inner.overlay.unsubscribe(protocol::topic(group)).await;
+    let _ = inner.overlay.unsubscribe(topic).await;
     let file = crate::log::path(&inner.dir, group);
     let _ = inner
         .tasks
@@ -353,9 +380,9 @@ pub(crate) async fn join(inner: &Arc<Inner>, token: &str) -> Result<String, Erro
             "the inviting device did not add this device".into(),
         ));
     }
-    let id = g.id.clone();
+    let (id, topic) = (g.id.clone(), g.topic());
     inner.groups()?.insert(id.clone(), g);
-    inner.overlay.subscribe(protocol::topic(&id)).await?;
+    inner.overlay.subscribe(topic).await?;
     inner.changed(&id, true).await;
     tracing::info!(group = %id, name = %inv.name, "joined the group");
     Ok(id)
@@ -526,8 +553,9 @@ pub(crate) async fn learn_groups(inner: &Arc<Inner>, peer: PeerId) -> Result<(),
             if g.state.member_of(&inner.me).is_none() {
                 continue;
             }
+            let topic = g.topic();
             inner.groups()?.insert(id.clone(), g);
-            inner.overlay.subscribe(protocol::topic(&id)).await?;
+            inner.overlay.subscribe(topic).await?;
             inner.changed(&id, true).await;
             tracing::info!(group = %id, "joined a group of this person's");
         }

@@ -177,19 +177,14 @@ impl Inner {
             Err(_) => return,
         };
         if let Some(g) = snapshot {
-            let heads: Vec<String> = g.heads().iter().map(crate::op::hex_hash).collect();
+            let news = announce.then(|| (g.topic(), protocol::announcement(&g)));
             match self.tasks.blocking(move || g.save(&dir)).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => tracing::warn!(group = %id, error = %e, "cannot save the group log"),
                 Err(_) => return,
             }
-            if announce {
-                let h = protocol::Heads {
-                    group: id.to_owned(),
-                    heads: heads.into_iter().take(protocol::MAX_HEADS).collect(),
-                };
-                let data = serde_json::to_vec(&h).unwrap_or_default();
-                let _ = self.overlay.publish(protocol::topic(id), data).await;
+            if let Some((topic, data)) = news {
+                let _ = self.overlay.publish(topic, data).await;
             }
         }
         let _ = self.events.send(Event::Changed {

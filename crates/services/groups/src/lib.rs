@@ -189,7 +189,7 @@ impl Groups {
         // The first key comes right after the genesis: it is sealed under the group's ID,
         // which is the genesis' hash.
         let mut g = log::Group::new(genesis, &i.me, &i.seal);
-        let id = g.id.clone();
+        let (id, topic) = (g.id.clone(), g.topic());
         let update = Inner::new_epoch(&g, &devices);
         let rotate = i.sign(&g, Body::Rotate, Some(update))?;
         i.append(&mut g, rotate)?;
@@ -204,7 +204,7 @@ impl Groups {
             }
             groups.insert(id.clone(), g);
         }
-        self.inner.overlay.subscribe(protocol::topic(&id)).await?;
+        self.inner.overlay.subscribe(topic).await?;
         self.inner.changed(&id, true).await;
         client::notify_devices(&self.inner);
         tracing::info!(group = %id, name, "group created");

@@ -19,6 +19,9 @@ pub const MAX_OPS: usize = 100_000;
 #[derive(Debug, Clone)]
 pub struct Group {
     pub id: String,
+    /// The genesis' hash: its first half names the group (the ID), all of it is known
+    /// only to those who hold the log (the topic is derived from it).
+    pub genesis: Hash,
     pub ops: HashMap<Hash, Op>,
     pub state: State,
     pub keys: Keyring,
@@ -43,6 +46,7 @@ impl Group {
         let h = genesis.hash();
         let mut g = Self {
             id: group_id(&h),
+            genesis: h,
             ops: HashMap::from([(h, genesis)]),
             state: State::default(),
             keys: Keyring::default(),
@@ -86,6 +90,12 @@ impl Group {
                 self.keys.take(&self.id, op, me, seal);
             }
         }
+    }
+
+    /// The gossip topic of the group: derived from the whole genesis hash, so that only
+    /// those who hold the log (not everyone who saw the group's ID) can find it.
+    pub fn topic(&self) -> String {
+        crate::protocol::topic(&self.genesis)
     }
 
     /// The log's heads: operations nothing else names as a parent.

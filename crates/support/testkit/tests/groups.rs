@@ -28,6 +28,8 @@ struct Mallory {
     device: Keypair,
     person: Keypair,
     cert: DeviceCert,
+    /// The topics of the groups it joined (derived from their genesis).
+    topics: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
 impl Mallory {
@@ -46,7 +48,13 @@ impl Mallory {
             device,
             person,
             cert,
+            topics: Default::default(),
         })
+    }
+
+    fn topic(&self, group: &str) -> Result<String> {
+        let t = self.topics.lock().map_err(|_| "poisoned")?;
+        Ok(t.get(group).ok_or("not joined")?.clone())
     }
 
     fn id(&self) -> PeerId {
@@ -112,9 +120,10 @@ impl Mallory {
         let h = Heads {
             group: group.to_owned(),
             heads,
+            sealed: String::new(),
         };
         let data = serde_json::to_vec(&h)?;
-        Ok(self.raw.overlay.publish(gp::topic(group), data).await?)
+        Ok(self.raw.overlay.publish(self.topic(group)?, data).await?)
     }
 
     fn sign(&self, group: &str, parents: Vec<[u8; 32]>, body: Body) -> Result<Op> {
@@ -211,10 +220,14 @@ async fn group_with_mallory(a: &TestNode, b: &TestNode, m: &Mallory) -> Result<S
         devices: vec![m.cert.clone()],
     };
     let answer = m.ask(a.peer_id().parse()?, &req).await?;
-    assert!(
-        matches!(answer.first(), Some(Response::Ops { .. })),
-        "{answer:?}"
-    );
+    let Some(Response::Ops { ops, .. }) = answer.first() else {
+        return Err(format!("join refused: {answer:?}").into());
+    };
+    let genesis = ops.iter().find(|o| o.is_genesis()).ok_or("no genesis")?;
+    m.topics
+        .lock()
+        .map_err(|_| "poisoned")?
+        .insert(g.clone(), gp::topic(&genesis.hash()));
     let token = invite(a, &g, 1).await?;
     b.api_post("/groups/join", &json!({ "token": token }))
         .await?;
@@ -241,7 +254,7 @@ async fn bad_operations(a: &TestNode, m: &Mallory, g: &str) -> Result<()> {
     let replayed = m.sign(&other, vec![genesis.hash()], Body::Leave)?;
     let unknown_parent = m.sign(g, vec![[7u8; 32]], Body::Leave)?;
     m.serve(vec![forged, genesis, replayed, unknown_parent])?;
-    m.raw.overlay.subscribe(gp::topic(g)).await?;
+    m.raw.overlay.subscribe(m.topic(g)?).await?;
     let refused = || async {
         Ok::<_, kith_testkit::Error>(metric(&metrics_of(a).await?, "kith_groups_refused"))
     };
@@ -305,6 +318,11 @@ async fn after_removal(a: &TestNode, b: &TestNode, m: &Mallory, g: &str) -> Resu
         m2.hello(a_id, m2.cert.clone()).await?,
         "a valid certificate"
     );
+    // It knows what its person knew.
+    m2.topics
+        .lock()
+        .map_err(|_| "poisoned")?
+        .insert(g.to_owned(), m.topic(g)?);
     for who in [m, &m2] {
         let ops: Vec<Op> = who
             .ask(a_id, &sync)
@@ -323,7 +341,7 @@ async fn after_removal(a: &TestNode, b: &TestNode, m: &Mallory, g: &str) -> Resu
         assert!(ops.iter().any(|o| matches!(o.body, Body::Remove { .. })));
     }
     let rejected = metric(&metrics_of(a).await?, "kith_records_rejected");
-    m2.raw.overlay.subscribe(gp::topic(g)).await?;
+    m2.raw.overlay.subscribe(m.topic(g)?).await?;
     until(
         "a removed person's announcements to be refused",
         async || {
@@ -340,7 +358,7 @@ async fn junk_flood(a: &TestNode, b: &TestNode, m: &Mallory, g: &str) -> Result<
     let rejected = metric(&metrics_of(a).await?, "kith_records_rejected");
     for i in 0..10_000u32 {
         let junk = format!("{{\"junk\":{i}}}").into_bytes();
-        let _ = m.raw.overlay.publish(gp::topic(g), junk).await;
+        let _ = m.raw.overlay.publish(m.topic(g)?, junk).await;
     }
     until("the junk to be refused", async || {
         Ok(metric(&metrics_of(a).await?, "kith_records_rejected") > rejected)
