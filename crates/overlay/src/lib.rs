@@ -45,9 +45,8 @@ pub const PROVIDER_TTL: Duration = Duration::from_secs(24 * 3600);
 pub const PROVIDER_REPUBLISH: Duration = Duration::from_secs(6 * 3600);
 /// Capacity of the command channel to the actor.
 const COMMAND_QUEUE: usize = 256;
-/// Largest gossip message accepted or sent (a group's change with the key wraps for a
-/// hundred devices fits).
-pub const MAX_GOSSIP_BYTES: usize = 64 * 1024;
+/// Largest gossip message accepted or sent.
+pub const MAX_GOSSIP_BYTES: usize = 16 * 1024;
 /// Peer events buffered for each subscriber; a subscriber that falls further behind is
 /// told it lagged (and reads [`Overlay::connected_peers`] again).
 const PEER_EVENTS: usize = 1024;

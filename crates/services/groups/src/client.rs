@@ -93,22 +93,7 @@ pub(crate) async fn start(inner: &Arc<Inner>) -> Result<(), Error> {
                 continue;
             };
             if unknown_heads(&i, &h) {
-                let (i2, via) = (i.clone(), m.via);
-                i.tasks.spawn(async move {
-                    let carried = i2
-                        .groups()
-                        .ok()
-                        .and_then(|g| g.get(&h.group).map(|g| protocol::carried(g, &h)))
-                        .unwrap_or_default();
-                    if !carried.is_empty()
-                        && let Err(e) = take_ops(&i2, &h.group, carried, from).await
-                    {
-                        tracing::debug!(group = %h.group, error = %e, "cannot take announced operations");
-                    }
-                    if unknown_heads(&i2, &h) {
-                        take_news(&i2, h, via, from);
-                    }
-                });
+                take_news(&i, h, m.via, from);
             }
         }
     });
@@ -151,7 +136,9 @@ fn take_news(inner: &Arc<Inner>, h: Heads, via: PeerId, source: PeerId) {
     }
     let i = inner.clone();
     inner.tasks.spawn(async move {
-        if let Ok(Err(e)) = tokio::time::timeout(EXCHANGE_TIMEOUT, sync(&i, &h.group, via)).await {
+        let want = h.heads.clone();
+        let ask = sync_wanting(&i, &h.group, via, want);
+        if let Ok(Err(e)) = tokio::time::timeout(EXCHANGE_TIMEOUT, ask).await {
             tracing::debug!(group = %h.group, peer = %via, error = %e, "group sync failed");
         }
         if unknown_heads(&i, &h) {
@@ -209,6 +196,17 @@ fn ops_of(answers: Vec<Response>) -> Result<Vec<crate::op::Op>, Error> {
 
 /// Takes what `peer` holds of `group` that this device lacks.
 pub(crate) async fn sync(inner: &Arc<Inner>, group: &str, peer: PeerId) -> Result<(), Error> {
+    sync_wanting(inner, group, peer, Vec::new()).await
+}
+
+/// Takes what `peer` holds of `group`, asking it to wait a moment for the heads `want`
+/// if it lacks them yet.
+async fn sync_wanting(
+    inner: &Arc<Inner>,
+    group: &str,
+    peer: PeerId,
+    want: Vec<String>,
+) -> Result<(), Error> {
     let have: Vec<String> = inner
         .groups()?
         .get(group)
@@ -217,6 +215,7 @@ pub(crate) async fn sync(inner: &Arc<Inner>, group: &str, peer: PeerId) -> Resul
     let req = Request::Sync {
         group: group.to_owned(),
         have,
+        want,
     };
     let ops = ops_of(ask(inner, peer, &req).await?)?;
     take_ops(inner, group, ops, peer).await
@@ -536,6 +535,7 @@ pub(crate) async fn learn_groups(inner: &Arc<Inner>, peer: PeerId) -> Result<(),
             let req = Request::Sync {
                 group: id.clone(),
                 have: Vec::new(),
+                want: Vec::new(),
             };
             let ops = ops_of(ask(inner, peer, &req).await?)?;
             let Some(genesis) = ops.iter().find(|o| o.is_genesis()).cloned() else {

@@ -31,6 +31,10 @@ pub enum Request {
     Sync {
         group: String,
         have: Vec<String>,
+        /// Heads the asker was told of: a member that lacks them yet (it is taking
+        /// them itself) waits a moment for them before it answers.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        want: Vec<String>,
     },
     Groups,
     /// From another device of the same person: "my person's groups changed; ask me
@@ -57,51 +61,21 @@ pub enum Response {
 pub struct Heads {
     pub group: String,
     pub heads: Vec<String>,
-    /// The operations the heads name, as JSON sealed with the group key members held
-    /// before them (hex), when that fits in one gossip message: members take them at
-    /// once; otherwise (or when they cannot open it) they sync.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub sealed: String,
 }
 
-/// What a member gossips after writing to `g`'s log: its heads, with the operations
-/// they name (sealed) when the message stays within the overlay's gossip size.
+/// What a member gossips after writing to `g`'s log: its heads. (Members that lack
+/// them sync; carrying the operations in the gossip was measured to cost more bytes and
+/// time, as every member then receives them from each of its mesh peers.)
 pub(crate) fn announcement(g: &crate::log::Group) -> Vec<u8> {
-    let heads = g.heads();
-    let ops: Vec<&Op> = heads.iter().filter_map(|x| g.ops.get(x)).collect();
-    let mut h = Heads {
+    let h = Heads {
         group: g.id.clone(),
-        heads: heads
+        heads: g
+            .heads()
             .iter()
             .take(MAX_HEADS)
             .map(crate::op::hex_hash)
             .collect(),
-        sealed: String::new(),
     };
-    // The key members held before these operations (they may start a new one).
-    let started: Vec<&str> = ops
-        .iter()
-        .filter_map(|o| o.key.as_ref().filter(|k| k.new_epoch))
-        .map(|k| k.epoch.as_str())
-        .collect();
-    let epoch = g
-        .state
-        .epochs
-        .iter()
-        .rev()
-        .find(|e| !started.contains(&e.id.as_str()));
-    let sealed = epoch.and_then(|e| {
-        let json = serde_json::to_vec(&ops).ok()?;
-        g.keys.seal(&g.id, &e.id, &json)
-    });
-    if let Some(b) = sealed {
-        h.sealed = kith_core::person::to_hex(&b);
-        let with_ops = serde_json::to_vec(&h).unwrap_or_default();
-        if with_ops.len() <= kith_overlay::MAX_GOSSIP_BYTES - 1024 {
-            return with_ops;
-        }
-        h.sealed.clear();
-    }
     serde_json::to_vec(&h).unwrap_or_default()
 }
 
@@ -110,14 +84,6 @@ pub fn topic(genesis: &crate::op::Hash) -> String {
     let t = blake3::keyed_hash(genesis, b"kith-group-topic-v1");
     let hex = t.to_hex();
     format!("{TOPIC_PREFIX}{}", hex.get(..32).unwrap_or_default())
-}
-
-/// The operations a member sealed into an announcement, if this device can open them.
-pub(crate) fn carried(g: &crate::log::Group, h: &Heads) -> Vec<Op> {
-    kith_core::person::from_hex(&h.sealed)
-        .and_then(|b| g.keys.open(&g.id, &b))
-        .and_then(|json| serde_json::from_slice(&json).ok())
-        .unwrap_or_default()
 }
 
 /// `ops` in frames of about [`OPS_PER_FRAME`] bytes.

@@ -69,7 +69,10 @@ async fn handle(inner: &Arc<Inner>, peer: PeerId, mut s: Stream) -> Result<(), E
         return Ok(());
     };
     let answer = match req {
-        Request::Sync { group, have } => sync(inner, &peer, &group, &have),
+        Request::Sync { group, have, want } => {
+            await_wanted(inner, &group, &want).await;
+            sync(inner, &peer, &group, &have)
+        }
         Request::Groups => groups_of(inner, &peer),
         Request::Notify => notified(inner, &peer),
         Request::Join {
@@ -115,6 +118,43 @@ fn may_read(inner: &Inner, g: &crate::log::Group, peer: &PeerId) -> bool {
         .people
         .person_of(peer)
         .is_some_and(|p| g.state.members.contains_key(&p) && !g.state.revoked.contains(&device))
+}
+
+/// Longest a member waits for heads an asker wants before it answers with what it has.
+const WANT_WAIT: Duration = Duration::from_secs(3);
+
+/// Waits (bounded) until this device's log of `group` holds every head in `want`.
+async fn await_wanted(inner: &Inner, group: &str, want: &[String]) {
+    let want: Vec<_> = want
+        .iter()
+        .take(protocol::MAX_HEADS)
+        .filter_map(|h| parse_hash(h))
+        .collect();
+    if want.is_empty() {
+        return;
+    }
+    let mut events = inner.events.subscribe();
+    let has_all = || {
+        inner
+            .groups()
+            .map(|g| {
+                g.get(group)
+                    .is_none_or(|g| want.iter().all(|h| g.ops.contains_key(h)))
+            })
+            .unwrap_or(true)
+    };
+    let wait = async {
+        while !has_all() {
+            if events
+                .recv()
+                .await
+                .is_err_and(|e| matches!(e, tokio::sync::broadcast::error::RecvError::Closed))
+            {
+                return;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(WANT_WAIT, wait).await;
 }
 
 fn sync(inner: &Inner, peer: &PeerId, group: &str, have: &[String]) -> Result<Answer, Error> {

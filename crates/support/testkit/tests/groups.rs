@@ -120,7 +120,6 @@ impl Mallory {
         let h = Heads {
             group: group.to_owned(),
             heads,
-            sealed: String::new(),
         };
         let data = serde_json::to_vec(&h)?;
         Ok(self.raw.overlay.publish(self.topic(group)?, data).await?)
@@ -312,6 +311,7 @@ async fn after_removal(a: &TestNode, b: &TestNode, m: &Mallory, g: &str) -> Resu
     let sync = Request::Sync {
         group: g.to_owned(),
         have: Vec::new(),
+        want: Vec::new(),
     };
     let m2 = Mallory::of_person(m.person.clone(), &a.addr().await?).await?;
     assert!(
