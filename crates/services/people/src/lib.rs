@@ -12,6 +12,7 @@
 
 mod book;
 mod client;
+mod codes;
 pub mod protocol;
 mod server;
 mod state;

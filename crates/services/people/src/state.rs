@@ -14,15 +14,14 @@ use prometheus_client::metrics::counter::Counter;
 use tokio::sync::broadcast;
 
 use crate::book::{self, Book};
+use crate::codes::{Codes, MAX_CODES};
 use crate::protocol::{Hello, LinkCode, MAX_REVOCATIONS};
-use crate::{Config, Error, Event, LINK_TTL};
+use crate::{Config, Error, Event};
 
 /// Connected peers whose person is remembered.
 const MAX_PEERS: usize = 4096;
 /// Revocations of other people's devices remembered.
 const MAX_REVOKED_OTHERS: usize = 4096;
-/// Link codes outstanding at once.
-const MAX_CODES: usize = 8;
 
 pub(crate) struct Inner {
     pub config: Config,
@@ -32,7 +31,7 @@ pub(crate) struct Inner {
     person_key: Mutex<Option<Keypair>>,
     peers: Mutex<HashMap<PeerId, PersonId>>,
     revoked_others: Mutex<HashSet<String>>,
-    codes: Mutex<HashMap<[u8; 32], Instant>>,
+    codes: Mutex<Codes>,
     pub events: broadcast::Sender<Event>,
     pub refused: Counter,
     pub tasks: Tasks,
@@ -237,26 +236,17 @@ impl Inner {
         let me = self.overlay.peer_id();
         let addr: Multiaddr = addr.with(kith_overlay::multiaddr::Protocol::P2p(me));
         let secret: [u8; 32] = rand::random();
-        let mut codes = lock(&self.codes)?;
-        codes.retain(|_, t| t.elapsed() < LINK_TTL);
-        if codes.len() >= MAX_CODES {
+        if !lock(&self.codes)?.add(secret, Instant::now()) {
             return Err(Error::Refused(format!(
                 "{MAX_CODES} link codes are outstanding; wait for them to expire"
             )));
         }
-        codes.insert(secret, Instant::now());
         Ok(LinkCode { secret, addr })
     }
 
     /// Takes the code `proof` was made with, once: `false` if none matches or it expired.
     pub fn take_code(&self, proof: &blake3::Hash, device: &PeerId) -> Result<bool, Error> {
-        let mut codes = lock(&self.codes)?;
-        codes.retain(|_, t| t.elapsed() < LINK_TTL);
-        let hit = codes
-            .keys()
-            .find(|s| crate::protocol::proof(s, device) == *proof)
-            .copied();
-        Ok(hit.is_some_and(|s| codes.remove(&s).is_some()))
+        Ok(lock(&self.codes)?.take(proof, device, Instant::now()))
     }
 
     /// Issues a certificate for a new device of this person and remembers it.

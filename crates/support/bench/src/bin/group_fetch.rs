@@ -14,7 +14,10 @@ use kith_bench::{Daemon, MIB, make_file, mbps, same_file, scratch, size_arg};
 const ROUNDS: usize = 5;
 
 fn text(v: &serde_json::Value, key: &str) -> Result<String> {
-    Ok(v[key].as_str().context(format!("no {key} in {v}"))?.to_owned())
+    Ok(v[key]
+        .as_str()
+        .context(format!("no {key} in {v}"))?
+        .to_owned())
 }
 
 /// B fetches `id` into `out`; the time it took (the file is checked, then removed).
