@@ -334,7 +334,7 @@ impl Share {
             .await??
             .ok_or(Error::NotShared(id))?;
         self.inner.changed().await;
-        self.inner.withdraw(id).await;
+        self.inner.withdraw(id, rec.scope.as_deref()).await;
         Ok(rec)
     }
 

@@ -97,6 +97,9 @@ impl Metrics {
     }
 }
 
+/// A share as announced: its content, and the group it is shared with (none: public).
+type Slot = (ContentId, Option<String>);
+
 pub(crate) struct Inner {
     pub config: Config,
     pub store: Arc<Store>,
@@ -104,8 +107,9 @@ pub(crate) struct Inner {
     pub scopes: Arc<dyn Scopes>,
     /// Blocks only group members may fetch, and their groups.
     private: Mutex<HashMap<kith_core::id::Hash, Vec<String>>>,
-    /// The DHT key each share is announced under now.
-    announced: Mutex<HashMap<ContentId, Vec<u8>>>,
+    /// The DHT key each share (content, and the group it is shared with) is announced
+    /// under now.
+    announced: Mutex<HashMap<Slot, Vec<u8>>>,
     pub upload_limit: RateLimit,
     pub download_limit: RateLimit,
     pub metrics: Metrics,
@@ -228,13 +232,26 @@ impl Inner {
             None => Some(id.dht_key()),
             Some(s) => self.scopes.locator(s, &id.dht_key()),
         };
-        let old = {
+        let (old, others) = {
             let mut a = kith_core::sync::recover(&self.announced);
-            match &key {
-                Some(k) => a.insert(id, k.clone()),
-                None => a.remove(&id),
-            }
+            let slot = (id, scope.map(str::to_owned));
+            // One share per content ID: shared again with another group (or publicly),
+            // it is no longer announced where it was.
+            let others: Vec<Vec<u8>> = a
+                .iter()
+                .filter(|((i, s), _)| *i == id && s.as_deref() != scope)
+                .map(|(_, k)| k.clone())
+                .collect();
+            a.retain(|(i, s), _| *i != id || s.as_deref() == scope);
+            let old = match &key {
+                Some(k) => a.insert(slot, k.clone()),
+                None => a.remove(&slot),
+            };
+            (old, others)
         };
+        for o in others {
+            let _ = self.overlay.stop_providing(o).await;
+        }
         if old.is_some() && old == key {
             return;
         }
@@ -247,8 +264,9 @@ impl Inner {
     }
 
     /// Stops announcing a share.
-    pub async fn withdraw(&self, id: ContentId) {
-        let old = kith_core::sync::recover(&self.announced).remove(&id);
+    pub async fn withdraw(&self, id: ContentId, scope: Option<&str>) {
+        let slot = (id, scope.map(str::to_owned));
+        let old = kith_core::sync::recover(&self.announced).remove(&slot);
         if let Some(k) = old {
             let _ = self.overlay.stop_providing(k).await;
         }
