@@ -24,5 +24,6 @@ pub mod seal;
 pub mod store;
 pub mod sync;
 pub mod tasks;
+pub mod units;
 
 pub use id::{ContentId, IdError};

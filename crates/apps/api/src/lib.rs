@@ -9,7 +9,12 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+mod compute;
 mod people;
+pub use compute::{
+    Job, MasterStanding, ResultsRequest, ResultsWritten, RunningUnit, SubmitJob, VolunteerRequest,
+    VolunteerStatus,
+};
 pub use people::{
     CreateGroup, Device, DeviceRemoved, Group, Invite, InviteRequest, JoinDevice, JoinGroup,
     LinkCode, Member, Person,

@@ -147,6 +147,72 @@ pub enum Cmd {
     /// Private groups of people: create, invite, join, list, remove, leave.
     #[command(subcommand)]
     Group(GroupCmd),
+    /// Cycle sharing: submit jobs of WebAssembly work units for volunteers to run.
+    #[command(subcommand)]
+    Job(JobCmd),
+    /// Donate this machine's idle CPU to others' jobs.
+    #[command(subcommand)]
+    Volunteer(VolunteerCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum JobCmd {
+    /// Submit a job: a JOB.toml, or a module and an inputs folder (one unit per file).
+    Submit {
+        /// The job's JOB.toml.
+        #[arg(required_unless_present = "wasm", conflicts_with_all = ["wasm", "inputs"])]
+        spec: Option<PathBuf>,
+        /// The module (a WASI command: its unit on stdin, its result on stdout).
+        #[arg(long, requires = "inputs")]
+        wasm: Option<PathBuf>,
+        /// A folder with one work unit per file.
+        #[arg(long, requires = "wasm")]
+        inputs: Option<PathBuf>,
+        /// Distinct volunteers that must agree on each result (default 2).
+        #[arg(long)]
+        quorum: Option<u8>,
+        /// Only this group's members run it (ID or name).
+        #[arg(long)]
+        group: Option<String>,
+    },
+    /// A job's progress (a live bar on a terminal), or every job.
+    Status {
+        job: Option<String>,
+        /// Print once, even on a terminal.
+        #[arg(long)]
+        once: bool,
+    },
+    /// Write a job's validated outputs, one file per unit named after its input.
+    Results {
+        job: String,
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+    /// Cancel a job: no more units go out.
+    Cancel { job: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum VolunteerCmd {
+    /// Start running others' work units (kept across restarts).
+    On {
+        /// Units at once.
+        #[arg(long, default_value_t = 1)]
+        cpus: u8,
+        /// Pause while the machine is busy with other work.
+        #[arg(long)]
+        when_idle: bool,
+        /// Memory one unit may use (e.g. 512Mi).
+        #[arg(long, value_parser = units::parse_rate)]
+        max_memory: Option<u64>,
+        /// Only this group's jobs (ID or name).
+        #[arg(long)]
+        group: Option<String>,
+    },
+    /// Stop taking units; those running finish.
+    Off,
+    /// What runs now, for whom, how much was done, and how masters score this node.
+    Status,
 }
 
 #[derive(Subcommand, Debug)]

@@ -89,6 +89,15 @@ impl Client {
         Ok(self.send(req).await?.json().await?)
     }
 
+    pub async fn put<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T> {
+        let req = self
+            .http
+            .put(format!("{}{path}", self.base))
+            .json(body)
+            .timeout(Duration::from_secs(30));
+        Ok(self.send(req).await?.json().await?)
+    }
+
     pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
         let req = self
             .http

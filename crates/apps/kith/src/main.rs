@@ -8,6 +8,7 @@ mod args;
 mod client;
 mod commands;
 mod groups;
+mod jobs;
 mod progress;
 mod units;
 mod up;
@@ -114,6 +115,8 @@ async fn talk(c: &Client, cmd: Cmd, json: bool) -> Result<()> {
         Cmd::Person => groups::person(c, json).await,
         Cmd::Device(d) => groups::device(c, d, json).await,
         Cmd::Group(g) => groups::group(c, g, json).await,
+        Cmd::Job(j) => jobs::job(c, j, json).await,
+        Cmd::Volunteer(v) => jobs::volunteer(c, v, json).await,
         Cmd::Init | Cmd::Up(_) | Cmd::Broker(_) => Ok(()),
     }
 }

@@ -2,55 +2,12 @@
 //! devices (one person with two linked devices), as users would run them.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use kith_testkit::Result;
 use serde_json::Value;
 
 mod common;
 use common::*;
-
-/// How long anything a test waits for may take.
-const LIMIT: Duration = Duration::from_secs(60);
-
-/// Runs a command with `--json` that must succeed; its JSON.
-fn ok(home: &Path, args: &[&str]) -> Result<Value> {
-    let mut all = vec!["--json"];
-    all.extend_from_slice(args);
-    let o = kith(home, &all)?;
-    if !o.status.success() {
-        return Err(format!("kith {args:?} failed: {}", stderr(&o)).into());
-    }
-    json_of(&o)
-}
-
-/// Runs a command that must fail; its error line.
-fn fails(home: &Path, args: &[&str]) -> Result<String> {
-    let o = kith(home, args)?;
-    if o.status.success() {
-        return Err(format!("kith {args:?} succeeded: {}", stdout(&o)).into());
-    }
-    let err = stderr(&o);
-    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error: ")).collect();
-    match lines.as_slice() {
-        [one] => Ok((*one).to_owned()),
-        _ => Err(format!("kith {args:?}: not one clear error line: {err:?}").into()),
-    }
-}
-
-/// Polls `check` until it gives a value, for at most `LIMIT`.
-fn until<T>(what: &str, mut check: impl FnMut() -> Result<Option<T>>) -> Result<T> {
-    let deadline = Instant::now() + LIMIT;
-    loop {
-        if let Some(v) = check()? {
-            return Ok(v);
-        }
-        if Instant::now() >= deadline {
-            return Err(format!("timed out waiting for {what}").into());
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
 
 fn text(v: &Value, key: &str) -> String {
     v[key].as_str().unwrap_or_default().to_owned()

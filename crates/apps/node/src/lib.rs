@@ -9,6 +9,7 @@
 //!   its OpenAPI document generated from those types.
 
 mod api;
+mod compute;
 pub mod config;
 mod convert;
 mod facade;
@@ -19,6 +20,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use kith_compute::Compute;
 use kith_core::tasks::{Fatal, Tasks};
 use kith_groups::Groups;
 use kith_names::Names;
@@ -52,6 +54,8 @@ pub enum NodeError {
     People(#[from] kith_people::Error),
     #[error(transparent)]
     Groups(#[from] kith_groups::Error),
+    #[error(transparent)]
+    Compute(#[from] kith_compute::Error),
     #[error("{0}")]
     BadRequest(String),
     #[error("{0}")]
@@ -68,6 +72,7 @@ pub struct Options {
     /// Service tuning not in the config file (tests shorten waits).
     pub share: kith_share::Config,
     pub search: kith_search::Config,
+    pub compute: kith_compute::Config,
 }
 
 impl Options {
@@ -76,6 +81,7 @@ impl Options {
         share.upload_limit = config.upload_limit;
         share.download_limit = config.download_limit;
         share.rescan = Duration::from_secs(config.rescan_secs.max(1));
+        let compute = kith_compute::Config::new(home.service_dir("compute"));
         let mut search = kith_search::Config::new(home.service_dir("search"));
         search.serve_broker = config.serve_broker;
         search.broker_ttl = Duration::from_secs(config.broker_ttl_secs.max(1));
@@ -84,6 +90,7 @@ impl Options {
             config,
             share,
             search,
+            compute,
         }
     }
 }
@@ -95,6 +102,7 @@ pub(crate) struct Inner {
     pub share: Share,
     pub names: Names,
     pub search: Search,
+    pub compute: Compute,
     pub registry: Registry,
     pub home: Home,
     pub token: String,
@@ -183,6 +191,7 @@ struct Services {
     share: Share,
     names: Names,
     search: Search,
+    compute: Compute,
 }
 
 async fn start_services(
@@ -252,6 +261,9 @@ async fn start_services(
     }
     let (o, sh, n) = (overlay.clone(), share.clone(), names.clone());
     let search = Search::start(scfg, o, sh, n, groups.scopes(), registry, tasks("search")).await?;
+    let (o, sh, p) = (overlay.clone(), share.clone(), people.clone());
+    let ccfg = opts.compute.clone();
+    let compute = Compute::start(ccfg, o, sh, p, groups.scopes(), tasks("compute")).await?;
     Ok(Services {
         overlay,
         overlay_task,
@@ -260,6 +272,7 @@ async fn start_services(
         share,
         names,
         search,
+        compute,
     })
 }
 
@@ -301,6 +314,7 @@ impl Node {
                 share: s.share,
                 names: s.names,
                 search: s.search,
+                compute: s.compute,
                 registry,
                 home: home.clone(),
                 token,
@@ -371,6 +385,7 @@ impl Node {
         i.shutdown.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(10), i.share.stopped()).await;
         let _ = tokio::time::timeout(Duration::from_secs(5), i.search.stopped()).await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), i.compute.stopped()).await;
         let _ = tokio::time::timeout(Duration::from_secs(5), i.names.stopped()).await;
         let _ = tokio::time::timeout(Duration::from_secs(5), i.groups.stopped()).await;
         let _ = tokio::time::timeout(Duration::from_secs(5), i.people.stopped()).await;

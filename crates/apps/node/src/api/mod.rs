@@ -7,6 +7,7 @@
 //! a web page cannot read the API by rebinding a DNS name to 127.0.0.1, nor make a
 //! browser send it requests (DNS rebinding, CSRF).
 
+mod compute;
 mod guard;
 mod handlers;
 mod openapi;
@@ -70,6 +71,16 @@ fn groups_status(e: &kith_groups::Error) -> StatusCode {
     }
 }
 
+fn compute_status(e: &kith_compute::Error) -> StatusCode {
+    use kith_compute::Error as E;
+    match e {
+        E::Spec(_) | E::Prefs(_) | E::NotMember(_) | E::TooManyJobs(_) => StatusCode::BAD_REQUEST,
+        E::NoJob(_) => StatusCode::NOT_FOUND,
+        E::Share(s) => share_status(s),
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
 fn names_status(e: &kith_names::Error) -> StatusCode {
     use kith_names::Error as E;
     match e {
@@ -89,6 +100,7 @@ impl From<NodeError> for ApiError {
             NodeError::Names(e) => names_status(e),
             NodeError::People(e) => people_status(e),
             NodeError::Groups(e) => groups_status(e),
+            NodeError::Compute(e) => compute_status(e),
             NodeError::Overlay(_) => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
@@ -132,6 +144,15 @@ pub(crate) fn router(node: Node) -> Router {
             delete(people::remove_member),
         )
         .route("/groups/{group}/leave", post(people::leave_group))
+        .route("/jobs", get(compute::list_jobs).post(compute::submit_job))
+        .route("/jobs/{job}", get(compute::job).delete(compute::cancel_job))
+        .route("/jobs/{job}/results", post(compute::job_results))
+        .route(
+            "/volunteer",
+            get(compute::volunteer_status)
+                .put(compute::volunteer_on)
+                .delete(compute::volunteer_off),
+        )
         .route_layer(middleware::from_fn_with_state(node.clone(), guard::token));
     Router::new()
         .nest("/api/v1", v1)

@@ -5,7 +5,7 @@ use kith_api as api;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{handlers, people};
+use super::{compute, handlers, people};
 
 struct Token;
 
@@ -50,6 +50,14 @@ impl Modify for Token {
         people::members,
         people::remove_member,
         people::leave_group,
+        compute::list_jobs,
+        compute::submit_job,
+        compute::job,
+        compute::cancel_job,
+        compute::job_results,
+        compute::volunteer_status,
+        compute::volunteer_on,
+        compute::volunteer_off,
     ),
     components(schemas(
         api::ErrorBody, api::Status, api::Connection, api::Relay, api::Share, api::ShareRequest,
@@ -57,7 +65,8 @@ impl Modify for Token {
         api::PublishRequest, api::ResolveRequest, api::Name,
         api::Person, api::Device, api::LinkCode, api::JoinDevice, api::DeviceRemoved,
         api::Group, api::CreateGroup, api::InviteRequest, api::Invite, api::JoinGroup,
-        api::Member,
+        api::Member, api::SubmitJob, api::Job, api::ResultsRequest, api::ResultsWritten,
+        api::VolunteerRequest, api::VolunteerStatus, api::RunningUnit, api::MasterStanding,
     )),
     modifiers(&Token)
 )]
