@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 for k in seti/seti mandelbrot/mandel; do
     clang --target=wasm32-wasi -O2 -o "$k.wasm" "$k.c" -lm
-    cc -O2 -o "$k.native" "$k.c" -lm
+    clang -O2 -o "$k.native" "$k.c" -lm
 done
 python3 seti/make_units.py seti/units "${SETI_UNITS:-16}" "${SETI_SAMPLES:-16384}"
 python3 mandelbrot/make_tiles.py mandelbrot/tiles "${MANDEL_W:-1024}" "${MANDEL_H:-768}"

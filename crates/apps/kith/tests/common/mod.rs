@@ -54,8 +54,14 @@ pub fn up(home: &Path, extra: &[&str]) -> Result<Proc> {
 
 /// Starts `kith CMD` (`up` or `broker`) and waits until `kith status` answers.
 pub fn run_node(home: &Path, cmd: &str, extra: &[&str]) -> Result<Proc> {
+    run_node_env(home, cmd, extra, &[])
+}
+
+/// [`run_node`] with environment variables set for the node.
+pub fn run_node_env(home: &Path, cmd: &str, extra: &[&str], env: &[(&str, &str)]) -> Result<Proc> {
     let log = std::fs::File::create(home.with_extension("log"))?;
     let child = Command::new(KITH)
+        .envs(env.iter().copied())
         .arg("--home")
         .arg(home)
         .args([cmd, "--no-mdns", "--listen", "/ip4/127.0.0.1/tcp/0"])
@@ -147,8 +153,17 @@ pub fn fails(home: &Path, args: &[&str]) -> Result<String> {
 }
 
 /// Polls `check` until it gives a value, for at most `LIMIT`.
-pub fn until<T>(what: &str, mut check: impl FnMut() -> Result<Option<T>>) -> Result<T> {
-    let deadline = Instant::now() + LIMIT;
+pub fn until<T>(what: &str, check: impl FnMut() -> Result<Option<T>>) -> Result<T> {
+    until_within(LIMIT, what, check)
+}
+
+/// Polls `check` until it gives a value, for at most `limit`.
+pub fn until_within<T>(
+    limit: Duration,
+    what: &str,
+    mut check: impl FnMut() -> Result<Option<T>>,
+) -> Result<T> {
+    let deadline = Instant::now() + limit;
     loop {
         if let Some(v) = check()? {
             return Ok(v);

@@ -150,9 +150,12 @@ impl UnitState {
         self.running(now) + largest < usize::from(self.needed)
     }
 
-    /// Whether `key` already had a replica of this unit.
+    /// Whether `key` holds or gave a replica of this unit (one that expired without a
+    /// result does not count: it may try again).
     pub fn had(&self, key: &str) -> bool {
-        self.replicas.iter().any(|r| r.key == key)
+        self.replicas
+            .iter()
+            .any(|r| r.key == key && r.state != ReplicaState::Expired)
     }
 
     fn faults(&self) -> usize {

@@ -4,6 +4,7 @@
 //! (at most once a second, and at shutdown), so a restarted master resumes them.
 
 pub mod job;
+mod journal;
 pub mod standing;
 
 use std::collections::{BTreeMap, HashSet};
@@ -17,6 +18,7 @@ use crate::Error;
 use crate::protocol::{Blob, INLINE_MAX, Standing, Unit, hash};
 use crate::spec::JobSpec;
 use job::{Counts, Job, JobState, Refusal, Replica, ReplicaState, UnitState, Verdict};
+use journal::Entry;
 use standing::{SPOT_CHECK, Standings};
 
 /// Units one volunteer may hold at once, across jobs.
@@ -59,7 +61,11 @@ impl Master {
             let Ok(entry) = entry else { continue };
             let file = entry.path().join("job.json");
             match std::fs::read(&file).map(|b| serde_json::from_slice::<Job>(&b)) {
-                Ok(Ok(job)) => {
+                Ok(Ok(mut job)) => {
+                    let replayed = journal::replay(&mut job, &entry.path());
+                    if replayed > 0 {
+                        tracing::info!(job = %job.id, entries = replayed, "job journal replayed");
+                    }
                     jobs.insert(job.id.clone(), job);
                 }
                 Ok(Err(e)) => {
@@ -172,9 +178,17 @@ impl Master {
     pub fn flush(&self) -> Result<(), Error> {
         let ids: Vec<String> = recover(&self.dirty).drain().collect();
         for id in ids {
-            let job = recover(&self.jobs).get(&id).cloned();
+            let dir = self.job_dir(&id);
+            let job = {
+                let jobs = recover(&self.jobs);
+                let job = jobs.get(&id).cloned();
+                // The journal so far goes with this snapshot.
+                journal::begin_save(&dir).map_err(|e| Error::io(&dir, e))?;
+                job
+            };
             if let Some(job) = job {
                 self.save(&job)?;
+                journal::saved(&dir);
             }
         }
         let s =
@@ -243,6 +257,7 @@ impl Master {
                 continue;
             }
             let dir = self.dir.join("jobs").join(&job.id).join("inputs");
+            let mut issued = Vec::new();
             let mut took = false;
             for u in job.units.iter_mut() {
                 if out.units.len() >= room {
@@ -255,13 +270,19 @@ impl Master {
                     u.needed = 1;
                 }
                 let deadline = now + job.limits.deadline;
-                u.replicas.push(Replica {
+                let replica = Replica {
                     volunteer: who.peer.to_owned(),
                     key: who.key.to_owned(),
                     issued: now,
                     deadline,
                     state: ReplicaState::Running,
+                };
+                issued.push(Entry::Issued {
+                    unit: u.name.clone(),
+                    needed: u.needed,
+                    replica: replica.clone(),
                 });
+                u.replicas.push(replica);
                 if u.input.content.is_none() {
                     out.inline.push(dir.join(&u.name));
                 }
@@ -276,6 +297,10 @@ impl Master {
                 took = true;
             }
             if took {
+                let jdir = self.dir.join("jobs").join(&job.id);
+                if let Err(e) = journal::append(&jdir, &issued) {
+                    tracing::warn!(job = %job.id, error = %e, "cannot journal units handed out");
+                }
                 recover(&self.dirty).insert(job.id.clone());
             }
         }
@@ -322,7 +347,15 @@ impl Master {
         let j = jobs
             .get_mut(job)
             .ok_or_else(|| Refusal::NoJob(job.into()))?;
-        let verdict = j.take(unit, peer, state, same)?;
+        let verdict = j.take(unit, peer, state.clone(), same)?;
+        let entry = Entry::Taken {
+            unit: unit.to_owned(),
+            volunteer: peer.to_owned(),
+            state,
+        };
+        if let Err(e) = journal::append(&self.job_dir(job), &[entry]) {
+            tracing::warn!(job, error = %e, "cannot journal a result taken");
+        }
         let key = j
             .units
             .iter()
@@ -416,3 +449,6 @@ impl Master {
         std::fs::read(self.result_path(job, hash)).ok()
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,273 @@
+//! Cycle sharing through real `kith` processes: a master and volunteers on loopback run
+//! the signal-search example (built from `examples/compute` with clang to WASI) to
+//! validated results equal to a native run of the same C code.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use kith_testkit::Result;
+use serde_json::Value;
+
+mod common;
+use common::*;
+
+const EXAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../examples/compute");
+
+/// Runs a build step; a missing tool says what to install.
+fn run(cmd: &mut Command) -> Result<()> {
+    let o = cmd
+        .output()
+        .map_err(|e| format!("{cmd:?}: {e} (install clang lld wasi-libc libclang-rt-dev-wasm32 python3, as .ci/run does)"))?;
+    if !o.status.success() {
+        return Err(format!("{cmd:?}: {}", String::from_utf8_lossy(&o.stderr)).into());
+    }
+    Ok(())
+}
+
+/// A job folder: the signal search built to WASI and natively, `units` blocks of samples
+/// and a JOB.toml with `limits` appended.
+fn seti_job(dir: &Path, units: u32, samples: u32, quorum: u8, limits: &str) -> Result<PathBuf> {
+    let job = dir.join("seti");
+    std::fs::create_dir_all(&job)?;
+    let src = Path::new(EXAMPLES).join("seti");
+    let c = src.join("seti.c");
+    run(Command::new("clang")
+        .args(["--target=wasm32-wasi", "-O2", "-o"])
+        .arg(job.join("seti.wasm"))
+        .arg(&c)
+        .arg("-lm"))?;
+    run(Command::new("clang")
+        .args(["-O2", "-o"])
+        .arg(job.join("seti.native"))
+        .arg(&c)
+        .arg("-lm"))?;
+    run(Command::new("python3")
+        .arg(src.join("make_units.py"))
+        .arg(job.join("units"))
+        .args([units.to_string(), samples.to_string()]))?;
+    let toml = format!(
+        "name = \"seti\"\nwasm = \"seti.wasm\"\ninputs = \"units\"\nquorum = {quorum}\n[limits]\n{limits}"
+    );
+    std::fs::write(job.join("JOB.toml"), toml)?;
+    Ok(job)
+}
+
+/// What the native build of the same C code writes for each unit.
+fn native(job: &Path) -> Result<Vec<(String, Vec<u8>)>> {
+    let mut out = Vec::new();
+    let mut units: Vec<_> =
+        std::fs::read_dir(job.join("units"))?.collect::<std::io::Result<_>>()?;
+    units.sort_by_key(|e| e.file_name());
+    for e in units {
+        let o = Command::new(job.join("seti.native"))
+            .stdin(std::fs::File::open(e.path())?)
+            .output()?;
+        out.push((e.file_name().to_string_lossy().into_owned(), o.stdout));
+    }
+    Ok(out)
+}
+
+fn num(v: &Value, k: &str) -> u64 {
+    v[k].as_u64().unwrap_or(0)
+}
+
+fn job_status(master: &Path, job: &str) -> Result<Value> {
+    ok(master, &["job", "status", job])
+}
+
+/// Waits for the job to be done, every unit validated.
+fn until_done(master: &Path, job: &str, limit: Duration) -> Result<Value> {
+    until_within(limit, "the job to finish", || {
+        let s = job_status(master, job)?;
+        Ok((s["state"] == "done").then_some(s))
+    })
+}
+
+/// Writes the job's results and checks them against the native run.
+fn results_match(master: &Path, job: &str, job_dir: &Path, out: &Path) -> Result<()> {
+    let r = ok(
+        master,
+        &["job", "results", job, "-o", &out.to_string_lossy()],
+    )?;
+    assert_eq!(num(&r, "missing"), 0, "{r}");
+    for (unit, want) in native(job_dir)? {
+        let got = std::fs::read(out.join(&unit))?;
+        assert_eq!(got, want, "unit {unit} differs from the native run");
+    }
+    // Every injected signal was found.
+    let truth = std::fs::read_to_string(job_dir.join("truth.txt"))?;
+    for line in truth.lines().filter(|l| !l.is_empty()) {
+        let (unit, bin) = line.split_once(' ').ok_or("bad truth line")?;
+        let found = std::fs::read_to_string(out.join(unit))?;
+        assert!(
+            found.contains(&format!("signal {bin} ")),
+            "{unit}: {bin} not found in {found:?}"
+        );
+    }
+    Ok(())
+}
+
+fn volunteer(home: &Path, extra: &[&str]) -> Result<Value> {
+    let mut args = vec!["volunteer", "on"];
+    args.extend_from_slice(extra);
+    ok(home, &args)
+}
+
+#[test]
+fn volunteers_validate_a_job_through_a_lost_volunteer_and_a_master_restart() -> Result<()> {
+    let dir = tmp()?;
+    let d = dir.path();
+    let job_dir = seti_job(d, 12, 65536, 2, "time = \"20s\"\ndeadline = \"20s\"\n")?;
+    let homes: Vec<PathBuf> = ["m", "v1", "v2", "v3"].iter().map(|n| d.join(n)).collect();
+    let mut m = up(&homes[0], &[])?;
+    let boot = addr_of(&homes[0])?;
+    let mut procs = Vec::new();
+    for h in &homes[1..] {
+        procs.push(up(h, &["--bootstrap", &boot])?);
+    }
+    // Bad input first: one clear error line each, nothing submitted.
+    std::fs::write(d.join("junk.wasm"), b"not a module")?;
+    let junk = d.join("junk.wasm").to_string_lossy().into_owned();
+    let units = job_dir.join("units").to_string_lossy().into_owned();
+    let e = fails(
+        &homes[0],
+        &["job", "submit", "--wasm", &junk, "--inputs", &units],
+    )?;
+    assert!(e.contains("not valid WebAssembly"), "{e}");
+    std::fs::write(
+        d.join("BAD.toml"),
+        "wasm = \"seti/seti.wasm\"\nquorum = 99\n",
+    )?;
+    let e = fails(
+        &homes[0],
+        &["job", "submit", &d.join("BAD.toml").to_string_lossy()],
+    )?;
+    assert!(e.contains("inputs"), "{e}");
+    assert_eq!(
+        ok(&homes[0], &["job", "status"])?.as_array().map(Vec::len),
+        Some(0)
+    );
+
+    for h in &homes[1..] {
+        let v = volunteer(h, &[])?;
+        assert_eq!(v["on"], true);
+    }
+    let spec = job_dir.join("JOB.toml").to_string_lossy().into_owned();
+    let submitted = ok(&homes[0], &["job", "submit", &spec])?;
+    let job = submitted["job"].as_str().ok_or("no job ID")?.to_owned();
+    assert_eq!(num(&submitted, "units"), 12);
+
+    // v3 is lost while it runs a unit: that unit goes to another volunteer.
+    until("v3 to run a unit", || {
+        let v = ok(&homes[3], &["volunteer", "status"])?;
+        Ok((v["running"].as_array().map(Vec::len) > Some(0)).then_some(()))
+    })?;
+    drop(procs.pop());
+    // The master restarts mid-job and resumes it.
+    until("some validated units", || {
+        let s = job_status(&homes[0], &job)?;
+        Ok((num(&s, "validated") >= 2).then_some(()))
+    })?;
+    drop(m);
+    let v1 = addr_of(&homes[1])?;
+    m = up(&homes[0], &["--bootstrap", &v1])?;
+    let s = until_done(&homes[0], &job, Duration::from_secs(150))?;
+    assert_eq!(
+        (num(&s, "units"), num(&s, "validated"), num(&s, "failed")),
+        (12, 12, 0),
+        "{s}"
+    );
+    results_match(&homes[0], &job, &job_dir, &d.join("out"))?;
+    let v = ok(&homes[1], &["volunteer", "status"])?;
+    assert!(num(&v, "completed") > 0, "{v}");
+    assert_eq!(v["reputation"].as_f64(), Some(1.0), "{v}");
+    drop(m);
+    Ok(())
+}
+
+#[test]
+fn cheaters_are_outvoted_and_stop_getting_work() -> Result<()> {
+    let dir = tmp()?;
+    let d = dir.path();
+    let job_dir = seti_job(d, 40, 4096, 2, "")?;
+    let master = d.join("m");
+    let _m = up(&master, &[])?;
+    let boot = addr_of(&master)?;
+    let mut procs = Vec::new();
+    let mut volunteers = Vec::new();
+    for i in 0..10 {
+        let h = d.join(format!("v{i}"));
+        let cheat: &[(&str, &str)] = if i < 2 {
+            &[("KITH_TEST_CHEAT", "1")]
+        } else {
+            &[]
+        };
+        procs.push(run_node_env(&h, "up", &["--bootstrap", &boot], cheat)?);
+        volunteers.push(h);
+    }
+    for h in &volunteers {
+        volunteer(h, &[])?;
+    }
+    let spec = job_dir.join("JOB.toml").to_string_lossy().into_owned();
+    let job = ok(&master, &["job", "submit", &spec])?["job"]
+        .as_str()
+        .ok_or("no job ID")?
+        .to_owned();
+    let s = until_done(&master, &job, Duration::from_secs(150))?;
+    assert_eq!(num(&s, "validated"), 40, "{s}");
+    results_match(&master, &job, &job_dir, &d.join("out"))?;
+    for (i, h) in volunteers.iter().enumerate() {
+        let v = ok(h, &["volunteer", "status"])?;
+        let rep = v["reputation"].as_f64();
+        if i < 2 {
+            assert!(rep.is_some_and(|r| r < 0.5), "cheater {i}: {v}");
+            // Dropped: the master hands it no more units.
+            assert_eq!(v["masters"][0]["dropped"], true, "cheater {i}: {v}");
+        } else {
+            assert!(rep.is_none_or(|r| r == 1.0), "honest {i}: {v}");
+        }
+    }
+    drop(procs);
+    Ok(())
+}
+
+#[test]
+fn two_devices_of_one_person_never_make_a_quorum() -> Result<()> {
+    let dir = tmp()?;
+    let d = dir.path();
+    let job_dir = seti_job(d, 3, 4096, 2, "")?;
+    let (master, a1, a2, b) = (d.join("m"), d.join("a1"), d.join("a2"), d.join("b"));
+    let _m = up(&master, &[])?;
+    let boot = addr_of(&master)?;
+    let _a1 = up(&a1, &["--bootstrap", &boot])?;
+    let _a2 = up(&a2, &["--bootstrap", &boot])?;
+    let code = ok(&a1, &["device", "link"])?["code"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned();
+    ok(&a2, &["device", "join", &code])?;
+    volunteer(&a1, &[])?;
+    volunteer(&a2, &[])?;
+    let spec = job_dir.join("JOB.toml").to_string_lossy().into_owned();
+    let job = ok(&master, &["job", "submit", &spec])?["job"]
+        .as_str()
+        .ok_or("no job ID")?
+        .to_owned();
+    // Each unit gets one result from the person, and can get no second one from it.
+    let s = until("a result for every unit", || {
+        let s = job_status(&master, &job)?;
+        Ok((num(&s, "done") == 3 && num(&s, "running") == 0).then_some(s))
+    })?;
+    assert_eq!(
+        num(&s, "validated"),
+        0,
+        "one person validated its own result: {s}"
+    );
+    // A second person makes the quorum.
+    let _b = up(&b, &["--bootstrap", &boot])?;
+    volunteer(&b, &[])?;
+    let s = until_done(&master, &job, Duration::from_secs(60))?;
+    assert_eq!(num(&s, "validated"), 3, "{s}");
+    Ok(())
+}
