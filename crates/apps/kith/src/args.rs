@@ -179,8 +179,11 @@ pub enum JobCmd {
     Status {
         job: Option<String>,
         /// Print once, even on a terminal.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "wait")]
         once: bool,
+        /// Wait until the job is done (or cancelled), even when not on a terminal.
+        #[arg(long)]
+        wait: bool,
     },
     /// Write a job's validated outputs, one file per unit named after its input.
     Results {

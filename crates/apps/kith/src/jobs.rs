@@ -71,9 +71,17 @@ pub async fn job(c: &Client, cmd: JobCmd, json: bool) -> Result<()> {
         JobCmd::Status {
             job: Some(id),
             once,
+            wait,
         } => {
             let path = format!("/jobs/{}", segment(&id));
-            if json || once || !std::io::stdout().is_terminal() {
+            if wait && (json || !std::io::stdout().is_terminal()) {
+                let j = wait_done(c, &path).await?;
+                if json {
+                    print_json(&j);
+                } else {
+                    println!("{}", line(&j));
+                }
+            } else if json || once || !std::io::stdout().is_terminal() {
                 let j: api::Job = c.get(&path).await?;
                 if json {
                     print_json(&j);
@@ -110,6 +118,17 @@ pub async fn job(c: &Client, cmd: JobCmd, json: bool) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Polls the job until it is no longer running.
+async fn wait_done(c: &Client, path: &str) -> Result<api::Job> {
+    loop {
+        let j: api::Job = c.get(path).await?;
+        if j.state != "running" {
+            return Ok(j);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 /// A live bar of validated units until the job ends (Ctrl-C leaves it running).

@@ -167,8 +167,21 @@ impl UnitState {
 }
 
 impl Job {
+    /// A unit by name (units are kept sorted by name).
+    pub fn unit(&self, name: &str) -> Option<&UnitState> {
+        let i = self
+            .units
+            .binary_search_by(|u| u.name.as_str().cmp(name))
+            .ok()?;
+        self.units.get(i)
+    }
+
     pub fn unit_mut(&mut self, name: &str) -> Option<&mut UnitState> {
-        self.units.iter_mut().find(|u| u.name == name)
+        let i = self
+            .units
+            .binary_search_by(|u| u.name.as_str().cmp(name))
+            .ok()?;
+        self.units.get_mut(i)
     }
 
     /// Replicas past their deadline become expired: their units go out again.

@@ -319,9 +319,7 @@ impl Master {
             return Err(Refusal::Closed(j.state));
         }
         let given = j
-            .units
-            .iter()
-            .find(|u| u.name == unit)
+            .unit(unit)
             .is_some_and(|u| u.replicas.iter().any(|r| r.volunteer == peer));
         if !given {
             return Err(Refusal::NotIssued(unit.into()));
@@ -357,9 +355,7 @@ impl Master {
             tracing::warn!(job, error = %e, "cannot journal a result taken");
         }
         let key = j
-            .units
-            .iter()
-            .find(|u| u.name == unit)
+            .unit(unit)
             .and_then(|u| u.replicas.iter().rev().find(|r| r.volunteer == peer))
             .map(|r| r.key.clone())
             .unwrap_or_default();
