@@ -78,10 +78,13 @@ fn job_status(master: &Path, job: &str) -> Result<Value> {
 
 /// Waits for the job to be done, every unit validated.
 fn until_done(master: &Path, job: &str, limit: Duration) -> Result<Value> {
+    let mut last = Value::Null;
     until_within(limit, "the job to finish", || {
         let s = job_status(master, job)?;
+        last = s.clone();
         Ok((s["state"] == "done").then_some(s))
     })
+    .map_err(|e| format!("{e}: {last}").into())
 }
 
 /// Writes the job's results and checks them against the native run.
@@ -269,5 +272,80 @@ fn two_devices_of_one_person_never_make_a_quorum() -> Result<()> {
     volunteer(&b, &[])?;
     let s = until_done(&master, &job, Duration::from_secs(60))?;
     assert_eq!(num(&s, "validated"), 3, "{s}");
+    Ok(())
+}
+
+/// Hostile modules, as text: each runs until a limit of the sandbox stops it.
+const HOSTILE: [(&str, &str); 4] = [
+    ("forever", r#"(func (export "_start") (loop (br 0)))"#),
+    (
+        "memory",
+        r#"(func (export "_start")
+            (loop (br_if 0 (i32.ne (memory.grow (i32.const 16)) (i32.const -1)))) unreachable)"#,
+    ),
+    (
+        "output",
+        r#"(func (export "_start")
+            (i32.store (i32.const 0) (i32.const 100)) (i32.store (i32.const 4) (i32.const 60000))
+            (loop (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8))) (br 0)))"#,
+    ),
+    ("trap", r#"(func (export "_start") unreachable)"#),
+];
+
+#[test]
+fn hostile_modules_fail_their_units_and_volunteers_keep_working() -> Result<()> {
+    let dir = tmp()?;
+    let d = dir.path();
+    let master = d.join("m");
+    let _m = up(&master, &[])?;
+    let boot = addr_of(&master)?;
+    let vs: Vec<PathBuf> = ["v1", "v2"].iter().map(|n| d.join(n)).collect();
+    let mut procs = Vec::new();
+    for h in &vs {
+        procs.push(up(h, &["--bootstrap", &boot])?);
+        volunteer(h, &["--max-memory", "64Mi"])?;
+    }
+    std::fs::create_dir_all(d.join("in"))?;
+    for u in ["a", "b"] {
+        std::fs::write(d.join("in").join(u), u)?;
+    }
+    for (name, body) in HOSTILE {
+        let text = format!(
+            r#"(module
+              (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+              (memory (export "memory") 1) {body})"#
+        );
+        let job_dir = d.join(name);
+        std::fs::create_dir_all(&job_dir)?;
+        std::fs::write(job_dir.join("m.wasm"), wat::parse_str(&text)?)?;
+        let toml = "wasm = \"m.wasm\"\ninputs = \"../in\"\nquorum = 1\n[limits]\nfuel = 50_000_000\nmemory = \"8Mi\"\noutput = \"64Ki\"\ntime = \"10s\"\ndeadline = \"30s\"\n";
+        std::fs::write(job_dir.join("JOB.toml"), toml)?;
+        let spec = job_dir.join("JOB.toml").to_string_lossy().into_owned();
+        let job = ok(&master, &["job", "submit", &spec])?["job"]
+            .as_str()
+            .ok_or("no job ID")?
+            .to_owned();
+        let s = until_done(&master, &job, Duration::from_secs(60))?;
+        assert_eq!(
+            (num(&s, "failed"), num(&s, "validated")),
+            (2, 0),
+            "{name}: {s}"
+        );
+    }
+    for h in &vs {
+        let v = ok(h, &["volunteer", "status"])?;
+        assert!(num(&v, "failed") >= 2, "{v}");
+        assert_eq!(v["on"], true);
+    }
+    // Both still run real work (within the memory they offer).
+    let job_dir = seti_job(d, 2, 4096, 2, "memory = \"32Mi\"\n")?;
+    let spec = job_dir.join("JOB.toml").to_string_lossy().into_owned();
+    let job = ok(&master, &["job", "submit", &spec])?["job"]
+        .as_str()
+        .ok_or("no job ID")?
+        .to_owned();
+    until_done(&master, &job, Duration::from_secs(60))?;
+    results_match(&master, &job, &job_dir, &d.join("out"))?;
+    drop(procs);
     Ok(())
 }

@@ -69,6 +69,9 @@ pub struct Job {
     pub validator: Option<Blob>,
     pub state: JobState,
     pub units: Vec<UnitState>,
+    /// Every unit before this one is closed (a hint for handing out units).
+    #[serde(skip)]
+    pub cursor: usize,
 }
 
 /// A result or fault the master will not take.

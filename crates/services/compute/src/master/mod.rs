@@ -7,7 +7,7 @@ pub mod job;
 mod journal;
 pub mod standing;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -31,6 +31,8 @@ pub struct Master {
     jobs: Mutex<BTreeMap<String, Job>>,
     standings: Mutex<Standings>,
     dirty: Mutex<HashSet<String>>,
+    /// Units handed to each volunteer and maybe still running: (job, unit).
+    given: Mutex<HashMap<String, Vec<(String, String)>>>,
 }
 
 /// Units chosen for a volunteer, and where each inline input is.
@@ -83,6 +85,7 @@ impl Master {
             jobs: Mutex::new(jobs),
             standings: Mutex::new(standings),
             dirty: Mutex::new(HashSet::new()),
+            given: Mutex::new(HashMap::new()),
         })
     }
 
@@ -144,6 +147,7 @@ impl Master {
             validator,
             state: JobState::Running,
             units,
+            cursor: 0,
         })
     }
 
@@ -233,14 +237,20 @@ impl Master {
             return out;
         }
         let mut jobs = recover(&self.jobs);
-        let held: usize = jobs
-            .values()
-            .flat_map(|j| &j.units)
-            .flat_map(|u| &u.replicas)
-            .filter(|r| {
-                r.volunteer == who.peer && r.state == ReplicaState::Running && r.deadline >= now
+        let mut given = recover(&self.given);
+        if given.len() > 10_000 {
+            given.retain(|_, v| !v.is_empty());
+        }
+        let mine = given.entry(who.peer.to_owned()).or_default();
+        // Units this volunteer still runs (forgetting those it returned or that expired).
+        mine.retain(|(job, unit)| {
+            jobs.get(job).and_then(|j| j.unit(unit)).is_some_and(|u| {
+                u.replicas.iter().any(|r| {
+                    r.volunteer == who.peer && r.state == ReplicaState::Running && r.deadline >= now
+                })
             })
-            .count();
+        });
+        let held = mine.len();
         let room = usize::from(slots).min(MAX_OUTSTANDING.saturating_sub(held));
         let mut reason = "no open work units".to_string();
         for job in jobs.values_mut() {
@@ -259,7 +269,11 @@ impl Master {
             let dir = self.dir.join("jobs").join(&job.id).join("inputs");
             let mut issued = Vec::new();
             let mut took = false;
-            for u in job.units.iter_mut() {
+            // Units before the cursor are all closed.
+            while job.units.get(job.cursor).is_some_and(|u| !u.open()) {
+                job.cursor += 1;
+            }
+            for u in job.units.iter_mut().skip(job.cursor) {
                 if out.units.len() >= room {
                     break;
                 }
@@ -294,6 +308,7 @@ impl Master {
                     limits: job.limits,
                     deadline,
                 });
+                mine.push((job.id.clone(), u.name.clone()));
                 took = true;
             }
             if took {

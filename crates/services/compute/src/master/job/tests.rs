@@ -29,6 +29,7 @@ fn job(quorum: u8, units: usize) -> Job {
                 failed: None,
             })
             .collect(),
+        cursor: 0,
     }
 }
 
