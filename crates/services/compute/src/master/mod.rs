@@ -266,64 +266,77 @@ impl Master {
                 reason = format!("the open jobs need more memory than the {memory} bytes offered");
                 continue;
             }
-            let dir = self.dir.join("jobs").join(&job.id).join("inputs");
-            let mut issued = Vec::new();
-            let mut took = false;
-            // Units before the cursor are all closed.
-            while job.units.get(job.cursor).is_some_and(|u| !u.open()) {
-                job.cursor += 1;
-            }
-            for u in job.units.iter_mut().skip(job.cursor) {
-                if out.units.len() >= room {
-                    break;
-                }
-                if !u.wants(now) || u.had(who.key) {
-                    continue;
-                }
-                if u.replicas.is_empty() && trusted && rand::random::<f64>() >= SPOT_CHECK {
-                    u.needed = 1;
-                }
-                let deadline = now + job.limits.deadline;
-                let replica = Replica {
-                    volunteer: who.peer.to_owned(),
-                    key: who.key.to_owned(),
-                    issued: now,
-                    deadline,
-                    state: ReplicaState::Running,
-                };
-                issued.push(Entry::Issued {
-                    unit: u.name.clone(),
-                    needed: u.needed,
-                    replica: replica.clone(),
-                });
-                u.replicas.push(replica);
-                if u.input.content.is_none() {
-                    out.inline.push(dir.join(&u.name));
-                }
-                out.units.push(Unit {
-                    job: job.id.clone(),
-                    name: u.name.clone(),
-                    module: job.module.clone(),
-                    input: u.input.clone(),
-                    limits: job.limits,
-                    deadline,
-                });
-                mine.push((job.id.clone(), u.name.clone()));
-                took = true;
-            }
-            if took {
-                let jdir = self.dir.join("jobs").join(&job.id);
-                if let Err(e) = journal::append(&jdir, &issued) {
-                    tracing::warn!(job = %job.id, error = %e, "cannot journal units handed out");
-                }
-                recover(&self.dirty).insert(job.id.clone());
-            }
+            let n = self.issue(job, who, room, trusted, &mut out);
+            let new = out.units.iter().rev().take(n);
+            mine.extend(new.map(|u| (u.job.clone(), u.name.clone())));
         }
         if room == 0 {
             reason = format!("you hold {held} units already");
         }
         out.reason = reason;
         out
+    }
+
+    /// Hands `who` units of `job` until `out` holds `room`; how many it added. Journals
+    /// them and marks the job changed.
+    fn issue(
+        &self,
+        job: &mut Job,
+        who: &Asker<'_>,
+        room: usize,
+        trusted: bool,
+        out: &mut Handout,
+    ) -> usize {
+        let now = now_secs();
+        let dir = self.job_dir(&job.id);
+        let mut issued = Vec::new();
+        // Units before the cursor are all closed.
+        while job.units.get(job.cursor).is_some_and(|u| !u.open()) {
+            job.cursor += 1;
+        }
+        for u in job.units.iter_mut().skip(job.cursor) {
+            if out.units.len() >= room {
+                break;
+            }
+            if !u.wants(now) || u.had(who.key) {
+                continue;
+            }
+            if u.replicas.is_empty() && trusted && rand::random::<f64>() >= SPOT_CHECK {
+                u.needed = 1;
+            }
+            let deadline = now + job.limits.deadline;
+            let replica = Replica {
+                volunteer: who.peer.to_owned(),
+                key: who.key.to_owned(),
+                issued: now,
+                deadline,
+                state: ReplicaState::Running,
+            };
+            issued.push(Entry::Issued {
+                unit: u.name.clone(),
+                needed: u.needed,
+                replica: replica.clone(),
+            });
+            u.replicas.push(replica);
+            if u.input.content.is_none() {
+                out.inline.push(dir.join("inputs").join(&u.name));
+            }
+            out.units.push(Unit {
+                job: job.id.clone(),
+                name: u.name.clone(),
+                module: job.module.clone(),
+                input: u.input.clone(),
+                limits: job.limits,
+                deadline,
+            });
+        }
+        if !issued.is_empty() {
+            if let Err(e) = journal::append(&dir, &issued) {
+                tracing::warn!(job = %job.id, error = %e, "cannot journal units handed out");
+            }
+            recover(&self.dirty).insert(job.id.clone());
+        }
+        issued.len()
     }
 
     /// The output limit of a unit given to `peer`, before its output is read.
