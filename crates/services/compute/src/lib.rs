@@ -149,7 +149,7 @@ impl Compute {
             .blocking(move || -> Result<(), Error> {
                 for m in modules {
                     let bytes = std::fs::read(&m).map_err(|e| Error::io(&m, e))?;
-                    sandbox.prepare(&bytes)?;
+                    sandbox.prepare(&bytes, true)?;
                 }
                 Ok(())
             })

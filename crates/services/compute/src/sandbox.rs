@@ -115,11 +115,35 @@ impl wasmtime_wasi::HostMonotonicClock for Stopped {
     }
 }
 
-/// The engine, its linker, the compiled modules, and the wall-clock guard's ticker.
-pub struct Sandbox {
+/// An engine and its linker: one with NaNs canonicalised, one without.
+struct Runtime {
     engine: Engine,
     linker: Linker<Unit>,
-    modules: Mutex<HashMap<String, Module>>,
+}
+
+impl Runtime {
+    fn new(canonical_nans: bool) -> Result<Self, Fault> {
+        let mut c = Config::new();
+        c.consume_fuel(true)
+            .epoch_interruption(true)
+            .cranelift_nan_canonicalization(canonical_nans)
+            .relaxed_simd_deterministic(true)
+            .wasm_relaxed_simd(false)
+            .max_wasm_stack(1 << 20);
+        // Threads are off: wasmtime is built without its `threads` feature.
+        let engine = Engine::new(&c).map_err(|e| Fault::Invalid(e.to_string()))?;
+        let mut linker = Linker::new(&engine);
+        p1::add_to_linker_sync(&mut linker, |u: &mut Unit| &mut u.wasi)
+            .map_err(|e| Fault::Invalid(e.to_string()))?;
+        Ok(Self { engine, linker })
+    }
+}
+
+/// The runtimes, the compiled modules, and the wall-clock guard's ticker.
+pub struct Sandbox {
+    /// Canonical NaNs, native NaNs.
+    runtimes: [Runtime; 2],
+    modules: Mutex<HashMap<(bool, String), Module>>,
     stop: Arc<AtomicBool>,
 }
 
@@ -137,50 +161,46 @@ impl Drop for Sandbox {
 
 impl Sandbox {
     pub fn new() -> Result<Self, Fault> {
-        let mut c = Config::new();
-        c.consume_fuel(true)
-            .epoch_interruption(true)
-            .cranelift_nan_canonicalization(true)
-            .relaxed_simd_deterministic(true)
-            .wasm_relaxed_simd(false)
-            .max_wasm_stack(1 << 20);
-        // Threads are off: wasmtime is built without its `threads` feature.
-        let engine = Engine::new(&c).map_err(|e| Fault::Invalid(e.to_string()))?;
-        let mut linker = Linker::new(&engine);
-        p1::add_to_linker_sync(&mut linker, |u: &mut Unit| &mut u.wasi)
-            .map_err(|e| Fault::Invalid(e.to_string()))?;
+        let runtimes = [Runtime::new(true)?, Runtime::new(false)?];
         let stop = Arc::new(AtomicBool::new(false));
-        let (e, s) = (engine.clone(), stop.clone());
+        let engines: Vec<Engine> = runtimes.iter().map(|r| r.engine.clone()).collect();
+        let s = stop.clone();
         std::thread::Builder::new()
             .name("kith-sandbox-clock".into())
             .spawn(move || {
                 while !s.load(Ordering::Relaxed) {
                     std::thread::sleep(TICK);
-                    e.increment_epoch();
+                    engines.iter().for_each(Engine::increment_epoch);
                 }
             })
             .map_err(|e| Fault::Invalid(format!("cannot start the sandbox clock: {e}")))?;
         Ok(Self {
-            engine,
-            linker,
+            runtimes,
             modules: Mutex::new(HashMap::new()),
             stop,
         })
     }
 
+    fn runtime(&self, canonical_nans: bool) -> &Runtime {
+        let [canonical, native] = &self.runtimes;
+        if canonical_nans { canonical } else { native }
+    }
+
     /// Compiles `wasm` (or finds it compiled) and checks that it imports nothing but
     /// WASI preview 1 and exports `_start`. Blocking.
-    pub fn prepare(&self, wasm: &[u8]) -> Result<(String, Module), Fault> {
-        let key = blake3::hash(wasm).to_hex().to_string();
+    pub fn prepare(&self, wasm: &[u8], canonical_nans: bool) -> Result<(String, Module), Fault> {
+        let hash = blake3::hash(wasm).to_hex().to_string();
+        let key = (canonical_nans, hash.clone());
         if let Ok(m) = self.modules.lock()
             && let Some(module) = m.get(&key)
         {
-            return Ok((key, module.clone()));
+            return Ok((hash, module.clone()));
         }
         if wasm.len() as u64 > MAX_MODULE {
             return Err(Fault::Invalid(format!("over {MAX_MODULE} bytes")));
         }
-        let module = Module::new(&self.engine, wasm).map_err(|e| Fault::Invalid(one_line(&e)))?;
+        let engine = &self.runtime(canonical_nans).engine;
+        let module = Module::new(engine, wasm).map_err(|e| Fault::Invalid(one_line(&e)))?;
         for import in module.imports() {
             if import.module() != "wasi_snapshot_preview1" {
                 return Err(Fault::Invalid(format!(
@@ -199,9 +219,9 @@ impl Sandbox {
             if m.len() >= CACHE {
                 m.clear();
             }
-            m.insert(key.clone(), module.clone());
+            m.insert(key, module.clone());
         }
-        Ok((key, module))
+        Ok((hash, module))
     }
 
     /// Runs `wasm` on `input` within `limits` (blocking); its stdout, or why not.
@@ -212,7 +232,8 @@ impl Sandbox {
         input: &[u8],
         limits: &Limits,
     ) -> Result<Output, Fault> {
-        let (_, module) = self.prepare(wasm)?;
+        let (_, module) = self.prepare(wasm, limits.canonical_nans)?;
+        let rt = self.runtime(limits.canonical_nans);
         let output_cap = usize::try_from(limits.output).unwrap_or(usize::MAX);
         let stdout = MemoryOutputPipe::new(output_cap.saturating_add(1));
         let stderr = MemoryOutputPipe::new(STDERR);
@@ -233,7 +254,7 @@ impl Sandbox {
             memory: usize::try_from(limits.memory).unwrap_or(usize::MAX),
             hit: false,
         };
-        let mut store = Store::new(&self.engine, Unit { wasi, guard });
+        let mut store = Store::new(&rt.engine, Unit { wasi, guard });
         store.limiter(|u| &mut u.guard);
         store
             .set_fuel(limits.fuel)
@@ -241,7 +262,7 @@ impl Sandbox {
         let ticks = limits.time().as_millis() / TICK.as_millis();
         store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX).max(1));
         let started = Instant::now();
-        let result = self
+        let result = rt
             .linker
             .instantiate(&mut store, &module)
             .and_then(|i| i.get_typed_func::<(), ()>(&mut store, "_start"))

@@ -7,6 +7,7 @@
 //! quorum = 2                  # distinct volunteers that must agree (1..=8)
 //! group = "GROUP"             # optional: only that group's members volunteer
 //! validator = "same.wasm"     # optional: decides whether two results agree
+//! floats = "canonical"        # or "native": faster floats, NaN bits may differ by CPU
 //!
 //! [limits]                    # per work unit
 //! fuel = 20_000_000_000       # instructions, about (deterministic: the same everywhere)
@@ -55,6 +56,16 @@ pub struct Limits {
     pub time: u64,
     /// Seconds before an issued unit is issued again.
     pub deadline: u64,
+    /// Floating-point NaNs canonicalised, so outputs are the same bytes on every CPU
+    /// (`floats = "canonical"`, the default). `floats = "native"` runs float-heavy code
+    /// up to 3x faster; volunteers on different CPU architectures may then disagree on
+    /// outputs that carry NaN bits, which the quorum catches as disagreement.
+    #[serde(default = "yes")]
+    pub canonical_nans: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Default for Limits {
@@ -65,6 +76,7 @@ impl Default for Limits {
             output: 1 << 20,
             time: 600,
             deadline: 1800,
+            canonical_nans: true,
         }
     }
 }
@@ -101,6 +113,7 @@ struct Raw {
     quorum: Option<u8>,
     group: Option<String>,
     validator: Option<String>,
+    floats: Option<String>,
     #[serde(default)]
     limits: RawLimits,
 }
@@ -157,6 +170,15 @@ impl JobSpec {
         limits.output = size(&l.output, limits.output, "output")?;
         limits.time = secs(&l.time, limits.time, "time")?;
         limits.deadline = secs(&l.deadline, limits.deadline.max(limits.time), "deadline")?;
+        limits.canonical_nans = match raw.floats.as_deref() {
+            None | Some("canonical") => true,
+            Some("native") => false,
+            Some(other) => {
+                return Err(SpecError::Invalid(format!(
+                    "floats must be \"canonical\" or \"native\", not {other:?}"
+                )));
+            }
+        };
         Self::new(
             name,
             base.join(&raw.wasm),

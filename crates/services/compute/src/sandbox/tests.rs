@@ -32,6 +32,7 @@ fn limits() -> Limits {
         output: 100 << 10,
         time: 5,
         deadline: 60,
+        canonical_nans: true,
     }
 }
 
@@ -136,5 +137,14 @@ fn the_clock_is_stopped_and_runs_are_identical() -> Result<(), Fault> {
     assert_eq!(a, b);
     assert_eq!(&a[..8], &[0u8; 8], "the unit sees no clock");
     assert_eq!(&a[8..], &0x7fc0_0000u32.to_le_bytes(), "canonical NaN");
+    Ok(())
+}
+
+#[test]
+fn native_floats_run_the_same_integer_code() -> Result<(), Fault> {
+    let sb = Sandbox::new()?;
+    let mut l = limits();
+    l.canonical_nans = false;
+    assert_eq!(sb.run(&echo(), &[], b"native", &l)?.stdout, b"native");
     Ok(())
 }

@@ -31,7 +31,14 @@ fn native(bin: &Path, input: &[u8]) -> Result<(Duration, Vec<u8>)> {
     Ok((took, o.stdout))
 }
 
-fn compare(sb: &Sandbox, name: &str, wasm: &Path, bin: &Path, input: &[u8]) -> Result<()> {
+fn compare(
+    sb: &Sandbox,
+    name: &str,
+    wasm: &Path,
+    bin: &Path,
+    input: &[u8],
+    canonical_nans: bool,
+) -> Result<()> {
     let module = std::fs::read(wasm)?;
     let limits = Limits {
         fuel: u64::MAX / 4,
@@ -39,6 +46,7 @@ fn compare(sb: &Sandbox, name: &str, wasm: &Path, bin: &Path, input: &[u8]) -> R
         output: 16 << 20,
         time: 600,
         deadline: 600,
+        canonical_nans,
     };
     // Compiled once, as on a volunteer; every run instantiates afresh.
     let first = sb.run(&module, &[], input, &limits)?;
@@ -54,8 +62,13 @@ fn compare(sb: &Sandbox, name: &str, wasm: &Path, bin: &Path, input: &[u8]) -> R
         }
     }
     let (b, n) = (median(boxed), median(nat));
+    let floats = if canonical_nans {
+        "canonical"
+    } else {
+        "native"
+    };
     println!(
-        "  {name:<11} sandbox {:>9}  native {:>9}  sandbox speed {:.2}x native  ({} fuel)",
+        "  {name:<11} floats {floats:<9}  sandbox {:>9}  native {:>9}  sandbox speed {:.2}x native  ({} fuel)",
         ms(b),
         ms(n),
         n.as_secs_f64() / b.as_secs_f64(),
@@ -76,7 +89,16 @@ pub fn run() -> Result<()> {
     println!(
         "kernels, one unit each, median of {ROUNDS} (native: the same C, clang -O2, process wall time incl. exec; sandbox: module compiled once, instantiated per run)"
     );
-    compare(&sb, "fft 64Ki", &seti_wasm, &seti_native, &block)?;
-    compare(&sb, "mandelbrot", &mandel_wasm, &mandel_native, tile)?;
+    for canonical in [true, false] {
+        compare(&sb, "fft 64Ki", &seti_wasm, &seti_native, &block, canonical)?;
+        compare(
+            &sb,
+            "mandelbrot",
+            &mandel_wasm,
+            &mandel_native,
+            tile,
+            canonical,
+        )?;
+    }
     Ok(())
 }
