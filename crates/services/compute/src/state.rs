@@ -17,8 +17,11 @@ use crate::sandbox::Sandbox;
 use crate::volunteer::{Prefs, VolunteerStatus, Volunteering};
 use crate::{Config, Error};
 
-/// How often changed jobs are saved.
-const SAVE_EVERY: Duration = Duration::from_secs(1);
+/// How often changed jobs are saved (between saves, each job's journal keeps every
+/// change, so nothing is lost in between).
+const SAVE_EVERY: Duration = Duration::from_secs(10);
+/// How often replicas past their deadline are expired.
+const EXPIRE_EVERY: Duration = Duration::from_secs(1);
 
 pub(crate) struct Inner {
     pub config: Config,
@@ -70,13 +73,17 @@ impl Inner {
         });
         let i = inner.clone();
         inner.tasks.spawn(async move {
+            let mut saved = tokio::time::Instant::now();
             loop {
                 tokio::select! {
                     () = i.tasks.shutdown().cancelled() => break,
-                    () = tokio::time::sleep(SAVE_EVERY) => {}
+                    () = tokio::time::sleep(EXPIRE_EVERY) => {}
                 }
                 i.master.expire();
-                i.save().await;
+                if saved.elapsed() >= SAVE_EVERY {
+                    saved = tokio::time::Instant::now();
+                    i.save().await;
+                }
             }
         });
         Ok(inner)

@@ -170,6 +170,23 @@ impl UnitState {
 }
 
 impl Job {
+    /// The job without its units.
+    pub fn summary(&self) -> Job {
+        Job {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            created: self.created,
+            group: self.group.clone(),
+            quorum: self.quorum,
+            limits: self.limits,
+            module: self.module.clone(),
+            validator: self.validator.clone(),
+            state: self.state,
+            units: Vec::new(),
+            cursor: 0,
+        }
+    }
+
     /// A unit by name (units are kept sorted by name).
     pub fn unit(&self, name: &str) -> Option<&UnitState> {
         let i = self

@@ -424,22 +424,27 @@ impl Master {
         recover(&self.jobs).get(id).cloned()
     }
 
+    /// Every job without its units (status shows counts, not every replica).
     pub fn jobs(&self) -> Vec<(Job, Counts)> {
         let now = now_secs();
         recover(&self.jobs)
             .values()
-            .map(|j| {
-                let mut j = j.clone();
-                let c = j.counts(now);
-                // Status shows counts, not every replica.
-                j.units.clear();
-                (j, c)
-            })
+            .map(|j| (j.summary(), j.counts(now)))
             .collect()
     }
 
     pub fn counts(&self, id: &str) -> Option<(Job, Counts)> {
-        self.jobs().into_iter().find(|(j, _)| j.id == id)
+        let now = now_secs();
+        recover(&self.jobs)
+            .get(id)
+            .map(|j| (j.summary(), j.counts(now)))
+    }
+
+    /// The job's validator, if it has one.
+    pub fn validator(&self, id: &str) -> Option<Blob> {
+        recover(&self.jobs)
+            .get(id)
+            .and_then(|j| j.validator.clone())
     }
 
     pub fn cancel(&self, id: &str) -> Result<(), Error> {
