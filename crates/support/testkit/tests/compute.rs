@@ -140,3 +140,58 @@ async fn a_master_refuses_bad_volunteers_and_finishes_with_good_ones() -> Result
     })
     .await
 }
+
+/// A job's validator decides what agrees: with one that accepts any two outputs, a
+/// volunteer whose bytes differ (a test hook corrupts them) still makes the quorum.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_validator_decides_what_agrees() -> Result<()> {
+    bounded(LIMIT, async {
+        let master = TestNode::start(|_| {}).await?;
+        let dir = master.dir.path().join("job");
+        std::fs::create_dir_all(dir.join("in"))?;
+        std::fs::write(dir.join("echo.wasm"), wat::parse_str(ECHO)?)?;
+        let accept = r#"(module (memory (export "memory") 1) (func (export "_start")))"#;
+        std::fs::write(dir.join("any.wasm"), wat::parse_str(accept)?)?;
+        std::fs::write(dir.join("in").join("u0"), "u0")?;
+        let toml = "wasm = \"echo.wasm\"\ninputs = \"in\"\nquorum = 2\nvalidator = \"any.wasm\"\n";
+        std::fs::write(dir.join("JOB.toml"), toml)?;
+        let spec = dir.join("JOB.toml").to_string_lossy().into_owned();
+        let job = master
+            .node
+            .submit_job(&api::SubmitJob {
+                spec: Some(spec),
+                ..api::SubmitJob::default()
+            })
+            .await?;
+        let boot = master.addr().await?;
+        let mut vs = Vec::new();
+        for cheat in [false, true] {
+            let b = boot.clone();
+            let v = TestNode::start(move |o| {
+                o.config.bootstrap = vec![b];
+                o.compute.cheat = cheat;
+            })
+            .await?;
+            let on = api::VolunteerRequest {
+                cpus: 1,
+                when_idle: false,
+                max_memory: None,
+                group: None,
+            };
+            v.node.volunteer_on(&on).await?;
+            vs.push(v);
+        }
+        let j = eventually(Duration::from_secs(60), "the job to finish", || async {
+            let j = master.node.job(&job.job).ok()?;
+            (j.state == "done").then_some(j)
+        })
+        .await?;
+        assert_eq!(j.validated, 1, "{j:?}");
+        for v in vs {
+            v.stop().await;
+        }
+        master.stop().await;
+        Ok(())
+    })
+    .await
+}

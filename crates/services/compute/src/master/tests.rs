@@ -75,3 +75,40 @@ fn a_dropped_volunteer_gets_no_work_and_memory_limits_are_kept() {
     let h = m.work(&asker("c", &yes), 4, 1 << 30, None);
     assert!(h.units.is_empty() && h.standing.dropped, "{}", h.reason);
 }
+
+#[test]
+fn a_trusted_volunteer_gets_units_alone_with_spot_checks() {
+    let d = tempfile::tempdir().unwrap();
+    let m = Master::load(&d.path().join("compute")).unwrap();
+    let job = m.create(&spec(d.path(), 60)).unwrap();
+    let id = job.id.clone();
+    m.add(job).unwrap();
+    for _ in 0..standing::TRUSTED_STREAK {
+        recover(&m.standings).agreed("t");
+    }
+    let yes = |_: &str| true;
+    let mut given = Vec::new();
+    while given.len() < 60 {
+        let h = m.work(&asker("t", &yes), 32, 1 << 30, None);
+        assert!(!h.units.is_empty());
+        given.extend(h.units.into_iter().map(|u| u.name));
+    }
+    let needed: Vec<(String, u8)> = {
+        let jobs = recover(&m.jobs);
+        jobs[&id]
+            .units
+            .iter()
+            .map(|u| (u.name.clone(), u.needed))
+            .collect()
+    };
+    let solo = needed.iter().filter(|(_, n)| *n == 1).count();
+    assert!(
+        solo > 20 && solo < 60,
+        "{solo} of 60 alone: spot checks keep some at quorum"
+    );
+    // A unit given alone is validated by its one result.
+    let (name, _) = needed.iter().find(|(_, n)| *n == 1).unwrap();
+    let done = ReplicaState::Done { hash: "x".into() };
+    let (v, _, _) = m.take("t", &id, name, done, &mut |a, b| a == b).unwrap();
+    assert_eq!(v.agreed, ["t"]);
+}
