@@ -31,6 +31,35 @@ pub fn parse_rate(s: &str) -> Result<u64, String> {
     Ok(v as u64)
 }
 
+/// Parses a size of storage: `20G` and `20GiB` are 20 GiB (k, M, G, T in powers of
+/// 1024, as disks are counted by the tools people compare), `1500` is bytes.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s
+        .trim()
+        .trim_end_matches(['B', 'b'])
+        .trim_end_matches(['i', 'I']);
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (e.g. 500M, 20G)"))?;
+    let exp = match unit {
+        "" => 0,
+        "k" | "K" => 1,
+        "m" | "M" => 2,
+        "g" | "G" => 3,
+        "t" | "T" => 4,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use k, M, G or T)")),
+    };
+    let v = n * 1024f64.powi(exp);
+    if !v.is_finite() || v < 0.0 || v > u64::MAX as f64 {
+        return Err(format!("{s:?} is out of range"));
+    }
+    Ok(v as u64)
+}
+
 /// Parses `90s`, `10m`, `24h`, `7d` (a bare number is seconds) into seconds.
 pub fn parse_duration(s: &str) -> Result<u64, String> {
     let t = s.trim();
@@ -54,6 +83,15 @@ pub fn parse_duration(s: &str) -> Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_count_in_powers_of_1024() {
+        assert_eq!(parse_size("20G"), Ok(20 << 30));
+        assert_eq!(parse_size("20GiB"), Ok(20 << 30));
+        assert_eq!(parse_size("512M"), Ok(512 << 20));
+        assert_eq!(parse_size("1500"), Ok(1500));
+        assert!(parse_size("3X").is_err() && parse_size("").is_err());
+    }
 
     #[test]
     fn durations() {

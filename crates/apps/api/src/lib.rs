@@ -11,6 +11,7 @@ use utoipa::ToSchema;
 
 mod compute;
 mod people;
+mod vault;
 pub use compute::{
     Job, MasterStanding, ResultsRequest, ResultsWritten, RunningUnit, SubmitJob, VolunteerRequest,
     VolunteerStatus,
@@ -18,6 +19,10 @@ pub use compute::{
 pub use people::{
     CreateGroup, Device, DeviceRemoved, Group, Invite, InviteRequest, JoinDevice, JoinGroup,
     LinkCode, Member, Person,
+};
+pub use vault::{
+    BackupRequest, VaultGet, VaultGot, VaultObject, VaultOverview, VaultPeer, VaultPut,
+    VaultRemoved, VaultStored,
 };
 
 /// An error: one line saying what is wrong and what to do.

@@ -72,12 +72,26 @@ pub struct UpArgs {
     /// public address). Others are learned through AutoNAT.
     #[arg(long, env = "KITH_ANNOUNCE", value_delimiter = ',')]
     pub announce: Vec<String>,
+    /// Lend up to this much of this disk to others' vaults (e.g. 20G; default 0).
+    #[arg(long, env = "KITH_OFFER", value_parser = kith_core::units::parse_size)]
+    pub offer: Option<u64>,
+    /// How often this node audits the holders of its vault shares (e.g. 1h).
+    #[arg(long, value_parser = kith_core::units::parse_duration)]
+    pub vault_audit_every: Option<u64>,
+    /// How long a holder may be gone before its shares are rebuilt elsewhere (e.g. 24h).
+    #[arg(long, value_parser = kith_core::units::parse_duration)]
+    pub vault_grace: Option<u64>,
 }
 
 #[derive(Subcommand, Debug)]
 pub enum Cmd {
     /// Create the identity and config in the data dir.
-    Init,
+    Init {
+        /// Act for the person whose key this is (a copy of `people/person.key` from your
+        /// first device): this device can then restore your vault.
+        #[arg(long)]
+        person_key: Option<PathBuf>,
+    },
     /// Run the node in the foreground (Ctrl-C stops it).
     Up(UpArgs),
     /// Run a broker: a node that also keeps a directory of registered peers' catalogues.
@@ -153,6 +167,62 @@ pub enum Cmd {
     /// Donate this machine's idle CPU to others' jobs.
     #[command(subcommand)]
     Volunteer(VolunteerCmd),
+    /// Store files on peers' spare disks: encrypted, erasure-coded, audited, repaired.
+    #[command(subcommand)]
+    Vault(VaultCmd),
+    /// Back a folder up into the vault (only changed chunks move).
+    Backup {
+        dir: PathBuf,
+        /// Back it up again on this schedule while the node runs (e.g. 1h).
+        #[arg(long, value_parser = kith_core::units::parse_duration)]
+        every: Option<u64>,
+        /// Shares needed to restore (default 3).
+        #[arg(long)]
+        k: Option<u8>,
+        /// Shares made, one per holder (default 10).
+        #[arg(long)]
+        n: Option<u8>,
+    },
+    /// Restore a backed-up folder, as it was at a backup.
+    Restore {
+        /// The folder that was backed up (default: the only one).
+        source: Option<String>,
+        /// The newest backup at or before this time: Unix seconds (fractions allowed), or
+        /// a time ago (90s, 10m, 24h, 7d).
+        #[arg(long)]
+        at: Option<String>,
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum VaultCmd {
+    /// Store a file or folder on peers; prints its vault ID.
+    Put {
+        path: PathBuf,
+        #[arg(long)]
+        name: Option<String>,
+        /// Shares needed to restore (default 3).
+        #[arg(long)]
+        k: Option<u8>,
+        /// Shares made, one per holder (default 10).
+        #[arg(long)]
+        n: Option<u8>,
+    },
+    /// Restore an object (by ID or name) from any k of its holders.
+    Get {
+        what: String,
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+    /// What this node stored, and its health.
+    Ls,
+    /// An object's health (shares reachable of n, last audit, repairs), or the vault's:
+    /// space offered and held, and each peer's account.
+    Status { what: Option<String> },
+    /// Remove an object and release its space on every holder.
+    Rm { what: String },
 }
 
 #[derive(Subcommand, Debug)]

@@ -12,6 +12,7 @@ mod jobs;
 mod progress;
 mod units;
 mod up;
+mod vault;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -79,7 +80,12 @@ async fn run(cli: Cli) -> Result<()> {
     let home = home(&cli)?;
     let json = cli.json;
     match cli.command {
-        Cmd::Init => commands::init(&home, json),
+        Cmd::Init { person_key } => {
+            if let Some(k) = person_key {
+                home.adopt_person_key(&k)?;
+            }
+            commands::init(&home, json)
+        }
         Cmd::Up(args) => up::run(home, &args, false).await,
         Cmd::Broker(args) => up::run(home, &args, true).await,
         cmd => {
@@ -117,7 +123,12 @@ async fn talk(c: &Client, cmd: Cmd, json: bool) -> Result<()> {
         Cmd::Group(g) => groups::group(c, g, json).await,
         Cmd::Job(j) => jobs::job(c, j, json).await,
         Cmd::Volunteer(v) => jobs::volunteer(c, v, json).await,
-        Cmd::Init | Cmd::Up(_) | Cmd::Broker(_) => Ok(()),
+        Cmd::Vault(v) => vault::vault(c, v, json).await,
+        Cmd::Backup { dir, every, k, n } => vault::backup(c, &dir, every, (k, n), json).await,
+        Cmd::Restore { source, at, output } => {
+            vault::restore(c, source, at.as_deref(), &output, json).await
+        }
+        Cmd::Init { .. } | Cmd::Up(_) | Cmd::Broker(_) => Ok(()),
     }
 }
 

@@ -46,6 +46,15 @@ fn merge(mut config: Config, args: &UpArgs, broker: bool) -> Config {
     }
     config.autonat_private_ips |= args.autonat_private_ips;
     config.announce.extend(args.announce.iter().cloned());
+    if let Some(o) = args.offer {
+        config.offer = o;
+    }
+    if let Some(s) = args.vault_audit_every {
+        config.vault_audit_secs = s;
+    }
+    if let Some(s) = args.vault_grace {
+        config.vault_grace_secs = s;
+    }
     config
 }
 

@@ -58,6 +58,12 @@ pub struct Config {
     /// Addresses this node is reachable at, announced as they are (e.g. a relay or broker
     /// with a known public address); others are learned through AutoNAT.
     pub announce: Vec<String>,
+    /// Bytes of this disk lent to others' vaults (0: none).
+    pub offer: u64,
+    /// Seconds between audits of this node's vault shares.
+    pub vault_audit_secs: u64,
+    /// Seconds a vault holder may be unreachable before its shares are rebuilt elsewhere.
+    pub vault_grace_secs: u64,
 }
 
 impl Default for Config {
@@ -75,6 +81,9 @@ impl Default for Config {
             max_connections: 256,
             max_connections_per_peer: 4,
             rescan_secs: 30,
+            offer: 0,
+            vault_audit_secs: 3600,
+            vault_grace_secs: 86_400,
             broker: None,
             serve_broker: false,
             broker_ttl_secs: 60,

@@ -84,6 +84,23 @@ impl Home {
 
     /// Creates the data dir, key, default config and API token where missing. Returns
     /// true when something was created.
+    /// Makes this new device a device of the person whose key is in `file` (a copy of
+    /// `people/person.key` from the device where the person was made): with it, the
+    /// vault's index opens here too. Refused once this device has a person.
+    pub fn adopt_person_key(&self, file: &Path) -> Result<(), HomeError> {
+        let people = self.service_dir("people");
+        if people.join("person.json").exists() {
+            return Err(HomeError::Io {
+                path: self.dir.display().to_string(),
+                reason: "this device already acts for a person; use a new data dir".into(),
+            });
+        }
+        identity::load(file)?;
+        let bytes = std::fs::read(file).map_err(|e| io(file, e))?;
+        std::fs::create_dir_all(&people).map_err(|e| io(&people, e))?;
+        write_private(&people.join("person.key"), &bytes)
+    }
+
     pub fn init(&self) -> Result<bool, HomeError> {
         std::fs::create_dir_all(&self.dir).map_err(|e| io(&self.dir, e))?;
         let mut created = false;

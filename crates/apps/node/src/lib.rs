@@ -15,6 +15,7 @@ mod convert;
 mod facade;
 mod home;
 mod people;
+mod vault;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -28,6 +29,7 @@ use kith_overlay::{Overlay, OverlayError};
 use kith_people::People;
 use kith_search::Search;
 use kith_share::Share;
+use kith_vault::Vault;
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
@@ -56,6 +58,8 @@ pub enum NodeError {
     Groups(#[from] kith_groups::Error),
     #[error(transparent)]
     Compute(#[from] kith_compute::Error),
+    #[error(transparent)]
+    Vault(#[from] kith_vault::Error),
     #[error("{0}")]
     BadRequest(String),
     #[error("{0}")]
@@ -73,6 +77,7 @@ pub struct Options {
     pub share: kith_share::Config,
     pub search: kith_search::Config,
     pub compute: kith_compute::Config,
+    pub vault: kith_vault::Config,
 }
 
 impl Options {
@@ -82,6 +87,10 @@ impl Options {
         share.download_limit = config.download_limit;
         share.rescan = Duration::from_secs(config.rescan_secs.max(1));
         let compute = kith_compute::Config::new(home.service_dir("compute"));
+        let mut vault = kith_vault::Config::new(home.service_dir("vault"));
+        vault.offer = config.offer;
+        vault.audit_every = Duration::from_secs(config.vault_audit_secs.max(1));
+        vault.grace = Duration::from_secs(config.vault_grace_secs);
         let mut search = kith_search::Config::new(home.service_dir("search"));
         search.serve_broker = config.serve_broker;
         search.broker_ttl = Duration::from_secs(config.broker_ttl_secs.max(1));
@@ -91,6 +100,7 @@ impl Options {
             share,
             search,
             compute,
+            vault,
         }
     }
 }
@@ -103,6 +113,7 @@ pub(crate) struct Inner {
     pub names: Names,
     pub search: Search,
     pub compute: Compute,
+    pub vault: Vault,
     pub registry: Registry,
     pub home: Home,
     pub token: String,
@@ -192,6 +203,7 @@ struct Services {
     names: Names,
     search: Search,
     compute: Compute,
+    vault: Vault,
 }
 
 async fn start_services(
@@ -247,6 +259,7 @@ async fn start_services(
     let names_cfg = kith_names::Config {
         dir: opts.home.service_dir("names"),
     };
+    let device_key = keypair.clone();
     let names = Names::start(
         names_cfg,
         overlay.clone(),
@@ -264,6 +277,13 @@ async fn start_services(
     let (o, sh, p) = (overlay.clone(), share.clone(), people.clone());
     let ccfg = opts.compute.clone();
     let compute = Compute::start(ccfg, o, sh, p, groups.scopes(), tasks("compute")).await?;
+    // The vault's index opens with the person key where this device holds it.
+    let signer = match people.person_key() {
+        Ok(Some(k)) => k,
+        _ => device_key,
+    };
+    let (o, p, vcfg) = (overlay.clone(), people.clone(), opts.vault.clone());
+    let vault = Vault::start(vcfg, o, p, signer, registry, tasks("vault")).await?;
     Ok(Services {
         overlay,
         overlay_task,
@@ -273,6 +293,7 @@ async fn start_services(
         names,
         search,
         compute,
+        vault,
     })
 }
 
@@ -315,6 +336,7 @@ impl Node {
                 names: s.names,
                 search: s.search,
                 compute: s.compute,
+                vault: s.vault,
                 registry,
                 home: home.clone(),
                 token,
@@ -386,6 +408,7 @@ impl Node {
         let _ = tokio::time::timeout(Duration::from_secs(10), i.share.stopped()).await;
         let _ = tokio::time::timeout(Duration::from_secs(5), i.search.stopped()).await;
         let _ = tokio::time::timeout(Duration::from_secs(5), i.compute.stopped()).await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), i.vault.stopped()).await;
         let _ = tokio::time::timeout(Duration::from_secs(5), i.names.stopped()).await;
         let _ = tokio::time::timeout(Duration::from_secs(5), i.groups.stopped()).await;
         let _ = tokio::time::timeout(Duration::from_secs(5), i.people.stopped()).await;

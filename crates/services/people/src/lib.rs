@@ -152,6 +152,11 @@ impl People {
         })
     }
 
+    /// The person key, if this device holds it.
+    pub fn person_key(&self) -> Result<Option<Keypair>, Error> {
+        self.inner.person_key()
+    }
+
     pub fn person(&self) -> Result<PersonId, Error> {
         Ok(self.inner.book()?.person)
     }

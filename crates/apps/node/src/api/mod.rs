@@ -14,6 +14,7 @@ mod openapi;
 mod people;
 #[cfg(test)]
 mod tests;
+mod vault;
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -81,6 +82,19 @@ fn compute_status(e: &kith_compute::Error) -> StatusCode {
     }
 }
 
+fn vault_status(e: &kith_vault::Error) -> StatusCode {
+    use kith_vault::Error as E;
+    match e {
+        E::Input(_) | E::TooFewHolders { .. } | E::NoSpace { .. } | E::Codec(_) => {
+            StatusCode::BAD_REQUEST
+        }
+        E::Key(_) => StatusCode::FORBIDDEN,
+        E::NotFound(_) | E::NoRoot(_) => StatusCode::NOT_FOUND,
+        E::Unavailable(_) | E::Placement(_) | E::Overlay(_) => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
 fn names_status(e: &kith_names::Error) -> StatusCode {
     use kith_names::Error as E;
     match e {
@@ -101,6 +115,7 @@ impl From<NodeError> for ApiError {
             NodeError::People(e) => people_status(e),
             NodeError::Groups(e) => groups_status(e),
             NodeError::Compute(e) => compute_status(e),
+            NodeError::Vault(e) => vault_status(e),
             NodeError::Overlay(_) => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
@@ -145,6 +160,12 @@ pub(crate) fn router(node: Node) -> Router {
         )
         .route("/groups/{group}/leave", post(people::leave_group))
         .route("/jobs", get(compute::list_jobs).post(compute::submit_job))
+        .route("/vault", get(vault::list).post(vault::put))
+        .route("/vault/status", get(vault::overview))
+        .route("/vault/{id}", get(vault::object).delete(vault::remove))
+        .route("/vault/{id}/get", post(vault::get))
+        .route("/backups", post(vault::backup))
+        .route("/backups/restore", post(vault::restore))
         .route("/jobs/{job}", get(compute::job).delete(compute::cancel_job))
         .route("/jobs/{job}/results", post(compute::job_results))
         .route(

@@ -5,7 +5,7 @@ use kith_api as api;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{compute, handlers, people};
+use super::{compute, handlers, people, vault};
 
 struct Token;
 
@@ -58,6 +58,14 @@ impl Modify for Token {
         compute::volunteer_status,
         compute::volunteer_on,
         compute::volunteer_off,
+        vault::list,
+        vault::put,
+        vault::overview,
+        vault::object,
+        vault::remove,
+        vault::get,
+        vault::backup,
+        vault::restore,
     ),
     components(schemas(
         api::ErrorBody, api::Status, api::Connection, api::Relay, api::Share, api::ShareRequest,
@@ -67,6 +75,8 @@ impl Modify for Token {
         api::Group, api::CreateGroup, api::InviteRequest, api::Invite, api::JoinGroup,
         api::Member, api::SubmitJob, api::Job, api::ResultsRequest, api::ResultsWritten,
         api::VolunteerRequest, api::VolunteerStatus, api::RunningUnit, api::MasterStanding,
+        api::VaultPut, api::VaultStored, api::VaultObject, api::VaultGet, api::VaultGot,
+        api::VaultRemoved, api::VaultPeer, api::VaultOverview, api::BackupRequest,
     )),
     modifiers(&Token)
 )]

@@ -1,0 +1,134 @@
+//! The facade over the vault: what `kith vault`, `kith backup` and `kith restore` do.
+
+use std::path::PathBuf;
+
+use kith_api as api;
+use kith_vault::{GetReport, ObjectStatus, PutReport};
+
+use crate::{Node, NodeError};
+
+fn stored(r: PutReport) -> api::VaultStored {
+    api::VaultStored {
+        id: r.id,
+        name: r.name,
+        k: r.k,
+        n: r.n,
+        holders: r.holders,
+        size: r.size,
+        new_bytes: r.new_bytes,
+        uploaded: r.uploaded,
+        files: r.files,
+    }
+}
+
+fn object(s: ObjectStatus) -> api::VaultObject {
+    api::VaultObject {
+        id: s.id,
+        name: s.name,
+        kind: format!("{:?}", s.kind).to_lowercase(),
+        created: s.created,
+        size: s.size,
+        files: s.files,
+        k: s.k,
+        n: s.n,
+        reachable: s.reachable,
+        segments: s.segments,
+        last_audit: s.last_audit,
+        repairs: s.repairs,
+    }
+}
+
+fn got(r: GetReport) -> api::VaultGot {
+    api::VaultGot {
+        id: r.id,
+        name: r.name,
+        files: r.files,
+        bytes: r.bytes,
+    }
+}
+
+/// A path from a request: absolute, so the node does not read relative to its own
+/// working directory.
+fn absolute(p: &str, what: &str) -> Result<PathBuf, NodeError> {
+    let path = PathBuf::from(p);
+    if !path.is_absolute() {
+        return Err(NodeError::BadRequest(format!(
+            "{what} must be an absolute path: {p}"
+        )));
+    }
+    Ok(path)
+}
+
+impl Node {
+    pub async fn vault_put(&self, req: &api::VaultPut) -> Result<api::VaultStored, NodeError> {
+        let path = absolute(&req.path, "path")?;
+        let r = self
+            .inner
+            .vault
+            .put(path, req.name.clone(), req.k, req.n)
+            .await?;
+        Ok(stored(r))
+    }
+
+    pub async fn vault_get(
+        &self,
+        what: &str,
+        req: &api::VaultGet,
+    ) -> Result<api::VaultGot, NodeError> {
+        let out = absolute(&req.out, "out")?;
+        Ok(got(self.inner.vault.get(what.trim(), out).await?))
+    }
+
+    pub fn vault_list(&self) -> Vec<api::VaultObject> {
+        self.inner.vault.list().into_iter().map(object).collect()
+    }
+
+    pub fn vault_object(&self, what: &str) -> Result<api::VaultObject, NodeError> {
+        Ok(object(self.inner.vault.status(what.trim())?))
+    }
+
+    pub fn vault_overview(&self) -> api::VaultOverview {
+        let s = self.inner.vault.overview();
+        api::VaultOverview {
+            offered: s.offered,
+            held: s.held,
+            objects: s.objects,
+            stored: s.stored,
+            repairs: s.repairs,
+            last_audit: s.last_audit,
+            peers: s
+                .peers
+                .into_iter()
+                .map(|p| api::VaultPeer {
+                    peer: p.peer,
+                    holds_for_me: p.holds_for_me,
+                    i_hold_for_it: p.i_hold_for_it,
+                    audits_passed: p.audits_passed,
+                    faults: p.faults,
+                })
+                .collect(),
+        }
+    }
+
+    pub async fn vault_remove(&self, what: &str) -> Result<api::VaultRemoved, NodeError> {
+        let id = self.inner.vault.status(what.trim())?.id;
+        let released = self.inner.vault.remove(&id).await?;
+        Ok(api::VaultRemoved { id, released })
+    }
+
+    pub async fn backup(&self, req: &api::BackupRequest) -> Result<api::VaultStored, NodeError> {
+        let dir = absolute(&req.dir, "dir")?;
+        let v = &self.inner.vault;
+        Ok(stored(v.backup(dir, req.every, req.k, req.n).await?))
+    }
+
+    pub async fn restore(&self, req: &api::VaultGet) -> Result<api::VaultGot, NodeError> {
+        let out = absolute(&req.out, "out")?;
+        let r = self
+            .inner
+            .vault
+            .restore(req.source.as_deref(), req.at_ms, out)
+            .await?;
+        Ok(got(r))
+    }
+}

@@ -1,0 +1,164 @@
+//! Restoring: each chunk from its segment, each segment from any `k` of its shares (the
+//! reachable, unspoiled ones first), every share checked against its name and every
+//! chunk against its hash before a byte is written.
+
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use kith_core::person::from_hex;
+use tokio::io::AsyncWriteExt;
+
+use crate::index::{Kind, Object, Segment};
+use crate::state::Inner;
+use crate::{Error, GetReport, client, codec};
+
+/// Decoded segments kept while restoring (8 MiB each).
+const CACHE: usize = 4;
+
+/// Fetches any `k` good shares of a segment (index, bytes); shares that came back wrong
+/// are marked for repair and struck against their holders.
+pub(crate) async fn shares_of(
+    inner: &Inner,
+    seg_id: u64,
+    seg: &Segment,
+    skip: Option<usize>,
+) -> Result<Vec<(usize, Vec<u8>)>, Error> {
+    let mut order: Vec<usize> = (0..seg.shares.len()).filter(|i| Some(*i) != skip).collect();
+    order.sort_by_key(|&i| {
+        let s = &seg.shares[i];
+        (s.bad, s.missing_since.is_some(), i)
+    });
+    let k = usize::from(seg.k);
+    let mut next = order.into_iter();
+    let mut running = FuturesUnordered::new();
+    let fetch = |i: usize| {
+        let s = seg.shares[i].clone();
+        let o = inner.overlay.clone();
+        async move {
+            let r = match s.holder.parse() {
+                Ok(p) => client::fetch(&o, p, &s.name).await,
+                Err(_) => Err(client::Failure::Unreachable("bad holder ID".into())),
+            };
+            (i, r)
+        }
+    };
+    for i in next.by_ref().take(k) {
+        running.push(fetch(i));
+    }
+    let mut got = Vec::with_capacity(k);
+    let mut failures = Vec::new();
+    while let Some((i, r)) = running.next().await {
+        match r {
+            Ok(b) => got.push((i, b)),
+            Err(f) => {
+                if f.is_fault() {
+                    inner.strike(seg_id, i);
+                }
+                failures.push(format!("{}: {f}", seg.shares[i].holder));
+                if let Some(j) = next.next() {
+                    running.push(fetch(j));
+                }
+            }
+        }
+        if got.len() == k {
+            return Ok(got);
+        }
+    }
+    Err(Error::Unavailable(format!(
+        "{} of {} shares of a segment answered (need {k}): {}",
+        got.len(),
+        seg.shares.len(),
+        failures.join("; ")
+    )))
+}
+
+/// A segment's plain bytes.
+pub(crate) async fn segment(inner: &Inner, seg_id: u64, seg: &Segment) -> Result<Vec<u8>, Error> {
+    let shares = shares_of(inner, seg_id, seg, None).await?;
+    let key: [u8; 32] = from_hex(&seg.key)
+        .and_then(|k| k.try_into().ok())
+        .ok_or_else(|| Error::Index("a segment key is malformed".into()))?;
+    let (plain, k, n) = (seg.plain as usize, seg.k, seg.n);
+    Ok(inner
+        .tasks
+        .blocking(move || codec::open(&key, plain, k, n, shares))
+        .await??)
+}
+
+/// Where a file of the object goes under `out`; paths that would leave it are refused.
+fn target(out: &Path, o: &Object, rel: &str) -> Result<PathBuf, Error> {
+    if o.kind == Kind::File {
+        return Ok(out.to_path_buf());
+    }
+    let p = Path::new(rel);
+    if !p.components().all(|c| matches!(c, Component::Normal(_))) {
+        return Err(Error::Index(format!(
+            "a stored path leaves the folder: {rel}"
+        )));
+    }
+    Ok(out.join(p))
+}
+
+pub(crate) async fn get(inner: &Arc<Inner>, o: &Object, out: &Path) -> Result<GetReport, Error> {
+    let mut cache: Vec<(u64, Arc<Vec<u8>>)> = Vec::new();
+    let mut bytes = 0u64;
+    for f in &o.files {
+        let path = target(out, o, &f.path)?;
+        if let Some(parent) = path.parent() {
+            tokio::fs::create_dir_all(parent)
+                .await
+                .map_err(|e| Error::io(parent, e))?;
+        }
+        let tmp = path.with_extension("kith-part");
+        let mut file = tokio::fs::File::create(&tmp)
+            .await
+            .map_err(|e| Error::io(&tmp, e))?;
+        for c in &f.chunks {
+            let loc = inner
+                .index()
+                .chunks
+                .get(c)
+                .copied()
+                .ok_or_else(|| Error::Index(format!("chunk {c:.12} is in no segment")))?;
+            let data = match cache.iter().find(|(s, _)| *s == loc.seg) {
+                Some((_, d)) => d.clone(),
+                None => {
+                    let seg = inner
+                        .index()
+                        .segments
+                        .get(&loc.seg)
+                        .cloned()
+                        .ok_or_else(|| Error::Index(format!("segment {} is missing", loc.seg)))?;
+                    let d = Arc::new(segment(inner, loc.seg, &seg).await?);
+                    if cache.len() == CACHE {
+                        cache.remove(0);
+                    }
+                    cache.push((loc.seg, d.clone()));
+                    d
+                }
+            };
+            let (a, b) = (loc.offset as usize, loc.offset as usize + loc.len as usize);
+            let piece = data
+                .get(a..b)
+                .filter(|p| blake3::hash(p).to_hex().as_str() == c)
+                .ok_or_else(|| Error::Index(format!("chunk {c:.12} does not match its hash")))?;
+            file.write_all(piece)
+                .await
+                .map_err(|e| Error::io(&tmp, e))?;
+            bytes += piece.len() as u64;
+        }
+        file.sync_all().await.map_err(|e| Error::io(&tmp, e))?;
+        drop(file);
+        tokio::fs::rename(&tmp, &path)
+            .await
+            .map_err(|e| Error::io(&path, e))?;
+    }
+    Ok(GetReport {
+        id: o.id.clone(),
+        name: o.name.clone(),
+        files: o.files.len(),
+        bytes,
+    })
+}

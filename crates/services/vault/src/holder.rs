@@ -1,0 +1,288 @@
+//! The holder's side: shares kept for others in `held/`, within what this node offers,
+//! with an account per owner. `held.json` is the account (written atomically on every
+//! change); each share is a file named after it, with its leaf hashes beside it.
+//!
+//! Fairness: an owner may use up to an eighth of the offer, plus twice what this node
+//! stores with that owner; so nodes that lend space get space, and free riders get less.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use kith_core::store::now_secs;
+use kith_core::sync::{recover, write_atomic};
+use serde::{Deserialize, Serialize};
+
+use crate::protocol::Offer;
+use crate::tree;
+
+/// Part of the offer any owner gets before it lends anything back.
+const FREE_SHARE: u64 = 8;
+/// What an owner may use per byte it holds for this node.
+const RECIPROCITY: u64 = 2;
+/// Most shares held (a bound on the account's size).
+const MAX_HELD: usize = 1_000_000;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct HeldShare {
+    pub owner: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub person: Option<String>,
+    pub size: u64,
+    pub since: u64,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Account {
+    shares: BTreeMap<String, HeldShare>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Refusal {
+    #[error("this holder offers no space")]
+    NoOffer,
+    #[error("over quota: {size} bytes asked, {free} free for you")]
+    Quota { size: u64, free: u64 },
+    #[error("the share does not match its name")]
+    Mismatch,
+    #[error("the holder's disk is full")]
+    DiskFull,
+    #[error("the holder could not keep it: {0}")]
+    Io(String),
+}
+
+pub(crate) struct Holder {
+    dir: PathBuf,
+    offered: u64,
+    account: Mutex<Account>,
+    /// Bytes promised to stores in progress.
+    reserved: Mutex<u64>,
+}
+
+impl Holder {
+    /// Loads the account; shares whose files are gone are dropped from it. Blocking.
+    pub fn load(dir: &Path, offered: u64) -> Self {
+        let dir = dir.join("held");
+        let mut account: Account = std::fs::read(dir.join("held.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        account.shares.retain(|name, _| dir.join(name).exists());
+        Self {
+            dir,
+            offered,
+            account: Mutex::new(account),
+            reserved: Mutex::new(0),
+        }
+    }
+
+    pub fn offered(&self) -> u64 {
+        self.offered
+    }
+
+    fn used(a: &Account) -> u64 {
+        a.shares.values().map(|s| s.size).sum()
+    }
+
+    /// What `owner` may store, given what this node stores with it (`lent_back`).
+    pub fn offer(&self, owner: &str, lent_back: u64) -> Offer {
+        let a = recover(&self.account);
+        let used = Self::used(&a) + *recover(&self.reserved);
+        let yours: u64 = a
+            .shares
+            .values()
+            .filter(|s| s.owner == owner)
+            .map(|s| s.size)
+            .sum();
+        let allowance = self.offered / FREE_SHARE + lent_back.saturating_mul(RECIPROCITY);
+        let free_for_you = self
+            .offered
+            .saturating_sub(used)
+            .min(allowance.saturating_sub(yours));
+        Offer {
+            offered: self.offered,
+            used,
+            yours,
+            free_for_you,
+        }
+    }
+
+    /// Holds room for a share of `size` bytes from `owner`, or refuses.
+    pub fn reserve(&self, owner: &str, size: u64, lent_back: u64) -> Result<(), Refusal> {
+        if self.offered == 0 {
+            return Err(Refusal::NoOffer);
+        }
+        let free = self.offer(owner, lent_back).free_for_you;
+        if size > free || recover(&self.account).shares.len() >= MAX_HELD {
+            return Err(Refusal::Quota { size, free });
+        }
+        *recover(&self.reserved) += size;
+        Ok(())
+    }
+
+    pub fn release(&self, size: u64) {
+        let mut r = recover(&self.reserved);
+        *r = r.saturating_sub(size);
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        recover(&self.account).shares.contains_key(name)
+    }
+
+    /// Keeps a share whose room was reserved; checks it against its name first. Blocking.
+    pub fn keep(
+        &self,
+        owner: &str,
+        person: Option<String>,
+        name: &str,
+        bytes: &[u8],
+    ) -> Result<(), Refusal> {
+        let size = bytes.len() as u64;
+        let result = self.write(name, bytes);
+        self.release(size);
+        result?;
+        let mut a = recover(&self.account);
+        a.shares.insert(
+            name.to_owned(),
+            HeldShare {
+                owner: owner.to_owned(),
+                person,
+                size,
+                since: now_secs(),
+            },
+        );
+        self.save(&a)
+    }
+
+    fn write(&self, name: &str, bytes: &[u8]) -> Result<(), Refusal> {
+        let leaves = tree::leaves(bytes);
+        let Some(want) = tree::parse(name) else {
+            return Err(Refusal::Mismatch);
+        };
+        if tree::root(bytes.len() as u64, &leaves) != want {
+            return Err(Refusal::Mismatch);
+        }
+        std::fs::create_dir_all(&self.dir).map_err(io)?;
+        let hashes: Vec<u8> = leaves.concat();
+        let (data, hfile) = (self.dir.join(name), self.dir.join(format!("{name}.leaves")));
+        let written = write_atomic(&hfile, &hashes).and_then(|()| write_atomic(&data, bytes));
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&hfile);
+            let _ = std::fs::remove_file(&data);
+            return Err(io(e));
+        }
+        Ok(())
+    }
+
+    fn save(&self, a: &Account) -> Result<(), Refusal> {
+        let bytes = serde_json::to_vec(a).map_err(|e| Refusal::Io(e.to_string()))?;
+        write_atomic(&self.dir.join("held.json"), &bytes).map_err(io)
+    }
+
+    /// A held share's bytes. Blocking.
+    pub fn read(&self, name: &str) -> Option<Vec<u8>> {
+        if !self.has(name) {
+            return None;
+        }
+        std::fs::read(self.dir.join(name)).ok()
+    }
+
+    /// An audit's answer: the share's size, its leaf hashes, and the asked leaves. Blocking.
+    pub fn prove(&self, name: &str, asked: &[u32]) -> Option<(u64, Vec<tree::Hash>, Vec<u8>)> {
+        use std::io::{Read, Seek, SeekFrom};
+        let size = recover(&self.account).shares.get(name)?.size;
+        let raw = std::fs::read(self.dir.join(format!("{name}.leaves"))).ok()?;
+        let hashes: Vec<tree::Hash> = raw
+            .chunks_exact(32)
+            .filter_map(|c| c.try_into().ok())
+            .collect();
+        let mut f = std::fs::File::open(self.dir.join(name)).ok()?;
+        let mut data = Vec::new();
+        for &i in asked {
+            let r = tree::leaf_range(size, i as usize)?;
+            f.seek(SeekFrom::Start(r.start as u64)).ok()?;
+            let at = data.len();
+            data.resize(at + r.len(), 0);
+            f.read_exact(data.get_mut(at..)?).ok()?;
+        }
+        Some((size, hashes, data))
+    }
+
+    /// Drops a share `owner` (or a device of the same person) stored. Blocking.
+    pub fn delete(&self, owner: &str, person: Option<&str>, name: &str) -> bool {
+        let mut a = recover(&self.account);
+        let Some(s) = a.shares.get(name) else {
+            return false;
+        };
+        let same_person = person.is_some() && s.person.as_deref() == person;
+        if s.owner != owner && !same_person {
+            return false;
+        }
+        a.shares.remove(name);
+        let _ = std::fs::remove_file(self.dir.join(name));
+        let _ = std::fs::remove_file(self.dir.join(format!("{name}.leaves")));
+        self.save(&a).is_ok()
+    }
+
+    /// Bytes held for each owner.
+    pub fn by_owner(&self) -> BTreeMap<String, u64> {
+        let mut out = BTreeMap::new();
+        for s in recover(&self.account).shares.values() {
+            *out.entry(s.owner.clone()).or_insert(0) += s.size;
+        }
+        out
+    }
+}
+
+fn io(e: std::io::Error) -> Refusal {
+    if e.raw_os_error() == Some(28) || e.kind() == std::io::ErrorKind::StorageFull {
+        Refusal::DiskFull
+    } else {
+        Refusal::Io(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quotas_hold_and_lending_back_earns_room() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let h = Holder::load(dir.path(), 8_000);
+        // A stranger gets an eighth of the offer.
+        assert_eq!(h.offer("a", 0).free_for_you, 1_000);
+        assert!(h.reserve("a", 1_001, 0).is_err());
+        // An owner that holds 2,000 bytes for us gets 1,000 + 4,000.
+        assert_eq!(h.offer("b", 2_000).free_for_you, 5_000);
+        let share = vec![9u8; 900];
+        let name = tree::name(&share);
+        assert!(h.reserve("a", 900, 0).is_ok());
+        assert!(h.keep("a", None, &name, &share).is_ok());
+        assert_eq!(h.offer("a", 0).free_for_you, 100);
+        assert_eq!(h.read(&name).as_deref(), Some(share.as_slice()));
+        let Some((size, hashes, data)) = h.prove(&name, &[0]) else {
+            panic!("no proof");
+        };
+        let root = tree::parse(&name).unwrap_or_default();
+        assert!(tree::check_proof(&root, size, &hashes, &[0], &data));
+        assert!(!h.delete("b", None, &name), "only its owner deletes it");
+        assert!(h.delete("a", None, &name));
+        assert_eq!(h.offer("a", 0).free_for_you, 1_000);
+        let none = Holder::load(dir.path(), 0);
+        assert!(matches!(none.reserve("a", 1, 0), Err(Refusal::NoOffer)));
+    }
+
+    #[test]
+    fn a_share_that_does_not_match_its_name_is_refused() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let h = Holder::load(dir.path(), 8_000);
+        let name = tree::name(b"right");
+        assert!(h.reserve("a", 5, 0).is_ok());
+        assert!(matches!(
+            h.keep("a", None, &name, b"wrong"),
+            Err(Refusal::Mismatch)
+        ));
+        assert_eq!(h.offer("a", 0).used, 0);
+    }
+}

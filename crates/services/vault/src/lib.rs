@@ -1,0 +1,416 @@
+//! kith vault service: encrypted, erasure-coded, self-repairing storage on peers' spare
+//! disks, and backups into it.
+//!
+//! - [`Vault`]: the handle: put, get, ls, status, rm; backup and restore; what this
+//!   node offers and holds.
+//! - [`Config`], [`Error`], the reports ([`PutReport`], [`GetReport`], [`ObjectStatus`],
+//!   [`VaultStatus`]).
+//! - [`protocol`]: `/kith/vault/1.0.0`. [`codec`]: encrypt and erasure-code a segment.
+//!   [`tree`]: a share's hash tree and audit proofs. [`root`]: the signed root record.
+//! - `index`: the owner's index. `holder`: shares kept for others, quotas, fairness.
+//!   `place`: finding holders. `put`, `get`, `backups`: storing and restoring.
+//!   `upkeep`: audits and repair. `publish`: the index kept in the vault.
+//!   `server`, `client`: the two sides of the protocol.
+
+mod backups;
+mod client;
+pub mod codec;
+mod get;
+mod holder;
+mod index;
+mod place;
+pub mod protocol;
+mod publish;
+mod put;
+pub mod root;
+mod server;
+mod state;
+pub mod tree;
+mod upkeep;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use kith_core::tasks::{TaskError, Tasks};
+use kith_overlay::{Keypair, Overlay, OverlayError};
+use kith_people::People;
+use prometheus_client::registry::Registry;
+use serde::{Deserialize, Serialize};
+
+pub use index::Kind;
+use state::Inner;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("{0}")]
+    Io(String),
+    #[error("{0}")]
+    Input(String),
+    #[error("vault index: {0}")]
+    Index(String),
+    #[error("vault key: {0}")]
+    Key(String),
+    #[error("not in the vault: {0}")]
+    NotFound(String),
+    #[error(
+        "only {have} holders offer space to this node; k-of-n with n={n} needs {n} (lower --n, or add holders with `kith up --offer SIZE`)"
+    )]
+    TooFewHolders { have: usize, n: u8 },
+    #[error(
+        "not enough space offered: this needs {need} bytes on holders, they offer this node {have}"
+    )]
+    NoSpace { need: u64, have: u64 },
+    #[error("no holder took a share: {0}")]
+    Placement(String),
+    #[error("cannot restore: {0}")]
+    Unavailable(String),
+    #[error("no vault index found for {0} (nothing stored yet, or its holders are away)")]
+    NoRoot(String),
+    #[error(transparent)]
+    Codec(#[from] codec::CodecError),
+    #[error(transparent)]
+    Overlay(#[from] OverlayError),
+    #[error(transparent)]
+    Frame(#[from] kith_core::frame::FrameError),
+    #[error(transparent)]
+    Task(#[from] TaskError),
+}
+
+impl Error {
+    pub(crate) fn io(path: &Path, e: std::io::Error) -> Self {
+        Self::Io(format!("{}: {e}", path.display()))
+    }
+}
+
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the vault keeps its index and the shares it holds for others.
+    pub dir: PathBuf,
+    /// Bytes of this disk lent to others (0: none).
+    pub offer: u64,
+    /// How often every share is audited.
+    pub audit_every: Duration,
+    /// How long a holder may be unreachable before its shares are rebuilt elsewhere.
+    pub grace: Duration,
+    /// Repair bytes per second, at most.
+    pub repair_rate: u64,
+    /// The default k-of-n.
+    pub k: u8,
+    pub n: u8,
+}
+
+impl Config {
+    pub fn new(dir: PathBuf) -> Self {
+        Self {
+            dir,
+            offer: 0,
+            audit_every: Duration::from_secs(3600),
+            grace: Duration::from_secs(24 * 3600),
+            repair_rate: 20_000_000,
+            k: 3,
+            n: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PutReport {
+    pub id: String,
+    pub name: String,
+    pub k: u8,
+    pub n: u8,
+    /// Distinct holders of its shares.
+    pub holders: usize,
+    /// Plain bytes stored.
+    pub size: u64,
+    /// Plain bytes the vault did not have yet.
+    pub new_bytes: u64,
+    /// Share bytes sent to holders.
+    pub uploaded: u64,
+    pub files: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GetReport {
+    pub id: String,
+    pub name: String,
+    pub files: usize,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectStatus {
+    pub id: String,
+    pub name: String,
+    pub kind: Kind,
+    pub created: u64,
+    pub size: u64,
+    pub files: usize,
+    pub k: u8,
+    pub n: u8,
+    /// Shares that passed their last audit, in the object's weakest segment.
+    pub reachable: u8,
+    pub segments: usize,
+    /// When the object's shares were last audited (seconds since the Unix epoch).
+    pub last_audit: u64,
+    /// Shares of this object rebuilt and placed anew.
+    pub repairs: u64,
+}
+
+/// One peer's account: what it holds for this node and what this node holds for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerAccount {
+    pub peer: String,
+    pub holds_for_me: u64,
+    pub i_hold_for_it: u64,
+    pub audits_passed: u64,
+    pub faults: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VaultStatus {
+    pub offered: u64,
+    pub held: u64,
+    pub objects: usize,
+    pub stored: u64,
+    pub repairs: u64,
+    pub last_audit: u64,
+    pub peers: Vec<PeerAccount>,
+}
+
+#[derive(Clone)]
+pub struct Vault {
+    inner: Arc<Inner>,
+}
+
+impl Vault {
+    /// Loads the index and the held shares, serves holders' requests, offers space when
+    /// `config.offer` > 0, and starts upkeep. `signer` is the person key where this
+    /// device holds it (else the device key): it opens the vault's index.
+    pub async fn start(
+        config: Config,
+        overlay: Overlay,
+        people: People,
+        signer: Keypair,
+        registry: &mut Registry,
+        tasks: Tasks,
+    ) -> Result<Self, Error> {
+        codec::check_shape(config.k, config.n)?;
+        overlay
+            .register_records(protocol::ROOT_PREFIX, root::validator())
+            .await?;
+        let signer = root::Signer::new(signer);
+        let offer = config.offer;
+        let inner = Inner::open(config, overlay, people, signer, registry, tasks).await?;
+        server::start(&inner)?;
+        if offer > 0 {
+            inner
+                .overlay
+                .start_providing(protocol::HOLDERS_KEY.to_vec())
+                .await?;
+        }
+        upkeep::start(&inner);
+        Ok(Self { inner })
+    }
+
+    /// Stores a file or folder; `k`, `n` default to the config's.
+    pub async fn put(
+        &self,
+        path: PathBuf,
+        name: Option<String>,
+        k: Option<u8>,
+        n: Option<u8>,
+    ) -> Result<PutReport, Error> {
+        let name = match name {
+            Some(n) => n,
+            None => path
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_else(|| path.display().to_string()),
+        };
+        let (k, n) = (
+            k.unwrap_or(self.inner.config.k),
+            n.unwrap_or(self.inner.config.n),
+        );
+        let r = put::put(&self.inner, path, name, None, k, n).await?;
+        publish::publish(&self.inner).await?;
+        Ok(r)
+    }
+
+    /// Restores an object (by ID, or the newest with that name) to `out`.
+    pub async fn get(&self, what: &str, out: PathBuf) -> Result<GetReport, Error> {
+        let o = match self.find(what) {
+            Some(o) => o,
+            None => {
+                let _ = publish::refresh(&self.inner).await;
+                self.find(what)
+                    .ok_or_else(|| Error::NotFound(what.to_owned()))?
+            }
+        };
+        get::get(&self.inner, &o, &out).await
+    }
+
+    fn find(&self, what: &str) -> Option<index::Object> {
+        self.inner.index().find(what).cloned()
+    }
+
+    pub fn list(&self) -> Vec<ObjectStatus> {
+        let ix = self.inner.index();
+        ix.objects.values().map(|o| status_of(&ix, o)).collect()
+    }
+
+    pub fn status(&self, what: &str) -> Result<ObjectStatus, Error> {
+        let ix = self.inner.index();
+        let o = ix
+            .find(what)
+            .ok_or_else(|| Error::NotFound(what.to_owned()))?;
+        Ok(status_of(&ix, o))
+    }
+
+    /// What this node offers, holds, stored, and each peer's account.
+    pub fn overview(&self) -> VaultStatus {
+        let held_for = self.inner.holder.by_owner();
+        let ix = self.inner.index();
+        let stored_at = ix.stored_at();
+        let mut peers: std::collections::BTreeSet<&String> = held_for.keys().collect();
+        peers.extend(stored_at.keys());
+        peers.extend(ix.holders.keys());
+        let peers = peers
+            .into_iter()
+            .map(|p| {
+                let rec = ix.holders.get(p).cloned().unwrap_or_default();
+                PeerAccount {
+                    peer: p.clone(),
+                    holds_for_me: stored_at.get(p).copied().unwrap_or(0),
+                    i_hold_for_it: held_for.get(p).copied().unwrap_or(0),
+                    audits_passed: rec.passed,
+                    faults: rec.faults,
+                }
+            })
+            .collect();
+        VaultStatus {
+            offered: self.inner.holder.offered(),
+            held: held_for.values().sum(),
+            objects: ix.objects.len(),
+            stored: ix.objects.values().map(|o| o.size).sum(),
+            repairs: ix.repairs,
+            last_audit: ix.last_audit,
+            peers,
+        }
+    }
+
+    /// Removes an object; segments no other object needs are released on their holders.
+    /// Returns how many shares were released.
+    pub async fn remove(&self, what: &str) -> Result<usize, Error> {
+        let _changing = self.inner.changing.lock().await;
+        let id = self
+            .find(what)
+            .map(|o| o.id)
+            .ok_or_else(|| Error::NotFound(what.to_owned()))?;
+        let dead = self.inner.index().remove(&id);
+        self.inner.save().await?;
+        drop(_changing);
+        let released =
+            upkeep::release(&self.inner, dead.into_iter().map(|(_, g)| g).collect()).await;
+        publish::publish(&self.inner).await?;
+        Ok(released)
+    }
+
+    /// Backs a folder up (only chunks the vault lacks move); with `every` (seconds),
+    /// again on that schedule.
+    pub async fn backup(
+        &self,
+        dir: PathBuf,
+        every: Option<u64>,
+        k: Option<u8>,
+        n: Option<u8>,
+    ) -> Result<PutReport, Error> {
+        let (k, n) = (
+            k.unwrap_or(self.inner.config.k),
+            n.unwrap_or(self.inner.config.n),
+        );
+        backups::backup(&self.inner, dir, every, k, n).await
+    }
+
+    /// Restores a backed-up folder as it was at `at` (milliseconds since the Unix epoch;
+    /// default: the newest) into `out`.
+    pub async fn restore(
+        &self,
+        source: Option<&str>,
+        at: Option<u64>,
+        out: PathBuf,
+    ) -> Result<GetReport, Error> {
+        let o = match backups::pick(&self.inner, source, at) {
+            Ok(o) => o,
+            Err(_) => {
+                let _ = publish::refresh(&self.inner).await;
+                backups::pick(&self.inner, source, at)?
+            }
+        };
+        get::get(&self.inner, &o, &out).await
+    }
+
+    /// Takes in the index kept in the vault (another device's changes).
+    pub async fn refresh(&self) -> Result<bool, Error> {
+        publish::refresh(&self.inner).await
+    }
+
+    /// Audits every share now and repairs what needs it (as the upkeep loop does).
+    pub async fn upkeep(&self) -> Result<usize, Error> {
+        upkeep::audit(&self.inner).await?;
+        let n = upkeep::repair(&self.inner).await?;
+        if n > 0 {
+            publish::publish(&self.inner).await?;
+        }
+        Ok(n)
+    }
+
+    pub async fn stopped(&self) {
+        self.inner.tasks.stopped().await;
+    }
+}
+
+fn status_of(ix: &index::Index, o: &index::Object) -> ObjectStatus {
+    let segs = ix.segments_of(o);
+    let mut reachable = o.n;
+    let mut last_audit = u64::MAX;
+    let mut repairs = 0u64;
+    for s in segs.iter().filter_map(|s| ix.segments.get(s)) {
+        let ok = s
+            .shares
+            .iter()
+            .filter(|x| !x.bad && x.missing_since.is_none())
+            .count();
+        reachable = reachable.min(ok as u8);
+        repairs += u64::from(s.repairs);
+        for x in &s.shares {
+            last_audit = last_audit.min(x.last_audit);
+        }
+    }
+    ObjectStatus {
+        id: o.id.clone(),
+        name: o.name.clone(),
+        kind: o.kind,
+        created: o.created,
+        size: o.size,
+        files: o.files.len(),
+        k: o.k,
+        n: o.n,
+        reachable: if segs.is_empty() { o.n } else { reachable },
+        segments: segs.len(),
+        last_audit: if last_audit == u64::MAX {
+            0
+        } else {
+            last_audit
+        },
+        repairs,
+    }
+}

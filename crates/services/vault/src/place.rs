@@ -1,0 +1,152 @@
+//! Finding holders and placing shares: holders provide [`HOLDERS_KEY`] in the DHT and
+//! answer `offer`; shares of a segment go to distinct holders, people other than the
+//! owner first and distinct people before a second device of the same one; a holder
+//! with a fault on record gets no more.
+
+use std::collections::{BTreeSet, HashSet};
+use std::time::Duration;
+
+use futures::StreamExt;
+use kith_overlay::PeerId;
+
+use crate::client;
+use crate::protocol::HOLDERS_KEY;
+use crate::state::Inner;
+
+/// Holders asked for their offer at once.
+const MAX_CANDIDATES: usize = 64;
+/// Time to look for holders in the DHT.
+const FIND_TIME: Duration = Duration::from_secs(3);
+
+#[derive(Debug, Clone)]
+pub(crate) struct Candidate {
+    pub peer: PeerId,
+    pub person: Option<String>,
+    /// Bytes this owner may still store there.
+    pub free: u64,
+}
+
+/// Holders that offer this owner room now, most room first.
+pub(crate) async fn candidates(inner: &Inner) -> Vec<Candidate> {
+    let me = inner.overlay.peer_id();
+    let mut peers: Vec<PeerId> = inner
+        .overlay
+        .connected_peers()
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .map(|p| p.peer)
+        .collect();
+    if let Ok(mut rx) = inner.overlay.find_providers(HOLDERS_KEY.to_vec()).await {
+        let until = tokio::time::Instant::now() + FIND_TIME;
+        while peers.len() < 4 * MAX_CANDIDATES {
+            match tokio::time::timeout_at(until, rx.recv()).await {
+                Ok(Some(p)) => peers.push(p),
+                _ => break,
+            }
+        }
+    }
+    let faulty: HashSet<String> = inner
+        .index()
+        .holders
+        .iter()
+        .filter(|(_, r)| r.faults > 0)
+        .map(|(h, _)| h.clone())
+        .collect();
+    let mut seen = HashSet::new();
+    peers.retain(|p| *p != me && !faulty.contains(&p.to_string()) && seen.insert(*p));
+    peers.truncate(MAX_CANDIDATES);
+    let mut out: Vec<Candidate> = futures::stream::iter(peers)
+        .map(|peer| async move {
+            let offer = client::offer(&inner.overlay, peer).await.ok()?;
+            (offer.free_for_you > 0).then(|| Candidate {
+                peer,
+                person: inner.person_of(&peer),
+                free: offer.free_for_you,
+            })
+        })
+        .buffer_unordered(16)
+        .filter_map(|c| async move { c })
+        .collect()
+        .await;
+    out.sort_by(|a, b| b.free.cmp(&a.free).then(a.peer.cmp(&b.peer)));
+    out
+}
+
+/// Picks `n` distinct holders with room for `size` bytes each, not in `exclude`; takes
+/// the room from them. Other people first, then distinct people, then anyone.
+pub(crate) fn pick(
+    cands: &mut [Candidate],
+    n: usize,
+    size: u64,
+    exclude: &HashSet<PeerId>,
+    me: Option<&str>,
+) -> Vec<PeerId> {
+    let mut order: Vec<usize> = (0..cands.len()).collect();
+    order.sort_by(|&a, &b| cands[b].free.cmp(&cands[a].free));
+    let mut picked: Vec<usize> = Vec::new();
+    let mut people: BTreeSet<String> = BTreeSet::new();
+    let fits = |c: &Candidate| c.free >= size && !exclude.contains(&c.peer);
+    for pass in 0..3 {
+        for &i in &order {
+            if picked.len() == n {
+                break;
+            }
+            let c = &cands[i];
+            if picked.contains(&i) || !fits(c) {
+                continue;
+            }
+            let other = c.person.as_deref() != me || me.is_none();
+            let new_person = c.person.as_ref().is_none_or(|p| !people.contains(p));
+            let ok = match pass {
+                0 => other && new_person,
+                1 => new_person,
+                _ => true,
+            };
+            if ok {
+                picked.push(i);
+                if let Some(p) = &c.person {
+                    people.insert(p.clone());
+                }
+            }
+        }
+    }
+    picked
+        .into_iter()
+        .map(|i| {
+            cands[i].free -= size;
+            cands[i].peer
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cand(person: &str, free: u64) -> Candidate {
+        Candidate {
+            peer: PeerId::random(),
+            person: Some(person.into()),
+            free,
+        }
+    }
+
+    #[test]
+    fn distinct_people_first_and_never_over_the_room() {
+        let mut c = vec![
+            cand("me", 100),
+            cand("a", 90),
+            cand("a", 80),
+            cand("b", 10),
+            cand("c", 50),
+        ];
+        let got = pick(&mut c, 3, 20, &HashSet::new(), Some("me"));
+        let want: Vec<PeerId> = vec![c[1].peer, c[4].peer, c[0].peer];
+        assert_eq!(got.len(), 3);
+        assert!(want.iter().all(|p| got.contains(p)), "a, c, then me");
+        assert_eq!(c[1].free, 70);
+        let none = pick(&mut c, 2, 1_000, &HashSet::new(), None);
+        assert!(none.is_empty());
+    }
+}

@@ -1,0 +1,383 @@
+//! Storing files and folders: walk, chunk (content-defined, so an edit moves only the
+//! chunks it touches), skip chunks the vault already has, pack the rest into segments,
+//! seal each (encrypt, erasure-code) on a blocking thread while the one before it is
+//! uploaded to its holders.
+
+use std::collections::HashSet;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use kith_core::chunker::{self, ChunkRef};
+use kith_core::person::to_hex;
+use kith_core::store::now_secs;
+use kith_overlay::PeerId;
+use tokio::sync::mpsc;
+
+use crate::codec::{self, SEGMENT};
+use crate::index::{ChunkLoc, FileEntry, Kind, Object, Segment, ShareLoc};
+use crate::place::{self, Candidate};
+use crate::state::Inner;
+use crate::{Error, PutReport, client, now_ms, tree};
+
+/// Most files in one object.
+const MAX_FILES: usize = 100_000;
+/// Holders tried for one share before the put fails.
+const TRIES: usize = 3;
+
+/// A file to store: its path in the object, where it is, and its chunks.
+struct Planned {
+    path: String,
+    abs: PathBuf,
+    chunks: Vec<ChunkRef>,
+}
+
+/// A segment sealed and ready to upload.
+pub(crate) struct Sealed {
+    pub key: [u8; 32],
+    pub plain: u64,
+    pub shares: Vec<Vec<u8>>,
+    pub chunks: Vec<(String, ChunkLoc)>,
+}
+
+/// The files under `root` (or `root` itself), with paths relative to it. Blocking.
+fn walk(root: &Path) -> Result<(Kind, Vec<(String, PathBuf)>), Error> {
+    let meta = std::fs::metadata(root).map_err(|e| Error::io(root, e))?;
+    if meta.is_file() {
+        return Ok((Kind::File, vec![(String::new(), root.to_path_buf())]));
+    }
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let rd = std::fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))?;
+        for e in rd {
+            let e = e.map_err(|e| Error::io(&dir, e))?;
+            let (p, t) = (
+                e.path(),
+                e.file_type().map_err(|x| Error::io(&e.path(), x))?,
+            );
+            if t.is_dir() {
+                stack.push(p);
+            } else if t.is_file() {
+                let rel = p
+                    .strip_prefix(root)
+                    .unwrap_or(&p)
+                    .to_string_lossy()
+                    .into_owned();
+                out.push((rel, p));
+                if out.len() > MAX_FILES {
+                    return Err(Error::Input(format!("more than {MAX_FILES} files")));
+                }
+            }
+        }
+    }
+    out.sort();
+    Ok((Kind::Folder, out))
+}
+
+/// Chunks every file; returns them and the bytes of chunks the vault lacks. Blocking.
+fn plan(
+    files: Vec<(String, PathBuf)>,
+    known: &HashSet<String>,
+) -> Result<(Vec<Planned>, u64, u64), Error> {
+    let mut out = Vec::with_capacity(files.len());
+    let (mut size, mut new) = (0u64, 0u64);
+    let mut seen = HashSet::new();
+    for (path, abs) in files {
+        let chunks = chunker::chunk_file(&abs).map_err(|e| Error::Input(e.to_string()))?;
+        for c in &chunks {
+            size += u64::from(c.len);
+            let h = to_hex(&c.hash);
+            if !known.contains(&h) && seen.insert(h) {
+                new += u64::from(c.len);
+            }
+        }
+        out.push(Planned { path, abs, chunks });
+    }
+    Ok((out, size, new))
+}
+
+/// Packs the chunks the vault lacks into segments and seals each; sends them on `tx`.
+/// Blocking.
+fn pack(
+    files: &[Planned],
+    known: &HashSet<String>,
+    k: u8,
+    n: u8,
+    tx: &mpsc::Sender<Result<Sealed, Error>>,
+) -> Result<(), Error> {
+    let mut packed: HashSet<String> = HashSet::new();
+    let mut buf: Vec<u8> = Vec::with_capacity(SEGMENT);
+    let mut locs: Vec<(String, ChunkLoc)> = Vec::new();
+    let flush = |buf: &mut Vec<u8>, locs: &mut Vec<(String, ChunkLoc)>| -> Result<bool, Error> {
+        if buf.is_empty() {
+            return Ok(true);
+        }
+        let key: [u8; 32] = rand::random();
+        let plain = std::mem::replace(buf, Vec::with_capacity(SEGMENT));
+        let len = plain.len() as u64;
+        let shares = codec::seal(&key, plain, k, n)?;
+        let s = Sealed {
+            key,
+            plain: len,
+            shares,
+            chunks: std::mem::take(locs),
+        };
+        Ok(tx.blocking_send(Ok(s)).is_ok())
+    };
+    for f in files {
+        let file = std::fs::File::open(&f.abs).map_err(|e| Error::io(&f.abs, e))?;
+        for c in &f.chunks {
+            let h = to_hex(&c.hash);
+            if known.contains(&h) || !packed.insert(h.clone()) {
+                continue;
+            }
+            if buf.len() + c.len as usize > SEGMENT && !flush(&mut buf, &mut locs)? {
+                return Ok(());
+            }
+            let at = buf.len();
+            buf.resize(at + c.len as usize, 0);
+            let slot = buf.get_mut(at..).unwrap_or_default();
+            file.read_exact_at(slot, c.offset)
+                .map_err(|e| Error::io(&f.abs, e))?;
+            if blake3::hash(slot).as_bytes() != &c.hash {
+                return Err(Error::Input(format!(
+                    "{} changed while it was being stored",
+                    f.abs.display()
+                )));
+            }
+            locs.push((
+                h,
+                ChunkLoc {
+                    seg: 0,
+                    offset: at as u32,
+                    len: c.len,
+                },
+            ));
+        }
+    }
+    flush(&mut buf, &mut locs)?;
+    Ok(())
+}
+
+/// Stores one share on a holder from `cands` not in `exclude`, trying others if it
+/// refuses. Returns the holder.
+pub(crate) async fn store_share(
+    inner: &Inner,
+    cands: &mut [Candidate],
+    exclude: &mut HashSet<PeerId>,
+    name: &str,
+    bytes: &[u8],
+) -> Result<PeerId, Error> {
+    let me = inner.person_of(&inner.overlay.peer_id());
+    let mut last = String::from("no holder has room for it");
+    for _ in 0..TRIES {
+        let Some(peer) = place::pick(cands, 1, bytes.len() as u64, exclude, me.as_deref())
+            .into_iter()
+            .next()
+        else {
+            break;
+        };
+        exclude.insert(peer);
+        match client::store(&inner.overlay, peer, name, bytes).await {
+            Ok(()) => {
+                inner.metrics.uploaded.inc_by(bytes.len() as u64);
+                return Ok(peer);
+            }
+            Err(f) => {
+                tracing::info!(%peer, failure = %f, "holder did not take a share");
+                last = format!("{peer}: {f}");
+            }
+        }
+    }
+    Err(Error::Placement(last))
+}
+
+/// Uploads a sealed segment's shares, each to a distinct holder.
+pub(crate) async fn upload(
+    inner: &Inner,
+    cands: &mut [Candidate],
+    s: &Sealed,
+    k: u8,
+    n: u8,
+) -> Result<Segment, Error> {
+    let size = s.shares.first().map_or(0, Vec::len) as u64;
+    let me = inner.person_of(&inner.overlay.peer_id());
+    let first = place::pick(cands, usize::from(n), size, &HashSet::new(), me.as_deref());
+    if first.len() < usize::from(n) {
+        return Err(Error::TooFewHolders {
+            have: first.len(),
+            n,
+        });
+    }
+    let names: Vec<String> = s.shares.iter().map(|b| tree::name(b)).collect();
+    let tries = first.iter().zip(&s.shares).zip(&names).map(|((p, b), nm)| {
+        let o = inner.overlay.clone();
+        async move { (*p, client::store(&o, *p, nm, b).await) }
+    });
+    let results = futures::future::join_all(tries).await;
+    let mut exclude: HashSet<PeerId> = first.iter().copied().collect();
+    let mut shares = Vec::with_capacity(s.shares.len());
+    for (i, (peer, r)) in results.into_iter().enumerate() {
+        let (name, bytes) = (&names[i], &s.shares[i]);
+        let holder = match r {
+            Ok(()) => {
+                inner.metrics.uploaded.inc_by(bytes.len() as u64);
+                peer
+            }
+            Err(f) => {
+                tracing::info!(%peer, failure = %f, "holder did not take a share");
+                store_share(inner, cands, &mut exclude, name, bytes).await?
+            }
+        };
+        shares.push(ShareLoc {
+            name: name.clone(),
+            holder: holder.to_string(),
+            size,
+            last_audit: now_secs(),
+            missing_since: None,
+            bad: false,
+        });
+    }
+    Ok(Segment {
+        key: to_hex(&s.key),
+        plain: s.plain,
+        k,
+        n,
+        shares,
+        repairs: 0,
+    })
+}
+
+/// Checks that the holders found have room for `new` bytes cut k-of-n.
+fn check_room(cands: &[Candidate], new: u64, k: u8, n: u8) -> Result<(), Error> {
+    let segments = new.div_ceil(SEGMENT as u64).max(1);
+    let per_share = codec::share_len(SEGMENT.min(new as usize), k) as u64;
+    let need = codec::share_len(new as usize, k) as u64 * u64::from(n) + segments * 64;
+    let have: u64 = cands.iter().map(|c| c.free).sum();
+    let roomy = cands.iter().filter(|c| c.free >= per_share).count();
+    if cands.len() < usize::from(n) {
+        return Err(Error::TooFewHolders {
+            have: cands.len(),
+            n,
+        });
+    }
+    if have < need || roomy < usize::from(n) {
+        return Err(Error::NoSpace { need, have });
+    }
+    Ok(())
+}
+
+pub(crate) async fn put(
+    inner: &Arc<Inner>,
+    path: PathBuf,
+    name: String,
+    kind_override: Option<Kind>,
+    k: u8,
+    n: u8,
+) -> Result<PutReport, Error> {
+    codec::check_shape(k, n)?;
+    let _changing = inner.changing.lock().await;
+    let known: HashSet<String> = inner.index().chunks.keys().cloned().collect();
+    let known = Arc::new(known);
+    let (kn, p) = (known.clone(), path.clone());
+    let (kind, files, size, new) = inner
+        .tasks
+        .blocking(move || -> Result<_, Error> {
+            let (kind, files) = walk(&p)?;
+            let (files, size, new) = plan(files, &kn)?;
+            Ok((kind, files, size, new))
+        })
+        .await??;
+    let mut cands = place::candidates(inner).await;
+    check_room(&cands, new, k, n)?;
+    let entries: Vec<FileEntry> = files
+        .iter()
+        .map(|f| FileEntry {
+            path: f.path.clone(),
+            size: f.chunks.iter().map(|c| u64::from(c.len)).sum(),
+            chunks: f.chunks.iter().map(|c| to_hex(&c.hash)).collect(),
+        })
+        .collect();
+    let (tx, mut rx) = mpsc::channel(1);
+    let kn = known.clone();
+    let producer = inner.tasks.blocking(move || {
+        if let Err(e) = pack(&files, &kn, k, n, &tx) {
+            let _ = tx.blocking_send(Err(e));
+        }
+    });
+    let consumer = async {
+        let mut done: Vec<(Segment, Vec<(String, ChunkLoc)>)> = Vec::new();
+        while let Some(sealed) = rx.recv().await {
+            let placed = match sealed {
+                Ok(s) => upload(inner, &mut cands, &s, k, n)
+                    .await
+                    .map(|g| (g, s.chunks)),
+                Err(e) => Err(e),
+            };
+            match placed {
+                Ok(p) => done.push(p),
+                Err(e) => return (done, Some(e)),
+            }
+        }
+        (done, None)
+    };
+    let (produced, (uploaded, failed)) = tokio::join!(producer, consumer);
+    drop(rx);
+    if let Some(e) = failed.or(produced.err().map(Error::from)) {
+        // Shares already placed are released: nothing in the index points to them.
+        let segs: Vec<Segment> = uploaded.into_iter().map(|(s, _)| s).collect();
+        crate::upkeep::release(inner, segs).await;
+        return Err(e);
+    }
+    let holders: HashSet<String> = uploaded
+        .iter()
+        .flat_map(|(s, _)| s.shares.iter().map(|x| x.holder.clone()))
+        .collect();
+    let sent: u64 = uploaded
+        .iter()
+        .flat_map(|(s, _)| s.shares.iter().map(|x| x.size))
+        .sum();
+    let id = to_hex(&rand::random::<[u8; 8]>());
+    let object = Object {
+        id: id.clone(),
+        name,
+        kind: kind_override.unwrap_or(kind),
+        created: now_secs(),
+        created_ms: now_ms(),
+        size,
+        k,
+        n,
+        files: entries,
+    };
+    {
+        let mut ix = inner.index();
+        for (seg, chunks) in uploaded {
+            let sid = loop {
+                let s: u64 = rand::random();
+                if !ix.segments.contains_key(&s) {
+                    break s;
+                }
+            };
+            ix.segments.insert(sid, seg);
+            for (h, mut loc) in chunks {
+                loc.seg = sid;
+                ix.chunks.insert(h, loc);
+            }
+        }
+        ix.objects.insert(id.clone(), object.clone());
+    }
+    inner.save().await?;
+    tracing::info!(%id, size, new, sent, "stored in the vault");
+    Ok(PutReport {
+        id,
+        name: object.name,
+        k,
+        n,
+        holders: holders.len(),
+        size,
+        new_bytes: new,
+        uploaded: sent,
+        files: object.files.len(),
+    })
+}

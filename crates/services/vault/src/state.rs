@@ -1,0 +1,158 @@
+//! What the vault's tasks share.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use kith_core::sync::recover;
+use kith_core::tasks::Tasks;
+use kith_overlay::{Overlay, PeerId};
+use kith_people::People;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::holder::Holder;
+use crate::index::Index;
+use crate::root::Signer;
+use crate::{Config, Error};
+
+#[derive(Default)]
+pub(crate) struct Metrics {
+    pub held: Gauge,
+    pub served: Counter,
+    pub audits: Counter,
+    pub audit_failures: Counter,
+    pub repairs: Counter,
+    pub uploaded: Counter,
+}
+
+impl Metrics {
+    fn register(&self, r: &mut Registry) {
+        let r = r.sub_registry_with_prefix("kith_vault");
+        r.register("held_bytes", "Bytes held for others", self.held.clone());
+        r.register(
+            "shares_served",
+            "Shares sent back to owners",
+            self.served.clone(),
+        );
+        r.register(
+            "audits",
+            "Audits of this node's shares",
+            self.audits.clone(),
+        );
+        r.register(
+            "audit_failures",
+            "Audits a holder failed (lost or wrong data)",
+            self.audit_failures.clone(),
+        );
+        r.register(
+            "repairs",
+            "Shares rebuilt and placed anew",
+            self.repairs.clone(),
+        );
+        r.register(
+            "uploaded_bytes",
+            "Share bytes sent to holders",
+            self.uploaded.clone(),
+        );
+    }
+}
+
+pub(crate) struct Inner {
+    pub config: Config,
+    pub overlay: Overlay,
+    pub people: People,
+    pub signer: Signer,
+    pub index_key: [u8; 32],
+    pub holder: Arc<Holder>,
+    index: Mutex<Index>,
+    /// One change of the index at a time that spans the network (put, remove, repair,
+    /// publish), so two never place or free the same segment.
+    pub changing: tokio::sync::Mutex<()>,
+    pub metrics: Metrics,
+    pub tasks: Tasks,
+}
+
+impl Inner {
+    pub async fn open(
+        config: Config,
+        overlay: Overlay,
+        people: People,
+        signer: Signer,
+        registry: &mut Registry,
+        tasks: Tasks,
+    ) -> Result<Arc<Self>, Error> {
+        let (dir, offer) = (config.dir.clone(), config.offer);
+        let (index, holder) = tasks
+            .blocking(move || -> Result<_, Error> {
+                let index = Index::load(&dir).map_err(Error::Index)?;
+                Ok((index, Holder::load(&dir, offer)))
+            })
+            .await??;
+        let index_key = signer.index_key().map_err(Error::Key)?;
+        let metrics = Metrics::default();
+        metrics.register(registry);
+        metrics.held.set(holder.offer("", 0).used as i64);
+        Ok(Arc::new(Self {
+            config,
+            overlay,
+            people,
+            signer,
+            index_key,
+            holder: Arc::new(holder),
+            index: Mutex::new(index),
+            changing: tokio::sync::Mutex::new(()),
+            metrics,
+            tasks,
+        }))
+    }
+
+    /// The index, for memory work only (never held across I/O).
+    pub fn index(&self) -> MutexGuard<'_, Index> {
+        recover(&self.index)
+    }
+
+    /// Bytes this node stores with `peer` (what it lends back, for fairness).
+    pub fn lent_to(&self, peer: &str) -> u64 {
+        self.index()
+            .segments
+            .values()
+            .flat_map(|s| &s.shares)
+            .filter(|s| s.holder == peer)
+            .map(|s| s.size)
+            .sum()
+    }
+
+    /// A share came back wrong or was lost: repair it, and its holder gets no more.
+    pub fn strike(&self, seg: u64, share: usize) {
+        let mut ix = self.index();
+        let Some(s) = ix
+            .segments
+            .get_mut(&seg)
+            .and_then(|g| g.shares.get_mut(share))
+        else {
+            return;
+        };
+        if s.bad {
+            return;
+        }
+        s.bad = true;
+        let holder = s.holder.clone();
+        ix.holders.entry(holder.clone()).or_default().faults += 1;
+        self.metrics.audit_failures.inc();
+        tracing::warn!(%holder, seg, share, "a holder lost or spoiled a share");
+    }
+
+    pub fn person_of(&self, peer: &PeerId) -> Option<String> {
+        self.people.person_of(peer).map(|p| p.to_string())
+    }
+
+    /// Writes the index to disk.
+    pub async fn save(&self) -> Result<(), Error> {
+        let snapshot = self.index().clone();
+        let dir = self.config.dir.clone();
+        self.tasks
+            .blocking(move || snapshot.save(&dir))
+            .await?
+            .map_err(|e| Error::Io(format!("index.json: {e}")))
+    }
+}

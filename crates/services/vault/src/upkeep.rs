@@ -1,0 +1,229 @@
+//! Upkeep, in the background: audits of every share (a few random leaves against the
+//! share's hash tree), repair of shares that failed or whose holder has been gone past
+//! the grace period (rebuilt from `k` others, placed on a new holder, at a bounded rate),
+//! scheduled backups, and the index kept in the vault.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use kith_core::store::now_secs;
+use kith_overlay::PeerId;
+
+use crate::index::Segment;
+use crate::state::Inner;
+use crate::tree;
+use crate::{Error, client, codec, get, place, publish, put};
+
+/// Audits in flight at once.
+const AUDITS: usize = 8;
+/// Leaves asked in one audit.
+const LEAVES: usize = 2;
+/// Repairs in one round (the rest wait for the next).
+const REPAIRS_PER_ROUND: usize = 64;
+
+pub(crate) fn start(inner: &Arc<Inner>) {
+    let i = inner.clone();
+    inner.tasks.spawn(async move {
+        if i.index().objects.is_empty()
+            && let Err(e) = publish::refresh(&i).await
+        {
+            tracing::debug!(error = %e, "no vault index found yet");
+        }
+        loop {
+            tokio::select! {
+                () = i.tasks.shutdown().cancelled() => break,
+                () = tokio::time::sleep(i.config.audit_every) => {}
+            }
+            if let Err(e) = round(&i).await {
+                tracing::info!(error = %e, "vault upkeep round failed");
+            }
+        }
+    });
+}
+
+async fn round(inner: &Arc<Inner>) -> Result<(), Error> {
+    audit(inner).await?;
+    let repaired = repair(inner).await?;
+    crate::backups::due(inner).await;
+    if repaired > 0 {
+        publish::publish(inner).await?;
+    }
+    Ok(())
+}
+
+/// Audits every share once.
+pub(crate) async fn audit(inner: &Arc<Inner>) -> Result<(), Error> {
+    let todo: Vec<(u64, usize, String, String, u64)> = inner
+        .index()
+        .segments
+        .iter()
+        .flat_map(|(id, g)| {
+            g.shares
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| !s.bad)
+                .map(|(i, s)| (*id, i, s.holder.clone(), s.name.clone(), s.size))
+        })
+        .collect();
+    if todo.is_empty() {
+        return Ok(());
+    }
+    let results: Vec<_> = futures::stream::iter(todo)
+        .map(|(seg, i, holder, name, size)| async move {
+            let count = tree::leaf_count(size).max(1) as u32;
+            let leaves = (0..LEAVES).map(|_| rand::random_range(0..count)).collect();
+            let r = match holder.parse::<PeerId>() {
+                Ok(p) => client::audit(&inner.overlay, p, &name, size, leaves).await,
+                Err(_) => Err(client::Failure::Unreachable("bad holder ID".into())),
+            };
+            (seg, i, holder, r)
+        })
+        .buffer_unordered(AUDITS)
+        .collect()
+        .await;
+    let now = now_secs();
+    for (seg, i, holder, r) in results {
+        inner.metrics.audits.inc();
+        match r {
+            Err(f) if f.is_fault() => inner.strike(seg, i),
+            r => {
+                let mut ix = inner.index();
+                let ok = r.is_ok();
+                if ok {
+                    ix.holders.entry(holder).or_default().passed += 1;
+                }
+                if let Some(s) = ix.segments.get_mut(&seg).and_then(|g| g.shares.get_mut(i)) {
+                    if ok {
+                        s.last_audit = now;
+                        s.missing_since = None;
+                    } else {
+                        s.missing_since.get_or_insert(now);
+                    }
+                }
+            }
+        }
+    }
+    inner.index().last_audit = now;
+    inner.save().await
+}
+
+/// Repairs the shares that need it; returns how many were placed anew.
+pub(crate) async fn repair(inner: &Arc<Inner>) -> Result<usize, Error> {
+    let grace = inner.config.grace.as_secs();
+    let now = now_secs();
+    let todo: Vec<(u64, usize)> = inner
+        .index()
+        .segments
+        .iter()
+        .flat_map(|(id, g)| {
+            g.shares
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.bad || s.missing_since.is_some_and(|t| now >= t + grace))
+                .map(|(i, _)| (*id, i))
+        })
+        .take(REPAIRS_PER_ROUND)
+        .collect();
+    if todo.is_empty() {
+        return Ok(0);
+    }
+    let _changing = inner.changing.lock().await;
+    let mut cands = place::candidates(inner).await;
+    let mut done = 0;
+    for (seg_id, i) in todo {
+        match repair_one(inner, &mut cands, seg_id, i).await {
+            Ok(bytes) => {
+                done += 1;
+                let rate = inner.config.repair_rate.max(1);
+                tokio::time::sleep(Duration::from_secs_f64(bytes as f64 / rate as f64)).await;
+            }
+            Err(e) => tracing::info!(seg = seg_id, share = i, error = %e, "repair failed"),
+        }
+    }
+    inner.save().await?;
+    Ok(done)
+}
+
+async fn repair_one(
+    inner: &Arc<Inner>,
+    cands: &mut [place::Candidate],
+    seg_id: u64,
+    i: usize,
+) -> Result<u64, Error> {
+    let seg = inner
+        .index()
+        .segments
+        .get(&seg_id)
+        .cloned()
+        .ok_or_else(|| Error::Index("segment gone".into()))?;
+    let shares = get::shares_of(inner, seg_id, &seg, Some(i)).await?;
+    let (k, n) = (seg.k, seg.n);
+    let all = inner
+        .tasks
+        .blocking(move || codec::rebuild(k, n, shares))
+        .await??;
+    let bytes = all
+        .into_iter()
+        .nth(i)
+        .ok_or_else(|| Error::Index("share index out of range".into()))?;
+    let old = seg
+        .shares
+        .get(i)
+        .cloned()
+        .ok_or_else(|| Error::Index("no share".into()))?;
+    if tree::name(&bytes) != old.name {
+        return Err(Error::Index(
+            "the rebuilt share does not match its name".into(),
+        ));
+    }
+    let mut exclude: HashSet<PeerId> = seg
+        .shares
+        .iter()
+        .filter_map(|s| s.holder.parse().ok())
+        .collect();
+    let holder = put::store_share(inner, cands, &mut exclude, &old.name, &bytes).await?;
+    {
+        let mut ix = inner.index();
+        ix.repairs += 1;
+        if let Some(g) = ix.segments.get_mut(&seg_id) {
+            g.repairs += 1;
+            if let Some(s) = g.shares.get_mut(i) {
+                s.holder = holder.to_string();
+                s.bad = false;
+                s.missing_since = None;
+                s.last_audit = now_secs();
+            }
+        }
+    }
+    inner.metrics.repairs.inc();
+    tracing::info!(seg = seg_id, share = i, from = %old.holder, to = %holder, "share repaired");
+    // The old holder, if it is still there, may let go of its copy.
+    if let Ok(p) = old.holder.parse::<PeerId>() {
+        let o = inner.overlay.clone();
+        inner.tasks.spawn(async move {
+            let _ = client::delete(&o, p, &old.name).await;
+        });
+    }
+    Ok(bytes.len() as u64)
+}
+
+/// Asks the holders of these segments to drop their shares (best effort).
+pub(crate) async fn release(inner: &Inner, segs: Vec<Segment>) -> usize {
+    let all: Vec<(String, String)> = segs
+        .into_iter()
+        .flat_map(|g| g.shares.into_iter().map(|s| (s.holder, s.name)))
+        .collect();
+    futures::stream::iter(all)
+        .map(|(h, name)| async move {
+            match h.parse::<PeerId>() {
+                Ok(p) => client::delete(&inner.overlay, p, &name).await.is_ok(),
+                Err(_) => false,
+            }
+        })
+        .buffer_unordered(AUDITS)
+        .filter(|ok| futures::future::ready(*ok))
+        .count()
+        .await
+}
