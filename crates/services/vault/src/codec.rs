@@ -1,9 +1,12 @@
-//! A segment sealed for holders: encrypted with a key of its own (ChaCha20-Poly1305), then
+//! A segment sealed for holders: encrypted with a key of its own (AES-256-GCM, which the
+//! CPU runs in hardware; the key is random and seals one segment, so the nonce is fixed), then
 //! cut into `k` shares and `n − k` Reed–Solomon recovery shares, any `k` of which give it
 //! back.
 
-use chacha20poly1305::aead::{AeadInPlace, KeyInit};
-use chacha20poly1305::{ChaCha20Poly1305, Nonce, Tag};
+use std::cell::RefCell;
+
+use reed_solomon_simd::{ReedSolomonDecoder, ReedSolomonEncoder};
+use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 
 /// Plain bytes per segment: chunks are packed into segments of at most this size.
 pub const SEGMENT: usize = 8 << 20;
@@ -27,6 +30,17 @@ pub enum CodecError {
     Open,
 }
 
+fn cipher(key: &[u8; 32]) -> Result<LessSafeKey, CodecError> {
+    UnboundKey::new(&AES_256_GCM, key)
+        .map(LessSafeKey::new)
+        .map_err(|_| CodecError::Open)
+}
+
+/// The nonce: each key seals exactly one segment.
+fn nonce() -> Nonce {
+    Nonce::assume_unique_for_key([0u8; 12])
+}
+
 /// Checks a k-of-n shape.
 pub fn check_shape(k: u8, n: u8) -> Result<(), CodecError> {
     if k == 0 || k >= n || n > MAX_N {
@@ -42,24 +56,137 @@ pub fn share_len(plain: usize, k: u8) -> usize {
         .next_multiple_of(ALIGN)
 }
 
-/// Encrypts `plain` with `key` and cuts it into `n` shares.
+thread_local! {
+    /// One encoder and decoder per thread, reused: a new one allocates and zeroes a work
+    /// area many times a shard's size, which costs more than the coding itself.
+    static ENCODER: RefCell<Option<ReedSolomonEncoder>> = const { RefCell::new(None) };
+    static DECODER: RefCell<Option<ReedSolomonDecoder>> = const { RefCell::new(None) };
+}
+
+fn rs_error(e: reed_solomon_simd::Error) -> CodecError {
+    CodecError::Decode(e.to_string())
+}
+
+/// The `n − k` recovery shares of `k` original shards of equal length.
+pub fn recovery<'a>(
+    k: u8,
+    n: u8,
+    originals: impl Iterator<Item = &'a [u8]>,
+    shard: usize,
+) -> Result<Vec<Vec<u8>>, CodecError> {
+    let (k, r) = (usize::from(k), usize::from(n - k));
+    ENCODER.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let enc = match slot.as_mut() {
+            Some(e) => {
+                e.reset(k, r, shard).map_err(rs_error)?;
+                e
+            }
+            None => slot.insert(ReedSolomonEncoder::new(k, r, shard).map_err(rs_error)?),
+        };
+        for o in originals {
+            enc.add_original_shard(o).map_err(rs_error)?;
+        }
+        let result = enc.encode().map_err(rs_error)?;
+        Ok(result.recovery_iter().map(<[u8]>::to_vec).collect())
+    })
+}
+
+/// Restores the missing originals from what is known (index, bytes), originals and
+/// recovery shares indexed from 0 each.
+fn restore(
+    k: usize,
+    r: usize,
+    shard: usize,
+    known: &[(usize, &[u8])],
+    rec: &[(usize, &[u8])],
+) -> Result<Vec<(usize, Vec<u8>)>, CodecError> {
+    DECODER.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let dec = match slot.as_mut() {
+            Some(d) => {
+                d.reset(k, r, shard).map_err(rs_error)?;
+                d
+            }
+            None => slot.insert(ReedSolomonDecoder::new(k, r, shard).map_err(rs_error)?),
+        };
+        for (i, s) in known {
+            dec.add_original_shard(*i, s).map_err(rs_error)?;
+        }
+        for (i, s) in rec {
+            dec.add_recovery_shard(*i, s).map_err(rs_error)?;
+        }
+        let result = dec.decode().map_err(rs_error)?;
+        Ok(result
+            .restored_original_iter()
+            .map(|(i, b)| (i, b.to_vec()))
+            .collect())
+    })
+}
+
+/// A segment's `n` shares: the `k` originals are slices of one buffer (the ciphertext),
+/// the recovery shares follow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shares {
+    originals: Vec<u8>,
+    shard: usize,
+    recovery: Vec<Vec<u8>>,
+}
+
+impl Shares {
+    pub fn len(&self) -> usize {
+        self.originals.len().checked_div(self.shard).unwrap_or(0) + self.recovery.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes in each share.
+    pub fn share_len(&self) -> usize {
+        self.shard
+    }
+
+    pub fn get(&self, i: usize) -> Option<&[u8]> {
+        let k = self.originals.len().checked_div(self.shard).unwrap_or(0);
+        if i < k {
+            self.originals.get(i * self.shard..(i + 1) * self.shard)
+        } else {
+            self.recovery.get(i - k).map(Vec::as_slice)
+        }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        (0..self.len()).filter_map(|i| self.get(i))
+    }
+}
+
+/// Encrypts `plain` with `key` and cuts it into `n` shares (as owned buffers).
 pub fn seal(key: &[u8; 32], plain: Vec<u8>, k: u8, n: u8) -> Result<Vec<Vec<u8>>, CodecError> {
+    Ok(seal_shares(key, plain, k, n)?
+        .iter()
+        .map(<[u8]>::to_vec)
+        .collect())
+}
+
+/// Encrypts `plain` with `key` and cuts it into `n` shares.
+pub fn seal_shares(key: &[u8; 32], plain: Vec<u8>, k: u8, n: u8) -> Result<Shares, CodecError> {
     check_shape(k, n)?;
     let len = plain.len();
     let shard = share_len(len, k);
     let mut buf = plain;
     buf.reserve_exact(shard * usize::from(k) - len);
-    let cipher = ChaCha20Poly1305::new(key.into());
-    let tag = cipher
-        .encrypt_in_place_detached(&Nonce::default(), &[], &mut buf)
+    let tag = cipher(key)?
+        .seal_in_place_separate_tag(nonce(), Aad::empty(), &mut buf)
         .map_err(|_| CodecError::Open)?;
-    buf.extend_from_slice(&tag);
+    buf.extend_from_slice(tag.as_ref());
     buf.resize(shard * usize::from(k), 0);
-    let recovery = reed_solomon_simd::encode(usize::from(k), usize::from(n - k), buf.chunks(shard))
-        .map_err(|e| CodecError::Decode(e.to_string()))?;
-    let mut shares: Vec<Vec<u8>> = buf.chunks(shard).map(<[u8]>::to_vec).collect();
-    shares.extend(recovery);
-    Ok(shares)
+    let recovery = recovery(k, n, buf.chunks(shard), shard)?;
+    Ok(Shares {
+        originals: buf,
+        shard,
+        recovery,
+    })
 }
 
 /// The `k` original shares from any `k` shares (index, bytes) of a segment.
@@ -82,13 +209,20 @@ fn originals(k: u8, n: u8, shares: Vec<(usize, Vec<u8>)>) -> Result<Vec<Vec<u8>>
     if have < k {
         return Err(CodecError::TooFewShares { k: k as u8, have });
     }
-    let known = orig
+    let known: Vec<(usize, &[u8])> = orig
         .iter()
         .enumerate()
-        .filter_map(|(i, s)| s.as_ref().map(|s| (i, s.as_slice())));
-    let rec = recovery.iter().map(|(i, s)| (*i, s.as_slice()));
-    let mut restored = reed_solomon_simd::decode(k, usize::from(n) - k, known, rec)
-        .map_err(|e| CodecError::Decode(e.to_string()))?;
+        .filter_map(|(i, s)| s.as_ref().map(|s| (i, s.as_slice())))
+        .collect();
+    let rec: Vec<(usize, &[u8])> = recovery.iter().map(|(i, s)| (*i, s.as_slice())).collect();
+    let shard = known.first().or(rec.first()).map_or(0, |(_, s)| s.len());
+    if known.iter().chain(&rec).any(|(_, s)| s.len() != shard) {
+        return Err(CodecError::Decode("shares of different sizes".into()));
+    }
+    let mut restored: std::collections::HashMap<usize, Vec<u8>> =
+        restore(k, usize::from(n) - k, shard, &known, &rec)?
+            .into_iter()
+            .collect();
     orig.into_iter()
         .enumerate()
         .map(|(i, s)| {
@@ -115,19 +249,19 @@ pub fn open(
         return Err(CodecError::Open);
     }
     buf.truncate(plain + TAG);
-    let tag = Tag::clone_from_slice(buf.split_off(plain).as_slice());
-    let cipher = ChaCha20Poly1305::new(key.into());
-    cipher
-        .decrypt_in_place_detached(&Nonce::default(), &[], &mut buf, &tag)
-        .map_err(|_| CodecError::Open)?;
+    let opened = cipher(key)?
+        .open_in_place(nonce(), Aad::empty(), &mut buf)
+        .map_err(|_| CodecError::Open)?
+        .len();
+    buf.truncate(opened);
     Ok(buf)
 }
 
 /// All `n` shares of a segment again, from any `k` of them (repair).
 pub fn rebuild(k: u8, n: u8, shares: Vec<(usize, Vec<u8>)>) -> Result<Vec<Vec<u8>>, CodecError> {
     let mut orig = originals(k, n, shares)?;
-    let recovery = reed_solomon_simd::encode(usize::from(k), usize::from(n - k), &orig)
-        .map_err(|e| CodecError::Decode(e.to_string()))?;
+    let shard = orig.first().map_or(0, Vec::len);
+    let recovery = recovery(k, n, orig.iter().map(Vec::as_slice), shard)?;
     orig.extend(recovery);
     Ok(orig)
 }

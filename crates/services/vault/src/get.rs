@@ -14,8 +14,11 @@ use crate::index::{Kind, Object, Segment};
 use crate::state::Inner;
 use crate::{Error, GetReport, client, codec};
 
-/// Decoded segments kept while restoring (8 MiB each).
+/// Decoded segments kept while restoring (8 MiB each): a chunk needed again later (a
+/// file stored twice in one object) is found here or, past it, fetched again.
 const CACHE: usize = 4;
+/// Segments fetched ahead of the one being written.
+const AHEAD: usize = 3;
 
 /// Fetches any `k` good shares of a segment (index, bytes); shares that came back wrong
 /// are marked for repair and struck against their holders.
@@ -25,10 +28,25 @@ pub(crate) async fn shares_of(
     seg: &Segment,
     skip: Option<usize>,
 ) -> Result<Vec<(usize, Vec<u8>)>, Error> {
+    let connected: std::collections::HashSet<String> = inner
+        .overlay
+        .connected_peers()
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .map(|p| p.peer.to_string())
+        .collect();
     let mut order: Vec<usize> = (0..seg.shares.len()).filter(|i| Some(*i) != skip).collect();
     order.sort_by_key(|&i| {
         let s = &seg.shares[i];
-        (s.bad, s.missing_since.is_some(), i)
+        let away = inner.is_away(&s.holder);
+        (
+            s.bad,
+            away,
+            !connected.contains(&s.holder),
+            s.missing_since.is_some(),
+            i,
+        )
     });
     let k = usize::from(seg.k);
     let mut next = order.into_iter();
@@ -55,6 +73,8 @@ pub(crate) async fn shares_of(
             Err(f) => {
                 if f.is_fault() {
                     inner.strike(seg_id, i);
+                } else {
+                    inner.away(&seg.shares[i].holder);
                 }
                 failures.push(format!("{}: {f}", seg.shares[i].holder));
                 if let Some(j) = next.next() {
@@ -101,8 +121,36 @@ fn target(out: &Path, o: &Object, rel: &str) -> Result<PathBuf, Error> {
     Ok(out.join(p))
 }
 
+/// The segments an object's chunks need, in the order they are first needed.
+fn segment_order(inner: &Inner, o: &Object) -> Result<Vec<(u64, Segment)>, Error> {
+    let ix = inner.index();
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for c in o.files.iter().flat_map(|f| &f.chunks) {
+        let loc = ix
+            .chunks
+            .get(c)
+            .ok_or_else(|| Error::Index(format!("chunk {c:.12} is in no segment")))?;
+        if seen.insert(loc.seg) {
+            let seg = ix
+                .segments
+                .get(&loc.seg)
+                .cloned()
+                .ok_or_else(|| Error::Index(format!("segment {} is missing", loc.seg)))?;
+            out.push((loc.seg, seg));
+        }
+    }
+    Ok(out)
+}
+
 pub(crate) async fn get(inner: &Arc<Inner>, o: &Object, out: &Path) -> Result<GetReport, Error> {
+    // Segments are fetched a few ahead, in the order the files need them.
+    let order = segment_order(inner, o)?;
+    let mut incoming = futures::stream::iter(order)
+        .map(|(id, seg)| async move { segment(inner, id, &seg).await.map(|d| (id, Arc::new(d))) })
+        .buffered(AHEAD);
     let mut cache: Vec<(u64, Arc<Vec<u8>>)> = Vec::new();
+    let mut yielded = std::collections::HashSet::new();
     let mut bytes = 0u64;
     for f in &o.files {
         let path = target(out, o, &f.path)?;
@@ -122,22 +170,26 @@ pub(crate) async fn get(inner: &Arc<Inner>, o: &Object, out: &Path) -> Result<Ge
                 .get(c)
                 .copied()
                 .ok_or_else(|| Error::Index(format!("chunk {c:.12} is in no segment")))?;
-            let data = match cache.iter().find(|(s, _)| *s == loc.seg) {
-                Some((_, d)) => d.clone(),
-                None => {
-                    let seg = inner
-                        .index()
-                        .segments
-                        .get(&loc.seg)
-                        .cloned()
-                        .ok_or_else(|| Error::Index(format!("segment {} is missing", loc.seg)))?;
-                    let d = Arc::new(segment(inner, loc.seg, &seg).await?);
-                    if cache.len() == CACHE {
-                        cache.remove(0);
-                    }
-                    cache.push((loc.seg, d.clone()));
-                    d
+            let data = loop {
+                if let Some((_, d)) = cache.iter().find(|(s, _)| *s == loc.seg) {
+                    break d.clone();
                 }
+                let (id, d) = if yielded.contains(&loc.seg) {
+                    // Needed again after it left the cache: fetched again.
+                    let seg = inner.index().segments.get(&loc.seg).cloned();
+                    let seg = seg.ok_or_else(|| Error::Index("segment gone".into()))?;
+                    (loc.seg, Arc::new(segment(inner, loc.seg, &seg).await?))
+                } else {
+                    incoming
+                        .next()
+                        .await
+                        .ok_or_else(|| Error::Index(format!("segment {} never came", loc.seg)))??
+                };
+                yielded.insert(id);
+                if cache.len() == CACHE {
+                    cache.remove(0);
+                }
+                cache.push((id, d));
             };
             let (a, b) = (loc.offset as usize, loc.offset as usize + loc.len as usize);
             let piece = data

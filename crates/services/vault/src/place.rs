@@ -18,6 +18,9 @@ const MAX_CANDIDATES: usize = 64;
 /// Time to look for holders in the DHT.
 const FIND_TIME: Duration = Duration::from_secs(3);
 
+/// Candidates shared by uploads running at once; locked only to pick.
+pub(crate) type Cands = std::sync::Mutex<Vec<Candidate>>;
+
 #[derive(Debug, Clone)]
 pub(crate) struct Candidate {
     pub peer: PeerId,

@@ -9,7 +9,7 @@ use kith_core::person::from_hex;
 use kith_core::seal;
 use serde::{Deserialize, Serialize};
 
-use crate::codec::{self, SEGMENT};
+use crate::codec::SEGMENT;
 use crate::index::{Index, Segment};
 use crate::put::{self, Sealed};
 use crate::state::Inner;
@@ -35,7 +35,7 @@ fn root_file(inner: &Inner) -> std::path::PathBuf {
 pub(crate) async fn publish(inner: &Arc<Inner>) -> Result<(), Error> {
     let _changing = inner.changing.lock().await;
     let bytes = serde_json::to_vec(&*inner.index()).map_err(|e| Error::Index(e.to_string()))?;
-    let mut cands = place::candidates(inner).await;
+    let cands = place::candidates(inner).await;
     if cands.len() < 2 {
         return Err(Error::TooFewHolders {
             have: cands.len(),
@@ -44,24 +44,19 @@ pub(crate) async fn publish(inner: &Arc<Inner>) -> Result<(), Error> {
     }
     let n = cands.len().min(INDEX_N) as u8;
     let k = (n / 3).max(1);
+    let cands = std::sync::Mutex::new(cands);
     let mut iref = IndexRef {
         size: bytes.len() as u64,
         segments: Vec::new(),
     };
     for piece in bytes.chunks(SEGMENT) {
-        let (plain, key) = (piece.to_vec(), rand::random::<[u8; 32]>());
-        let shares = inner
+        let plain = piece.to_vec();
+        let sealed = inner
             .tasks
-            .blocking(move || codec::seal(&key, plain, k, n))
+            .blocking(move || Sealed::new(plain, Vec::new(), k, n))
             .await??;
-        let sealed = Sealed {
-            key,
-            plain: piece.len() as u64,
-            shares,
-            chunks: Vec::new(),
-        };
         iref.segments
-            .push(put::upload(inner, &mut cands, &sealed, k, n).await?);
+            .push(put::upload(inner, &cands, &sealed, k, n).await?);
     }
     let json = serde_json::to_vec(&iref).map_err(|e| Error::Index(e.to_string()))?;
     let record_key = inner.signer.record_key();

@@ -8,6 +8,8 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use kith_core::chunker::{self, ChunkRef};
 use kith_core::person::to_hex;
 use kith_core::store::now_secs;
@@ -16,12 +18,14 @@ use tokio::sync::mpsc;
 
 use crate::codec::{self, SEGMENT};
 use crate::index::{ChunkLoc, FileEntry, Kind, Object, Segment, ShareLoc};
-use crate::place::{self, Candidate};
+use crate::place::{self, Candidate, Cands};
 use crate::state::Inner;
 use crate::{Error, PutReport, client, now_ms, tree};
 
 /// Most files in one object.
 const MAX_FILES: usize = 100_000;
+/// Segments uploaded at once.
+const UPLOADS: usize = 3;
 /// Holders tried for one share before the put fails.
 const TRIES: usize = 3;
 
@@ -36,9 +40,42 @@ struct Planned {
 pub(crate) struct Sealed {
     pub key: [u8; 32],
     pub plain: u64,
-    pub shares: Vec<Vec<u8>>,
+    pub shares: codec::Shares,
+    /// Each share's name.
+    pub names: Vec<String>,
     pub chunks: Vec<(String, ChunkLoc)>,
 }
+
+impl Sealed {
+    /// Encrypts, erasure-codes and names a segment. Blocking.
+    pub fn new(
+        plain: Vec<u8>,
+        chunks: Vec<(String, ChunkLoc)>,
+        k: u8,
+        n: u8,
+    ) -> Result<Self, Error> {
+        let key: [u8; 32] = rand::random();
+        let len = plain.len() as u64;
+        let shares = codec::seal_shares(&key, plain, k, n)?;
+        let names = shares.iter().map(tree::name).collect();
+        Ok(Self {
+            key,
+            plain: len,
+            shares,
+            names,
+            chunks,
+        })
+    }
+}
+
+/// Threads sealing segments while the next is read.
+fn sealers() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .clamp(1, 4)
+}
+
+type Plain = (Vec<u8>, Vec<(String, ChunkLoc)>);
 
 /// The files under `root` (or `root` itself), with paths relative to it. Blocking.
 fn walk(root: &Path) -> Result<(Kind, Vec<(String, PathBuf)>), Error> {
@@ -97,8 +134,8 @@ fn plan(
     Ok((out, size, new))
 }
 
-/// Packs the chunks the vault lacks into segments and seals each; sends them on `tx`.
-/// Blocking.
+/// Packs the chunks the vault lacks into segments, sealed on [`sealers`] threads; sends
+/// them on `tx`. Blocking.
 fn pack(
     files: &[Planned],
     known: &HashSet<String>,
@@ -106,25 +143,35 @@ fn pack(
     n: u8,
     tx: &mpsc::Sender<Result<Sealed, Error>>,
 ) -> Result<(), Error> {
+    let (plain_tx, plain_rx) = std::sync::mpsc::sync_channel::<Plain>(1);
+    let plain_rx = std::sync::Mutex::new(plain_rx);
+    std::thread::scope(|s| {
+        for _ in 0..sealers() {
+            s.spawn(|| {
+                loop {
+                    let next = kith_core::sync::recover(&plain_rx).recv();
+                    let Ok((buf, locs)) = next else { break };
+                    if tx.blocking_send(Sealed::new(buf, locs, k, n)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        let r = read_chunks(files, known, &plain_tx);
+        drop(plain_tx);
+        r
+    })
+}
+
+/// Reads the chunks the vault lacks into segments of at most [`SEGMENT`] bytes.
+fn read_chunks(
+    files: &[Planned],
+    known: &HashSet<String>,
+    out: &std::sync::mpsc::SyncSender<Plain>,
+) -> Result<(), Error> {
     let mut packed: HashSet<String> = HashSet::new();
     let mut buf: Vec<u8> = Vec::with_capacity(SEGMENT);
     let mut locs: Vec<(String, ChunkLoc)> = Vec::new();
-    let flush = |buf: &mut Vec<u8>, locs: &mut Vec<(String, ChunkLoc)>| -> Result<bool, Error> {
-        if buf.is_empty() {
-            return Ok(true);
-        }
-        let key: [u8; 32] = rand::random();
-        let plain = std::mem::replace(buf, Vec::with_capacity(SEGMENT));
-        let len = plain.len() as u64;
-        let shares = codec::seal(&key, plain, k, n)?;
-        let s = Sealed {
-            key,
-            plain: len,
-            shares,
-            chunks: std::mem::take(locs),
-        };
-        Ok(tx.blocking_send(Ok(s)).is_ok())
-    };
     for f in files {
         let file = std::fs::File::open(&f.abs).map_err(|e| Error::io(&f.abs, e))?;
         for c in &f.chunks {
@@ -132,8 +179,11 @@ fn pack(
             if known.contains(&h) || !packed.insert(h.clone()) {
                 continue;
             }
-            if buf.len() + c.len as usize > SEGMENT && !flush(&mut buf, &mut locs)? {
-                return Ok(());
+            if buf.len() + c.len as usize > SEGMENT {
+                let full = std::mem::replace(&mut buf, Vec::with_capacity(SEGMENT));
+                if out.send((full, std::mem::take(&mut locs))).is_err() {
+                    return Ok(());
+                }
             }
             let at = buf.len();
             buf.resize(at + c.len as usize, 0);
@@ -156,7 +206,9 @@ fn pack(
             ));
         }
     }
-    flush(&mut buf, &mut locs)?;
+    if !buf.is_empty() {
+        let _ = out.send((buf, locs));
+    }
     Ok(())
 }
 
@@ -164,7 +216,7 @@ fn pack(
 /// refuses. Returns the holder.
 pub(crate) async fn store_share(
     inner: &Inner,
-    cands: &mut [Candidate],
+    cands: &Cands,
     exclude: &mut HashSet<PeerId>,
     name: &str,
     bytes: &[u8],
@@ -172,10 +224,14 @@ pub(crate) async fn store_share(
     let me = inner.person_of(&inner.overlay.peer_id());
     let mut last = String::from("no holder has room for it");
     for _ in 0..TRIES {
-        let Some(peer) = place::pick(cands, 1, bytes.len() as u64, exclude, me.as_deref())
-            .into_iter()
-            .next()
-        else {
+        let picked = place::pick(
+            &mut kith_core::sync::recover(cands),
+            1,
+            bytes.len() as u64,
+            exclude,
+            me.as_deref(),
+        );
+        let Some(peer) = picked.into_iter().next() else {
             break;
         };
         exclude.insert(peer);
@@ -196,30 +252,39 @@ pub(crate) async fn store_share(
 /// Uploads a sealed segment's shares, each to a distinct holder.
 pub(crate) async fn upload(
     inner: &Inner,
-    cands: &mut [Candidate],
+    cands: &Cands,
     s: &Sealed,
     k: u8,
     n: u8,
 ) -> Result<Segment, Error> {
-    let size = s.shares.first().map_or(0, Vec::len) as u64;
+    let size = s.shares.share_len() as u64;
     let me = inner.person_of(&inner.overlay.peer_id());
-    let first = place::pick(cands, usize::from(n), size, &HashSet::new(), me.as_deref());
+    let first = place::pick(
+        &mut kith_core::sync::recover(cands),
+        usize::from(n),
+        size,
+        &HashSet::new(),
+        me.as_deref(),
+    );
     if first.len() < usize::from(n) {
         return Err(Error::TooFewHolders {
             have: first.len(),
             n,
         });
     }
-    let names: Vec<String> = s.shares.iter().map(|b| tree::name(b)).collect();
-    let tries = first.iter().zip(&s.shares).zip(&names).map(|((p, b), nm)| {
-        let o = inner.overlay.clone();
-        async move { (*p, client::store(&o, *p, nm, b).await) }
-    });
+    let names = &s.names;
+    let tries = first
+        .iter()
+        .zip(s.shares.iter())
+        .zip(names)
+        .map(|((p, b), nm)| {
+            let o = inner.overlay.clone();
+            async move { (*p, client::store(&o, *p, nm, b).await) }
+        });
     let results = futures::future::join_all(tries).await;
     let mut exclude: HashSet<PeerId> = first.iter().copied().collect();
     let mut shares = Vec::with_capacity(s.shares.len());
-    for (i, (peer, r)) in results.into_iter().enumerate() {
-        let (name, bytes) = (&names[i], &s.shares[i]);
+    for ((peer, r), (name, bytes)) in results.into_iter().zip(names.iter().zip(s.shares.iter())) {
         let holder = match r {
             Ok(()) => {
                 inner.metrics.uploaded.inc_by(bytes.len() as u64);
@@ -289,8 +354,9 @@ pub(crate) async fn put(
             Ok((kind, files, size, new))
         })
         .await??;
-    let mut cands = place::candidates(inner).await;
+    let cands = place::candidates(inner).await;
     check_room(&cands, new, k, n)?;
+    let cands: Cands = std::sync::Mutex::new(cands);
     let entries: Vec<FileEntry> = files
         .iter()
         .map(|f| FileEntry {
@@ -308,19 +374,35 @@ pub(crate) async fn put(
     });
     let consumer = async {
         let mut done: Vec<(Segment, Vec<(String, ChunkLoc)>)> = Vec::new();
-        while let Some(sealed) = rx.recv().await {
-            let placed = match sealed {
-                Ok(s) => upload(inner, &mut cands, &s, k, n)
-                    .await
-                    .map(|g| (g, s.chunks)),
-                Err(e) => Err(e),
-            };
-            match placed {
-                Ok(p) => done.push(p),
-                Err(e) => return (done, Some(e)),
+        let mut running = FuturesUnordered::new();
+        let mut open = true;
+        loop {
+            // Up to UPLOADS segments move at once, so one slow holder does not idle the rest.
+            if open && running.len() < UPLOADS {
+                tokio::select! {
+                    sealed = rx.recv() => match sealed {
+                        Some(Ok(s)) => {
+                            let c = &cands;
+                            running.push(async move {
+                                upload(inner, c, &s, k, n).await.map(|g| (g, s.chunks))
+                            });
+                        }
+                        Some(Err(e)) => return (done, Some(e)),
+                        None => open = false,
+                    },
+                    Some(r) = running.next(), if !running.is_empty() => match r {
+                        Ok(p) => done.push(p),
+                        Err(e) => return (done, Some(e)),
+                    },
+                }
+                continue;
+            }
+            match running.next().await {
+                Some(Ok(p)) => done.push(p),
+                Some(Err(e)) => return (done, Some(e)),
+                None => return (done, None),
             }
         }
-        (done, None)
     };
     let (produced, (uploaded, failed)) = tokio::join!(producer, consumer);
     drop(rx);

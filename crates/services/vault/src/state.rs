@@ -1,6 +1,8 @@
 //! What the vault's tasks share.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use kith_core::sync::recover;
 use kith_core::tasks::Tasks;
@@ -69,8 +71,15 @@ pub(crate) struct Inner {
     /// publish), so two never place or free the same segment.
     pub changing: tokio::sync::Mutex<()>,
     pub metrics: Metrics,
+    /// Holders that did not answer lately: asked last.
+    away: Mutex<HashMap<String, Instant>>,
     pub tasks: Tasks,
 }
+
+/// How long a holder that did not answer is asked last.
+const AWAY: Duration = Duration::from_secs(60);
+/// Most holders remembered as away.
+const MAX_AWAY: usize = 4096;
 
 impl Inner {
     pub async fn open(
@@ -102,6 +111,7 @@ impl Inner {
             index: Mutex::new(index),
             changing: tokio::sync::Mutex::new(()),
             metrics,
+            away: Mutex::new(HashMap::new()),
             tasks,
         }))
     }
@@ -120,6 +130,23 @@ impl Inner {
             .filter(|s| s.holder == peer)
             .map(|s| s.size)
             .sum()
+    }
+
+    /// Notes that a holder did not answer.
+    pub fn away(&self, holder: &str) {
+        let mut a = recover(&self.away);
+        if a.len() >= MAX_AWAY {
+            a.retain(|_, t| t.elapsed() < AWAY);
+        }
+        if a.len() < MAX_AWAY {
+            a.insert(holder.to_owned(), Instant::now());
+        }
+    }
+
+    pub fn is_away(&self, holder: &str) -> bool {
+        recover(&self.away)
+            .get(holder)
+            .is_some_and(|t| t.elapsed() < AWAY)
     }
 
     /// A share came back wrong or was lost: repair it, and its holder gets no more.

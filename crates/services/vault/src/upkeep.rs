@@ -21,7 +21,7 @@ const AUDITS: usize = 8;
 /// Leaves asked in one audit.
 const LEAVES: usize = 2;
 /// Repairs in one round (the rest wait for the next).
-const REPAIRS_PER_ROUND: usize = 64;
+const REPAIRS_PER_ROUND: usize = 1024;
 
 pub(crate) fn start(inner: &Arc<Inner>) {
     let i = inner.clone();
@@ -130,10 +130,10 @@ pub(crate) async fn repair(inner: &Arc<Inner>) -> Result<usize, Error> {
         return Ok(0);
     }
     let _changing = inner.changing.lock().await;
-    let mut cands = place::candidates(inner).await;
+    let cands = std::sync::Mutex::new(place::candidates(inner).await);
     let mut done = 0;
     for (seg_id, i) in todo {
-        match repair_one(inner, &mut cands, seg_id, i).await {
+        match repair_one(inner, &cands, seg_id, i).await {
             Ok(bytes) => {
                 done += 1;
                 let rate = inner.config.repair_rate.max(1);
@@ -148,7 +148,7 @@ pub(crate) async fn repair(inner: &Arc<Inner>) -> Result<usize, Error> {
 
 async fn repair_one(
     inner: &Arc<Inner>,
-    cands: &mut [place::Candidate],
+    cands: &place::Cands,
     seg_id: u64,
     i: usize,
 ) -> Result<u64, Error> {
@@ -158,6 +158,23 @@ async fn repair_one(
         .get(&seg_id)
         .cloned()
         .ok_or_else(|| Error::Index("segment gone".into()))?;
+    let old = seg
+        .shares
+        .get(i)
+        .cloned()
+        .ok_or_else(|| Error::Index("no share".into()))?;
+    let mut exclude: HashSet<PeerId> = seg
+        .shares
+        .iter()
+        .filter_map(|s| s.holder.parse().ok())
+        .collect();
+    // Nothing is fetched unless some holder has room for the rebuilt share.
+    if !kith_core::sync::recover(cands)
+        .iter()
+        .any(|c| c.free >= old.size && !exclude.contains(&c.peer))
+    {
+        return Err(Error::Placement("no other holder has room for it".into()));
+    }
     let shares = get::shares_of(inner, seg_id, &seg, Some(i)).await?;
     let (k, n) = (seg.k, seg.n);
     let all = inner
@@ -168,21 +185,11 @@ async fn repair_one(
         .into_iter()
         .nth(i)
         .ok_or_else(|| Error::Index("share index out of range".into()))?;
-    let old = seg
-        .shares
-        .get(i)
-        .cloned()
-        .ok_or_else(|| Error::Index("no share".into()))?;
     if tree::name(&bytes) != old.name {
         return Err(Error::Index(
             "the rebuilt share does not match its name".into(),
         ));
     }
-    let mut exclude: HashSet<PeerId> = seg
-        .shares
-        .iter()
-        .filter_map(|s| s.holder.parse().ok())
-        .collect();
     let holder = put::store_share(inner, cands, &mut exclude, &old.name, &bytes).await?;
     {
         let mut ix = inner.index();
