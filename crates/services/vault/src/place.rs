@@ -29,9 +29,26 @@ pub(crate) struct Candidate {
     pub free: u64,
 }
 
-/// Holders that offer this owner room now, most room first.
-pub(crate) async fn candidates(inner: &Inner) -> Vec<Candidate> {
-    let me = inner.overlay.peer_id();
+/// Looks holders up in the DHT and remembers them (the upkeep loop does it every few
+/// minutes, so a put need not wait for the lookup).
+pub(crate) async fn discover(inner: &Inner) -> Vec<PeerId> {
+    let mut found = Vec::new();
+    if let Ok(mut rx) = inner.overlay.find_providers(HOLDERS_KEY.to_vec()).await {
+        let until = tokio::time::Instant::now() + FIND_TIME;
+        while found.len() < 4 * MAX_CANDIDATES {
+            match tokio::time::timeout_at(until, rx.recv()).await {
+                Ok(Some(p)) => found.push(p),
+                _ => break,
+            }
+        }
+    }
+    inner.remember_holders(&found);
+    found
+}
+
+/// Holders that offer this owner room now, most room first; the DHT is asked again when
+/// fewer than `want` are known.
+pub(crate) async fn candidates(inner: &Inner, want: usize) -> Vec<Candidate> {
     let mut peers: Vec<PeerId> = inner
         .overlay
         .connected_peers()
@@ -40,15 +57,23 @@ pub(crate) async fn candidates(inner: &Inner) -> Vec<Candidate> {
         .into_iter()
         .map(|p| p.peer)
         .collect();
-    if let Ok(mut rx) = inner.overlay.find_providers(HOLDERS_KEY.to_vec()).await {
-        let until = tokio::time::Instant::now() + FIND_TIME;
-        while peers.len() < 4 * MAX_CANDIDATES {
-            match tokio::time::timeout_at(until, rx.recv()).await {
-                Ok(Some(p)) => peers.push(p),
-                _ => break,
-            }
-        }
+    peers.extend(inner.known_holders());
+    let mut out = offers(inner, peers.clone()).await;
+    if out.len() < want {
+        let more: Vec<PeerId> = discover(inner)
+            .await
+            .into_iter()
+            .filter(|p| !peers.contains(p))
+            .collect();
+        out.extend(offers(inner, more).await);
     }
+    out.sort_by(|a, b| b.free.cmp(&a.free).then(a.peer.cmp(&b.peer)));
+    out
+}
+
+/// Asks these peers what they offer; those with room for this owner.
+async fn offers(inner: &Inner, mut peers: Vec<PeerId>) -> Vec<Candidate> {
+    let me = inner.overlay.peer_id();
     let faulty: HashSet<String> = inner
         .index()
         .holders
@@ -59,7 +84,7 @@ pub(crate) async fn candidates(inner: &Inner) -> Vec<Candidate> {
     let mut seen = HashSet::new();
     peers.retain(|p| *p != me && !faulty.contains(&p.to_string()) && seen.insert(*p));
     peers.truncate(MAX_CANDIDATES);
-    let mut out: Vec<Candidate> = futures::stream::iter(peers)
+    let answered: Vec<Candidate> = futures::stream::iter(peers)
         .map(|peer| async move {
             let offer = client::offer(&inner.overlay, peer).await.ok()?;
             (offer.free_for_you > 0).then(|| Candidate {
@@ -72,8 +97,8 @@ pub(crate) async fn candidates(inner: &Inner) -> Vec<Candidate> {
         .filter_map(|c| async move { c })
         .collect()
         .await;
-    out.sort_by(|a, b| b.free.cmp(&a.free).then(a.peer.cmp(&b.peer)));
-    out
+    inner.remember_holders(&answered.iter().map(|c| c.peer).collect::<Vec<_>>());
+    answered
 }
 
 /// Picks `n` distinct holders with room for `size` bytes each, not in `exclude`; takes

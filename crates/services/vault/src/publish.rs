@@ -35,7 +35,7 @@ fn root_file(inner: &Inner) -> std::path::PathBuf {
 pub(crate) async fn publish(inner: &Arc<Inner>) -> Result<(), Error> {
     let _changing = inner.changing.lock().await;
     let bytes = serde_json::to_vec(&*inner.index()).map_err(|e| Error::Index(e.to_string()))?;
-    let cands = place::candidates(inner).await;
+    let cands = place::candidates(inner, INDEX_N).await;
     if cands.len() < 2 {
         return Err(Error::TooFewHolders {
             have: cands.len(),

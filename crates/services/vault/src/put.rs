@@ -346,6 +346,7 @@ pub(crate) async fn put(
     let known: HashSet<String> = inner.index().chunks.keys().cloned().collect();
     let known = Arc::new(known);
     let (kn, p) = (known.clone(), path.clone());
+    let started = std::time::Instant::now();
     let (kind, files, size, new) = inner
         .tasks
         .blocking(move || -> Result<_, Error> {
@@ -354,8 +355,9 @@ pub(crate) async fn put(
             Ok((kind, files, size, new))
         })
         .await??;
-    let cands = place::candidates(inner).await;
+    let cands = place::candidates(inner, usize::from(n)).await;
     check_room(&cands, new, k, n)?;
+    let planned = started.elapsed();
     let cands: Cands = std::sync::Mutex::new(cands);
     let entries: Vec<FileEntry> = files
         .iter()
@@ -450,7 +452,12 @@ pub(crate) async fn put(
         ix.objects.insert(id.clone(), object.clone());
     }
     inner.save().await?;
-    tracing::info!(%id, size, new, sent, "stored in the vault");
+    tracing::info!(
+        %id, size, new, sent,
+        planned_ms = planned.as_millis() as u64,
+        total_ms = started.elapsed().as_millis() as u64,
+        "stored in the vault"
+    );
     Ok(PutReport {
         id,
         name: object.name,

@@ -73,6 +73,8 @@ pub(crate) struct Inner {
     pub metrics: Metrics,
     /// Holders that did not answer lately: asked last.
     away: Mutex<HashMap<String, Instant>>,
+    /// Holders found in the DHT or that offered room (most recent last).
+    known: Mutex<Vec<PeerId>>,
     pub tasks: Tasks,
 }
 
@@ -80,6 +82,8 @@ pub(crate) struct Inner {
 const AWAY: Duration = Duration::from_secs(60);
 /// Most holders remembered as away.
 const MAX_AWAY: usize = 4096;
+/// Most holders remembered as known.
+const MAX_KNOWN: usize = 256;
 
 impl Inner {
     pub async fn open(
@@ -112,6 +116,7 @@ impl Inner {
             changing: tokio::sync::Mutex::new(()),
             metrics,
             away: Mutex::new(HashMap::new()),
+            known: Mutex::new(Vec::new()),
             tasks,
         }))
     }
@@ -130,6 +135,20 @@ impl Inner {
             .filter(|s| s.holder == peer)
             .map(|s| s.size)
             .sum()
+    }
+
+    pub fn remember_holders(&self, peers: &[PeerId]) {
+        let mut k = recover(&self.known);
+        for p in peers {
+            k.retain(|x| x != p);
+            k.push(*p);
+        }
+        let over = k.len().saturating_sub(MAX_KNOWN);
+        k.drain(..over);
+    }
+
+    pub fn known_holders(&self) -> Vec<PeerId> {
+        recover(&self.known).clone()
     }
 
     /// Notes that a holder did not answer.

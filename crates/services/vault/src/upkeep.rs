@@ -16,6 +16,8 @@ use crate::state::Inner;
 use crate::tree;
 use crate::{Error, client, codec, get, place, publish, put};
 
+/// How often holders are looked up in the DHT.
+const LOOKUP_EVERY: Duration = Duration::from_secs(300);
 /// Audits in flight at once.
 const AUDITS: usize = 8;
 /// Leaves asked in one audit.
@@ -31,10 +33,16 @@ pub(crate) fn start(inner: &Arc<Inner>) {
         {
             tracing::debug!(error = %e, "no vault index found yet");
         }
+        let mut looked = tokio::time::Instant::now();
+        place::discover(&i).await;
         loop {
             tokio::select! {
                 () = i.tasks.shutdown().cancelled() => break,
                 () = tokio::time::sleep(i.config.audit_every) => {}
+            }
+            if looked.elapsed() >= LOOKUP_EVERY {
+                looked = tokio::time::Instant::now();
+                place::discover(&i).await;
             }
             if let Err(e) = round(&i).await {
                 tracing::info!(error = %e, "vault upkeep round failed");
@@ -130,7 +138,7 @@ pub(crate) async fn repair(inner: &Arc<Inner>) -> Result<usize, Error> {
         return Ok(0);
     }
     let _changing = inner.changing.lock().await;
-    let cands = std::sync::Mutex::new(place::candidates(inner).await);
+    let cands = std::sync::Mutex::new(place::candidates(inner, 1).await);
     let mut done = 0;
     for (seg_id, i) in todo {
         match repair_one(inner, &cands, seg_id, i).await {
