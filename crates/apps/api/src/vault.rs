@@ -14,6 +14,9 @@ pub struct VaultPut {
     pub k: Option<u8>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub n: Option<u8>,
+    /// Members of this group (ID or name) may restore it too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
 }
 
 /// What a put or a backup stored.

@@ -209,6 +209,9 @@ pub enum VaultCmd {
         /// Shares made, one per holder (default 10).
         #[arg(long)]
         n: Option<u8>,
+        /// Members of this group (ID or name) may restore it too.
+        #[arg(long)]
+        group: Option<String>,
     },
     /// Restore an object (by ID or name) from any k of its holders.
     Get {

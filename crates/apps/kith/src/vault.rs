@@ -78,7 +78,13 @@ fn got(g: &api::VaultGot, out: &Path, json: bool) {
 
 pub async fn vault(c: &Client, cmd: VaultCmd, json: bool) -> Result<()> {
     match cmd {
-        VaultCmd::Put { path, name, k, n } => {
+        VaultCmd::Put {
+            path,
+            name,
+            k,
+            n,
+            group,
+        } => {
             if !path.exists() {
                 bail!("{}: no such file or folder", path.display());
             }
@@ -87,6 +93,7 @@ pub async fn vault(c: &Client, cmd: VaultCmd, json: bool) -> Result<()> {
                 name,
                 k,
                 n,
+                group,
             };
             let s: api::VaultStored = c.post("/vault", &req).await?;
             stored(&s, json);

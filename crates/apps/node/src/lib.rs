@@ -283,7 +283,8 @@ async fn start_services(
         _ => device_key,
     };
     let (o, p, vcfg) = (overlay.clone(), people.clone(), opts.vault.clone());
-    let vault = Vault::start(vcfg, o, p, signer, registry, tasks("vault")).await?;
+    let sc = groups.scopes();
+    let vault = Vault::start(vcfg, o, p, sc, signer, registry, tasks("vault")).await?;
     Ok(Services {
         overlay,
         overlay_task,

@@ -62,10 +62,11 @@ fn absolute(p: &str, what: &str) -> Result<PathBuf, NodeError> {
 impl Node {
     pub async fn vault_put(&self, req: &api::VaultPut) -> Result<api::VaultStored, NodeError> {
         let path = absolute(&req.path, "path")?;
+        let group = self.group_id(req.group.as_deref())?;
         let r = self
             .inner
             .vault
-            .put(path, req.name.clone(), req.k, req.n)
+            .put(path, req.name.clone(), group, req.k, req.n)
             .await?;
         Ok(stored(r))
     }

@@ -41,6 +41,9 @@ pub struct Object {
     pub k: u8,
     pub n: u8,
     pub files: Vec<FileEntry>,
+    /// Members of this group may restore it too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -223,6 +226,7 @@ mod tests {
             kind: Kind::File,
             created: 1,
             created_ms: 1000,
+            group: None,
             size: 0,
             k: 1,
             n: 2,

@@ -9,7 +9,8 @@
 //!   [`tree`]: a share's hash tree and audit proofs. [`root`]: the signed root record.
 //! - `index`: the owner's index. `holder`: shares kept for others, quotas, fairness.
 //!   `place`: finding holders. `put`, `get`, `backups`: storing and restoring.
-//!   `upkeep`: audits and repair. `publish`: the index kept in the vault.
+//!   `upkeep`: audits and repair. `publish`: the index kept in the vault. `shared`:
+//!   objects a group's members may restore.
 //!   `server`, `client`: the two sides of the protocol.
 
 mod backups;
@@ -24,6 +25,7 @@ mod publish;
 mod put;
 pub mod root;
 mod server;
+mod shared;
 mod state;
 pub mod tree;
 mod upkeep;
@@ -32,6 +34,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use kith_core::scope::Scopes;
 use kith_core::tasks::{TaskError, Tasks};
 use kith_overlay::{Keypair, Overlay, OverlayError};
 use kith_people::People;
@@ -62,6 +65,8 @@ pub enum Error {
         "not enough space offered: this needs {need} bytes on holders, they offer this node {have}"
     )]
     NoSpace { need: u64, have: u64 },
+    #[error("not a member of group {0}")]
+    NotMember(String),
     #[error("no holder took a share: {0}")]
     Placement(String),
     #[error("cannot restore: {0}")]
@@ -199,6 +204,7 @@ impl Vault {
         config: Config,
         overlay: Overlay,
         people: People,
+        scopes: Arc<dyn Scopes>,
         signer: Keypair,
         registry: &mut Registry,
         tasks: Tasks,
@@ -207,9 +213,12 @@ impl Vault {
         overlay
             .register_records(protocol::ROOT_PREFIX, root::validator())
             .await?;
+        overlay
+            .register_records(protocol::SHARED_PREFIX, shared::validator())
+            .await?;
         let signer = root::Signer::new(signer);
         let offer = config.offer;
-        let inner = Inner::open(config, overlay, people, signer, registry, tasks).await?;
+        let inner = Inner::open(config, overlay, people, scopes, signer, registry, tasks).await?;
         server::start(&inner)?;
         if offer > 0 {
             inner
@@ -221,14 +230,21 @@ impl Vault {
         Ok(Self { inner })
     }
 
-    /// Stores a file or folder; `k`, `n` default to the config's.
+    /// Stores a file or folder; `k`, `n` default to the config's. With `group`, members
+    /// of that group may restore it too.
     pub async fn put(
         &self,
         path: PathBuf,
         name: Option<String>,
+        group: Option<String>,
         k: Option<u8>,
         n: Option<u8>,
     ) -> Result<PutReport, Error> {
+        if let Some(g) = &group
+            && !self.inner.scopes.belongs(g)
+        {
+            return Err(Error::NotMember(g.clone()));
+        }
         let name = match name {
             Some(n) => n,
             None => path
@@ -240,8 +256,11 @@ impl Vault {
             k.unwrap_or(self.inner.config.k),
             n.unwrap_or(self.inner.config.n),
         );
-        let r = put::put(&self.inner, path, name, None, k, n).await?;
+        let r = put::put(&self.inner, path, name, None, group.clone(), k, n).await?;
         publish::publish(&self.inner).await?;
+        if let Some(g) = group {
+            shared::publish(&self.inner, &r.id, &g).await?;
+        }
         Ok(r)
     }
 
@@ -251,8 +270,14 @@ impl Vault {
             Some(o) => o,
             None => {
                 let _ = publish::refresh(&self.inner).await;
-                self.find(what)
-                    .ok_or_else(|| Error::NotFound(what.to_owned()))?
+                match self.find(what) {
+                    Some(o) => o,
+                    None => {
+                        shared::take(&self.inner, what).await?;
+                        self.find(what)
+                            .ok_or_else(|| Error::NotFound(what.to_owned()))?
+                    }
+                }
             }
         };
         get::get(&self.inner, &o, &out).await

@@ -29,6 +29,8 @@ pub const MAX_AUDIT: usize = 8;
 pub const HOLDERS_KEY: &[u8] = b"/kith/vault/holders";
 /// The prefix of the DHT records that point to an owner's index.
 pub const ROOT_PREFIX: &str = "/kith/vault/root/";
+/// The prefix of the DHT records that point a group's members to an object.
+pub const SHARED_PREFIX: &str = "/kith/vault/shared/";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "req", rename_all = "snake_case", deny_unknown_fields)]

@@ -20,21 +20,16 @@ const LOOKUP: Duration = Duration::from_secs(10);
 /// The shape of the index's own segments: k = n / 3, n at most this.
 const INDEX_N: usize = 6;
 
+/// Where a blob stored in the vault is: its size and segments.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct IndexRef {
+pub(crate) struct IndexRef {
     size: u64,
     segments: Vec<Segment>,
 }
 
-fn root_file(inner: &Inner) -> std::path::PathBuf {
-    inner.config.dir.join("root.json")
-}
-
-/// Stores the index in the vault and points the root record at it; the previous copy's
-/// shares are released.
-pub(crate) async fn publish(inner: &Arc<Inner>) -> Result<(), Error> {
-    let _changing = inner.changing.lock().await;
-    let bytes = serde_json::to_vec(&*inner.index()).map_err(|e| Error::Index(e.to_string()))?;
+/// Stores bytes in the vault as segments of their own (k = n/3, n at most
+/// [`INDEX_N`]).
+pub(crate) async fn store_blob(inner: &Arc<Inner>, bytes: &[u8]) -> Result<IndexRef, Error> {
     let cands = place::candidates(inner, INDEX_N).await;
     if cands.len() < 2 {
         return Err(Error::TooFewHolders {
@@ -58,6 +53,29 @@ pub(crate) async fn publish(inner: &Arc<Inner>) -> Result<(), Error> {
         iref.segments
             .push(put::upload(inner, &cands, &sealed, k, n).await?);
     }
+    Ok(iref)
+}
+
+/// Reads back what [`store_blob`] stored.
+pub(crate) async fn fetch_blob(inner: &Arc<Inner>, iref: &IndexRef) -> Result<Vec<u8>, Error> {
+    let mut bytes = Vec::with_capacity(iref.size.min(1 << 30) as usize);
+    for g in &iref.segments {
+        bytes.extend(get::segment(inner, u64::MAX, g).await?);
+    }
+    bytes.truncate(iref.size as usize);
+    Ok(bytes)
+}
+
+fn root_file(inner: &Inner) -> std::path::PathBuf {
+    inner.config.dir.join("root.json")
+}
+
+/// Stores the index in the vault and points the root record at it; the previous copy's
+/// shares are released.
+pub(crate) async fn publish(inner: &Arc<Inner>) -> Result<(), Error> {
+    let _changing = inner.changing.lock().await;
+    let bytes = serde_json::to_vec(&*inner.index()).map_err(|e| Error::Index(e.to_string()))?;
+    let iref = store_blob(inner, &bytes).await?;
     let json = serde_json::to_vec(&iref).map_err(|e| Error::Index(e.to_string()))?;
     let record_key = inner.signer.record_key();
     let sealed = seal::with_key(&inner.index_key, &record_key, &json);
@@ -103,11 +121,7 @@ pub(crate) async fn refresh(inner: &Arc<Inner>) -> Result<bool, Error> {
     let json = seal::open_with_key(&inner.index_key, &key, &sealed)
         .map_err(|_| Error::Key("the vault index does not open with this device's key".into()))?;
     let iref: IndexRef = serde_json::from_slice(&json).map_err(|e| Error::Index(e.to_string()))?;
-    let mut bytes = Vec::with_capacity(iref.size.min(1 << 30) as usize);
-    for g in &iref.segments {
-        bytes.extend(get::segment(inner, u64::MAX, g).await?);
-    }
-    bytes.truncate(iref.size as usize);
+    let bytes = fetch_blob(inner, &iref).await?;
     let other: Index = serde_json::from_slice(&bytes).map_err(|e| Error::Index(e.to_string()))?;
     let changed = inner.index().merge(other);
     inner.save().await?;

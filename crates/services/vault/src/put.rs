@@ -338,6 +338,7 @@ pub(crate) async fn put(
     path: PathBuf,
     name: String,
     kind_override: Option<Kind>,
+    group: Option<String>,
     k: u8,
     n: u8,
 ) -> Result<PutReport, Error> {
@@ -429,6 +430,7 @@ pub(crate) async fn put(
         kind: kind_override.unwrap_or(kind),
         created: now_secs(),
         created_ms: now_ms(),
+        group,
         size,
         k,
         n,

@@ -56,6 +56,10 @@ impl Signer {
         Ok(blake3::derive_key(KEY_INFO, &sig))
     }
 
+    pub fn sign(&self, bytes: &[u8]) -> Result<Vec<u8>, String> {
+        self.key.sign(bytes).map_err(|e| e.to_string())
+    }
+
     pub fn record_key(&self) -> Vec<u8> {
         format!("{ROOT_PREFIX}{}", self.id()).into_bytes()
     }

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use kith_core::scope::Scopes;
 use kith_core::sync::recover;
 use kith_core::tasks::Tasks;
 use kith_overlay::{Overlay, PeerId};
@@ -63,6 +64,7 @@ pub(crate) struct Inner {
     pub config: Config,
     pub overlay: Overlay,
     pub people: People,
+    pub scopes: Arc<dyn Scopes>,
     pub signer: Signer,
     pub index_key: [u8; 32],
     pub holder: Arc<Holder>,
@@ -90,6 +92,7 @@ impl Inner {
         config: Config,
         overlay: Overlay,
         people: People,
+        scopes: Arc<dyn Scopes>,
         signer: Signer,
         registry: &mut Registry,
         tasks: Tasks,
@@ -109,6 +112,7 @@ impl Inner {
             config,
             overlay,
             people,
+            scopes,
             signer,
             index_key,
             holder: Arc::new(holder),

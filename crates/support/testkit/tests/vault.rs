@@ -15,6 +15,7 @@ use kith_testkit::{RawPeer, Result, TestNode, bounded, data, eventually};
 use kith_vault::protocol::{
     MAX_FRAME, MAX_SHARE, Offer, PROTOCOL, Request, Response, read_blob, write_blob,
 };
+use serde_json::json;
 
 const LIMIT: Duration = Duration::from_secs(120);
 
@@ -113,6 +114,7 @@ fn put_req(path: &std::path::Path) -> api::VaultPut {
         name: None,
         k: Some(2),
         n: Some(4),
+        group: None,
     }
 }
 
@@ -223,6 +225,54 @@ async fn junk_gets_a_holder_nowhere() -> Result<()> {
         req.n = Some(3);
         let put = owner.node.vault_put(&req).await?;
         assert_eq!(put.holders, 3);
+        Ok(())
+    })
+    .await
+}
+
+/// `vault put --group`: a member of the group (another person) restores the object from
+/// its ID; someone outside the group finds nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_member_restores_what_the_group_may_read() -> Result<()> {
+    bounded(LIMIT, async {
+        let (_hs, addrs) = holders(4).await?;
+        let owner = TestNode::start(|o| o.config.bootstrap = addrs.clone()).await?;
+        let member = TestNode::start(|o| o.config.bootstrap = addrs.clone()).await?;
+        let outsider = TestNode::start(|o| o.config.bootstrap = addrs.clone()).await?;
+        let g = owner
+            .api_post("/groups", &json!({ "name": "family" }))
+            .await?;
+        let gid = g["group"].as_str().unwrap_or_default().to_owned();
+        let inv = owner
+            .api_post(&format!("/groups/{gid}/invites"), &json!({ "uses": 1 }))
+            .await?;
+        member
+            .api_post("/groups/join", &json!({ "token": inv["token"] }))
+            .await?;
+        let bytes = data(700_000, 21);
+        let file = owner.dir.path().join("recipes.bin");
+        std::fs::write(&file, &bytes)?;
+        let mut req = put_req(&file);
+        req.group = Some("family".into());
+        let put = owner.node.vault_put(&req).await?;
+        let out = member.dir.path().join("recipes.bin");
+        let get = api::VaultGet {
+            out: out.to_string_lossy().into_owned(),
+            ..Default::default()
+        };
+        let got = eventually(Duration::from_secs(30), "the member restores", || async {
+            member.node.vault_get(&put.id, &get).await.ok()
+        })
+        .await?;
+        assert_eq!(got.bytes, bytes.len() as u64);
+        assert!(std::fs::read(&out)? == bytes);
+        let out2 = outsider.dir.path().join("x.bin");
+        let get2 = api::VaultGet {
+            out: out2.to_string_lossy().into_owned(),
+            ..Default::default()
+        };
+        let err = outsider.node.vault_get(&put.id, &get2).await;
+        assert!(err.is_err() && !out2.exists(), "an outsider restored it");
         Ok(())
     })
     .await

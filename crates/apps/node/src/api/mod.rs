@@ -85,9 +85,11 @@ fn compute_status(e: &kith_compute::Error) -> StatusCode {
 fn vault_status(e: &kith_vault::Error) -> StatusCode {
     use kith_vault::Error as E;
     match e {
-        E::Input(_) | E::TooFewHolders { .. } | E::NoSpace { .. } | E::Codec(_) => {
-            StatusCode::BAD_REQUEST
-        }
+        E::Input(_)
+        | E::TooFewHolders { .. }
+        | E::NoSpace { .. }
+        | E::Codec(_)
+        | E::NotMember(_) => StatusCode::BAD_REQUEST,
         E::Key(_) => StatusCode::FORBIDDEN,
         E::NotFound(_) | E::NoRoot(_) => StatusCode::NOT_FOUND,
         E::Unavailable(_) | E::Placement(_) | E::Overlay(_) => StatusCode::SERVICE_UNAVAILABLE,

@@ -209,6 +209,7 @@ async fn network(dir: &Path, f: &Path, size: u64) -> Result<()> {
         name: None,
         k: Some(K),
         n: Some(N),
+        group: None,
     };
     let start = Instant::now();
     let stored = owner.node.vault_put(&put).await?;
