@@ -98,6 +98,30 @@ fn get_equal(home: &Path, id: &str, out: &Path, want: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// A new device given the owner's person key restores object `id`; its node is returned
+/// (it runs until dropped).
+fn second_device_restores(
+    dir: &Path,
+    owner: &Path,
+    live: &[PathBuf],
+    id: &str,
+    bytes: &[u8],
+) -> Result<Proc> {
+    let second = dir.join("second");
+    let key = owner.join("people").join("person.key");
+    let k = key.to_string_lossy().into_owned();
+    ok(&second, &["init", "--person-key", &k])?;
+    let boot = all_addrs(live)?;
+    let node = up(&second, &["--bootstrap", &boot])?;
+    let out = dir.join("second.raw");
+    until("the second device restores", || {
+        let o = kith(&second, &["vault", "get", id, "-o", &out.to_string_lossy()])?;
+        Ok(o.status.success().then_some(()))
+    })?;
+    assert!(std::fs::read(&out)? == bytes);
+    Ok(node)
+}
+
 #[test]
 fn a_file_survives_spoiled_dropped_and_vanished_holders() -> Result<()> {
     let dir = tmp()?;
@@ -174,27 +198,13 @@ fn a_file_survives_spoiled_dropped_and_vanished_holders() -> Result<()> {
     get_equal(&owner, &id, &dir.path().join("again.raw"), &bytes)?;
 
     // A second device of the owner restores from the person key alone.
-    let second = dir.path().join("second");
-    let key = owner.join("people").join("person.key");
-    let k = key.to_string_lossy().into_owned();
-    ok(&second, &["init", "--person-key", &k])?;
     let live: Vec<PathBuf> = homes
         .iter()
         .enumerate()
         .filter(|(i, _)| procs[*i].is_some())
         .map(|(_, h)| h.clone())
         .collect();
-    let boot2 = all_addrs(&live)?;
-    let _s = up(&second, &["--bootstrap", &boot2])?;
-    let out2 = dir.path().join("second.raw");
-    until("the second device restores", || {
-        let o = kith(
-            &second,
-            &["vault", "get", &id, "-o", &out2.to_string_lossy()],
-        )?;
-        Ok(o.status.success().then_some(()))
-    })?;
-    assert!(std::fs::read(&out2)? == bytes);
+    let _second = second_device_restores(dir.path(), &owner, &live, &id, &bytes)?;
 
     // Any three holders of its shares gone: the file still restores.
     let mut killed = 0;

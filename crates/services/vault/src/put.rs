@@ -314,6 +314,49 @@ pub(crate) async fn upload(
     })
 }
 
+/// Segments uploaded so far, and the error that stopped the uploads, if one did.
+type Uploaded = (Vec<(Segment, Vec<(String, ChunkLoc)>)>, Option<Error>);
+
+/// Uploads the sealed segments as they come, up to [`UPLOADS`] at once.
+async fn upload_all(
+    inner: &Inner,
+    cands: &Cands,
+    rx: &mut mpsc::Receiver<Result<Sealed, Error>>,
+    k: u8,
+    n: u8,
+) -> Uploaded {
+    let mut done: Vec<(Segment, Vec<(String, ChunkLoc)>)> = Vec::new();
+    let mut running = FuturesUnordered::new();
+    let mut open = true;
+    loop {
+        // Up to UPLOADS segments move at once, so one slow holder does not idle the rest.
+        if open && running.len() < UPLOADS {
+            tokio::select! {
+                sealed = rx.recv() => match sealed {
+                    Some(Ok(s)) => {
+                        let c = cands;
+                        running.push(async move {
+                            upload(inner, c, &s, k, n).await.map(|g| (g, s.chunks))
+                        });
+                    }
+                    Some(Err(e)) => return (done, Some(e)),
+                    None => open = false,
+                },
+                Some(r) = running.next(), if !running.is_empty() => match r {
+                    Ok(p) => done.push(p),
+                    Err(e) => return (done, Some(e)),
+                },
+            }
+            continue;
+        }
+        match running.next().await {
+            Some(Ok(p)) => done.push(p),
+            Some(Err(e)) => return (done, Some(e)),
+            None => return (done, None),
+        }
+    }
+}
+
 /// Checks that the holders found have room for `new` bytes cut k-of-n.
 fn check_room(cands: &[Candidate], new: u64, k: u8, n: u8) -> Result<(), Error> {
     let segments = new.div_ceil(SEGMENT as u64).max(1);
@@ -331,6 +374,25 @@ fn check_room(cands: &[Candidate], new: u64, k: u8, n: u8) -> Result<(), Error> 
         return Err(Error::NoSpace { need, have });
     }
     Ok(())
+}
+
+/// Records the uploaded segments, their chunks and the object in the index.
+fn commit(inner: &Inner, uploaded: Vec<(Segment, Vec<(String, ChunkLoc)>)>, object: Object) {
+    let mut ix = inner.index();
+    for (seg, chunks) in uploaded {
+        let sid = loop {
+            let s: u64 = rand::random();
+            if !ix.segments.contains_key(&s) {
+                break s;
+            }
+        };
+        ix.segments.insert(sid, seg);
+        for (h, mut loc) in chunks {
+            loc.seg = sid;
+            ix.chunks.insert(h, loc);
+        }
+    }
+    ix.objects.insert(object.id.clone(), object);
 }
 
 pub(crate) async fn put(
@@ -375,38 +437,7 @@ pub(crate) async fn put(
             let _ = tx.blocking_send(Err(e));
         }
     });
-    let consumer = async {
-        let mut done: Vec<(Segment, Vec<(String, ChunkLoc)>)> = Vec::new();
-        let mut running = FuturesUnordered::new();
-        let mut open = true;
-        loop {
-            // Up to UPLOADS segments move at once, so one slow holder does not idle the rest.
-            if open && running.len() < UPLOADS {
-                tokio::select! {
-                    sealed = rx.recv() => match sealed {
-                        Some(Ok(s)) => {
-                            let c = &cands;
-                            running.push(async move {
-                                upload(inner, c, &s, k, n).await.map(|g| (g, s.chunks))
-                            });
-                        }
-                        Some(Err(e)) => return (done, Some(e)),
-                        None => open = false,
-                    },
-                    Some(r) = running.next(), if !running.is_empty() => match r {
-                        Ok(p) => done.push(p),
-                        Err(e) => return (done, Some(e)),
-                    },
-                }
-                continue;
-            }
-            match running.next().await {
-                Some(Ok(p)) => done.push(p),
-                Some(Err(e)) => return (done, Some(e)),
-                None => return (done, None),
-            }
-        }
-    };
+    let consumer = upload_all(inner, &cands, &mut rx, k, n);
     let (produced, (uploaded, failed)) = tokio::join!(producer, consumer);
     drop(rx);
     if let Some(e) = failed.or(produced.err().map(Error::from)) {
@@ -436,23 +467,7 @@ pub(crate) async fn put(
         n,
         files: entries,
     };
-    {
-        let mut ix = inner.index();
-        for (seg, chunks) in uploaded {
-            let sid = loop {
-                let s: u64 = rand::random();
-                if !ix.segments.contains_key(&s) {
-                    break s;
-                }
-            };
-            ix.segments.insert(sid, seg);
-            for (h, mut loc) in chunks {
-                loc.seg = sid;
-                ix.chunks.insert(h, loc);
-            }
-        }
-        ix.objects.insert(id.clone(), object.clone());
-    }
+    commit(inner, uploaded, object.clone());
     inner.save().await?;
     tracing::info!(
         %id, size, new, sent,
