@@ -3,7 +3,7 @@
 //! the grace period (rebuilt from `k` others, placed on a new holder, at a bounded rate),
 //! scheduled backups, and the index kept in the vault.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +22,8 @@ const LOOKUP_EVERY: Duration = Duration::from_secs(300);
 const AUDITS: usize = 8;
 /// Leaves asked in one audit.
 const LEAVES: usize = 2;
+/// Segments repaired at once.
+const REPAIRS_AT_ONCE: usize = 3;
 /// Repairs in one round (the rest wait for the next).
 const REPAIRS_PER_ROUND: usize = 1024;
 
@@ -139,17 +141,35 @@ pub(crate) async fn repair(inner: &Arc<Inner>) -> Result<usize, Error> {
     }
     let _changing = inner.changing.lock().await;
     let cands = std::sync::Mutex::new(place::candidates(inner, 1).await);
-    let mut done = 0;
-    for (seg_id, i) in todo {
-        match repair_one(inner, &cands, seg_id, i).await {
-            Ok(bytes) => {
-                done += 1;
-                let rate = inner.config.repair_rate.max(1);
-                tokio::time::sleep(Duration::from_secs_f64(bytes as f64 / rate as f64)).await;
-            }
-            Err(e) => tracing::info!(seg = seg_id, share = i, error = %e, "repair failed"),
-        }
+    // Shares of one segment are repaired one after another (each must land on a holder
+    // the others do not use); distinct segments at once.
+    let mut by_segment: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
+    for (seg, i) in todo {
+        by_segment.entry(seg).or_default().push(i);
     }
+    let cands = &cands;
+    let mut runs = futures::stream::iter(by_segment)
+        .map(|(seg_id, shares)| async move {
+            let (mut done, mut bytes) = (0usize, 0u64);
+            for i in shares {
+                match repair_one(inner, cands, seg_id, i).await {
+                    Ok(b) => {
+                        done += 1;
+                        bytes += b;
+                    }
+                    Err(e) => tracing::info!(seg = seg_id, share = i, error = %e, "repair failed"),
+                }
+            }
+            (done, bytes)
+        })
+        .buffer_unordered(REPAIRS_AT_ONCE);
+    let mut done = 0;
+    let rate = inner.config.repair_rate.max(1);
+    while let Some((d, bytes)) = runs.next().await {
+        done += d;
+        tokio::time::sleep(Duration::from_secs_f64(bytes as f64 / rate as f64)).await;
+    }
+    drop(runs);
     inner.save().await?;
     Ok(done)
 }
