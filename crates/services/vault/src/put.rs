@@ -446,10 +446,6 @@ pub(crate) async fn put(
         crate::upkeep::release(inner, segs).await;
         return Err(e);
     }
-    let holders: HashSet<String> = uploaded
-        .iter()
-        .flat_map(|(s, _)| s.shares.iter().map(|x| x.holder.clone()))
-        .collect();
     let sent: u64 = uploaded
         .iter()
         .flat_map(|(s, _)| s.shares.iter().map(|x| x.size))
@@ -468,6 +464,15 @@ pub(crate) async fn put(
         files: entries,
     };
     commit(inner, uploaded, object.clone());
+    // Holders of every segment the object needs, new or already in the vault.
+    let holders: HashSet<String> = {
+        let ix = inner.index();
+        ix.segments_of(&object)
+            .iter()
+            .filter_map(|s| ix.segments.get(s))
+            .flat_map(|g| g.shares.iter().map(|x| x.holder.clone()))
+            .collect()
+    };
     inner.save().await?;
     tracing::info!(
         %id, size, new, sent,
