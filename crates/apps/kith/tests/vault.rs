@@ -75,6 +75,27 @@ fn all_addrs(homes: &[PathBuf]) -> Result<String> {
         .join(","))
 }
 
+/// Waits until `home` is connected to every node in `homes` (a put needs its holders).
+fn until_connected(home: &Path, homes: &[PathBuf]) -> Result<()> {
+    let ids = homes
+        .iter()
+        .map(|h| {
+            Ok(ok(h, &["id"])?["peer_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned())
+        })
+        .collect::<Result<Vec<String>>>()?;
+    until("connections to every holder", || {
+        let v = ok(home, &["peers"])?;
+        let have: Vec<&str> = v
+            .as_array()
+            .map(|a| a.iter().filter_map(|c| c["peer_id"].as_str()).collect())
+            .unwrap_or_default();
+        Ok(ids.iter().all(|i| have.contains(&i.as_str())).then_some(()))
+    })
+}
+
 fn status(owner: &Path, id: &str) -> Result<Value> {
     ok(owner, &["vault", "status", id])
 }
@@ -113,6 +134,7 @@ fn second_device_restores(
     ok(&second, &["init", "--person-key", &k])?;
     let boot = all_addrs(live)?;
     let node = up(&second, &["--bootstrap", &boot])?;
+    until_connected(&second, live)?;
     let out = dir.join("second.raw");
     until("the second device restores", || {
         let o = kith(&second, &["vault", "get", id, "-o", &out.to_string_lossy()])?;
@@ -133,6 +155,7 @@ fn a_file_survives_spoiled_dropped_and_vanished_holders() -> Result<()> {
     let mut args = vec!["--bootstrap", &boot];
     args.extend(FAST);
     let _o = up(&owner, &args)?;
+    until_connected(&owner, &homes)?;
 
     let bytes = data(3_000_000, 7);
     let file = dir.path().join("photo.raw");
@@ -226,6 +249,7 @@ fn quotas_and_bad_input_get_one_clear_line() -> Result<()> {
     let owner = dir.path().join("owner");
     let boot = all_addrs(&homes)?;
     let _o = up(&owner, &["--bootstrap", &boot])?;
+    until_connected(&owner, &homes)?;
     let big = dir.path().join("big.bin");
     std::fs::write(&big, data(6_000_000, 3))?;
     let b = big.to_string_lossy().into_owned();
@@ -276,6 +300,7 @@ fn backups_move_only_changed_chunks_and_restore_each_version() -> Result<()> {
     let owner = dir.path().join("owner");
     let boot = all_addrs(&homes)?;
     let _o = up(&owner, &["--bootstrap", &boot])?;
+    until_connected(&owner, &homes)?;
     let docs = dir.path().join("docs");
     std::fs::create_dir_all(&docs)?;
     for i in 0..4u64 {

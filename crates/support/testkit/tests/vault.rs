@@ -108,6 +108,19 @@ async fn holders(count: usize) -> Result<(Vec<TestNode>, Vec<String>)> {
     Ok((nodes, addrs))
 }
 
+/// Waits until `node` is connected to at least `count` peers (a put needs its holders).
+async fn until_connected(node: &TestNode, count: usize) -> Result<()> {
+    eventually(
+        Duration::from_secs(30),
+        "connections to the holders",
+        || async {
+            let peers = node.api_get("/peers").await.ok()?;
+            (peers.as_array()?.len() >= count).then_some(())
+        },
+    )
+    .await
+}
+
 fn put_req(path: &std::path::Path) -> api::VaultPut {
     api::VaultPut {
         path: path.to_string_lossy().into_owned(),
@@ -127,6 +140,7 @@ async fn a_holder_sending_wrong_bytes_is_caught_repaired_around_and_dropped() ->
             o.vault.audit_every = Duration::from_secs(1);
         })
         .await?;
+        until_connected(&owner, 4).await?;
         let (l, stored) = liar(&owner.addr().await?).await?;
         let l_id = l.overlay.peer_id().to_string();
         eventually(Duration::from_secs(20), "the liar connected", || async {
@@ -219,6 +233,7 @@ async fn junk_gets_a_holder_nowhere() -> Result<()> {
         // Nothing was kept, and an honest owner is served.
         assert_eq!(hs[0].node.vault_overview().held, 0);
         let owner = TestNode::start(|o| o.config.bootstrap = addrs.clone()).await?;
+        until_connected(&owner, 3).await?;
         let f = owner.dir.path().join("a.bin");
         std::fs::write(&f, data(300_000, 5))?;
         let mut req = put_req(&f);
@@ -239,6 +254,7 @@ async fn a_group_member_restores_what_the_group_may_read() -> Result<()> {
         let owner = TestNode::start(|o| o.config.bootstrap = addrs.clone()).await?;
         let member = TestNode::start(|o| o.config.bootstrap = addrs.clone()).await?;
         let outsider = TestNode::start(|o| o.config.bootstrap = addrs.clone()).await?;
+        until_connected(&owner, 4).await?;
         let g = owner
             .api_post("/groups", &json!({ "name": "family" }))
             .await?;
