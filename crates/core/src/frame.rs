@@ -84,6 +84,34 @@ pub async fn read<R: AsyncRead + Unpin, T: DeserializeOwned>(
     }
 }
 
+/// Writes a blob frame: a 4-byte big-endian length, then the bytes.
+pub async fn write_blob<W: AsyncWrite + Unpin>(io: &mut W, b: &[u8]) -> Result<(), FrameError> {
+    let len = u32::try_from(b.len()).map_err(|_| FrameError::TooLarge {
+        len: b.len(),
+        max: u32::MAX as usize,
+    })?;
+    io.write_all(&len.to_be_bytes()).await?;
+    io.write_all(b).await?;
+    io.flush().await?;
+    Ok(())
+}
+
+/// Reads a blob frame of at most `max` bytes; checks the length before allocating.
+pub async fn read_blob<R: AsyncRead + Unpin>(io: &mut R, max: u64) -> Result<Vec<u8>, FrameError> {
+    let mut len = [0u8; 4];
+    io.read_exact(&mut len).await?;
+    let len = u64::from(u32::from_be_bytes(len));
+    if len > max {
+        return Err(FrameError::TooLarge {
+            len: len as usize,
+            max: max as usize,
+        });
+    }
+    let mut b = vec![0u8; len as usize];
+    io.read_exact(&mut b).await?;
+    Ok(b)
+}
+
 /// Every frame of `bytes` until the end or the first error (for property tests).
 pub fn read_all<T: DeserializeOwned>(bytes: Vec<u8>, max: usize) -> Vec<Result<T, String>> {
     futures::executor::block_on(async move {

@@ -42,6 +42,12 @@ fn check_id(id: &str) -> Result<()> {
         .map_err(|e| anyhow::anyhow!("{e}"))
 }
 
+/// A path as the node (which may run elsewhere on this machine) needs it: absolute.
+pub fn absolute(p: &Path) -> Result<String> {
+    let abs = std::path::absolute(p).with_context(|| format!("{}", p.display()))?;
+    Ok(abs.to_string_lossy().into_owned())
+}
+
 /// A path the user gave, made absolute; it must exist.
 fn existing(path: &Path) -> Result<PathBuf> {
     let abs = std::path::absolute(path).with_context(|| format!("{}", path.display()))?;

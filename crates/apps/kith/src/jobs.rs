@@ -1,22 +1,15 @@
 //! `kith job …` and `kith volunteer …`.
 
 use std::io::IsTerminal;
-use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use kith_api as api;
 
 use crate::args::{JobCmd, VolunteerCmd};
 use crate::client::{Client, segment};
-use crate::commands::print_json;
+use crate::commands::{absolute, print_json};
 use crate::units::human;
-
-/// A path as the node (which may run elsewhere on this machine) needs it: absolute.
-fn absolute(p: &Path) -> Result<String> {
-    let abs = std::path::absolute(p).with_context(|| format!("{}", p.display()))?;
-    Ok(abs.to_string_lossy().into_owned())
-}
 
 fn line(j: &api::Job) -> String {
     let group = j

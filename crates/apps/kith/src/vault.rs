@@ -2,19 +2,13 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use kith_api as api;
 
 use crate::args::VaultCmd;
 use crate::client::{Client, segment};
-use crate::commands::print_json;
+use crate::commands::{absolute, print_json};
 use crate::units::human;
-
-/// A path as the node needs it: absolute.
-fn absolute(p: &Path) -> Result<String> {
-    let abs = std::path::absolute(p).with_context(|| format!("{}", p.display()))?;
-    Ok(abs.to_string_lossy().into_owned())
-}
 
 fn when(secs: u64) -> String {
     if secs == 0 {

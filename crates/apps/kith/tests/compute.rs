@@ -68,10 +68,6 @@ fn native(job: &Path) -> Result<Vec<(String, Vec<u8>)>> {
     Ok(out)
 }
 
-fn num(v: &Value, k: &str) -> u64 {
-    v[k].as_u64().unwrap_or(0)
-}
-
 fn job_status(master: &Path, job: &str) -> Result<Value> {
     ok(master, &["job", "status", job])
 }

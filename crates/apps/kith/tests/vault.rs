@@ -16,10 +16,6 @@ use common::*;
 /// Audits every second, holders replaced after 3 s gone (tests only; hours by default).
 const FAST: [&str; 4] = ["--vault-audit-every", "1s", "--vault-grace", "3s"];
 
-fn num(v: &Value, k: &str) -> u64 {
-    v[k].as_u64().unwrap_or(0)
-}
-
 /// The shares of a stored file (not of the small index) a holder keeps.
 fn held(home: &Path) -> Vec<PathBuf> {
     all_held(home)

@@ -64,7 +64,7 @@ pub fn wait_ms(ms: Option<u64>) -> Duration {
         .clamp(Duration::from_millis(100), Duration::from_secs(120))
 }
 
-fn absolute(p: &str, what: &str) -> Result<PathBuf, NodeError> {
+pub(crate) fn absolute(p: &str, what: &str) -> Result<PathBuf, NodeError> {
     let p = PathBuf::from(p);
     if p.is_absolute() {
         Ok(p)

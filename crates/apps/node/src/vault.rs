@@ -1,10 +1,9 @@
 //! The facade over the vault: what `kith vault`, `kith backup` and `kith restore` do.
 
-use std::path::PathBuf;
-
 use kith_api as api;
 use kith_vault::{GetReport, ObjectStatus, PutReport};
 
+use crate::facade::absolute;
 use crate::{Node, NodeError};
 
 fn stored(r: PutReport) -> api::VaultStored {
@@ -45,18 +44,6 @@ fn got(r: GetReport) -> api::VaultGot {
         files: r.files,
         bytes: r.bytes,
     }
-}
-
-/// A path from a request: absolute, so the node does not read relative to its own
-/// working directory.
-fn absolute(p: &str, what: &str) -> Result<PathBuf, NodeError> {
-    let path = PathBuf::from(p);
-    if !path.is_absolute() {
-        return Err(NodeError::BadRequest(format!(
-            "{what} must be an absolute path: {p}"
-        )));
-    }
-    Ok(path)
 }
 
 impl Node {

@@ -9,8 +9,6 @@
 //! store, fetched by their content IDs (share), so they move with transfer and swarm.
 //! Every blob is checked against the BLAKE3 hash its descriptor names.
 
-use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use kith_core::frame::FrameError;
 use kith_overlay::StreamProtocol;
 use serde::{Deserialize, Serialize};
 
@@ -117,33 +115,7 @@ pub enum Response {
     Busy,
 }
 
-/// Writes a blob frame.
-pub async fn write_blob<W: AsyncWrite + Unpin>(io: &mut W, b: &[u8]) -> Result<(), FrameError> {
-    let len = u32::try_from(b.len()).map_err(|_| FrameError::TooLarge {
-        len: b.len(),
-        max: u32::MAX as usize,
-    })?;
-    io.write_all(&len.to_be_bytes()).await?;
-    io.write_all(b).await?;
-    io.flush().await?;
-    Ok(())
-}
-
-/// Reads a blob frame of at most `max` bytes; checks the length before allocating.
-pub async fn read_blob<R: AsyncRead + Unpin>(io: &mut R, max: u64) -> Result<Vec<u8>, FrameError> {
-    let mut len = [0u8; 4];
-    io.read_exact(&mut len).await?;
-    let len = u64::from(u32::from_be_bytes(len));
-    if len > max {
-        return Err(FrameError::TooLarge {
-            len: len as usize,
-            max: max as usize,
-        });
-    }
-    let mut b = vec![0u8; len as usize];
-    io.read_exact(&mut b).await?;
-    Ok(b)
-}
+pub use kith_core::frame::{read_blob, write_blob};
 
 /// BLAKE3 of `b`, as hex.
 pub fn hash(b: &[u8]) -> String {
@@ -153,6 +125,7 @@ pub fn hash(b: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kith_core::frame::FrameError;
     use proptest::prelude::*;
 
     #[test]

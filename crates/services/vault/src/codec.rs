@@ -161,14 +161,6 @@ impl Shares {
     }
 }
 
-/// Encrypts `plain` with `key` and cuts it into `n` shares (as owned buffers).
-pub fn seal(key: &[u8; 32], plain: Vec<u8>, k: u8, n: u8) -> Result<Vec<Vec<u8>>, CodecError> {
-    Ok(seal_shares(key, plain, k, n)?
-        .iter()
-        .map(<[u8]>::to_vec)
-        .collect())
-}
-
 /// Encrypts `plain` with `key` and cuts it into `n` shares.
 pub fn seal_shares(key: &[u8; 32], plain: Vec<u8>, k: u8, n: u8) -> Result<Shares, CodecError> {
     check_shape(k, n)?;
@@ -269,6 +261,14 @@ pub fn rebuild(k: u8, n: u8, shares: Vec<(usize, Vec<u8>)>) -> Result<Vec<Vec<u8
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The shares as owned buffers.
+    fn seal(key: &[u8; 32], plain: Vec<u8>, k: u8, n: u8) -> Result<Vec<Vec<u8>>, CodecError> {
+        Ok(seal_shares(key, plain, k, n)?
+            .iter()
+            .map(<[u8]>::to_vec)
+            .collect())
+    }
 
     fn bytes(n: usize) -> Vec<u8> {
         (0..n).map(|i| (i * 31 + i / 7) as u8).collect()

@@ -80,14 +80,19 @@ impl Holder {
         self.offered
     }
 
-    fn used(a: &Account) -> u64 {
+    fn used_by(a: &Account) -> u64 {
         a.shares.values().map(|s| s.size).sum()
+    }
+
+    /// Bytes held for everyone.
+    pub fn used(&self) -> u64 {
+        Self::used_by(&recover(&self.account))
     }
 
     /// What `owner` may store, given what this node stores with it (`lent_back`).
     pub fn offer(&self, owner: &str, lent_back: u64) -> Offer {
         let a = recover(&self.account);
-        let used = Self::used(&a) + *recover(&self.reserved);
+        let used = Self::used_by(&a) + *recover(&self.reserved);
         let yours: u64 = a
             .shares
             .values()

@@ -10,7 +10,7 @@
 //! leaves, then over the leaf hashes and the length. A holder checks a share against its
 //! name before it keeps it; an owner checks every share and every audited leaf it reads.
 
-use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use futures::AsyncRead;
 use kith_core::frame::FrameError;
 use kith_overlay::StreamProtocol;
 use serde::{Deserialize, Serialize};
@@ -83,17 +83,7 @@ pub struct Offer {
     pub free_for_you: u64,
 }
 
-/// Writes a blob frame.
-pub async fn write_blob<W: AsyncWrite + Unpin>(io: &mut W, b: &[u8]) -> Result<(), FrameError> {
-    let len = u32::try_from(b.len()).map_err(|_| FrameError::TooLarge {
-        len: b.len(),
-        max: u32::MAX as usize,
-    })?;
-    io.write_all(&len.to_be_bytes()).await?;
-    io.write_all(b).await?;
-    io.flush().await?;
-    Ok(())
-}
+pub use kith_core::frame::write_blob;
 
 /// Reads a blob frame of exactly `want` bytes, at most `max`; checks before allocating.
 pub async fn read_blob<R: AsyncRead + Unpin>(
@@ -101,22 +91,13 @@ pub async fn read_blob<R: AsyncRead + Unpin>(
     want: u64,
     max: u64,
 ) -> Result<Vec<u8>, FrameError> {
-    let mut len = [0u8; 4];
-    io.read_exact(&mut len).await?;
-    let len = u64::from(u32::from_be_bytes(len));
-    if len > max {
-        return Err(FrameError::TooLarge {
-            len: len as usize,
-            max: max as usize,
-        });
-    }
-    if len != want {
+    let b = kith_core::frame::read_blob(io, want.min(max)).await?;
+    if b.len() as u64 != want {
         return Err(FrameError::Malformed(format!(
-            "a blob of {len} bytes where {want} were announced"
+            "a blob of {} bytes where {want} were announced",
+            b.len()
         )));
     }
-    let mut b = vec![0u8; len as usize];
-    io.read_exact(&mut b).await?;
     Ok(b)
 }
 

@@ -13,7 +13,7 @@ use crate::codec::SEGMENT;
 use crate::index::{Index, Segment};
 use crate::put::{self, Sealed};
 use crate::state::Inner;
-use crate::{Error, get, place, root, upkeep};
+use crate::{Error, get, now_ms, place, root, upkeep};
 
 /// Time to collect answers for the root record.
 const LOOKUP: Duration = Duration::from_secs(10);
@@ -79,10 +79,7 @@ pub(crate) async fn publish(inner: &Arc<Inner>) -> Result<(), Error> {
     let json = serde_json::to_vec(&iref).map_err(|e| Error::Index(e.to_string()))?;
     let record_key = inner.signer.record_key();
     let sealed = seal::with_key(&inner.index_key, &record_key, &json);
-    let seq = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    let record = inner.signer.record(seq, &sealed).map_err(Error::Key)?;
+    let record = inner.signer.record(now_ms(), &sealed).map_err(Error::Key)?;
     inner.overlay.put_record(record_key, record).await?;
     let (path, j) = (root_file(inner), json.clone());
     let old: Option<IndexRef> = inner

@@ -150,10 +150,7 @@ async fn store(
         .await?;
     Ok(match kept {
         Ok(()) => {
-            inner
-                .metrics
-                .held
-                .set(inner.holder.offer("", 0).used as i64);
+            inner.metrics.held.set(inner.holder.used() as i64);
             Response::Stored
         }
         Err(r) => {

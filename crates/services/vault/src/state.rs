@@ -107,7 +107,7 @@ impl Inner {
         let index_key = signer.index_key().map_err(Error::Key)?;
         let metrics = Metrics::default();
         metrics.register(registry);
-        metrics.held.set(holder.offer("", 0).used as i64);
+        metrics.held.set(holder.used() as i64);
         Ok(Arc::new(Self {
             config,
             overlay,

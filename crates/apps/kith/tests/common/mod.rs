@@ -41,6 +41,11 @@ pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// A number field of a JSON object (0 when absent).
+pub fn num(v: &Value, k: &str) -> u64 {
+    v[k].as_u64().unwrap_or(0)
+}
+
 pub fn json_of(o: &Output) -> Result<Value> {
     let line = stdout(o).lines().last().unwrap_or_default().to_owned();
     serde_json::from_str(&line)
