@@ -220,15 +220,16 @@ async fn liars_are_shunned_by_every_download() -> Result<()> {
             shunned.push((l, asked));
         }
         // A new download does not ask the liars shunned at once (they are still
-        // connected). One truncation is a strike, not a shunning: the truncating liar may be
-        // asked once more, by the next download, and never after.
+        // connected). A truncation is a strike only while the connection looks up (a
+        // provider going away cuts responses short too), so under load the truncating
+        // liar may be tried again: never by more than one download's bounded retries.
         let snapshot = |shunned: &Vec<(RawPeer, Arc<AtomicUsize>)>| -> Vec<usize> {
             shunned
                 .iter()
                 .map(|(_, a)| a.load(Ordering::Relaxed))
                 .collect()
         };
-        for (round, never) in [(0u64, 2usize), (1, 3)] {
+        for round in 0..2u64 {
             let asked_before = snapshot(&shunned);
             let bytes = data(2_000_000, 77 + round);
             let file = h.dir.path().join(format!("last{round}.bin"));
@@ -238,17 +239,27 @@ async fn liars_are_shunned_by_every_download() -> Result<()> {
                 .get(&id, &b.dir.path().join(format!("last{round}.bin")))
                 .await?;
             assert_eq!(p["state"], "done", "{p}");
-            for (((_, asked), before), lie) in shunned
+            assert!(
+                !p["providers"]
+                    .to_string()
+                    .contains(&shunned[2].0.overlay.peer_id().to_string()),
+                "{p}"
+            );
+            let after = snapshot(&shunned);
+            for ((a, b4), lie) in after
                 .iter()
-                .zip(asked_before)
+                .zip(&asked_before)
                 .zip(["huge", "oversend", "truncate"])
-                .take(never)
             {
-                assert_eq!(
-                    asked.load(Ordering::Relaxed),
-                    before,
-                    "the {lie} liar was asked again (download {round})"
-                );
+                if lie == "truncate" {
+                    assert!(
+                        a - b4 < 40,
+                        "the truncate liar was asked {} times (download {round})",
+                        a - b4
+                    );
+                } else {
+                    assert_eq!(a, b4, "the {lie} liar was asked again (download {round})");
+                }
             }
         }
         h.stop().await;
