@@ -207,6 +207,7 @@ impl EventLoop {
             .map(|(peer, path)| PeerInfo {
                 peer,
                 path,
+                region: self.peers.region(&peer),
                 limit: match path {
                     crate::Path::Relayed { relay } => Some(self.nat.limit_of(&relay)),
                     crate::Path::Direct => None,
@@ -227,6 +228,11 @@ impl EventLoop {
             }
             Command::ListenAddrs(reply) => {
                 let _ = reply.send(swarm.listeners().cloned().collect());
+            }
+            Command::Regions(reply) => {
+                let own =
+                    crate::region::regions_of(swarm.listeners().chain(swarm.external_addresses()));
+                let _ = reply.send(own);
             }
             Command::AwaitUsable(peer, reply) => self.peers.await_usable(peer, reply),
             Command::Dial(addr, reply) => self.dials.dial(swarm, addr, reply),

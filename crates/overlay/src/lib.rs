@@ -23,6 +23,7 @@ mod guard;
 pub mod inbound;
 mod nat;
 mod peers;
+pub mod region;
 mod status;
 
 use std::sync::Arc;
@@ -31,6 +32,7 @@ use std::time::Duration;
 pub use guard::Limits as HandshakeLimits;
 pub use libp2p::{Multiaddr, PeerId, Stream, StreamProtocol, identity::Keypair, multiaddr};
 pub use libp2p_stream::OpenStreamError;
+pub use region::Region;
 pub use status::{ConnectionInfo, RelayInfo, Status};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -121,6 +123,8 @@ pub struct PeerInfo {
     pub path: Path,
     /// For a relayed path: the relay's limits.
     pub limit: Option<CircuitLimit>,
+    /// Where the peer is: the subnet its best connection comes from, or its relay.
+    pub region: Option<Region>,
 }
 
 /// Typed facts about peers, as they happen.
@@ -261,6 +265,7 @@ pub(crate) enum Command {
     Status(oneshot::Sender<Status>),
     Peers(oneshot::Sender<Vec<PeerInfo>>),
     ListenAddrs(oneshot::Sender<Vec<Multiaddr>>),
+    Regions(oneshot::Sender<Vec<Region>>),
     AwaitUsable(PeerId, oneshot::Sender<()>),
     Dial(Multiaddr, oneshot::Sender<Result<(), OverlayError>>),
     StartProviding(Vec<u8>),
@@ -414,6 +419,22 @@ impl Overlay {
     /// Addresses this node listens on.
     pub async fn listen_addrs(&self) -> Result<Vec<Multiaddr>, OverlayError> {
         self.ask(Command::ListenAddrs).await
+    }
+
+    /// The regions this node is in: those of its listen and external addresses, and the
+    /// relays it listens through.
+    pub async fn own_regions(&self) -> Result<Vec<Region>, OverlayError> {
+        self.ask(Command::Regions).await
+    }
+
+    /// Whether `peer` is connected and in one of this node's regions (`None`: not
+    /// connected, so not known).
+    pub async fn is_near(&self, peer: PeerId) -> Result<Option<bool>, OverlayError> {
+        let Some(info) = self.peer_info(peer).await? else {
+            return Ok(None);
+        };
+        let own = self.own_regions().await?;
+        Ok(Some(info.region.is_some_and(|r| own.contains(&r))))
     }
 
     pub async fn dial(&self, addr: Multiaddr) -> Result<(), OverlayError> {

@@ -9,7 +9,7 @@ use libp2p::swarm::ConnectionId;
 use tokio::sync::{broadcast, oneshot};
 
 use crate::nat::relay_of;
-use crate::{Path, PeerEvent};
+use crate::{Path, PeerEvent, Region};
 
 /// Most callers waiting at once for a closing connection to go.
 const MAX_USABLE_WAITERS: usize = 1024;
@@ -28,6 +28,14 @@ impl Conn {
         match &self.endpoint {
             ConnectedPoint::Dialer { address, .. } => address,
             ConnectedPoint::Listener { local_addr, .. } => local_addr,
+        }
+    }
+
+    /// The address of the other end: where a direct peer's connection comes from.
+    fn remote(&self) -> &libp2p::Multiaddr {
+        match &self.endpoint {
+            ConnectedPoint::Dialer { address, .. } => address,
+            ConnectedPoint::Listener { send_back_addr, .. } => send_back_addr,
         }
     }
 
@@ -66,6 +74,20 @@ impl Peers {
             }
         }
         best
+    }
+
+    /// The peer's region: the subnet its first open direct connection comes from, else
+    /// the relay of its relayed one.
+    pub fn region(&self, peer: &PeerId) -> Option<Region> {
+        match self.path(peer)? {
+            Path::Relayed { relay } => Some(Region::Relay(relay)),
+            Path::Direct => self
+                .conns
+                .get(peer)?
+                .iter()
+                .filter(|c| !c.closing && c.path() == Path::Direct)
+                .find_map(|c| Region::of_addr(c.remote())),
+        }
     }
 
     pub fn is_connected(&self, peer: &PeerId) -> bool {

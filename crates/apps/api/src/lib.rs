@@ -9,9 +9,11 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+mod cache;
 mod compute;
 mod people;
 mod vault;
+pub use cache::{CacheDemand, CacheEntry, CacheHint, CacheStatus, PinRequest};
 pub use compute::{
     Job, MasterStanding, ResultsRequest, ResultsWritten, RunningUnit, SubmitJob, VolunteerRequest,
     VolunteerStatus,

@@ -81,6 +81,14 @@ pub struct UpArgs {
     /// How long a holder may be gone before its shares are rebuilt elsewhere (e.g. 24h).
     #[arg(long, value_parser = kith_core::units::parse_duration)]
     pub vault_grace: Option<u64>,
+    /// Cache up to this much popular content for readers near this node (e.g. 10G; LRU;
+    /// pinned and own content is never evicted; default 0).
+    #[arg(long, env = "KITH_CACHE", value_parser = kith_core::units::parse_size)]
+    pub cache: Option<u64>,
+    /// Peers of one region that must ask for the same content before a cache node there
+    /// is asked to fetch it ahead (default 3).
+    #[arg(long)]
+    pub cache_demand: Option<u32>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -170,6 +178,13 @@ pub enum Cmd {
     /// Store files on peers' spare disks: encrypted, erasure-coded, audited, repaired.
     #[command(subcommand)]
     Vault(VaultCmd),
+    /// Keep content on this node: fetched into the cache if need be, never evicted.
+    Pin { id: String },
+    /// Let pinned content be evicted again.
+    Unpin { id: String },
+    /// Edge caching: what this node caches for the readers near it.
+    #[command(subcommand)]
+    Cache(CacheCmd),
     /// Back a folder up into the vault (only changed chunks move).
     Backup {
         dir: PathBuf,
@@ -194,6 +209,12 @@ pub enum Cmd {
         #[arg(short, long)]
         output: PathBuf,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CacheCmd {
+    /// What this node caches for others and why, its regions, and the hints it sent.
+    Status,
 }
 
 #[derive(Subcommand, Debug)]

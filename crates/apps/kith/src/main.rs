@@ -5,6 +5,7 @@
 //!   the node; `progress`: following a download; `client`: the typed API client.
 
 mod args;
+mod cache;
 mod client;
 mod commands;
 mod groups;
@@ -21,7 +22,7 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use kith_node::Home;
 
-use crate::args::{Cli, Cmd};
+use crate::args::{CacheCmd, Cli, Cmd};
 use crate::client::Client;
 
 fn home(cli: &Cli) -> Result<Home> {
@@ -124,6 +125,9 @@ async fn talk(c: &Client, cmd: Cmd, json: bool) -> Result<()> {
         Cmd::Job(j) => jobs::job(c, j, json).await,
         Cmd::Volunteer(v) => jobs::volunteer(c, v, json).await,
         Cmd::Vault(v) => vault::vault(c, v, json).await,
+        Cmd::Pin { id } => cache::pin(c, &id, true, json).await,
+        Cmd::Unpin { id } => cache::pin(c, &id, false, json).await,
+        Cmd::Cache(CacheCmd::Status) => cache::status(c, json).await,
         Cmd::Backup { dir, every, k, n } => vault::backup(c, &dir, every, (k, n), json).await,
         Cmd::Restore { source, at, output } => {
             vault::restore(c, source, at.as_deref(), &output, json).await

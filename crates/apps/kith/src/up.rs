@@ -55,6 +55,12 @@ fn merge(mut config: Config, args: &UpArgs, broker: bool) -> Config {
     if let Some(s) = args.vault_grace {
         config.vault_grace_secs = s;
     }
+    if let Some(c) = args.cache {
+        config.cache = c;
+    }
+    if let Some(d) = args.cache_demand {
+        config.cache_demand = d.max(1);
+    }
     config
 }
 

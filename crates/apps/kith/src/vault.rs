@@ -10,7 +10,7 @@ use crate::client::{Client, segment};
 use crate::commands::{absolute, print_json};
 use crate::units::human;
 
-fn when(secs: u64) -> String {
+pub(crate) fn when(secs: u64) -> String {
     if secs == 0 {
         return "never".into();
     }

@@ -64,6 +64,11 @@ pub struct Config {
     pub vault_audit_secs: u64,
     /// Seconds a vault holder may be unreachable before its shares are rebuilt elsewhere.
     pub vault_grace_secs: u64,
+    /// Bytes of popular content this node caches for the readers of its region (0: none).
+    pub cache: u64,
+    /// Distinct peers of one region asking for the same content before a cache node there
+    /// is asked to fetch it ahead.
+    pub cache_demand: u32,
 }
 
 impl Default for Config {
@@ -84,6 +89,8 @@ impl Default for Config {
             offer: 0,
             vault_audit_secs: 3600,
             vault_grace_secs: 86_400,
+            cache: 0,
+            cache_demand: 3,
             broker: None,
             serve_broker: false,
             broker_ttl_secs: 60,

@@ -9,6 +9,7 @@
 //!   its OpenAPI document generated from those types.
 
 mod api;
+mod cache;
 mod compute;
 pub mod config;
 mod convert;
@@ -21,6 +22,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use kith_cache::Cache;
 use kith_compute::Compute;
 use kith_core::tasks::{Fatal, Tasks};
 use kith_groups::Groups;
@@ -60,6 +62,8 @@ pub enum NodeError {
     Compute(#[from] kith_compute::Error),
     #[error(transparent)]
     Vault(#[from] kith_vault::Error),
+    #[error(transparent)]
+    Cache(#[from] kith_cache::Error),
     #[error("{0}")]
     BadRequest(String),
     #[error("{0}")]
@@ -78,6 +82,7 @@ pub struct Options {
     pub search: kith_search::Config,
     pub compute: kith_compute::Config,
     pub vault: kith_vault::Config,
+    pub cache: kith_cache::Config,
 }
 
 impl Options {
@@ -91,6 +96,9 @@ impl Options {
         vault.offer = config.offer;
         vault.audit_every = Duration::from_secs(config.vault_audit_secs.max(1));
         vault.grace = Duration::from_secs(config.vault_grace_secs);
+        let mut cache = kith_cache::Config::new(home.service_dir("cache"));
+        cache.capacity = config.cache;
+        cache.demand = config.cache_demand.max(1);
         let mut search = kith_search::Config::new(home.service_dir("search"));
         search.serve_broker = config.serve_broker;
         search.broker_ttl = Duration::from_secs(config.broker_ttl_secs.max(1));
@@ -101,6 +109,7 @@ impl Options {
             search,
             compute,
             vault,
+            cache,
         }
     }
 }
@@ -114,6 +123,7 @@ pub(crate) struct Inner {
     pub search: Search,
     pub compute: Compute,
     pub vault: Vault,
+    pub cache: Cache,
     pub registry: Registry,
     pub home: Home,
     pub token: String,
@@ -204,6 +214,7 @@ struct Services {
     search: Search,
     compute: Compute,
     vault: Vault,
+    cache: Cache,
 }
 
 async fn start_services(
@@ -285,6 +296,8 @@ async fn start_services(
     let (o, p, vcfg) = (overlay.clone(), people.clone(), opts.vault.clone());
     let sc = groups.scopes();
     let vault = Vault::start(vcfg, o, p, sc, signer, registry, tasks("vault")).await?;
+    let (o, sh) = (overlay.clone(), share.clone());
+    let cache = Cache::start(opts.cache.clone(), o, sh, tasks("cache")).await?;
     Ok(Services {
         overlay,
         overlay_task,
@@ -295,6 +308,7 @@ async fn start_services(
         search,
         compute,
         vault,
+        cache,
     })
 }
 
@@ -338,6 +352,7 @@ impl Node {
                 search: s.search,
                 compute: s.compute,
                 vault: s.vault,
+                cache: s.cache,
                 registry,
                 home: home.clone(),
                 token,
@@ -410,6 +425,7 @@ impl Node {
         let _ = tokio::time::timeout(Duration::from_secs(5), i.search.stopped()).await;
         let _ = tokio::time::timeout(Duration::from_secs(5), i.compute.stopped()).await;
         let _ = tokio::time::timeout(Duration::from_secs(5), i.vault.stopped()).await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), i.cache.stopped()).await;
         let _ = tokio::time::timeout(Duration::from_secs(5), i.names.stopped()).await;
         let _ = tokio::time::timeout(Duration::from_secs(5), i.groups.stopped()).await;
         let _ = tokio::time::timeout(Duration::from_secs(5), i.people.stopped()).await;

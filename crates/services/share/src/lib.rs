@@ -126,6 +126,9 @@ pub enum Event {
     DownloadDone { id: ContentId },
     /// A download failed.
     DownloadFailed { id: ContentId, error: String },
+    /// A peer asked for the manifest of something this node shares publicly: a download
+    /// of it starts (or goes on) there.
+    Requested { id: ContentId, peer: PeerId },
 }
 
 /// Where a download stands.

@@ -101,6 +101,12 @@ async fn serve_stream(inner: &Inner, peer: PeerId, mut stream: Stream) -> Result
             } else {
                 Ok(None)
             };
+            if req.kind() == Kind::Manifest
+                && matches!(data, Ok(Some(_)))
+                && inner.is_public_share(&req)
+            {
+                let _ = inner.events.send(crate::Event::Requested { id: req, peer });
+            }
             if tx.send(Next::Block(req, data)).await.is_err() {
                 return Ok(());
             }

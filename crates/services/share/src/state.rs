@@ -263,6 +263,11 @@ impl Inner {
         }
     }
 
+    /// Whether `id` is a share of this node announced publicly.
+    pub fn is_public_share(&self, id: &ContentId) -> bool {
+        kith_core::sync::recover(&self.announced).contains_key(&(*id, None))
+    }
+
     /// Stops announcing a share.
     pub async fn withdraw(&self, id: ContentId, scope: Option<&str>) {
         let slot = (id, scope.map(str::to_owned));

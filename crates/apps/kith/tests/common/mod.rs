@@ -64,12 +64,28 @@ pub fn run_node(home: &Path, cmd: &str, extra: &[&str]) -> Result<Proc> {
 
 /// [`run_node`] with environment variables set for the node.
 pub fn run_node_env(home: &Path, cmd: &str, extra: &[&str], env: &[(&str, &str)]) -> Result<Proc> {
+    start_node(home, cmd, "/ip4/127.0.0.1/tcp/0", extra, env)
+}
+
+/// Starts `kith up` listening on `listen` only (e.g. QUIC on another loopback address, so
+/// that peers see this node in another subnet).
+pub fn up_at(home: &Path, listen: &str, extra: &[&str]) -> Result<Proc> {
+    start_node(home, "up", listen, extra, &[])
+}
+
+fn start_node(
+    home: &Path,
+    cmd: &str,
+    listen: &str,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Result<Proc> {
     let log = std::fs::File::create(home.with_extension("log"))?;
     let child = Command::new(KITH)
         .envs(env.iter().copied())
         .arg("--home")
         .arg(home)
-        .args([cmd, "--no-mdns", "--listen", "/ip4/127.0.0.1/tcp/0"])
+        .args([cmd, "--no-mdns", "--listen", listen])
         .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::null())

@@ -7,6 +7,7 @@
 //! a web page cannot read the API by rebinding a DNS name to 127.0.0.1, nor make a
 //! browser send it requests (DNS rebinding, CSRF).
 
+mod cache;
 mod compute;
 mod guard;
 mod handlers;
@@ -97,6 +98,16 @@ fn vault_status(e: &kith_vault::Error) -> StatusCode {
     }
 }
 
+fn cache_status(e: &kith_cache::Error) -> StatusCode {
+    use kith_cache::Error as E;
+    match e {
+        E::Own(_) | E::NotAManifest(_) => StatusCode::BAD_REQUEST,
+        E::NotCached(_) => StatusCode::NOT_FOUND,
+        E::Busy => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
 fn names_status(e: &kith_names::Error) -> StatusCode {
     use kith_names::Error as E;
     match e {
@@ -118,6 +129,7 @@ impl From<NodeError> for ApiError {
             NodeError::Groups(e) => groups_status(e),
             NodeError::Compute(e) => compute_status(e),
             NodeError::Vault(e) => vault_status(e),
+            NodeError::Cache(e) => cache_status(e),
             NodeError::Overlay(_) => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
@@ -168,6 +180,9 @@ pub(crate) fn router(node: Node) -> Router {
         .route("/vault/{id}/get", post(vault::get))
         .route("/backups", post(vault::backup))
         .route("/backups/restore", post(vault::restore))
+        .route("/cache", get(cache::status))
+        .route("/cache/pins", post(cache::pin))
+        .route("/cache/pins/{id}", delete(cache::unpin))
         .route("/jobs/{job}", get(compute::job).delete(compute::cancel_job))
         .route("/jobs/{job}/results", post(compute::job_results))
         .route(

@@ -5,7 +5,7 @@ use kith_api as api;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{compute, handlers, people, vault};
+use super::{cache, compute, handlers, people, vault};
 
 struct Token;
 
@@ -66,6 +66,9 @@ impl Modify for Token {
         vault::get,
         vault::backup,
         vault::restore,
+        cache::status,
+        cache::pin,
+        cache::unpin,
     ),
     components(schemas(
         api::ErrorBody, api::Status, api::Connection, api::Relay, api::Share, api::ShareRequest,
@@ -77,6 +80,7 @@ impl Modify for Token {
         api::VolunteerRequest, api::VolunteerStatus, api::RunningUnit, api::MasterStanding,
         api::VaultPut, api::VaultStored, api::VaultObject, api::VaultGet, api::VaultGot,
         api::VaultRemoved, api::VaultPeer, api::VaultOverview, api::BackupRequest,
+        api::PinRequest, api::CacheEntry, api::CacheHint, api::CacheDemand, api::CacheStatus,
     )),
     modifiers(&Token)
 )]

@@ -2,6 +2,7 @@
 //! peers, then the DHT, asked again with a growing gap while the download runs; and every
 //! peer as it connects (a provider that went away may come back on its own).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use kith_core::ContentId;
@@ -40,7 +41,13 @@ async fn lookup(inner: &Inner, key: Vec<u8>, via: Via, tx: &mpsc::Sender<(PeerId
 }
 
 /// Feeds candidates into `tx` until the download drops the receiver or the node stops.
-pub(crate) async fn run(inner: &Inner, id: ContentId, tx: mpsc::Sender<(PeerId, Via)>) {
+/// `round` is set once the first round (hinted and connected peers, then the DHT) is in.
+pub(crate) async fn run(
+    inner: &Inner,
+    id: ContentId,
+    tx: mpsc::Sender<(PeerId, Via)>,
+    round: &AtomicBool,
+) {
     // Subscribed before the connected peers are read, so none is missed in between.
     let mut events = inner.overlay.peer_events();
     let mut first: Vec<PeerId> = inner.hinted(&id);
@@ -62,6 +69,7 @@ pub(crate) async fn run(inner: &Inner, id: ContentId, tx: mpsc::Sender<(PeerId, 
                 return;
             }
         }
+        round.store(true, Ordering::Relaxed);
         let wait = tokio::time::sleep(gap);
         tokio::pin!(wait);
         loop {

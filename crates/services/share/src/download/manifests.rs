@@ -23,6 +23,9 @@ const MANIFEST_PARALLEL: usize = 8;
 /// so far), at most [`MANIFEST_REDIALS`] times before it must be found again.
 const MANIFEST_REDIAL: Duration = Duration::from_millis(300);
 const MANIFEST_REDIALS: u32 = 3;
+/// The head start near providers get over far ones (when a near one is asked too): the
+/// first answer wins, and a near one's should (a cache on this node's LAN, say).
+const FAR_HEAD_START: Duration = Duration::from_millis(250);
 
 /// The manifest `id`, verified.
 pub(crate) async fn fetch(s: &mut Session, id: &ContentId) -> Result<Manifest, DownloadError> {
@@ -53,20 +56,43 @@ async fn ask_providers(s: &mut Session, id: &ContentId) -> Result<Vec<u8>, Downl
     let mut moving: HashMap<PeerId, CancellationToken> = HashMap::new();
     // Peers that could not be reached, and how often.
     let mut unreachable: HashMap<PeerId, u32> = HashMap::new();
+    let mut far: HashSet<PeerId> = HashSet::new();
+    let mut classified: HashSet<PeerId> = HashSet::new();
     loop {
         while attempts.len() < MANIFEST_PARALLEL {
-            let Some(peer) = s
+            let candidates: Vec<PeerId> = s
                 .peers
                 .iter()
                 .copied()
-                .find(|p| !tried.contains(p) && !inner.strikes.is_shunned(p))
+                .filter(|p| !tried.contains(p) && !inner.strikes.is_shunned(p))
+                .collect();
+            let new: Vec<PeerId> = candidates
+                .iter()
+                .copied()
+                .filter(|p| classified.insert(*p))
+                .collect();
+            if !new.is_empty() {
+                far.extend(super::nearness::far_among(&inner, &new).await);
+            }
+            // Near (or not yet known) providers first.
+            let Some(peer) = candidates
+                .iter()
+                .find(|p| !far.contains(p))
+                .or(candidates.first())
+                .copied()
             else {
                 break;
             };
+            // A far one waits while a near one is asked, or may still be found.
+            let near_asked = tried.iter().any(|p| !far.contains(p))
+                || !s.first_round.load(std::sync::atomic::Ordering::Relaxed);
             tried.insert(peer);
             in_flight.insert(peer);
             let moved = moving.entry(peer).or_default().clone();
-            let wait = MANIFEST_REDIAL * unreachable.get(&peer).copied().unwrap_or(0);
+            let mut wait = MANIFEST_REDIAL * unreachable.get(&peer).copied().unwrap_or(0);
+            if far.contains(&peer) && near_asked {
+                wait += FAR_HEAD_START;
+            }
             let inner = &inner;
             attempts.push(async move {
                 let attempt = async {

@@ -11,6 +11,7 @@
 
 mod finder;
 mod manifests;
+mod nearness;
 mod plan;
 mod scheduler;
 mod session;
@@ -124,8 +125,10 @@ async fn with_finder(
     tx: &watch::Sender<Progress>,
 ) -> Result<(), DownloadError> {
     let (found_tx, found) = mpsc::channel(64);
-    let finder = std::pin::pin!(finder::run(inner, id, found_tx));
+    let round = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let finder = std::pin::pin!(finder::run(inner, id, found_tx, &round));
     let mut session = Session::new(inner.clone(), id, tx.clone(), found, patience);
+    session.first_round = round.clone();
     let body = std::pin::pin!(download(&mut session, output));
     match futures::future::select(body, finder).await {
         futures::future::Either::Left((r, _)) => r,

@@ -15,6 +15,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::DownloadError;
+use super::nearness::Nearness;
 use super::plan::Plan;
 use super::session::Session;
 use super::work::Work;
@@ -43,6 +44,8 @@ pub(crate) struct Scheduler<'a> {
     /// Store writes of landed chunks not yet committed.
     ops: Vec<Op>,
     remaining: usize,
+    /// Far providers held back while near ones deliver.
+    near: Nearness,
 }
 
 impl<'a> Scheduler<'a> {
@@ -74,6 +77,7 @@ impl<'a> Scheduler<'a> {
             relay_checked: HashSet::new(),
             ops: Vec::new(),
             remaining,
+            near: Nearness::new(),
         }
     }
 
@@ -81,8 +85,9 @@ impl<'a> Scheduler<'a> {
         let mut events = self.s.inner.overlay.peer_events();
         let mut tick = tokio::time::interval(COMMIT_TICK);
         for p in self.live.clone() {
-            self.spawn_for(p);
+            self.admit(p).await;
         }
+        self.release_far();
         while self.remaining > 0 {
             if self.workers.is_empty() {
                 self.s.tx.send_if_modified(|p| {
@@ -91,10 +96,12 @@ impl<'a> Scheduler<'a> {
             }
             let shutdown = self.s.inner.tasks.shutdown().clone();
             let deadline = self.s.deadline();
+            let far_at = self.near.deadline();
             tokio::select! {
                 () = shutdown.cancelled() => return self.on_shutdown().await,
                 () = tokio::time::sleep_until(deadline) => return Err(self.on_deadline()),
-                found = self.s.found.recv(), if self.s.finder_open => self.on_found(found),
+                found = self.s.found.recv(), if self.s.finder_open => self.on_found(found).await,
+                () = sleep_until_some(far_at) => self.release_far(),
                 e = events.recv() => self.on_peer_event(e),
                 Some(l) = self.landed.recv() => self.on_landed(l).await?,
                 Some(joined) = self.workers.join_next() => {
@@ -102,7 +109,10 @@ impl<'a> Scheduler<'a> {
                         self.on_worker_exit(peer, exit).await?;
                     }
                 }
-                _ = tick.tick() => self.commit().await?,
+                _ = tick.tick() => {
+                    self.release_far();
+                    self.commit().await?;
+                }
             }
         }
         self.workers.abort_all();
@@ -126,7 +136,28 @@ impl<'a> Scheduler<'a> {
         }
     }
 
-    fn on_found(&mut self, found: Option<(PeerId, super::finder::Via)>) {
+    /// A provider to use: started now, or held in reserve when it is far and near ones
+    /// may do.
+    async fn admit(&mut self, peer: PeerId) {
+        if self.near.hold(self.s, peer).await {
+            self.live.remove(&peer);
+            self.release_far();
+        } else {
+            self.live.insert(peer);
+            self.spawn_for(peer);
+        }
+    }
+
+    /// Starts the far providers once they may join.
+    fn release_far(&mut self) {
+        let live_near = !self.live.is_empty();
+        for p in self.near.release(self.s, live_near) {
+            self.live.insert(p);
+            self.spawn_for(p);
+        }
+    }
+
+    async fn on_found(&mut self, found: Option<(PeerId, super::finder::Via)>) {
         let Some(found) = found else {
             self.s.finder_open = false;
             return;
@@ -135,8 +166,7 @@ impl<'a> Scheduler<'a> {
         if !self.s.add_found(found) {
             return;
         }
-        self.live.insert(peer);
-        self.spawn_for(peer);
+        self.admit(peer).await;
         self.s.tx.send_if_modified(|p| {
             std::mem::replace(&mut p.state, State::Downloading) != State::Downloading
         });
@@ -159,6 +189,8 @@ impl<'a> Scheduler<'a> {
     async fn on_landed(&mut self, l: Landed) -> Result<(), DownloadError> {
         self.remaining -= 1;
         self.s.progress();
+        self.near.landed(&l.peer);
+        self.release_far();
         let new_provider = self.s.providers.insert(l.peer);
         if let Some(t) = self.shared.plan.tasks.get(l.index) {
             self.ops.extend(t.locations());
@@ -256,6 +288,7 @@ impl<'a> Scheduler<'a> {
                 self.spawn_for(p);
             }
         }
+        self.release_far();
         Ok(())
     }
 
@@ -287,5 +320,13 @@ impl<'a> Scheduler<'a> {
     async fn commit(&mut self) -> Result<(), DownloadError> {
         let ops = std::mem::take(&mut self.ops);
         Ok(self.s.inner.apply(ops).await?)
+    }
+}
+
+/// Sleeps until `at`; for ever when there is no `at`.
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
     }
 }

@@ -4,6 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use kith_core::ContentId;
@@ -39,6 +40,8 @@ pub(crate) struct Session {
     tried: HashMap<PeerId, String>,
     patience: Duration,
     last_progress: Instant,
+    /// Set by the finder once its first round of lookups is in.
+    pub first_round: Arc<AtomicBool>,
 }
 
 impl Session {
@@ -61,6 +64,7 @@ impl Session {
             tried: HashMap::new(),
             patience,
             last_progress: Instant::now(),
+            first_round: Arc::new(AtomicBool::new(false)),
         }
     }
 
