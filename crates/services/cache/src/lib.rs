@@ -61,8 +61,6 @@ pub enum Error {
     Share(#[from] kith_share::Error),
     #[error("network: {0}")]
     Overlay(#[from] kith_overlay::OverlayError),
-    #[error("network: {0}")]
-    Open(#[from] kith_overlay::OpenStreamError),
     #[error("peer: {0}")]
     Frame(#[from] kith_core::frame::FrameError),
     #[error(transparent)]
