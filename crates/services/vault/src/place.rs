@@ -1,13 +1,14 @@
 //! Finding holders and placing shares: holders provide [`HOLDERS_KEY`] in the DHT and
 //! answer `offer`; shares of a segment go to distinct holders, people other than the
-//! owner first and distinct people before a second device of the same one; a holder
-//! with a fault on record gets no more.
+//! owner first, distinct people before a second device of the same one, and distinct
+//! networks (regions: a subnet, or the relay a holder is behind) before a second holder
+//! in one; a holder with a fault on record gets no more.
 
 use std::collections::{BTreeSet, HashSet};
 use std::time::Duration;
 
 use futures::StreamExt;
-use kith_overlay::PeerId;
+use kith_overlay::{PeerId, Region};
 
 use crate::client;
 use crate::protocol::HOLDERS_KEY;
@@ -25,6 +26,8 @@ pub(crate) type Cands = std::sync::Mutex<Vec<Candidate>>;
 pub(crate) struct Candidate {
     pub peer: PeerId,
     pub person: Option<String>,
+    /// The network it is in, as this node sees it.
+    pub region: Option<Region>,
     /// Bytes this owner may still store there.
     pub free: u64,
 }
@@ -87,9 +90,17 @@ async fn offers(inner: &Inner, mut peers: Vec<PeerId>) -> Vec<Candidate> {
     let answered: Vec<Candidate> = futures::stream::iter(peers)
         .map(|peer| async move {
             let offer = client::offer(&inner.overlay, peer).await.ok()?;
+            let region = inner
+                .overlay
+                .peer_info(peer)
+                .await
+                .ok()
+                .flatten()
+                .and_then(|i| i.region);
             (offer.free_for_you > 0).then(|| Candidate {
                 peer,
                 person: inner.person_of(&peer),
+                region,
                 free: offer.free_for_you,
             })
         })
@@ -102,7 +113,8 @@ async fn offers(inner: &Inner, mut peers: Vec<PeerId>) -> Vec<Candidate> {
 }
 
 /// Picks `n` distinct holders with room for `size` bytes each, not in `exclude`; takes
-/// the room from them. Other people first, then distinct people, then anyone.
+/// the room from them. Other people in networks not used yet first, then other people,
+/// then distinct people, then anyone.
 pub(crate) fn pick(
     cands: &mut [Candidate],
     n: usize,
@@ -114,8 +126,9 @@ pub(crate) fn pick(
     order.sort_by(|&a, &b| cands[b].free.cmp(&cands[a].free));
     let mut picked: Vec<usize> = Vec::new();
     let mut people: BTreeSet<String> = BTreeSet::new();
+    let mut regions: HashSet<Region> = HashSet::new();
     let fits = |c: &Candidate| c.free >= size && !exclude.contains(&c.peer);
-    for pass in 0..3 {
+    for pass in 0..4 {
         for &i in &order {
             if picked.len() == n {
                 break;
@@ -126,15 +139,20 @@ pub(crate) fn pick(
             }
             let other = c.person.as_deref() != me || me.is_none();
             let new_person = c.person.as_ref().is_none_or(|p| !people.contains(p));
+            let new_region = c.region.is_none_or(|r| !regions.contains(&r));
             let ok = match pass {
-                0 => other && new_person,
-                1 => new_person,
+                0 => other && new_person && new_region,
+                1 => other && new_person,
+                2 => new_person,
                 _ => true,
             };
             if ok {
                 picked.push(i);
                 if let Some(p) = &c.person {
                     people.insert(p.clone());
+                }
+                if let Some(r) = c.region {
+                    regions.insert(r);
                 }
             }
         }
@@ -156,8 +174,32 @@ mod tests {
         Candidate {
             peer: PeerId::random(),
             person: Some(person.into()),
+            region: None,
             free,
         }
+    }
+
+    fn lan(n: u8) -> Option<Region> {
+        Some(Region::of_ip(std::net::IpAddr::V4(
+            std::net::Ipv4Addr::new(10, 0, n, 1),
+        )))
+    }
+
+    #[test]
+    fn distinct_networks_before_a_second_holder_in_one() {
+        let mut c = vec![cand("a", 100), cand("b", 90), cand("c", 80), cand("d", 70)];
+        c[0].region = lan(1);
+        c[1].region = lan(1);
+        c[2].region = lan(2);
+        c[3].region = lan(3);
+        let got = pick(&mut c, 3, 10, &HashSet::new(), Some("me"));
+        assert_eq!(
+            got,
+            vec![c[0].peer, c[2].peer, c[3].peer],
+            "b shares a's network"
+        );
+        let more = pick(&mut c, 4, 10, &HashSet::new(), Some("me"));
+        assert_eq!(more.len(), 4, "then the same network again");
     }
 
     #[test]
