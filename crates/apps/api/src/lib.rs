@@ -140,7 +140,8 @@ pub struct Progress {
     pub id: String,
     pub name: Option<String>,
     pub output: Option<String>,
-    /// `finding`, `downloading`, `waiting` (for providers), `done` or `failed`.
+    /// `finding`, `downloading`, `waiting` (for providers), `paused`, `done`, `failed` or
+    /// `cancelled`.
     pub state: String,
     pub error: Option<String>,
     pub total_bytes: u64,
@@ -155,12 +156,27 @@ pub struct Progress {
     pub relayed: Vec<String>,
     /// Something the user should know (e.g. that a transfer goes through a relay).
     pub notice: Option<String>,
+    /// Bytes per second over the last half second.
+    #[serde(default)]
+    pub rate: u64,
 }
 
 impl Progress {
+    /// No more progress comes: it ended, or it is paused.
     pub fn finished(&self) -> bool {
-        self.state == "done" || self.state == "failed"
+        matches!(
+            self.state.as_str(),
+            "done" | "failed" | "paused" | "cancelled"
+        )
     }
+}
+
+/// `PATCH /downloads/{id}`: pause or resume a download.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DownloadChange {
+    /// `paused` or `running`.
+    pub state: String,
 }
 
 /// `POST /search`: search across peers.

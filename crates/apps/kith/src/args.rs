@@ -159,6 +159,23 @@ pub enum Cmd {
         #[arg(long)]
         timeout: Option<u64>,
     },
+    /// Downloads running or paused in the node: state, progress, rate, providers.
+    Downloads,
+    /// Pause a download (its verified chunks are kept; it stays paused until resumed).
+    Pause {
+        /// The content ID being downloaded.
+        id: String,
+    },
+    /// Resume a paused download.
+    Resume {
+        /// The content ID being downloaded.
+        id: String,
+    },
+    /// Cancel a running or paused download and remove what it wrote.
+    Cancel {
+        /// The content ID being downloaded.
+        id: String,
+    },
     /// Stop sharing content.
     Unshare { id: String },
     /// Show this device's person ID and the person's devices.

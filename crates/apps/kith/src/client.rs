@@ -90,9 +90,26 @@ impl Client {
     }
 
     pub async fn put<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T> {
+        self.write(reqwest::Method::PUT, path, body).await
+    }
+
+    pub async fn patch<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T> {
+        self.write(reqwest::Method::PATCH, path, body).await
+    }
+
+    async fn write<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: &B,
+    ) -> Result<T> {
         let req = self
             .http
-            .put(format!("{}{path}", self.base))
+            .request(method, format!("{}{path}", self.base))
             .json(body)
             .timeout(Duration::from_secs(30));
         Ok(self.send(req).await?.json().await?)

@@ -11,6 +11,7 @@ mod commands;
 mod groups;
 mod jobs;
 mod progress;
+mod transfers;
 mod units;
 mod up;
 mod vault;
@@ -125,6 +126,10 @@ async fn talk(c: &Client, cmd: Cmd, json: bool) -> Result<()> {
         Cmd::Job(j) => jobs::job(c, j, json).await,
         Cmd::Volunteer(v) => jobs::volunteer(c, v, json).await,
         Cmd::Vault(v) => vault::vault(c, v, json).await,
+        Cmd::Downloads => transfers::list(c, json).await,
+        Cmd::Pause { id } => transfers::change(c, &id, "paused", json).await,
+        Cmd::Resume { id } => transfers::change(c, &id, "running", json).await,
+        Cmd::Cancel { id } => transfers::cancel(c, &id, json).await,
         Cmd::Pin { id } => cache::pin(c, &id, true, json).await,
         Cmd::Unpin { id } => cache::pin(c, &id, false, json).await,
         Cmd::Cache(CacheCmd::Status) => cache::status(c, json).await,

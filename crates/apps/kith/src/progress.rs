@@ -68,10 +68,22 @@ pub async fn follow(c: &Client, req: &api::DownloadRequest, json: bool) -> Resul
         last_plain: Instant::now(),
         last: None,
     };
-    let followed = c.stream("/downloads", req, |p| view.show(p)).await;
+    let followed = tokio::select! {
+        f = c.stream("/downloads", req, |p| view.show(p)) => Some(f),
+        _ = tokio::signal::ctrl_c() => None,
+    };
     if let Some(b) = &view.bar {
         b.finish_and_clear();
     }
+    let Some(followed) = followed else {
+        let id = view
+            .last
+            .as_ref()
+            .map_or(req.id.as_str(), |p| p.id.as_str());
+        bail!(
+            "stopped watching; the download goes on in the node (kith downloads to see it, kith pause {id} or kith cancel {id} to stop it)"
+        );
+    };
     followed?;
     let Some(last) = view.last else {
         bail!("the node stopped reporting before the download ended");
@@ -100,6 +112,8 @@ pub async fn follow(c: &Client, req: &api::DownloadRequest, json: bool) -> Resul
             Ok(())
         }
         "failed" => bail!("{}", last.error.as_deref().unwrap_or("download failed")),
+        "paused" => bail!("the download was paused (kith resume {} goes on)", last.id),
+        "cancelled" => bail!("the download was cancelled"),
         _ => bail!("the node stopped reporting before the download ended"),
     }
 }

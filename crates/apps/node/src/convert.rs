@@ -77,8 +77,10 @@ pub(crate) fn progress(p: &kith_share::Progress) -> api::Progress {
             State::Finding => "finding",
             State::Downloading => "downloading",
             State::Waiting => "waiting",
+            State::Paused => "paused",
             State::Done => "done",
             State::Failed => "failed",
+            State::Cancelled => "cancelled",
         }
         .into(),
         error: p.error.clone(),
@@ -90,6 +92,7 @@ pub(crate) fn progress(p: &kith_share::Progress) -> api::Progress {
         providers: p.providers.clone(),
         relayed: p.relayed.clone(),
         notice: p.notice.clone(),
+        rate: p.rate,
     }
 }
 

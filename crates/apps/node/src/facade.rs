@@ -78,7 +78,7 @@ impl Node {
     pub async fn status(&self) -> Result<api::Status, NodeError> {
         let s = self.inner.overlay.status().await?;
         let shares = self.inner.share.list().await?.len();
-        let downloads = self.inner.share.downloads()?.len();
+        let downloads = self.inner.share.downloads().await?.len();
         Ok(convert::status(s, shares, downloads))
     }
 
@@ -111,15 +111,60 @@ impl Node {
         Ok(convert::share(&self.inner.share.unshare(id).await?))
     }
 
-    /// Downloads running now.
-    pub fn downloads(&self) -> Result<Vec<api::Progress>, NodeError> {
+    /// Downloads running or paused now.
+    pub async fn downloads(&self) -> Result<Vec<api::Progress>, NodeError> {
         Ok(self
             .inner
             .share
-            .downloads()?
+            .downloads()
+            .await?
             .iter()
             .map(convert::progress)
             .collect())
+    }
+
+    /// Pauses (`paused`) or resumes (`running`) a download; its progress after.
+    pub async fn change_download(
+        &self,
+        id: &str,
+        change: &api::DownloadChange,
+    ) -> Result<api::Progress, NodeError> {
+        let id: ContentId = id
+            .trim()
+            .parse()
+            .map_err(|e| NodeError::BadRequest(format!("bad content ID {id:?}: {e}")))?;
+        match change.state.as_str() {
+            "paused" => self.inner.share.pause(id).await?,
+            "running" => {
+                self.inner.share.resume(id).await?;
+            }
+            other => {
+                return Err(NodeError::BadRequest(format!(
+                    "state must be paused or running, not {other:?}"
+                )));
+            }
+        }
+        self.download(id).await
+    }
+
+    /// Cancels a running or paused download and removes what it wrote.
+    pub async fn cancel_download(&self, id: &str) -> Result<(), NodeError> {
+        let id: ContentId = id
+            .trim()
+            .parse()
+            .map_err(|e| NodeError::BadRequest(format!("bad content ID {id:?}: {e}")))?;
+        Ok(self.inner.share.cancel(id).await?)
+    }
+
+    async fn download(&self, id: ContentId) -> Result<api::Progress, NodeError> {
+        self.inner
+            .share
+            .downloads()
+            .await?
+            .iter()
+            .find(|p| p.id == id)
+            .map(convert::progress)
+            .ok_or_else(|| NodeError::NotFound(format!("no download of {id}")))
     }
 
     /// Starts (or joins) a download of an ID or of a name's newest revision.

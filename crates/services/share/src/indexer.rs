@@ -11,7 +11,7 @@ use kith_core::chunker::{self, ChunkError};
 use kith_core::manifest::{self, Chunk, DirManifest, Entry, EntryKind, FileManifest, Manifest};
 use kith_core::store::{Location, Op, Store, StoreError, now_secs};
 
-use crate::records::{self, DownloadState, FileRecord, ShareKind, ShareRecord};
+use crate::records::{self, FileRecord, ShareKind, ShareRecord};
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -345,7 +345,7 @@ pub fn unshare(store: &Store, id: &ContentId) -> Result<Option<ShareRecord>, Ind
     }
     for d in records::downloads(store)?
         .iter()
-        .filter(|d| d.state == DownloadState::Running)
+        .filter(|d| d.state.unfinished())
     {
         live.extend(manifest_tree(store, &d.id)?);
     }

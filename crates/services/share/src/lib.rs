@@ -60,6 +60,10 @@ pub enum Error {
     TooManyDownloads,
     #[error("{0} names a chunk, not a file or folder")]
     NotAManifest(ContentId),
+    #[error("no download of {0} is running or paused")]
+    NotDownloading(ContentId),
+    #[error("the download of {0} is not paused")]
+    NotPaused(ContentId),
     #[error("this device is not in group {0}")]
     NotInScope(String),
     #[error("network: {0}")]
@@ -140,8 +144,12 @@ pub enum State {
     Downloading,
     /// Every provider has gone; waiting for one (up to the patience).
     Waiting,
+    /// Stopped by the user; verified chunks are kept and it resumes when asked.
+    Paused,
     Done,
     Failed,
+    /// Stopped by the user; what it had written is removed.
+    Cancelled,
 }
 
 /// A download's progress.
@@ -164,6 +172,8 @@ pub struct Progress {
     pub relayed: Vec<String>,
     /// Something the user should know (e.g. that a transfer goes through a relay).
     pub notice: Option<String>,
+    /// Bytes per second fetched over the last half second.
+    pub rate: u64,
 }
 
 impl Progress {
@@ -182,11 +192,16 @@ impl Progress {
             providers: Vec::new(),
             relayed: Vec::new(),
             notice: None,
+            rate: 0,
         }
     }
 
+    /// It ended (done, failed, cancelled) or is paused: no more progress comes.
     pub fn finished(&self) -> bool {
-        matches!(self.state, State::Done | State::Failed)
+        matches!(
+            self.state,
+            State::Done | State::Failed | State::Paused | State::Cancelled
+        )
     }
 }
 
@@ -378,7 +393,13 @@ impl Share {
         }
         let tx = {
             let mut map = state::lock(&self.inner.downloads)?;
-            map.retain(|_, rx| !rx.borrow().finished());
+            map.retain(|_, rx| !rx.borrow().finished() || rx.borrow().state == State::Paused);
+            if map
+                .get(&id)
+                .is_some_and(|rx| rx.borrow().state == State::Paused)
+            {
+                map.remove(&id);
+            }
             if let Some(rx) = map.get(&id) {
                 return Ok(rx.clone());
             }
@@ -392,10 +413,63 @@ impl Share {
         let rx = tx.subscribe();
         let patience = patience.unwrap_or(self.inner.config.patience);
         let inner = self.inner.clone();
-        self.inner
-            .tasks
-            .spawn(async move { download::run(inner, id, output, patience, tx).await });
+        let control = self.inner.control(id);
+        self.inner.tasks.spawn(async move {
+            download::run(inner, id, output, patience, tx, control).await;
+        });
         Ok(rx)
+    }
+
+    /// Pauses a running download: it stops at once, its verified chunks are kept, and
+    /// it stays paused (across restarts) until [`Share::resume`].
+    pub async fn pause(&self, id: ContentId) -> Result<(), Error> {
+        if !self.inner.halt(id, download::Halt::Pause) {
+            return Err(Error::NotDownloading(id));
+        }
+        self.inner.halted(id).await;
+        Ok(())
+    }
+
+    /// Resumes a paused download into the output it had.
+    pub async fn resume(&self, id: ContentId) -> Result<watch::Receiver<Progress>, Error> {
+        let store = self.inner.store.clone();
+        let rec = self
+            .inner
+            .tasks
+            .blocking(move || records::download(&store, &id))
+            .await??;
+        match rec {
+            Some(r) if r.state == DownloadState::Paused => {
+                self.get(id, Output::Exact(PathBuf::from(r.output)), None)
+                    .await
+            }
+            Some(_) => Err(Error::NotPaused(id)),
+            None => Err(Error::NotDownloading(id)),
+        }
+    }
+
+    /// Cancels a running or paused download and removes what it had written.
+    pub async fn cancel(&self, id: ContentId) -> Result<(), Error> {
+        if self.inner.halt(id, download::Halt::Cancel) {
+            self.inner.halted(id).await;
+            return Ok(());
+        }
+        let store = self.inner.store.clone();
+        let rec = self
+            .inner
+            .tasks
+            .blocking(move || records::download(&store, &id))
+            .await??;
+        match rec {
+            Some(r) if r.state == DownloadState::Paused => {
+                download::discard(&self.inner, id).await?;
+                if let Ok(mut map) = state::lock(&self.inner.downloads) {
+                    map.remove(&id);
+                }
+                Ok(())
+            }
+            _ => Err(Error::NotDownloading(id)),
+        }
     }
 
     /// Remembers peers that are said to have `id` (e.g. from a search): downloads of
@@ -409,13 +483,33 @@ impl Share {
         self.inner.events.subscribe()
     }
 
-    /// Downloads running now.
-    pub fn downloads(&self) -> Result<Vec<Progress>, Error> {
-        Ok(state::lock(&self.inner.downloads)?
+    /// Downloads running or paused now.
+    pub async fn downloads(&self) -> Result<Vec<Progress>, Error> {
+        let mut out: Vec<Progress> = state::lock(&self.inner.downloads)?
             .values()
             .map(|rx| rx.borrow().clone())
-            .filter(|p| !p.finished())
-            .collect())
+            .filter(|p| !p.finished() || p.state == State::Paused)
+            .collect();
+        // Paused before the node last started: only their records are left.
+        let store = self.inner.store.clone();
+        let paused = self
+            .inner
+            .tasks
+            .blocking(move || records::downloads(&store))
+            .await??;
+        for r in paused
+            .into_iter()
+            .filter(|r| r.state == DownloadState::Paused)
+        {
+            if !out.iter().any(|p| p.id == r.id) {
+                let mut p = Progress::new(r.id);
+                p.state = State::Paused;
+                p.output = Some(r.output);
+                out.push(p);
+            }
+        }
+        out.sort_by_key(|p| p.id);
+        Ok(out)
     }
 
     /// Waits for the service's tasks to stop after shutdown was signalled.

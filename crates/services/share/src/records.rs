@@ -47,8 +47,17 @@ pub struct ShareRecord {
 #[serde(rename_all = "lowercase", tag = "state", content = "error")]
 pub enum DownloadState {
     Running,
+    /// Stopped by the user; its verified chunks stay, it resumes when asked.
+    Paused,
     Done,
     Failed(String),
+}
+
+impl DownloadState {
+    /// Running or paused: its manifests are still needed.
+    pub fn unfinished(&self) -> bool {
+        matches!(self, DownloadState::Running | DownloadState::Paused)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -93,6 +102,10 @@ pub(crate) fn remove_share(id: &ContentId) -> Op {
 
 pub(crate) fn put_download(r: &DownloadRecord) -> Op {
     Op::Put(DOWNLOADS, r.id.to_string(), json(r))
+}
+
+pub(crate) fn remove_download(id: &ContentId) -> Op {
+    Op::Remove(DOWNLOADS, id.to_string())
 }
 
 pub(crate) fn file(store: &Store, path: &str) -> Result<Option<FileRecord>, StoreError> {

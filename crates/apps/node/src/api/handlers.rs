@@ -94,7 +94,36 @@ pub(crate) async fn remove_share(
 #[utoipa::path(get, path = "/downloads", security(("token" = [])),
     responses((status = 200, description = "Downloads running", body = Vec<api::Progress>)))]
 pub(crate) async fn list_downloads(State(node): State<Node>) -> ApiResult<Vec<api::Progress>> {
-    Ok(Json(node.downloads()?))
+    Ok(Json(node.downloads().await?))
+}
+
+/// Pauses or resumes a download.
+#[utoipa::path(patch, path = "/downloads/{id}", security(("token" = [])),
+    params(("id" = String, Path, description = "The content ID")),
+    request_body = api::DownloadChange,
+    responses((status = 200, body = api::Progress), (status = 400, body = api::ErrorBody),
+        (status = 404, description = "No such download running or paused", body = api::ErrorBody)))]
+pub(crate) async fn change_download(
+    State(node): State<Node>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    Json(req): Json<api::DownloadChange>,
+) -> ApiResult<api::Progress> {
+    Ok(Json(node.change_download(&id, &req).await?))
+}
+
+/// Cancels a running or paused download and removes what it had written.
+#[utoipa::path(delete, path = "/downloads/{id}", security(("token" = [])),
+    params(("id" = String, Path, description = "The content ID")),
+    responses((status = 200, body = api::ErrorBody, description = "Cancelled (the body says so)"),
+        (status = 404, description = "No such download running or paused", body = api::ErrorBody)))]
+pub(crate) async fn cancel_download(
+    State(node): State<Node>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> ApiResult<api::ErrorBody> {
+    node.cancel_download(&id).await?;
+    Ok(Json(api::ErrorBody {
+        error: format!("cancelled {id}"),
+    }))
 }
 
 /// Starts (or joins) a download and streams its progress until it ends.

@@ -37,8 +37,10 @@ impl IntoResponse for ApiError {
 fn share_status(e: &kith_share::Error) -> StatusCode {
     use kith_share::Error as E;
     match e {
-        E::NotShared(_) => StatusCode::NOT_FOUND,
-        E::Index(_) | E::NotAManifest(_) | E::NotInScope(_) => StatusCode::BAD_REQUEST,
+        E::NotShared(_) | E::NotDownloading(_) => StatusCode::NOT_FOUND,
+        E::Index(_) | E::NotAManifest(_) | E::NotInScope(_) | E::NotPaused(_) => {
+            StatusCode::BAD_REQUEST
+        }
         E::TooManyDownloads => StatusCode::TOO_MANY_REQUESTS,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
@@ -150,6 +152,10 @@ pub(crate) fn router(node: Node) -> Router {
         .route(
             "/downloads",
             get(handlers::list_downloads).post(handlers::start_download),
+        )
+        .route(
+            "/downloads/{id}",
+            axum::routing::patch(handlers::change_download).delete(handlers::cancel_download),
         )
         .route("/search", post(handlers::search))
         .route(

@@ -58,6 +58,7 @@ async fn ask_providers(s: &mut Session, id: &ContentId) -> Result<Vec<u8>, Downl
     let mut unreachable: HashMap<PeerId, u32> = HashMap::new();
     let mut far: HashSet<PeerId> = HashSet::new();
     let mut classified: HashSet<PeerId> = HashSet::new();
+    let stop = s.stop.clone();
     loop {
         while attempts.len() < MANIFEST_PARALLEL {
             let candidates: Vec<PeerId> = s
@@ -110,7 +111,7 @@ async fn ask_providers(s: &mut Session, id: &ContentId) -> Result<Vec<u8>, Downl
             });
         }
         tokio::select! {
-            () = inner.tasks.shutdown().cancelled() => return Err(DownloadError::Stopped),
+            () = stop.cancelled() => return Err(DownloadError::Stopped),
             () = tokio::time::sleep_until(s.deadline()) => return Err(s.gave_up("the manifest")),
             got = s.found.recv(), if s.finder_open => match got {
                 Some(found) => {

@@ -29,6 +29,7 @@ use kith_core::manifest::{EntryKind, MAX_DEPTH, Manifest};
 use kith_core::store::now_secs;
 use kith_core::tasks::TaskError;
 use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
 
 use crate::records::{self, DownloadRecord, DownloadState};
 use crate::state::Inner;
@@ -43,6 +44,13 @@ pub enum Output {
     Exact(PathBuf),
     /// Under this folder, named as the content is named.
     Under(PathBuf),
+}
+
+/// Why the user stopped a download.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Halt {
+    Pause,
+    Cancel,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -71,12 +79,94 @@ pub(crate) async fn run(
     output: Output,
     patience: Duration,
     tx: watch::Sender<Progress>,
+    control: crate::state::Control,
 ) {
     inner.metrics.downloads_active.inc();
     let span = tracing::info_span!("download", %id);
-    let result =
-        tracing::Instrument::instrument(with_finder(&inner, id, output, patience, &tx), span).await;
+    let body = with_finder(&inner, id, output, patience, &tx, control.stop.clone());
+    let result = tracing::Instrument::instrument(body, span).await;
     inner.metrics.downloads_active.dec();
+    match (result, inner.halt_of(&id)) {
+        (Err(DownloadError::Stopped), Some(Halt::Pause)) => {
+            tracing::info!(%id, "download paused");
+            set_state(&inner, id, DownloadState::Paused).await;
+            tx.send_modify(|p| p.state = State::Paused);
+        }
+        (Err(DownloadError::Stopped), Some(Halt::Cancel)) => {
+            tracing::info!(%id, "download cancelled");
+            if let Err(e) = discard(&inner, id).await {
+                tracing::warn!(%id, error = %e, "cannot remove a cancelled download's files");
+            }
+            tx.send_modify(|p| p.state = State::Cancelled);
+        }
+        (result, _) => ended(&inner, id, result, &tx).await,
+    }
+    // Last: whoever paused or cancelled it waits for this.
+    inner.forget_control(&id, &control);
+}
+
+/// Records a download's state.
+async fn set_state(inner: &Inner, id: ContentId, state: DownloadState) {
+    let store = inner.store.clone();
+    let _ = inner
+        .tasks
+        .blocking(move || -> Result<(), kith_core::store::StoreError> {
+            if let Some(mut rec) = records::download(&store, &id)? {
+                rec.state = state;
+                store.apply(vec![records::put_download(&rec)])?;
+            }
+            Ok(())
+        })
+        .await;
+    inner.save_journal().await;
+}
+
+/// Forgets a download that did not finish and removes what it wrote (its output was
+/// new: a download never writes into a path that was there before it).
+pub(crate) async fn discard(inner: &Inner, id: ContentId) -> Result<(), crate::Error> {
+    let store = inner.store.clone();
+    inner
+        .tasks
+        .blocking(move || -> Result<(), crate::Error> {
+            let Some(rec) = records::download(&store, &id)? else {
+                return Ok(());
+            };
+            if !rec.state.unfinished() {
+                return Ok(());
+            }
+            let out = std::path::Path::new(&rec.output);
+            let mut ops = vec![records::remove_download(&id)];
+            for (path, _) in records::files(&store)?
+                .into_iter()
+                .filter(|(p, _)| std::path::Path::new(p).starts_with(out))
+            {
+                ops.push(records::remove_file(path));
+            }
+            store.apply(ops)?;
+            let removed = if out.is_dir() {
+                std::fs::remove_dir_all(out)
+            } else {
+                std::fs::remove_file(out)
+            };
+            if let Err(e) = removed
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(path = %out.display(), error = %e, "cannot remove a cancelled download's output");
+            }
+            Ok(())
+        })
+        .await??;
+    inner.save_journal().await;
+    Ok(())
+}
+
+/// A download that ran to its end (or was stopped by the node's shutdown).
+async fn ended(
+    inner: &Arc<Inner>,
+    id: ContentId,
+    result: Result<(), DownloadError>,
+    tx: &watch::Sender<Progress>,
+) {
     match result {
         Ok(()) => {
             inner.metrics.downloads_done.inc();
@@ -93,20 +183,8 @@ pub(crate) async fn run(
         }
         Err(e) => {
             tracing::warn!(%id, error = %e, "download failed");
-            let store = inner.store.clone();
             let error = e.to_string();
-            let err = error.clone();
-            let _ = inner
-                .tasks
-                .blocking(move || -> Result<(), kith_core::store::StoreError> {
-                    if let Some(mut rec) = records::download(&store, &id)? {
-                        rec.state = DownloadState::Failed(err);
-                        store.apply(vec![records::put_download(&rec)])?;
-                    }
-                    Ok(())
-                })
-                .await;
-            inner.save_journal().await;
+            set_state(inner, id, DownloadState::Failed(error.clone())).await;
             tx.send_modify(|p| {
                 p.state = State::Failed;
                 p.error = Some(error.clone());
@@ -123,12 +201,14 @@ async fn with_finder(
     output: Output,
     patience: Duration,
     tx: &watch::Sender<Progress>,
+    stop: CancellationToken,
 ) -> Result<(), DownloadError> {
     let (found_tx, found) = mpsc::channel(64);
     let round = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let finder = std::pin::pin!(finder::run(inner, id, found_tx, &round));
     let mut session = Session::new(inner.clone(), id, tx.clone(), found, patience);
     session.first_round = round.clone();
+    session.stop = stop;
     let body = std::pin::pin!(download(&mut session, output));
     match futures::future::select(body, finder).await {
         futures::future::Either::Left((r, _)) => r,

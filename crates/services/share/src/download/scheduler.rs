@@ -46,6 +46,8 @@ pub(crate) struct Scheduler<'a> {
     remaining: usize,
     /// Far providers held back while near ones deliver.
     near: Nearness,
+    /// Bytes fetched at the last commit tick, and when.
+    rate_mark: (u64, tokio::time::Instant),
 }
 
 impl<'a> Scheduler<'a> {
@@ -78,6 +80,7 @@ impl<'a> Scheduler<'a> {
             ops: Vec::new(),
             remaining,
             near: Nearness::new(),
+            rate_mark: (0, tokio::time::Instant::now()),
         }
     }
 
@@ -94,7 +97,7 @@ impl<'a> Scheduler<'a> {
                     std::mem::replace(&mut p.state, State::Waiting) != State::Waiting
                 });
             }
-            let shutdown = self.s.inner.tasks.shutdown().clone();
+            let shutdown = self.s.stop.clone();
             let deadline = self.s.deadline();
             let far_at = self.near.deadline();
             tokio::select! {
@@ -110,6 +113,7 @@ impl<'a> Scheduler<'a> {
                     }
                 }
                 _ = tick.tick() => {
+                    self.measure_rate();
                     self.release_far();
                     self.commit().await?;
                 }
@@ -146,6 +150,21 @@ impl<'a> Scheduler<'a> {
             self.live.insert(peer);
             self.spawn_for(peer);
         }
+    }
+
+    /// The download's rate since the last tick.
+    fn measure_rate(&mut self) {
+        let (bytes, at) = self.rate_mark;
+        let now = tokio::time::Instant::now();
+        let fetched = self.s.tx.borrow().fetched_bytes;
+        let secs = now.duration_since(at).as_secs_f64();
+        if secs > 0.0 {
+            let rate = (fetched.saturating_sub(bytes) as f64 / secs) as u64;
+            self.s
+                .tx
+                .send_if_modified(|p| std::mem::replace(&mut p.rate, rate) != rate);
+        }
+        self.rate_mark = (fetched, now);
     }
 
     /// Starts the far providers once they may join.
@@ -191,7 +210,8 @@ impl<'a> Scheduler<'a> {
         self.s.progress();
         self.near.landed(&l.peer);
         self.release_far();
-        let new_provider = self.s.providers.insert(l.peer);
+        self.s.providers.insert(l.peer);
+        let peer = l.peer.to_string();
         if let Some(t) = self.shared.plan.tasks.get(l.index) {
             self.ops.extend(t.locations());
             let (bytes, len) = (t.output_bytes(), u64::from(t.len));
@@ -199,8 +219,8 @@ impl<'a> Scheduler<'a> {
                 p.chunks_done += 1;
                 p.done_bytes += bytes;
                 p.fetched_bytes += len;
-                if new_provider {
-                    p.providers.push(l.peer.to_string());
+                if !p.providers.contains(&peer) {
+                    p.providers.push(peer);
                 }
             });
         }

@@ -42,6 +42,9 @@ pub(crate) struct Session {
     last_progress: Instant,
     /// Set by the finder once its first round of lookups is in.
     pub first_round: Arc<AtomicBool>,
+    /// Cancelled when the download must stop (the node shuts down, or the user paused or
+    /// cancelled it).
+    pub stop: tokio_util::sync::CancellationToken,
 }
 
 impl Session {
@@ -52,6 +55,7 @@ impl Session {
         found: mpsc::Receiver<(PeerId, Via)>,
         patience: Duration,
     ) -> Self {
+        let inner_stop = inner.tasks.shutdown().child_token();
         Self {
             inner,
             id,
@@ -65,6 +69,7 @@ impl Session {
             patience,
             last_progress: Instant::now(),
             first_round: Arc::new(AtomicBool::new(false)),
+            stop: inner_stop,
         }
     }
 

@@ -1,0 +1,136 @@
+//! Transfers the user controls, through real `kith` processes: a download (slowed by a
+//! download cap) is listed with its progress and rate, paused (it stays paused and keeps
+//! its verified chunks), resumed to a byte-equal file without fetching again what it had;
+//! another is cancelled and what it wrote is gone; Ctrl-C on `kith get` leaves the
+//! download running in the node and says how to stop it; bad requests get one line.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use kith_testkit::testnet::wait_child;
+use kith_testkit::{Result, data};
+use serde_json::Value;
+
+mod common;
+use common::*;
+
+/// `kith get ID -o OUT --json` on `home`, left running.
+fn start_get(home: &Path, id: &str, out: &Path) -> Result<Child> {
+    Ok(Command::new(KITH)
+        .arg("--home")
+        .arg(home)
+        .args(["get", "--json", id, "-o"])
+        .arg(out)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?)
+}
+
+/// The download of `id` on `home`, once `check` holds for it.
+fn download_when(
+    home: &Path,
+    id: &str,
+    what: &str,
+    check: impl Fn(&Value) -> bool,
+) -> Result<Value> {
+    until(what, || {
+        let all = ok(home, &["downloads"])?;
+        let d = all
+            .as_array()
+            .and_then(|a| a.iter().find(|d| d["id"] == id).cloned());
+        Ok(d.filter(|d| check(d)))
+    })
+}
+
+fn share(home: &Path, file: &Path, bytes: &[u8]) -> Result<String> {
+    std::fs::write(file, bytes)?;
+    let v = ok(home, &["share", file.to_str().ok_or("path")?])?;
+    Ok(v["id"].as_str().ok_or("no id")?.to_owned())
+}
+
+#[test]
+fn downloads_are_listed_paused_resumed_and_cancelled() -> Result<()> {
+    let t = tmp()?;
+    let root = t.path();
+    let (ha, hb) = (root.join("a"), root.join("b"));
+    let _a = up(&ha, &[])?;
+    let boot = addr_of(&ha)?;
+    // 4 MB/s: a 16 MB file takes about four seconds.
+    let _b = up(&hb, &["--bootstrap", &boot, "--download-limit", "4M"])?;
+    let bytes = data(16_000_000, 5);
+    let id = share(&ha, &root.join("big.bin"), &bytes)?;
+    let out = root.join("big.out");
+
+    let get = start_get(&hb, &id, &out)?;
+    let d = download_when(&hb, &id, "progress and a rate", |d| {
+        d["done_bytes"].as_u64() > Some(2_000_000) && d["rate"].as_u64() > Some(0)
+    })?;
+    assert_eq!(d["state"], "downloading", "{d}");
+    assert_eq!(d["providers"].as_array().map(Vec::len), Some(1), "{d}");
+    let listed = stdout(&kith(&hb, &["downloads"])?);
+    assert!(
+        listed.contains(&id) && listed.contains("downloading"),
+        "{listed}"
+    );
+
+    // Paused: `get` ends saying so; the download stays paused with what it had.
+    let p = ok(&hb, &["pause", &id])?;
+    assert_eq!(p["state"], "paused", "{p}");
+    let ended = wait_child(get, LIMIT)?;
+    assert!(!ended.status.success());
+    assert!(stderr(&ended).contains("paused"), "{}", stderr(&ended));
+    let paused = download_when(&hb, &id, "paused", |d| d["state"] == "paused")?;
+    let had = paused["done_bytes"].as_u64().unwrap_or(0);
+    assert!(had > 0 && had < bytes.len() as u64, "{paused}");
+    let again = fails(&hb, &["pause", &id])?;
+    assert!(again.contains("no download"), "{again}");
+
+    // Resumed: it finishes into the same file, and what it had is not fetched again.
+    let r = ok(&hb, &["resume", &id])?;
+    assert_ne!(r["state"], "paused", "{r}");
+    let not_paused = fails(&hb, &["resume", &id])?;
+    assert!(not_paused.contains("not paused"), "{not_paused}");
+    let done = ok(&hb, &["get", &id, "-o", out.to_str().ok_or("path")?])?;
+    assert_eq!(std::fs::read(&out)?, bytes);
+    let fetched = done["fetched_bytes"].as_u64().unwrap_or(u64::MAX);
+    assert!(
+        fetched < bytes.len() as u64,
+        "verified chunks fetched again: {done}"
+    );
+
+    // Ctrl-C on `get`: the download goes on in the node.
+    let id2 = share(&ha, &root.join("second.bin"), &data(16_000_000, 6))?;
+    let out2 = root.join("second.out");
+    let get2 = start_get(&hb, &id2, &out2)?;
+    download_when(&hb, &id2, "second download", |d| {
+        d["done_bytes"].as_u64() > Some(0)
+    })?;
+    let sig = Command::new("kill")
+        .args(["-INT", &get2.id().to_string()])
+        .status()?;
+    assert!(sig.success());
+    let ended = wait_child(get2, LIMIT)?;
+    let err = stderr(&ended);
+    assert!(
+        err.contains("goes on in the node") && err.contains(&format!("kith cancel {id2}")),
+        "{err}"
+    );
+    download_when(&hb, &id2, "still running", |d| d["state"] == "downloading")?;
+
+    // Cancelled: gone from the list, and its file removed.
+    let c = ok(&hb, &["cancel", &id2])?;
+    assert_eq!(c["cancelled"], true, "{c}");
+    until("cancelled download gone", || {
+        let all = ok(&hb, &["downloads"])?;
+        Ok(all
+            .as_array()
+            .is_some_and(|a| a.iter().all(|d| d["id"] != id2.as_str()))
+            .then_some(()))
+    })?;
+    assert!(!out2.exists(), "a cancelled download's file is removed");
+    let gone = fails(&hb, &["cancel", &id2])?;
+    assert!(gone.contains("no download"), "{gone}");
+    let bad = fails(&hb, &["pause", "not-an-id"])?;
+    assert!(bad.contains("bad content ID"), "{bad}");
+    Ok(())
+}
