@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use kith_testkit::{Result, data};
+use kith_testkit::{Result, data, metric};
 use serde_json::Value;
 
 mod common;
@@ -87,13 +87,27 @@ fn a_second_reader_on_the_lan_fetches_from_the_cache_not_the_distant_source() ->
     );
     assert_eq!(c["used"], bytes.len() as u64, "{c}");
 
-    // The first reader leaves; the second, on the same LAN, gets it from the cache.
+    // The first reader leaves; the second, on the same LAN, gets it from the cache: the
+    // distant source sends it at most the manifest (a few hundred bytes).
     drop(r1);
     let _r2 = up_at(&h2, &quic("127.0.1.3"), &["--bootstrap", &boot])?;
+    let sent = |h: &Path| metric(&metrics(h).unwrap_or_default(), "kith_share_sent_bytes");
+    let (source_before, cache_before) = (sent(&hs), sent(&hc));
     let out2 = root.join("two.mp4");
     let got2 = ok(&h2, &["get", &id, "-o", out2.to_str().ok_or("path")?])?;
-    assert_eq!(got2["providers"], serde_json::json!([cache]), "{got2}");
     assert_eq!(std::fs::read(&out2)?, bytes);
+    let from_source = sent(&hs).saturating_sub(source_before);
+    let from_cache = sent(&hc).saturating_sub(cache_before);
+    assert!(
+        from_source < 64 << 10,
+        "the source sent {from_source} bytes: {got2}"
+    );
+    assert!(
+        from_cache >= bytes.len() as u64,
+        "the cache sent {from_cache} bytes: {got2}"
+    );
+    let providers = got2["providers"].as_array().cloned().unwrap_or_default();
+    assert!(providers.contains(&cache.as_str().into()), "{got2}");
     let served = entry_when(&hc, &id, |e| e["served"].as_u64().unwrap_or(0) >= 1)?;
     assert!(served["last_served_ms"].as_u64() >= e["last_served_ms"].as_u64());
 

@@ -119,6 +119,16 @@ pub fn addr_of(home: &Path) -> Result<String> {
 
 /// Progress of the running downloads, straight from the node's API.
 pub fn downloads(home: &Path) -> Option<Value> {
+    serde_json::from_str(&node_get(home, "/api/v1/downloads")?).ok()
+}
+
+/// The node's OpenMetrics text.
+pub fn metrics(home: &Path) -> Option<String> {
+    node_get(home, "/metrics")
+}
+
+/// A GET of the node's HTTP API, with its token; the body.
+fn node_get(home: &Path, path: &str) -> Option<String> {
     let addr = std::fs::read_to_string(home.join("api.addr")).ok()?;
     let token = std::fs::read_to_string(home.join("api.token")).ok()?;
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -127,13 +137,13 @@ pub fn downloads(home: &Path) -> Option<Value> {
         .ok()?;
     rt.block_on(async {
         reqwest::Client::new()
-            .get(format!("http://{}/api/v1/downloads", addr.trim()))
+            .get(format!("http://{}{path}", addr.trim()))
             .bearer_auth(token.trim())
             .timeout(Duration::from_secs(5))
             .send()
             .await
             .ok()?
-            .json()
+            .text()
             .await
             .ok()
     })

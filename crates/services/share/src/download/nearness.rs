@@ -15,7 +15,7 @@ use super::session::Session;
 use crate::state::Inner;
 
 /// How long near providers may go without a chunk landing before far ones join.
-pub(crate) const NEAR_WAIT: Duration = Duration::from_secs(1);
+pub(crate) const NEAR_WAIT: Duration = Duration::from_secs(2);
 
 /// The peers of `peers` that are connected and in none of this node's regions (two
 /// questions to the overlay, however many peers).
