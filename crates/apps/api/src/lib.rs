@@ -77,6 +77,10 @@ pub struct Status {
     pub relays: Vec<Relay>,
     pub listen_addrs: Vec<String>,
     pub external_addrs: Vec<String>,
+    /// Where others can dial this node: every listen and external address, with
+    /// `/p2p/PEER_ID` (give one to `kith connect` or `--bootstrap` on another node).
+    #[serde(default)]
+    pub dialable: Vec<String>,
     pub connections: Vec<Connection>,
     /// Distinct peers connected.
     pub peers: usize,
@@ -104,6 +108,14 @@ pub struct Share {
     /// The group it is shared with; absent for public shares.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
+}
+
+/// `POST /peers`: dial a peer now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectRequest {
+    /// A multiaddr ending in `/p2p/PEER_ID`.
+    pub addr: String,
 }
 
 /// `POST /shares`: share a file or folder in place.

@@ -159,6 +159,11 @@ pub enum Cmd {
         #[arg(long)]
         timeout: Option<u64>,
     },
+    /// Dial a peer now (a multiaddr ending in /p2p/PEER_ID, as `kith status` prints).
+    Connect {
+        /// e.g. /ip4/192.0.2.7/udp/4001/quic-v1/p2p/12D3KooW…
+        addr: String,
+    },
     /// Downloads running or paused in the node: state, progress, rate, providers.
     Downloads,
     /// Pause a download (its verified chunks are kept; it stays paused until resumed).

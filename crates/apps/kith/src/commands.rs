@@ -109,6 +109,9 @@ pub async fn status(c: &Client, json: bool) -> Result<()> {
     for a in &s.external_addrs {
         println!("external  {a}");
     }
+    for a in &s.dialable {
+        println!("dial      {a}");
+    }
     for r in &s.relays {
         println!("relay     {} ({})", r.addr, r.state);
     }
@@ -124,6 +127,19 @@ pub async fn status(c: &Client, json: bool) -> Result<()> {
     );
     println!("shares    {} (announcing {})", s.shares, s.providing);
     println!("downloads {} running", s.downloads);
+    Ok(())
+}
+
+pub async fn connect(c: &Client, addr: &str, json: bool) -> Result<()> {
+    let req = api::ConnectRequest {
+        addr: addr.to_owned(),
+    };
+    let conns: Vec<api::Connection> = c.post("/peers", &req).await?;
+    if json {
+        print_json(&conns);
+    } else {
+        println!("connected ({} connection(s) open)", conns.len());
+    }
     Ok(())
 }
 

@@ -126,6 +126,7 @@ async fn talk(c: &Client, cmd: Cmd, json: bool) -> Result<()> {
         Cmd::Job(j) => jobs::job(c, j, json).await,
         Cmd::Volunteer(v) => jobs::volunteer(c, v, json).await,
         Cmd::Vault(v) => vault::vault(c, v, json).await,
+        Cmd::Connect { addr } => commands::connect(c, &addr, json).await,
         Cmd::Downloads => transfers::list(c, json).await,
         Cmd::Pause { id } => transfers::change(c, &id, "paused", json).await,
         Cmd::Resume { id } => transfers::change(c, &id, "running", json).await,

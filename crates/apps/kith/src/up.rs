@@ -72,6 +72,7 @@ pub async fn run(home: Home, args: &UpArgs, broker: bool) -> Result<()> {
     // Test hook: a volunteer that corrupts every result it returns (validation tests).
     opts.compute.cheat = std::env::var_os("KITH_TEST_CHEAT").is_some();
     let node = Node::start(opts).await?;
+    log_dialable(&node);
     let stop = node.shutdown_token();
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let fatal = tokio::select! {
@@ -87,14 +88,35 @@ pub async fn run(home: Home, args: &UpArgs, broker: bool) -> Result<()> {
     }
 }
 
+/// Logs, once, the addresses others can dial this node at (as soon as it listens).
+fn log_dialable(node: &Node) {
+    let n = node.clone();
+    tokio::spawn(async move {
+        for _ in 0..50 {
+            if let Ok(s) = n.status().await
+                && !s.dialable.is_empty()
+            {
+                for a in &s.dialable {
+                    tracing::info!(addr = %a, "others can dial this node at");
+                }
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    });
+}
+
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(
             "info,libp2p_mdns=warn,libp2p_swarm=warn,libp2p_kad=error",
         )
     });
+    // Colours only for a terminal: a log file or a journal gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .try_init();
 }

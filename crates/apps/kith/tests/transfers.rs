@@ -134,3 +134,40 @@ fn downloads_are_listed_paused_resumed_and_cancelled() -> Result<()> {
     assert!(bad.contains("bad content ID"), "{bad}");
     Ok(())
 }
+
+#[test]
+fn status_gives_dialable_addresses_and_connect_dials_one_at_runtime() -> Result<()> {
+    let t = tmp()?;
+    let (ha, hb) = (t.path().join("a"), t.path().join("b"));
+    let _a = up(&ha, &[])?;
+    let _b = up(&hb, &[])?;
+    let s = ok(&ha, &["status"])?;
+    let a_id = s["peer_id"].as_str().ok_or("no peer id")?.to_owned();
+    let dial = s["dialable"][0]
+        .as_str()
+        .ok_or("no dialable address")?
+        .to_owned();
+    assert!(dial.ends_with(&format!("/p2p/{a_id}")), "{s}");
+    let human = stdout(&kith(&ha, &["status"])?);
+    assert!(human.contains(&format!("dial      {dial}")), "{human}");
+
+    // B knows nobody until it is told where A is.
+    assert_eq!(ok(&hb, &["peers"])?.as_array().map(Vec::len), Some(0));
+    let conns = ok(&hb, &["connect", &dial])?;
+    assert!(
+        conns
+            .as_array()
+            .is_some_and(|c| c.iter().any(|c| c["peer_id"] == a_id.as_str())),
+        "{conns}"
+    );
+    let bad = fails(&hb, &["connect", "/ip4/127.0.0.1/tcp/1"])?;
+    assert!(bad.contains("names no peer"), "{bad}");
+    let junk = fails(&hb, &["connect", "not an address"])?;
+    assert!(junk.contains("bad address"), "{junk}");
+
+    // The node's log (stderr, not a terminal) is plain text and says where to dial it.
+    let log = std::fs::read_to_string(ha.with_extension("log"))?;
+    assert!(!log.contains('\u{1b}'), "colour codes in a log file");
+    assert!(log.contains("others can dial this node at"), "{log}");
+    Ok(())
+}

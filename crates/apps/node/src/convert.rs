@@ -25,6 +25,7 @@ pub(crate) fn status(s: kith_overlay::Status, shares: usize, downloads: usize) -
         .map(|c| c.peer_id.as_str())
         .collect::<BTreeSet<_>>()
         .len();
+    let dialable = dialable(&s.listen_addrs, &s.external_addrs, &s.peer_id);
     api::Status {
         peer_id: s.peer_id,
         version: env!("CARGO_PKG_VERSION").into(),
@@ -40,6 +41,7 @@ pub(crate) fn status(s: kith_overlay::Status, shares: usize, downloads: usize) -
                 state: r.state.into(),
             })
             .collect(),
+        dialable,
         listen_addrs: s.listen_addrs,
         external_addrs: s.external_addrs,
         connections: s.connections.into_iter().map(connection).collect(),
@@ -49,6 +51,23 @@ pub(crate) fn status(s: kith_overlay::Status, shares: usize, downloads: usize) -
         shares,
         downloads,
     }
+}
+
+/// Listen and external addresses with `/p2p/PEER` (a relayed one names the relay, then
+/// this node), without repeats.
+pub(crate) fn dialable(listen: &[String], external: &[String], peer: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for a in listen.iter().chain(external) {
+        let full = if a.ends_with(&format!("/p2p/{peer}")) {
+            a.clone()
+        } else {
+            format!("{a}/p2p/{peer}")
+        };
+        if !out.contains(&full) {
+            out.push(full);
+        }
+    }
+    out
 }
 
 pub(crate) fn share(r: &ShareRecord) -> api::Share {

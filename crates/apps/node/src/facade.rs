@@ -82,6 +82,18 @@ impl Node {
         Ok(convert::status(s, shares, downloads))
     }
 
+    /// Dials a peer at a multiaddr ending in `/p2p/PEER_ID`.
+    pub async fn connect(&self, addr: &str) -> Result<(), NodeError> {
+        let a = kith_overlay::parse_addr(addr.trim())
+            .map_err(|e| NodeError::BadRequest(format!("bad address {addr:?}: {e}")))?;
+        if kith_overlay::peer_of(&a).is_none() {
+            return Err(NodeError::BadRequest(format!(
+                "{addr} names no peer: end it with /p2p/PEER_ID"
+            )));
+        }
+        Ok(self.inner.overlay.dial(a).await?)
+    }
+
     /// Open connections.
     pub async fn peers(&self) -> Result<Vec<api::Connection>, NodeError> {
         let s = self.inner.overlay.status().await?;

@@ -63,6 +63,19 @@ pub(crate) async fn peers(State(node): State<Node>) -> ApiResult<Vec<api::Connec
     Ok(Json(node.peers().await?))
 }
 
+/// Dials a peer now; answers once connected (or with why not).
+#[utoipa::path(post, path = "/peers", security(("token" = [])), request_body = api::ConnectRequest,
+    responses((status = 200, description = "Connected; the open connections", body = Vec<api::Connection>),
+        (status = 400, description = "Not a multiaddr with /p2p/PEER_ID", body = api::ErrorBody),
+        (status = 503, description = "The dial failed", body = api::ErrorBody)))]
+pub(crate) async fn connect(
+    State(node): State<Node>,
+    Json(req): Json<api::ConnectRequest>,
+) -> ApiResult<Vec<api::Connection>> {
+    node.connect(&req.addr).await?;
+    Ok(Json(node.peers().await?))
+}
+
 #[utoipa::path(get, path = "/shares", security(("token" = [])),
     responses((status = 200, description = "What this node shares, newest first", body = Vec<api::Share>)))]
 pub(crate) async fn list_shares(State(node): State<Node>) -> ApiResult<Vec<api::Share>> {

@@ -143,7 +143,7 @@ impl From<NodeError> for ApiError {
 pub(crate) fn router(node: Node) -> Router {
     let v1 = Router::new()
         .route("/status", get(handlers::status))
-        .route("/peers", get(handlers::peers))
+        .route("/peers", get(handlers::peers).post(handlers::connect))
         .route(
             "/shares",
             get(handlers::list_shares).post(handlers::add_share),

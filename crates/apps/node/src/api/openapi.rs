@@ -35,6 +35,7 @@ impl Modify for Token {
         handlers::remove_share,
         handlers::list_downloads,
         handlers::start_download,
+        handlers::connect,
         handlers::change_download,
         handlers::cancel_download,
         handlers::search,
@@ -74,7 +75,7 @@ impl Modify for Token {
     ),
     components(schemas(
         api::ErrorBody, api::Status, api::Connection, api::Relay, api::Share, api::ShareRequest,
-        api::DownloadRequest, api::Progress, api::DownloadChange, api::SearchRequest, api::SearchResult,
+        api::DownloadRequest, api::Progress, api::DownloadChange, api::ConnectRequest, api::SearchRequest, api::SearchResult,
         api::PublishRequest, api::ResolveRequest, api::Name,
         api::Person, api::Device, api::LinkCode, api::JoinDevice, api::DeviceRemoved,
         api::Group, api::CreateGroup, api::InviteRequest, api::Invite, api::JoinGroup,
