@@ -93,6 +93,13 @@ pub struct UpArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum Cmd {
+    /// Print a shell completion script: `kith completions bash > ~/.local/share/bash-completion/completions/kith`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff): `kith man > ~/.local/share/man/man1/kith.1`.
+    Man,
     /// Create the identity and config in the data dir.
     Init {
         /// Act for the person whose key this is (a copy of `people/person.key` from your

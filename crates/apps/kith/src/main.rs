@@ -79,6 +79,22 @@ fn one_line(e: &anyhow::Error) -> String {
 }
 
 async fn run(cli: Cli) -> Result<()> {
+    match &cli.command {
+        Cmd::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            // Into memory first: writing straight to a closed pipe would panic.
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut cmd, "kith", &mut script);
+            std::io::Write::write_all(&mut std::io::stdout(), &script)?;
+            return Ok(());
+        }
+        Cmd::Man => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?;
+            return Ok(());
+        }
+        _ => {}
+    }
     let home = home(&cli)?;
     let json = cli.json;
     match cli.command {
@@ -138,7 +154,9 @@ async fn talk(c: &Client, cmd: Cmd, json: bool) -> Result<()> {
         Cmd::Restore { source, at, output } => {
             vault::restore(c, source, at.as_deref(), &output, json).await
         }
-        Cmd::Init { .. } | Cmd::Up(_) | Cmd::Broker(_) => Ok(()),
+        Cmd::Init { .. } | Cmd::Up(_) | Cmd::Broker(_) | Cmd::Completions { .. } | Cmd::Man => {
+            Ok(())
+        }
     }
 }
 

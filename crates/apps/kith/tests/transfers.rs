@@ -171,3 +171,29 @@ fn status_gives_dialable_addresses_and_connect_dials_one_at_runtime() -> Result<
     assert!(log.contains("others can dial this node at"), "{log}");
     Ok(())
 }
+
+#[test]
+fn completions_and_the_man_page_come_from_the_cli_definition() -> Result<()> {
+    let t = tmp()?;
+    let home = t.path().join("none");
+    for shell in ["bash", "zsh", "fish"] {
+        let o = kith(&home, &["completions", shell])?;
+        assert!(o.status.success(), "{}", stderr(&o));
+        let script = stdout(&o);
+        for cmd in ["downloads", "pause", "cancel", "connect", "vault", "pin"] {
+            assert!(script.contains(cmd), "{shell} completions lack {cmd}");
+        }
+    }
+    let man = kith(&home, &["man"])?;
+    assert!(man.status.success());
+    let page = stdout(&man);
+    assert!(
+        page.starts_with(".ie") && page.contains(".TH kith 1"),
+        "{page}"
+    );
+    assert!(page.contains("downloads"), "{page}");
+    let bad = kith(&home, &["completions", "nosh"])?;
+    assert!(!bad.status.success());
+    assert!(!home.exists(), "no data dir is made for these");
+    Ok(())
+}

@@ -48,22 +48,41 @@ pub struct Testnet {
 /// Waits (bounded) for a child process to exit and returns its output; kills it and says
 /// what it wrote to stderr when it takes longer than `limit`.
 pub fn wait_child(mut child: Child, limit: Duration) -> Result<Output> {
+    // Read both pipes while waiting: a child that writes more than a pipe holds would
+    // otherwise block for ever.
+    fn drain<R: std::io::Read + Send + 'static>(r: Option<R>) -> std::thread::JoinHandle<Vec<u8>> {
+        std::thread::spawn(move || {
+            let mut b = Vec::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_end(&mut b);
+            }
+            b
+        })
+    }
+    let out = drain(child.stdout.take());
+    let err = drain(child.stderr.take());
     let deadline = Instant::now() + limit;
-    loop {
-        if child.try_wait()?.is_some() {
-            return Ok(child.wait_with_output()?);
+    let status = loop {
+        if let Some(st) = child.try_wait()? {
+            break st;
         }
         if Instant::now() >= deadline {
             let _ = child.kill();
-            let out = child.wait_with_output()?;
+            let _ = child.wait();
+            let stderr = err.join().unwrap_or_default();
             return Err(format!(
                 "command did not finish within {limit:?}; stderr: {}",
-                String::from_utf8_lossy(&out.stderr)
+                String::from_utf8_lossy(&stderr)
             )
             .into());
         }
         std::thread::sleep(Duration::from_millis(20));
-    }
+    };
+    Ok(Output {
+        status,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+    })
 }
 
 impl Testnet {
