@@ -26,20 +26,24 @@ pub struct Config {
     /// Find peers on the local network with mDNS.
     pub mdns: bool,
     /// Upload cap in bytes per second (0 = unlimited).
+    #[serde(deserialize_with = "units::rate")]
     pub upload_limit: u64,
     /// Download cap in bytes per second (0 = unlimited).
+    #[serde(deserialize_with = "units::rate")]
     pub download_limit: u64,
     /// Most connections in total.
     pub max_connections: u32,
     /// Most connections to one peer.
     pub max_connections_per_peer: u32,
     /// Seconds between checks of shared files for changes.
+    #[serde(deserialize_with = "units::secs")]
     pub rescan_secs: u64,
     /// Multiaddr (with `/p2p/PEER`) of a broker to register this node's catalogue with.
     pub broker: Option<String>,
     /// Serve as a broker (directory) for other peers.
     pub serve_broker: bool,
     /// Seconds a broker keeps a silent peer's entries.
+    #[serde(deserialize_with = "units::secs")]
     pub broker_ttl_secs: u64,
     /// Serve as a circuit relay for peers behind NATs (on by default for a broker).
     pub relay: Option<bool>,
@@ -48,7 +52,9 @@ pub struct Config {
     pub relays: Vec<String>,
     /// Limits of the relay this node serves: bytes and seconds per circuit, circuits and
     /// reservations at once.
+    #[serde(deserialize_with = "units::rate")]
     pub relay_circuit_bytes: u64,
+    #[serde(deserialize_with = "units::secs")]
     pub relay_circuit_secs: u64,
     pub relay_max_circuits: usize,
     pub relay_max_reservations: usize,
@@ -59,12 +65,16 @@ pub struct Config {
     /// with a known public address); others are learned through AutoNAT.
     pub announce: Vec<String>,
     /// Bytes of this disk lent to others' vaults (0: none).
+    #[serde(deserialize_with = "units::size")]
     pub offer: u64,
     /// Seconds between audits of this node's vault shares.
+    #[serde(deserialize_with = "units::secs")]
     pub vault_audit_secs: u64,
     /// Seconds a vault holder may be unreachable before its shares are rebuilt elsewhere.
+    #[serde(deserialize_with = "units::secs")]
     pub vault_grace_secs: u64,
     /// Bytes of popular content this node caches for the readers of its region (0: none).
+    #[serde(deserialize_with = "units::size")]
     pub cache: u64,
     /// Distinct peers of one region asking for the same content before a cache node there
     /// is asked to fetch it ahead.
@@ -119,20 +129,238 @@ impl Config {
                 });
             }
         };
-        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        Self::parse(&text).map_err(|reason| ConfigError::Parse {
             path: path.display().to_string(),
-            reason: e.to_string().lines().next().unwrap_or_default().to_owned(),
+            reason,
+        })
+    }
+
+    /// Parses a config file's text; an error names the line and the key.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| {
+                text.get(..s.start)
+                    .unwrap_or_default()
+                    .matches('\n')
+                    .count()
+                    + 1
+            });
+            let key = line
+                .and_then(|n| text.lines().nth(n - 1))
+                .and_then(|l| l.split_once('='))
+                .map(|(k, _)| k.trim().to_owned());
+            let msg = e.message().replace('\n', " ");
+            match (line, key) {
+                (Some(n), Some(k)) => format!("line {n}, `{k}`: {msg}"),
+                (Some(n), None) => format!("line {n}: {msg}"),
+                _ => msg,
+            }
         })
     }
 
     pub fn to_toml(&self) -> String {
         toml::to_string(self).unwrap_or_default()
     }
+
+    /// The file `kith init` writes: every setting, commented out at its default, with
+    /// what it does.
+    pub fn commented() -> String {
+        let mut out = String::from(
+            "# kith node configuration. Every setting is shown at its default, commented out:\n\
+             # uncomment a line to change it. Environment variables (KITH_*) and flags\n\
+             # override this file. Sizes and rates take units (\"10M\", \"1Gi\", \"20G\"),\n\
+             # durations too (\"90s\", \"10m\", \"24h\").\n",
+        );
+        for line in Config::default().to_toml().lines() {
+            let key = line.split_once('=').map(|(k, _)| k.trim()).unwrap_or(line);
+            if let Some((_, help)) = HELP.iter().find(|(k, _)| *k == key) {
+                out.push_str(&format!("\n# {help}\n"));
+            }
+            out.push_str(&format!("# {line}\n"));
+        }
+        for (key, example) in UNSET {
+            if let Some((_, help)) = HELP.iter().find(|(k, _)| k == &key) {
+                out.push_str(&format!("\n# {help}\n# {key} = {example}\n"));
+            }
+        }
+        out
+    }
+}
+
+/// Settings with no default value, and an example of each.
+const UNSET: [(&str, &str); 2] = [
+    ("broker", "\"/ip4/203.0.113.7/tcp/4001/p2p/12D3KooW…\""),
+    ("relay", "true"),
+];
+
+/// What each setting does, for the file `kith init` writes.
+const HELP: &[(&str, &str)] = &[
+    ("listen", "Multiaddrs to listen on."),
+    (
+        "bootstrap",
+        "Peers to join the network through (multiaddrs with /p2p/PEER_ID).",
+    ),
+    (
+        "api",
+        "Address of the local HTTP API and web UI (127.0.0.1 only by default).",
+    ),
+    ("mdns", "Find peers on the local network with mDNS."),
+    (
+        "upload_limit",
+        "Upload cap per second (0 = unlimited), e.g. \"10M\".",
+    ),
+    (
+        "download_limit",
+        "Download cap per second (0 = unlimited), e.g. \"10M\".",
+    ),
+    ("max_connections", "Most connections in total."),
+    ("max_connections_per_peer", "Most connections to one peer."),
+    (
+        "rescan_secs",
+        "How often shared files are checked for changes.",
+    ),
+    (
+        "offer",
+        "Disk lent to others' vaults (0 = none), e.g. \"20G\".",
+    ),
+    (
+        "vault_audit_secs",
+        "How often this node audits the holders of its vault shares.",
+    ),
+    (
+        "vault_grace_secs",
+        "How long a vault holder may be gone before its shares are rebuilt elsewhere.",
+    ),
+    (
+        "cache",
+        "Popular content cached for readers near this node (0 = none), e.g. \"10G\".",
+    ),
+    (
+        "cache_demand",
+        "Peers of one region that must ask for the same content before a cache there fetches it ahead.",
+    ),
+    (
+        "broker",
+        "A broker to register this node's catalogue with (multiaddr with /p2p/PEER_ID).",
+    ),
+    (
+        "serve_broker",
+        "Serve as a broker (a directory of peers' catalogues).",
+    ),
+    (
+        "broker_ttl_secs",
+        "How long a broker keeps a silent peer's entries.",
+    ),
+    (
+        "relay",
+        "Serve as a circuit relay for peers behind NATs (on by default for a broker).",
+    ),
+    (
+        "relays",
+        "Relays to reserve a slot on when this node is not publicly reachable.",
+    ),
+    ("relay_circuit_bytes", "Relay served: bytes per circuit."),
+    ("relay_circuit_secs", "Relay served: time per circuit."),
+    ("relay_max_circuits", "Relay served: circuits at once."),
+    (
+        "relay_max_reservations",
+        "Relay served: reservations at once.",
+    ),
+    (
+        "autonat_private_ips",
+        "Let AutoNAT test private and loopback addresses too (LANs, test networks).",
+    ),
+    (
+        "announce",
+        "Addresses this node is reachable at, announced as they are.",
+    ),
+];
+
+/// Numbers in the config file as people write them: an integer, or a string with a unit.
+mod units {
+    use serde::{Deserialize, Deserializer, de::Error};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Num {
+        Int(u64),
+        Text(String),
+    }
+
+    fn with<'de, D: Deserializer<'de>>(
+        d: D,
+        parse: fn(&str) -> Result<u64, String>,
+    ) -> Result<u64, D::Error> {
+        match Num::deserialize(d)? {
+            Num::Int(n) => Ok(n),
+            Num::Text(s) => parse(&s).map_err(D::Error::custom),
+        }
+    }
+
+    /// Bytes per second: `10M`, `500k`, `1Gi`.
+    pub fn rate<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        with(d, kith_core::units::parse_rate)
+    }
+
+    /// Storage: `20G` (powers of 1024).
+    pub fn size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        with(d, kith_core::units::parse_size)
+    }
+
+    /// Seconds: `90s`, `10m`, `24h`, `7d`.
+    pub fn secs<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        with(d, kith_core::units::parse_duration)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_commented_file_documents_every_setting_and_parses_to_the_defaults() {
+        let text = Config::commented();
+        for line in Config::default().to_toml().lines() {
+            let key = line.split_once('=').map(|(k, _)| k.trim()).unwrap_or(line);
+            assert!(
+                HELP.iter().any(|(k, h)| *k == key && !h.is_empty()),
+                "no help for {key}"
+            );
+            assert!(text.contains(&format!("# {line}")), "{key} missing");
+        }
+        assert_eq!(Config::parse(&text), Ok(Config::default()));
+        // Uncommented, the example lines parse too.
+        let all: String = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# "))
+            .filter(|l| l.split_once(" = ").is_some_and(|(k, _)| !k.contains(' ')))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert!(Config::parse(&all).is_ok(), "{all}");
+    }
+
+    #[test]
+    fn units_are_taken_and_errors_name_the_key() {
+        let c = Config::parse(
+            "upload_limit = \"10M\"\noffer = \"20G\"\nvault_grace_secs = \"2h\"\ncache = 1024",
+        );
+        let c = c.unwrap_or_default();
+        assert_eq!(c.upload_limit, 10_000_000);
+        assert_eq!(c.offer, 20 << 30);
+        assert_eq!(c.vault_grace_secs, 7200);
+        assert_eq!(c.cache, 1024);
+        let bad = Config::parse("mdns = true\nupload_limit = \"fast\"");
+        assert!(
+            bad.as_ref()
+                .is_err_and(|e| e.contains("line 2") && e.contains("upload_limit")),
+            "{bad:?}"
+        );
+        let unknown = Config::parse("bogus = 1");
+        assert!(
+            unknown.as_ref().is_err_and(|e| e.contains("bogus")),
+            "{unknown:?}"
+        );
+    }
 
     #[test]
     fn defaults_round_trip_and_bad_keys_fail() {

@@ -112,10 +112,7 @@ impl Home {
         let device = self.keypair()?;
         created |= kith_people::init(&self.service_dir("people"), &device)?;
         if !self.config_path().exists() {
-            let text = format!(
-                "# kith node configuration. Environment variables (KITH_*) and flags override it.\n{}",
-                Config::default().to_toml()
-            );
+            let text = Config::commented();
             std::fs::write(self.config_path(), text).map_err(|e| io(&self.config_path(), e))?;
             created = true;
         }

@@ -1,8 +1,11 @@
-//! Transfers the user controls, through real `kith` processes: a download (slowed by a
-//! download cap) is listed with its progress and rate, paused (it stays paused and keeps
-//! its verified chunks), resumed to a byte-equal file without fetching again what it had;
-//! another is cancelled and what it wrote is gone; Ctrl-C on `kith get` leaves the
-//! download running in the node and says how to stop it; bad requests get one line.
+//! Everyday use through real `kith` processes. Transfers the user controls: a download
+//! (slowed by a download cap) is listed with its progress and rate, paused (it stays
+//! paused and keeps its verified chunks), resumed to a byte-equal file without fetching
+//! again what it had; another is cancelled and what it wrote is gone; Ctrl-C on `kith get`
+//! leaves the download running in the node and says how to stop it. `kith status` gives
+//! dialable addresses and `kith connect` dials one; logs are plain text off a terminal;
+//! completions and the man page come from the CLI definition; `config.toml` shows every
+//! default and a bad value names its key. Bad requests get one line.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -195,5 +198,42 @@ fn completions_and_the_man_page_come_from_the_cli_definition() -> Result<()> {
     let bad = kith(&home, &["completions", "nosh"])?;
     assert!(!bad.status.success());
     assert!(!home.exists(), "no data dir is made for these");
+    Ok(())
+}
+
+#[test]
+fn the_config_file_shows_every_default_and_a_bad_value_names_its_key() -> Result<()> {
+    let t = tmp()?;
+    let home = t.path().join("n");
+    let o = kith(&home, &["init"])?;
+    assert!(o.status.success(), "{}", stderr(&o));
+    let path = home.join("config.toml");
+    let text = std::fs::read_to_string(&path)?;
+    for line in [
+        "# upload_limit = 0",
+        "# mdns = true",
+        "# cache = 0",
+        "# relay = true",
+    ] {
+        assert!(text.contains(line), "{line} missing from:\n{text}");
+    }
+    std::fs::write(
+        &path,
+        format!("{text}\nmdns = false\nupload_limit = \"fast\"\n"),
+    )?;
+    let o = kith(
+        &home,
+        &["up", "--no-mdns", "--listen", "/ip4/127.0.0.1/tcp/0"],
+    )?;
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error: ")).collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.contains("upload_limit") && l.contains("fast")),
+        "{err}"
+    );
     Ok(())
 }
