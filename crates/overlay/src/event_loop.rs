@@ -34,6 +34,8 @@ pub(crate) struct EventLoop {
     nat: Nat,
     gossip: Gossip,
     dials: Dials,
+    /// Bootstrap peers not reached yet: a failed dial to one is a warning, once.
+    bootstrap: Vec<libp2p::PeerId>,
 }
 
 /// libp2p listens with `SO_REUSEPORT` (for hole punching), so a port held by another
@@ -177,6 +179,7 @@ impl EventLoop {
             nat: Nat::new(config, counters),
             gossip: Gossip::new(rejected),
             dials: Dials::default(),
+            bootstrap: config.bootstrap.iter().filter_map(crate::peer_of).collect(),
         })
     }
 
@@ -273,6 +276,7 @@ impl EventLoop {
                 endpoint,
                 ..
             } => {
+                self.bootstrap.retain(|b| *b != peer_id);
                 tracing::debug!(peer = %peer_id, addr = %endpoint.get_remote_address(), "connected");
                 self.dials.on_connected(connection_id, peer_id);
                 let (first, close) = self.peers.on_established(peer_id, connection_id, endpoint);
@@ -303,6 +307,12 @@ impl EventLoop {
                 error,
             } => {
                 tracing::debug!(peer = ?peer_id, error = %error, "dial failed");
+                if let Some(p) = peer_id
+                    && let Some(i) = self.bootstrap.iter().position(|b| *b == p)
+                {
+                    self.bootstrap.swap_remove(i);
+                    tracing::warn!(peer = %p, error = %error, "cannot reach bootstrap peer");
+                }
                 let connected = peer_id.is_some_and(|p| swarm.is_connected(&p));
                 if let Some(p) = peer_id
                     && !connected

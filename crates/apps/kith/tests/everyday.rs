@@ -143,9 +143,18 @@ fn status_gives_dialable_addresses_and_connect_dials_one_at_runtime() -> Result<
     let t = tmp()?;
     let (ha, hb) = (t.path().join("a"), t.path().join("b"));
     let _a = up(&ha, &[])?;
-    let _b = up(&hb, &[])?;
     let s = ok(&ha, &["status"])?;
     let a_id = s["peer_id"].as_str().ok_or("no peer id")?.to_owned();
+    // A bootstrap peer at an address where nobody listens: a warning with the error.
+    let nowhere = format!("/ip4/127.0.0.1/tcp/1/p2p/{a_id}");
+    let _b = up(&hb, &["--bootstrap", &nowhere])?;
+    until("the bootstrap warning", || {
+        let log = std::fs::read_to_string(hb.with_extension("log"))?;
+        Ok(log
+            .lines()
+            .any(|l| l.contains("WARN") && l.contains("cannot reach bootstrap peer"))
+            .then_some(()))
+    })?;
     let dial = s["dialable"][0]
         .as_str()
         .ok_or("no dialable address")?
@@ -154,7 +163,7 @@ fn status_gives_dialable_addresses_and_connect_dials_one_at_runtime() -> Result<
     let human = stdout(&kith(&ha, &["status"])?);
     assert!(human.contains(&format!("dial      {dial}")), "{human}");
 
-    // B knows nobody until it is told where A is.
+    // B knows nobody until it is told where A really is.
     assert_eq!(ok(&hb, &["peers"])?.as_array().map(Vec::len), Some(0));
     let conns = ok(&hb, &["connect", &dial])?;
     assert!(
