@@ -158,7 +158,9 @@ pub enum Cmd {
     Get {
         /// Content ID, or a name (PEER_ID/name).
         id: String,
-        /// Where to write it (default: ./NAME).
+        /// The file or folder to create (default: ./NAME). A path that exists is refused,
+        /// unless it is this download's own: `kith get ID -o PATH` again after an
+        /// interruption continues into PATH.
         #[arg(short, long)]
         output: Option<PathBuf>,
         /// Seconds to wait for a provider before giving up (default 60); also how long a

@@ -246,3 +246,42 @@ fn the_config_file_shows_every_default_and_a_bad_value_names_its_key() -> Result
     );
     Ok(())
 }
+
+#[test]
+fn a_folder_download_run_again_after_a_crash_continues_into_its_path() -> Result<()> {
+    let t = tmp()?;
+    let root = t.path();
+    let (ha, hb) = (root.join("a"), root.join("b"));
+    let _a = up(&ha, &[])?;
+    let boot = addr_of(&ha)?;
+    let slow = ["--bootstrap", boot.as_str(), "--download-limit", "4M"];
+    let mut b = up(&hb, &slow)?;
+    let src = root.join("album");
+    std::fs::create_dir_all(src.join("disc2"))?;
+    for (i, name) in ["one.bin", "two.bin", "disc2/three.bin"].iter().enumerate() {
+        std::fs::write(src.join(name), data(5_000_000, 70 + i as u64))?;
+    }
+    let v = ok(&ha, &["share", src.to_str().ok_or("path")?])?;
+    let id = v["id"].as_str().ok_or("no id")?.to_owned();
+    let out = root.join("copy");
+    let get = start_get(&hb, &id, &out)?;
+    download_when(&hb, &id, "part of the folder", |d| {
+        d["done_bytes"].as_u64() > Some(2_000_000)
+    })?;
+    b.0.kill()?; // SIGKILL: no clean shutdown
+    b.0.wait()?;
+    let _ = wait_child(get, LIMIT)?;
+    assert!(out.is_dir(), "the partial folder is there");
+
+    let _b = up(&hb, &slow)?;
+    let done = ok(&hb, &["get", &id, "-o", out.to_str().ok_or("path")?])?;
+    assert_eq!(done["output"], out.to_str().ok_or("path")?, "{done}");
+    kith_testkit::same_tree(&src, &out)?;
+    assert!(!out.join("album").exists(), "a second copy nested inside");
+    // Another folder that is there already is refused, with one line.
+    let other = root.join("other");
+    std::fs::create_dir_all(&other)?;
+    let err = fails(&hb, &["get", &id, "-o", other.to_str().ok_or("path")?])?;
+    assert!(err.contains("already exists"), "{err}");
+    Ok(())
+}

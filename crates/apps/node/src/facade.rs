@@ -192,14 +192,9 @@ impl Node {
             }
         };
         let output = match (&req.output, &req.dir) {
-            (Some(o), _) => {
-                let p = absolute(o, "output")?;
-                if p.is_dir() {
-                    Output::Under(p)
-                } else {
-                    Output::Exact(p)
-                }
-            }
+            // The path to create: never a folder to put it in, so a download that is run
+            // again after a crash continues into it rather than nesting a second copy.
+            (Some(o), _) => Output::Exact(absolute(o, "output")?),
             (None, Some(d)) => Output::Under(absolute(d, "dir")?),
             (None, None) => return Err(NodeError::BadRequest("give output or dir".into())),
         };
