@@ -100,6 +100,9 @@ pub enum Cmd {
     },
     /// Print the man page (roff): `kith man > ~/.local/share/man/man1/kith.1`.
     Man,
+    /// Run the node at login as a systemd user service.
+    #[command(subcommand)]
+    Service(ServiceCmd),
     /// Create the identity and config in the data dir.
     Init {
         /// Act for the person whose key this is (a copy of `people/person.key` from your
@@ -240,6 +243,15 @@ pub enum Cmd {
         #[arg(short, long)]
         output: PathBuf,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ServiceCmd {
+    /// Write ~/.config/systemd/user/kith.service for this binary and data dir; then
+    /// `systemctl --user enable --now kith` starts it now and at every login.
+    Install,
+    /// Remove the unit (run `systemctl --user disable --now kith` first).
+    Uninstall,
 }
 
 #[derive(Subcommand, Debug)]

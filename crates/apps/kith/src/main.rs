@@ -11,6 +11,7 @@ mod commands;
 mod groups;
 mod jobs;
 mod progress;
+mod service;
 mod transfers;
 mod units;
 mod up;
@@ -98,6 +99,7 @@ async fn run(cli: Cli) -> Result<()> {
     let home = home(&cli)?;
     let json = cli.json;
     match cli.command {
+        Cmd::Service(s) => service::run(&home, &s, json),
         Cmd::Init { person_key } => {
             if let Some(k) = person_key {
                 home.adopt_person_key(&k)?;
@@ -154,9 +156,12 @@ async fn talk(c: &Client, cmd: Cmd, json: bool) -> Result<()> {
         Cmd::Restore { source, at, output } => {
             vault::restore(c, source, at.as_deref(), &output, json).await
         }
-        Cmd::Init { .. } | Cmd::Up(_) | Cmd::Broker(_) | Cmd::Completions { .. } | Cmd::Man => {
-            Ok(())
-        }
+        Cmd::Init { .. }
+        | Cmd::Up(_)
+        | Cmd::Broker(_)
+        | Cmd::Completions { .. }
+        | Cmd::Service(_)
+        | Cmd::Man => Ok(()),
     }
 }
 

@@ -285,3 +285,38 @@ fn a_folder_download_run_again_after_a_crash_continues_into_its_path() -> Result
     assert!(err.contains("already exists"), "{err}");
     Ok(())
 }
+
+#[test]
+fn service_install_writes_a_user_unit_for_this_binary_and_data_dir() -> Result<()> {
+    let t = tmp()?;
+    let (home, xdg) = (t.path().join("n"), t.path().join("config"));
+    let run = |args: &[&str]| -> Result<std::process::Output> {
+        let child = Command::new(KITH)
+            .env("XDG_CONFIG_HOME", &xdg)
+            .arg("--home")
+            .arg(&home)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        wait_child(child, LIMIT)
+    };
+    let o = run(&["service", "install"])?;
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("systemctl --user enable --now kith"),
+        "{}",
+        stdout(&o)
+    );
+    let unit = std::fs::read_to_string(xdg.join("systemd/user/kith.service"))?;
+    let exec = format!("ExecStart=\"{KITH}\" --home \"{}\" up", home.display());
+    assert!(unit.contains(&exec), "{unit}");
+    let o = run(&["service", "uninstall"])?;
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!xdg.join("systemd/user/kith.service").exists());
+    let o = run(&["service", "uninstall"])?;
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("is not installed"), "{}", stderr(&o));
+    Ok(())
+}
