@@ -24,6 +24,7 @@ pub mod seal;
 pub mod store;
 pub mod sync;
 pub mod tasks;
+pub mod ticket;
 pub mod units;
 
 pub use id::{ContentId, IdError};

@@ -127,6 +127,10 @@ pub enum Cmd {
         /// list, search or fetch it.
         #[arg(long)]
         group: Option<String>,
+        /// Print a ticket: the content ID and this node's addresses in one string, for
+        /// `kith get TICKET` on a node that need not know this one.
+        #[arg(long)]
+        ticket: bool,
     },
     /// List what this node shares.
     Ls,
@@ -159,7 +163,7 @@ pub enum Cmd {
     },
     /// Fetch content by ID (or the newest revision of a name) from whoever has it.
     Get {
-        /// Content ID, or a name (PEER_ID/name).
+        /// Content ID, a name (PEER_ID/name), or a ticket (from `kith share --ticket`).
         id: String,
         /// The file or folder to create (default: ./NAME). A path that exists is refused,
         /// unless it is this download's own: `kith get ID -o PATH` again after an

@@ -158,17 +158,38 @@ pub async fn peers(c: &Client, json: bool) -> Result<()> {
     Ok(())
 }
 
-pub async fn share(c: &Client, path: &Path, group: Option<String>, json: bool) -> Result<()> {
+pub async fn share(
+    c: &Client,
+    path: &Path,
+    group: Option<String>,
+    ticket: bool,
+    json: bool,
+) -> Result<()> {
     let abs = existing(path)?;
     let req = api::ShareRequest {
         path: abs.display().to_string(),
         group,
     };
     let s: api::Share = c.post("/shares", &req).await?;
+    let ticket = if ticket {
+        let st: api::Status = c.get("/status").await?;
+        let id: kith_core::ContentId = s.id.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
+        Some(kith_core::ticket::Ticket::new(id, st.dialable).encode())
+    } else {
+        None
+    };
     if json {
-        print_json(&s);
+        let mut v = serde_json::to_value(&s)?;
+        if let (Some(t), Some(o)) = (&ticket, v.as_object_mut()) {
+            o.insert("ticket".into(), t.clone().into());
+        }
+        print_json(&v);
     } else {
         println!("{}", s.id);
+        if let Some(t) = ticket {
+            println!("{t}");
+            eprintln!("give the ticket to anyone: kith get TICKET fetches it from here first");
+        }
     }
     Ok(())
 }
@@ -246,7 +267,9 @@ pub async fn get(
     timeout: Option<u64>,
     json: bool,
 ) -> Result<()> {
-    if !looks_like_name(id) {
+    if id.trim().starts_with(kith_core::ticket::PREFIX) {
+        kith_core::ticket::Ticket::decode(id)?;
+    } else if !looks_like_name(id) {
         check_id(id)?;
     }
     let mut req = api::DownloadRequest {

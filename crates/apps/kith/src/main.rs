@@ -121,7 +121,11 @@ async fn talk(c: &Client, cmd: Cmd, json: bool) -> Result<()> {
         Cmd::Id => commands::id(c, json).await,
         Cmd::Status => commands::status(c, json).await,
         Cmd::Peers => commands::peers(c, json).await,
-        Cmd::Share { path, group } => commands::share(c, &path, group, json).await,
+        Cmd::Share {
+            path,
+            group,
+            ticket,
+        } => commands::share(c, &path, group, ticket, json).await,
         Cmd::Ls => commands::ls(c, json).await,
         Cmd::Unshare { id } => commands::unshare(c, &id, json).await,
         Cmd::Search {

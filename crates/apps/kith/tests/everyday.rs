@@ -320,3 +320,24 @@ fn service_install_writes_a_user_unit_for_this_binary_and_data_dir() -> Result<(
     assert!(stderr(&o).contains("is not installed"), "{}", stderr(&o));
     Ok(())
 }
+
+#[test]
+fn a_ticket_carries_the_addresses_to_a_node_that_knows_nobody() -> Result<()> {
+    let t = tmp()?;
+    let (ha, hb) = (t.path().join("a"), t.path().join("b"));
+    let _a = up(&ha, &[])?;
+    let _b = up(&hb, &[])?; // no bootstrap: B knows no peer at all
+    let bytes = data(3_000_000, 9);
+    let file = t.path().join("slides.pdf");
+    std::fs::write(&file, &bytes)?;
+    let v = ok(&ha, &["share", "--ticket", file.to_str().ok_or("path")?])?;
+    let ticket = v["ticket"].as_str().ok_or("no ticket")?.to_owned();
+    assert!(ticket.starts_with("kith"), "{v}");
+    let out = t.path().join("got.pdf");
+    let got = ok(&hb, &["get", &ticket, "-o", out.to_str().ok_or("path")?])?;
+    assert_eq!(got["id"], v["id"], "{got}");
+    assert_eq!(std::fs::read(&out)?, bytes);
+    let bad = fails(&hb, &["get", "kithnotaticket", "-o", "/tmp/x"])?;
+    assert!(bad.contains("damaged ticket"), "{bad}");
+    Ok(())
+}

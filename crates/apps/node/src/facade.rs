@@ -25,6 +25,8 @@ pub enum Target {
     Id(ContentId),
     /// `PEER_ID/name`.
     Name(String),
+    /// A content ID and addresses of a node that has it.
+    Ticket(kith_core::ticket::Ticket),
 }
 
 impl std::str::FromStr for Target {
@@ -33,6 +35,11 @@ impl std::str::FromStr for Target {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         if let Ok(id) = s.parse::<ContentId>() {
             return Ok(Target::Id(id));
+        }
+        if s.trim().starts_with(kith_core::ticket::PREFIX) {
+            return kith_core::ticket::Ticket::decode(s)
+                .map(Target::Ticket)
+                .map_err(|e| NodeError::BadRequest(e.to_string()));
         }
         let named = s
             .split_once('/')
@@ -190,6 +197,10 @@ impl Node {
                 let r = self.inner.names.resolve(&name, RESOLVE_FOR_GET).await?;
                 r.content_id().map_err(kith_names::Error::from)?
             }
+            Target::Ticket(t) => {
+                self.learn_ticket(&t).await;
+                t.id
+            }
         };
         let output = match (&req.output, &req.dir) {
             // The path to create: never a folder to put it in, so a download that is run
@@ -200,6 +211,23 @@ impl Node {
         };
         let patience = req.timeout.map(|s| Duration::from_secs(s.clamp(1, 86_400)));
         Ok(self.inner.share.get(id, output, patience).await?)
+    }
+
+    /// The ticket's addresses become known and its peers are asked first.
+    async fn learn_ticket(&self, t: &kith_core::ticket::Ticket) {
+        let mut peers = Vec::new();
+        for a in &t.addrs {
+            let Ok(addr) = kith_overlay::parse_addr(a) else {
+                continue;
+            };
+            if let Some(peer) = kith_overlay::peer_of(&addr) {
+                let _ = self.inner.overlay.add_address(peer, addr).await;
+                if !peers.contains(&peer) {
+                    peers.push(peer);
+                }
+            }
+        }
+        self.inner.share.hint(t.id, peers);
     }
 
     /// Searches; results stream in as peers answer. The peers that answer for a result
