@@ -341,3 +341,39 @@ fn a_ticket_carries_the_addresses_to_a_node_that_knows_nobody() -> Result<()> {
     assert!(bad.contains("damaged ticket"), "{bad}");
     Ok(())
 }
+
+#[test]
+fn a_get_that_finds_nothing_says_what_it_looked_at() -> Result<()> {
+    let t = tmp()?;
+    let (ha, hb) = (t.path().join("a"), t.path().join("b"));
+    let _a = up(&ha, &[])?;
+    let _b = up(&hb, &["--bootstrap", &addr_of(&ha)?])?;
+    let none = "bagaaihrafbdlcyh5kpacudozmmlzymqj2s46ohsgoqqqtntrfk7mcslaaaaa";
+    let out = t.path().join("none");
+    let o = kith(
+        &hb,
+        &[
+            "get",
+            none,
+            "-o",
+            out.to_str().ok_or("path")?,
+            "--timeout",
+            "7",
+        ],
+    )?;
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains(&format!(
+            "note: still looking for {none}: 1 connected peer asked"
+        )),
+        "{err}"
+    );
+    let last = err
+        .lines()
+        .filter(|l| l.starts_with("error: "))
+        .collect::<Vec<_>>();
+    assert_eq!(last.len(), 1, "{err}");
+    assert!(last.iter().all(|l| l.contains("does not have it")), "{err}");
+    Ok(())
+}

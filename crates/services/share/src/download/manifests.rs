@@ -26,6 +26,8 @@ const MANIFEST_REDIALS: u32 = 3;
 /// The head start near providers get over far ones (when a near one is asked too): the
 /// first answer wins, and a near one's should (a cache on this node's LAN, say).
 const FAR_HEAD_START: Duration = Duration::from_millis(250);
+/// When a download that has found nobody says what it looked at.
+const STILL_LOOKING: Duration = Duration::from_secs(5);
 
 /// The manifest `id`, verified.
 pub(crate) async fn fetch(s: &mut Session, id: &ContentId) -> Result<Manifest, DownloadError> {
@@ -38,6 +40,17 @@ pub(crate) async fn fetch(s: &mut Session, id: &ContentId) -> Result<Manifest, D
         .map_err(|e| DownloadError::Invalid(format!("{id} is not a valid manifest: {e}")))?;
     s.inner.apply(vec![Op::PutBlock(*id, bytes)]).await?;
     s.progress();
+    // Found: a "still looking" notice is stale now.
+    s.tx.send_if_modified(|p| {
+        let stale = p
+            .notice
+            .as_deref()
+            .is_some_and(|n| n.starts_with("still looking"));
+        if stale {
+            p.notice = None;
+        }
+        stale
+    });
     Ok(m)
 }
 
@@ -59,6 +72,10 @@ async fn ask_providers(s: &mut Session, id: &ContentId) -> Result<Vec<u8>, Downl
     let mut far: HashSet<PeerId> = HashSet::new();
     let mut classified: HashSet<PeerId> = HashSet::new();
     let stop = s.stop.clone();
+    // Once, while nothing has answered: what the search covered so far.
+    let still = tokio::time::sleep(STILL_LOOKING);
+    tokio::pin!(still);
+    let mut told = false;
     loop {
         while attempts.len() < MANIFEST_PARALLEL {
             let candidates: Vec<PeerId> = s
@@ -112,6 +129,11 @@ async fn ask_providers(s: &mut Session, id: &ContentId) -> Result<Vec<u8>, Downl
         }
         tokio::select! {
             () = stop.cancelled() => return Err(DownloadError::Stopped),
+            () = &mut still, if !told => {
+                told = true;
+                let notice = format!("still looking for {id}: {}", s.searched());
+                s.tx.send_modify(|p| p.notice = Some(notice));
+            }
             () = tokio::time::sleep_until(s.deadline()) => return Err(s.gave_up("the manifest")),
             got = s.found.recv(), if s.finder_open => match got {
                 Some(found) => {

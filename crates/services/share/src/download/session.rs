@@ -36,6 +36,10 @@ pub(crate) struct Session {
     pub providers: HashSet<PeerId>,
     /// Peers found under the content's public provider key.
     found_public: HashSet<PeerId>,
+    /// Peers found in the DHT (under the content ID or a group's locator).
+    found_dht: HashSet<PeerId>,
+    /// Connected peers asked (every connected peer is asked whether it has it).
+    asked_connected: HashSet<PeerId>,
     /// What went wrong last with each peer tried.
     tried: HashMap<PeerId, String>,
     patience: Duration,
@@ -65,6 +69,8 @@ impl Session {
             peers: Vec::new(),
             providers: HashSet::new(),
             found_public: HashSet::new(),
+            found_dht: HashSet::new(),
+            asked_connected: HashSet::new(),
             tried: HashMap::new(),
             patience,
             last_progress: Instant::now(),
@@ -87,6 +93,14 @@ impl Session {
     pub fn add_found(&mut self, (p, via): (PeerId, Via)) -> bool {
         if via == Via::Public && self.found_public.len() < MAX_PEERS {
             self.found_public.insert(p);
+        }
+        let seen = if via == Via::Peer {
+            &mut self.asked_connected
+        } else {
+            &mut self.found_dht
+        };
+        if seen.len() < MAX_PEERS {
+            seen.insert(p);
         }
         self.add_peer(p)
     }
@@ -118,6 +132,21 @@ impl Session {
             self.peers.push(p);
         }
         true
+    }
+
+    /// What the search for providers covered so far, in words.
+    pub fn searched(&self) -> String {
+        let dht = self.found_dht.len();
+        format!(
+            "{} connected peer{} asked, the DHT named {dht} provider{}",
+            self.asked_connected.len(),
+            if self.asked_connected.len() == 1 {
+                ""
+            } else {
+                "s"
+            },
+            if dht == 1 { "" } else { "s" },
+        )
     }
 
     /// Notes how a request to `peer` failed. An offence is a strike against the provider
@@ -152,7 +181,7 @@ impl Session {
         tried.sort();
         let more = self.tried.len().saturating_sub(MAX_TRIED_SHOWN);
         let what = if self.tried.is_empty() {
-            "no provider found".to_owned()
+            format!("no provider found: {}", self.searched())
         } else {
             format!(
                 "tried {} provider{}: {}{}",
