@@ -224,54 +224,63 @@ async fn liars_are_shunned_by_every_download() -> Result<()> {
             assert!(n < 40, "{lie:?}: the liar was asked {n} times");
             shunned.push((l, asked));
         }
-        // A new download does not ask the liars shunned at once (they are still
-        // connected). A truncation is a strike only while the connection looks up (a
-        // provider going away cuts responses short too), so under load the truncating
-        // liar may be tried again: never by more than one download's bounded retries.
-        let snapshot = |shunned: &Vec<(RawPeer, Arc<AtomicUsize>)>| -> Vec<usize> {
-            shunned
-                .iter()
-                .map(|(_, a)| a.load(Ordering::Relaxed))
-                .collect()
-        };
-        for round in 0..2u64 {
-            let asked_before = snapshot(&shunned);
-            let bytes = data(2_000_000, 77 + round);
-            let file = h.dir.path().join(format!("last{round}.bin"));
-            std::fs::write(&file, &bytes)?;
-            let id = h.share(&file).await?;
-            let p = b
-                .get(&id, &b.dir.path().join(format!("last{round}.bin")))
-                .await?;
-            assert_eq!(p["state"], "done", "{p}");
-            assert!(
-                !p["providers"]
-                    .to_string()
-                    .contains(&shunned[2].0.overlay.peer_id().to_string()),
-                "{p}"
-            );
-            let after = snapshot(&shunned);
-            for ((a, b4), lie) in after
-                .iter()
-                .zip(&asked_before)
-                .zip(["huge", "oversend", "truncate"])
-            {
-                if lie == "truncate" {
-                    assert!(
-                        a - b4 < 40,
-                        "the truncate liar was asked {} times (download {round})",
-                        a - b4
-                    );
-                } else {
-                    assert_eq!(a, b4, "the {lie} liar was asked again (download {round})");
-                }
-            }
-        }
+        new_downloads_skip_the_shunned(&h, &b, &shunned).await?;
         h.stop().await;
         b.stop().await;
         Ok(())
     })
     .await
+}
+
+/// A new download does not ask the liars shunned at once (they are still connected). A
+/// truncation is a strike only while the connection looks up (a provider going away cuts
+/// responses short too), so under load the truncating liar may be tried again: never by
+/// more than one download's bounded retries.
+async fn new_downloads_skip_the_shunned(
+    h: &TestNode,
+    b: &TestNode,
+    shunned: &[(RawPeer, Arc<AtomicUsize>)],
+) -> Result<()> {
+    let snapshot = |shunned: &[(RawPeer, Arc<AtomicUsize>)]| -> Vec<usize> {
+        shunned
+            .iter()
+            .map(|(_, a)| a.load(Ordering::Relaxed))
+            .collect()
+    };
+    for round in 0..2u64 {
+        let asked_before = snapshot(shunned);
+        let bytes = data(2_000_000, 77 + round);
+        let file = h.dir.path().join(format!("last{round}.bin"));
+        std::fs::write(&file, &bytes)?;
+        let id = h.share(&file).await?;
+        let p = b
+            .get(&id, &b.dir.path().join(format!("last{round}.bin")))
+            .await?;
+        assert_eq!(p["state"], "done", "{p}");
+        assert!(
+            !p["providers"]
+                .to_string()
+                .contains(&shunned[2].0.overlay.peer_id().to_string()),
+            "{p}"
+        );
+        let after = snapshot(shunned);
+        for ((a, b4), lie) in after
+            .iter()
+            .zip(&asked_before)
+            .zip(["huge", "oversend", "truncate"])
+        {
+            if lie == "truncate" {
+                assert!(
+                    a - b4 < 40,
+                    "the truncate liar was asked {} times (download {round})",
+                    a - b4
+                );
+            } else {
+                assert_eq!(a, b4, "the {lie} liar was asked again (download {round})");
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A bug in a service (a panic in one of its tasks) stops the node with the error, instead

@@ -58,6 +58,47 @@ pub(crate) async fn fetch(s: &mut Session, id: &ContentId) -> Result<Manifest, D
 /// could not be reached at all).
 type Attempt = (PeerId, Result<Vec<u8>, (Failure, bool)>);
 
+/// Which peer to ask next: near (or not yet connected) ones first; a far one waits
+/// [`FAR_HEAD_START`] while a near one is asked, or may still be found.
+#[derive(Default)]
+struct Order {
+    far: HashSet<PeerId>,
+    classified: HashSet<PeerId>,
+}
+
+impl Order {
+    async fn next(&mut self, s: &Session, tried: &HashSet<PeerId>) -> Option<(PeerId, Duration)> {
+        let candidates: Vec<PeerId> = s
+            .peers
+            .iter()
+            .copied()
+            .filter(|p| !tried.contains(p) && !s.inner.strikes.is_shunned(p))
+            .collect();
+        let new: Vec<PeerId> = candidates
+            .iter()
+            .copied()
+            .filter(|p| self.classified.insert(*p))
+            .collect();
+        if !new.is_empty() {
+            self.far
+                .extend(super::nearness::far_among(&s.inner, &new).await);
+        }
+        let peer = candidates
+            .iter()
+            .find(|p| !self.far.contains(p))
+            .or(candidates.first())
+            .copied()?;
+        let near_asked = tried.iter().any(|p| !self.far.contains(p))
+            || !s.first_round.load(std::sync::atomic::Ordering::Relaxed);
+        let head = if self.far.contains(&peer) && near_asked {
+            FAR_HEAD_START
+        } else {
+            Duration::ZERO
+        };
+        Some((peer, head))
+    }
+}
+
 async fn ask_providers(s: &mut Session, id: &ContentId) -> Result<Vec<u8>, DownloadError> {
     let inner = s.inner.clone();
     let mut tried: HashSet<PeerId> = HashSet::new();
@@ -69,8 +110,7 @@ async fn ask_providers(s: &mut Session, id: &ContentId) -> Result<Vec<u8>, Downl
     let mut moving: HashMap<PeerId, CancellationToken> = HashMap::new();
     // Peers that could not be reached, and how often.
     let mut unreachable: HashMap<PeerId, u32> = HashMap::new();
-    let mut far: HashSet<PeerId> = HashSet::new();
-    let mut classified: HashSet<PeerId> = HashSet::new();
+    let mut order = Order::default();
     let stop = s.stop.clone();
     // Once, while nothing has answered: what the search covered so far.
     let still = tokio::time::sleep(STILL_LOOKING);
@@ -78,39 +118,13 @@ async fn ask_providers(s: &mut Session, id: &ContentId) -> Result<Vec<u8>, Downl
     let mut told = false;
     loop {
         while attempts.len() < MANIFEST_PARALLEL {
-            let candidates: Vec<PeerId> = s
-                .peers
-                .iter()
-                .copied()
-                .filter(|p| !tried.contains(p) && !inner.strikes.is_shunned(p))
-                .collect();
-            let new: Vec<PeerId> = candidates
-                .iter()
-                .copied()
-                .filter(|p| classified.insert(*p))
-                .collect();
-            if !new.is_empty() {
-                far.extend(super::nearness::far_among(&inner, &new).await);
-            }
-            // Near (or not yet known) providers first.
-            let Some(peer) = candidates
-                .iter()
-                .find(|p| !far.contains(p))
-                .or(candidates.first())
-                .copied()
-            else {
+            let Some((peer, head)) = order.next(s, &tried).await else {
                 break;
             };
-            // A far one waits while a near one is asked, or may still be found.
-            let near_asked = tried.iter().any(|p| !far.contains(p))
-                || !s.first_round.load(std::sync::atomic::Ordering::Relaxed);
             tried.insert(peer);
             in_flight.insert(peer);
             let moved = moving.entry(peer).or_default().clone();
-            let mut wait = MANIFEST_REDIAL * unreachable.get(&peer).copied().unwrap_or(0);
-            if far.contains(&peer) && near_asked {
-                wait += FAR_HEAD_START;
-            }
+            let wait = MANIFEST_REDIAL * unreachable.get(&peer).copied().unwrap_or(0) + head;
             let inner = &inner;
             attempts.push(async move {
                 let attempt = async {
