@@ -83,6 +83,7 @@ fn downloads_are_listed_paused_resumed_and_cancelled() -> Result<()> {
     assert!(!ended.status.success());
     assert!(stderr(&ended).contains("paused"), "{}", stderr(&ended));
     let paused = download_when(&hb, &id, "paused", |d| d["state"] == "paused")?;
+    assert_eq!(paused["rate"], 0, "{paused}");
     let had = paused["done_bytes"].as_u64().unwrap_or(0);
     assert!(had > 0 && had < bytes.len() as u64, "{paused}");
     let again = fails(&hb, &["pause", &id])?;

@@ -90,7 +90,10 @@ pub(crate) async fn run(
         (Err(DownloadError::Stopped), Some(Halt::Pause)) => {
             tracing::info!(%id, "download paused");
             set_state(&inner, id, DownloadState::Paused).await;
-            tx.send_modify(|p| p.state = State::Paused);
+            tx.send_modify(|p| {
+                p.state = State::Paused;
+                p.rate = 0;
+            });
         }
         (Err(DownloadError::Stopped), Some(Halt::Cancel)) => {
             tracing::info!(%id, "download cancelled");
