@@ -111,6 +111,10 @@ pub enum Cmd {
         person_key: Option<PathBuf>,
     },
     /// Run the node in the foreground (Ctrl-C stops it).
+    #[command(after_help = "Examples:\n  \
+        kith up                                   # defaults: QUIC and TCP on every interface\n  \
+        kith up --bootstrap /ip4/192.0.2.7/udp/4001/quic-v1/p2p/12D3KooW…\n  \
+        kith up --offer 20G --cache 10G           # lend disk to vaults, cache for the LAN")]
     Up(UpArgs),
     /// Run a broker: a node that also keeps a directory of registered peers' catalogues.
     Broker(UpArgs),
@@ -121,7 +125,12 @@ pub enum Cmd {
     /// List connected peers.
     Peers,
     /// Share a file or folder (in place, nothing is copied); prints its content ID.
+    #[command(after_help = "Examples:\n  \
+        kith share ~/talks/keynote.mp4\n  \
+        kith share --ticket ~/photos          # also a ticket to paste to a friend\n  \
+        kith share --group family ~/photos    # only the group's members see it")]
     Share {
+        /// The file or folder to share.
         path: PathBuf,
         /// Share it with this group only (ID or name): only its members can discover,
         /// list, search or fetch it.
@@ -135,6 +144,10 @@ pub enum Cmd {
     /// List what this node shares.
     Ls,
     /// Search across peers; results stream in as peers answer.
+    #[command(after_help = "Examples:\n  \
+        kith search keynote 2026\n  \
+        kith search '\"annual report\"' --via broker\n  \
+        kith search photo* --group family")]
     Search {
         /// Words (all must match), "quoted phrases", prefix*.
         #[arg(required = true, num_args = 1..)]
@@ -153,15 +166,25 @@ pub enum Cmd {
         group: Option<String>,
     },
     /// Publish PATH as the next revision of NAME (signed by this node's key).
-    Publish { name: String, path: PathBuf },
+    Publish {
+        /// The name (others resolve it as PEER_ID/NAME).
+        name: String,
+        /// The file or folder that becomes its next revision.
+        path: PathBuf,
+    },
     /// Show the newest revision of NAME (PEER_ID/name, or a name of this node).
     Resolve {
+        /// PEER_ID/name, or a name this node published.
         name: String,
         /// Seconds to ask the DHT (default 5).
         #[arg(long, default_value_t = 5.0)]
         timeout: f64,
     },
     /// Fetch content by ID (or the newest revision of a name) from whoever has it.
+    #[command(after_help = "Examples:\n  \
+        kith get bagaaihra… -o keynote.mp4\n  \
+        kith get kithpmrgs…                    # a ticket from kith share --ticket\n  \
+        kith get 12D3KooW…/notes -o notes.txt  # the newest revision of a name")]
     Get {
         /// Content ID, a name (PEER_ID/name), or a ticket (from `kith share --ticket`).
         id: String,
@@ -198,7 +221,10 @@ pub enum Cmd {
         id: String,
     },
     /// Stop sharing content.
-    Unshare { id: String },
+    Unshare {
+        /// The content ID to stop sharing (as `kith ls` lists it).
+        id: String,
+    },
     /// Show this device's person ID and the person's devices.
     Person,
     /// Link, join or remove devices of your person.
@@ -217,14 +243,21 @@ pub enum Cmd {
     #[command(subcommand)]
     Vault(VaultCmd),
     /// Keep content on this node: fetched into the cache if need be, never evicted.
-    Pin { id: String },
+    Pin {
+        /// The content ID to keep on this node.
+        id: String,
+    },
     /// Let pinned content be evicted again.
-    Unpin { id: String },
+    Unpin {
+        /// The content ID pinned before.
+        id: String,
+    },
     /// Edge caching: what this node caches for the readers near it.
     #[command(subcommand)]
     Cache(CacheCmd),
     /// Back a folder up into the vault (only changed chunks move).
     Backup {
+        /// The folder to back up.
         dir: PathBuf,
         /// Back it up again on this schedule while the node runs (e.g. 1h).
         #[arg(long, value_parser = kith_core::units::parse_duration)]
@@ -244,6 +277,7 @@ pub enum Cmd {
         /// a time ago (90s, 10m, 24h, 7d).
         #[arg(long)]
         at: Option<String>,
+        /// The folder to restore into.
         #[arg(short, long)]
         output: PathBuf,
     },
@@ -268,7 +302,9 @@ pub enum CacheCmd {
 pub enum VaultCmd {
     /// Store a file or folder on peers; prints its vault ID.
     Put {
+        /// The file or folder to store.
         path: PathBuf,
+        /// A name to get it back by (`kith vault get NAME`).
         #[arg(long)]
         name: Option<String>,
         /// Shares needed to restore (default 3).
@@ -283,7 +319,9 @@ pub enum VaultCmd {
     },
     /// Restore an object (by ID or name) from any k of its holders.
     Get {
+        /// The object's vault ID or name.
         what: String,
+        /// Where to write it.
         #[arg(short, long)]
         output: PathBuf,
     },
@@ -291,9 +329,15 @@ pub enum VaultCmd {
     Ls,
     /// An object's health (shares reachable of n, last audit, repairs), or the vault's:
     /// space offered and held, and each peer's account.
-    Status { what: Option<String> },
+    Status {
+        /// The object's vault ID or name (none: the whole vault).
+        what: Option<String>,
+    },
     /// Remove an object and release its space on every holder.
-    Rm { what: String },
+    Rm {
+        /// The object's vault ID or name.
+        what: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -318,6 +362,7 @@ pub enum JobCmd {
     },
     /// A job's progress (a live bar on a terminal), or every job.
     Status {
+        /// The job ID (none: every job).
         job: Option<String>,
         /// Print once, even on a terminal.
         #[arg(long, conflicts_with = "wait")]
@@ -328,12 +373,17 @@ pub enum JobCmd {
     },
     /// Write a job's validated outputs, one file per unit named after its input.
     Results {
+        /// The job ID.
         job: String,
+        /// The folder to write the outputs into.
         #[arg(short, long)]
         output: PathBuf,
     },
     /// Cancel a job: no more units go out.
-    Cancel { job: String },
+    Cancel {
+        /// The job ID (as `kith job submit` printed it).
+        job: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -364,15 +414,22 @@ pub enum DeviceCmd {
     /// Print a one-time code (valid 10 minutes, once) another device joins with.
     Link,
     /// Make this device a device of the person whose device printed CODE.
-    Join { code: String },
+    Join {
+        /// The one-time code `kith device link` printed on the first device.
+        code: String,
+    },
     /// Revoke a lost device: every group stops trusting it.
-    Remove { device: String },
+    Remove {
+        /// The device's peer ID (as `kith person` lists it).
+        device: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
 pub enum GroupCmd {
     /// Create a group; you are its first admin.
     Create {
+        /// The group's name (for you; members see it too).
         name: String,
         /// Let people who join read what was shared before they joined.
         #[arg(long)]
@@ -393,13 +450,22 @@ pub enum GroupCmd {
         admin: bool,
     },
     /// Join a group with an invite token.
-    Join { token: String },
+    Join {
+        /// The invite token `kith group invite` printed.
+        token: String,
+    },
     /// List your groups.
     Ls,
     /// List a group's members, their devices, who is admin, who is online.
-    Members { group: String },
+    Members {
+        /// The group's ID or name.
+        group: String,
+    },
     /// Remove a person from a group (admins only); the group key changes.
     Remove { group: String, person: String },
     /// Leave a group.
-    Leave { group: String },
+    Leave {
+        /// The group's ID or name.
+        group: String,
+    },
 }
