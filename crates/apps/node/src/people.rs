@@ -97,10 +97,46 @@ impl Node {
     /// Revokes one of this person's devices; every group the person is in applies it.
     pub async fn remove_device(&self, device: &str) -> Result<api::DeviceRemoved, NodeError> {
         let r = self.inner.people.remove_device(device.trim()).await?;
+        self.revoked_in_groups(&r.device).await;
         Ok(api::DeviceRemoved {
             person: r.person.to_string(),
             device: r.device,
         })
+    }
+
+    /// Waits (at most 5 s) until every group this device is in has applied the
+    /// revocation of `device` (the groups service signs it as the people service tells
+    /// it), so that a node stopped right after `kith device remove` does not lose it.
+    async fn revoked_in_groups(&self, device: &str) {
+        let until = tokio::time::Instant::now() + Duration::from_secs(5);
+        let mut changes = self.inner.groups.events();
+        loop {
+            let pending = self
+                .inner
+                .groups
+                .list()
+                .unwrap_or_default()
+                .iter()
+                .any(|g| {
+                    self.inner
+                        .groups
+                        .members(&g.group)
+                        .unwrap_or_default()
+                        .iter()
+                        .any(|m| m.devices.iter().any(|d| d == device))
+                });
+            if !pending {
+                return;
+            }
+            match tokio::time::timeout_at(until, changes.recv()).await {
+                Ok(Ok(_) | Err(RecvError::Lagged(_))) => {}
+                Ok(Err(RecvError::Closed)) => return,
+                Err(_) => {
+                    tracing::warn!(%device, "not every group applied the revocation yet");
+                    return;
+                }
+            }
+        }
     }
 
     /// The groups this device is in.
