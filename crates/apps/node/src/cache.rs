@@ -2,8 +2,8 @@
 
 use kith_api as api;
 use kith_cache::{Entry, Fill, Why};
-use kith_core::ContentId;
 
+use crate::facade::content_id;
 use crate::{Node, NodeError};
 
 fn entry(e: Entry) -> api::CacheEntry {
@@ -35,12 +35,6 @@ fn entry(e: Entry) -> api::CacheEntry {
         last_served_ms: e.last_served_ms,
         added_ms: e.added_ms,
     }
-}
-
-fn content_id(id: &str) -> Result<ContentId, NodeError> {
-    id.trim()
-        .parse()
-        .map_err(|e| NodeError::BadRequest(format!("bad content ID {id:?}: {e}")))
 }
 
 impl Node {

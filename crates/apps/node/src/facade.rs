@@ -53,6 +53,13 @@ impl std::str::FromStr for Target {
     }
 }
 
+/// A content ID as a user typed it.
+pub(crate) fn content_id(id: &str) -> Result<ContentId, NodeError> {
+    id.trim()
+        .parse()
+        .map_err(|e| NodeError::BadRequest(format!("bad content ID {id:?}: {e}")))
+}
+
 /// An absolute path that exists.
 pub fn existing_path(s: &str) -> Result<PathBuf, NodeError> {
     let path = PathBuf::from(s);
@@ -148,10 +155,7 @@ impl Node {
         id: &str,
         change: &api::DownloadChange,
     ) -> Result<api::Progress, NodeError> {
-        let id: ContentId = id
-            .trim()
-            .parse()
-            .map_err(|e| NodeError::BadRequest(format!("bad content ID {id:?}: {e}")))?;
+        let id = content_id(id)?;
         match change.state.as_str() {
             "paused" => self.inner.share.pause(id).await?,
             "running" => {
@@ -168,10 +172,7 @@ impl Node {
 
     /// Cancels a running or paused download and removes what it wrote.
     pub async fn cancel_download(&self, id: &str) -> Result<(), NodeError> {
-        let id: ContentId = id
-            .trim()
-            .parse()
-            .map_err(|e| NodeError::BadRequest(format!("bad content ID {id:?}: {e}")))?;
+        let id = content_id(id)?;
         Ok(self.inner.share.cancel(id).await?)
     }
 

@@ -430,14 +430,22 @@ impl Share {
         Ok(())
     }
 
-    /// Resumes a paused download into the output it had.
-    pub async fn resume(&self, id: ContentId) -> Result<watch::Receiver<Progress>, Error> {
+    /// The record of the download of `id`, if there is one.
+    async fn download_record(
+        &self,
+        id: ContentId,
+    ) -> Result<Option<records::DownloadRecord>, Error> {
         let store = self.inner.store.clone();
-        let rec = self
+        Ok(self
             .inner
             .tasks
             .blocking(move || records::download(&store, &id))
-            .await??;
+            .await??)
+    }
+
+    /// Resumes a paused download into the output it had.
+    pub async fn resume(&self, id: ContentId) -> Result<watch::Receiver<Progress>, Error> {
+        let rec = self.download_record(id).await?;
         match rec {
             Some(r) if r.state == DownloadState::Paused => {
                 self.get(id, Output::Exact(PathBuf::from(r.output)), None)
@@ -454,12 +462,7 @@ impl Share {
             self.inner.halted(id).await;
             return Ok(());
         }
-        let store = self.inner.store.clone();
-        let rec = self
-            .inner
-            .tasks
-            .blocking(move || records::download(&store, &id))
-            .await??;
+        let rec = self.download_record(id).await?;
         match rec {
             Some(r) if r.state == DownloadState::Paused => {
                 download::discard(&self.inner, id).await?;
