@@ -12,6 +12,7 @@ use utoipa::ToSchema;
 mod cache;
 mod compute;
 mod people;
+mod ui;
 mod vault;
 pub use cache::{CacheDemand, CacheEntry, CacheHint, CacheStatus, PinRequest};
 pub use compute::{
@@ -22,6 +23,7 @@ pub use people::{
     CreateGroup, Device, DeviceRemoved, Group, Invite, InviteRequest, JoinDevice, JoinGroup,
     LinkCode, Member, Person,
 };
+pub use ui::{LogLine, LoginLink, Settings, SettingsChange, Tick, TicketBody, Transfer};
 pub use vault::{
     BackupRequest, VaultGet, VaultGot, VaultObject, VaultOverview, VaultPeer, VaultPut,
     VaultRemoved, VaultStored,
@@ -138,7 +140,8 @@ pub struct DownloadRequest {
     /// Exact output path (absolute).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<String>,
-    /// Folder to put the content in under its own name (absolute).
+    /// Folder to put the content in under its own name (absolute). Without `output` and
+    /// `dir`: the `downloads` folder in the node's data dir.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dir: Option<String>,
     /// Seconds the download may go without progress before it fails.

@@ -118,6 +118,23 @@ pub enum Cmd {
     Up(UpArgs),
     /// Run a broker: a node that also keeps a directory of registered peers' catalogues.
     Broker(UpArgs),
+    /// Open the web UI: prints a login link (it works once, for two minutes) and opens a
+    /// browser where there is one.
+    Ui {
+        /// Only print the link.
+        #[arg(long)]
+        no_open: bool,
+    },
+    /// Write a file's bytes to stdout (verified as they are read; waits for chunks a
+    /// running download has not fetched yet).
+    #[command(after_help = "Examples:\n  \
+        kith cat bafk…                      # a shared or fetched file\n  \
+        kith cat bafk…/docs/readme.txt      # a file inside a shared folder\n  \
+        kith cat bafk… | mpv -              # play while it downloads")]
+    Cat {
+        /// A content ID, or ID/path for a file inside a folder.
+        id: String,
+    },
     /// Show this node's peer ID.
     Id,
     /// Show whether the node is running, its addresses and connections.

@@ -74,6 +74,12 @@ impl Client {
         Ok(resp)
     }
 
+    /// A GET outside `/api/v1` (the gateway), answered as it streams: not bounded in time.
+    pub async fn raw_get(&self, path: &str) -> Result<reqwest::Response> {
+        let root = self.base.trim_end_matches("/api/v1");
+        self.send(self.http.get(format!("{root}{path}"))).await
+    }
+
     /// A read, bounded in time.
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
         let req = self

@@ -7,7 +7,7 @@ use kith_api as api;
 use kith_node::Home;
 use serde::Serialize;
 
-use crate::client::Client;
+use crate::client::{Client, segment};
 use crate::units;
 
 /// What `kith init --json` prints.
@@ -172,9 +172,8 @@ pub async fn share(
     };
     let s: api::Share = c.post("/shares", &req).await?;
     let ticket = if ticket {
-        let st: api::Status = c.get("/status").await?;
-        let id: kith_core::ContentId = s.id.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
-        Some(kith_core::ticket::Ticket::new(id, st.dialable).encode())
+        let t: api::TicketBody = c.get(&format!("/shares/{}/ticket", segment(&s.id))).await?;
+        Some(t.ticket)
     } else {
         None
     };

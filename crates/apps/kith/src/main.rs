@@ -13,6 +13,7 @@ mod jobs;
 mod progress;
 mod service;
 mod transfers;
+mod ui;
 mod units;
 mod up;
 mod vault;
@@ -118,6 +119,8 @@ async fn run(cli: Cli) -> Result<()> {
 /// The commands that talk to the running node.
 async fn talk(c: &Client, cmd: Cmd, json: bool) -> Result<()> {
     match cmd {
+        Cmd::Ui { no_open } => ui::open(c, no_open, json).await,
+        Cmd::Cat { id } => ui::cat(c, &id).await,
         Cmd::Id => commands::id(c, json).await,
         Cmd::Status => commands::status(c, json).await,
         Cmd::Peers => commands::peers(c, json).await,

@@ -187,6 +187,53 @@ impl Config {
     }
 }
 
+/// `text` with `key` set to `value` (a TOML value), or commented out when `value` is
+/// `None`: the key's line (commented or not) is changed in place, so the file keeps its
+/// comments and order; a key not in the file is added at the end.
+pub fn with_setting(text: &str, key: &str, value: Option<&str>) -> String {
+    let is_key = |l: &str| {
+        let l = l.trim_start().trim_start_matches('#').trim_start();
+        l.split_once('=').is_some_and(|(k, _)| k.trim() == key)
+    };
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    // The uncommented line wins over a commented example.
+    let at = lines
+        .iter()
+        .position(|l| !l.trim_start().starts_with('#') && is_key(l))
+        .or_else(|| lines.iter().position(|l| is_key(l)));
+    match (at.and_then(|i| lines.get_mut(i)), value) {
+        (Some(line), Some(v)) => *line = format!("{key} = {v}"),
+        (Some(line), None) => {
+            if !line.trim_start().starts_with('#') {
+                *line = format!("# {line}");
+            }
+        }
+        (None, Some(v)) => lines.push(format!("{key} = {v}")),
+        (None, None) => {}
+    }
+    let mut out = lines.join("\n");
+    out.push('\n');
+    out
+}
+
+/// Applies `edits` to the config file at `path` (written atomically), after checking
+/// that the result parses; nothing is written otherwise.
+pub fn edit_file(path: &Path, edits: &[(&str, Option<String>)]) -> Result<(), String> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Config::commented(),
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    };
+    let text = edits
+        .iter()
+        .fold(text, |t, (k, v)| with_setting(&t, k, v.as_deref()));
+    Config::parse(&text)?;
+    let tmp = path.with_extension("toml.new");
+    std::fs::write(&tmp, &text)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
 /// Settings with no default value, and an example of each.
 const UNSET: [(&str, &str); 2] = [
     ("broker", "\"/ip4/203.0.113.7/tcp/4001/p2p/12D3KooW…\""),
@@ -360,6 +407,35 @@ mod tests {
             unknown.as_ref().is_err_and(|e| e.contains("bogus")),
             "{unknown:?}"
         );
+    }
+
+    #[test]
+    fn settings_are_changed_in_place() {
+        let text = Config::commented();
+        let t = with_setting(&text, "upload_limit", Some("1000"));
+        let t = with_setting(&t, "broker", Some("\"/ip4/127.0.0.1/tcp/1\""));
+        let c = Config::parse(&t).unwrap_or_default();
+        assert_eq!(c.upload_limit, 1000);
+        assert_eq!(c.broker.as_deref(), Some("/ip4/127.0.0.1/tcp/1"));
+        assert_eq!(t.lines().count(), text.lines().count(), "changed in place");
+        let t = with_setting(&t, "upload_limit", Some("5"));
+        assert_eq!(Config::parse(&t).map(|c| c.upload_limit), Ok(5));
+        let t = with_setting(&t, "broker", None);
+        assert_eq!(Config::parse(&t).map(|c| c.broker), Ok(None));
+        let added = with_setting("mdns = false\n", "relay", Some("true"));
+        assert_eq!(added, "mdns = false\nrelay = true\n");
+    }
+
+    #[test]
+    fn a_bad_edit_leaves_the_file_alone() -> Result<(), Box<dyn std::error::Error>> {
+        let d = tempfile::tempdir()?;
+        let p = d.path().join("config.toml");
+        std::fs::write(&p, "mdns = false\n")?;
+        assert!(edit_file(&p, &[("upload_limit", Some("\"fast\"".into()))]).is_err());
+        assert_eq!(std::fs::read_to_string(&p)?, "mdns = false\n");
+        edit_file(&p, &[("upload_limit", Some("7".into()))])?;
+        assert_eq!(Config::load(&p)?.upload_limit, 7);
+        Ok(())
     }
 
     #[test]

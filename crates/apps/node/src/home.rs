@@ -179,7 +179,18 @@ impl Home {
     }
 
     pub(crate) fn write_api_addr(&self, addr: SocketAddr) -> Result<(), HomeError> {
+        let _ = std::fs::write(self.dir.join("api.port"), addr.port().to_string());
         std::fs::write(self.addr_path(), addr.to_string()).map_err(|e| io(&self.addr_path(), e))
+    }
+
+    /// The port the API had last time (kept after the node stops, so the web UI's address
+    /// stays the same across restarts when the config asks for any port).
+    pub(crate) fn last_api_port(&self) -> Option<u16> {
+        std::fs::read_to_string(self.dir.join("api.port"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
     }
 
     pub(crate) fn remove_api_addr(&self) {

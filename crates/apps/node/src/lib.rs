@@ -15,7 +15,10 @@ pub mod config;
 mod convert;
 mod facade;
 mod home;
+mod live;
+pub mod logs;
 mod people;
+mod ui;
 mod vault;
 
 use std::net::SocketAddr;
@@ -130,6 +133,11 @@ pub(crate) struct Inner {
     shutdown: CancellationToken,
     fatal: Fatal,
     api_addr: SocketAddr,
+    logins: ui::Logins,
+    /// Settings changed through the API that wait for a restart.
+    on_restart: Mutex<std::collections::BTreeSet<String>>,
+    /// Event streams (UI tabs) open.
+    streams: Arc<tokio::sync::Semaphore>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
@@ -337,7 +345,7 @@ impl Node {
             &fatal,
         )
         .await?;
-        let listener = api::bind(&opts.config.api).await?;
+        let listener = api::bind(&opts.config.api, home.last_api_port()).await?;
         let api_addr = listener.local_addr().map_err(|e| NodeError::Api {
             addr: opts.config.api.clone(),
             reason: e.to_string(),
@@ -359,6 +367,9 @@ impl Node {
                 shutdown: shutdown.clone(),
                 fatal,
                 api_addr,
+                logins: ui::Logins::default(),
+                on_restart: Mutex::default(),
+                streams: Arc::new(tokio::sync::Semaphore::new(api::ui::MAX_STREAMS)),
                 tasks: Mutex::new(vec![s.overlay_task]),
             }),
         };

@@ -25,6 +25,7 @@ mod scoped;
 mod server;
 mod state;
 mod strikes;
+mod view;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -41,8 +42,9 @@ use tokio::sync::{broadcast, watch};
 
 pub use download::Output;
 pub use indexer::IndexError;
-pub use records::{DownloadState, ShareKind, ShareRecord};
+pub use records::{DownloadRecord, DownloadState, ShareKind, ShareRecord};
 use state::Inner;
+pub use view::{FileView, Span};
 
 /// Most downloads running at once.
 pub const MAX_DOWNLOADS: usize = 64;
@@ -64,6 +66,12 @@ pub enum Error {
     NotDownloading(ContentId),
     #[error("the download of {0} is not paused")]
     NotPaused(ContentId),
+    #[error("{0} is not here: it is neither shared nor fetched by this node")]
+    NotHere(ContentId),
+    #[error("{0} is a folder: name a file inside it (ID/path)")]
+    IsAFolder(ContentId),
+    #[error("no file {0:?} in that folder")]
+    NoSuchPath(String),
     #[error("this device is not in group {0}")]
     NotInScope(String),
     #[error("network: {0}")]

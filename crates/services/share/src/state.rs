@@ -116,7 +116,7 @@ pub(crate) struct Inner {
     pub overlay: Overlay,
     pub scopes: Arc<dyn Scopes>,
     /// Blocks only group members may fetch, and their groups.
-    private: Mutex<HashMap<kith_core::id::Hash, Vec<String>>>,
+    pub private: Mutex<HashMap<kith_core::id::Hash, Vec<String>>>,
     /// The DHT key each share (content, and the group it is shared with) is announced
     /// under now.
     announced: Mutex<HashMap<Slot, Vec<u8>>>,

@@ -9,12 +9,7 @@ use super::ApiError;
 use crate::Node;
 
 pub(crate) async fn token(State(node): State<Node>, req: Request, next: Next) -> Response {
-    let given = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    if !given.is_some_and(|g| node.token_matches(g)) {
+    if !authorised(&node, req.headers()) {
         return ApiError(
             StatusCode::UNAUTHORIZED,
             "missing or wrong API token (see api.token in the data dir)".into(),
@@ -22,6 +17,21 @@ pub(crate) async fn token(State(node): State<Node>, req: Request, next: Next) ->
         .into_response();
     }
     next.run(req).await
+}
+
+/// Whether the request carries the token: as a bearer token, or as the cookie the web UI
+/// got at login.
+pub(crate) fn authorised(node: &Node, headers: &HeaderMap) -> bool {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let cookie = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(crate::ui::cookie_token);
+    bearer.or(cookie).is_some_and(|g| node.token_matches(g))
 }
 
 /// Splits `host[:port]` (IPv6 in brackets).

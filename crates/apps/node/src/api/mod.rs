@@ -9,12 +9,16 @@
 
 mod cache;
 mod compute;
+mod content;
 mod guard;
 mod handlers;
 mod openapi;
 mod people;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_ui;
+pub(crate) mod ui;
 mod vault;
 
 use axum::http::StatusCode;
@@ -37,8 +41,10 @@ impl IntoResponse for ApiError {
 fn share_status(e: &kith_share::Error) -> StatusCode {
     use kith_share::Error as E;
     match e {
-        E::NotShared(_) | E::NotDownloading(_) => StatusCode::NOT_FOUND,
-        E::Index(_) | E::NotAManifest(_) | E::NotInScope(_) | E::NotPaused(_) => {
+        E::NotShared(_) | E::NotDownloading(_) | E::NotHere(_) | E::NoSuchPath(_) => {
+            StatusCode::NOT_FOUND
+        }
+        E::Index(_) | E::NotAManifest(_) | E::NotInScope(_) | E::NotPaused(_) | E::IsAFolder(_) => {
             StatusCode::BAD_REQUEST
         }
         E::TooManyDownloads => StatusCode::TOO_MANY_REQUESTS,
@@ -139,6 +145,9 @@ impl From<NodeError> for ApiError {
     }
 }
 
+/// Largest request body (every request is a small JSON document).
+const BODY_LIMIT: usize = 1 << 20;
+
 /// The API's routes over `node`.
 pub(crate) fn router(node: Node) -> Router {
     let v1 = Router::new()
@@ -186,6 +195,12 @@ pub(crate) fn router(node: Node) -> Router {
         .route("/vault/{id}/get", post(vault::get))
         .route("/backups", post(vault::backup))
         .route("/backups/restore", post(vault::restore))
+        .route("/ui/login", post(ui::login_link))
+        .route("/downloads/history", get(ui::history))
+        .route("/shares/{id}/ticket", get(ui::ticket))
+        .route("/settings", get(ui::settings).put(ui::change_settings))
+        .route("/logs", get(ui::logs))
+        .route("/events", get(ui::events))
         .route("/cache", get(cache::status))
         .route("/cache/pins", post(cache::pin))
         .route("/cache/pins/{id}", delete(cache::unpin))
@@ -202,15 +217,29 @@ pub(crate) fn router(node: Node) -> Router {
         .nest("/api/v1", v1)
         .route("/api/v1/openapi.json", get(handlers::openapi))
         .route("/metrics", get(handlers::metrics))
+        .route("/content/{id}", get(content::file))
+        .route("/content/{id}/{*path}", get(content::file_in))
+        .merge(crate::ui::routes())
+        .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn_with_state(
             node.clone(),
             guard::host_and_origin,
         ))
+        .layer(middleware::from_fn(crate::ui::headers))
         .with_state(node)
 }
 
-/// Binds the API's address.
-pub(crate) async fn bind(addr: &str) -> Result<tokio::net::TcpListener, NodeError> {
+/// Binds the API's address. When it asks for any port (`:0`), the port of last time is
+/// tried first, so the web UI stays at the same address across restarts.
+pub(crate) async fn bind(
+    addr: &str,
+    last_port: Option<u16>,
+) -> Result<tokio::net::TcpListener, NodeError> {
+    if let (Some(host), Some(port)) = (addr.strip_suffix(":0"), last_port.filter(|p| *p != 0))
+        && let Ok(l) = tokio::net::TcpListener::bind(format!("{host}:{port}")).await
+    {
+        return Ok(l);
+    }
     tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| NodeError::Api {

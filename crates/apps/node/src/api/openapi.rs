@@ -5,7 +5,7 @@ use kith_api as api;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{cache, compute, handlers, people, vault};
+use super::{cache, compute, handlers, people, ui, vault};
 
 struct Token;
 
@@ -24,7 +24,7 @@ impl Modify for Token {
     info(
         title = "kith node API",
         version = "1.0.0",
-        description = "Local HTTP API of a kith node. Bound to 127.0.0.1; every route except this document and /metrics needs `Authorization: Bearer <token>`, with the token from `api.token` in the node's data dir. Requests must name the node itself in `Host` (an IP address or localhost) and carry no `Origin` of another site. Errors are `{\"error\": \"one line\"}`."
+        description = "Local HTTP API of a kith node. Bound to 127.0.0.1; every route except this document and /metrics needs `Authorization: Bearer <token>` (or the web UI's `kith_token` cookie, set by a login link), with the token from `api.token` in the node's data dir. `GET /content/ID[/path]` (outside /api/v1) serves a file's bytes with range requests; without the token only public content, and only on a loopback address. Requests must name the node itself in `Host` (an IP address or localhost) and carry no `Origin` of another site. Errors are `{\"error\": \"one line\"}`."
     ),
     servers((url = "/api/v1")),
     paths(
@@ -72,6 +72,13 @@ impl Modify for Token {
         cache::status,
         cache::pin,
         cache::unpin,
+        ui::login_link,
+        ui::history,
+        ui::ticket,
+        ui::settings,
+        ui::change_settings,
+        ui::logs,
+        ui::events,
     ),
     components(schemas(
         api::ErrorBody, api::Status, api::Connection, api::Relay, api::Share, api::ShareRequest,
@@ -84,6 +91,7 @@ impl Modify for Token {
         api::VaultPut, api::VaultStored, api::VaultObject, api::VaultGet, api::VaultGot,
         api::VaultRemoved, api::VaultPeer, api::VaultOverview, api::BackupRequest,
         api::PinRequest, api::CacheEntry, api::CacheHint, api::CacheDemand, api::CacheStatus,
+        api::LoginLink, api::Transfer, api::Tick, api::Settings, api::SettingsChange, api::LogLine, api::TicketBody,
     )),
     modifiers(&Token)
 )]

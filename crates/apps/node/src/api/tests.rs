@@ -9,9 +9,9 @@ use tower::ServiceExt;
 
 use crate::{Config, Home, Node, Options};
 
-type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+pub(super) type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 
-async fn node(dir: &std::path::Path) -> Result<Node, crate::NodeError> {
+pub(super) async fn node(dir: &std::path::Path) -> Result<Node, crate::NodeError> {
     let config = Config {
         listen: vec!["/ip4/127.0.0.1/tcp/0".into()],
         mdns: false,
@@ -21,14 +21,14 @@ async fn node(dir: &std::path::Path) -> Result<Node, crate::NodeError> {
     Node::start(Options::new(Home::new(dir), config)).await
 }
 
-struct Client {
-    app: Router,
-    host: String,
-    token: String,
+pub(super) struct Client {
+    pub app: Router,
+    pub host: String,
+    pub token: String,
 }
 
 impl Client {
-    fn new(node: &Node) -> Self {
+    pub(super) fn new(node: &Node) -> Self {
         Self {
             app: super::router(node.clone()),
             host: node.api_addr().to_string(),
@@ -36,7 +36,7 @@ impl Client {
         }
     }
 
-    async fn send(
+    pub(super) async fn send(
         &self,
         req: Request<Body>,
     ) -> Result<(StatusCode, Value), Box<dyn std::error::Error + Send + Sync>> {
@@ -48,7 +48,7 @@ impl Client {
         Ok((status, v))
     }
 
-    fn req(&self, method: &str, path: &str, body: Option<Value>) -> Request<Body> {
+    pub(super) fn req(&self, method: &str, path: &str, body: Option<Value>) -> Request<Body> {
         let b = Request::builder()
             .method(method)
             .uri(path)
@@ -59,7 +59,7 @@ impl Client {
         b.body(body).unwrap_or_default()
     }
 
-    async fn call(
+    pub(super) async fn call(
         &self,
         method: &str,
         path: &str,

@@ -1,0 +1,173 @@
+//! The web UI's routes and the gateway, called without an HTTP socket: login by link,
+//! the cookie, security headers, settings, oversized and unknown requests, ranges.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+use super::tests::{Client, TestResult, node};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_link_sets_the_cookie_once_and_the_cookie_opens_the_api() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let n = node(dir.path()).await?;
+    let c = Client::new(&n);
+    let (s, link) = c.call("POST", "/api/v1/ui/login", Some(json!({}))).await?;
+    assert_eq!(s, StatusCode::OK);
+    let url = link["url"].as_str().unwrap_or_default();
+    let path = url.split_once(&c.host).map(|(_, p)| p).unwrap_or_default();
+    assert!(path.starts_with("/login?code="), "{url}");
+    let open = |p: &str| {
+        Request::get(p)
+            .header("host", &c.host)
+            .body(Body::empty())
+            .unwrap_or_default()
+    };
+    let resp = c.app.clone().oneshot(open(path)).await?;
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    let cookie = resp
+        .headers()
+        .get(header::SET_COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    let again = c.app.clone().oneshot(open(path)).await?;
+    assert_eq!(again.status(), StatusCode::FORBIDDEN, "a link works once");
+
+    let pair = cookie.split(';').next().unwrap_or_default().to_owned();
+    let with = |cookie: &str| {
+        Request::get("/api/v1/status")
+            .header("host", &c.host)
+            .header("cookie", cookie)
+            .body(Body::empty())
+            .unwrap_or_default()
+    };
+    assert_eq!(c.send(with(&pair)).await?.0, StatusCode::OK);
+    assert_eq!(
+        c.send(with("kith_token=wrong")).await?.0,
+        StatusCode::UNAUTHORIZED
+    );
+    // The page itself holds no data and needs no login; it gets a strict policy.
+    let page = c.app.clone().oneshot(open("/")).await?;
+    assert_eq!(page.status(), StatusCode::OK);
+    let csp = page
+        .headers()
+        .get(header::CONTENT_SECURITY_POLICY)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("script-src 'self'"),
+        "{csp}"
+    );
+    let js = c.app.clone().oneshot(open("/ui/pages/files.js")).await?;
+    assert_eq!(js.status(), StatusCode::OK);
+    let nothing = c.app.clone().oneshot(open("/ui/../api.token")).await?;
+    assert_eq!(nothing.status(), StatusCode::NOT_FOUND);
+    n.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_settings_oversized_posts_and_unknown_routes_get_one_line() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let n = node(dir.path()).await?;
+    let c = Client::new(&n);
+    let config = n.home().config_path();
+    let before = std::fs::read_to_string(&config)?;
+    let (s, v) = c
+        .call(
+            "PUT",
+            "/api/v1/settings",
+            Some(json!({"upload_limit": "10M", "broker": "not an address"})),
+        )
+        .await?;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(
+        v["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("broker:")),
+        "{v}"
+    );
+    assert_eq!(std::fs::read_to_string(&config)?, before, "nothing saved");
+    let (s, v) = c
+        .call(
+            "PUT",
+            "/api/v1/settings",
+            Some(json!({"upload_limit": "10M"})),
+        )
+        .await?;
+    assert_eq!(
+        (s, &v["upload_limit"]),
+        (StatusCode::OK, &json!(10_000_000))
+    );
+    assert_eq!(n.share_service().limits().0, 10_000_000, "applied at once");
+    let (s, _) = c
+        .call("PUT", "/api/v1/settings", Some(json!({"bogus": 1})))
+        .await?;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+
+    let mut big = c.req("PUT", "/api/v1/settings", None);
+    *big.body_mut() = Body::from(vec![b' '; 10 << 20]);
+    assert_eq!(c.send(big).await?.0, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(
+        c.call("GET", "/api/v1/nowhere", None).await?.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        c.call("GET", "/nowhere", None).await?.0,
+        StatusCode::NOT_FOUND
+    );
+    n.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_serves_ranges_of_content_here_and_nothing_else() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let n = node(dir.path()).await?;
+    let c = Client::new(&n);
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    let f = dir.path().join("clip.mp4");
+    std::fs::write(&f, &data)?;
+    let (_, shared) = c
+        .call("POST", "/api/v1/shares", Some(json!({"path": f})))
+        .await?;
+    let id = shared["id"].as_str().unwrap_or_default().to_owned();
+    let get = |range: Option<&str>, token: bool| {
+        let mut b = Request::get(format!("/content/{id}")).header("host", &c.host);
+        if let Some(r) = range {
+            b = b.header("range", r);
+        }
+        if token {
+            b = b.header("authorization", format!("Bearer {}", c.token));
+        }
+        b.body(Body::empty()).unwrap_or_default()
+    };
+    let resp = c
+        .app
+        .clone()
+        .oneshot(get(Some("bytes=1000000-1000009"), false))
+        .await?;
+    assert_eq!(resp.status(), StatusCode::PARTIAL_CONTENT);
+    let h = resp.headers();
+    assert_eq!(h[header::CONTENT_TYPE], "video/mp4");
+    assert_eq!(h[header::CONTENT_RANGE], "bytes 1000000-1000009/3000000");
+    let body = axum::body::to_bytes(resp.into_body(), 1 << 20).await?;
+    assert_eq!(body.as_ref(), &data[1_000_000..1_000_010]);
+    let whole = c.app.clone().oneshot(get(None, true)).await?;
+    assert_eq!(whole.status(), StatusCode::OK);
+    let body = axum::body::to_bytes(whole.into_body(), 1 << 23).await?;
+    assert!(body.as_ref() == data.as_slice(), "the whole file");
+    let (s, v): (StatusCode, Value) = c.send(get(Some("bytes=5000000-"), true)).await?;
+    assert_eq!(s, StatusCode::RANGE_NOT_SATISFIABLE, "{v}");
+    let absent = kith_core::ContentId::manifest(b"not here");
+    let other = c.call("GET", &format!("/content/{absent}"), None).await?;
+    assert_eq!(other.0, StatusCode::NOT_FOUND, "{:?}", other.1);
+    n.shutdown().await;
+    Ok(())
+}
