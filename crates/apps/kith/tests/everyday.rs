@@ -378,3 +378,38 @@ fn a_get_that_finds_nothing_says_what_it_looked_at() -> Result<()> {
     assert!(last.iter().all(|l| l.contains("does not have it")), "{err}");
     Ok(())
 }
+
+/// The first search right after a share finds it, by a word of its text too, and a
+/// `prefix*` of a word of its text finds it as the whole word does. `kith cat` writes a
+/// shared file's bytes (and a file inside a shared folder), and refuses a folder.
+#[test]
+fn a_share_is_found_at_once_and_cat_writes_its_bytes() -> Result<()> {
+    let t = tmp()?;
+    let home = t.path().join("a");
+    let _a = up(&home, &[])?;
+    let dir = t.path().join("minutes");
+    std::fs::create_dir_all(&dir)?;
+    let notes = dir.join("notes.txt");
+    std::fs::write(
+        &notes,
+        "the committee discussed zanzibarian logistics at length",
+    )?;
+    let id = ok(&home, &["share", dir.to_str().ok_or("path")?])?["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    for q in ["zanzibarian", "zanzib*", "logist*", "minutes"] {
+        let o = kith(&home, &["search", "--json", "--timeout", "1", q])?;
+        let found = stdout(&o)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .any(|r| r["name"] == "notes.txt" || r["id"] == id.as_str());
+        assert!(found, "{q}: {}{}", stdout(&o), stderr(&o));
+    }
+    let o = kith(&home, &["cat", &format!("{id}/notes.txt")])?;
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(o.stdout, std::fs::read(&notes)?);
+    let err = fails(&home, &["cat", &id])?;
+    assert!(err.contains("is a folder"), "{err}");
+    Ok(())
+}

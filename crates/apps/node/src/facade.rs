@@ -127,7 +127,17 @@ impl Node {
     ) -> Result<api::Share, NodeError> {
         let group = self.group_id(group)?;
         let path = existing_path(path)?;
-        Ok(convert::share(&self.inner.share.share(path, group).await?))
+        let rec = self.inner.share.share(path, group).await?;
+        self.searchable().await;
+        Ok(convert::share(&rec))
+    }
+
+    /// Brings the local search index up to date now (it also follows share events, a
+    /// moment later): a search right after a share or a publish finds it.
+    async fn searchable(&self) {
+        if let Err(e) = self.inner.search.refresh().await {
+            tracing::warn!(error = %e, "cannot update the search index");
+        }
     }
 
     pub async fn unshare(&self, id: &str) -> Result<api::Share, NodeError> {
@@ -271,6 +281,7 @@ impl Node {
         let path = existing_path(path)?;
         let rec = self.inner.share.share(path, None).await?;
         let r = self.inner.names.publish(name, rec.id).await?;
+        self.searchable().await;
         Ok(convert::name(&r))
     }
 

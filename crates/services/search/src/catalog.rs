@@ -111,6 +111,7 @@ fn reindex(inner: &Inner, now: &Catalogue) -> Result<bool, Error> {
 /// Brings the local index, the keyword announcements and (through the generation the
 /// broker client watches) the broker registration in step with what this node shares.
 pub(crate) async fn refresh(inner: &std::sync::Arc<Inner>) -> Result<(), Error> {
+    let _one = inner.refreshing.lock().await;
     let items = inner.share.catalogue().await?;
     let named = inner.names.by_content()?;
     let now = entries(items, &named);

@@ -296,10 +296,12 @@ impl CatalogIndex {
                             let term = Term::from_field_text(field, t);
                             let exact: Box<dyn TQuery> =
                                 Box::new(TermQuery::new(term, IndexRecordOption::WithFreqs));
-                            // Prefixes match names and paths (the text would expand to too
-                            // many terms); explicit `word*`, or any word of 3+ characters.
-                            let wants_prefix =
-                                i == last && field != f.body && (prefix || t.chars().count() >= 3);
+                            // An explicit `word*` matches the start of words anywhere, the
+                            // text included, as a plain word does; any word of 3+ characters
+                            // is also a prefix of words in names and paths (in the text that
+                            // would expand to too many terms).
+                            let implicit = field != f.body && t.chars().count() >= 3;
+                            let wants_prefix = i == last && (prefix || implicit);
                             let part: Box<dyn TQuery> = if wants_prefix {
                                 let pattern = format!("{}.*", regex_escape(t));
                                 let rx = RegexQuery::from_pattern(&pattern, field)
@@ -476,6 +478,12 @@ mod tests {
         assert_eq!(ids(&ix, "ann*"), ["a"]);
         assert_eq!(ids(&ix, "schoo"), ["c"]);
         assert_eq!(ids(&ix, "quick"), ["b"]);
+        assert_eq!(ids(&ix, "qui*"), ["b"], "a prefix matches the text too");
+        assert_eq!(
+            ids(&ix, "qui"),
+            Vec::<String>::new(),
+            "a bare word does not"
+        );
         // Name matches rank above path-only matches.
         ix.add("", &entry("d", "x.bin", "report/x.bin"), None)
             .unwrap();

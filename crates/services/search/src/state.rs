@@ -94,6 +94,9 @@ pub(crate) struct Inner {
     pub local: CatalogIndex,
     /// The catalogue by scope and content ID, with where each item is on disk.
     pub catalog: Mutex<Catalogue>,
+    /// Held while the index is brought up to date: one refresh at a time, so an older
+    /// snapshot never lands after a newer one.
+    pub refreshing: tokio::sync::Mutex<()>,
     /// Bumped whenever the catalogue changes (the broker client watches it).
     pub generation: watch::Sender<u64>,
     pub events: tokio::sync::broadcast::Sender<crate::Event>,
@@ -149,6 +152,7 @@ impl Inner {
             scopes,
             local,
             catalog: Mutex::new(prev),
+            refreshing: tokio::sync::Mutex::new(()),
             generation: watch::channel(0).0,
             events: tokio::sync::broadcast::channel(16).0,
             keywords: Mutex::default(),

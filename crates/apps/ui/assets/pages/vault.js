@@ -34,7 +34,7 @@ export default {
           h('button', { class: 'small danger', type: 'button', onclick: async () => {
             try { await api.del(`/vault/${api.seg(v.id)}`); toast(`removed ${v.name}`); await load(); } catch (e) { toast(e.message, true); }
           } }, 'remove'))],
-      ], list, 'The vault is empty: store a file or folder below.'));
+      ], list, 'The vault is empty: store a file or folder above.'));
     };
     fill(root, h('h1', {}, 'Vault'), overview,
       h('h2', {}, 'Store redundantly'),
