@@ -73,6 +73,18 @@ pub struct Entry {
     pub id: ContentId,
     /// Total bytes of file data under this entry.
     pub size: u64,
+    /// A file's modification time, seconds since the Unix epoch; fetched files get it.
+    /// (Here, in the folder, and not in the file's manifest: the same bytes have the same
+    /// ID whenever and wherever they were written.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtime: Option<u64>,
+    /// The file is executable; fetched files get the bit.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub exec: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 impl Manifest {

@@ -413,3 +413,49 @@ fn a_share_is_found_at_once_and_cat_writes_its_bytes() -> Result<()> {
     assert!(err.contains("is a folder"), "{err}");
     Ok(())
 }
+
+/// A fetched folder keeps each file's modification time and executable bit; the same
+/// bytes keep one ID whatever their time.
+#[test]
+fn fetched_files_keep_their_time_and_executable_bit() -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let t = tmp()?;
+    let (ha, hb) = (t.path().join("a"), t.path().join("b"));
+    let _a = up(&ha, &[])?;
+    let _b = up(&hb, &["--bootstrap", &addr_of(&ha)?])?;
+    let dir = t.path().join("tools");
+    std::fs::create_dir_all(&dir)?;
+    let old = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000);
+    for (name, mode) in [("run.sh", 0o755), ("notes.txt", 0o644)] {
+        let p = dir.join(name);
+        std::fs::write(&p, format!("contents of {name}"))?;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode))?;
+        std::fs::File::options()
+            .write(true)
+            .open(&p)?
+            .set_modified(old)?;
+    }
+    let id = ok(&ha, &["share", dir.to_str().ok_or("path")?])?["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let out = t.path().join("fetched");
+    ok(&hb, &["get", &id, "-o", out.to_str().ok_or("path")?])?;
+    for (name, exec) in [("run.sh", true), ("notes.txt", false)] {
+        let m = std::fs::metadata(out.join(name))?;
+        assert_eq!(m.modified()?, old, "{name}: modification time");
+        assert_eq!(
+            m.permissions().mode() & 0o111 != 0,
+            exec,
+            "{name}: exec bit"
+        );
+    }
+    // B provides the folder under the same ID (its copy indexes to the same manifest).
+    let listed = ok(&hb, &["ls"])?;
+    let ids: Vec<&str> = listed
+        .as_array()
+        .map(|a| a.iter().filter_map(|s| s["id"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(ids.contains(&id.as_str()), "{listed}");
+    Ok(())
+}

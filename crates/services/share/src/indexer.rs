@@ -118,6 +118,42 @@ fn mtime_ns(meta: &std::fs::Metadata) -> u128 {
         .unwrap_or(0)
 }
 
+/// What a folder records of a file besides its content.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct FileMeta {
+    /// Seconds since the Unix epoch.
+    pub mtime: Option<u64>,
+    pub exec: bool,
+}
+
+fn file_meta(meta: &std::fs::Metadata) -> FileMeta {
+    use std::os::unix::fs::PermissionsExt;
+    FileMeta {
+        mtime: meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map(|d| d.as_secs()),
+        exec: meta.permissions().mode() & 0o111 != 0,
+    }
+}
+
+/// Gives a fetched file the modification time and executable bit its folder recorded
+/// (blocking). Read bits that are set get their execute bit.
+pub fn apply_meta(file: &std::fs::File, meta: FileMeta) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(secs) = meta.mtime {
+        file.set_modified(UNIX_EPOCH + std::time::Duration::from_secs(secs))?;
+    }
+    if meta.exec {
+        let mut p = file.metadata()?.permissions();
+        let mode = p.mode();
+        p.set_mode(mode | ((mode & 0o444) >> 2));
+        file.set_permissions(p)?;
+    }
+    Ok(())
+}
+
 fn index_dir(
     batch: &mut Batch<'_>,
     path: &Path,
@@ -142,15 +178,17 @@ fn index_dir(
         };
         // Symlinks and special files are skipped: a share holds what is under it.
         let Ok(ft) = child.file_type() else { continue };
-        let (m, kind) = if ft.is_dir() {
+        let (m, kind, meta) = if ft.is_dir() {
             (
                 index_dir(batch, &cpath, cname.clone(), depth + 1, files)?,
                 EntryKind::Dir,
+                FileMeta::default(),
             )
         } else if ft.is_file() {
             let (m, rec) = index_file(batch, &cpath, cname.clone())?;
+            let meta = child.metadata().map(|m| file_meta(&m)).unwrap_or_default();
             files.push((cpath.display().to_string(), rec));
-            (m, EntryKind::File)
+            (m, EntryKind::File, meta)
         } else {
             tracing::debug!(path = %cpath.display(), "skipping symlink or special file");
             continue;
@@ -160,6 +198,8 @@ fn index_dir(
             kind,
             id: m.id(),
             size: m.size(),
+            mtime: meta.mtime,
+            exec: meta.exec,
         });
     }
     let m = Manifest::Dir(DirManifest { name, entries });

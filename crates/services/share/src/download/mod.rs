@@ -31,6 +31,7 @@ use kith_core::tasks::TaskError;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::indexer::FileMeta;
 use crate::records::{self, DownloadRecord, DownloadState};
 use crate::state::Inner;
 use crate::{Event, Progress, State};
@@ -301,8 +302,8 @@ async fn record_start(
 async fn plan_tree(s: &mut Session, root: Manifest, out: PathBuf) -> Result<Plan, DownloadError> {
     let mut plan = Plan::new(out.clone());
     let mut index: HashMap<Hash, usize> = HashMap::new();
-    let mut stack = VecDeque::from([(root, out, s.id, 0usize)]);
-    while let Some((m, path, mid, depth)) = stack.pop_back() {
+    let mut stack = VecDeque::from([(root, out, s.id, 0usize, FileMeta::default())]);
+    while let Some((m, path, mid, depth, meta)) = stack.pop_back() {
         if depth > MAX_DEPTH {
             return Err(DownloadError::Invalid("folders nested too deep".into()));
         }
@@ -321,7 +322,7 @@ async fn plan_tree(s: &mut Session, root: Manifest, out: PathBuf) -> Result<Plan
                     offset += u64::from(c.size);
                 }
                 plan.total += f.size;
-                plan.files.push((path, f.size, mid));
+                plan.files.push((path, f.size, mid, meta));
             }
             Manifest::Dir(d) => {
                 plan.dirs.push(path.clone());
@@ -337,7 +338,11 @@ async fn plan_tree(s: &mut Session, root: Manifest, out: PathBuf) -> Result<Plan
                             e.name
                         )));
                     }
-                    stack.push_back((sub, path.join(&e.name), e.id, depth + 1));
+                    let meta = FileMeta {
+                        mtime: e.mtime,
+                        exec: e.exec,
+                    };
+                    stack.push_back((sub, path.join(&e.name), e.id, depth + 1, meta));
                 }
             }
         }

@@ -14,6 +14,7 @@ use kith_core::store::{Location, Op, Store, now_secs};
 
 use super::DownloadError;
 use super::session::Session;
+use crate::indexer::FileMeta;
 use crate::records::{self, DownloadRecord, DownloadState, FileRecord, ShareKind, ShareRecord};
 
 /// One unique chunk to fetch, and every place it goes.
@@ -55,7 +56,8 @@ impl ChunkTask {
 
 pub(crate) struct Plan {
     pub root: PathBuf,
-    pub files: Vec<(PathBuf, u64, ContentId)>,
+    /// Each file: where, its size, its manifest, and what its folder recorded of it.
+    pub files: Vec<(PathBuf, u64, ContentId, FileMeta)>,
     pub dirs: Vec<PathBuf>,
     pub tasks: Vec<ChunkTask>,
     pub total: u64,
@@ -123,7 +125,7 @@ fn prepare(
     for d in &plan.dirs {
         std::fs::create_dir_all(d).map_err(|e| werr(d, e))?;
     }
-    for (path, size, _) in &plan.files {
+    for (path, size, _, _) in &plan.files {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(|e| werr(parent, e))?;
         }
@@ -190,9 +192,13 @@ fn finish_records(
     scope: Option<String>,
 ) -> Result<Vec<Op>, DownloadError> {
     let mut ops = Vec::new();
-    for (path, size, mid) in &plan.files {
-        let f = std::fs::File::open(path).map_err(|e| werr(path, e))?;
+    for (path, size, mid, meta) in &plan.files {
+        let f = OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(|e| werr(path, e))?;
         f.sync_all().map_err(|e| werr(path, e))?;
+        crate::indexer::apply_meta(&f, *meta).map_err(|e| werr(path, e))?;
         let meta = f.metadata().map_err(|e| werr(path, e))?;
         let mtime_ns = meta
             .modified()
