@@ -202,7 +202,9 @@ impl Node {
         &self,
         req: &api::DownloadRequest,
     ) -> Result<watch::Receiver<kith_share::Progress>, NodeError> {
-        let id = match req.id.parse::<Target>()? {
+        let target = req.id.parse::<Target>()?;
+        let by_name = matches!(target, Target::Name(_));
+        let id = match target {
             Target::Id(id) => id,
             Target::Name(name) => {
                 let r = self.inner.names.resolve(&name, RESOLVE_FOR_GET).await?;
@@ -216,6 +218,11 @@ impl Node {
         let output = match (&req.output, &req.dir) {
             // The path to create: never a folder to put it in, so a download that is run
             // again after a crash continues into it rather than nesting a second copy.
+            // A name fetched over a file that exists: its newest revision replaces it
+            // (only the chunks that changed move).
+            (Some(o), _) if by_name && Path::new(o).is_file() => {
+                Output::Replace(absolute(o, "output")?)
+            }
             (Some(o), _) => Output::Exact(absolute(o, "output")?),
             (None, Some(d)) => Output::Under(absolute(d, "dir")?),
             // The web UI's one-click fetch: into the data dir's downloads folder.

@@ -219,6 +219,25 @@ fn put_manifest(batch: &mut Batch<'_>, m: &Manifest) -> Result<(), IndexError> {
     Ok(())
 }
 
+/// Where each chunk of the file at `path` lies, as store writes (the file is chunked, not
+/// shared): lets a download copy chunks from a file this node never shared (blocking).
+pub fn locations(path: &Path) -> Result<Vec<Op>, IndexError> {
+    let key = path.display().to_string();
+    Ok(chunker::chunk_file(path)?
+        .iter()
+        .map(|c| {
+            Op::AddLocation(
+                c.hash,
+                Location {
+                    path: key.clone(),
+                    offset: c.offset,
+                    len: c.len,
+                },
+            )
+        })
+        .collect())
+}
+
 fn index_file(
     batch: &mut Batch<'_>,
     path: &Path,

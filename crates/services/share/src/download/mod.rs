@@ -13,6 +13,7 @@ mod finder;
 mod manifests;
 mod nearness;
 mod plan;
+mod replace;
 mod scheduler;
 mod session;
 mod work;
@@ -45,6 +46,9 @@ pub enum Output {
     Exact(PathBuf),
     /// Under this folder, named as the content is named.
     Under(PathBuf),
+    /// Over this existing file: fetched beside it, then renamed over it (a new revision
+    /// of what it holds; chunks it already has are not fetched).
+    Replace(PathBuf),
 }
 
 /// Why the user stopped a download.
@@ -224,6 +228,7 @@ fn resolve_output(output: &Output, name: &str) -> PathBuf {
     match output {
         Output::Exact(p) => p.clone(),
         Output::Under(dir) => dir.join(name),
+        Output::Replace(target) => replace::staging(target),
     }
 }
 
@@ -232,7 +237,21 @@ async fn download(s: &mut Session, output: Output) -> Result<(), DownloadError> 
     let root = manifests::fetch(s, &id).await?;
     let out = resolve_output(&output, root.name());
     let out_str = out.display().to_string();
-    let resuming = record_start(s, &out, &out_str).await?;
+    let target = match &output {
+        Output::Replace(t) if matches!(root, Manifest::Dir(_)) => {
+            return Err(DownloadError::Exists(t.display().to_string()));
+        }
+        Output::Replace(t) => {
+            let (store, t2) = (s.inner.store.clone(), t.clone());
+            s.inner
+                .tasks
+                .blocking(move || replace::locate_old(&store, &t2))
+                .await??;
+            Some(t.clone())
+        }
+        _ => None,
+    };
+    let resuming = record_start(s, &out, &out_str, target.is_some()).await?;
     s.tx.send_modify(|p| {
         p.name = Some(root.name().to_owned());
         p.output = Some(out_str.clone());
@@ -251,7 +270,7 @@ async fn download(s: &mut Session, output: Output) -> Result<(), DownloadError> 
             .run()
             .await?;
     }
-    plan::finish(s, &plan, &out_str).await?;
+    plan::finish(s, &plan, &out_str, target).await?;
     let mut providers: Vec<String> = s.providers.iter().map(|p| p.to_string()).collect();
     providers.sort();
     s.tx.send_modify(|p| p.providers = providers);
@@ -268,6 +287,7 @@ async fn record_start(
     s: &Session,
     out: &std::path::Path,
     out_str: &str,
+    staged: bool,
 ) -> Result<bool, DownloadError> {
     let (store, id, out, out_str) = (
         s.inner.store.clone(),
@@ -282,7 +302,10 @@ async fn record_start(
             let existing = records::download(&store, &id)?;
             let resuming = existing.as_ref().is_some_and(|r| r.output == out_str);
             if !resuming && std::fs::symlink_metadata(&out).is_ok() {
-                return Err(DownloadError::Exists(out_str));
+                // A staging file no download owns is left over from an earlier attempt.
+                if !staged || std::fs::remove_file(&out).is_err() {
+                    return Err(DownloadError::Exists(out_str));
+                }
             }
             let rec = DownloadRecord {
                 id,

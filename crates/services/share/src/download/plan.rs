@@ -245,17 +245,40 @@ fn finish_records(
 
 /// Flushes the files, records the result as a share (this node now provides it) and
 /// announces it.
-pub(crate) async fn finish(s: &Session, plan: &Arc<Plan>, out: &str) -> Result<(), DownloadError> {
+pub(crate) async fn finish(
+    s: &Session,
+    plan: &Arc<Plan>,
+    out: &str,
+    replace: Option<PathBuf>,
+) -> Result<(), DownloadError> {
     let scope = s.scope();
     let (store, p, id, o) = (s.inner.store.clone(), plan.clone(), s.id, out.to_owned());
     let sc = scope.clone();
-    s.inner
+    let target = replace.as_ref().map(|t| t.display().to_string());
+    let forgotten = s
+        .inner
         .tasks
-        .blocking(move || -> Result<(), DownloadError> {
-            let ops = finish_records(&p, id, &o, sc)?;
-            Ok(store.apply(ops)?)
+        .blocking(move || -> Result<Vec<ShareRecord>, DownloadError> {
+            let (mut ops, records, forgotten) = match &replace {
+                Some(t) => {
+                    let sw = super::replace::swap_in(&store, &p, id, t)?;
+                    let o = t.display().to_string();
+                    (sw.ops, finish_records(&sw.plan, id, &o, sc)?, sw.forgotten)
+                }
+                None => (Vec::new(), finish_records(&p, id, &o, sc)?, Vec::new()),
+            };
+            ops.extend(records);
+            store.apply(ops)?;
+            Ok(forgotten)
         })
         .await??;
+    for old in forgotten {
+        tracing::info!(old = %old.id, path = %old.path, "an older revision is no longer shared");
+        s.inner.withdraw(old.id, old.scope.as_deref()).await;
+    }
+    if let Some(t) = target {
+        s.tx.send_modify(|p| p.output = Some(t));
+    }
     s.inner.changed().await;
     s.inner.announce(s.id, scope.as_deref()).await;
     Ok(())

@@ -1,0 +1,107 @@
+//! Local copies of a name kept current: `kith get PEER/NAME -o EXISTING_FILE` replaces the
+//! file with the newest revision (only changed chunks move, one rename), and the stale
+//! revision leaves `kith ls`.
+
+mod common;
+
+use common::*;
+use kith_testkit::Result;
+use serde_json::Value;
+
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x.to_le_bytes().first().copied().unwrap_or_default()
+        })
+        .collect()
+}
+
+fn shared_ids(home: &std::path::Path) -> Result<Vec<(String, String)>> {
+    let v = ok(home, &["ls"])?;
+    Ok(v.as_array()
+        .map(|a| {
+            a.iter()
+                .map(|s| {
+                    let f = |k: &str| s[k].as_str().unwrap_or_default().to_owned();
+                    (f("id"), f("path"))
+                })
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
+#[test]
+fn getting_a_name_over_its_file_updates_it_in_place() -> Result<()> {
+    let t = tmp()?;
+    let (ha, hb) = (t.path().join("a"), t.path().join("b"));
+    let _a = up(&ha, &[])?;
+    let _b = up(&hb, &["--bootstrap", &addr_of(&ha)?])?;
+    let doc = t.path().join("report.bin");
+    let mut data = noise(8 << 20, 7);
+    std::fs::write(&doc, &data)?;
+    let doc_s = doc.to_str().ok_or("path")?;
+    let r1 = ok(&ha, &["publish", "report", doc_s])?;
+    let name = r1["name"].as_str().ok_or("no name")?.to_owned();
+
+    let out = t.path().join("copy.bin");
+    let out_s = out.to_str().ok_or("path")?;
+    ok(&hb, &["get", &name, "-o", out_s])?;
+    assert!(std::fs::read(&out)? == data, "revision 1 fetched");
+
+    // Revision 2: 256 KiB in the middle changed.
+    let mid = data.len() / 2;
+    for (i, b) in noise(256 << 10, 9).into_iter().enumerate() {
+        if let Some(x) = data.get_mut(mid + i) {
+            *x = b;
+        }
+    }
+    std::fs::write(&doc, &data)?;
+    let r2 = ok(&ha, &["publish", "report", doc_s])?;
+    assert_eq!(r2["revision"], 2);
+    let new_id = r2["id"].as_str().unwrap_or_default().to_owned();
+
+    let last: Value = until("revision 2 over the old copy", || {
+        let o = kith(&hb, &["get", "--json", &name, "-o", out_s])?;
+        if !o.status.success() {
+            return Err(format!("get failed: {}", stderr(&o)).into());
+        }
+        let v = json_of(&o)?;
+        Ok((v["id"] == new_id.as_str()).then_some(v))
+    })?;
+    assert!(
+        std::fs::read(&out)? == data,
+        "the file now holds revision 2"
+    );
+    let fetched = num(&last, "fetched_bytes");
+    assert!(
+        fetched < 2 << 20,
+        "only the changed chunks moved: {fetched} bytes of {}",
+        data.len()
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(t.path())?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".kith-new"))
+        .collect();
+    assert!(leftovers.is_empty(), "no staging file is left");
+    let at_out: Vec<String> = shared_ids(&hb)?
+        .into_iter()
+        .filter(|(_, p)| p == out_s)
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(
+        at_out,
+        vec![new_id.clone()],
+        "only the newest revision is listed"
+    );
+
+    // A content ID over a file with other content is still refused, with one line.
+    let other = t.path().join("other.bin");
+    std::fs::write(&other, b"something else")?;
+    let err = fails(&hb, &["get", &new_id, "-o", other.to_str().ok_or("path")?])?;
+    assert!(err.contains("already exists"), "{err}");
+    Ok(())
+}
