@@ -105,3 +105,50 @@ fn getting_a_name_over_its_file_updates_it_in_place() -> Result<()> {
     assert!(err.contains("already exists"), "{err}");
     Ok(())
 }
+
+/// Two copies of one file: deleting the recorded one keeps the other shared (under the
+/// same ID); deleting that one too ends the share.
+#[test]
+fn deleting_one_copy_keeps_the_others_shared() -> Result<()> {
+    let t = tmp()?;
+    let (ha, hb) = (t.path().join("a"), t.path().join("b"));
+    let _a = up(&ha, &[])?;
+    kith(&hb, &["init"])?;
+    let config = hb.join("config.toml");
+    let mut text = std::fs::read_to_string(&config)?;
+    text.push_str("rescan_secs = 1\n");
+    std::fs::write(&config, text)?;
+    let _b = up(&hb, &["--bootstrap", &addr_of(&ha)?])?;
+    let src = t.path().join("song.ogg");
+    std::fs::write(&src, noise(3 << 20, 5))?;
+    let id = ok(&ha, &["share", src.to_str().ok_or("path")?])?["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let (c1, c2) = (t.path().join("c1.ogg"), t.path().join("c2.ogg"));
+    for c in [&c1, &c2] {
+        ok(&hb, &["get", &id, "-o", c.to_str().ok_or("path")?])?;
+    }
+    let path_of = |home: &std::path::Path| -> Result<Option<String>> {
+        Ok(shared_ids(home)?
+            .into_iter()
+            .find(|(i, _)| *i == id)
+            .map(|(_, p)| p))
+    };
+    let recorded = path_of(&hb)?.ok_or("not shared after the gets")?;
+    let (gone, kept) = if recorded == c2.display().to_string() {
+        (&c2, &c1)
+    } else {
+        (&c1, &c2)
+    };
+    std::fs::remove_file(gone)?;
+    let kept_s = kept.display().to_string();
+    until("the other copy shared", || {
+        Ok((path_of(&hb)?.as_deref() == Some(kept_s.as_str())).then_some(()))
+    })?;
+    std::fs::remove_file(kept)?;
+    until("the share gone with the last copy", || {
+        Ok(path_of(&hb)?.is_none().then_some(()))
+    })?;
+    Ok(())
+}

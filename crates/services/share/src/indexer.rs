@@ -3,7 +3,7 @@
 //! modification time as when last indexed) are not read again.
 
 use std::collections::HashSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
 use kith_core::ContentId;
@@ -58,9 +58,26 @@ pub fn share_path(
     path: &Path,
     scope: Option<String>,
 ) -> Result<ShareRecord, IndexError> {
+    share_path_as(store, path, scope, None)
+}
+
+/// [`share_path`], with the root named `name` instead of as the path's last component: a
+/// copy saved under another name indexes to the same ID as the content it is a copy of.
+pub fn share_path_as(
+    store: &Store,
+    path: &Path,
+    scope: Option<String>,
+    name: Option<String>,
+) -> Result<ShareRecord, IndexError> {
     let path = std::fs::canonicalize(path).map_err(|e| path_err(path, e))?;
     let meta = std::fs::metadata(&path).map_err(|e| path_err(&path, e))?;
-    let name = display_name(&path)?;
+    let name = match name {
+        Some(n) => {
+            manifest::check_name(&n).map_err(|e| path_err(&path, e))?;
+            n
+        }
+        None => display_name(&path)?,
+    };
     // Records are first written under a placeholder share; the root ID is known at the end.
     let mut batch = Batch {
         store,
@@ -320,6 +337,38 @@ pub fn changed_shares(store: &Store) -> Result<Vec<ShareRecord>, IndexError> {
         let changed = changed_ids.contains(&share.id);
         if changed || (share.kind == ShareKind::Dir && dir_listing_changed(store, &share)?) {
             out.push(share);
+        }
+    }
+    Ok(out)
+}
+
+/// Where else this node holds a copy of `share` (the root of each other copy: a file
+/// fetched twice, a folder fetched to two places), from its file records: a copy's files
+/// sit at the same paths under its root as the recorded copy's under the share's path.
+pub fn other_copies(store: &Store, share: &ShareRecord) -> Result<Vec<PathBuf>, IndexError> {
+    let root = Path::new(&share.path);
+    let files = records::files_of(store, &share.id)?;
+    let rels: HashSet<PathBuf> = files
+        .iter()
+        .filter_map(|(p, _)| Path::new(p).strip_prefix(root).ok().map(Path::to_path_buf))
+        .collect();
+    let mut out: Vec<PathBuf> = Vec::new();
+    for (p, _) in &files {
+        let p = Path::new(p);
+        if p.starts_with(root) {
+            continue;
+        }
+        let copy = rels.iter().find_map(|rel| {
+            if rel.as_os_str().is_empty() {
+                return Some(p.to_path_buf());
+            }
+            let s = p.to_str()?.strip_suffix(rel.to_str()?)?.strip_suffix('/')?;
+            Some(PathBuf::from(s))
+        });
+        if let Some(c) = copy
+            && !out.contains(&c)
+        {
+            out.push(c);
         }
     }
     Ok(out)

@@ -312,16 +312,37 @@ impl Share {
         let mut out = Vec::new();
         for old in changed {
             tracing::info!(id = %old.id, path = %old.path, "shared content changed; re-indexing");
+            // Every copy stays shared: the recorded one, and others fetched elsewhere.
+            let (store, o) = (self.inner.store.clone(), old.clone());
+            let (copies, name) = self
+                .inner
+                .tasks
+                .blocking(move || -> Result<_, Error> {
+                    let name = store
+                        .block(&o.id)?
+                        .and_then(|b| kith_core::manifest::Manifest::decode(&b).ok())
+                        .map(|m| m.name().to_owned());
+                    Ok((indexer::other_copies(&store, &o)?, name))
+                })
+                .await??;
             self.unshare(old.id).await?;
-            match self
-                .share(PathBuf::from(&old.path), old.scope.clone())
-                .await
-            {
-                Ok(new) => {
-                    tracing::info!(old = %old.id, new = %new.id, "re-shared under a new ID");
-                    out.push(new);
+            let paths = std::iter::once(PathBuf::from(&old.path)).chain(copies);
+            for path in paths.filter(|p| p.exists()) {
+                match self
+                    .share_as(path.clone(), old.scope.clone(), name.clone())
+                    .await
+                {
+                    Ok(new) => {
+                        tracing::info!(old = %old.id, new = %new.id, path = %path.display(), "re-shared");
+                        out.push(new);
+                    }
+                    Err(e) => {
+                        tracing::warn!(path = %path.display(), error = %e, "cannot share again")
+                    }
                 }
-                Err(e) => tracing::warn!(path = %old.path, error = %e, "shared path is gone"),
+            }
+            if !PathBuf::from(&old.path).exists() {
+                tracing::info!(path = %old.path, "a shared copy is gone");
             }
         }
         Ok(out)
@@ -330,6 +351,16 @@ impl Share {
     /// Indexes and shares a file or folder in place, and announces it: publicly, or for
     /// the members of group `scope` only.
     pub async fn share(&self, path: PathBuf, scope: Option<String>) -> Result<ShareRecord, Error> {
+        self.share_as(path, scope, None).await
+    }
+
+    /// [`Share::share`] with the root named `name` (a copy keeps its content's ID).
+    async fn share_as(
+        &self,
+        path: PathBuf,
+        scope: Option<String>,
+        name: Option<String>,
+    ) -> Result<ShareRecord, Error> {
         if let Some(s) = &scope
             && !self.inner.scopes.belongs(s)
         {
@@ -342,7 +373,7 @@ impl Share {
             .tasks
             .blocking(move || {
                 assert!(!bug, "test hook: a bug while indexing {}", path.display());
-                indexer::share_path(&store, &path, scope)
+                indexer::share_path_as(&store, &path, scope, name)
             })
             .await??;
         self.inner.changed().await;

@@ -34,6 +34,34 @@ pub(crate) fn authorised(node: &Node, headers: &HeaderMap) -> bool {
     bearer.or(cookie).is_some_and(|g| node.token_matches(g))
 }
 
+/// Errors axum answers itself (a body too large, malformed JSON, an unknown field, a
+/// wrong method) become one JSON line like every other error of the API.
+pub(crate) async fn json_errors(req: Request, next: Next) -> Response {
+    let resp = next.run(req).await;
+    let plain = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("text/plain"));
+    if !(resp.status().is_client_error() && plain) {
+        return resp;
+    }
+    let status = resp.status();
+    let text = axum::body::to_bytes(resp.into_body(), 64 << 10)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().replace('\n', " "))
+        .unwrap_or_default();
+    let line = if text.is_empty() {
+        status
+            .canonical_reason()
+            .unwrap_or("bad request")
+            .to_lowercase()
+    } else {
+        text
+    };
+    ApiError(status, line).into_response()
+}
+
 /// Splits `host[:port]` (IPv6 in brackets).
 fn split_host(h: &str) -> Option<(&str, Option<&str>)> {
     if let Some(rest) = h.strip_prefix('[') {

@@ -145,8 +145,9 @@ impl From<NodeError> for ApiError {
     }
 }
 
-/// Largest request body (every request is a small JSON document).
-const BODY_LIMIT: usize = 1 << 20;
+/// Largest request body (every request is a small JSON document; a search query's own
+/// limit, 1 KiB, is checked with its reason).
+const BODY_LIMIT: usize = 2 << 20;
 
 /// The API's routes over `node`.
 pub(crate) fn router(node: Node) -> Router {
@@ -225,6 +226,7 @@ pub(crate) fn router(node: Node) -> Router {
             node.clone(),
             guard::host_and_origin,
         ))
+        .layer(middleware::from_fn(guard::json_errors))
         .layer(middleware::from_fn(crate::ui::headers))
         .with_state(node)
 }

@@ -113,7 +113,17 @@ async fn bad_settings_oversized_posts_and_unknown_routes_get_one_line() -> TestR
 
     let mut big = c.req("PUT", "/api/v1/settings", None);
     *big.body_mut() = Body::from(vec![b' '; 10 << 20]);
-    assert_eq!(c.send(big).await?.0, StatusCode::PAYLOAD_TOO_LARGE);
+    let (s, v) = c.send(big).await?;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(
+        v["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "one JSON line: {v}"
+    );
+    let mut junk = c.req("PUT", "/api/v1/settings", None);
+    *junk.body_mut() = Body::from("{not json");
+    let (s, v) = c.send(junk).await?;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(v["error"].as_str().is_some(), "one JSON line: {v}");
     assert_eq!(
         c.call("GET", "/api/v1/nowhere", None).await?.0,
         StatusCode::NOT_FOUND
