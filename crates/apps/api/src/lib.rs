@@ -23,7 +23,7 @@ pub use people::{
     CreateGroup, Device, DeviceRemoved, Group, Invite, InviteRequest, JoinDevice, JoinGroup,
     LinkCode, Member, Person,
 };
-pub use ui::{LogLine, LoginLink, Settings, SettingsChange, Tick, TicketBody, Transfer};
+pub use ui::{LogLine, LoginLink, PeerRate, Settings, SettingsChange, Tick, TicketBody, Transfer};
 pub use vault::{
     BackupRequest, VaultGet, VaultGot, VaultObject, VaultOverview, VaultPeer, VaultPut,
     VaultRemoved, VaultStored,

@@ -46,6 +46,21 @@ pub struct Tick {
     pub shares: usize,
     /// Downloads running or paused.
     pub downloads: Vec<Progress>,
+    /// Each connected peer's traffic with this node.
+    #[serde(default)]
+    pub peer_rates: Vec<PeerRate>,
+}
+
+/// One peer's content traffic with this node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PeerRate {
+    pub peer_id: String,
+    /// Bytes per second over the last second: to the peer, from the peer.
+    pub up_rate: u64,
+    pub down_rate: u64,
+    /// Since the node started.
+    pub sent_bytes: u64,
+    pub received_bytes: u64,
 }
 
 /// `GET /settings`: the settings the UI changes, as the node runs them.

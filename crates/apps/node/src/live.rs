@@ -15,11 +15,13 @@ use crate::{Node, NodeError, convert};
 const HISTORY: usize = 200;
 
 /// Traffic counters at one moment, to work out rates between two ticks.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct Sample {
     pub at_ms: u64,
     pub sent: u64,
     pub received: u64,
+    /// Per peer: sent, received.
+    pub peers: std::collections::HashMap<String, (u64, u64)>,
 }
 
 fn now_ms() -> u64 {
@@ -64,15 +66,28 @@ impl Node {
     /// The counters now.
     pub(crate) fn sample(&self) -> Sample {
         let (sent, received) = self.inner.share.traffic();
+        let peers = self
+            .inner
+            .share
+            .peer_traffic()
+            .into_iter()
+            .map(|(p, s, r)| (p.to_string(), (s, r)))
+            .collect();
         Sample {
             at_ms: now_ms(),
             sent,
             received,
+            peers,
         }
     }
 
-    /// The `tick` event: traffic since `prev`, connections and transfers.
-    pub(crate) async fn tick(&self, prev: Sample, shares: usize) -> Result<api::Tick, NodeError> {
+    /// The `tick` event: traffic since `prev`, connections and transfers; and the sample
+    /// the next tick starts from.
+    pub(crate) async fn tick(
+        &self,
+        prev: &Sample,
+        shares: usize,
+    ) -> Result<(api::Tick, Sample), NodeError> {
         let now = self.sample();
         let s = self.inner.overlay.status().await?;
         let relayed = s.connections.iter().filter(|c| c.path == "relayed").count();
@@ -84,7 +99,22 @@ impl Node {
             .len();
         let ms = now.at_ms.saturating_sub(prev.at_ms);
         let downloads = self.inner.share.downloads().await?;
-        Ok(api::Tick {
+        let connected: BTreeSet<&str> = s.connections.iter().map(|c| c.peer_id.as_str()).collect();
+        let peer_rates = connected
+            .iter()
+            .map(|p| {
+                let (sent, received) = now.peers.get(*p).copied().unwrap_or_default();
+                let (ps, pr) = prev.peers.get(*p).copied().unwrap_or((sent, received));
+                api::PeerRate {
+                    peer_id: (*p).to_owned(),
+                    up_rate: per_sec(sent.saturating_sub(ps), ms),
+                    down_rate: per_sec(received.saturating_sub(pr), ms),
+                    sent_bytes: sent,
+                    received_bytes: received,
+                }
+            })
+            .collect();
+        let tick = api::Tick {
             time: now.at_ms,
             peers,
             direct: s.connections.len() - relayed,
@@ -95,7 +125,9 @@ impl Node {
             down_rate: per_sec(now.received.saturating_sub(prev.received), ms),
             shares,
             downloads: downloads.iter().map(convert::progress).collect(),
-        })
+            peer_rates,
+        };
+        Ok((tick, now))
     }
 
     /// Downloads that ended, newest first.

@@ -123,7 +123,8 @@ async fn serve_stream(inner: &Inner, peer: PeerId, mut stream: Stream) -> Result
                 Next::Block(id, data) => {
                     tracing::trace!(%peer, %id, "responding");
                     let sent =
-                        tokio::time::timeout(SEND_TIMEOUT, respond(inner, &mut wr, id, data)).await;
+                        tokio::time::timeout(SEND_TIMEOUT, respond(inner, &mut wr, peer, id, data))
+                            .await;
                     match sent {
                         Ok(Ok(())) => tracing::trace!(%peer, %id, "sent"),
                         Ok(Err(e)) => {
@@ -145,6 +146,7 @@ async fn serve_stream(inner: &Inner, peer: PeerId, mut stream: Stream) -> Result
 async fn respond<W: futures::AsyncWrite + Unpin>(
     inner: &Inner,
     stream: &mut W,
+    peer: kith_overlay::PeerId,
     id: ContentId,
     data: Result<Option<Vec<u8>>, Error>,
 ) -> Result<(), WireError> {
@@ -166,6 +168,7 @@ async fn respond<W: futures::AsyncWrite + Unpin>(
                 stream.write_all(&bytes).await?;
             }
             inner.metrics.bytes_sent.inc_by(bytes.len() as u64);
+            inner.count_peer(peer, bytes.len() as u64, 0);
             stream.flush().await?;
             inner.metrics.blocks_served.inc();
             Ok(())

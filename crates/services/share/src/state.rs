@@ -110,6 +110,9 @@ pub(crate) struct Control {
 /// A share as announced: its content, and the group it is shared with (none: public).
 type Slot = (ContentId, Option<String>);
 
+/// Peers whose traffic is counted (for the UI's per-peer rates).
+pub const MAX_PEER_TRAFFIC: usize = 4096;
+
 pub(crate) struct Inner {
     pub config: Config,
     pub store: Arc<Store>,
@@ -117,6 +120,9 @@ pub(crate) struct Inner {
     pub scopes: Arc<dyn Scopes>,
     /// Blocks only group members may fetch, and their groups.
     pub private: Mutex<HashMap<kith_core::id::Hash, Vec<String>>>,
+    /// Content bytes sent to and received from each peer since the node started (at most
+    /// [`MAX_PEER_TRAFFIC`] peers; the quietest goes first).
+    pub peer_traffic: Mutex<HashMap<PeerId, (u64, u64)>>,
     /// The DHT key each share (content, and the group it is shared with) is announced
     /// under now.
     announced: Mutex<HashMap<Slot, Vec<u8>>>,
@@ -148,6 +154,7 @@ impl Inner {
         let inner = Arc::new(Self {
             scopes,
             private: Mutex::default(),
+            peer_traffic: Mutex::default(),
             announced: Mutex::default(),
             upload_limit: RateLimit::new(config.upload_limit),
             download_limit: RateLimit::new(config.download_limit),
@@ -166,6 +173,20 @@ impl Inner {
         });
         inner.metrics.register(registry);
         inner
+    }
+
+    /// Counts content bytes sent to and received from `peer`.
+    pub fn count_peer(&self, peer: PeerId, sent: u64, received: u64) {
+        let mut m = kith_core::sync::recover(&self.peer_traffic);
+        if !m.contains_key(&peer) && m.len() >= MAX_PEER_TRAFFIC {
+            let quietest = m.iter().min_by_key(|(_, (s, r))| s + r).map(|(p, _)| *p);
+            if let Some(q) = quietest {
+                m.remove(&q);
+            }
+        }
+        let e = m.entry(peer).or_default();
+        e.0 += sent;
+        e.1 += received;
     }
 
     /// A block (manifest or chunk) from the local store, verified. Runs on the blocking

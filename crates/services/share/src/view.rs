@@ -79,6 +79,14 @@ impl Share {
         )
     }
 
+    /// Content bytes sent to and received from each peer since the node started.
+    pub fn peer_traffic(&self) -> Vec<(kith_overlay::PeerId, u64, u64)> {
+        kith_core::sync::recover(&self.inner.peer_traffic)
+            .iter()
+            .map(|(p, (s, r))| (*p, *s, *r))
+            .collect()
+    }
+
     /// Downloads that ended (done or failed), newest first, at most `most`.
     pub async fn history(&self, most: usize) -> Result<Vec<DownloadRecord>, Error> {
         let store = self.inner.store.clone();

@@ -192,6 +192,8 @@ try {
   await second.goto(`${B_BASE}/#/overview`);
   await second.waitForSelector('#conn[data-state="live"]');
   await b.page.waitForSelector('#conn[data-state="live"]');
+  await go(b.page, 'peers');
+  await b.page.locator('main tbody td.num div', { hasText: / MB$/ }).first().waitFor();
   await shootAll(b.page, 'b');
 
   step('10,000 shares and 1,000 search results stay fast (synthetic answers, the real page)');

@@ -91,7 +91,7 @@ impl Modify for Token {
         api::VaultPut, api::VaultStored, api::VaultObject, api::VaultGet, api::VaultGot,
         api::VaultRemoved, api::VaultPeer, api::VaultOverview, api::BackupRequest,
         api::PinRequest, api::CacheEntry, api::CacheHint, api::CacheDemand, api::CacheStatus,
-        api::LoginLink, api::Transfer, api::Tick, api::Settings, api::SettingsChange, api::LogLine, api::TicketBody,
+        api::LoginLink, api::Transfer, api::Tick, api::Settings, api::SettingsChange, api::LogLine, api::TicketBody, api::PeerRate,
     )),
     modifiers(&Token)
 )]

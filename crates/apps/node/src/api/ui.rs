@@ -86,8 +86,8 @@ async fn feed(node: Node, tx: mpsc::Sender<Event>) {
             () = stop.cancelled() => return,
             () = tx.closed() => return,
             _ = every.tick() => {
-                let Ok(t) = node.tick(prev, shares).await else { continue };
-                prev = node.sample();
+                let Ok((t, now)) = node.tick(&prev, shares).await else { continue };
+                prev = now;
                 event("tick", &t)
             }
             e = share_events.recv() => match e {

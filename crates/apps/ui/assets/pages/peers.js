@@ -1,4 +1,4 @@
-import { h, fill, table, short, copy, form, toast } from '../lib/dom.js';
+import { h, fill, table, short, copy, form, toast, rate, bytes } from '../lib/dom.js';
 
 export default {
   id: 'peers',
@@ -8,9 +8,10 @@ export default {
     const list = h('div', {});
     const graph = h('div', {});
     let count = -1;
-    const load = async () => {
-      const conns = await api.get('/peers');
-      const rows = conns.map((c) => ({ ...c }));
+    let conns = [];
+    let rates = new Map();
+    const draw = () => {
+      const traffic = (c) => rates.get(c.peer_id) || { up_rate: 0, down_rate: 0, sent_bytes: 0, received_bytes: 0 };
       fill(list, table([
         ['Peer', (c) => [h('span', { class: 'mono', title: c.peer_id }, short(c.peer_id, 16)), ' ', copy(c.peer_id)]],
         ['Path', (c) => (c.path === 'relayed' ? `relayed via ${short(c.relay || '?', 12)}` : 'direct')],
@@ -18,7 +19,13 @@ export default {
         ['Opened by', (c) => (c.role === 'dialer' ? 'this node' : 'the peer')],
         ['Address', (c) => h('span', { class: 'mono' }, c.addr)],
         ['Circuit limit', (c) => (c.limit_bytes ? `${c.limit_bytes} B / ${c.limit_secs} s` : '')],
-      ], rows, 'No peers connected.'));
+        ['Down', (c) => [rate(traffic(c).down_rate), h('div', { class: 'muted' }, bytes(traffic(c).received_bytes))], 'num'],
+        ['Up', (c) => [rate(traffic(c).up_rate), h('div', { class: 'muted' }, bytes(traffic(c).sent_bytes))], 'num'],
+      ], conns, 'No peers connected.'));
+    };
+    const load = async () => {
+      conns = await api.get('/peers');
+      draw();
       // Who is reached through whom: relays and the peers behind them.
       const byRelay = new Map();
       for (const c of conns.filter((c) => c.path === 'relayed')) {
@@ -42,8 +49,11 @@ export default {
       list, graph);
     load().catch((e) => fill(list, h('p', { class: 'error' }, e.message)));
     // Fetched again when the number of peers changes (the tick says so), not on a timer.
+    const fromTick = (t) => { rates = new Map((t.peer_rates || []).map((r) => [r.peer_id, r])); };
+    if (events.last) fromTick(events.last);
     return events.on('tick', (t) => {
-      if (t.peers !== count) { count = t.peers; load().catch(() => {}); }
+      fromTick(t);
+      if (t.peers !== count) { count = t.peers; load().catch(() => {}); } else draw();
     });
   },
 };

@@ -141,6 +141,7 @@ async fn land(shared: &Shared, peer: PeerId, i: usize, bytes: Vec<u8>) -> Result
     let inner = &shared.inner;
     inner.metrics.chunks_fetched.inc();
     inner.metrics.bytes_received.inc_by(bytes.len() as u64);
+    inner.count_peer(peer, 0, bytes.len() as u64);
     let targets = shared
         .plan
         .tasks
