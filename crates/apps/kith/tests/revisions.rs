@@ -152,3 +152,64 @@ fn deleting_one_copy_keeps_the_others_shared() -> Result<()> {
     })?;
     Ok(())
 }
+
+/// The gateway serves a file while it downloads (a media player can start at once): the
+/// bytes come as the chunks arrive, and they are the file's; `kith cat` reads the same.
+#[test]
+fn the_gateway_serves_a_file_while_it_downloads() -> Result<()> {
+    let t = tmp()?;
+    let (ha, hb) = (t.path().join("a"), t.path().join("b"));
+    let _a = up(&ha, &[])?;
+    let _b = up(
+        &hb,
+        &["--bootstrap", &addr_of(&ha)?, "--download-limit", "2M"],
+    )?;
+    let movie = t.path().join("movie.mp4");
+    let data = noise(6 << 20, 11);
+    std::fs::write(&movie, &data)?;
+    let id = ok(&ha, &["share", movie.to_str().ok_or("path")?])?["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let out = t.path().join("got.mp4");
+    let get = Proc(
+        std::process::Command::new(KITH)
+            .arg("--home")
+            .arg(&hb)
+            .args(["get", &id, "-o", out.to_str().ok_or("path")?])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()?,
+    );
+    until("the download running", || {
+        let running = downloads(&hb)
+            .and_then(|d| d.as_array().cloned())
+            .is_some_and(|d| {
+                d.iter()
+                    .any(|p| p["id"] == id.as_str() && p["state"] == "downloading")
+            });
+        Ok(running.then_some(()))
+    })?;
+    let addr = std::fs::read_to_string(hb.join("api.addr"))?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (status, body) = rt.block_on(async {
+        let r = reqwest::get(format!("http://{}/content/{id}", addr.trim())).await?;
+        let status = r.status();
+        Ok::<_, reqwest::Error>((status, r.bytes().await?))
+    })?;
+    assert_eq!(status, 200);
+    assert!(
+        body.as_ref() == data.as_slice(),
+        "the streamed bytes are the file's"
+    );
+    let cat = kith(&hb, &["cat", &id])?;
+    assert!(
+        cat.status.success() && cat.stdout == data,
+        "{}",
+        stderr(&cat)
+    );
+    drop(get);
+    Ok(())
+}
