@@ -37,7 +37,13 @@ pub(crate) fn authorised(node: &Node, headers: &HeaderMap) -> bool {
 /// Errors axum answers itself (a body too large, malformed JSON, an unknown field, a
 /// wrong method) become one JSON line like every other error of the API.
 pub(crate) async fn json_errors(req: Request, next: Next) -> Response {
+    // The UI's own pages (`/`, `/login`, assets) answer people, in plain text.
+    let path = req.uri().path();
+    let api = path.starts_with("/api/") || path.starts_with("/content/");
     let resp = next.run(req).await;
+    if !api {
+        return resp;
+    }
     let plain = resp
         .headers()
         .get(header::CONTENT_TYPE)
