@@ -250,6 +250,11 @@ try {
   await a.page.waitForSelector('#conn[data-state="live"]', { timeout: WAIT });
   await a.page.locator('main .mono', { hasText: need('A_PEER') }).first().waitFor();
 
+  step('log out');
+  await b.page.getByRole('button', { name: 'log out' }).click();
+  await b.page.getByText('Log in to this kith node').waitFor();
+  check(!(await b.ctx.cookies()).some((c) => c.name === 'kith_token' && c.value), 'the cookie is gone');
+
   check(dialogs.length === 0, `no dialog opened (${dialogs.join(' | ')})`);
   check(await a.page.locator('.toast.error').count() === 0, 'no error notice on A');
   check(pageErrors.length === 0, `no script error (${pageErrors.join(' | ')})`);
