@@ -75,7 +75,11 @@ export function form(fields, label, go) {
   f.addEventListener('submit', async (e) => {
     e.preventDefault();
     const values = Object.fromEntries(inputs.map((i) => [i.name, i.type === 'checkbox' ? i.checked : i.value.trim()]));
+    // Nothing can be typed or sent again until the node has answered.
+    const controls = [...f.elements];
+    for (const c of controls) c.disabled = true;
     try { await go(values, f); } catch (err) { toast(err.message, true); }
+    finally { for (const c of controls) c.disabled = false; }
   });
   return f;
 }
