@@ -34,7 +34,7 @@ export default {
         await load();
       }),
       resolved,
-      h('h2', {}, 'Known names'), list);
+      h('h2', {}, 'Known names'), h('p', { class: 'muted' }, 'Yours, and those this node resolved: it is subscribed to them, and new revisions arrive as they are published.'), list);
     load().catch((e) => fill(list, h('p', { class: 'error' }, e.message)));
   },
 };
