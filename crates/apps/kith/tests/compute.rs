@@ -256,11 +256,20 @@ fn cheaters_are_outvoted_and_stop_getting_work() -> Result<()> {
             assert_eq!(num(st, "faults"), 0, "honest {i}: {st}");
         }
     }
+    // Cheaters stop getting work: dropped after three faults, or, when their low
+    // reputation kept them from reaching three (on a loaded machine the honest ones can
+    // take nearly every unit), left with a small share of the work.
     let dropped = persons[..2]
         .iter()
         .filter(|p| by[p.as_str()]["dropped"] == true)
         .count();
-    assert!(dropped > 0, "no cheater was dropped: {by}");
+    let units = |p: &String| num(&by[p.as_str()], "agreed") + num(&by[p.as_str()], "faults");
+    let cheaters: u64 = persons[..2].iter().map(units).sum();
+    let all: u64 = persons.iter().map(units).sum();
+    assert!(
+        dropped > 0 || cheaters * 10 <= all,
+        "cheaters kept getting work ({cheaters} of {all} units, none dropped): {by}"
+    );
     drop(procs);
     Ok(())
 }
