@@ -97,6 +97,8 @@ fn the_web_ui_in_a_real_browser() -> Result<()> {
     let data = random_file(&file, 6_000_000, 1)?;
     let xss = t.path().join("<img src=x onerror=alert(1)>");
     std::fs::write(&xss, "a file whose name is markup")?;
+    let family = t.path().join("family-notes.txt");
+    std::fs::write(&family, "shared with the group only")?;
     let big = t.path().join("big.bin");
     random_file(&big, 64_000_000, 2)?;
     let big_id = stdout(&kith(&ha, &["share", big.to_str().ok_or("path")?])?)
@@ -134,6 +136,7 @@ fn the_web_ui_in_a_real_browser() -> Result<()> {
         ("FILE_NAME", "kithreport-2026.bin".into()),
         ("XSS_FILE", xss.display().to_string()),
         ("BIG_ID", big_id),
+        ("GROUP_FILE", family.display().to_string()),
         ("BIG_NAME", "big.bin".into()),
         ("SHOTS", shots.display().to_string()),
     ];

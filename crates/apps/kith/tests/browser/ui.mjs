@@ -132,6 +132,22 @@ try {
   const copied = await a.page.evaluate(() => navigator.clipboard.readText());
   check(copied === shownId && copied.length > 20, `the ID is copied (${copied})`);
 
+  step('a group in A\'s UI: create, invite, share with it');
+  await go(a.page, 'groups');
+  await a.page.fill('main input[name="name"]', 'family');
+  await a.page.locator('main form', { has: a.page.locator('input[name="name"]') }).getByRole('button').click();
+  await a.page.locator('main table a', { hasText: 'family' }).click();
+  await a.page.getByRole('heading', { name: 'Group family' }).waitFor();
+  await a.page.getByRole('button', { name: 'Create invite' }).click();
+  await a.page.getByRole('button', { name: 'copy invite' }).waitFor();
+  const invite = await a.page.locator('main p.mono').last().innerText();
+  check(invite.length > 40, `an invite token is shown (${invite.length} characters)`);
+  const groupForm = a.page.locator('main form', { has: a.page.getByPlaceholder('/absolute/path') });
+  await groupForm.locator('input').fill(need('GROUP_FILE'));
+  await groupForm.getByRole('button').click();
+  await a.page.locator('main table strong', { hasText: 'family-notes.txt' }).waitFor();
+  await a.page.screenshot({ path: `${SHOTS}/a-group.png`, fullPage: true });
+
   step('screenshots of every page of A');
   await shootAll(a.page, 'a');
 

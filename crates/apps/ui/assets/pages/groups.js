@@ -1,4 +1,4 @@
-import { h, fill, table, short, copy, form, toast } from '../lib/dom.js';
+import { h, fill, table, short, copy, form, toast, bytes } from '../lib/dom.js';
 
 export default {
   id: 'groups',
@@ -8,7 +8,11 @@ export default {
     const list = h('div', {});
     const detail = h('div', {});
     const showGroup = async (g) => {
-      const members = await api.get(`/groups/${api.seg(g.group)}/members`);
+      const [members, shares] = await Promise.all([
+        api.get(`/groups/${api.seg(g.group)}/members`),
+        api.get('/shares'),
+      ]);
+      const files = shares.filter((s) => s.group === g.group);
       const invite = h('div', {});
       fill(detail, h('h2', {}, `Group ${g.name}`),
         h('p', {}, h('span', { class: 'mono' }, g.group), ' ', copy(g.group, 'copy ID'), ' ',
@@ -30,10 +34,16 @@ export default {
             fill(invite, h('p', {}, 'Give this token to the person you invite (', h('code', {}, 'kith group join TOKEN'), ' or the Join form):'),
               h('p', { class: 'mono' }, inv.token), copy(inv.token, 'copy invite'));
           }), invite] : null,
+        h('h2', {}, 'Shared with this group from here'),
+        table([
+          ['Name', (s) => [h('strong', {}, s.name), h('div', { class: 'muted mono' }, s.path)]],
+          ['Size', (s) => bytes(s.size), 'num'],
+          ['ID', (s) => [h('span', { class: 'mono', title: s.id }, short(s.id, 14)), ' ', copy(s.id, 'copy ID')]],
+        ], files, 'Nothing shared with this group from this node yet.'),
         h('h2', {}, 'Share with this group'),
         form([['path', '/absolute/path']], 'Share', async (v, f) => {
           const s = await api.post('/shares', { path: v.path, group: g.group });
-          toast(`shared ${s.name} with ${g.name}`); f.reset();
+          toast(`shared ${s.name} with ${g.name}`); f.reset(); await showGroup(g);
         }),
         h('p', {}, h('button', { class: 'danger', type: 'button', onclick: async () => {
           try { await api.post(`/groups/${api.seg(g.group)}/leave`); toast(`left ${g.name}`); fill(detail); await load(); }
