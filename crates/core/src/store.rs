@@ -107,6 +107,13 @@ pub fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 /// One write in a batch.
 #[derive(Debug, Clone)]
 pub enum Op {

@@ -8,18 +8,6 @@ use common::*;
 use kith_testkit::Result;
 use serde_json::Value;
 
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x.to_le_bytes().first().copied().unwrap_or_default()
-        })
-        .collect()
-}
-
 fn shared_ids(home: &std::path::Path) -> Result<Vec<(String, String)>> {
     let v = ok(home, &["ls"])?;
     Ok(v.as_array()

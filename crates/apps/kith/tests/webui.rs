@@ -62,16 +62,7 @@ fn base(home: &Path) -> Result<String> {
 }
 
 fn random_file(path: &Path, len: usize, seed: u8) -> Result<Vec<u8>> {
-    // Not compressible, different per seed.
-    let mut x = u64::from(seed) | 1;
-    let data: Vec<u8> = (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x.to_le_bytes().first().copied().unwrap_or_default()
-        })
-        .collect();
+    let data = noise(len, u64::from(seed));
     std::fs::write(path, &data)?;
     Ok(data)
 }

@@ -18,13 +18,13 @@ pub(crate) fn connection(c: kith_overlay::ConnectionInfo) -> api::Connection {
     }
 }
 
+/// The distinct peers among open connections.
+pub(crate) fn connected_peers(conns: &[kith_overlay::ConnectionInfo]) -> BTreeSet<&str> {
+    conns.iter().map(|c| c.peer_id.as_str()).collect()
+}
+
 pub(crate) fn status(s: kith_overlay::Status, shares: usize, downloads: usize) -> api::Status {
-    let peers = s
-        .connections
-        .iter()
-        .map(|c| c.peer_id.as_str())
-        .collect::<BTreeSet<_>>()
-        .len();
+    let peers = connected_peers(&s.connections).len();
     let dialable = dialable(&s.listen_addrs, &s.external_addrs, &s.peer_id);
     api::Status {
         peer_id: s.peer_id,

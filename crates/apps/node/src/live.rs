@@ -2,10 +2,10 @@
 //! traffic figures, the download history, the settings it may change while the node runs,
 //! and a file's bytes for `kith cat` and the HTTP gateway.
 
-use std::collections::BTreeSet;
 use std::path::Path;
 
 use kith_api as api;
+use kith_core::store::now_ms;
 
 use crate::config::{self, Config};
 use crate::ui::CODE_LIFETIME;
@@ -22,12 +22,6 @@ pub(crate) struct Sample {
     pub received: u64,
     /// Per peer: sent, received.
     pub peers: std::collections::HashMap<String, (u64, u64)>,
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn per_sec(bytes: u64, ms: u64) -> u64 {
@@ -91,15 +85,9 @@ impl Node {
         let now = self.sample();
         let s = self.inner.overlay.status().await?;
         let relayed = s.connections.iter().filter(|c| c.path == "relayed").count();
-        let peers = s
-            .connections
-            .iter()
-            .map(|c| c.peer_id.as_str())
-            .collect::<BTreeSet<_>>()
-            .len();
+        let connected = convert::connected_peers(&s.connections);
         let ms = now.at_ms.saturating_sub(prev.at_ms);
         let downloads = self.inner.share.downloads().await?;
-        let connected: BTreeSet<&str> = s.connections.iter().map(|c| c.peer_id.as_str()).collect();
         let peer_rates = connected
             .iter()
             .map(|p| {
@@ -116,7 +104,7 @@ impl Node {
             .collect();
         let tick = api::Tick {
             time: now.at_ms,
-            peers,
+            peers: connected.len(),
             direct: s.connections.len() - relayed,
             relayed,
             sent_bytes: now.sent,

@@ -109,11 +109,8 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for LogLayer {
         let mut text = Text(String::new());
         event.record(&mut text);
         let meta = event.metadata();
-        let time = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
         book().push(LogLine {
-            time,
+            time: kith_core::store::now_ms(),
             level: meta.level().to_string(),
             target: meta.target().to_owned(),
             text: cut(text.0.trim_end().to_owned(), LINE_MAX),

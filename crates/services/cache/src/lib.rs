@@ -106,11 +106,7 @@ pub struct Status {
     pub demand: Vec<Asked>,
 }
 
-pub(crate) fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+pub(crate) use kith_core::store::now_ms;
 
 /// The cache service handle. Cheap to clone.
 #[derive(Clone)]

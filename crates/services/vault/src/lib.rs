@@ -89,11 +89,7 @@ impl Error {
     }
 }
 
-pub(crate) fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+pub(crate) use kith_core::store::now_ms;
 
 #[derive(Debug, Clone)]
 pub struct Config {

@@ -205,3 +205,16 @@ pub fn until_within<T>(
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// `len` bytes that do not compress, different for each seed (xorshift).
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x.to_le_bytes().first().copied().unwrap_or_default()
+        })
+        .collect()
+}
