@@ -7,9 +7,8 @@
 //! [`Store::open_or_recover`] so the node can start again and services rebuild what they
 //! can (see `docs/architecture.md`).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -131,6 +130,75 @@ pub struct Store {
     path: PathBuf,
     /// Files found changed on read; drained by the re-indexer.
     stale: Mutex<HashSet<String>>,
+    /// Files whose every chunk was verified while the file had this stamp: those chunks
+    /// are served without hashing them again as long as the stamp is unchanged.
+    trusted: Mutex<Trusted>,
+}
+
+/// Most chunks trusted at once (16 bytes each: 4 MiB, 64 GiB of files at the average
+/// chunk size); chunks of files beyond it are hashed on every read.
+const MAX_TRUSTED: usize = 1 << 18;
+
+#[derive(Default)]
+struct Trusted {
+    files: HashMap<String, (Stamp, Vec<(u64, u64)>)>,
+    chunks: usize,
+}
+
+impl Trusted {
+    /// True when `loc` is one of the verified chunks of its file and the file still has
+    /// the stamp it had then.
+    fn covers(&self, loc: &Location, hash: &Hash, stamp: Stamp) -> bool {
+        self.files.get(&loc.path).is_some_and(|(s, chunks)| {
+            *s == stamp
+                && chunks
+                    .binary_search_by_key(&loc.offset, |(o, _)| *o)
+                    .ok()
+                    .and_then(|i| chunks.get(i))
+                    .is_some_and(|(_, h)| *h == prefix(hash))
+        })
+    }
+
+    fn remove(&mut self, path: &str) {
+        if let Some((_, c)) = self.files.remove(path) {
+            self.chunks -= c.len();
+        }
+    }
+}
+
+fn prefix(hash: &Hash) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(hash.get(..8).unwrap_or(&[0; 8]));
+    u64::from_le_bytes(b)
+}
+
+/// What identifies one version of a file on disk: any write changes the change time, and
+/// a replaced file has another inode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Stamp {
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+    pub mtime_ns: i128,
+    pub ctime_ns: i128,
+}
+
+impl Stamp {
+    pub fn of(meta: &std::fs::Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        let ns = |s: i64, n: i64| i128::from(s) * 1_000_000_000 + i128::from(n);
+        Self {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime_ns: ns(meta.mtime(), meta.mtime_nsec()),
+            ctime_ns: ns(meta.ctime(), meta.ctime_nsec()),
+        }
+    }
+
+    pub fn of_path(path: &Path) -> std::io::Result<Self> {
+        Ok(Self::of(&std::fs::metadata(path)?))
+    }
 }
 
 impl std::fmt::Debug for Store {
@@ -203,6 +271,7 @@ impl Store {
             db,
             path: path.to_owned(),
             stale: Mutex::new(HashSet::new()),
+            trusted: Mutex::new(Trusted::default()),
         };
         // Create the engine's tables so reads never meet a missing table.
         let tx = store.db.begin_write()?;
@@ -335,9 +404,10 @@ impl Store {
         })
     }
 
-    /// Reads a chunk from wherever it lives and verifies it. Locations whose bytes no
-    /// longer match are forgotten and their files queued for re-indexing; wrong bytes are
-    /// never returned.
+    /// Reads a chunk from wherever it lives and verifies it (a chunk of a trusted file
+    /// whose stamp is the same before and after the read is not hashed again). Locations
+    /// whose bytes no longer match are forgotten and their files queued for re-indexing;
+    /// wrong bytes are never returned.
     pub fn read_chunk(&self, hash: &Hash) -> Result<Option<Vec<u8>>, StoreError> {
         let mut bad = Vec::new();
         let mut found = None;
@@ -347,7 +417,14 @@ impl Store {
                 continue;
             }
             match read_at(&loc) {
-                Ok(buf) if blake3::hash(&buf).as_bytes() == hash => {
+                Ok((buf, before, after))
+                    if before == after
+                        && crate::sync::recover(&self.trusted).covers(&loc, hash, before) =>
+                {
+                    found = Some(buf);
+                    break;
+                }
+                Ok((buf, _, _)) if blake3::hash(&buf).as_bytes() == hash => {
                     found = Some(buf);
                     break;
                 }
@@ -355,6 +432,12 @@ impl Store {
             }
         }
         if !bad.is_empty() {
+            {
+                let mut t = crate::sync::recover(&self.trusted);
+                for l in &bad {
+                    t.remove(&l.path);
+                }
+            }
             crate::sync::recover(&self.stale).extend(bad.iter().map(|l| l.path.clone()));
             self.apply(
                 bad.into_iter()
@@ -363,6 +446,25 @@ impl Store {
             )?;
         }
         Ok(found)
+    }
+
+    /// The `chunks` (hash, offset) of the file at `path` were verified while the file had
+    /// `stamp` (read in full between two equal stamps). Replaces what was trusted there.
+    pub fn trust(&self, path: &str, stamp: Stamp, chunks: &[(Hash, u64)]) {
+        let mut t = crate::sync::recover(&self.trusted);
+        t.remove(path);
+        if t.chunks + chunks.len() > MAX_TRUSTED {
+            return;
+        }
+        let mut list: Vec<(u64, u64)> = chunks.iter().map(|(h, o)| (*o, prefix(h))).collect();
+        list.sort_unstable();
+        t.chunks += list.len();
+        t.files.insert(path.to_owned(), (stamp, list));
+    }
+
+    /// Forgets that `path` was verified (it is no longer shared from there).
+    pub fn distrust(&self, path: &str) {
+        crate::sync::recover(&self.trusted).remove(path);
     }
 
     /// True when some location holds this chunk (not verified).
@@ -380,16 +482,26 @@ impl Store {
     }
 }
 
-fn read_at(loc: &Location) -> std::io::Result<Vec<u8>> {
-    let f = File::open(&loc.path)?;
-    let mut buf = vec![0u8; loc.len as usize];
-    f.read_exact_at(&mut buf, loc.offset)?;
-    Ok(buf)
+/// The chunk's bytes and the file's stamp before and after reading them. The buffer is
+/// filled by the read itself (no zeroing first).
+fn read_at(loc: &Location) -> std::io::Result<(Vec<u8>, Stamp, Stamp)> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = File::open(&loc.path)?;
+    let before = Stamp::of(&f.metadata()?);
+    f.seek(SeekFrom::Start(loc.offset))?;
+    let mut buf = Vec::with_capacity(loc.len as usize);
+    (&mut f).take(u64::from(loc.len)).read_to_end(&mut buf)?;
+    if buf.len() != loc.len as usize {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
+    let after = Stamp::of(&f.metadata()?);
+    Ok((buf, before, after))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::FileExt;
 
     const RECORDS: Table = Table::new("test/records");
 
@@ -411,6 +523,44 @@ mod tests {
         assert_eq!(store.read_chunk(&hash)?, None);
         assert!(!store.has_chunk(&hash)?);
         assert_eq!(store.take_stale(), vec![file.display().to_string()]);
+        Ok(())
+    }
+
+    #[test]
+    fn trusted_chunks_skip_the_hash_only_while_the_file_is_unchanged() -> Result<(), StoreError> {
+        let err = |e: std::io::Error| StoreError::Db(e.to_string());
+        let d = tempfile::tempdir().map_err(err)?;
+        let file = d.path().join("f");
+        std::fs::write(&file, b"hello world").map_err(err)?;
+        let store = Store::open(&d.path().join("db"))?;
+        let path = file.display().to_string();
+        let world = *blake3::hash(b"world").as_bytes();
+        let at = |offset, len| Location {
+            path: path.clone(),
+            offset,
+            len,
+        };
+        // "world" at 6 was verified; a record claiming "world" at 0 was not.
+        store.apply(vec![
+            Op::AddLocation(world, at(0, 5)),
+            Op::AddLocation(world, at(6, 5)),
+        ])?;
+        let stamp = Stamp::of_path(&file).map_err(err)?;
+        store.trust(&path, stamp, &[(world, 6)]);
+        assert_eq!(store.read_chunk(&world)?.as_deref(), Some(&b"world"[..]));
+        // The unverified location was hashed, found wrong and dropped, trust or not.
+        assert_eq!(store.locations(&world)?, vec![at(6, 5)]);
+
+        // Trust means no hash: a location trusted by mistake is served as is...
+        let hello = *blake3::hash(b"hello").as_bytes();
+        store.apply(vec![Op::AddLocation(hello, at(6, 5))])?;
+        store.trust(&path, stamp, &[(hello, 6)]);
+        assert_eq!(store.read_chunk(&hello)?.as_deref(), Some(&b"world"[..]));
+        // ...until the file changes: then every read is verified again.
+        std::fs::write(&file, b"hello WORLD").map_err(err)?;
+        assert_eq!(store.read_chunk(&hello)?, None);
+        assert_eq!(store.read_chunk(&world)?, None);
+        assert!(!store.has_chunk(&world)?);
         Ok(())
     }
 

@@ -3,8 +3,8 @@
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::{
-    Swarm, autonat, connection_limits, dcutr, gossipsub, identify, kad, mdns, noise, ping, relay,
-    rendezvous, tcp, yamux,
+    Swarm, autonat, connection_limits, dcutr, gossipsub, identify, kad, mdns, ping, relay,
+    rendezvous, tcp,
 };
 
 use crate::{
@@ -131,20 +131,20 @@ pub(crate) fn build_swarm(
     let swarm = libp2p::SwarmBuilder::with_existing_identity(config.keypair.clone())
         .with_tokio()
         .with_quic()
-        // TCP with Noise and Yamux as libp2p's builder makes it, plus a handshake deadline
-        // (the builder sets none: a silent socket would hold its pending slot for ever).
+        // TCP with TLS (AES-GCM first) or Noise, and Yamux, plus a handshake deadline (the
+        // builder sets none: a silent socket would hold its pending slot for ever).
         .with_other_transport(|key| {
             use libp2p::Transport as _;
             Ok::<_, Box<dyn std::error::Error + Send + Sync>>(
                 tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
                     .upgrade(libp2p::core::upgrade::Version::V1Lazy)
-                    .authenticate(noise::Config::new(key)?)
-                    .multiplex(yamux::Config::default())
+                    .authenticate(crate::secure::Secure::new(key)?)
+                    .multiplex(crate::secure::muxer())
                     .timeout(HANDSHAKE_TIMEOUT),
             )
         })
         .map_err(setup)?
-        .with_relay_client(noise::Config::new, yamux::Config::default)
+        .with_relay_client(crate::secure::Secure::new, crate::secure::muxer)
         .map_err(setup)?
         .with_bandwidth_metrics(registry)
         .with_behaviour(|key, relay_client| {

@@ -40,6 +40,7 @@ pub(crate) struct Dht {
     validators: Vec<(Vec<u8>, Arc<dyn RecordValidator>)>,
     record_gets: HashMap<kad::QueryId, mpsc::Sender<Vec<u8>>>,
     record_puts: HashMap<kad::QueryId, oneshot::Sender<Result<usize, OverlayError>>>,
+    closest: HashMap<kad::QueryId, (Vec<u8>, oneshot::Sender<Vec<PeerId>>)>,
     rejected: Counter,
 }
 
@@ -81,6 +82,7 @@ impl Dht {
             validators: Vec::new(),
             record_gets: HashMap::new(),
             record_puts: HashMap::new(),
+            closest: HashMap::new(),
             rejected,
         }
     }
@@ -190,6 +192,46 @@ impl Dht {
             .kad
             .get_record(kad::RecordKey::new(&key));
         self.record_gets.insert(id, tx);
+    }
+
+    pub fn closest_peers(
+        &mut self,
+        swarm: &mut Swarm<Behaviour>,
+        key: Vec<u8>,
+        reply: oneshot::Sender<Vec<PeerId>>,
+    ) {
+        if self.closest.len() >= MAX_LOOKUPS {
+            tracing::warn!("too many closest-peer lookups in flight; dropping one");
+            return;
+        }
+        let id = swarm.behaviour_mut().kad.get_closest_peers(key.clone());
+        self.closest.insert(id, (key, reply));
+    }
+
+    /// A closest-peers lookup ended: keeps the peers' addresses and answers with them and
+    /// this node, closest first.
+    fn closest_found(
+        &mut self,
+        swarm: &mut Swarm<Behaviour>,
+        id: kad::QueryId,
+        peers: Vec<kad::PeerInfo>,
+    ) {
+        let Some((key, reply)) = self.closest.remove(&id) else {
+            return;
+        };
+        let target = kad::KBucketKey::new(key);
+        let mut ids: Vec<PeerId> = Vec::with_capacity(peers.len() + 1);
+        for p in peers {
+            for a in p.addrs.into_iter().take(MAX_IDENTIFY_ADDRS) {
+                swarm.add_peer_address(p.peer_id, a);
+            }
+            ids.push(p.peer_id);
+        }
+        ids.push(*swarm.local_peer_id());
+        ids.sort_by_key(|p| kad::KBucketKey::from(*p).distance(&target));
+        ids.dedup();
+        ids.truncate(kad::K_VALUE.get());
+        let _ = reply.send(ids);
     }
 
     /// Notes that `peer` (a DHT server) joined the routing table or came back: it may be
@@ -370,6 +412,13 @@ impl Dht {
             }
             kad::QueryResult::GetRecord(_) if step.last => {
                 self.record_gets.remove(&id);
+            }
+            kad::QueryResult::GetClosestPeers(r) if step.last => {
+                let peers = match r {
+                    Ok(ok) => ok.peers,
+                    Err(kad::GetClosestPeersError::Timeout { peers, .. }) => peers,
+                };
+                self.closest_found(swarm, id, peers);
             }
             kad::QueryResult::PutRecord(r) => {
                 if let Some(reply) = self.record_puts.remove(&id) {

@@ -253,6 +253,7 @@ impl EventLoop {
             Command::RegisterRecords(prefix, v) => self.dht.register(prefix, v),
             Command::PutRecord(key, value, reply) => self.dht.put_record(swarm, key, value, reply),
             Command::GetRecord(key, tx) => self.dht.get_record(swarm, key, tx),
+            Command::ClosestPeers(key, reply) => self.dht.closest_peers(swarm, key, reply),
             Command::Gossip(prefix, v, reply) => {
                 let _ = reply.send(self.gossip.route(prefix, v));
             }

@@ -24,6 +24,7 @@ pub mod inbound;
 mod nat;
 mod peers;
 pub mod region;
+pub mod secure;
 mod status;
 
 use std::sync::Arc;
@@ -281,6 +282,7 @@ pub(crate) enum Command {
         oneshot::Sender<Result<usize, OverlayError>>,
     ),
     GetRecord(Vec<u8>, mpsc::Sender<Vec<u8>>),
+    ClosestPeers(Vec<u8>, oneshot::Sender<Vec<PeerId>>),
     Gossip(
         String,
         Arc<dyn RecordValidator>,
@@ -459,6 +461,12 @@ impl Overlay {
         let (tx, rx) = mpsc::channel(64);
         self.send(Command::FindProviders(key, tx)).await?;
         Ok(rx)
+    }
+
+    /// The DHT's closest nodes to `key` (an iterative lookup), this node among them if it
+    /// is one: at most K (20), closest first. Their addresses are kept for dialling.
+    pub async fn closest_peers(&self, key: Vec<u8>) -> Result<Vec<PeerId>, OverlayError> {
+        self.ask(|tx| Command::ClosestPeers(key, tx)).await
     }
 
     /// Remembers an address of `peer` (from a broker or a search answer).

@@ -92,6 +92,21 @@ pub struct Status {
     pub shares: usize,
     /// Downloads running.
     pub downloads: usize,
+    /// This node's part in the distributed word index.
+    #[serde(default)]
+    pub word_index: WordIndex,
+}
+
+/// This node's part in the distributed word index (network search).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct WordIndex {
+    /// Words of this node's public names it published.
+    pub published: usize,
+    /// Of those, words no node took yet (no peers known, or all full).
+    pub unplaced: usize,
+    /// Records this node keeps for other nodes, and their bytes.
+    pub records: usize,
+    pub bytes: usize,
 }
 
 /// A shared file or folder.
@@ -200,7 +215,8 @@ pub struct DownloadChange {
 pub struct SearchRequest {
     /// Words (all must match), `"quoted phrases"`, `prefix*`.
     pub q: String,
-    /// `broker`, `network`, `both` or `flood`; default: `both` with a broker, else `network`.
+    /// `broker`, `network`, `both`, `flood` or `index` (the word index only); default: `both`
+    /// with a broker, else `network`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub via: Option<String>,
     /// How long to wait for answers, in milliseconds (default 5000).

@@ -169,7 +169,8 @@ pub enum Cmd {
         /// Words (all must match), "quoted phrases", prefix*.
         #[arg(required = true, num_args = 1..)]
         query: Vec<String>,
-        /// broker, network, both or flood (default: both with a broker, else network).
+        /// broker, network, both, flood or index (default: both with a broker, else
+        /// network: the word index, then flooding when it finds nothing).
         #[arg(long)]
         via: Option<String>,
         /// Seconds to wait for answers (default 5).

@@ -126,6 +126,18 @@ pub async fn status(c: &Client, json: bool) -> Result<()> {
         s.peers, s.routing_table_peers
     );
     println!("shares    {} (announcing {})", s.shares, s.providing);
+    let w = &s.word_index;
+    println!(
+        "words     {} published{}; keeping {} records for others ({})",
+        w.published,
+        if w.unplaced > 0 {
+            format!(" ({} not placed yet)", w.unplaced)
+        } else {
+            String::new()
+        },
+        w.records,
+        crate::units::human(w.bytes as u64)
+    );
     println!("downloads {} running", s.downloads);
     Ok(())
 }

@@ -23,7 +23,12 @@ pub(crate) fn connected_peers(conns: &[kith_overlay::ConnectionInfo]) -> BTreeSe
     conns.iter().map(|c| c.peer_id.as_str()).collect()
 }
 
-pub(crate) fn status(s: kith_overlay::Status, shares: usize, downloads: usize) -> api::Status {
+pub(crate) fn status(
+    s: kith_overlay::Status,
+    shares: usize,
+    downloads: usize,
+    w: kith_search::WordIndexStatus,
+) -> api::Status {
     let peers = connected_peers(&s.connections).len();
     let dialable = dialable(&s.listen_addrs, &s.external_addrs, &s.peer_id);
     api::Status {
@@ -50,6 +55,12 @@ pub(crate) fn status(s: kith_overlay::Status, shares: usize, downloads: usize) -
         providing: s.providing,
         shares,
         downloads,
+        word_index: api::WordIndex {
+            published: w.published,
+            unplaced: w.unplaced,
+            records: w.records,
+            bytes: w.bytes,
+        },
     }
 }
 

@@ -93,7 +93,8 @@ impl Node {
         let s = self.inner.overlay.status().await?;
         let shares = self.inner.share.list().await?.len();
         let downloads = self.inner.share.downloads().await?.len();
-        Ok(convert::status(s, shares, downloads))
+        let words = self.inner.search.word_index().await;
+        Ok(convert::status(s, shares, downloads, words))
     }
 
     /// Dials a peer at a multiaddr ending in `/p2p/PEER_ID`.

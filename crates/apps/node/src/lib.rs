@@ -279,6 +279,7 @@ async fn start_services(
         dir: opts.home.service_dir("names"),
     };
     let device_key = keypair.clone();
+    let index_key = keypair.clone();
     let names = Names::start(
         names_cfg,
         overlay.clone(),
@@ -288,6 +289,7 @@ async fn start_services(
     )
     .await?;
     let mut scfg = opts.search.clone();
+    scfg.keypair = Some(index_key);
     if let Some(b) = &opts.config.broker {
         scfg.broker = Some(kith_overlay::parse_addr(b)?);
     }

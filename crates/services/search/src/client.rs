@@ -258,26 +258,33 @@ async fn routed(
     asked.len() - 1
 }
 
-/// Searches the network: keyword routing through the DHT, or flooding when no word of the
-/// query can be routed, nobody announced one, or `flood_only`.
+/// Searches the network: the word index; keyword routing (provider records, for peers of
+/// the previous release) when the index has nothing; flooding when no word of the query
+/// can be routed, nobody announced one, or `flood_only`.
 pub(crate) async fn search(
     inner: &Arc<Inner>,
     q: &Query,
-    flood_only: bool,
+    via: crate::Via,
     limit: usize,
     tx: &mpsc::Sender<WireHit>,
 ) {
     let qid: u64 = rand::random();
     inner.first_sight(qid);
-    if !flood_only {
-        let words: Vec<String> = q.keywords().into_iter().take(MAX_ROUTED_WORDS).collect();
-        if !words.is_empty() {
-            let asked = routed(inner, q, &words, qid, limit, tx).await;
-            tracing::debug!(words = words.len(), peers = asked, "keyword routing");
-            if asked > 0 {
-                return;
-            }
+    let words: Vec<String> = q.keywords().into_iter().take(MAX_ROUTED_WORDS).collect();
+    if !matches!(via, crate::Via::Flood) && !words.is_empty() {
+        let found = crate::windex::client::search(inner, q, &words, tx).await;
+        tracing::debug!(words = words.len(), found, "word index");
+        if found > 0 || matches!(via, crate::Via::Index) {
+            return;
+        }
+        // Peers of the previous release announce provider records instead.
+        let asked = routed(inner, q, &words, qid, limit, tx).await;
+        tracing::debug!(words = words.len(), peers = asked, "keyword routing");
+        if asked > 0 {
+            return;
         }
     }
-    flood(inner, &q.text, qid, inner.config.flood_ttl, limit, None, tx).await;
+    if !matches!(via, crate::Via::Index) {
+        flood(inner, &q.text, qid, inner.config.flood_ttl, limit, None, tx).await;
+    }
 }

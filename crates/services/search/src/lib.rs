@@ -22,6 +22,7 @@ pub mod protocol;
 pub mod query;
 mod server;
 mod state;
+pub mod windex;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -96,6 +97,10 @@ pub struct Config {
     pub query_burst: f64,
     /// Neighbours a flooded query is forwarded to at each hop.
     pub flood_fanout: usize,
+    /// The node's key, to sign its word index records (none: it publishes no words).
+    pub keypair: Option<kith_overlay::Keypair>,
+    /// How often every word is published to the word index again (records live 2 h).
+    pub index_republish: Duration,
 }
 
 impl Config {
@@ -109,8 +114,22 @@ impl Config {
             query_rate: 5.0,
             query_burst: 20.0,
             flood_fanout: 8,
+            keypair: None,
+            index_republish: Duration::from_secs(30 * 60),
         }
     }
+}
+
+/// This node's part in the word index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WordIndexStatus {
+    /// Words of this node's names it published.
+    pub published: usize,
+    /// Of those, words no node took (no peers known yet, or all full).
+    pub unplaced: usize,
+    /// Records this node keeps for others, and their bytes.
+    pub records: usize,
+    pub bytes: usize,
 }
 
 /// Something the search service did.
@@ -133,6 +152,8 @@ pub enum Via {
     Both,
     /// Only flooding (the Gnutella baseline).
     Flood,
+    /// Only the distributed word index (no keyword routing, no flooding).
+    Index,
 }
 
 impl std::str::FromStr for Via {
@@ -143,8 +164,9 @@ impl std::str::FromStr for Via {
             "network" => Ok(Via::Network),
             "both" => Ok(Via::Both),
             "flood" => Ok(Via::Flood),
+            "index" => Ok(Via::Index),
             _ => Err(Error::BadQuery(format!(
-                "--via must be broker, network, both or flood, not {:?}",
+                "--via must be broker, network, both, flood or index, not {:?}",
                 s.chars().take(32).collect::<String>()
             ))),
         }
@@ -205,7 +227,12 @@ impl Search {
         let inner = Inner::open(config, overlay, share, names, scopes, registry, tasks).await?;
         let search = Self { inner };
         server::start(&search.inner)?;
+        windex::server::start(&search.inner)?;
         broker::start(&search.inner)?;
+        search
+            .inner
+            .tasks
+            .spawn(windex::publish::run(search.inner.clone()));
         let s = search.clone();
         search.inner.tasks.spawn(async move { s.follow().await });
         Ok(search)
@@ -235,6 +262,18 @@ impl Search {
     /// step with what this node shares.
     pub async fn refresh(&self) -> Result<(), Error> {
         catalog::refresh(&self.inner).await
+    }
+
+    /// This node's part in the word index.
+    pub async fn word_index(&self) -> WordIndexStatus {
+        let (published, unplaced) = windex::publish::published(&self.inner).await;
+        let (records, bytes) = kith_core::sync::recover(&self.inner.windex.store).size();
+        WordIndexStatus {
+            published,
+            unplaced,
+            records,
+            bytes,
+        }
     }
 
     /// Entries in the local catalogue.
@@ -288,9 +327,8 @@ impl Search {
         }
         if !matches!(via, Via::Broker) {
             let (inner2, q, htx) = (inner.clone(), q.clone(), hits_tx.clone());
-            let flood_only = matches!(via, Via::Flood);
             inner.tasks.spawn(async move {
-                let ask = client::search(&inner2, &q, flood_only, limit, &htx);
+                let ask = client::search(&inner2, &q, via, limit, &htx);
                 let _ = tokio::time::timeout_at(deadline, ask).await;
             });
         }

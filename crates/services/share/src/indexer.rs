@@ -9,7 +9,7 @@ use std::time::UNIX_EPOCH;
 use kith_core::ContentId;
 use kith_core::chunker::{self, ChunkError};
 use kith_core::manifest::{self, Chunk, DirManifest, Entry, EntryKind, FileManifest, Manifest};
-use kith_core::store::{Location, Op, Store, StoreError, now_secs};
+use kith_core::store::{Location, Op, Stamp, Store, StoreError, now_secs};
 
 use crate::records::{self, FileRecord, ShareKind, ShareRecord};
 
@@ -273,6 +273,20 @@ fn index_file(
         if f.name != name {
             f.name = name;
         }
+        // Verified when indexed and still the same file: its chunks need no re-hashing.
+        if old.stamp.is_some_and(|s| s == Stamp::of(&meta)) {
+            let mut offset = 0u64;
+            let chunks: Vec<_> = f
+                .chunks
+                .iter()
+                .map(|c| {
+                    let at = offset;
+                    offset += u64::from(c.size);
+                    (c.hash, at)
+                })
+                .collect();
+            batch.store.trust(&key, Stamp::of(&meta), &chunks);
+        }
         let m = Manifest::File(f);
         put_manifest(batch, &m)?;
         let rec = FileRecord {
@@ -283,6 +297,14 @@ fn index_file(
     }
     let chunks = chunker::chunk_file(path)?;
     let size: u64 = chunks.iter().map(|c| u64::from(c.len)).sum();
+    // Every chunk was just hashed: trust them while the file keeps the stamp it had
+    // before and after the read.
+    let stamp = Some(Stamp::of(&meta))
+        .filter(|s| s.size == size && Stamp::of_path(path).is_ok_and(|now| now == *s));
+    if let Some(s) = stamp {
+        let list: Vec<_> = chunks.iter().map(|c| (c.hash, c.offset)).collect();
+        batch.store.trust(&key, s, &list);
+    }
     for c in &chunks {
         batch.push(Op::AddLocation(
             c.hash,
@@ -310,6 +332,7 @@ fn index_file(
         mtime_ns: mtime,
         manifest: m.id(),
         share: m.id(),
+        stamp,
     };
     Ok((m, rec))
 }

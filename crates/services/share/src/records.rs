@@ -18,6 +18,10 @@ pub struct FileRecord {
     pub manifest: ContentId,
     /// The share (root ID) this file belongs to.
     pub share: ContentId,
+    /// The file as it was when its chunks were hashed (absent in records from before
+    /// 0.1.1, and when the file changed while it was read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stamp: Option<kith_core::store::Stamp>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -295,7 +295,7 @@ pub fn check_args(usage: &str) {
             println!("usage: {usage}");
             std::process::exit(0);
         }
-        if a.parse::<u64>().is_err() {
+        if a.split(',').any(|x| x.parse::<u64>().is_err()) {
             eprintln!("error: {a:?} is not a number\nusage: {usage}");
             std::process::exit(2);
         }

@@ -10,7 +10,7 @@ export default {
   render(root, { api, params }) {
     const q = h('input', { type: 'search', name: 'q', placeholder: 'words, "a phrase", prefix*', 'aria-label': 'Search', value: params.get('q') || '' });
     const via = h('select', { 'aria-label': 'Where to search' },
-      ['', 'network', 'broker', 'both', 'flood'].map((v) => h('option', { value: v }, v || 'default')));
+      ['', 'network', 'index', 'broker', 'both', 'flood'].map((v) => h('option', { value: v }, v || 'default')));
     const group = h('input', { name: 'group', placeholder: 'group (optional)', 'aria-label': 'Group', value: params.get('group') || '' });
     const status = h('p', { class: 'muted' });
     const results = h('div', {});

@@ -211,6 +211,9 @@ fn finish_records(
             mtime_ns,
             manifest: *mid,
             share: id,
+            // Every chunk written was verified: after a restart the indexer trusts the
+            // file's chunks while it keeps this stamp.
+            stamp: Some(kith_core::store::Stamp::of(&meta)),
         };
         ops.push(records::put_file(path.display().to_string(), &rec));
     }

@@ -36,6 +36,10 @@ const K: usize = 20;
 const ALPHA: usize = 3;
 const MAX_PROVIDERS: usize = 256;
 const MAX_ASKED: usize = 64;
+/// Word index: how many of a word's closest nodes keep each holder's entry.
+const REPLICAS: usize = 3;
+/// Word index: most holders one node keeps for one word.
+const CAP_PER_WORD: usize = 2048;
 /// Queries with at most this many matching nodes count as rare.
 const RARE: usize = 10;
 
@@ -46,6 +50,8 @@ struct Net {
     tables: Vec<Vec<Vec<usize>>>,
     /// word -> nodes storing its provider records, and the providers.
     providers: HashMap<String, (Vec<usize>, Vec<usize>)>,
+    /// word -> the nodes its index is spread over, and the holders each keeps.
+    index: HashMap<String, (Vec<usize>, Vec<Vec<usize>>)>,
     seed: u64,
 }
 
@@ -106,6 +112,7 @@ impl Net {
             files,
             tables,
             providers: HashMap::new(),
+            index: HashMap::new(),
             seed: rng.next_u64(),
         };
         // Announcements: each word's providers, stored at the K closest nodes to its key.
@@ -122,6 +129,8 @@ impl Net {
         for (w, mut h) in holders {
             let key = key_of(&w);
             let closest = net.true_closest(key);
+            net.index
+                .insert(w.clone(), spread(&net.ids, &closest, &h, key));
             h.truncate(MAX_PROVIDERS);
             net.providers.insert(w, (closest, h));
         }
@@ -191,6 +200,36 @@ impl Net {
     fn matches(&self, node: usize, q: &Query) -> bool {
         self.files[node].iter().any(|f| q.matches_name(f, ""))
     }
+}
+
+/// Where a word's index entries live: each holder's entry goes to the `REPLICAS` nodes of
+/// the word's `K` closest that rank highest for that holder (rendezvous hashing), passing
+/// over nodes that already keep `CAP_PER_WORD` holders of the word.
+fn spread(
+    ids: &[u64],
+    closest: &[usize],
+    holders: &[usize],
+    key: u64,
+) -> (Vec<usize>, Vec<Vec<usize>>) {
+    let mut kept = vec![Vec::new(); closest.len()];
+    for &h in holders {
+        let mut order: Vec<usize> = (0..closest.len()).collect();
+        order.sort_by_key(|&i| {
+            let mut r = Rng(ids[closest[i]] ^ ids[h].rotate_left(17) ^ key);
+            r.next_u64()
+        });
+        let mut placed = 0;
+        for i in order {
+            if placed == REPLICAS {
+                break;
+            }
+            if kept[i].len() < CAP_PER_WORD {
+                kept[i].push(h);
+                placed += 1;
+            }
+        }
+    }
+    (closest.to_vec(), kept)
 }
 
 fn key_of(word: &str) -> u64 {
@@ -303,8 +342,38 @@ fn routed(net: &Net, origin: usize, q: &Query, want: &HashSet<usize>) -> (f64, f
     (recall, messages as f64, last)
 }
 
+/// kith's word index: for each query word (in parallel) a DHT lookup of the word's key,
+/// then the query to the `K` nodes closest to it; each answers with the holders whose
+/// names match every word of the query (it keeps their names).
+fn indexed(net: &Net, origin: usize, q: &Query, want: &HashSet<usize>) -> (f64, f64, f64) {
+    let words: Vec<String> = q.keywords().into_iter().take(4).collect();
+    let mut messages = 0usize;
+    // holder -> when the first answer naming it arrived
+    let mut learned: HashMap<usize, f64> = HashMap::new();
+    for w in &words {
+        let Some((nodes, kept)) = net.index.get(w) else {
+            continue;
+        };
+        let (m, _, end) = net.lookup(origin, key_of(w), nodes);
+        messages += m;
+        for (node, holders) in nodes.iter().zip(kept) {
+            messages += 1;
+            let t = end + 2.0 * net.latency(origin, *node);
+            for h in holders {
+                if want.contains(h) {
+                    let e = learned.entry(*h).or_insert(t);
+                    *e = e.min(t);
+                }
+            }
+        }
+    }
+    let last = learned.values().fold(0.0f64, |a, b| a.max(*b));
+    let recall = learned.len() as f64 / want.len().max(1) as f64;
+    (recall, messages as f64, last)
+}
+
 fn main() -> anyhow::Result<()> {
-    kith_bench::check_args("search_sim [QUERIES_PER_SIZE]   (default 300)");
+    kith_bench::check_args("search_sim [QUERIES_PER_SIZE [SIZES]]   (default 300 200,1000,10000)");
     let queries: usize = std::env::args()
         .nth(1)
         .and_then(|a| a.parse().ok())
@@ -317,10 +386,14 @@ fn main() -> anyhow::Result<()> {
         "{:>6}  {:<16} {:>8}  {:>12}  {:>10}  {:>9}  {:>9}",
         "nodes", "scheme", "recall", "rare recall", "msgs/query", "p50 ms", "p95 ms"
     );
-    for n in [50usize, 200, 1000] {
+    let sizes: Vec<usize> = std::env::args()
+        .nth(2)
+        .map(|a| a.split(',').filter_map(|x| x.parse().ok()).collect())
+        .unwrap_or_else(|| vec![200, 1000, 10_000]);
+    for n in sizes {
         let mut rng = Rng(42 + n as u64);
         let net = Net::build(n, &mut rng);
-        let (mut f, mut k) = (Tally::default(), Tally::default());
+        let (mut f, mut k, mut x) = (Tally::default(), Tally::default(), Tally::default());
         for _ in 0..queries {
             let origin = rng.below(n);
             let holder = rng.below(n);
@@ -359,9 +432,17 @@ fn main() -> anyhow::Result<()> {
             k.recall.push(r);
             k.messages.push(m);
             k.latency.push(l);
+            let (r, m, l) = indexed(&net, origin, &q, &want);
+            if rare {
+                x.rare.push(r);
+            }
+            x.recall.push(r);
+            x.messages.push(m);
+            x.latency.push(l);
         }
         f.row(n, "flooding (TTL 4)");
-        k.row(n, "kith keywords");
+        k.row(n, "keyword providers");
+        x.row(n, "kith word index");
     }
     Ok(())
 }
