@@ -254,6 +254,16 @@ impl EventLoop {
             Command::PutRecord(key, value, reply) => self.dht.put_record(swarm, key, value, reply),
             Command::GetRecord(key, tx) => self.dht.get_record(swarm, key, tx),
             Command::ClosestPeers(key, reply) => self.dht.closest_peers(swarm, key, reply),
+            Command::ClosestKnown(key, except, reply) => {
+                let target = libp2p::kad::KBucketKey::new(key);
+                let peers = swarm
+                    .behaviour_mut()
+                    .kad
+                    .find_closest_local_peers(&target, &except)
+                    .map(|p| (p.node_id, p.multiaddrs.into_iter().take(4).collect()))
+                    .collect();
+                let _ = reply.send(peers);
+            }
             Command::Gossip(prefix, v, reply) => {
                 let _ = reply.send(self.gossip.route(prefix, v));
             }

@@ -245,6 +245,12 @@ impl Config {
 }
 
 /// Parses a multiaddr given by a user.
+/// Sorts `peers` by their DHT distance to `key`, closest first (Kademlia's XOR metric).
+pub fn sort_by_distance(key: &[u8], peers: &mut [PeerId]) {
+    let target = libp2p::kad::KBucketKey::new(key.to_vec());
+    peers.sort_by_cached_key(|p| libp2p::kad::KBucketKey::from(*p).distance(&target));
+}
+
 pub fn parse_addr(s: &str) -> Result<Multiaddr, OverlayError> {
     s.trim()
         .parse()
@@ -283,6 +289,11 @@ pub(crate) enum Command {
     ),
     GetRecord(Vec<u8>, mpsc::Sender<Vec<u8>>),
     ClosestPeers(Vec<u8>, oneshot::Sender<Vec<PeerId>>),
+    ClosestKnown(
+        Vec<u8>,
+        PeerId,
+        oneshot::Sender<Vec<(PeerId, Vec<Multiaddr>)>>,
+    ),
     Gossip(
         String,
         Arc<dyn RecordValidator>,
@@ -467,6 +478,17 @@ impl Overlay {
     /// is one: at most K (20), closest first. Their addresses are kept for dialling.
     pub async fn closest_peers(&self, key: Vec<u8>) -> Result<Vec<PeerId>, OverlayError> {
         self.ask(|tx| Command::ClosestPeers(key, tx)).await
+    }
+
+    /// The nodes closest to `key` in this node's own routing table (no lookup), with their
+    /// addresses, not `except`: at most K, closest first. What a node tells a peer that
+    /// looks `key` up through it.
+    pub async fn closest_known(
+        &self,
+        key: Vec<u8>,
+        except: PeerId,
+    ) -> Result<Vec<(PeerId, Vec<Multiaddr>)>, OverlayError> {
+        self.ask(|tx| Command::ClosestKnown(key, except, tx)).await
     }
 
     /// Remembers an address of `peer` (from a broker or a search answer).

@@ -1,26 +1,37 @@
-//! Asking the word index: for each word of a query, its K closest nodes.
+//! Asking the word index. A query for a word is its own DHT lookup: it goes to the nodes
+//! closest to the word that this node knows, each answers with the matching records it
+//! keeps and the closer nodes it knows, and the query goes on to those, all at once,
+//! until the K closest nodes found have all answered. So answers come in from the first
+//! round on, and the lookup costs no messages beyond the queries themselves.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::future::join_all;
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use kith_core::store::now_secs;
-use kith_overlay::PeerId;
+use kith_overlay::{Multiaddr, PeerId};
 use tokio::sync::mpsc;
 
 use super::record::WordRecord;
-use super::server::{IndexRequest, IndexResponse, MAX_ANSWER_FRAME, MAX_QUERY_MATCHES};
+use super::server::{
+    IndexRequest, IndexResponse, MAX_ANSWER_FRAME, MAX_CLOSER, MAX_CLOSER_ADDRS, MAX_QUERY_MATCHES,
+};
 use super::{INDEX_PROTOCOL, word_key};
 use crate::Error;
 use crate::protocol::{self, WireHit};
 use crate::query::Query;
 use crate::state::Inner;
 
-/// How long the lookup of a word's nodes may take.
+/// How long the lookup of a word's nodes may take (publishing).
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long one node may take to answer.
-const ASK_TIMEOUT: Duration = Duration::from_secs(5);
+const ASK_TIMEOUT: Duration = Duration::from_secs(3);
+/// Nodes a word's index lives at (Kademlia's K).
+const K: usize = 20;
+/// Most rounds of one query's lookup.
+const MAX_ROUNDS: usize = 8;
 
 /// Sends one request to `peer` and returns its answers (all frames up to `End`).
 pub(crate) async fn request(
@@ -44,7 +55,8 @@ pub(crate) async fn request(
     Ok(out)
 }
 
-/// The nodes that keep `word`'s index (this node among them if it is one).
+/// The nodes that keep `word`'s index (this node among them if it is one), found by a
+/// DHT lookup: where records are placed.
 pub(crate) async fn nodes_of(inner: &Inner, word: &str) -> Vec<PeerId> {
     match tokio::time::timeout(LOOKUP_TIMEOUT, inner.overlay.closest_peers(word_key(word))).await {
         Ok(Ok(p)) => p,
@@ -56,39 +68,111 @@ pub(crate) async fn nodes_of(inner: &Inner, word: &str) -> Vec<PeerId> {
     }
 }
 
-/// Asks one node for `word`'s records matching `q`.
-async fn ask(inner: &Inner, peer: PeerId, word: &str, q: &Query) -> Vec<WordRecord> {
+/// One node's answer to a query: its matching records and the closer nodes it knows.
+async fn ask(
+    inner: &Inner,
+    peer: PeerId,
+    word: &str,
+    q: &Query,
+) -> (Vec<WordRecord>, Vec<(PeerId, Vec<Multiaddr>)>) {
     if peer == inner.peer_id() {
-        return kith_core::sync::recover(&inner.windex.store).query(
+        let local = kith_core::sync::recover(&inner.windex.store).query(
             word,
             q,
             MAX_QUERY_MATCHES,
             now_secs(),
         );
+        return (local, Vec::new());
     }
     let req = IndexRequest::Query {
         word: word.to_owned(),
         text: q.text.clone(),
         limit: MAX_QUERY_MATCHES as u32,
     };
-    match tokio::time::timeout(ASK_TIMEOUT, request(inner, peer, &req)).await {
-        Ok(Ok(answers)) => answers
-            .into_iter()
-            .flat_map(|a| match a {
-                IndexResponse::Records { records } => records,
-                _ => Vec::new(),
-            })
-            .collect(),
+    let answers = match tokio::time::timeout(ASK_TIMEOUT, request(inner, peer, &req)).await {
+        Ok(Ok(a)) => a,
         Ok(Err(e)) => {
             tracing::debug!(%peer, error = %e, "word index query failed");
-            Vec::new()
+            return (Vec::new(), Vec::new());
         }
-        Err(_) => Vec::new(),
+        Err(_) => return (Vec::new(), Vec::new()),
+    };
+    let (mut records, mut closer) = (Vec::new(), Vec::new());
+    for a in answers {
+        match a {
+            IndexResponse::Records { records: r } => records.extend(r),
+            IndexResponse::Closer { peers } => {
+                closer.extend(peers.into_iter().take(MAX_CLOSER).filter_map(|p| {
+                    let id: PeerId = p.peer.parse().ok()?;
+                    let addrs = p
+                        .addrs
+                        .iter()
+                        .take(MAX_CLOSER_ADDRS)
+                        .filter_map(|a| a.parse().ok())
+                        .collect();
+                    Some((id, addrs))
+                }));
+            }
+            _ => {}
+        }
+    }
+    (records, closer)
+}
+
+/// Queries the index of one word: rounds of asking every one of the K closest nodes
+/// known that has not answered yet; each record goes to `found` as it arrives.
+async fn lookup(inner: &Inner, word: &str, q: &Query, found: &mpsc::Sender<WordRecord>) {
+    let key = word_key(word);
+    let me = inner.peer_id();
+    let mut short: Vec<PeerId> = inner
+        .overlay
+        .closest_known(key.clone(), me)
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect();
+    short.push(me);
+    kith_overlay::sort_by_distance(&key, &mut short);
+    short.truncate(K);
+    let mut asked: HashSet<PeerId> = HashSet::new();
+    for _ in 0..MAX_ROUNDS {
+        let round: Vec<PeerId> = short
+            .iter()
+            .filter(|p| !asked.contains(p))
+            .copied()
+            .collect();
+        if round.is_empty() {
+            break;
+        }
+        asked.extend(round.iter().copied());
+        let mut answers: FuturesUnordered<_> =
+            round.into_iter().map(|p| ask(inner, p, word, q)).collect();
+        while let Some((records, closer)) = answers.next().await {
+            // A record must be about the word it was asked for.
+            for r in records.into_iter().filter(|r| r.word == word) {
+                if found.send(r).await.is_err() {
+                    return;
+                }
+            }
+            for (p, addrs) in closer {
+                if p == me || short.contains(&p) {
+                    continue;
+                }
+                for a in addrs {
+                    let _ = inner.overlay.add_address(p, a).await;
+                }
+                short.push(p);
+            }
+        }
+        kith_overlay::sort_by_distance(&key, &mut short);
+        short.truncate(K);
     }
 }
 
 /// Searches the word index for `q` (its `words`, at most four, in parallel); matching
-/// names go to `tx` as hits of their holders. Returns how many were sent.
+/// names go to `tx` as hits of their holders, each record checked first. Returns how
+/// many hits were sent.
 pub(crate) async fn search(
     inner: &Arc<Inner>,
     q: &Query,
@@ -96,48 +180,43 @@ pub(crate) async fn search(
     tx: &mpsc::Sender<WireHit>,
 ) -> usize {
     let me = inner.peer_id();
-    let sent = std::sync::atomic::AtomicUsize::new(0);
-    let seen = std::sync::Mutex::new(HashSet::<(PeerId, String)>::new());
-    join_all(words.iter().map(|w| {
-        let (sent, seen) = (&sent, &seen);
-        async move {
-            let nodes = nodes_of(inner, w).await;
-            join_all(nodes.into_iter().map(|node| async move {
-                let now = now_secs();
-                for r in ask(inner, node, w, q).await {
-                    if r.word != *w {
-                        continue;
-                    }
-                    let holder = match r.verify(now) {
-                        Ok(h) => h,
-                        Err(e) => {
-                            tracing::warn!(peer = %node, error = %e, "word index answered a bad record; dropped");
-                            continue;
-                        }
-                    };
-                    if holder == me {
-                        continue;
-                    }
-                    for e in r.matching(q) {
-                        if !kith_core::sync::recover(seen).insert((holder, e.id.clone())) {
-                            continue;
-                        }
-                        let hit = WireHit {
-                            entry: e.clone(),
-                            peer: holder.to_string(),
-                            addrs: Vec::new(),
-                            score: 0.0,
-                        };
-                        if tx.send(hit).await.is_err() {
-                            return;
-                        }
-                        sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    }
+    let (rtx, mut rrx) = mpsc::channel::<WordRecord>(64);
+    let lookups = async move {
+        let rtx = rtx;
+        futures::future::join_all(words.iter().map(|w| lookup(inner, w, q, &rtx))).await;
+    };
+    let take = async {
+        let mut seen = HashSet::<(PeerId, String)>::new();
+        let mut sent = 0;
+        while let Some(r) = rrx.recv().await {
+            let holder = match r.verify(now_secs()) {
+                Ok(h) => h,
+                Err(e) => {
+                    tracing::warn!(error = %e, "word index answered a bad record; dropped");
+                    continue;
                 }
-            }))
-            .await;
+            };
+            if holder == me {
+                continue;
+            }
+            for e in r.matching(q) {
+                if !seen.insert((holder, e.id.clone())) {
+                    continue;
+                }
+                let hit = WireHit {
+                    entry: e.clone(),
+                    peer: holder.to_string(),
+                    addrs: Vec::new(),
+                    score: 0.0,
+                };
+                if tx.send(hit).await.is_err() {
+                    return sent;
+                }
+                sent += 1;
+            }
         }
-    }))
-    .await;
-    sent.into_inner()
+        sent
+    };
+    let ((), sent) = futures::join!(lookups, take);
+    sent
 }

@@ -61,11 +61,26 @@ pub enum IndexResponse {
     Records {
         records: Vec<WordRecord>,
     },
+    /// Of a query: the nodes closest to the word this node knows (the asker goes on to
+    /// those closer than the ones it has asked), with their addresses.
+    Closer {
+        peers: Vec<PeerAddrs>,
+    },
     End {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
     },
 }
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PeerAddrs {
+    pub peer: String,
+    pub addrs: Vec<String>,
+}
+
+/// Most peers in a `Closer` answer, and addresses per peer.
+pub const MAX_CLOSER: usize = 20;
+pub const MAX_CLOSER_ADDRS: usize = 4;
 
 fn end(error: Option<&str>) -> IndexResponse {
     IndexResponse::End {
@@ -135,6 +150,25 @@ async fn handle(inner: &Arc<Inner>, peer: PeerId, mut stream: Stream) -> Result<
                             now_secs(),
                         );
                         send_records(&mut stream, records).await?;
+                        let closer = inner
+                            .overlay
+                            .closest_known(super::word_key(&word), peer)
+                            .await
+                            .unwrap_or_default();
+                        let peers = closer
+                            .into_iter()
+                            .take(MAX_CLOSER)
+                            .map(|(p, a)| PeerAddrs {
+                                peer: p.to_string(),
+                                addrs: a
+                                    .iter()
+                                    .take(MAX_CLOSER_ADDRS)
+                                    .map(|a| a.to_string())
+                                    .collect(),
+                            })
+                            .collect();
+                        protocol::write_frame(&mut stream, &IndexResponse::Closer { peers })
+                            .await?;
                         end(None)
                     }
                 }

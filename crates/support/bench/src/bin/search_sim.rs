@@ -197,6 +197,42 @@ impl Net {
         (messages, hit, latency)
     }
 
+    /// Iterative lookup whose every request is also the query (each node answers with
+    /// what it keeps and the closer nodes it knows), asking up to `alpha` nodes at once;
+    /// returns (messages, when each node asked answered).
+    fn lookup_asking(&self, origin: usize, key: u64, alpha: usize) -> (usize, HashMap<usize, f64>) {
+        let mut short = self.closest_known(origin, key);
+        let mut answered: HashMap<usize, f64> = HashMap::from([(origin, 0.0)]);
+        let (mut messages, mut latency) = (0, 0.0);
+        loop {
+            let round: Vec<usize> = short
+                .iter()
+                .filter(|n| !answered.contains_key(n))
+                .take(alpha)
+                .copied()
+                .collect();
+            if round.is_empty() {
+                break;
+            }
+            let mut rtt: f64 = 0.0;
+            for &n in &round {
+                messages += 1;
+                let r = 2.0 * self.latency(origin, n);
+                rtt = rtt.max(r);
+                answered.insert(n, latency + r);
+                for m in self.closest_known(n, key) {
+                    if !short.contains(&m) {
+                        short.push(m);
+                    }
+                }
+            }
+            short.sort_by_key(|n| self.ids[*n] ^ key);
+            short.truncate(K);
+            latency += rtt;
+        }
+        (messages, answered)
+    }
+
     fn matches(&self, node: usize, q: &Query) -> bool {
         self.files[node].iter().any(|f| q.matches_name(f, ""))
     }
@@ -342,9 +378,10 @@ fn routed(net: &Net, origin: usize, q: &Query, want: &HashSet<usize>) -> (f64, f
     (recall, messages as f64, last)
 }
 
-/// kith's word index: for each query word (in parallel) a DHT lookup of the word's key,
-/// then the query to the `K` nodes closest to it; each answers with the holders whose
-/// names match every word of the query (it keeps their names).
+/// kith's word index: for each query word (in parallel) a lookup of the word's key in
+/// which every request is the query itself, `K` at a time; each of the word's nodes
+/// answers with the holders whose names match every word of the query (it keeps their
+/// names), and the closer nodes it knows.
 fn indexed(net: &Net, origin: usize, q: &Query, want: &HashSet<usize>) -> (f64, f64, f64) {
     let words: Vec<String> = q.keywords().into_iter().take(4).collect();
     let mut messages = 0usize;
@@ -354,15 +391,16 @@ fn indexed(net: &Net, origin: usize, q: &Query, want: &HashSet<usize>) -> (f64, 
         let Some((nodes, kept)) = net.index.get(w) else {
             continue;
         };
-        let (m, _, end) = net.lookup(origin, key_of(w), nodes);
+        let (m, answered) = net.lookup_asking(origin, key_of(w), K);
         messages += m;
         for (node, holders) in nodes.iter().zip(kept) {
-            messages += 1;
-            let t = end + 2.0 * net.latency(origin, *node);
+            let Some(t) = answered.get(node) else {
+                continue;
+            };
             for h in holders {
                 if want.contains(h) {
-                    let e = learned.entry(*h).or_insert(t);
-                    *e = e.min(t);
+                    let e = learned.entry(*h).or_insert(*t);
+                    *e = e.min(*t);
                 }
             }
         }
