@@ -171,6 +171,27 @@ impl Daemon {
             .map(|kb| kb / 1024.0)
             .unwrap_or(0.0)
     }
+
+    /// Starts the peak (VmHWM) over from the current resident size, so the next reading
+    /// covers only what happens from now on.
+    pub fn reset_peak(&self) -> Result<()> {
+        std::fs::write(format!("/proc/{}/clear_refs", self.child.id()), "5")?;
+        Ok(())
+    }
+
+    /// CPU time the daemon used so far (user + system), in seconds.
+    pub fn cpu_secs(&self) -> f64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        // Fields after the command name (which may hold spaces): utime is the 12th.
+        let rest = stat.rsplit(')').next().unwrap_or_default();
+        let f: Vec<f64> = rest
+            .split_whitespace()
+            .map(|x| x.parse().unwrap_or(0.0))
+            .collect();
+        let ticks = f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0);
+        ticks / 100.0
+    }
 }
 
 fn copy_stream<R: Read, W: Write>(mut r: R, mut w: W) -> Result<u64> {

@@ -11,6 +11,12 @@ use serde_json::Value;
 
 pub const KITH: &str = env!("CARGO_BIN_EXE_kith");
 
+/// The `kith` binary the helpers below run: this build's, or `KITH_TEST_BIN` (e.g. a
+/// release build, for the hundred-node test).
+pub fn bin() -> String {
+    std::env::var("KITH_TEST_BIN").unwrap_or_else(|_| KITH.to_owned())
+}
+
 /// Kills the process when dropped, so a failing test leaves nothing running.
 pub struct Proc(pub Child);
 
@@ -22,7 +28,7 @@ impl Drop for Proc {
 }
 
 pub fn kith(home: &Path, args: &[&str]) -> Result<Output> {
-    let child = Command::new(KITH)
+    let child = Command::new(bin())
         .arg("--home")
         .arg(home)
         .args(args)
@@ -81,7 +87,7 @@ fn start_node(
     env: &[(&str, &str)],
 ) -> Result<Proc> {
     let log = std::fs::File::create(home.with_extension("log"))?;
-    let child = Command::new(KITH)
+    let child = Command::new(bin())
         .envs(env.iter().copied())
         .arg("--home")
         .arg(home)

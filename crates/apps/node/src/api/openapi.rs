@@ -92,6 +92,7 @@ impl Modify for Token {
         api::VaultRemoved, api::VaultPeer, api::VaultOverview, api::BackupRequest,
         api::PinRequest, api::CacheEntry, api::CacheHint, api::CacheDemand, api::CacheStatus,
         api::LoginLink, api::Transfer, api::Tick, api::Settings, api::SettingsChange, api::LogLine, api::TicketBody, api::PeerRate,
+        api::WordIndex,
     )),
     modifiers(&Token)
 )]

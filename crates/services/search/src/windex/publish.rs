@@ -21,6 +21,8 @@ use crate::{Error, MAX_KEYWORDS, query};
 
 /// Words placed at once.
 const PARALLEL: usize = 8;
+/// How soon words that no node took are tried again.
+const RETRY_UNPLACED: Duration = Duration::from_secs(10);
 /// How long one put may take.
 const PUT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -62,13 +64,23 @@ pub(crate) async fn run(inner: Arc<Inner>) {
     };
     let mut generation = inner.generation.subscribe();
     let mut round = 0u32;
+    let mut next_all = tokio::time::Instant::now() + republish(round, inner.config.index_republish);
     loop {
-        let wait = republish(round, inner.config.index_republish);
+        // Words no node took yet (no peers known, or they timed out) are tried again soon.
+        let mut wake = next_all;
+        if published(&inner).await.1 > 0 {
+            wake = wake.min(tokio::time::Instant::now() + RETRY_UNPLACED);
+        }
         let all = tokio::select! {
             () = inner.tasks.shutdown().cancelled() => return,
-            () = tokio::time::sleep(wait) => {
-                round = round.saturating_add(1);
-                true
+            () = tokio::time::sleep_until(wake) => {
+                let all = tokio::time::Instant::now() >= next_all;
+                if all {
+                    round = round.saturating_add(1);
+                    next_all = tokio::time::Instant::now()
+                        + republish(round, inner.config.index_republish);
+                }
+                all
             }
             r = generation.changed() => {
                 if r.is_err() {

@@ -1,5 +1,6 @@
-//! Network search at 50, 200 and 1000 simulated nodes: kith's keyword routing through the
-//! DHT beside Gnutella-style flooding, on the same network and the same queries.
+//! Network search at 200, 1000 and 10,000 simulated nodes: kith's distributed word index,
+//! and the keyword routing it replaces, beside Gnutella-style flooding, on the same
+//! network and the same queries.
 //!
 //! The model (one process, no sockets):
 //! - every node opens 4 links to random others (average degree 8), as Gnutella peers keep a
@@ -15,6 +16,13 @@
 //!   tables of up to k nodes per bucket), at most 64 providers per key as kith's store
 //!   keeps; it asks at most 64 providers directly: those holding every word as soon as
 //!   the lookups show them, then the rest, those holding more of the words first.
+//!
+//! - word index (kith): each holder's record for a word (its names holding it) at 3 of the
+//!   word's K closest nodes, ranked for the holder by rendezvous hashing, at most 2048
+//!   holders per node and word; a query, for each word in parallel, is its own lookup:
+//!   it goes to the K closest nodes the asker knows, all at once, each answering with the
+//!   holders whose names match the whole query and the closer nodes it knows, until the
+//!   K closest seen have all answered.
 //!
 //! Prints recall (matching nodes reached / all matching nodes), the same for rare queries
 //! (at most 10 matching nodes), messages per query (for keyword routing: the DHT lookup

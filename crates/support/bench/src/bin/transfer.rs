@@ -43,13 +43,19 @@ fn main() -> Result<()> {
             .unwrap_or_default()
             .to_owned();
         let out = dir.path().join(format!("{}.bin", name.replace('/', "-")));
+        // Memory and CPU of the transfer itself (sharing 1 GiB came before).
+        let idle = (a.peak_rss_mib(), b.peak_rss_mib());
+        a.reset_peak()?;
+        b.reset_peak()?;
+        let cpu0 = (a.cpu_secs(), b.cpu_secs());
         let start = Instant::now();
         let r = b.json(&["get", "--json", &id, "-o", out.to_str().unwrap_or_default()])?;
         let t = start.elapsed();
         if r["bytes"].as_u64() != Some(size) || !same_file(&src, &out)? {
             bail!("{name}: transfer incomplete: {r}");
         }
-        rows.push((name, t, a.peak_rss_mib(), b.peak_rss_mib()));
+        let cpu = (a.cpu_secs() - cpu0.0, b.cpu_secs() - cpu0.1);
+        rows.push((name, t, a.peak_rss_mib(), b.peak_rss_mib(), cpu, idle));
         std::fs::remove_file(&out)?;
     }
 
@@ -72,7 +78,7 @@ fn main() -> Result<()> {
         tls_rate,
         1.0
     );
-    for (name, t, _, _) in &rows {
+    for (name, t, ..) in &rows {
         println!(
             "{:<12} {:>9.2} {:>10.0} {:>9.2}x",
             name,
@@ -82,9 +88,14 @@ fn main() -> Result<()> {
         );
     }
     println!();
-    println!("peak daemon memory (VmHWM): target < 150 MiB");
-    for (name, _, a, b) in &rows {
-        println!("{name:<12} provider {a:>6.1} MiB   downloader {b:>6.1} MiB");
+    println!(
+        "daemons during the transfer: peak memory (VmHWM from the transfer's start; before it:"
+    );
+    println!("the peak so far, sharing included) and CPU seconds");
+    for (name, _, a, b, (ca, cb), (ia, ib)) in &rows {
+        println!(
+            "{name:<12} provider {a:>6.1} MiB ({ia:.1}) {ca:>5.2} s   downloader {b:>6.1} MiB ({ib:.1}) {cb:>5.2} s"
+        );
     }
     Ok(())
 }
