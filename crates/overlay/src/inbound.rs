@@ -288,6 +288,41 @@ impl Inbound {
     pub fn limits(&self) -> Limits {
         self.limits
     }
+
+    /// Serves every stream within the limits until `tasks` shut down: each on a task of
+    /// its own, within `timeout`, holding its slot until done. Failures and timeouts are
+    /// logged (debug) as `what` ("cache request failed").
+    pub fn serve<F, Fut, E>(
+        mut self,
+        tasks: &kith_core::tasks::Tasks,
+        what: &'static str,
+        timeout: std::time::Duration,
+        handle: F,
+    ) where
+        F: Fn(PeerId, Stream) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<(), E>> + Send + 'static,
+        E: std::fmt::Display,
+    {
+        let t = tasks.clone();
+        tasks.spawn(async move {
+            while let Some(Incoming {
+                peer,
+                stream,
+                permit,
+            }) = self.next_until(t.shutdown()).await
+            {
+                let work = handle(peer, stream);
+                t.spawn(async move {
+                    match tokio::time::timeout(timeout, work).await {
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "{what} failed"),
+                        Err(_) => tracing::debug!(%peer, "{what} timed out"),
+                        Ok(Ok(())) => {}
+                    }
+                    drop(permit);
+                });
+            }
+        });
+    }
 }
 
 /// The upgrade that accepts any registered protocol as is.

@@ -83,11 +83,9 @@ fn found(home: &std::path::Path, q: &str) -> Result<HashSet<String>> {
         .collect())
 }
 
-#[test]
-#[ignore = "a hundred processes: run with --ignored and KITH_TEST_BIN (see the top)"]
-fn a_hundred_nodes_find_what_they_share_through_the_word_index() -> Result<()> {
-    let dir = tmp()?;
-    let mut rng = Rng(7);
+/// Each node's file names: three words drawn Zipf(1) from the vocabulary, distinct
+/// within a name and within a node.
+fn zipf_names(rng: &mut Rng) -> Vec<Vec<Vec<String>>> {
     let weights: Vec<f64> = (1..=VOCABULARY).map(|r| 1.0 / r as f64).collect();
     let total: f64 = weights.iter().sum();
     let cdf: Vec<f64> = weights
@@ -97,7 +95,6 @@ fn a_hundred_nodes_find_what_they_share_through_the_word_index() -> Result<()> {
             Some(*acc)
         })
         .collect();
-    // Names: three Zipf words each, distinct within a node.
     let mut names: Vec<Vec<Vec<String>>> = Vec::new();
     for _ in 0..NODES {
         let mut mine: Vec<Vec<String>> = Vec::new();
@@ -115,6 +112,15 @@ fn a_hundred_nodes_find_what_they_share_through_the_word_index() -> Result<()> {
         }
         names.push(mine);
     }
+    names
+}
+
+#[test]
+#[ignore = "a hundred processes: run with --ignored and KITH_TEST_BIN (see the top)"]
+fn a_hundred_nodes_find_what_they_share_through_the_word_index() -> Result<()> {
+    let dir = tmp()?;
+    let mut rng = Rng(7);
+    let names = zipf_names(&mut rng);
     // Start the nodes: each bootstraps through a random one already up.
     let mut homes: Vec<PathBuf> = Vec::new();
     let mut procs: Vec<Proc> = Vec::new();

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kith_core::frame;
-use kith_overlay::inbound::{Incoming, Limits, Refusal};
+use kith_overlay::inbound::{Limits, Refusal};
 use kith_overlay::{PeerId, Stream};
 
 use crate::entries::{Entry, Fill, Why};
@@ -25,28 +25,19 @@ fn busy(_: Refusal) -> Vec<u8> {
 }
 
 pub(crate) fn start(inner: &Arc<Inner>) -> Result<(), Error> {
-    let mut inbound = inner
+    let inbound = inner
         .overlay
         .accept(protocol::PROTOCOL, LIMITS, Arc::new(busy))?;
     let i = inner.clone();
-    inner.tasks.spawn(async move {
-        while let Some(Incoming {
-            peer,
-            stream,
-            permit,
-        }) = inbound.next_until(i.tasks.shutdown()).await
-        {
+    inbound.serve(
+        &inner.tasks,
+        "cache request",
+        TIMEOUT,
+        move |peer, stream| {
             let inner = i.clone();
-            i.tasks.spawn(async move {
-                match tokio::time::timeout(TIMEOUT, serve(&inner, peer, stream)).await {
-                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "cache request failed"),
-                    Err(_) => tracing::debug!(%peer, "cache request timed out"),
-                    Ok(Ok(())) => {}
-                }
-                drop(permit);
-            });
-        }
-    });
+            async move { serve(&inner, peer, stream).await }
+        },
+    );
     Ok(())
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use kith_core::frame;
 use kith_core::person::DeviceCert;
 use kith_core::store::now_secs;
-use kith_overlay::inbound::{Incoming, Limits};
+use kith_overlay::inbound::Limits;
 use kith_overlay::{PeerId, Stream};
 
 use crate::inner::Inner;
@@ -33,28 +33,19 @@ fn busy(_: kith_overlay::inbound::Refusal) -> Vec<u8> {
 }
 
 pub(crate) fn start(inner: &Arc<Inner>) -> Result<(), Error> {
-    let mut inbound = inner
+    let inbound = inner
         .overlay
         .accept(protocol::PROTOCOL, LIMITS, Arc::new(busy))?;
     let i = inner.clone();
-    inner.tasks.spawn(async move {
-        while let Some(Incoming {
-            peer,
-            stream,
-            permit,
-        }) = inbound.next_until(i.tasks.shutdown()).await
-        {
+    inbound.serve(
+        &inner.tasks,
+        "group request",
+        REQUEST_TIMEOUT,
+        move |peer, stream| {
             let inner = i.clone();
-            i.tasks.spawn(async move {
-                match tokio::time::timeout(REQUEST_TIMEOUT, handle(&inner, peer, stream)).await {
-                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "group request failed"),
-                    Err(_) => tracing::debug!(%peer, "group request timed out"),
-                    Ok(Ok(())) => {}
-                }
-                drop(permit);
-            });
-        }
-    });
+            async move { handle(&inner, peer, stream).await }
+        },
+    );
     Ok(())
 }
 

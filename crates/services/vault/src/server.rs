@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kith_core::frame;
-use kith_overlay::inbound::{Incoming, Limits, Refusal as Busy};
+use kith_overlay::inbound::{Limits, Refusal as Busy};
 use kith_overlay::{PeerId, Stream};
 
 use crate::Error;
@@ -28,28 +28,19 @@ fn busy(_: Busy) -> Vec<u8> {
 }
 
 pub(crate) fn start(inner: &Arc<Inner>) -> Result<(), Error> {
-    let mut inbound = inner
+    let inbound = inner
         .overlay
         .accept(protocol::PROTOCOL, LIMITS, Arc::new(busy))?;
     let i = inner.clone();
-    inner.tasks.spawn(async move {
-        while let Some(Incoming {
-            peer,
-            stream,
-            permit,
-        }) = inbound.next_until(i.tasks.shutdown()).await
-        {
+    inbound.serve(
+        &inner.tasks,
+        "vault request",
+        TIMEOUT,
+        move |peer, stream| {
             let inner = i.clone();
-            i.tasks.spawn(async move {
-                match tokio::time::timeout(TIMEOUT, serve(&inner, peer, stream)).await {
-                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "vault request failed"),
-                    Err(_) => tracing::debug!(%peer, "vault request timed out"),
-                    Ok(Ok(())) => {}
-                }
-                drop(permit);
-            });
-        }
-    });
+            async move { serve(&inner, peer, stream).await }
+        },
+    );
     Ok(())
 }
 

@@ -23,6 +23,18 @@ pub struct TestNode {
     token: String,
 }
 
+/// The peers listed as providers of a search result.
+pub fn providers(r: &Value) -> Vec<String> {
+    r["providers"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|p| p.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Node options for tests: loopback only, no mDNS, short waits.
 pub fn options(home: &Path) -> Options {
     let config = Config {

@@ -3,8 +3,7 @@
 use std::time::{Duration, Instant};
 
 use kith_node::Options;
-use kith_testkit::{Result, TestNode, bounded, data, eventually, metric};
-use serde_json::Value;
+use kith_testkit::{Result, TestNode, bounded, data, eventually, metric, providers};
 
 const LIMIT: Duration = Duration::from_secs(150);
 
@@ -32,17 +31,6 @@ async fn stop_all(nodes: Vec<TestNode>) {
     for n in nodes {
         n.stop().await;
     }
-}
-
-fn providers(r: &Value) -> Vec<String> {
-    r["providers"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|p| p.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// Twenty nodes: the second finds what the last shares with no broker (keyword routing

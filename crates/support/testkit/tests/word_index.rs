@@ -5,22 +5,10 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use kith_testkit::{Result, TestNode, bounded, eventually};
-use serde_json::Value;
+use kith_testkit::{Result, TestNode, bounded, eventually, providers};
 
 const LIMIT: Duration = Duration::from_secs(200);
 const NODES: usize = 16;
-
-fn providers(r: &Value) -> Vec<String> {
-    r["providers"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|p| p.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
-}
 
 /// Other peers that hold a result of `q`, found through the word index only.
 async fn holders(node: &TestNode, q: &str) -> Result<HashSet<String>> {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kith_core::store::now_secs;
-use kith_overlay::inbound::{Incoming, Limits, Refusal};
+use kith_overlay::inbound::{Limits, Refusal};
 use kith_overlay::{PeerId, Stream};
 use serde::{Deserialize, Serialize};
 
@@ -97,29 +97,19 @@ fn refusal(why: Refusal) -> Vec<u8> {
 }
 
 pub(crate) fn start(inner: &Arc<Inner>) -> Result<(), Error> {
-    let mut inbound = inner
+    let inbound = inner
         .overlay
         .accept(INDEX_PROTOCOL, LIMITS, Arc::new(refusal))?;
-    let inner2 = inner.clone();
-    inner.tasks.spawn(async move {
-        let inner = inner2;
-        while let Some(Incoming {
-            peer,
-            stream,
-            permit,
-        }) = inbound.next_until(inner.tasks.shutdown()).await
-        {
-            let i = inner.clone();
-            inner.tasks.spawn(async move {
-                match tokio::time::timeout(SERVE_TIMEOUT, handle(&i, peer, stream)).await {
-                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "index stream failed"),
-                    Err(_) => tracing::debug!(%peer, "index request timed out"),
-                    Ok(Ok(())) => {}
-                }
-                drop(permit);
-            });
-        }
-    });
+    let i = inner.clone();
+    inbound.serve(
+        &inner.tasks,
+        "index request",
+        SERVE_TIMEOUT,
+        move |peer, stream| {
+            let inner = i.clone();
+            async move { handle(&inner, peer, stream).await }
+        },
+    );
     Ok(())
 }
 

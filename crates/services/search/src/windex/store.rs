@@ -44,7 +44,7 @@ impl Store {
         }
         let old_weight = old.map(WordRecord::weight);
         if r.entries.is_empty() {
-            self.remove(&r.word.clone(), &holder);
+            self.remove(&r.word, &holder);
             return Put::Removed;
         }
         let holders = self.words.get(&r.word).map_or(0, HashMap::len);

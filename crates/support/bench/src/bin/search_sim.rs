@@ -166,56 +166,35 @@ impl Net {
         all
     }
 
-    /// Iterative Kademlia lookup; returns (messages, time the first node in `stores`
-    /// answered, time the lookup ended).
+    /// Iterative Kademlia lookup (alpha at a time); returns (messages, time the first node
+    /// in `stores` answered, time the lookup ended).
     fn lookup(&self, origin: usize, key: u64, stores: &[usize]) -> (usize, Option<f64>, f64) {
-        let mut short = self.closest_known(origin, key);
-        let mut queried: HashSet<usize> = HashSet::from([origin]);
-        let (mut messages, mut latency) = (0, 0.0);
-        let mut hit: Option<f64> = stores.contains(&origin).then_some(0.0);
-        loop {
-            let round: Vec<usize> = short
-                .iter()
-                .filter(|n| !queried.contains(n))
-                .take(ALPHA)
-                .copied()
-                .collect();
-            if round.is_empty() {
-                break;
-            }
-            let mut rtt: f64 = 0.0;
-            for &n in &round {
-                queried.insert(n);
-                messages += 1;
-                let r = 2.0 * self.latency(origin, n);
-                rtt = rtt.max(r);
-                if hit.is_none() && stores.contains(&n) {
-                    hit = Some(latency + r);
-                }
-                for m in self.closest_known(n, key) {
-                    if !short.contains(&m) {
-                        short.push(m);
-                    }
-                }
-            }
-            short.sort_by_key(|n| self.ids[*n] ^ key);
-            short.truncate(K);
-            latency += rtt;
-        }
-        (messages, hit, latency)
+        let (messages, asked, end) = self.lookup_asking(origin, key, ALPHA);
+        let hit = asked
+            .iter()
+            .find(|(n, _)| stores.contains(n))
+            .map(|(_, t)| *t);
+        (messages, hit, end)
     }
 
     /// Iterative lookup whose every request is also the query (each node answers with
     /// what it keeps and the closer nodes it knows), asking up to `alpha` nodes at once;
-    /// returns (messages, when each node asked answered).
-    fn lookup_asking(&self, origin: usize, key: u64, alpha: usize) -> (usize, HashMap<usize, f64>) {
+    /// returns (messages, the nodes asked in order with when each answered, when the
+    /// lookup ended).
+    fn lookup_asking(
+        &self,
+        origin: usize,
+        key: u64,
+        alpha: usize,
+    ) -> (usize, Vec<(usize, f64)>, f64) {
         let mut short = self.closest_known(origin, key);
-        let mut answered: HashMap<usize, f64> = HashMap::from([(origin, 0.0)]);
+        let mut asked: Vec<(usize, f64)> = vec![(origin, 0.0)];
+        let mut answered: HashSet<usize> = HashSet::from([origin]);
         let (mut messages, mut latency) = (0, 0.0);
         loop {
             let round: Vec<usize> = short
                 .iter()
-                .filter(|n| !answered.contains_key(n))
+                .filter(|n| !answered.contains(n))
                 .take(alpha)
                 .copied()
                 .collect();
@@ -227,7 +206,8 @@ impl Net {
                 messages += 1;
                 let r = 2.0 * self.latency(origin, n);
                 rtt = rtt.max(r);
-                answered.insert(n, latency + r);
+                answered.insert(n);
+                asked.push((n, latency + r));
                 for m in self.closest_known(n, key) {
                     if !short.contains(&m) {
                         short.push(m);
@@ -238,7 +218,7 @@ impl Net {
             short.truncate(K);
             latency += rtt;
         }
-        (messages, answered)
+        (messages, asked, latency)
     }
 
     fn matches(&self, node: usize, q: &Query) -> bool {
@@ -399,7 +379,8 @@ fn indexed(net: &Net, origin: usize, q: &Query, want: &HashSet<usize>) -> (f64, 
         let Some((nodes, kept)) = net.index.get(w) else {
             continue;
         };
-        let (m, answered) = net.lookup_asking(origin, key_of(w), K);
+        let (m, asked, _) = net.lookup_asking(origin, key_of(w), K);
+        let answered: HashMap<usize, f64> = asked.into_iter().collect();
         messages += m;
         for (node, holders) in nodes.iter().zip(kept) {
             let Some(t) = answered.get(node) else {
