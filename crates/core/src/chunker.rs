@@ -39,11 +39,49 @@ pub enum ChunkError {
 /// Bytes read and cut per block.
 const BLOCK: usize = 8 << 20;
 
-/// Appends up to `want` bytes from `reader` to `buf` (straight into its spare capacity);
-/// returns true at end of input.
-fn fill<R: Read>(reader: &mut R, buf: &mut Vec<u8>, want: usize) -> std::io::Result<bool> {
-    let n = reader.by_ref().take(want as u64).read_to_end(buf)?;
-    Ok(n < want)
+/// A block of input, in memory mapped for it alone: unmapped (given back to the system)
+/// when dropped, so chunking a large file leaves nothing behind in the allocator's heap.
+/// Derefs to the bytes filled so far.
+struct Block {
+    map: memmap2::MmapMut,
+    len: usize,
+}
+
+impl Block {
+    fn new(capacity: usize) -> std::io::Result<Self> {
+        Ok(Self {
+            map: memmap2::MmapMut::map_anon(capacity)?,
+            len: 0,
+        })
+    }
+
+    /// Appends up to `want` bytes from `reader`; returns true at end of input.
+    fn fill<R: Read>(&mut self, reader: &mut R, want: usize) -> std::io::Result<bool> {
+        let end = (self.len + want).min(self.map.len());
+        while self.len < end {
+            let dst = self.map.get_mut(self.len..end).unwrap_or_default();
+            match reader.read(dst) {
+                Ok(0) => return Ok(true),
+                Ok(n) => self.len += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(false)
+    }
+}
+
+impl std::ops::Deref for Block {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        self.map.get(..self.len).unwrap_or_default()
+    }
+}
+
+impl std::ops::DerefMut for Block {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        self.map.get_mut(..self.len).unwrap_or_default()
+    }
 }
 
 /// Chunk boundaries `(offset, length)` of `buf`, computed on two threads.
@@ -104,15 +142,23 @@ pub fn chunk_reader<R: Read + Send>(mut reader: R) -> std::io::Result<Vec<ChunkR
     // Blocks are read with room in front for the carried-over tail of the previous block,
     // so only that tail (at most one chunk) is ever copied.
     const RESERVE: usize = MAX_CHUNK as usize;
-    type Hashing = (Arc<Vec<u8>>, Vec<(u64, usize, usize)>);
-    let (read_tx, read_rx) = mpsc::sync_channel::<std::io::Result<(Vec<u8>, bool)>>(2);
+    type Hashing = (Arc<Block>, Vec<(u64, usize, usize)>);
+    let (read_tx, read_rx) = mpsc::sync_channel::<std::io::Result<(Block, bool)>>(2);
     let (hash_tx, hash_rx) = mpsc::sync_channel::<Hashing>(2);
+    // Hashed blocks go back to the reader, so a file is read through the same few blocks
+    // (every block in flight is in one of the channels or a thread's hands).
+    let (free_tx, free_rx) = mpsc::sync_channel::<Block>(8);
     std::thread::scope(|s| {
         s.spawn(move || {
             loop {
-                let mut buf = Vec::with_capacity(RESERVE + BLOCK);
-                buf.resize(RESERVE, 0);
-                let r = fill(&mut reader, &mut buf, BLOCK).map(|eof| (buf, eof));
+                let block = match free_rx.try_recv() {
+                    Ok(b) => Ok(b),
+                    Err(_) => Block::new(RESERVE + BLOCK),
+                };
+                let r = block.and_then(|mut buf| {
+                    buf.len = RESERVE;
+                    buf.fill(&mut reader, BLOCK).map(|eof| (buf, eof))
+                });
                 let stop = !matches!(r, Ok((_, false)));
                 if read_tx.send(r).is_err() || stop {
                     return;
@@ -128,6 +174,9 @@ pub fn chunk_reader<R: Read + Send>(mut reader: R) -> std::io::Result<Vec<ChunkR
                     // A chunk is at most MAX_CHUNK bytes, so its length fits u32.
                     let len = u32::try_from(len).unwrap_or(u32::MAX);
                     out.push(ChunkRef { hash, offset, len });
+                }
+                if let Ok(b) = Arc::try_unwrap(buf) {
+                    let _ = free_tx.try_send(b);
                 }
             }
             out

@@ -139,12 +139,12 @@ pub(crate) fn build_swarm(
                 tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
                     .upgrade(libp2p::core::upgrade::Version::V1Lazy)
                     .authenticate(crate::secure::Secure::new(key)?)
-                    .multiplex(crate::secure::muxer())
+                    .multiplex(crate::mux::muxer())
                     .timeout(HANDSHAKE_TIMEOUT),
             )
         })
         .map_err(setup)?
-        .with_relay_client(crate::secure::Secure::new, crate::secure::muxer)
+        .with_relay_client(crate::secure::Secure::new, crate::mux::muxer)
         .map_err(setup)?
         .with_bandwidth_metrics(registry)
         .with_behaviour(|key, relay_client| {

@@ -21,6 +21,7 @@ mod event_loop;
 mod gossip;
 mod guard;
 pub mod inbound;
+pub mod mux;
 mod nat;
 mod peers;
 pub mod region;

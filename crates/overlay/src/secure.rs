@@ -12,6 +12,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
 use futures::future::{BoxFuture, Either};
+use futures::io::BufReader;
 use futures::{AsyncRead, AsyncWrite, FutureExt};
 use libp2p::core::upgrade::{InboundConnectionUpgrade, OutboundConnectionUpgrade, UpgradeInfo};
 use libp2p::identity::Keypair;
@@ -28,6 +29,14 @@ use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 pub const TLS_PROTOCOL: &str = "/tls/1.0.0";
 const ALPN: &[u8] = b"libp2p";
 const NOISE_PROTOCOL: &str = "/noise";
+/// Encrypted bytes a connection queues before the socket takes them (rustls's default is
+/// 64 KiB): room for a whole multiplexer frame ([`crate::mux::FRAME`]) and its header, so
+/// a frame is encrypted and handed to the kernel in one go.
+const SEND_BUFFER: usize = 2 * crate::mux::FRAME;
+/// Bytes read from the socket at once under TLS. rustls asks for 4 KiB at a time, which
+/// on a fast connection means several system calls per record; one read of up to 64 KiB
+/// serves many records. It costs 64 KiB per TLS connection.
+const READ_BUFFER: usize = 64 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SecureError {
@@ -50,7 +59,7 @@ pub struct Secure {
 }
 
 /// The connection after either handshake.
-pub type SecureStream<C> = Either<futures_rustls::TlsStream<C>, noise::Output<C>>;
+pub type SecureStream<C> = Either<futures_rustls::TlsStream<BufReader<C>>, noise::Output<C>>;
 
 impl Secure {
     pub fn new(key: &Keypair) -> Result<Self, SecureError> {
@@ -124,10 +133,11 @@ where
                 .boxed();
         }
         async move {
-            let stream = futures_rustls::TlsAcceptor::from(self.server)
-                .accept(socket)
+            let mut stream = futures_rustls::TlsAcceptor::from(self.server)
+                .accept(BufReader::with_capacity(READ_BUFFER, socket))
                 .await
                 .map_err(SecureError::Tls)?;
+            stream.get_mut().1.set_buffer_limit(Some(SEND_BUFFER));
             let peer = peer_of(stream.get_ref().1)?;
             Ok((peer, Either::Left(stream.into())))
         }
@@ -155,10 +165,11 @@ where
             // The libp2p TLS spec: clients send no server name (an unspecified address
             // turns SNI off).
             let name = ServerName::IpAddress(IpAddr::V4(Ipv4Addr::UNSPECIFIED).into());
-            let stream = futures_rustls::TlsConnector::from(self.client)
-                .connect(name, socket)
+            let mut stream = futures_rustls::TlsConnector::from(self.client)
+                .connect(name, BufReader::with_capacity(READ_BUFFER, socket))
                 .await
                 .map_err(SecureError::Tls)?;
+            stream.get_mut().1.set_buffer_limit(Some(SEND_BUFFER));
             let peer = peer_of(stream.get_ref().1)?;
             Ok((peer, Either::Left(stream.into())))
         }
@@ -323,20 +334,6 @@ impl ClientCertVerifier for PeerCert {
         schemes()
     }
 }
-
-/// Yamux with the receive windows bounded. Yamux lets one stream's window grow up to what
-/// the connection's budget (1 GiB) has left beyond 256 KiB for each stream the connection
-/// may have; allowing 4,032 streams leaves 16 MiB of growth for the whole connection,
-/// which is what bounds the memory a fast transfer takes (at 256 KiB per stream, a stream
-/// already outruns loopback). Protocols keep their own, much lower, stream limits.
-pub fn muxer() -> libp2p::yamux::Config {
-    let mut c = libp2p::yamux::Config::default();
-    c.set_max_num_streams(MAX_STREAMS);
-    c
-}
-
-/// Streams one connection may have open at once (see [`muxer`]).
-pub const MAX_STREAMS: usize = 4032;
 
 #[cfg(test)]
 mod tests;

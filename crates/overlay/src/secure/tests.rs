@@ -134,7 +134,7 @@ fn kith(key: &Keypair) -> Result<Boxed, Error> {
     Ok(tcp::tokio::Transport::new(tcp::Config::default())
         .upgrade(Version::V1)
         .authenticate(Secure::new(key)?)
-        .multiplex(muxer())
+        .multiplex(crate::mux::muxer())
         .map(|(p, m), _| (p, libp2p::core::muxing::StreamMuxerBox::new(m)))
         .boxed())
 }

@@ -116,6 +116,21 @@ pub(crate) async fn read_response(
     stream: &mut Stream,
     id: &ContentId,
 ) -> Result<Vec<u8>, Failure> {
+    let mut buf = Vec::new();
+    let len = read_response_into(inner, peer, stream, id, &mut buf).await?;
+    buf.truncate(len);
+    Ok(buf)
+}
+
+/// [`read_response`] into `buf`, which grows to fit and is never shrunk (so a reused
+/// buffer is not zeroed again); returns the length of the verified body at its start.
+pub(crate) async fn read_response_into(
+    inner: &Inner,
+    peer: PeerId,
+    stream: &mut Stream,
+    id: &ContentId,
+    buf: &mut Vec<u8>,
+) -> Result<usize, Failure> {
     let max = protocol::max_body(id.kind());
     let len = tokio::time::timeout(
         inner.config.stall_timeout,
@@ -124,14 +139,17 @@ pub(crate) async fn read_response(
     .await
     .map_err(|_| Failure::Offence(Offence::Stall))?
     .map_err(header_failure)?;
-    let mut buf = vec![0u8; len];
+    if buf.len() < len {
+        buf.resize(len, 0);
+    }
+    let body = buf.get_mut(..len).unwrap_or_default();
     // Small slices when a download limit paces them; otherwise few, large reads.
     let step = if inner.download_limit.is_limited() {
         crate::rate::SLICE
     } else {
         READ_STEP
     };
-    for slice in buf.chunks_mut(step) {
+    for slice in body.chunks_mut(step) {
         inner.download_limit.acquire(slice.len()).await;
         match tokio::time::timeout(inner.config.stall_timeout, stream.read_exact(slice)).await {
             Ok(Ok(())) => {}
@@ -146,8 +164,8 @@ pub(crate) async fn read_response(
             Err(_) => return Err(Failure::Offence(Offence::Stall)),
         }
     }
-    if id.verify(&buf) {
-        Ok(buf)
+    if id.verify(body) {
+        Ok(len)
     } else {
         Err(Failure::Offence(Offence::WrongBytes))
     }

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+pub mod peers;
+
 pub const MIB: u64 = 1024 * 1024;
 
 /// Scratch space on tmpfs, so the disk (≈240 MB/s here) does not set the figures.
@@ -161,15 +163,7 @@ impl Daemon {
 
     /// Peak resident memory of the daemon so far (VmHWM), in MiB.
     pub fn peak_rss_mib(&self) -> f64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
-        status
-            .lines()
-            .find(|l| l.starts_with("VmHWM:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|kb| kb.parse::<f64>().ok())
-            .map(|kb| kb / 1024.0)
-            .unwrap_or(0.0)
+        peers::peak_rss_mib(self.child.id())
     }
 
     /// Starts the peak (VmHWM) over from the current resident size, so the next reading

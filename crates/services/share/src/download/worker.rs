@@ -136,22 +136,37 @@ async fn fill(
     Ok(Ok(pending.front().copied()))
 }
 
-/// Writes a landed chunk and tells the scheduler. `Err` ends the worker.
-async fn land(shared: &Shared, peer: PeerId, i: usize, bytes: Vec<u8>) -> Result<(), Exit> {
+/// Writes a landed chunk (the first `len` bytes of `buf`) and tells the scheduler; gives
+/// the buffer back for the next chunk. `Err` ends the worker.
+async fn land(
+    shared: &Shared,
+    peer: PeerId,
+    i: usize,
+    buf: &mut Vec<u8>,
+    len: usize,
+) -> Result<(), Exit> {
     let inner = &shared.inner;
     inner.metrics.chunks_fetched.inc();
-    inner.metrics.bytes_received.inc_by(bytes.len() as u64);
-    inner.count_peer(peer, 0, bytes.len() as u64);
+    inner.metrics.bytes_received.inc_by(len as u64);
+    inner.count_peer(peer, 0, len as u64);
     let targets = shared
         .plan
         .tasks
         .get(i)
         .map(|t| t.targets.clone())
         .unwrap_or_default();
+    let bytes = std::mem::take(buf);
     let written = inner
         .tasks
-        .blocking(move || write_targets(&targets, &bytes))
-        .await;
+        .blocking(move || {
+            let r = write_targets(&targets, bytes.get(..len).unwrap_or_default());
+            (r, bytes)
+        })
+        .await
+        .map(|(r, bytes)| {
+            *buf = bytes;
+            r
+        });
     let failed = match written {
         Ok(Ok(())) => None,
         Ok(Err(e)) => Some(e.to_string()),
@@ -179,6 +194,9 @@ async fn fetch_loop(shared: &Shared, peer: PeerId, pending: &mut VecDeque<usize>
     let inner = &shared.inner;
     let mut stream: Option<Stream> = None;
     let mut failures = 0u32;
+    // One receive buffer for the worker's whole life: it grows to the largest chunk and
+    // is not zeroed again.
+    let mut buf = Vec::new();
     let exit = loop {
         if inner.strikes.is_shunned(&peer) {
             break Exit::Dropped;
@@ -216,17 +234,17 @@ async fn fetch_loop(shared: &Shared, peer: PeerId, pending: &mut VecDeque<usize>
                 continue;
             }
             Ok(Some(i)) => match shared.cid(i) {
-                Some(id) => client::read_response(inner, peer, s, &id)
+                Some(id) => client::read_response_into(inner, peer, s, &id, &mut buf)
                     .await
-                    .map(|b| (i, b)),
+                    .map(|len| (i, len)),
                 None => Err(Failure::Lost("no such chunk".into())),
             },
         };
         match result {
-            Ok((i, bytes)) => {
+            Ok((i, len)) => {
                 pending.pop_front();
                 failures = 0;
-                if let Err(exit) = land(shared, peer, i, bytes).await {
+                if let Err(exit) = land(shared, peer, i, &mut buf, len).await {
                     break exit;
                 }
             }

@@ -1,27 +1,30 @@
 //! `kith share` indexing of a big file (FastCDC + BLAKE3 per chunk + metadata commit)
-//! against raw BLAKE3 hashing of the same file (target: at least 0.8x its speed).
+//! against raw BLAKE3 hashing of the same file, sendme's import and mktorrent's hashing
+//! (each run `ROUNDS` times, medians; tools not installed are skipped).
 //!
-//! `target/release/share [MiB]`
+//! `target/release/share [MiB] [ROUNDS]`
 
 use std::io::Read;
-use std::time::Instant;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{Result, bail};
+use kith_bench::peers::{Sendme, tool};
 use kith_bench::{MIB, make_file, mbps, scratch, size_arg};
 use kith_core::store::Store;
 
-fn main() -> Result<()> {
-    kith_bench::check_args("share [MIB]   (default 1024)");
-    let size = size_arg(1024);
-    let dir = scratch()?;
-    let f = dir.path().join("big.bin");
-    make_file(&f, size, 3)?;
-    println!("file: {} MiB on tmpfs", size / MIB);
+fn median(v: &[Duration]) -> Duration {
+    let mut v = v.to_vec();
+    v.sort();
+    v.get(v.len() / 2).copied().unwrap_or_default()
+}
 
-    // Baseline: BLAKE3 over the whole file, one thread, 1 MiB reads (like `b3sum --no-mmap`).
+/// BLAKE3 over the whole file, one thread, 1 MiB reads (like `b3sum --no-mmap`).
+fn raw_blake3(f: &Path) -> Result<(Duration, String)> {
     let start = Instant::now();
     let mut h = blake3::Hasher::new();
-    let mut r = std::fs::File::open(&f)?;
+    let mut r = std::fs::File::open(f)?;
     let mut buf = vec![0u8; 1 << 20];
     loop {
         let n = r.read(&mut buf)?;
@@ -30,43 +33,107 @@ fn main() -> Result<()> {
         }
         h.update(buf.get(..n).unwrap_or_default());
     }
-    let digest = h.finalize();
-    let raw = start.elapsed();
+    Ok((start.elapsed(), h.finalize().to_hex()[..16].to_owned()))
+}
 
+/// mktorrent with 1 MiB pieces (SHA-1 of every piece), or `None` when not installed.
+fn mktorrent(f: &Path, out: &Path) -> Result<Option<Duration>> {
+    let Some(program) = tool("mktorrent") else {
+        return Ok(None);
+    };
+    let _ = std::fs::remove_file(out);
     let start = Instant::now();
-    let chunks = kith_core::chunker::chunk_file(&f)?;
-    let chunking = start.elapsed();
+    let st = Command::new(program)
+        .args(["-l", "20", "-a", "http://127.0.0.1:1/announce", "-o"])
+        .arg(out)
+        .arg(f)
+        .stdout(Stdio::null())
+        .status()?;
+    if !st.success() {
+        bail!("mktorrent failed: {st}");
+    }
+    Ok(Some(start.elapsed()))
+}
 
-    let store = Store::open(&dir.path().join("meta.redb"))?;
-    let start = Instant::now();
-    let rec = kith_share::indexer::share_path(&store, &f, None)?;
-    let kith = start.elapsed();
+fn main() -> Result<()> {
+    kith_bench::check_args("share [MIB] [ROUNDS]   (default 1024 3)");
+    let size = size_arg(1024);
+    let rounds: usize = std::env::args()
+        .nth(2)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(3)
+        .max(1);
+    let dir = scratch()?;
+    let f = dir.path().join("big.bin");
+    make_file(&f, size, 3)?;
+    println!(
+        "file: {} MiB on tmpfs, {rounds} rounds, medians",
+        size / MIB
+    );
 
+    let (mut raw, mut chunking, mut kith) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut sendme, mut torrent) = (Vec::new(), Vec::new());
+    let (mut digest, mut chunks, mut id) = (String::new(), 0, String::new());
+    for round in 0..rounds {
+        let (t, d) = raw_blake3(&f)?;
+        raw.push(t);
+        digest = d;
+
+        let start = Instant::now();
+        chunks = kith_core::chunker::chunk_file(&f)?.len();
+        chunking.push(start.elapsed());
+
+        // A fresh store every round: the file is new to it each time.
+        let store = Store::open(&dir.path().join(format!("meta-{round}.redb")))?;
+        let start = Instant::now();
+        id = kith_share::indexer::share_path(&store, &f, None)?
+            .id
+            .to_string();
+        kith.push(start.elapsed());
+
+        if let Some(s) = Sendme::send(&f, dir.path())? {
+            sendme.push(s.import);
+        }
+        if let Some(t) = mktorrent(&f, &dir.path().join("big.torrent"))? {
+            torrent.push(t);
+        }
+    }
+
+    let line = |name: &str, t: Duration, note: &str| {
+        println!(
+            "{name:<22} {:>9.2} {:>10.0}   {note}",
+            t.as_secs_f64(),
+            mbps(size, t)
+        );
+    };
     println!("{:<22} {:>9} {:>10}", "", "seconds", "MB/s");
-    println!(
-        "{:<22} {:>9.2} {:>10.0}   ({})",
-        "raw BLAKE3",
-        raw.as_secs_f64(),
-        mbps(size, raw),
-        &digest.to_hex()[..16]
-    );
-    println!(
-        "{:<22} {:>9.2} {:>10.0}   ({} chunks)",
+    line("raw BLAKE3", median(&raw), &format!("({digest})"));
+    line(
         "  chunking alone",
-        chunking.as_secs_f64(),
-        mbps(size, chunking),
-        chunks.len()
+        median(&chunking),
+        &format!("({chunks} chunks)"),
     );
-    println!(
-        "{:<22} {:>9.2} {:>10.0}   ({})",
-        "kith share",
-        kith.as_secs_f64(),
-        mbps(size, kith),
-        rec.id
-    );
+    line("kith share", median(&kith), &format!("({id})"));
+    if sendme.is_empty() {
+        println!("sendme import          not measured: not installed, or no network namespace");
+    } else {
+        line("sendme import", median(&sendme), "(until its ticket)");
+    }
+    if torrent.is_empty() {
+        println!("mktorrent              not measured: not installed");
+    } else {
+        line("mktorrent", median(&torrent), "(1 MiB pieces)");
+    }
+    let k = median(&kith).as_secs_f64();
     println!(
         "ratio kith/raw: {:.2}x (target >= 0.8x)",
-        raw.as_secs_f64() / kith.as_secs_f64()
+        median(&raw).as_secs_f64() / k
     );
+    if !sendme.is_empty() {
+        println!(
+            "kith share speed / sendme import: {:.2}x (target >= 1x)",
+            median(&sendme).as_secs_f64() / k
+        );
+    }
     Ok(())
 }

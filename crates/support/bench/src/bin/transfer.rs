@@ -1,100 +1,185 @@
-//! One-source transfer between two `kith` daemons on loopback, beside a plain TCP copy and
-//! a TLS copy of the same file, plus the daemons' peak memory.
+//! One-source transfer between two `kith` daemons on loopback, beside a plain TCP copy, a
+//! TLS copy, an aria2 (BitTorrent) copy and a sendme copy of the same file, plus the peak
+//! memory and CPU
+//! of each side. Every copy runs `ROUNDS` times, interleaved, and the medians are shown
+//! (this machine's speed drifts between runs).
 //!
-//! `cargo build --release -p kith -p kith-bench && target/release/transfer [MiB]`
+//! `cargo build --release -p kith -p kith-bench && target/release/transfer [MiB] [ROUNDS]`
 
-use std::time::Instant;
+use std::path::Path;
+use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
+use kith_bench::peers::{Sendme, ToolCopy, aria2_copy};
 use kith_bench::{Daemon, MIB, make_file, mbps, same_file, scratch, size_arg, tcp_copy, tls_copy};
 
+/// A kith transport's results over all rounds.
+struct KithRun {
+    name: &'static str,
+    times: Vec<Duration>,
+    /// CPU seconds per round: provider, downloader.
+    cpu: Vec<(f64, f64)>,
+    /// Peak memory over all rounds, and before the first (sharing included).
+    peak: (f64, f64),
+    before: (f64, f64),
+}
+
+fn median<T: Copy + PartialOrd>(v: &[T]) -> Option<T> {
+    let mut v = v.to_vec();
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    v.get(v.len() / 2).copied()
+}
+
+fn kith_run(name: &'static str, listen: &str, src: &Path, rounds: usize) -> Result<KithRun> {
+    let dir = src.parent().unwrap_or(Path::new("."));
+    let home = |side: &str| dir.join(format!("{name}-{side}").replace('/', "-"));
+    let a = Daemon::start(&home("a"), &["--listen", listen])?;
+    let b = Daemon::start(&home("b"), &["--listen", listen, "--bootstrap", &a.addr()?])?;
+    let id = a.json(&["share", "--json", src.to_str().unwrap_or_default()])?["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let size = std::fs::metadata(src)?.len();
+    // Memory and CPU of the transfers themselves (sharing 1 GiB came before).
+    let before = (a.peak_rss_mib(), b.peak_rss_mib());
+    a.reset_peak()?;
+    b.reset_peak()?;
+    let mut run = KithRun {
+        name,
+        times: Vec::new(),
+        cpu: Vec::new(),
+        peak: (0.0, 0.0),
+        before,
+    };
+    for round in 0..rounds {
+        let out = dir.join(format!("{}-{round}.bin", name.replace('/', "-")));
+        let cpu0 = (a.cpu_secs(), b.cpu_secs());
+        let start = Instant::now();
+        let r = b.json(&["get", "--json", &id, "-o", out.to_str().unwrap_or_default()])?;
+        run.times.push(start.elapsed());
+        if r["bytes"].as_u64() != Some(size) || !same_file(src, &out)? {
+            bail!("{name}: transfer incomplete: {r}");
+        }
+        run.cpu.push((a.cpu_secs() - cpu0.0, b.cpu_secs() - cpu0.1));
+        std::fs::remove_file(&out)?;
+    }
+    run.peak = (a.peak_rss_mib(), b.peak_rss_mib());
+    Ok(run)
+}
+
+fn row(name: &str, size: u64, t: Duration, tls_rate: f64) {
+    println!(
+        "{:<12} {:>9.2} {:>10.0} {:>9.2}x",
+        name,
+        t.as_secs_f64(),
+        mbps(size, t),
+        mbps(size, t) / tls_rate
+    );
+}
+
 fn main() -> Result<()> {
-    kith_bench::check_args("transfer [MIB]   (default 1024)");
+    kith_bench::check_args("transfer [MIB] [ROUNDS]   (default 1024 3)");
     let size = size_arg(1024);
+    let rounds: usize = std::env::args()
+        .nth(2)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(3)
+        .max(1);
     let dir = scratch()?;
     let src = dir.path().join("src.bin");
     make_file(&src, size, 1)?;
     println!(
-        "file: {} MiB on tmpfs ({})",
+        "file: {} MiB on tmpfs ({}), {rounds} rounds, medians",
         size / MIB,
         dir.path().display()
     );
 
-    let tcp = tcp_copy(&src, &dir.path().join("tcp.bin"))?;
-    std::fs::remove_file(dir.path().join("tcp.bin"))?;
-    let tls = tls_copy(&src, &dir.path().join("tls.bin"))?;
-    std::fs::remove_file(dir.path().join("tls.bin"))?;
-
-    let mut rows = Vec::new();
-    for (name, listen) in [
-        ("kith/tcp", "/ip4/127.0.0.1/tcp/0"),
-        ("kith/quic", "/ip4/127.0.0.1/udp/0/quic-v1"),
-    ] {
-        let a = Daemon::start(
-            &dir.path().join(format!("{name}-a").replace('/', "-")),
-            &["--listen", listen],
-        )?;
-        let b = Daemon::start(
-            &dir.path().join(format!("{name}-b").replace('/', "-")),
-            &["--listen", listen, "--bootstrap", &a.addr()?],
-        )?;
-        let id = a.json(&["share", "--json", src.to_str().unwrap_or_default()])?["id"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
-        let out = dir.path().join(format!("{}.bin", name.replace('/', "-")));
-        // Memory and CPU of the transfer itself (sharing 1 GiB came before).
-        let idle = (a.peak_rss_mib(), b.peak_rss_mib());
-        a.reset_peak()?;
-        b.reset_peak()?;
-        let cpu0 = (a.cpu_secs(), b.cpu_secs());
-        let start = Instant::now();
-        let r = b.json(&["get", "--json", &id, "-o", out.to_str().unwrap_or_default()])?;
-        let t = start.elapsed();
-        if r["bytes"].as_u64() != Some(size) || !same_file(&src, &out)? {
-            bail!("{name}: transfer incomplete: {r}");
+    let (mut tcp, mut tls) = (Vec::new(), Vec::new());
+    let (mut aria2, mut sendme) = (Vec::<ToolCopy>::new(), Vec::<ToolCopy>::new());
+    let aria2_dir = dir.path().join("aria2");
+    let sendme_dir = dir.path().join("sendme");
+    for _ in 0..rounds {
+        tcp.push(tcp_copy(&src, &dir.path().join("tcp.bin"))?);
+        std::fs::remove_file(dir.path().join("tcp.bin"))?;
+        tls.push(tls_copy(&src, &dir.path().join("tls.bin"))?);
+        std::fs::remove_file(dir.path().join("tls.bin"))?;
+        if let Some(c) = aria2_copy(&src, dir.path(), &aria2_dir)? {
+            if !same_file(&src, &aria2_dir.join("src.bin"))? {
+                bail!("aria2: the copy differs from the source");
+            }
+            aria2.push(c);
         }
-        let cpu = (a.cpu_secs() - cpu0.0, b.cpu_secs() - cpu0.1);
-        rows.push((name, t, a.peak_rss_mib(), b.peak_rss_mib(), cpu, idle));
-        std::fs::remove_file(&out)?;
+        let _ = std::fs::remove_dir_all(&aria2_dir);
+        if let Some(sender) = Sendme::send(&src, dir.path())? {
+            let c = sender.receive(&sendme_dir)?;
+            if !same_file(&src, &sendme_dir.join("src.bin"))? {
+                bail!("sendme: the copy differs from the source");
+            }
+            sendme.push(c);
+        }
+        let _ = std::fs::remove_dir_all(&sendme_dir);
     }
+    let runs = [
+        kith_run("kith/tcp", "/ip4/127.0.0.1/tcp/0", &src, rounds)?,
+        kith_run("kith/quic", "/ip4/127.0.0.1/udp/0/quic-v1", &src, rounds)?,
+    ];
 
+    let tls_t = median(&tls).unwrap_or_default();
+    let tls_rate = mbps(size, tls_t);
     println!(
         "{:<12} {:>9} {:>10} {:>10}",
         "copy", "seconds", "MB/s", "vs TLS"
     );
-    let tls_rate = mbps(size, tls);
-    println!(
-        "{:<12} {:>9.2} {:>10.0} {:>9.2}x",
+    row(
         "plain TCP",
-        tcp.as_secs_f64(),
-        mbps(size, tcp),
-        mbps(size, tcp) / tls_rate
-    );
-    println!(
-        "{:<12} {:>9.2} {:>10.0} {:>9.2}x",
-        "TLS (rustls)",
-        tls.as_secs_f64(),
+        size,
+        median(&tcp).unwrap_or_default(),
         tls_rate,
-        1.0
     );
-    for (name, t, ..) in &rows {
-        println!(
-            "{:<12} {:>9.2} {:>10.0} {:>9.2}x",
-            name,
-            t.as_secs_f64(),
-            mbps(size, *t),
-            mbps(size, *t) / tls_rate
-        );
+    row("TLS (rustls)", size, tls_t, tls_rate);
+    let aria2_t = median(&aria2.iter().map(|c| c.time).collect::<Vec<_>>());
+    match aria2_t {
+        Some(t) => row("aria2 (BT)", size, t, tls_rate),
+        None => println!("aria2 (BT)   not measured: aria2c or mktorrent is not installed"),
+    }
+    let sendme_t = median(&sendme.iter().map(|c| c.time).collect::<Vec<_>>());
+    match sendme_t {
+        Some(t) => row("sendme", size, t, tls_rate),
+        None => println!("sendme       not measured: not installed, or no network namespace"),
+    }
+    for r in &runs {
+        row(r.name, size, median(&r.times).unwrap_or_default(), tls_rate);
+    }
+    for (tool, t) in [("aria2", aria2_t), ("sendme", sendme_t)] {
+        for r in runs.iter().filter(|_| t.is_some()) {
+            let k = median(&r.times).unwrap_or_default();
+            let other = t.unwrap_or_default();
+            println!(
+                "{} speed / {tool}: {:.2}x",
+                r.name,
+                other.as_secs_f64() / k.as_secs_f64()
+            );
+        }
     }
     println!();
-    println!(
-        "daemons during the transfer: peak memory (VmHWM from the transfer's start; before it:"
-    );
-    println!("the peak so far, sharing included) and CPU seconds");
-    for (name, _, a, b, (ca, cb), (ia, ib)) in &rows {
+    println!("peak memory over the rounds (VmHWM from the first transfer's start; before it:");
+    println!("the peak so far, sharing included) and median CPU seconds per transfer");
+    for r in &runs {
+        let ca = median(&r.cpu.iter().map(|c| c.0).collect::<Vec<_>>()).unwrap_or(0.0);
+        let cb = median(&r.cpu.iter().map(|c| c.1).collect::<Vec<_>>()).unwrap_or(0.0);
         println!(
-            "{name:<12} provider {a:>6.1} MiB ({ia:.1}) {ca:>5.2} s   downloader {b:>6.1} MiB ({ib:.1}) {cb:>5.2} s"
+            "{:<12} provider {:>6.1} MiB ({:.1}) {ca:>5.2} s   downloader {:>6.1} MiB ({:.1}) {cb:>5.2} s",
+            r.name, r.peak.0, r.before.0, r.peak.1, r.before.1
+        );
+    }
+    for (tool, copies) in [("aria2 (BT)", &aria2), ("sendme", &sendme)] {
+        if copies.is_empty() {
+            continue;
+        }
+        let sender = copies.iter().map(|c| c.sender_mib).fold(0.0, f64::max);
+        let receiver = copies.iter().map(|c| c.receiver_mib).fold(0.0, f64::max);
+        println!(
+            "{tool:<12} sender   {sender:>6.1} MiB               downloader {receiver:>6.1} MiB"
         );
     }
     Ok(())
