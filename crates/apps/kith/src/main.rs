@@ -49,6 +49,9 @@ fn quiet_panics() {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(cli.command, Cmd::Up(_)) {
+        few_malloc_arenas();
+    }
     quiet_panics();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -66,6 +69,27 @@ fn main() -> ExitCode {
             eprintln!("error: {}", one_line(&e));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// glibc's malloc gives threads their own arenas (up to eight per core) and memory freed
+/// into one is not reused by another, so a daemon that moves chunks between its network
+/// and disk threads kept ~10 MiB more than it used during a 1 GiB transfer. Two arenas
+/// keep the daemon close to what it uses. glibc reads the setting only when a process
+/// starts, so `kith up` runs itself again with it (same process ID, same arguments),
+/// unless `MALLOC_ARENA_MAX` is set already; if that fails it goes on as it is.
+fn few_malloc_arenas() {
+    use std::os::unix::process::CommandExt;
+    const VAR: &str = "MALLOC_ARENA_MAX";
+    if !cfg!(all(target_os = "linux", target_env = "gnu")) || std::env::var_os(VAR).is_some() {
+        return;
+    }
+    if let Ok(me) = std::env::current_exe() {
+        // Returns only when the program cannot be run again.
+        let _ = std::process::Command::new(me)
+            .args(std::env::args_os().skip(1))
+            .env(VAR, "2")
+            .exec();
     }
 }
 

@@ -5,7 +5,8 @@
 //! leaves the download running in the node and says how to stop it. `kith status` gives
 //! dialable addresses and `kith connect` dials one; logs are plain text off a terminal;
 //! completions and the man page come from the CLI definition; `config.toml` shows every
-//! default and a bad value names its key. Bad requests get one line.
+//! default and a bad value names its key. Bad requests get one line. The daemon limits
+//! glibc to two malloc arenas unless the user chose a number.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -457,5 +458,37 @@ fn fetched_files_keep_their_time_and_executable_bit() -> Result<()> {
         .map(|a| a.iter().filter_map(|s| s["id"].as_str()).collect())
         .unwrap_or_default();
     assert!(ids.contains(&id.as_str()), "{listed}");
+    Ok(())
+}
+
+/// The `MALLOC_ARENA_MAX` a running process was started with, from `/proc`.
+fn arena_setting(pid: u32) -> Result<Option<String>> {
+    let env = std::fs::read(format!("/proc/{pid}/environ"))?;
+    Ok(env
+        .split(|b| *b == 0)
+        .filter_map(|kv| std::str::from_utf8(kv).ok())
+        .find_map(|kv| kv.strip_prefix("MALLOC_ARENA_MAX="))
+        .map(str::to_owned))
+}
+
+#[test]
+fn the_daemon_limits_malloc_arenas_unless_the_user_set_them() -> Result<()> {
+    if !cfg!(all(target_os = "linux", target_env = "gnu")) {
+        return Ok(());
+    }
+    let dir = tmp()?;
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // It runs itself again with the setting: same process, and it serves.
+        let node = up(&dir.path().join("a"), &[])?;
+        assert_eq!(arena_setting(node.0.id())?.as_deref(), Some("2"));
+        ok(&dir.path().join("a"), &["status"])?;
+    }
+    let node = run_node_env(
+        &dir.path().join("b"),
+        "up",
+        &[],
+        &[("MALLOC_ARENA_MAX", "4")],
+    )?;
+    assert_eq!(arena_setting(node.0.id())?.as_deref(), Some("4"));
     Ok(())
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 use kith_bench::peers::{Sendme, tool};
-use kith_bench::{MIB, make_file, mbps, scratch, size_arg};
+use kith_bench::{Daemon, MIB, make_file, mbps, scratch, size_arg};
 use kith_core::store::Store;
 
 fn median(v: &[Duration]) -> Duration {
@@ -72,7 +72,13 @@ fn main() -> Result<()> {
     );
 
     let (mut raw, mut chunking, mut kith) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut sendme, mut torrent) = (Vec::new(), Vec::new());
+    let (mut sendme, mut torrent, mut cli) = (Vec::new(), Vec::new(), Vec::new());
+    // `kith share` through a running daemon, as a user runs it; each round shares a fresh
+    // copy (a file already shared and unchanged is not read again).
+    let daemon = Daemon::start(
+        &dir.path().join("node"),
+        &["--listen", "/ip4/127.0.0.1/tcp/0"],
+    )?;
     let (mut digest, mut chunks, mut id) = (String::new(), 0, String::new());
     for round in 0..rounds {
         let (t, d) = raw_blake3(&f)?;
@@ -90,6 +96,15 @@ fn main() -> Result<()> {
             .id
             .to_string();
         kith.push(start.elapsed());
+
+        let copy = dir.path().join(format!("copy-{round}.bin"));
+        std::fs::copy(&f, &copy)?;
+        let start = Instant::now();
+        let (ok, _, err) = daemon.kith(&["share", copy.to_str().unwrap_or_default()])?;
+        cli.push(start.elapsed());
+        if !ok {
+            bail!("kith share failed: {err}");
+        }
 
         if let Some(s) = Sendme::send(&f, dir.path())? {
             sendme.push(s.import);
@@ -113,7 +128,8 @@ fn main() -> Result<()> {
         median(&chunking),
         &format!("({chunks} chunks)"),
     );
-    line("kith share", median(&kith), &format!("({id})"));
+    line("kith share (indexer)", median(&kith), &format!("({id})"));
+    line("kith share (CLI)", median(&cli), "(through the daemon)");
     if sendme.is_empty() {
         println!("sendme import          not measured: not installed, or no network namespace");
     } else {
@@ -130,10 +146,12 @@ fn main() -> Result<()> {
         median(&raw).as_secs_f64() / k
     );
     if !sendme.is_empty() {
-        println!(
-            "kith share speed / sendme import: {:.2}x (target >= 1x)",
-            median(&sendme).as_secs_f64() / k
-        );
+        for (what, t) in [("indexer", k), ("CLI", median(&cli).as_secs_f64())] {
+            println!(
+                "kith share ({what}) speed / sendme import: {:.2}x (target >= 1x)",
+                median(&sendme).as_secs_f64() / t
+            );
+        }
     }
     Ok(())
 }
