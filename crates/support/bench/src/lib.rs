@@ -317,6 +317,35 @@ pub fn check_args(usage: &str) {
     }
 }
 
+/// Rounds from the second argument, or `default` (at least one).
+pub fn rounds_arg(default: usize) -> usize {
+    std::env::args()
+        .nth(2)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(default)
+        .max(1)
+}
+
+/// The median of `v` (the upper one of an even count); `None` when empty.
+pub fn median<T: Copy + PartialOrd>(v: &[T]) -> Option<T> {
+    let mut v = v.to_vec();
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    v.get(v.len() / 2).copied()
+}
+
+/// A size field (`VmRSS`, `VmHWM`, ...) of `/proc/PID/status` in MiB, for `pid` a number
+/// or `self`; 0 when the process is gone.
+pub fn proc_status_mib(pid: &str, field: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.strip_prefix(field).is_some_and(|r| r.starts_with(':')))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
 /// Size from the first argument in MiB, or `default_mib`.
 pub fn size_arg(default_mib: u64) -> u64 {
     std::env::args()

@@ -24,14 +24,7 @@ pub fn tool(name: &str) -> Option<PathBuf> {
 
 /// Peak resident memory (VmHWM) of process `pid` so far, in MiB; 0 when it is gone.
 pub fn peak_rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(0.0)
+    crate::proc_status_mib(&pid.to_string(), "VmHWM")
 }
 
 /// A copy by another tool: how long, and the peak memory of its sending and receiving

@@ -47,14 +47,7 @@ fn zipf(rng: &mut Rng, n: usize) -> usize {
 }
 
 fn rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(0.0)
+    kith_bench::proc_status_mib("self", "VmRSS")
 }
 
 fn pct(v: &mut [Duration], p: f64) -> f64 {

@@ -15,9 +15,7 @@ use kith_bench::{Daemon, MIB, make_file, mbps, scratch, size_arg};
 use kith_core::store::Store;
 
 fn median(v: &[Duration]) -> Duration {
-    let mut v = v.to_vec();
-    v.sort();
-    v.get(v.len() / 2).copied().unwrap_or_default()
+    kith_bench::median(v).unwrap_or_default()
 }
 
 /// BLAKE3 over the whole file, one thread, 1 MiB reads (like `b3sum --no-mmap`).
@@ -58,11 +56,7 @@ fn mktorrent(f: &Path, out: &Path) -> Result<Option<Duration>> {
 fn main() -> Result<()> {
     kith_bench::check_args("share [MIB] [ROUNDS]   (default 1024 3)");
     let size = size_arg(1024);
-    let rounds: usize = std::env::args()
-        .nth(2)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(3)
-        .max(1);
+    let rounds = kith_bench::rounds_arg(3);
     let dir = scratch()?;
     let f = dir.path().join("big.bin");
     make_file(&f, size, 3)?;

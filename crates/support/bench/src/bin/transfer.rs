@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 use kith_bench::peers::{Sendme, ToolCopy, aria2_copy};
-use kith_bench::{Daemon, MIB, make_file, mbps, same_file, scratch, size_arg, tcp_copy, tls_copy};
+use kith_bench::{
+    Daemon, MIB, make_file, mbps, median, same_file, scratch, size_arg, tcp_copy, tls_copy,
+};
 
 /// A kith transport's results over all rounds.
 struct KithRun {
@@ -22,12 +24,6 @@ struct KithRun {
     /// Peak memory over all rounds, and before the first (sharing included).
     peak: (f64, f64),
     before: (f64, f64),
-}
-
-fn median<T: Copy + PartialOrd>(v: &[T]) -> Option<T> {
-    let mut v = v.to_vec();
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
-    v.get(v.len() / 2).copied()
 }
 
 fn kith_run(name: &'static str, listen: &str, src: &Path, rounds: usize) -> Result<KithRun> {
@@ -80,11 +76,7 @@ fn row(name: &str, size: u64, t: Duration, tls_rate: f64) {
 fn main() -> Result<()> {
     kith_bench::check_args("transfer [MIB] [ROUNDS]   (default 1024 3)");
     let size = size_arg(1024);
-    let rounds: usize = std::env::args()
-        .nth(2)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(3)
-        .max(1);
+    let rounds = kith_bench::rounds_arg(3);
     let dir = scratch()?;
     let src = dir.path().join("src.bin");
     make_file(&src, size, 1)?;
@@ -94,48 +86,32 @@ fn main() -> Result<()> {
         dir.path().display()
     );
 
-    let (mut tcp, mut tls) = (Vec::new(), Vec::new());
-    let (mut aria2, mut sendme) = (Vec::<ToolCopy>::new(), Vec::<ToolCopy>::new());
-    let aria2_dir = dir.path().join("aria2");
-    let sendme_dir = dir.path().join("sendme");
-    for _ in 0..rounds {
-        tcp.push(tcp_copy(&src, &dir.path().join("tcp.bin"))?);
-        std::fs::remove_file(dir.path().join("tcp.bin"))?;
-        tls.push(tls_copy(&src, &dir.path().join("tls.bin"))?);
-        std::fs::remove_file(dir.path().join("tls.bin"))?;
-        if let Some(c) = aria2_copy(&src, dir.path(), &aria2_dir)? {
-            if !same_file(&src, &aria2_dir.join("src.bin"))? {
-                bail!("aria2: the copy differs from the source");
-            }
-            aria2.push(c);
-        }
-        let _ = std::fs::remove_dir_all(&aria2_dir);
-        if let Some(sender) = Sendme::send(&src, dir.path())? {
-            let c = sender.receive(&sendme_dir)?;
-            if !same_file(&src, &sendme_dir.join("src.bin"))? {
-                bail!("sendme: the copy differs from the source");
-            }
-            sendme.push(c);
-        }
-        let _ = std::fs::remove_dir_all(&sendme_dir);
-    }
+    let base = baselines(&src, dir.path(), rounds)?;
     let runs = [
         kith_run("kith/tcp", "/ip4/127.0.0.1/tcp/0", &src, rounds)?,
         kith_run("kith/quic", "/ip4/127.0.0.1/udp/0/quic-v1", &src, rounds)?,
     ];
 
-    let tls_t = median(&tls).unwrap_or_default();
+    print_speeds(size, &base, &runs);
+    print_memory(&base, &runs);
+    Ok(())
+}
+
+/// Prints each copy's median time and speed, and kith's speed against the other tools.
+fn print_speeds(size: u64, base: &Baselines, runs: &[KithRun]) {
+    let Baselines {
+        tcp,
+        tls,
+        aria2,
+        sendme,
+    } = base;
+    let tls_t = median(tls).unwrap_or_default();
     let tls_rate = mbps(size, tls_t);
     println!(
         "{:<12} {:>9} {:>10} {:>10}",
         "copy", "seconds", "MB/s", "vs TLS"
     );
-    row(
-        "plain TCP",
-        size,
-        median(&tcp).unwrap_or_default(),
-        tls_rate,
-    );
+    row("plain TCP", size, median(tcp).unwrap_or_default(), tls_rate);
     row("TLS (rustls)", size, tls_t, tls_rate);
     let aria2_t = median(&aria2.iter().map(|c| c.time).collect::<Vec<_>>());
     match aria2_t {
@@ -147,7 +123,7 @@ fn main() -> Result<()> {
         Some(t) => row("sendme", size, t, tls_rate),
         None => println!("sendme       not measured: not installed, or no network namespace"),
     }
-    for r in &runs {
+    for r in runs {
         row(r.name, size, median(&r.times).unwrap_or_default(), tls_rate);
     }
     for (tool, t) in [("aria2", aria2_t), ("sendme", sendme_t)] {
@@ -161,10 +137,14 @@ fn main() -> Result<()> {
             );
         }
     }
+}
+
+/// Prints the peak memory and CPU of each side.
+fn print_memory(base: &Baselines, runs: &[KithRun]) {
     println!();
     println!("peak memory over the rounds (VmHWM from the first transfer's start; before it:");
     println!("the peak so far, sharing included) and median CPU seconds per transfer");
-    for r in &runs {
+    for r in runs {
         let ca = median(&r.cpu.iter().map(|c| c.0).collect::<Vec<_>>()).unwrap_or(0.0);
         let cb = median(&r.cpu.iter().map(|c| c.1).collect::<Vec<_>>()).unwrap_or(0.0);
         println!(
@@ -172,7 +152,7 @@ fn main() -> Result<()> {
             r.name, r.peak.0, r.before.0, r.peak.1, r.before.1
         );
     }
-    for (tool, copies) in [("aria2 (BT)", &aria2), ("sendme", &sendme)] {
+    for (tool, copies) in [("aria2 (BT)", &base.aria2), ("sendme", &base.sendme)] {
         if copies.is_empty() {
             continue;
         }
@@ -182,5 +162,45 @@ fn main() -> Result<()> {
             "{tool:<12} sender   {sender:>6.1} MiB               downloader {receiver:>6.1} MiB"
         );
     }
-    Ok(())
+}
+
+/// The copies kith is measured against, every round.
+struct Baselines {
+    tcp: Vec<Duration>,
+    tls: Vec<Duration>,
+    aria2: Vec<ToolCopy>,
+    sendme: Vec<ToolCopy>,
+}
+
+fn baselines(src: &Path, dir: &Path, rounds: usize) -> Result<Baselines> {
+    let mut b = Baselines {
+        tcp: Vec::new(),
+        tls: Vec::new(),
+        aria2: Vec::new(),
+        sendme: Vec::new(),
+    };
+    let aria2_dir = dir.join("aria2");
+    let sendme_dir = dir.join("sendme");
+    for _ in 0..rounds {
+        b.tcp.push(tcp_copy(src, &dir.join("tcp.bin"))?);
+        std::fs::remove_file(dir.join("tcp.bin"))?;
+        b.tls.push(tls_copy(src, &dir.join("tls.bin"))?);
+        std::fs::remove_file(dir.join("tls.bin"))?;
+        if let Some(c) = aria2_copy(src, dir, &aria2_dir)? {
+            if !same_file(src, &aria2_dir.join("src.bin"))? {
+                bail!("aria2: the copy differs from the source");
+            }
+            b.aria2.push(c);
+        }
+        let _ = std::fs::remove_dir_all(&aria2_dir);
+        if let Some(sender) = Sendme::send(src, dir)? {
+            let c = sender.receive(&sendme_dir)?;
+            if !same_file(src, &sendme_dir.join("src.bin"))? {
+                bail!("sendme: the copy differs from the source");
+            }
+            b.sendme.push(c);
+        }
+        let _ = std::fs::remove_dir_all(&sendme_dir);
+    }
+    Ok(b)
 }
