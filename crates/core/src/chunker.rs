@@ -1,5 +1,6 @@
 //! Content-defined chunking with FastCDC (v2020): a small edit to a big file changes only
-//! the chunks around the edit, so identical chunks are stored and sent once.
+//! the chunks around the edit, so identical chunks are stored and sent once. The cut
+//! points are those of the `fastcdc` crate; [`gear`] computes them faster.
 //!
 //! Boundary detection and BLAKE3 hashing run on two threads joined by a bounded channel,
 //! so chunking a file costs about as much as hashing it.
@@ -10,6 +11,8 @@ use std::path::Path;
 use std::sync::{Arc, mpsc};
 
 use crate::id::Hash;
+
+mod gear;
 
 /// Smallest chunk, except the last one of a file.
 pub const MIN_CHUNK: u32 = 64 * 1024;
@@ -49,11 +52,10 @@ struct Block {
 
 impl Block {
     fn new(capacity: usize) -> std::io::Result<Self> {
-        let map = memmap2::MmapMut::map_anon(capacity)?;
-        // Huge pages where the system gives them on request: a fresh block then costs a
-        // few page faults instead of thousands. Only advice: fine if refused.
-        let _ = map.advise(memmap2::Advice::HugePage);
-        Ok(Self { map, len: 0 })
+        Ok(Self {
+            map: memmap2::MmapMut::map_anon(capacity)?,
+            len: 0,
+        })
     }
 
     /// Appends up to `want` bytes from `reader`; returns true at end of input.
@@ -93,10 +95,11 @@ impl std::ops::DerefMut for Block {
 /// from there on and the rest of the speculative chain is taken as is. The result is
 /// exactly the sequential one.
 fn cut_points(buf: &[u8]) -> Vec<(usize, usize)> {
-    let cuts_from = |start: usize| {
+    let cutter = gear::Cutter::new(MIN_CHUNK, AVG_CHUNK, MAX_CHUNK);
+    let cutter = &cutter;
+    let cuts_from = move |start: usize| {
         let tail = buf.get(start..).unwrap_or_default();
-        fastcdc::v2020::FastCDC::new(tail, MIN_CHUNK, AVG_CHUNK, MAX_CHUNK)
-            .map(move |c| (start + c.offset, c.length))
+        cutter.chunks(tail).map(move |(o, l)| (start + o, l))
     };
     if buf.len() < 8 * MAX_CHUNK as usize {
         return cuts_from(0).collect();
