@@ -245,7 +245,8 @@ pub fn chunk_file(path: &Path) -> Result<Vec<ChunkRef>, ChunkError> {
 mod tests {
     use super::*;
 
-    fn data(len: usize, seed: u64) -> Vec<u8> {
+    /// `len` pseudo-random bytes (xorshift from `seed`).
+    pub(super) fn data(len: usize, seed: u64) -> Vec<u8> {
         let mut x = seed;
         (0..len)
             .map(|_| {

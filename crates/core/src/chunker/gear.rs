@@ -143,23 +143,12 @@ impl Cutter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chunker::tests::data as noise;
     use proptest::prelude::*;
 
     fn crate_chunks(buf: &[u8], min: u32, avg: u32, max: u32) -> Vec<(usize, usize)> {
         fastcdc::v2020::FastCDC::new(buf, min, avg, max)
             .map(|c| (c.offset, c.length))
-            .collect()
-    }
-
-    fn noise(len: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
             .collect()
     }
 
