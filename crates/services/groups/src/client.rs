@@ -149,7 +149,7 @@ fn take_news(inner: &Arc<Inner>, h: Heads, via: PeerId, source: PeerId) {
 
 /// Syncs `group` with `peer` as soon as the peer's sync slot allows (at most one sync
 /// with a peer every `SYNC_GAP`; news in between is taken by one sync after it).
-fn spawn_sync(inner: &Arc<Inner>, group: String, peer: PeerId) {
+pub(crate) fn spawn_sync(inner: &Arc<Inner>, group: String, peer: PeerId) {
     let Some(wait) = inner.sync_slot(&group, peer, SYNC_GAP) else {
         return;
     };
@@ -165,6 +165,34 @@ fn spawn_sync(inner: &Arc<Inner>, group: String, peer: PeerId) {
             Ok(Ok(())) => {}
         }
     });
+}
+
+/// Most member devices a change is pushed to directly.
+const MAX_TOLD: usize = 64;
+/// Longest the push of a change waits for the members.
+const TELL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Syncs `group` with every member device online (at most [`MAX_TOLD`], all at once,
+/// for at most [`TELL_TIMEOUT`]): each sees in the request that this device holds
+/// operations it lacks and takes them back, so a change (a leave, before this device
+/// stops listening) reaches the members online even when its announcement is lost.
+pub(crate) async fn tell_members(inner: &Arc<Inner>, group: &str) {
+    let members: HashSet<kith_core::person::PersonId> = inner
+        .groups()
+        .ok()
+        .and_then(|g| {
+            g.get(group)
+                .map(|g| g.state.members.keys().cloned().collect())
+        })
+        .unwrap_or_default();
+    let asks = inner
+        .people
+        .identified()
+        .into_iter()
+        .filter(|(_, p)| members.contains(p))
+        .take(MAX_TOLD)
+        .map(|(peer, _)| tokio::time::timeout(TELL_TIMEOUT, sync(inner, group, peer)));
+    futures::future::join_all(asks).await;
 }
 
 /// Sends a request and reads the answer's frames.

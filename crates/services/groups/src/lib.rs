@@ -351,6 +351,10 @@ impl Groups {
             self.inner.append(g, op)?;
         }
         self.inner.changed(&id, false).await;
+        // The leave goes to the members online directly too, while this device is still
+        // subscribed: one lost announcement must not leave them waiting for
+        // anti-entropy.
+        client::tell_members(&self.inner, &id).await;
         client::forget(&self.inner, &id, true).await;
         Ok(())
     }

@@ -148,7 +148,7 @@ async fn await_wanted(inner: &Inner, group: &str, want: &[String]) {
     let _ = tokio::time::timeout(WANT_WAIT, wait).await;
 }
 
-fn sync(inner: &Inner, peer: &PeerId, group: &str, have: &[String]) -> Result<Answer, Error> {
+fn sync(inner: &Arc<Inner>, peer: &PeerId, group: &str, have: &[String]) -> Result<Answer, Error> {
     if have.len() > protocol::MAX_HAVE {
         return Err(Error::Refused("too many hashes".into()));
     }
@@ -168,6 +168,11 @@ fn sync(inner: &Inner, peer: &PeerId, group: &str, have: &[String]) -> Result<An
     // A group this device is not in and one the peer may not read look the same.
     let g = groups.get(group).ok_or_else(not_member)?;
     if may_read(inner, g, peer) {
+        // The asker holds operations this device lacks (a member that just left, or
+        // changed something whose announcement was lost): take them from it too.
+        if have.iter().any(|h| !g.ops.contains_key(h)) {
+            client::spawn_sync(inner, group.to_owned(), *peer);
+        }
         return Ok(Answer::Ops(g.missing_for(&have)));
     }
     // A device that was put out learns that, and nothing after it.
