@@ -39,6 +39,10 @@ pub enum ChunkError {
     },
 }
 
+/// kith's chunk sizes' cutter, made once (its gear tables are copied when made).
+static CUTTER: std::sync::LazyLock<gear::Cutter> =
+    std::sync::LazyLock::new(|| gear::Cutter::new(MIN_CHUNK, AVG_CHUNK, MAX_CHUNK));
+
 /// Bytes read and cut per block.
 const BLOCK: usize = 8 << 20;
 
@@ -95,8 +99,7 @@ impl std::ops::DerefMut for Block {
 /// from there on and the rest of the speculative chain is taken as is. The result is
 /// exactly the sequential one.
 fn cut_points(buf: &[u8]) -> Vec<(usize, usize)> {
-    let cutter = gear::Cutter::new(MIN_CHUNK, AVG_CHUNK, MAX_CHUNK);
-    let cutter = &cutter;
+    let cutter: &gear::Cutter = &CUTTER;
     let cuts_from = move |start: usize| {
         let tail = buf.get(start..).unwrap_or_default();
         cutter.chunks(tail).map(move |(o, l)| (start + o, l))
