@@ -135,6 +135,14 @@ pub struct Store {
     trusted: Mutex<Trusted>,
 }
 
+/// Chunk locations found wrong while reading chunks, to forget together.
+#[derive(Debug, Default)]
+pub struct Sweep {
+    bad: Vec<(Hash, Location)>,
+    /// Files found missing: their other locations are wrong too.
+    missing: HashSet<String>,
+}
+
 /// Most chunks trusted at once (16 bytes each: 4 MiB, 64 GiB of files at the average
 /// chunk size); chunks of files beyond it are hashed on every read.
 const MAX_TRUSTED: usize = 1 << 18;
@@ -409,11 +417,24 @@ impl Store {
     /// whose bytes no longer match are forgotten and their files queued for re-indexing;
     /// wrong bytes are never returned.
     pub fn read_chunk(&self, hash: &Hash) -> Result<Option<Vec<u8>>, StoreError> {
-        let mut bad = Vec::new();
-        let mut found = None;
+        let mut sweep = Sweep::default();
+        let found = self.read_chunk_in(hash, &mut sweep)?;
+        self.forget(sweep)?;
+        Ok(found)
+    }
+
+    /// [`Store::read_chunk`] for one of many chunks read together: the locations found
+    /// wrong are gathered in `sweep` and forgotten in one transaction by
+    /// [`Store::forget`] (one commit per chunk made reading a deleted file's chunks cost
+    /// a disk sync each). A file already found missing is not opened again.
+    pub fn read_chunk_in(
+        &self,
+        hash: &Hash,
+        sweep: &mut Sweep,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
         for loc in self.locations(hash)? {
-            if loc.len > MAX_CHUNK {
-                bad.push(loc);
+            if loc.len > MAX_CHUNK || sweep.missing.contains(&loc.path) {
+                sweep.bad.push((*hash, loc));
                 continue;
             }
             match read_at(&loc) {
@@ -421,31 +442,41 @@ impl Store {
                     if before == after
                         && crate::sync::recover(&self.trusted).covers(&loc, hash, before) =>
                 {
-                    found = Some(buf);
-                    break;
+                    return Ok(Some(buf));
                 }
                 Ok((buf, _, _)) if blake3::hash(&buf).as_bytes() == hash => {
-                    found = Some(buf);
-                    break;
+                    return Ok(Some(buf));
                 }
-                _ => bad.push(loc),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    sweep.missing.insert(loc.path.clone());
+                    sweep.bad.push((*hash, loc));
+                }
+                _ => sweep.bad.push((*hash, loc)),
             }
         }
-        if !bad.is_empty() {
-            {
-                let mut t = crate::sync::recover(&self.trusted);
-                for l in &bad {
-                    t.remove(&l.path);
-                }
-            }
-            crate::sync::recover(&self.stale).extend(bad.iter().map(|l| l.path.clone()));
-            self.apply(
-                bad.into_iter()
-                    .map(|l| Op::RemoveLocation(*hash, l))
-                    .collect(),
-            )?;
+        Ok(None)
+    }
+
+    /// Forgets the locations a sweep found wrong (one transaction), stops trusting their
+    /// files and queues them for re-indexing.
+    pub fn forget(&self, sweep: Sweep) -> Result<(), StoreError> {
+        if sweep.bad.is_empty() {
+            return Ok(());
         }
-        Ok(found)
+        {
+            let mut t = crate::sync::recover(&self.trusted);
+            for (_, l) in &sweep.bad {
+                t.remove(&l.path);
+            }
+        }
+        crate::sync::recover(&self.stale).extend(sweep.bad.iter().map(|(_, l)| l.path.clone()));
+        self.apply(
+            sweep
+                .bad
+                .into_iter()
+                .map(|(h, l)| Op::RemoveLocation(h, l))
+                .collect(),
+        )
     }
 
     /// The `chunks` (hash, offset) of the file at `path` were verified while the file had
@@ -523,6 +554,50 @@ mod tests {
         assert_eq!(store.read_chunk(&hash)?, None);
         assert!(!store.has_chunk(&hash)?);
         assert_eq!(store.take_stale(), vec![file.display().to_string()]);
+        Ok(())
+    }
+
+    #[test]
+    fn a_sweep_forgets_a_deleted_files_chunks_together_and_keeps_the_rest() -> Result<(), StoreError>
+    {
+        let err = |e: std::io::Error| StoreError::Db(e.to_string());
+        let d = tempfile::tempdir().map_err(err)?;
+        let (gone, kept) = (d.path().join("gone"), d.path().join("kept"));
+        std::fs::write(&gone, b"abcdef").map_err(err)?;
+        std::fs::write(&kept, b"cd").map_err(err)?;
+        let store = Store::open(&d.path().join("db"))?;
+        let at = |f: &std::path::Path, offset, len| Location {
+            path: f.display().to_string(),
+            offset,
+            len,
+        };
+        let h = |b: &[u8]| *blake3::hash(b).as_bytes();
+        store.apply(vec![
+            Op::AddLocation(h(b"ab"), at(&gone, 0, 2)),
+            Op::AddLocation(h(b"cd"), at(&gone, 2, 2)),
+            Op::AddLocation(h(b"cd"), at(&kept, 0, 2)),
+            Op::AddLocation(h(b"ef"), at(&gone, 4, 2)),
+        ])?;
+        std::fs::remove_file(&gone).map_err(err)?;
+        let mut sweep = Sweep::default();
+        assert_eq!(store.read_chunk_in(&h(b"ab"), &mut sweep)?, None);
+        // The other copy of a chunk is still found; nothing is forgotten before the end.
+        assert_eq!(
+            store.read_chunk_in(&h(b"cd"), &mut sweep)?.as_deref(),
+            Some(&b"cd"[..])
+        );
+        assert_eq!(store.read_chunk_in(&h(b"ef"), &mut sweep)?, None);
+        assert!(store.has_chunk(&h(b"ef"))?);
+        store.forget(sweep)?;
+        assert!(!store.has_chunk(&h(b"ab"))? && !store.has_chunk(&h(b"ef"))?);
+        let kept_path = kept.display().to_string();
+        assert!(
+            store
+                .locations(&h(b"cd"))?
+                .iter()
+                .any(|l| l.path == kept_path)
+        );
+        assert_eq!(store.take_stale(), vec![gone.display().to_string()]);
         Ok(())
     }
 
