@@ -139,6 +139,8 @@ fn prepare(
     }
     let mut have = HashSet::new();
     let mut ops = Vec::new();
+    // Locations found wrong (a deleted earlier copy, say) are forgotten in one go.
+    let mut sweep = kith_core::store::Sweep::default();
     for (i, t) in plan.tasks.iter().enumerate() {
         // Resuming: whatever a previous run wrote and verified is still in the output,
         // recorded or not (a crash can come between the write and its record).
@@ -151,12 +153,13 @@ fn prepare(
             have.insert(i);
             continue;
         }
-        if let Some(bytes) = store.read_chunk(&t.hash)? {
+        if let Some(bytes) = store.read_chunk_in(&t.hash, &mut sweep)? {
             write_targets(&t.targets, &bytes)?;
             ops.extend(t.locations());
             have.insert(i);
         }
     }
+    store.forget(sweep)?;
     Ok((have, ops))
 }
 
@@ -173,15 +176,41 @@ pub(crate) fn write_targets(
     targets: &[(Arc<str>, u64)],
     bytes: &[u8],
 ) -> Result<(), DownloadError> {
-    for (p, off) in targets {
-        let f = OpenOptions::new()
-            .write(true)
-            .open(&**p)
-            .map_err(|e| DownloadError::Write(p.to_string(), e.to_string()))?;
-        f.write_all_at(bytes, *off)
-            .map_err(|e| DownloadError::Write(p.to_string(), e.to_string()))?;
+    Writer::default().write(targets, bytes)
+}
+
+/// Writes chunks to their places, keeping the last file written open: a worker's chunks
+/// mostly go to one file, and opening it for each chunk cost two system calls per chunk.
+#[derive(Default)]
+pub(crate) struct Writer {
+    open: Option<(Arc<str>, std::fs::File)>,
+}
+
+impl Writer {
+    /// Writes a verified chunk to every place it goes (blocking).
+    pub fn write(
+        &mut self,
+        targets: &[(Arc<str>, u64)],
+        bytes: &[u8],
+    ) -> Result<(), DownloadError> {
+        for (p, off) in targets {
+            let wrote = match &self.open {
+                Some((q, f)) if q == p => f.write_all_at(bytes, *off),
+                _ => {
+                    self.open = None;
+                    let f = OpenOptions::new()
+                        .write(true)
+                        .open(&**p)
+                        .map_err(|e| DownloadError::Write(p.to_string(), e.to_string()))?;
+                    let r = f.write_all_at(bytes, *off);
+                    self.open = Some((p.clone(), f));
+                    r
+                }
+            };
+            wrote.map_err(|e| DownloadError::Write(p.to_string(), e.to_string()))?;
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 /// Flushes the files and builds the records of what was downloaded (blocking).
