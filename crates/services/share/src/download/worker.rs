@@ -13,7 +13,7 @@ use kith_overlay::{PeerId, Stream};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use super::plan::{Plan, write_targets};
+use super::plan::{Plan, Writer};
 use super::work::Work;
 use crate::client::{self, Failure};
 use crate::state::Inner;
@@ -136,13 +136,21 @@ async fn fill(
     Ok(Ok(pending.front().copied()))
 }
 
-/// Writes a landed chunk (the first `len` bytes of `buf`) and tells the scheduler; gives
-/// the buffer back for the next chunk. `Err` ends the worker.
+/// What a worker keeps for its whole life: one receive buffer, which grows to the largest
+/// chunk and is not zeroed again, and the file it writes to.
+#[derive(Default)]
+struct Landing {
+    buf: Vec<u8>,
+    writer: Writer,
+}
+
+/// Writes a landed chunk (the first `len` bytes of the buffer) and tells the scheduler;
+/// keeps the buffer and the open file for the next chunk. `Err` ends the worker.
 async fn land(
     shared: &Shared,
     peer: PeerId,
     i: usize,
-    buf: &mut Vec<u8>,
+    landing: &mut Landing,
     len: usize,
 ) -> Result<(), Exit> {
     let inner = &shared.inner;
@@ -155,16 +163,18 @@ async fn land(
         .get(i)
         .map(|t| t.targets.clone())
         .unwrap_or_default();
-    let bytes = std::mem::take(buf);
+    let mut l = std::mem::take(landing);
     let written = inner
         .tasks
         .blocking(move || {
-            let r = write_targets(&targets, bytes.get(..len).unwrap_or_default());
-            (r, bytes)
+            let r = l
+                .writer
+                .write(&targets, l.buf.get(..len).unwrap_or_default());
+            (r, l)
         })
         .await
-        .map(|(r, bytes)| {
-            *buf = bytes;
+        .map(|(r, l)| {
+            *landing = l;
             r
         });
     let failed = match written {
@@ -194,9 +204,7 @@ async fn fetch_loop(shared: &Shared, peer: PeerId, pending: &mut VecDeque<usize>
     let inner = &shared.inner;
     let mut stream: Option<Stream> = None;
     let mut failures = 0u32;
-    // One receive buffer for the worker's whole life: it grows to the largest chunk and
-    // is not zeroed again.
-    let mut buf = Vec::new();
+    let mut landing = Landing::default();
     let exit = loop {
         if inner.strikes.is_shunned(&peer) {
             break Exit::Dropped;
@@ -234,7 +242,7 @@ async fn fetch_loop(shared: &Shared, peer: PeerId, pending: &mut VecDeque<usize>
                 continue;
             }
             Ok(Some(i)) => match shared.cid(i) {
-                Some(id) => client::read_response_into(inner, peer, s, &id, &mut buf)
+                Some(id) => client::read_response_into(inner, peer, s, &id, &mut landing.buf)
                     .await
                     .map(|len| (i, len)),
                 None => Err(Failure::Lost("no such chunk".into())),
@@ -244,7 +252,7 @@ async fn fetch_loop(shared: &Shared, peer: PeerId, pending: &mut VecDeque<usize>
             Ok((i, len)) => {
                 pending.pop_front();
                 failures = 0;
-                if let Err(exit) = land(shared, peer, i, &mut buf, len).await {
+                if let Err(exit) = land(shared, peer, i, &mut landing, len).await {
                     break exit;
                 }
             }
