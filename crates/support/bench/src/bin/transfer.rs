@@ -1,8 +1,7 @@
 //! One-source transfer between two `kith` daemons on loopback, beside a plain TCP copy, a
 //! TLS copy, an aria2 (BitTorrent) copy and a sendme copy of the same file, plus the peak
-//! memory and CPU
-//! of each side. Every copy runs `ROUNDS` times, interleaved, and the medians are shown
-//! (this machine's speed drifts between runs).
+//! memory and CPU of each side. Every round runs every copy once (kith's daemons stay up throughout), and
+//! the medians over `ROUNDS` rounds are shown (this machine's speed drifts between runs).
 //!
 //! `cargo build --release -p kith -p kith-bench && target/release/transfer [MiB] [ROUNDS]`
 
@@ -26,41 +25,67 @@ struct KithRun {
     before: (f64, f64),
 }
 
-fn kith_run(name: &'static str, listen: &str, src: &Path, rounds: usize) -> Result<KithRun> {
-    let dir = src.parent().unwrap_or(Path::new("."));
-    let home = |side: &str| dir.join(format!("{name}-{side}").replace('/', "-"));
-    let a = Daemon::start(&home("a"), &["--listen", listen])?;
-    let b = Daemon::start(&home("b"), &["--listen", listen, "--bootstrap", &a.addr()?])?;
-    let id = a.json(&["share", "--json", src.to_str().unwrap_or_default()])?["id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    let size = std::fs::metadata(src)?.len();
-    // Memory and CPU of the transfers themselves (sharing 1 GiB came before).
-    let before = (a.peak_rss_mib(), b.peak_rss_mib());
-    a.reset_peak()?;
-    b.reset_peak()?;
-    let mut run = KithRun {
-        name,
-        times: Vec::new(),
-        cpu: Vec::new(),
-        peak: (0.0, 0.0),
-        before,
-    };
-    for round in 0..rounds {
+/// Two daemons sharing the file over one transport, kept up for every round.
+struct KithPair {
+    a: Daemon,
+    b: Daemon,
+    id: String,
+    run: KithRun,
+}
+
+impl KithPair {
+    fn start(name: &'static str, listen: &str, src: &Path) -> Result<Self> {
+        let dir = src.parent().unwrap_or(Path::new("."));
+        let home = |side: &str| dir.join(format!("{name}-{side}").replace('/', "-"));
+        let a = Daemon::start(&home("a"), &["--listen", listen])?;
+        let b = Daemon::start(&home("b"), &["--listen", listen, "--bootstrap", &a.addr()?])?;
+        let id = a.json(&["share", "--json", src.to_str().unwrap_or_default()])?["id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        // Memory and CPU of the transfers themselves (sharing 1 GiB came before).
+        let before = (a.peak_rss_mib(), b.peak_rss_mib());
+        a.reset_peak()?;
+        b.reset_peak()?;
+        let run = KithRun {
+            name,
+            times: Vec::new(),
+            cpu: Vec::new(),
+            peak: (0.0, 0.0),
+            before,
+        };
+        Ok(Self { a, b, id, run })
+    }
+
+    /// One transfer of `src` from a to b, checked byte for byte.
+    fn round(&mut self, src: &Path, round: usize) -> Result<()> {
+        let (a, b, name) = (&self.a, &self.b, self.run.name);
+        let dir = src.parent().unwrap_or(Path::new("."));
         let out = dir.join(format!("{}-{round}.bin", name.replace('/', "-")));
         let cpu0 = (a.cpu_secs(), b.cpu_secs());
         let start = Instant::now();
-        let r = b.json(&["get", "--json", &id, "-o", out.to_str().unwrap_or_default()])?;
-        run.times.push(start.elapsed());
-        if r["bytes"].as_u64() != Some(size) || !same_file(src, &out)? {
+        let r = b.json(&[
+            "get",
+            "--json",
+            &self.id,
+            "-o",
+            out.to_str().unwrap_or_default(),
+        ])?;
+        self.run.times.push(start.elapsed());
+        if r["bytes"].as_u64() != Some(std::fs::metadata(src)?.len()) || !same_file(src, &out)? {
             bail!("{name}: transfer incomplete: {r}");
         }
-        run.cpu.push((a.cpu_secs() - cpu0.0, b.cpu_secs() - cpu0.1));
+        self.run
+            .cpu
+            .push((a.cpu_secs() - cpu0.0, b.cpu_secs() - cpu0.1));
         std::fs::remove_file(&out)?;
+        Ok(())
     }
-    run.peak = (a.peak_rss_mib(), b.peak_rss_mib());
-    Ok(run)
+
+    fn finish(mut self) -> KithRun {
+        self.run.peak = (self.a.peak_rss_mib(), self.b.peak_rss_mib());
+        self.run
+    }
 }
 
 fn row(name: &str, size: u64, t: Duration, tls_rate: f64) {
@@ -86,11 +111,14 @@ fn main() -> Result<()> {
         dir.path().display()
     );
 
-    let base = baselines(&src, dir.path(), rounds)?;
-    let runs = [
-        kith_run("kith/tcp", "/ip4/127.0.0.1/tcp/0", &src, rounds)?,
-        kith_run("kith/quic", "/ip4/127.0.0.1/udp/0/quic-v1", &src, rounds)?,
+    // Both pairs of daemons are up for the whole run, and each round runs every copy
+    // once, so kith and the baselines see the same drift of this machine's speed.
+    let mut pairs = [
+        KithPair::start("kith/tcp", "/ip4/127.0.0.1/tcp/0", &src)?,
+        KithPair::start("kith/quic", "/ip4/127.0.0.1/udp/0/quic-v1", &src)?,
     ];
+    let base = baselines(&src, dir.path(), rounds, &mut pairs)?;
+    let runs = pairs.map(KithPair::finish);
 
     print_speeds(size, &base, &runs);
     print_memory(&base, &runs);
@@ -172,7 +200,8 @@ struct Baselines {
     sendme: Vec<ToolCopy>,
 }
 
-fn baselines(src: &Path, dir: &Path, rounds: usize) -> Result<Baselines> {
+/// Runs every round: the baselines, then each kith pair's transfer.
+fn baselines(src: &Path, dir: &Path, rounds: usize, pairs: &mut [KithPair]) -> Result<Baselines> {
     let mut b = Baselines {
         tcp: Vec::new(),
         tls: Vec::new(),
@@ -181,7 +210,7 @@ fn baselines(src: &Path, dir: &Path, rounds: usize) -> Result<Baselines> {
     };
     let aria2_dir = dir.join("aria2");
     let sendme_dir = dir.join("sendme");
-    for _ in 0..rounds {
+    for round in 0..rounds {
         b.tcp.push(tcp_copy(src, &dir.join("tcp.bin"))?);
         std::fs::remove_file(dir.join("tcp.bin"))?;
         b.tls.push(tls_copy(src, &dir.join("tls.bin"))?);
@@ -201,6 +230,9 @@ fn baselines(src: &Path, dir: &Path, rounds: usize) -> Result<Baselines> {
             b.sendme.push(c);
         }
         let _ = std::fs::remove_dir_all(&sendme_dir);
+        for p in pairs.iter_mut() {
+            p.round(src, round)?;
+        }
     }
     Ok(b)
 }
