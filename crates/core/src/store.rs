@@ -143,6 +143,14 @@ pub struct Sweep {
     missing: HashSet<String>,
 }
 
+impl Sweep {
+    /// Treats the file at `path` as missing: its recorded chunks are forgotten unread
+    /// (a file the caller just created in place of a deleted one holds none of them).
+    pub fn assume_missing(&mut self, path: String) {
+        self.missing.insert(path);
+    }
+}
+
 /// Most chunks trusted at once (16 bytes each: 4 MiB, 64 GiB of files at the average
 /// chunk size); chunks of files beyond it are hashed on every read.
 const MAX_TRUSTED: usize = 1 << 18;
@@ -598,6 +606,30 @@ mod tests {
                 .any(|l| l.path == kept_path)
         );
         assert_eq!(store.take_stale(), vec![gone.display().to_string()]);
+        Ok(())
+    }
+
+    #[test]
+    fn a_file_assumed_missing_is_not_read() -> Result<(), StoreError> {
+        let err = |e: std::io::Error| StoreError::Db(e.to_string());
+        let d = tempfile::tempdir().map_err(err)?;
+        let file = d.path().join("new");
+        std::fs::write(&file, b"abcd").map_err(err)?;
+        let store = Store::open(&d.path().join("db"))?;
+        let hash = *blake3::hash(b"abcd").as_bytes();
+        let path = file.display().to_string();
+        let loc = Location {
+            path: path.clone(),
+            offset: 0,
+            len: 4,
+        };
+        store.apply(vec![Op::AddLocation(hash, loc)])?;
+        let mut sweep = Sweep::default();
+        sweep.assume_missing(path);
+        // The bytes there match, but the caller knows the file is new: not read, forgotten.
+        assert_eq!(store.read_chunk_in(&hash, &mut sweep)?, None);
+        store.forget(sweep)?;
+        assert!(!store.has_chunk(&hash)?);
         Ok(())
     }
 

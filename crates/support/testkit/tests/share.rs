@@ -33,6 +33,36 @@ async fn fetches_through_the_dht_knowing_only_a_third_peer() -> Result<()> {
     .await
 }
 
+/// A download deleted and fetched again to the same path: the records of the deleted copy
+/// are dropped (not read back from the new, empty file) and every byte comes again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_download_comes_again_to_the_same_path() -> Result<()> {
+    bounded(LIMIT, async {
+        let a = TestNode::start(|_| {}).await?;
+        let a_addr = a.addr().await?;
+        let c = TestNode::start(|o| o.config.bootstrap = vec![a_addr]).await?;
+        let file = a.dir.path().join("film.bin");
+        let bytes = data(2_500_000, 7);
+        std::fs::write(&file, &bytes)?;
+        let id = a.share(&file).await?;
+        let out = c.dir.path().join("film.bin");
+        for round in 0..2 {
+            let p = c.get(&id, &out).await?;
+            assert_eq!(p["state"], "done", "round {round}: {p}");
+            assert_eq!(p["fetched_bytes"], 2_500_000, "round {round}: {p}");
+            assert!(
+                std::fs::read(&out)? == bytes,
+                "round {round}: the copy differs"
+            );
+            std::fs::remove_file(&out)?;
+        }
+        a.stop().await;
+        c.stop().await;
+        Ok(())
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_folder_round_trips_byte_for_byte() -> Result<()> {
     bounded(LIMIT, async {

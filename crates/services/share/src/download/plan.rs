@@ -125,9 +125,16 @@ fn prepare(
     for d in &plan.dirs {
         std::fs::create_dir_all(d).map_err(|e| werr(d, e))?;
     }
+    // Locations found wrong (a deleted earlier copy, say) are forgotten in one go.
+    let mut sweep = kith_core::store::Sweep::default();
     for (path, size, _, _) in &plan.files {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(|e| werr(parent, e))?;
+        }
+        // A file made now holds nothing yet: the store's records of chunks there (an
+        // earlier download to the same path, since deleted) are not read back as zeros.
+        if !path.exists() {
+            sweep.assume_missing(path.display().to_string());
         }
         let f = OpenOptions::new()
             .create(true)
@@ -139,8 +146,6 @@ fn prepare(
     }
     let mut have = HashSet::new();
     let mut ops = Vec::new();
-    // Locations found wrong (a deleted earlier copy, say) are forgotten in one go.
-    let mut sweep = kith_core::store::Sweep::default();
     for (i, t) in plan.tasks.iter().enumerate() {
         // Resuming: whatever a previous run wrote and verified is still in the output,
         // recorded or not (a crash can come between the write and its record).
