@@ -297,7 +297,9 @@ async fn after_change(inner: &Arc<Inner>, group: &str, key_changed: bool) {
     };
     if !member {
         tracing::info!(%group, "this device is no longer in the group");
-        forget(inner, group, false).await;
+        // Still served to the members for a while: this device's last operations (its
+        // own leave, taken in while it was telling the members) may be nowhere else yet.
+        forget(inner, group, true).await;
         return;
     }
     inner.took(group, key_changed).await;
@@ -338,16 +340,23 @@ pub(crate) const PART_GRACE: Duration = Duration::from_secs(120);
 /// Drops a group this device is no longer in. With `part`, its log is still served to
 /// members for [`PART_GRACE`] (they take this device's leaving from it).
 pub(crate) async fn forget(inner: &Arc<Inner>, group: &str, part: bool) {
-    let removed = inner.groups().map(|mut g| g.remove(group)).unwrap_or(None);
-    let Some(g) = removed else {
-        return;
+    // The parting copy is in place before the group is gone (both under the groups
+    // lock), so a member's sync in between is never refused.
+    let topic = {
+        let Ok(mut groups) = inner.groups() else {
+            return;
+        };
+        let Some(g) = groups.remove(group) else {
+            return;
+        };
+        let topic = g.topic();
+        if part {
+            let mut parting = kith_core::sync::recover(&inner.parting);
+            parting.retain(|_, (_, at)| at.elapsed() < PART_GRACE);
+            parting.insert(group.to_owned(), (g, std::time::Instant::now()));
+        }
+        topic
     };
-    let topic = g.topic();
-    if part {
-        let mut parting = kith_core::sync::recover(&inner.parting);
-        parting.retain(|_, (_, at)| at.elapsed() < PART_GRACE);
-        parting.insert(group.to_owned(), (g, std::time::Instant::now()));
-    }
     let _ = inner.overlay.unsubscribe(topic).await;
     let file = crate::log::path(&inner.dir, group);
     let _ = inner

@@ -153,20 +153,19 @@ fn sync(inner: &Arc<Inner>, peer: &PeerId, group: &str, have: &[String]) -> Resu
         return Err(Error::Refused("too many hashes".into()));
     }
     let have: HashSet<_> = have.iter().filter_map(|h| parse_hash(h)).collect();
-    let parted = {
-        let parting = kith_core::sync::recover(&inner.parting);
-        parting
-            .get(group)
-            .filter(|(g, at)| at.elapsed() < client::PART_GRACE && may_read(inner, g, peer))
-            .map(|(g, _)| g.missing_for(&have))
-    };
-    if let Some(ops) = parted {
-        return Ok(Answer::Ops(ops));
-    }
     let groups = inner.groups()?;
     let not_member = || Error::Refused("not a member".into());
+    // A group this device left (or was put out of) a moment ago is still served to its
+    // members; a group it is in again is served from its current log.
+    let Some(g) = groups.get(group) else {
+        let parting = kith_core::sync::recover(&inner.parting);
+        return parting
+            .get(group)
+            .filter(|(g, at)| at.elapsed() < client::PART_GRACE && may_read(inner, g, peer))
+            .map(|(g, _)| Answer::Ops(g.missing_for(&have)))
+            .ok_or_else(not_member);
+    };
     // A group this device is not in and one the peer may not read look the same.
-    let g = groups.get(group).ok_or_else(not_member)?;
     if may_read(inner, g, peer) {
         // The asker holds operations this device lacks (a member that just left, or
         // changed something whose announcement was lost): take them from it too.
