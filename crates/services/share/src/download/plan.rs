@@ -146,6 +146,7 @@ fn prepare(
     }
     let mut have = HashSet::new();
     let mut ops = Vec::new();
+    let mut writer = Writer::default();
     for (i, t) in plan.tasks.iter().enumerate() {
         // Resuming: whatever a previous run wrote and verified is still in the output,
         // recorded or not (a crash can come between the write and its record).
@@ -159,7 +160,7 @@ fn prepare(
             continue;
         }
         if let Some(bytes) = store.read_chunk_in(&t.hash, &mut sweep)? {
-            write_targets(&t.targets, &bytes)?;
+            writer.write(&t.targets, &bytes)?;
             ops.extend(t.locations());
             have.insert(i);
         }
@@ -174,14 +175,6 @@ fn read_verified(path: &str, offset: u64, len: u32, hash: &Hash) -> bool {
     };
     let mut buf = vec![0u8; len as usize];
     f.read_exact_at(&mut buf, offset).is_ok() && blake3::hash(&buf).as_bytes() == hash
-}
-
-/// Writes a verified chunk to every place it goes (blocking).
-pub(crate) fn write_targets(
-    targets: &[(Arc<str>, u64)],
-    bytes: &[u8],
-) -> Result<(), DownloadError> {
-    Writer::default().write(targets, bytes)
 }
 
 /// Writes chunks to their places, keeping the last file written open: a worker's chunks
@@ -199,20 +192,13 @@ impl Writer {
         bytes: &[u8],
     ) -> Result<(), DownloadError> {
         for (p, off) in targets {
-            let wrote = match &self.open {
-                Some((q, f)) if q == p => f.write_all_at(bytes, *off),
-                _ => {
-                    self.open = None;
-                    let f = OpenOptions::new()
-                        .write(true)
-                        .open(&**p)
-                        .map_err(|e| DownloadError::Write(p.to_string(), e.to_string()))?;
-                    let r = f.write_all_at(bytes, *off);
-                    self.open = Some((p.clone(), f));
-                    r
-                }
+            let err = |e: std::io::Error| werr(Path::new(&**p), e);
+            let f = match self.open.take() {
+                Some((q, f)) if q == *p => f,
+                _ => OpenOptions::new().write(true).open(&**p).map_err(err)?,
             };
-            wrote.map_err(|e| DownloadError::Write(p.to_string(), e.to_string()))?;
+            let (_, f) = self.open.insert((p.clone(), f));
+            f.write_all_at(bytes, *off).map_err(err)?;
         }
         Ok(())
     }
