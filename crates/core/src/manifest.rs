@@ -165,6 +165,20 @@ impl Manifest {
     }
 }
 
+impl FileManifest {
+    /// The identity of the file's bytes, whatever the file is called: the same bytes under
+    /// two names have two manifest IDs but one content hash (chunking is deterministic).
+    pub fn content_hash(&self) -> Hash {
+        let mut h = blake3::Hasher::new_derive_key("kith 2026 file content");
+        h.update(&self.size.to_le_bytes());
+        for c in &self.chunks {
+            h.update(&c.hash);
+            h.update(&c.size.to_le_bytes());
+        }
+        *h.finalize().as_bytes()
+    }
+}
+
 /// A name is one safe path component.
 pub fn check_name(name: &str) -> Result<(), ManifestError> {
     let bad = name.is_empty()
@@ -215,6 +229,26 @@ mod tests {
         assert_eq!(Manifest::decode(&bytes).ok(), Some(m.clone()));
         assert_eq!(m.id(), ContentId::manifest(&bytes));
         assert_eq!(m.id().kind(), Kind::Manifest);
+    }
+
+    #[test]
+    fn content_hash_ignores_the_name_only() {
+        let Manifest::File(a) = file() else {
+            return;
+        };
+        let renamed = FileManifest {
+            name: "other.txt".into(),
+            ..a.clone()
+        };
+        assert_eq!(a.content_hash(), renamed.content_hash());
+        let changed = FileManifest {
+            chunks: vec![Chunk {
+                hash: [8; 32],
+                size: 5,
+            }],
+            ..a.clone()
+        };
+        assert_ne!(a.content_hash(), changed.content_hash());
     }
 
     #[test]

@@ -125,6 +125,9 @@ pub struct Share {
     /// The group it is shared with; absent for public shares.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
+    /// Shared publicly on purpose though it came to this node in a group.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub public_on_purpose: bool,
 }
 
 /// `POST /peers`: dial a peer now.
@@ -141,9 +144,14 @@ pub struct ConnectRequest {
 pub struct ShareRequest {
     /// Absolute path.
     pub path: String,
-    /// Share it with this group only (ID or name); default: public.
+    /// Share it with this group only (ID or name). Default: public, unless the content
+    /// came to this node in a group: then it stays in that group.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
+    /// Share it publicly even if it came to this node in a group (anyone can then find
+    /// and fetch it). Not with `group`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub public: bool,
 }
 
 /// `POST /downloads`: start (or follow) a download.
@@ -280,6 +288,10 @@ pub struct PublishRequest {
     pub name: String,
     /// Absolute path.
     pub path: String,
+    /// Publish it even if it came to this node in a group (a name is public: anyone can
+    /// then fetch it). Without it, such content is refused.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub public: bool,
 }
 
 /// `POST /names/resolve`: the newest revision of a name.

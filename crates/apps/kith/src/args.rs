@@ -145,14 +145,22 @@ pub enum Cmd {
     #[command(after_help = "Examples:\n  \
         kith share ~/talks/keynote.mp4\n  \
         kith share --ticket ~/photos          # also a ticket to paste to a friend\n  \
-        kith share --group family ~/photos    # only the group's members see it")]
+        kith share --group family ~/photos    # only the group's members see it\n\n\
+        Content that came to this node in a group (fetched from its members, or shared\n\
+        with it) stays in that group wherever it is copied: sharing it again shares it\n\
+        with that group only, and a folder that mixes it with other content is refused\n\
+        until you choose --group or --public.")]
     Share {
         /// The file or folder to share.
         path: PathBuf,
         /// Share it with this group only (ID or name): only its members can discover,
         /// list, search or fetch it.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "public")]
         group: Option<String>,
+        /// Share it with everyone, even what came to this node in a group: anyone can
+        /// then search for it and fetch it from here.
+        #[arg(long)]
+        public: bool,
         /// Print a ticket: the content ID and this node's addresses in one string, for
         /// `kith get TICKET` on a node that need not know this one.
         #[arg(long)]
@@ -189,6 +197,10 @@ pub enum Cmd {
         name: String,
         /// The file or folder that becomes its next revision.
         path: PathBuf,
+        /// Publish it even if it came to this node in a group (a name is public: anyone
+        /// can then fetch it). Without it, such content is refused.
+        #[arg(long)]
+        public: bool,
     },
     /// Show the newest revision of NAME (PEER_ID/name, or a name of this node).
     Resolve {

@@ -174,15 +174,27 @@ pub async fn share(
     c: &Client,
     path: &Path,
     group: Option<String>,
+    public: bool,
     ticket: bool,
     json: bool,
 ) -> Result<()> {
     let abs = existing(path)?;
+    let asked_group = group.is_some();
     let req = api::ShareRequest {
         path: abs.display().to_string(),
         group,
+        public,
     };
     let s: api::Share = c.post("/shares", &req).await?;
+    match &s.group {
+        Some(g) if !asked_group => eprintln!(
+            "shared with group {g} only: it came to this node in that group (--public shares it with everyone)"
+        ),
+        None if public => {
+            eprintln!("shared publicly: anyone can search for it and fetch it from here")
+        }
+        _ => {}
+    }
     let ticket = if ticket {
         let t: api::TicketBody = c.get(&format!("/shares/{}/ticket", segment(&s.id))).await?;
         Some(t.ticket)
@@ -236,11 +248,12 @@ pub async fn unshare(c: &Client, id: &str, json: bool) -> Result<()> {
     Ok(())
 }
 
-pub async fn publish(c: &Client, name: &str, path: &Path, json: bool) -> Result<()> {
+pub async fn publish(c: &Client, name: &str, path: &Path, public: bool, json: bool) -> Result<()> {
     let abs = existing(path)?;
     let req = api::PublishRequest {
         name: name.to_owned(),
         path: abs.display().to_string(),
+        public,
     };
     let r: api::Name = c.post("/names", &req).await?;
     if json {

@@ -151,8 +151,9 @@ async fn talk(c: &Client, cmd: Cmd, json: bool) -> Result<()> {
         Cmd::Share {
             path,
             group,
+            public,
             ticket,
-        } => commands::share(c, &path, group, ticket, json).await,
+        } => commands::share(c, &path, group, public, ticket, json).await,
         Cmd::Ls => commands::ls(c, json).await,
         Cmd::Unshare { id } => commands::unshare(c, &id, json).await,
         Cmd::Search {
@@ -162,7 +163,9 @@ async fn talk(c: &Client, cmd: Cmd, json: bool) -> Result<()> {
             limit,
             group,
         } => commands::search(c, &query, via, group, timeout, limit, json).await,
-        Cmd::Publish { name, path } => commands::publish(c, &name, &path, json).await,
+        Cmd::Publish { name, path, public } => {
+            commands::publish(c, &name, &path, public, json).await
+        }
         Cmd::Resolve { name, timeout } => commands::resolve(c, &name, timeout, json).await,
         Cmd::Get {
             id,

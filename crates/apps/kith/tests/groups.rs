@@ -316,3 +316,55 @@ fn bad_invites_get_one_clear_error_line() -> Result<()> {
     assert!(e.starts_with("error: "), "{e}");
     Ok(())
 }
+
+/// The sequence through real processes: a member fetches a group's folder twice;
+/// it stays the group's (`kith ls` names the group), and an outsider connected to the
+/// member neither finds nor fetches it. A failed fetch leaves nothing under its name.
+#[test]
+fn a_second_get_keeps_group_content_in_the_group() -> Result<()> {
+    let t = tmp()?;
+    let (a, m, o) = (t.path().join("a"), t.path().join("m"), t.path().join("o"));
+    let _pa = up(&a, &[])?;
+    let boot = addr_of(&a)?;
+    let _pm = up(&m, &["--bootstrap", &boot])?;
+    let _po = up(&o, &["--bootstrap", &boot])?;
+    ok(&o, &["connect", &addr_of(&m)?])?;
+    ok(&a, &["group", "create", "fam"])?;
+    let token = text(&ok(&a, &["group", "invite", "fam"])?, "token");
+    ok(&m, &["group", "join", &token])?;
+    let dir = t.path().join("DIR");
+    std::fs::create_dir_all(&dir)?;
+    file(&dir, "SECRET_plans.txt", "plans")?;
+    let id = text(
+        &ok(&a, &["share", "--group", "fam", &dir.display().to_string()])?,
+        "id",
+    );
+    for out in ["x1", "x2"] {
+        assert!(fetch(&m, &id, &t.path().join(out), "30")?);
+        let ls = ok(&m, &["ls"])?;
+        let recs: Vec<&Value> = ls
+            .as_array()
+            .ok_or("ls is not a list")?
+            .iter()
+            .filter(|s| s["id"] == id.as_str())
+            .collect();
+        assert!(!recs.is_empty(), "{ls}");
+        for r in recs {
+            assert!(text(r, "group").starts_with("grp-"), "after {out}: {ls}");
+        }
+    }
+    assert!(search_public(&o, "plans")?.is_empty());
+    let out = t.path().join("o-copy");
+    assert!(!fetch(&o, &id, &out, "3")?);
+    assert!(!out.exists(), "a failed fetch left {}", out.display());
+    // The member's copy shared again without a flag stays in the group.
+    let again = kith(&m, &["share", &t.path().join("x1").display().to_string()])?;
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert!(
+        stderr(&again).contains("shared with group"),
+        "{}",
+        stderr(&again)
+    );
+    assert!(search_public(&o, "plans")?.is_empty());
+    Ok(())
+}

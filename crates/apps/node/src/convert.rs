@@ -95,6 +95,7 @@ pub(crate) fn share(r: &ShareRecord) -> api::Share {
         files: r.files,
         added: r.added,
         group: r.scope.clone(),
+        public_on_purpose: r.public_on_purpose,
     }
 }
 

@@ -8,7 +8,7 @@ use kith_api as api;
 use kith_core::ContentId;
 use kith_overlay::PeerId;
 use kith_search::Via;
-use kith_share::Output;
+use kith_share::{Audience, Output};
 use tokio::sync::{mpsc, watch};
 
 use crate::convert;
@@ -121,14 +121,26 @@ impl Node {
     }
 
     /// Shares an absolute path in place: publicly, or with one group (ID or name).
+    /// Content that came to this node in a group stays in it unless `public` says
+    /// otherwise.
     pub async fn share_path(
         &self,
         path: &str,
         group: Option<&str>,
+        public: bool,
     ) -> Result<api::Share, NodeError> {
-        let group = self.group_id(group)?;
+        let audience = match (self.group_id(group)?, public) {
+            (Some(_), true) => {
+                return Err(NodeError::BadRequest(
+                    "a share is either public or for a group, not both".into(),
+                ));
+            }
+            (Some(g), false) => Audience::Group(g),
+            (None, true) => Audience::Public,
+            (None, false) => Audience::Inherit,
+        };
         let path = existing_path(path)?;
-        let rec = self.inner.share.share(path, group).await?;
+        let rec = self.inner.share.share(path, audience).await?;
         self.searchable().await;
         Ok(convert::share(&rec))
     }
@@ -283,11 +295,22 @@ impl Node {
         ))
     }
 
-    /// Shares `path` and publishes it as the next revision of `name`.
-    pub async fn publish(&self, name: &str, path: &str) -> Result<api::Name, NodeError> {
+    /// Shares `path` publicly and publishes it as the next revision of `name`. A name is
+    /// public: content that came to this node in a group is refused unless `public`.
+    pub async fn publish(
+        &self,
+        name: &str,
+        path: &str,
+        public: bool,
+    ) -> Result<api::Name, NodeError> {
         kith_names::check_name(name).map_err(kith_names::Error::from)?;
         let path = existing_path(path)?;
-        let rec = self.inner.share.share(path, None).await?;
+        let audience = if public {
+            Audience::Public
+        } else {
+            Audience::PublicOnly
+        };
+        let rec = self.inner.share.share(path, audience).await?;
         let r = self.inner.names.publish(name, rec.id).await?;
         self.searchable().await;
         Ok(convert::name(&r))

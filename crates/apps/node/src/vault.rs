@@ -64,7 +64,18 @@ impl Node {
         req: &api::VaultGet,
     ) -> Result<api::VaultGot, NodeError> {
         let out = absolute(&req.out, "out")?;
-        Ok(got(self.inner.vault.get(what.trim(), out).await?))
+        let r = self.inner.vault.get(what.trim(), out.clone()).await?;
+        self.came_in(out, &r).await?;
+        Ok(got(r))
+    }
+
+    /// What was restored from a group's object is that group's content: shared again, it
+    /// stays in the group.
+    async fn came_in(&self, out: std::path::PathBuf, r: &GetReport) -> Result<(), NodeError> {
+        if let Some(g) = &r.group {
+            self.inner.share.came_in(out, g.clone()).await?;
+        }
+        Ok(())
     }
 
     pub fn vault_list(&self) -> Vec<api::VaultObject> {
@@ -115,8 +126,9 @@ impl Node {
         let r = self
             .inner
             .vault
-            .restore(req.source.as_deref(), req.at_ms, out)
+            .restore(req.source.as_deref(), req.at_ms, out.clone())
             .await?;
+        self.came_in(out, &r).await?;
         Ok(got(r))
     }
 }

@@ -161,7 +161,11 @@ impl Compute {
             .blocking(move || master.create(&spec))
             .await??;
         for (unit, path) in self.inner.master.content_files(&job) {
-            let rec = self.inner.share.share(path, job.group.clone()).await?;
+            let rec = self
+                .inner
+                .share
+                .share(path, job.group.clone().into())
+                .await?;
             let content = Some(rec.id.to_string());
             match job.units.iter_mut().find(|u| u.name == unit) {
                 Some(u) if u.input.size > INLINE_MAX => u.input.content = content,

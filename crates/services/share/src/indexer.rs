@@ -11,6 +11,7 @@ use kith_core::chunker::{self, ChunkError};
 use kith_core::manifest::{self, Chunk, DirManifest, Entry, EntryKind, FileManifest, Manifest};
 use kith_core::store::{Location, Op, Stamp, Store, StoreError, now_secs};
 
+use crate::origins::{Audience, Key, Origins, Refusal, Tree};
 use crate::records::{self, FileRecord, ShareKind, ShareRecord};
 
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +23,8 @@ pub enum IndexError {
     Chunk(#[from] ChunkError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Refused(#[from] Refusal),
 }
 
 fn path_err(path: &Path, reason: impl ToString) -> IndexError {
@@ -31,7 +34,8 @@ fn path_err(path: &Path, reason: impl ToString) -> IndexError {
     }
 }
 
-/// Collects writes and commits them in batches so big trees don't fsync per file.
+/// Collects the writes of one indexing, committed in one go once the share is decided
+/// (a refused share leaves nothing behind: no manifest, no chunk location to serve).
 struct Batch<'a> {
     store: &'a Store,
     ops: Vec<Op>,
@@ -40,9 +44,6 @@ struct Batch<'a> {
 impl Batch<'_> {
     fn push(&mut self, op: Op) -> Result<(), StoreError> {
         self.ops.push(op);
-        if self.ops.len() >= 20_000 {
-            self.flush()?;
-        }
         Ok(())
     }
 
@@ -51,34 +52,53 @@ impl Batch<'_> {
     }
 }
 
-/// Indexes `path` (a file or folder) and records it as a share of `scope` (`None`:
-/// public). Returns the share.
-pub fn share_path(
-    store: &Store,
-    path: &Path,
-    scope: Option<String>,
-) -> Result<ShareRecord, IndexError> {
-    share_path_as(store, path, scope, None)
+/// A file indexed for a share: where it is, its record, and the identity of its bytes.
+#[derive(Clone)]
+struct Indexed {
+    path: String,
+    rec: FileRecord,
+    content: kith_core::id::Hash,
 }
 
-/// [`share_path`], with the root named `name` instead of as the path's last component: a
-/// copy saved under another name indexes to the same ID as the content it is a copy of.
-pub fn share_path_as(
+/// What a share is to be: for whom, under which root name, and what decides it.
+pub(crate) struct Ask<'a> {
+    pub audience: &'a Audience,
+    /// The root's name (a copy keeps its content's ID); default: the path's last part.
+    pub name: Option<String>,
+    pub origins: &'a Origins,
+    /// Whether this node is in a group.
+    pub belongs: &'a (dyn Fn(&str) -> bool + Send + Sync),
+}
+
+/// Indexes `path` (a file or folder) and records it as a public share, with no regard to
+/// where its content came from (for benchmarks and tools on a store of their own).
+pub fn share_path(store: &Store, path: &Path) -> Result<ShareRecord, IndexError> {
+    let ask = Ask {
+        audience: &Audience::Public,
+        name: None,
+        origins: &Origins::empty(),
+        belongs: &|_| false,
+    };
+    share_path_as(store, path, &ask)
+}
+
+/// Indexes `path` (a file or folder) and records it as a share for `audience`. Returns
+/// the share; nothing is written when it is refused. Content shared with a group is
+/// remembered as the group's ([`Origins`]).
+pub(crate) fn share_path_as(
     store: &Store,
     path: &Path,
-    scope: Option<String>,
-    name: Option<String>,
+    ask: &Ask<'_>,
 ) -> Result<ShareRecord, IndexError> {
     let path = std::fs::canonicalize(path).map_err(|e| path_err(path, e))?;
     let meta = std::fs::metadata(&path).map_err(|e| path_err(&path, e))?;
-    let name = match name {
+    let name = match &ask.name {
         Some(n) => {
-            manifest::check_name(&n).map_err(|e| path_err(&path, e))?;
-            n
+            manifest::check_name(n).map_err(|e| path_err(&path, e))?;
+            n.clone()
         }
         None => display_name(&path)?,
     };
-    // Records are first written under a placeholder share; the root ID is known at the end.
     let mut batch = Batch {
         store,
         ops: Vec::new(),
@@ -87,20 +107,44 @@ pub fn share_path_as(
     let root = if meta.is_dir() {
         index_dir(&mut batch, &path, name.clone(), 0, &mut files)?
     } else if meta.is_file() {
-        let (m, rec) = index_file(&mut batch, &path, name.clone())?;
-        files.push((path.display().to_string(), rec));
+        let (m, f) = index_file(&mut batch, &path, name.clone())?;
+        files.push(f);
         m
     } else {
         return Err(path_err(&path, "not a regular file or folder"));
     };
     let id = root.id();
-    for (p, mut rec) in files.iter().cloned() {
-        rec.share = id;
-        batch.push(records::put_file(p, &rec))?;
+    let shown = path.display().to_string();
+    let tree = Tree {
+        path: &shown,
+        root: ask.origins.groups(&Key::Root(id)),
+        files: files
+            .iter()
+            .filter(|f| f.rec.size > 0)
+            .map(|f| (f.path.clone(), ask.origins.groups(&Key::File(f.content))))
+            .collect(),
+    };
+    let scope = tree.scope(ask.audience, ask.belongs)?;
+    if let Some(g) = &scope {
+        let keys: Vec<Key> = std::iter::once(Key::Root(id))
+            .chain(
+                files
+                    .iter()
+                    .filter(|f| f.rec.size > 0)
+                    .map(|f| Key::File(f.content)),
+            )
+            .collect();
+        ask.origins
+            .record(&keys, g)
+            .map_err(|e| path_err(Path::new("origins.jsonl"), e))?;
+    }
+    for mut f in files.iter().cloned() {
+        f.rec.share = id;
+        batch.push(records::put_file(f.path, &f.rec))?;
     }
     let record = ShareRecord {
         id,
-        path: path.display().to_string(),
+        path: shown,
         name,
         kind: if meta.is_dir() {
             ShareKind::Dir
@@ -111,6 +155,7 @@ pub fn share_path_as(
         files: files.len() as u64,
         added: now_secs(),
         scope,
+        public_on_purpose: *ask.audience == Audience::Public,
     };
     batch.push(records::put_share(&record))?;
     batch.flush()?;
@@ -176,7 +221,7 @@ fn index_dir(
     path: &Path,
     name: String,
     depth: usize,
-    files: &mut Vec<(String, FileRecord)>,
+    files: &mut Vec<Indexed>,
 ) -> Result<Manifest, IndexError> {
     if depth >= manifest::MAX_DEPTH {
         return Err(path_err(path, "folders nested too deep"));
@@ -202,9 +247,9 @@ fn index_dir(
                 FileMeta::default(),
             )
         } else if ft.is_file() {
-            let (m, rec) = index_file(batch, &cpath, cname.clone())?;
+            let (m, f) = index_file(batch, &cpath, cname.clone())?;
             let meta = child.metadata().map(|m| file_meta(&m)).unwrap_or_default();
-            files.push((cpath.display().to_string(), rec));
+            files.push(f);
             (m, EntryKind::File, meta)
         } else {
             tracing::debug!(path = %cpath.display(), "skipping symlink or special file");
@@ -259,7 +304,7 @@ fn index_file(
     batch: &mut Batch<'_>,
     path: &Path,
     name: String,
-) -> Result<(Manifest, FileRecord), IndexError> {
+) -> Result<(Manifest, Indexed), IndexError> {
     let meta = std::fs::metadata(path).map_err(|e| path_err(path, e))?;
     let key = path.display().to_string();
     let mtime = mtime_ns(&meta);
@@ -287,13 +332,21 @@ fn index_file(
                 .collect();
             batch.store.trust(&key, Stamp::of(&meta), &chunks);
         }
+        let content = f.content_hash();
         let m = Manifest::File(f);
         put_manifest(batch, &m)?;
         let rec = FileRecord {
             manifest: m.id(),
             ..old
         };
-        return Ok((m, rec));
+        return Ok((
+            m,
+            Indexed {
+                path: key,
+                rec,
+                content,
+            },
+        ));
     }
     let chunks = chunker::chunk_file(path)?;
     let size: u64 = chunks.iter().map(|c| u64::from(c.len)).sum();
@@ -315,7 +368,7 @@ fn index_file(
             },
         ))?;
     }
-    let m = Manifest::File(FileManifest {
+    let f = FileManifest {
         name,
         size,
         chunks: chunks
@@ -325,7 +378,9 @@ fn index_file(
                 size: c.len,
             })
             .collect(),
-    });
+    };
+    let content = f.content_hash();
+    let m = Manifest::File(f);
     put_manifest(batch, &m)?;
     let rec = FileRecord {
         size,
@@ -334,7 +389,14 @@ fn index_file(
         share: m.id(),
         stamp,
     };
-    Ok((m, rec))
+    Ok((
+        m,
+        Indexed {
+            path: key,
+            rec,
+            content,
+        },
+    ))
 }
 
 /// Shares whose files changed on disk since they were indexed (size or modification
@@ -443,12 +505,14 @@ fn listing_matches(store: &Store, m: &Manifest, path: &Path) -> Result<bool, Ind
     Ok(true)
 }
 
-/// Forgets a share: its record, its file records and where its chunks live.
-pub fn unshare(store: &Store, id: &ContentId) -> Result<Option<ShareRecord>, IndexError> {
-    let Some(share) = records::share(store, id)? else {
-        return Ok(None);
-    };
-    let mut ops = vec![records::remove_share(id)];
+/// Forgets every share of content `id` (publicly and with groups): the records, their
+/// file records and where their chunks live. Returns the records forgotten.
+pub fn unshare(store: &Store, id: &ContentId) -> Result<Vec<ShareRecord>, IndexError> {
+    let shares = records::shares_of(store, id)?;
+    if shares.is_empty() {
+        return Ok(shares);
+    }
+    let mut ops: Vec<Op> = shares.iter().map(records::remove_share).collect();
     for (path, rec) in records::files_of(store, id)? {
         if let Some(bytes) = store.block(&rec.manifest)?
             && let Ok(Manifest::File(f)) = Manifest::decode(&bytes)
@@ -486,7 +550,7 @@ pub fn unshare(store: &Store, id: &ContentId) -> Result<Option<ShareRecord>, Ind
         }
     }
     store.apply(ops)?;
-    Ok(Some(share))
+    Ok(shares)
 }
 
 /// The IDs of a manifest and every manifest under it that the store holds.
@@ -509,6 +573,17 @@ fn manifest_tree(store: &Store, root: &ContentId) -> Result<Vec<ContentId>, Inde
 mod tests {
     use super::*;
 
+    /// Shares `path` publicly, as `kith share` does, remembering origins in `dir`.
+    fn share_in(store: &Store, path: &Path, dir: &Path) -> Result<ShareRecord, IndexError> {
+        let ask = Ask {
+            audience: &Audience::Inherit,
+            name: None,
+            origins: &Origins::load(dir),
+            belongs: &|_| true,
+        };
+        share_path_as(store, path, &ask)
+    }
+
     fn tmp(name: &str) -> std::path::PathBuf {
         let d = std::env::temp_dir().join(format!("kith-index-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
@@ -524,18 +599,18 @@ mod tests {
         let _ = std::fs::write(root.join("a.txt"), b"alpha");
         let _ = std::fs::write(root.join("sub/b.bin"), vec![9u8; 300_000]);
         let store = Store::open(&d.join("db"))?;
-        let s1 = share_path(&store, &root, None)?;
+        let s1 = share_in(&store, &root, &d)?;
         assert_eq!(s1.files, 2);
         assert_eq!(s1.size, 300_005);
         assert!(changed_shares(&store)?.is_empty());
         // Re-sharing the unchanged tree gives the same ID.
-        assert_eq!(share_path(&store, &root, None)?.id, s1.id);
+        assert_eq!(share_in(&store, &root, &d)?.id, s1.id);
         let _ = std::fs::write(root.join("new.txt"), b"new");
         assert_eq!(changed_shares(&store)?.len(), 1);
-        let s2 = share_path(&store, &root, None)?;
+        let s2 = share_in(&store, &root, &d)?;
         assert_ne!(s2.id, s1.id);
-        assert!(unshare(&store, &s2.id)?.is_some());
-        assert!(records::share(&store, &s2.id)?.is_none());
+        assert_eq!(unshare(&store, &s2.id)?.len(), 1);
+        assert!(records::shares_of(&store, &s2.id)?.is_empty());
         assert!(
             store.block(&s2.id)?.is_none(),
             "unshared manifests are forgotten"
@@ -548,7 +623,7 @@ mod tests {
     fn missing_path_is_an_error() {
         let d = tmp("missing");
         let store = Store::open(&d.join("db"));
-        let r = store.map(|s| share_path(&s, &d.join("nope"), None).is_err());
+        let r = store.map(|s| share_in(&s, &d.join("nope"), &d).is_err());
         assert!(matches!(r, Ok(true)));
         let _ = std::fs::remove_dir_all(&d);
     }

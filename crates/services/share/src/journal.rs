@@ -6,19 +6,40 @@
 
 use std::path::{Path, PathBuf};
 
+use kith_core::ContentId;
+use kith_core::manifest::Manifest;
 use kith_core::store::{Store, StoreError, now_secs};
 use serde::{Deserialize, Serialize};
 
 use crate::records::{self, DownloadRecord, DownloadState};
-use crate::{Error, Share};
+use crate::{Audience, Error, Share};
 
 /// A shared path, and the group it is shared with (none: public). Journals written
-/// before groups existed hold bare paths.
+/// before the content's ID and name were kept hold a path and a group, and those written
+/// before groups existed bare paths.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(untagged)]
 enum Shared {
+    Entry(Entry),
     Scoped(String, Option<String>),
     Path(String),
+}
+
+/// A share as the journal keeps it: enough to share it again under the same ID (a
+/// download saved under another name keeps its content's name).
+#[derive(Debug, Serialize, Deserialize)]
+struct Entry {
+    path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    group: Option<String>,
+    /// The content's ID when it was shared (a rebuild that finds other bytes says so).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    id: Option<ContentId>,
+    /// The root's name in its manifest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    name: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    public_on_purpose: bool,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -35,11 +56,22 @@ fn path(dir: &Path) -> PathBuf {
 /// Writes the journal from the store (blocking).
 pub(crate) fn save(store: &Store, dir: &Path) -> Result<(), StoreError> {
     let io = |e: std::io::Error| StoreError::Db(format!("{}: {e}", dir.display()));
+    let mut shares = Vec::new();
+    for s in records::shares(store)? {
+        let name = store
+            .block(&s.id)?
+            .and_then(|b| Manifest::decode(&b).ok())
+            .map(|m| m.name().to_owned());
+        shares.push(Shared::Entry(Entry {
+            path: s.path,
+            group: s.scope,
+            id: Some(s.id),
+            name,
+            public_on_purpose: s.public_on_purpose,
+        }));
+    }
     let j = Journal {
-        shares: records::shares(store)?
-            .into_iter()
-            .map(|s| Shared::Scoped(s.path, s.scope))
-            .collect(),
+        shares,
         downloads: records::downloads(store)?
             .into_iter()
             .filter(|d| d.state == DownloadState::Running)
@@ -94,14 +126,39 @@ pub(crate) async fn rebuild_if_lost(share: &Share) -> Result<(), Error> {
     }
     inner.apply(ops).await?;
     for shared in journal.shares {
-        let (p, scope) = match shared {
-            Shared::Scoped(p, s) => (p, s),
-            Shared::Path(p) => (p, None),
+        let e = match shared {
+            Shared::Entry(e) => e,
+            Shared::Scoped(path, group) => Entry::bare(path, group),
+            Shared::Path(path) => Entry::bare(path, None),
         };
-        match share.share(PathBuf::from(&p), scope).await {
-            Ok(rec) => tracing::info!(path = %p, id = %rec.id, "shared again"),
-            Err(e) => tracing::warn!(path = %p, error = %e, "cannot share again"),
+        let audience = match e.group {
+            Some(g) => Audience::Group(g),
+            None if e.public_on_purpose => Audience::Public,
+            None => Audience::Inherit,
+        };
+        match share
+            .share_as(PathBuf::from(&e.path), audience, e.name)
+            .await
+        {
+            Ok(rec) if e.id.is_some_and(|id| id != rec.id) => {
+                tracing::warn!(path = %e.path, was = ?e.id, now = %rec.id, "shared again, but its content changed")
+            }
+            Ok(rec) => tracing::info!(path = %e.path, id = %rec.id, "shared again"),
+            Err(err) => tracing::warn!(path = %e.path, error = %err, "cannot share again"),
         }
     }
     Ok(())
+}
+
+impl Entry {
+    /// An entry of an older journal: its ID and name are not known.
+    fn bare(path: String, group: Option<String>) -> Self {
+        Self {
+            path,
+            group,
+            id: None,
+            name: None,
+            public_on_purpose: false,
+        }
+    }
 }

@@ -18,6 +18,7 @@ mod client;
 mod download;
 pub mod indexer;
 mod journal;
+mod origins;
 pub mod protocol;
 pub mod rate;
 pub mod records;
@@ -42,6 +43,7 @@ use tokio::sync::{broadcast, watch};
 
 pub use download::Output;
 pub use indexer::IndexError;
+pub use origins::{Audience, Refusal};
 pub use records::{DownloadRecord, DownloadState, ShareKind, ShareRecord};
 use state::Inner;
 pub use view::{FileView, Span};
@@ -76,6 +78,8 @@ pub enum Error {
     NotInScope(String),
     #[error("network: {0}")]
     Overlay(#[from] kith_overlay::OverlayError),
+    #[error("cannot record where content came from: {0}")]
+    Origins(#[source] std::io::Error),
     #[error(transparent)]
     Task(#[from] TaskError),
 }
@@ -246,6 +250,18 @@ impl Share {
     }
 
     async fn background(&self) {
+        let inner = self.inner.clone();
+        let upgraded = self
+            .inner
+            .tasks
+            .blocking(move || -> Result<(), Error> {
+                records::migrate(&inner.store)?;
+                Ok(scoped::seed_origins(&inner.store, &inner.origins)?)
+            })
+            .await;
+        if let Err(e) = upgraded.map_err(Error::from).and_then(|r| r) {
+            tracing::warn!(error = %e, "cannot bring share records up to date");
+        }
         if let Err(e) = journal::rebuild_if_lost(self).await {
             tracing::warn!(error = %e, "cannot rebuild shares from the journal");
         }
@@ -326,12 +342,17 @@ impl Share {
                 })
                 .await??;
             self.unshare(old.id).await?;
-            let paths = std::iter::once(PathBuf::from(&old.path)).chain(copies);
+            let recorded = PathBuf::from(&old.path);
+            let paths = std::iter::once(recorded.clone()).chain(copies);
             for path in paths.filter(|p| p.exists()) {
-                match self
-                    .share_as(path.clone(), old.scope.clone(), name.clone())
-                    .await
-                {
+                // A copy goes where its content came from; the recorded path keeps the
+                // audience it had.
+                let audience = match &old.scope {
+                    Some(g) => Audience::Group(g.clone()),
+                    None if old.public_on_purpose && path == recorded => Audience::Public,
+                    None => Audience::Inherit,
+                };
+                match self.share_as(path.clone(), audience, name.clone()).await {
                     Ok(new) => {
                         tracing::info!(old = %old.id, new = %new.id, path = %path.display(), "re-shared");
                         out.push(new);
@@ -341,58 +362,96 @@ impl Share {
                     }
                 }
             }
-            if !PathBuf::from(&old.path).exists() {
+            if !recorded.exists() {
                 tracing::info!(path = %old.path, "a shared copy is gone");
             }
         }
         Ok(out)
     }
 
-    /// Indexes and shares a file or folder in place, and announces it: publicly, or for
-    /// the members of group `scope` only.
-    pub async fn share(&self, path: PathBuf, scope: Option<String>) -> Result<ShareRecord, Error> {
-        self.share_as(path, scope, None).await
+    /// Indexes and shares a file or folder in place, and announces it to `audience`:
+    /// publicly, or for the members of a group only. Content that came to this node in a
+    /// group stays in it unless the audience is [`Audience::Public`].
+    pub async fn share(&self, path: PathBuf, audience: Audience) -> Result<ShareRecord, Error> {
+        self.share_as(path, audience, None).await
     }
 
     /// [`Share::share`] with the root named `name` (a copy keeps its content's ID).
-    async fn share_as(
+    pub(crate) async fn share_as(
         &self,
         path: PathBuf,
-        scope: Option<String>,
+        audience: Audience,
         name: Option<String>,
     ) -> Result<ShareRecord, Error> {
-        if let Some(s) = &scope
+        if let Audience::Group(s) = &audience
             && !self.inner.scopes.belongs(s)
         {
             return Err(Error::NotInScope(s.clone()));
         }
-        let store = self.inner.store.clone();
+        let inner = self.inner.clone();
         let bug = self.inner.config.panic_on_share;
         let rec = self
             .inner
             .tasks
             .blocking(move || {
                 assert!(!bug, "test hook: a bug while indexing {}", path.display());
-                indexer::share_path_as(&store, &path, scope, name)
+                let scopes = inner.scopes.clone();
+                let belongs = move |g: &str| scopes.belongs(g);
+                let ask = indexer::Ask {
+                    audience: &audience,
+                    name,
+                    origins: &inner.origins,
+                    belongs: &belongs,
+                };
+                indexer::share_path_as(&inner.store, &path, &ask)
             })
             .await??;
         self.inner.changed().await;
         self.inner.announce(rec.id, rec.scope.as_deref()).await;
-        tracing::info!(id = %rec.id, path = %rec.path, bytes = rec.size, "shared");
+        tracing::info!(id = %rec.id, path = %rec.path, bytes = rec.size, group = ?rec.scope, "shared");
         Ok(rec)
     }
 
+    /// Remembers the files under `path` as content of `group` (restored from a group's
+    /// object in the vault, say): sharing them later keeps them in that group, as for
+    /// content fetched from its members.
+    pub async fn came_in(&self, path: PathBuf, group: String) -> Result<usize, Error> {
+        let inner = self.inner.clone();
+        let n = self
+            .inner
+            .tasks
+            .blocking(move || -> Result<usize, Error> {
+                let keys: Vec<origins::Key> = origins::contents_under(&path)
+                    .map_err(IndexError::from)?
+                    .into_iter()
+                    .map(origins::Key::File)
+                    .collect();
+                inner
+                    .origins
+                    .record(&keys, &group)
+                    .map_err(Error::Origins)?;
+                Ok(keys.len())
+            })
+            .await??;
+        self.inner.changed().await;
+        Ok(n)
+    }
+
+    /// Stops sharing content `id` (publicly and with every group); returns the most
+    /// recent of its shares.
     pub async fn unshare(&self, id: ContentId) -> Result<ShareRecord, Error> {
         let store = self.inner.store.clone();
-        let rec = self
+        let mut recs = self
             .inner
             .tasks
             .blocking(move || indexer::unshare(&store, &id))
-            .await??
-            .ok_or(Error::NotShared(id))?;
+            .await??;
         self.inner.changed().await;
-        self.inner.withdraw(id, rec.scope.as_deref()).await;
-        Ok(rec)
+        for r in &recs {
+            self.inner.withdraw(id, r.scope.as_deref()).await;
+        }
+        recs.sort_by_key(|r| std::cmp::Reverse(r.added));
+        recs.into_iter().next().ok_or(Error::NotShared(id))
     }
 
     /// What this node shares, newest first.

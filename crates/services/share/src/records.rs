@@ -45,6 +45,29 @@ pub struct ShareRecord {
     /// The group only whose members may see it; `None` for public content.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
+    /// Shared publicly on purpose (`--public`), though it came in a group: a rescan
+    /// keeps it public.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub public_on_purpose: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+impl ShareRecord {
+    /// Its key in the table: the content and its scope, so the same content shared
+    /// publicly and with a group (or with two groups) are distinct records.
+    pub fn key(&self) -> String {
+        key(&self.id, self.scope.as_deref())
+    }
+}
+
+fn key(id: &ContentId, scope: Option<&str>) -> String {
+    match scope {
+        None => id.to_string(),
+        Some(s) => format!("{id}@{s}"),
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,11 +120,25 @@ pub(crate) fn remove_file(path: String) -> Op {
 }
 
 pub(crate) fn put_share(r: &ShareRecord) -> Op {
-    Op::Put(SHARES, r.id.to_string(), json(r))
+    Op::Put(SHARES, r.key(), json(r))
 }
 
-pub(crate) fn remove_share(id: &ContentId) -> Op {
-    Op::Remove(SHARES, id.to_string())
+pub(crate) fn remove_share(r: &ShareRecord) -> Op {
+    Op::Remove(SHARES, r.key())
+}
+
+/// Moves share records written before records were keyed by content and scope (keyed
+/// by content alone) to their keys (blocking).
+pub(crate) fn migrate(store: &Store) -> Result<(), StoreError> {
+    let mut ops = Vec::new();
+    for (k, v) in store.scan(SHARES)? {
+        let r: ShareRecord = unjson(&v)?;
+        if k != r.key() {
+            ops.push(Op::Remove(SHARES, k));
+            ops.push(put_share(&r));
+        }
+    }
+    store.apply(ops)
 }
 
 pub(crate) fn put_download(r: &DownloadRecord) -> Op {
@@ -135,11 +172,11 @@ pub(crate) fn files_of(
     Ok(all)
 }
 
-pub(crate) fn share(store: &Store, id: &ContentId) -> Result<Option<ShareRecord>, StoreError> {
-    store
-        .get(SHARES, &id.to_string())?
-        .map(|v| unjson(&v))
-        .transpose()
+/// Every share of content `id` (publicly, with groups).
+pub(crate) fn shares_of(store: &Store, id: &ContentId) -> Result<Vec<ShareRecord>, StoreError> {
+    let mut all = shares(store)?;
+    all.retain(|s| s.id == *id);
+    Ok(all)
 }
 
 pub(crate) fn shares(store: &Store) -> Result<Vec<ShareRecord>, StoreError> {
@@ -178,7 +215,32 @@ mod tests {
         store.apply(vec![put_download(&dl)])?;
         assert_eq!(download(&store, &id)?, Some(dl.clone()));
         assert_eq!(downloads(&store)?, vec![dl]);
-        assert_eq!(share(&store, &id)?, None);
+        assert_eq!(shares_of(&store, &id)?, vec![]);
+        // The same content, publicly and in a group: two records.
+        let public = ShareRecord {
+            id,
+            path: "/x".into(),
+            name: "x".into(),
+            kind: ShareKind::File,
+            size: 1,
+            files: 1,
+            added: 1,
+            scope: None,
+            public_on_purpose: false,
+        };
+        let group = ShareRecord {
+            scope: Some("grp-1".into()),
+            ..public.clone()
+        };
+        store.apply(vec![put_share(&public), put_share(&group)])?;
+        assert_eq!(shares_of(&store, &id)?.len(), 2);
+        store.apply(vec![remove_share(&public)])?;
+        assert_eq!(shares_of(&store, &id)?, vec![group.clone()]);
+        // A record from before: keyed by content alone.
+        store.apply(vec![Op::Put(SHARES, id.to_string(), json(&group))])?;
+        migrate(&store)?;
+        assert_eq!(store.scan(SHARES)?.len(), 1);
+        assert_eq!(shares_of(&store, &id)?, vec![group]);
         Ok(())
     }
 }

@@ -8,6 +8,7 @@ use kith_core::id::{ContentId, Hash};
 use kith_core::manifest::Manifest;
 use kith_core::store::{Store, StoreError};
 
+use crate::origins::{Key, Origins};
 use crate::records;
 
 /// Every block (manifests and chunks) of the tree under `root` that the store knows.
@@ -29,19 +30,32 @@ fn blocks_of(store: &Store, root: &ContentId, out: &mut HashSet<Hash>) -> Result
     Ok(())
 }
 
-/// The blocks that belong only to group shares, and the groups they belong to (blocking).
-/// A block that is also in a public share is public.
-pub(crate) fn private_blocks(store: &Store) -> Result<HashMap<Hash, Vec<String>>, StoreError> {
+/// The blocks that belong only to groups, and the groups they belong to (blocking): those
+/// of group shares, and of anything else here that came in a group (a download not
+/// finished, or one whose share was since removed). A block that is also in a public
+/// share is public.
+pub(crate) fn private_blocks(
+    store: &Store,
+    origins: &Origins,
+) -> Result<HashMap<Hash, Vec<String>>, StoreError> {
     let shares = records::shares(store)?;
     let mut public = HashSet::new();
     for s in shares.iter().filter(|s| s.scope.is_none()) {
         blocks_of(store, &s.id, &mut public)?;
     }
+    let scoped = shares
+        .into_iter()
+        .filter_map(|s| Some((s.id, s.scope?)))
+        .chain(
+            origins
+                .roots()
+                .into_iter()
+                .flat_map(|(id, groups)| groups.into_iter().map(move |g| (id, g))),
+        );
     let mut out: HashMap<Hash, Vec<String>> = HashMap::new();
-    for s in shares {
-        let Some(scope) = s.scope else { continue };
+    for (id, scope) in scoped {
         let mut mine = HashSet::new();
-        blocks_of(store, &s.id, &mut mine)?;
+        blocks_of(store, &id, &mut mine)?;
         for h in mine.difference(&public) {
             let v = out.entry(*h).or_default();
             if !v.contains(&scope) {
@@ -50,4 +64,25 @@ pub(crate) fn private_blocks(store: &Store) -> Result<HashMap<Hash, Vec<String>>
         }
     }
     Ok(out)
+}
+
+/// The roots and files of every group share, remembered as their groups' content: data
+/// dirs from before origins were kept learn them once (blocking).
+pub(crate) fn seed_origins(store: &Store, origins: &Origins) -> Result<(), StoreError> {
+    for s in records::shares(store)? {
+        let Some(scope) = &s.scope else { continue };
+        let mut keys = vec![Key::Root(s.id)];
+        let mut stack = vec![s.id];
+        while let Some(id) = stack.pop() {
+            match store.block(&id)?.map(|b| Manifest::decode(&b)) {
+                Some(Ok(Manifest::Dir(d))) => stack.extend(d.entries.iter().map(|e| e.id)),
+                Some(Ok(Manifest::File(f))) if f.size > 0 => keys.push(Key::File(f.content_hash())),
+                _ => {}
+            }
+        }
+        origins
+            .record(&keys, scope)
+            .map_err(|e| StoreError::Db(format!("origins: {e}")))?;
+    }
+    Ok(())
 }

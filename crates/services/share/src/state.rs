@@ -18,6 +18,7 @@ use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::download::Halt;
+use crate::origins::Origins;
 use crate::rate::RateLimit;
 use crate::strikes::Strikes;
 use crate::{Config, Error, Event, Progress};
@@ -118,6 +119,8 @@ pub(crate) struct Inner {
     pub store: Arc<Store>,
     pub overlay: Overlay,
     pub scopes: Arc<dyn Scopes>,
+    /// Where content came from: what came in a group stays in it.
+    pub origins: Origins,
     /// Blocks only group members may fetch, and their groups.
     pub private: Mutex<HashMap<kith_core::id::Hash, Vec<String>>>,
     /// Content bytes sent to and received from each peer since the node started (at most
@@ -153,6 +156,7 @@ impl Inner {
     ) -> Arc<Self> {
         let inner = Arc::new(Self {
             scopes,
+            origins: Origins::load(&config.dir),
             private: Mutex::default(),
             peer_traffic: Mutex::default(),
             announced: Mutex::default(),
@@ -299,12 +303,12 @@ impl Inner {
 
     /// The set of shared content changed: the journal is written again, the blocks only
     /// group members may fetch are worked out again, and services are told.
-    pub async fn changed(&self) {
+    pub async fn changed(self: &Arc<Self>) {
         self.save_journal().await;
-        let store = self.store.clone();
+        let inner = self.clone();
         match self
             .tasks
-            .blocking(move || crate::scoped::private_blocks(&store))
+            .blocking(move || crate::scoped::private_blocks(&inner.store, &inner.origins))
             .await
         {
             Ok(Ok(p)) => *kith_core::sync::recover(&self.private) = p,

@@ -212,5 +212,6 @@ pub(crate) async fn get(inner: &Arc<Inner>, o: &Object, out: &Path) -> Result<Ge
         name: o.name.clone(),
         files: o.files.len(),
         bytes,
+        group: o.group.clone(),
     })
 }

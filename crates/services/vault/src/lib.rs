@@ -145,6 +145,9 @@ pub struct GetReport {
     pub name: String,
     pub files: usize,
     pub bytes: u64,
+    /// The group whose members may restore it, if any: what was restored is that
+    /// group's content.
+    pub group: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

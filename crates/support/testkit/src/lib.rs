@@ -98,6 +98,16 @@ impl TestNode {
         json_or_error(r).await
     }
 
+    pub async fn api_delete(&self, path: &str) -> Result<Value> {
+        let r = self
+            .http
+            .delete(self.url(path))
+            .bearer_auth(&self.token)
+            .send()
+            .await?;
+        json_or_error(r).await
+    }
+
     /// POSTs to an API path that answers JSON lines; returns every line once the answer
     /// ends.
     pub async fn api_post_lines(&self, path: &str, body: &Value) -> Result<Vec<Value>> {

@@ -515,6 +515,10 @@ async fn a_download_waits_for_a_restarted_provider_and_continues() -> Result<()>
                 progress("downloading", SIZE / 4),
             )
             .await?;
+            assert!(
+                !out.exists(),
+                "nothing is under the output's name before it is verified"
+            );
             let dir = a.stop_keeping_data().await;
             let paused = eventually(
                 Duration::from_secs(30),
@@ -539,6 +543,58 @@ async fn a_download_waits_for_a_restarted_provider_and_continues() -> Result<()>
         assert!(fetched <= SIZE + 2_000_000, "refetched: {done}");
         a.stop().await;
         c.stop().await;
+        Ok(())
+    })
+    .await
+}
+
+/// A download that fails (its one provider goes) leaves nothing under the output's name;
+/// fetched again, it continues from the chunks it had verified.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_download_leaves_nothing_under_its_name() -> Result<()> {
+    const SIZE: u64 = 8_000_000;
+    bounded(LIMIT, async {
+        let c = TestNode::start(|o| o.share.patience = Duration::from_secs(3)).await?;
+        let c_addr = c.addr().await?;
+        let boot = |o: &mut kith_node::Options| {
+            o.config.bootstrap = vec![c_addr.clone()];
+            o.share.upload_limit = 3_000_000;
+        };
+        let a = TestNode::start(boot).await?;
+        let file = a.dir.path().join("tape.bin");
+        std::fs::write(&file, data(SIZE as usize, 33))?;
+        let id = a.share(&file).await?;
+        let out = c.dir.path().join("tape.bin");
+        let cut = async {
+            eventually(Duration::from_secs(30), "a quarter downloaded", || async {
+                let v = c.api_get("/downloads").await.ok()?;
+                let d = v.as_array()?.first()?.clone();
+                (d["done_bytes"].as_u64()? >= SIZE / 4).then_some(())
+            })
+            .await?;
+            a.stop_keeping_data().await;
+            Ok::<_, kith_testkit::Error>(())
+        };
+        let (failed, cut) = tokio::join!(c.get(&id, &out), cut);
+        cut?;
+        let failed = failed?;
+        assert_eq!(failed["state"], "failed", "{failed}");
+        assert!(!out.exists(), "a failed download left {}", out.display());
+        let a = TestNode::start(|o| o.config.bootstrap = vec![]).await?;
+        std::fs::write(a.dir.path().join("tape.bin"), data(SIZE as usize, 33))?;
+        assert_eq!(a.share(&a.dir.path().join("tape.bin")).await?, id);
+        c.api_post("/peers", &serde_json::json!({ "addr": a.addr().await? }))
+            .await?;
+        let done = c.get(&id, &out).await?;
+        assert_eq!(done["state"], "done", "{done}");
+        assert!(std::fs::read(&out)? == data(SIZE as usize, 33));
+        let fetched = done["fetched_bytes"].as_u64().unwrap_or(u64::MAX);
+        assert!(fetched < SIZE, "it started over: {done}");
+        let left: Vec<_> = std::fs::read_dir(c.dir.path())?
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().contains("kith-part"))
+            .collect();
+        assert!(left.is_empty(), "staging left behind: {left:?}");
         Ok(())
     })
     .await

@@ -253,7 +253,11 @@ async fn a_group_member_restores_what_the_group_may_read() -> Result<()> {
         let (_hs, addrs) = holders(4).await?;
         let owner = TestNode::start(|o| o.config.bootstrap = addrs.clone()).await?;
         let member = TestNode::start(|o| o.config.bootstrap = addrs.clone()).await?;
-        let outsider = TestNode::start(|o| o.config.bootstrap = addrs.clone()).await?;
+        let outsider = TestNode::start(|o| {
+            o.config.bootstrap = addrs.clone();
+            o.share.patience = Duration::from_secs(3);
+        })
+        .await?;
         until_connected(&owner, 4).await?;
         let g = owner
             .api_post("/groups", &json!({ "name": "family" }))
@@ -289,6 +293,19 @@ async fn a_group_member_restores_what_the_group_may_read() -> Result<()> {
         };
         let err = outsider.node.vault_get(&put.id, &get2).await;
         assert!(err.is_err() && !out2.exists(), "an outsider restored it");
+        // What was restored is the group's: shared again without a flag, it stays in the
+        // group, and the outsider cannot fetch it from the member.
+        let shared = member.api_post("/shares", &json!({ "path": out })).await?;
+        assert_eq!(shared["group"].as_str(), Some(gid.as_str()), "{shared}");
+        outsider
+            .api_post("/peers", &json!({ "addr": member.addr().await? }))
+            .await?;
+        let id = shared["id"].as_str().unwrap_or_default();
+        let fetched = outsider.get(id, &outsider.dir.path().join("y.bin")).await;
+        assert!(
+            fetched.is_err() || fetched.as_ref().is_ok_and(|p| p["state"] != "done"),
+            "the outsider fetched it: {fetched:?}"
+        );
         Ok(())
     })
     .await

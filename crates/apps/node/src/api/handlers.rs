@@ -90,7 +90,8 @@ pub(crate) async fn add_share(
     Json(req): Json<api::ShareRequest>,
 ) -> ApiResult<api::Share> {
     Ok(Json(
-        node.share_path(&req.path, req.group.as_deref()).await?,
+        node.share_path(&req.path, req.group.as_deref(), req.public)
+            .await?,
     ))
 }
 
@@ -188,7 +189,7 @@ pub(crate) async fn publish_name(
     State(node): State<Node>,
     Json(req): Json<api::PublishRequest>,
 ) -> ApiResult<api::Name> {
-    Ok(Json(node.publish(&req.name, &req.path).await?))
+    Ok(Json(node.publish(&req.name, &req.path, req.public).await?))
 }
 
 #[utoipa::path(post, path = "/names/resolve", security(("token" = [])), request_body = api::ResolveRequest,

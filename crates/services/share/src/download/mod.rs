@@ -143,14 +143,16 @@ pub(crate) async fn discard(inner: &Inner, id: ContentId) -> Result<(), crate::E
                 return Ok(());
             }
             let out = std::path::Path::new(&rec.output);
+            let staged = replace::staging(out);
             let mut ops = vec![records::remove_download(&id)];
-            for (path, _) in records::files(&store)?
-                .into_iter()
-                .filter(|(p, _)| std::path::Path::new(p).starts_with(out))
-            {
+            for (path, _) in records::files(&store)?.into_iter().filter(|(p, _)| {
+                std::path::Path::new(p).starts_with(out)
+                    || std::path::Path::new(p).starts_with(&staged)
+            }) {
                 ops.push(records::remove_file(path));
             }
             store.apply(ops)?;
+            remove_leftover(&staged);
             let removed = if out.is_dir() {
                 std::fs::remove_dir_all(out)
             } else {
@@ -251,14 +253,14 @@ async fn download(s: &mut Session, output: Output) -> Result<(), DownloadError> 
         }
         _ => None,
     };
-    let resuming = record_start(s, &out, &out_str, target.is_some()).await?;
+    let (resuming, work) = record_start(s, &out, &out_str, target.is_some()).await?;
     s.tx.send_modify(|p| {
         p.name = Some(root.name().to_owned());
         p.output = Some(out_str.clone());
         p.total_bytes = root.size();
         p.state = State::Downloading;
     });
-    let plan = Arc::new(plan_tree(s, root, out).await?);
+    let plan = Arc::new(plan_tree(s, root, work.clone()).await?);
     let queue = plan::prepare_in_place(s, &plan, resuming).await?;
     tracing::info!(
         chunks = plan.tasks.len(),
@@ -270,7 +272,12 @@ async fn download(s: &mut Session, output: Output) -> Result<(), DownloadError> 
             .run()
             .await?;
     }
-    plan::finish(s, &plan, &out_str, target).await?;
+    let landing = match target {
+        Some(t) => plan::Landing::Over(t),
+        None if work != out => plan::Landing::Rename(out),
+        None => plan::Landing::InPlace,
+    };
+    plan::finish(s, &plan, &out_str, landing).await?;
     let mut providers: Vec<String> = s.providers.iter().map(|p| p.to_string()).collect();
     providers.sort();
     s.tx.send_modify(|p| p.providers = providers);
@@ -282,30 +289,42 @@ async fn download(s: &mut Session, output: Output) -> Result<(), DownloadError> 
     Ok(())
 }
 
-/// Records the download as running; returns whether it resumes one to the same output.
+/// Records the download as running. Returns whether it resumes one to the same output,
+/// and where it writes: a hidden staging path beside the output, renamed into place once
+/// everything is verified (or the output itself, when an earlier run already completed
+/// it there).
 async fn record_start(
     s: &Session,
     out: &std::path::Path,
     out_str: &str,
     staged: bool,
-) -> Result<bool, DownloadError> {
+) -> Result<(bool, PathBuf), DownloadError> {
     let (store, id, out, out_str) = (
         s.inner.store.clone(),
         s.id,
         out.to_owned(),
         out_str.to_owned(),
     );
-    let resuming = s
+    let started = s
         .inner
         .tasks
-        .blocking(move || -> Result<bool, DownloadError> {
+        .blocking(move || -> Result<(bool, PathBuf), DownloadError> {
             let existing = records::download(&store, &id)?;
             let resuming = existing.as_ref().is_some_and(|r| r.output == out_str);
-            if !resuming && std::fs::symlink_metadata(&out).is_ok() {
+            let there = std::fs::symlink_metadata(&out).is_ok();
+            if !resuming && there {
                 // A staging file no download owns is left over from an earlier attempt.
                 if !staged || std::fs::remove_file(&out).is_err() {
                     return Err(DownloadError::Exists(out_str));
                 }
+            }
+            let work = if staged || (resuming && there) {
+                out.clone()
+            } else {
+                replace::staging(&out)
+            };
+            if !resuming && work != out {
+                remove_leftover(&work);
             }
             let rec = DownloadRecord {
                 id,
@@ -314,11 +333,23 @@ async fn record_start(
                 added: existing.map_or_else(now_secs, |r| r.added),
             };
             store.apply(vec![records::put_download(&rec)])?;
-            Ok(resuming)
+            Ok((resuming, work))
         })
         .await??;
     s.inner.save_journal().await;
-    Ok(resuming)
+    Ok(started)
+}
+
+/// Removes a staging file or folder that no download owns (blocking).
+fn remove_leftover(path: &std::path::Path) {
+    let removed = match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(path),
+        Ok(_) => std::fs::remove_file(path),
+        Err(_) => return,
+    };
+    if let Err(e) = removed {
+        tracing::warn!(path = %path.display(), error = %e, "cannot remove a leftover staging file");
+    }
 }
 
 /// Walks the tree, fetching sub-manifests, and plans every unique chunk.

@@ -10,11 +10,13 @@ use std::sync::Arc;
 
 use kith_core::ContentId;
 use kith_core::id::Hash;
+use kith_core::manifest::Manifest;
 use kith_core::store::{Location, Op, Store, now_secs};
 
 use super::DownloadError;
 use super::session::Session;
 use crate::indexer::FileMeta;
+use crate::origins::{Key, Origins};
 use crate::records::{self, DownloadRecord, DownloadState, FileRecord, ShareKind, ShareRecord};
 
 /// One unique chunk to fetch, and every place it goes.
@@ -256,6 +258,7 @@ fn finish_records(
         files: plan.files.len() as u64,
         added: now_secs(),
         scope,
+        public_on_purpose: false,
     }));
     ops.push(records::put_download(&DownloadRecord {
         id,
@@ -266,33 +269,96 @@ fn finish_records(
     Ok(ops)
 }
 
-/// Flushes the files, records the result as a share (this node now provides it) and
-/// announces it.
+/// The group a finished download is shared with: the group whose members sent it; else
+/// the group it (or any file in it) came in before, here; else the group of the revision
+/// it replaces; else none (public). Content that came in a group is remembered as the
+/// group's (blocking).
+fn scope_of(
+    store: &Store,
+    origins: &Origins,
+    plan: &Plan,
+    id: ContentId,
+    sent_by: Option<String>,
+    replaced: Option<&str>,
+) -> Result<Option<String>, DownloadError> {
+    let mut contents = Vec::new();
+    for (_, size, mid, _) in &plan.files {
+        if *size > 0
+            && let Some(Ok(Manifest::File(f))) = store.block(mid)?.map(|b| Manifest::decode(&b))
+        {
+            contents.push(f.content_hash());
+        }
+    }
+    let came_in = std::iter::once(Key::Root(id))
+        .chain(contents.iter().map(|c| Key::File(*c)))
+        .find_map(|k| origins.groups(&k).into_iter().next());
+    let scope = sent_by.or(came_in).or_else(|| replaced.map(str::to_owned));
+    if let Some(g) = &scope {
+        let keys: Vec<Key> = std::iter::once(Key::Root(id))
+            .chain(contents.into_iter().map(Key::File))
+            .collect();
+        origins
+            .record(&keys, g)
+            .map_err(|e| DownloadError::Write("origins.jsonl".into(), e.to_string()))?;
+    }
+    Ok(scope)
+}
+
+/// Where a finished download goes.
+pub(crate) enum Landing {
+    /// It was written where it stays (an earlier run completed it there).
+    InPlace,
+    /// From its staging path to its output.
+    Rename(PathBuf),
+    /// Over an older revision of the file.
+    Over(PathBuf),
+}
+
+/// Flushes the files, puts them under their name, records the result as a share (this
+/// node now provides it) and announces it.
 pub(crate) async fn finish(
     s: &Session,
     plan: &Arc<Plan>,
     out: &str,
-    replace: Option<PathBuf>,
+    landing: Landing,
 ) -> Result<(), DownloadError> {
-    let scope = s.scope();
-    let (store, p, id, o) = (s.inner.store.clone(), plan.clone(), s.id, out.to_owned());
-    let sc = scope.clone();
+    let sent_by = s.scope();
+    let (inner, p, id, o) = (s.inner.clone(), plan.clone(), s.id, out.to_owned());
+    let (replace, rename) = match landing {
+        Landing::Over(t) => (Some(t), None),
+        Landing::Rename(to) => (None, Some(to)),
+        Landing::InPlace => (None, None),
+    };
     let target = replace.as_ref().map(|t| t.display().to_string());
-    let forgotten = s
+    let (scope, forgotten) = s
         .inner
         .tasks
-        .blocking(move || -> Result<Vec<ShareRecord>, DownloadError> {
-            let (mut ops, records, forgotten) = match &replace {
-                Some(t) => {
-                    let sw = super::replace::swap_in(&store, &p, id, t)?;
+        .blocking(move || -> Result<_, DownloadError> {
+            let store = &inner.store;
+            let replaced = match &replace {
+                Some(t) => super::replace::scope_at(store, t, id)?,
+                None => None,
+            };
+            let scope = scope_of(store, &inner.origins, &p, id, sent_by, replaced.as_deref())?;
+            let sc = scope.clone();
+            let (mut ops, records, forgotten) = match (&replace, &rename) {
+                (Some(t), _) => {
+                    let sw = super::replace::swap_in(store, &p, id, t)?;
                     let o = t.display().to_string();
                     (sw.ops, finish_records(&sw.plan, id, &o, sc)?, sw.forgotten)
                 }
-                None => (Vec::new(), finish_records(&p, id, &o, sc)?, Vec::new()),
+                (None, Some(to)) => {
+                    if std::fs::symlink_metadata(to).is_ok() {
+                        return Err(DownloadError::Exists(o));
+                    }
+                    let (now, ops) = super::replace::land(&p, to)?;
+                    (ops, finish_records(&now, id, &o, sc)?, Vec::new())
+                }
+                (None, None) => (Vec::new(), finish_records(&p, id, &o, sc)?, Vec::new()),
             };
             ops.extend(records);
             store.apply(ops)?;
-            Ok(forgotten)
+            Ok((scope, forgotten))
         })
         .await??;
     for old in forgotten {

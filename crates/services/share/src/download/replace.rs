@@ -1,7 +1,10 @@
-//! Updating a file in place: `kith get PEER/NAME -o EXISTING_FILE` fetches the newest
-//! revision into a hidden file beside it (chunks the old file already has are copied, not
-//! fetched), then renames it over the old one: readers see the old file or the new one,
-//! never a mix. The old revision is no longer shared from that path.
+//! Landing a download under its name: every download is fetched into a hidden staging
+//! file (or folder) beside its output and renamed into place once every chunk is
+//! verified, so nothing is ever left under the output's name that is not the content
+//! asked for. Updating a file in place (`kith get PEER/NAME -o EXISTING_FILE`) is the
+//! same: chunks the old file already has are copied, not fetched, and the new revision is
+//! renamed over the old one, so readers see the old file or the new one, never a mix. The
+//! old revision is no longer shared from that path.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,13 +16,13 @@ use super::DownloadError;
 use super::plan::{ChunkTask, Plan};
 use crate::{indexer, records};
 
-/// The hidden file a new revision of `target` is fetched into.
+/// The hidden file (or folder) a download to `target` is fetched into.
 pub(crate) fn staging(target: &Path) -> PathBuf {
     let name = target
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    target.with_file_name(format!(".{name}.kith-new"))
+    target.with_file_name(format!(".{name}.kith-part"))
 }
 
 /// Makes the chunks of the file at `target` known to the store, if they are not (it was
@@ -68,6 +71,20 @@ fn moved(plan: &Plan, to: &Path) -> Plan {
     }
 }
 
+/// The group the revision at `target` was shared with, if any (its next revision stays in
+/// that group).
+pub(crate) fn scope_at(
+    store: &Store,
+    target: &Path,
+    id: ContentId,
+) -> Result<Option<String>, DownloadError> {
+    let target = target.display().to_string();
+    Ok(records::shares(store)?
+        .into_iter()
+        .filter(|s| s.path == target && s.id != id)
+        .find_map(|s| s.scope))
+}
+
 /// What [`swap_in`] did: the plan as it now lies, the store writes that move its chunks'
 /// locations there, and the shares of older revisions it forgot (to stop announcing).
 pub(crate) struct Swapped {
@@ -84,23 +101,35 @@ pub(crate) fn swap_in(
     id: ContentId,
     target: &Path,
 ) -> Result<Swapped, DownloadError> {
-    let staged = &plan.root;
-    let werr =
-        |e: std::io::Error| DownloadError::Write(target.display().to_string(), e.to_string());
-    std::fs::File::open(staged)
-        .and_then(|f| f.sync_all())
-        .map_err(werr)?;
     let target_str = target.display().to_string();
     let mut forgotten = Vec::new();
     for old in records::shares(store)? {
         if old.path == target_str && old.id != id {
-            indexer::unshare(store, &old.id)
+            let gone = indexer::unshare(store, &old.id)
                 .map_err(|e| DownloadError::Write(target_str.clone(), e.to_string()))?;
-            forgotten.push(old);
+            forgotten.extend(gone);
         }
     }
-    std::fs::rename(staged, target).map_err(werr)?;
-    let now = moved(plan, target);
+    let (plan, ops) = land(plan, target)?;
+    Ok(Swapped {
+        plan,
+        ops,
+        forgotten,
+    })
+}
+
+/// Renames what was fetched into `plan.root` to `to`: the plan as it now lies, and the
+/// store writes that move its chunks' locations there (blocking).
+pub(crate) fn land(plan: &Plan, to: &Path) -> Result<(Plan, Vec<Op>), DownloadError> {
+    let werr = |e: std::io::Error| DownloadError::Write(to.display().to_string(), e.to_string());
+    // What was written reaches the disk before it takes the name.
+    for (p, ..) in &plan.files {
+        std::fs::File::open(p)
+            .and_then(|f| f.sync_all())
+            .map_err(werr)?;
+    }
+    std::fs::rename(&plan.root, to).map_err(werr)?;
+    let now = moved(plan, to);
     let mut ops: Vec<Op> = plan
         .tasks
         .iter()
@@ -111,11 +140,7 @@ pub(crate) fn swap_in(
         })
         .collect();
     ops.extend(now.tasks.iter().flat_map(|t| t.locations()));
-    Ok(Swapped {
-        plan: now,
-        ops,
-        forgotten,
-    })
+    Ok((now, ops))
 }
 
 #[cfg(test)]
@@ -126,7 +151,7 @@ mod tests {
     fn the_staging_file_is_hidden_beside_the_target() {
         assert_eq!(
             staging(Path::new("/data/report.pdf")),
-            PathBuf::from("/data/.report.pdf.kith-new")
+            PathBuf::from("/data/.report.pdf.kith-part")
         );
     }
 }

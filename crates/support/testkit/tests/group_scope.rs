@@ -1,0 +1,363 @@
+//! Group content stays in its group on a member's node, whatever the member does with it:
+//! a cache fill, a second and third download, a copy found by the rescan, folders shared
+//! again that hold it, a name published from it or updated over it, a rebuild after a
+//! damaged store, and the member's removal. After each, an outsider connected to the
+//! member searches for it and asks for it, and finds and fetches nothing; the member's
+//! share records of it all name the group. Only an explicit `--public` makes it public.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use kith_testkit::{Result, TestNode, bounded, eventually};
+use serde_json::{Value, json};
+
+const LIMIT: Duration = Duration::from_secs(300);
+/// The word only the group's file holds.
+const WORD: &str = "zanzibarplans";
+
+fn text(v: &Value, key: &str) -> String {
+    v[key].as_str().unwrap_or_default().to_owned()
+}
+
+struct World {
+    a: TestNode,
+    m: TestNode,
+    o: TestNode,
+    group: String,
+    /// The group's folder, as a shared it.
+    id: String,
+    tmp: tempfile::TempDir,
+}
+
+impl World {
+    async fn start() -> Result<Self> {
+        let a = TestNode::start(|_| {}).await?;
+        let boot = a.addr().await?;
+        let b = boot.clone();
+        let m = TestNode::start(move |o| {
+            o.config.bootstrap = vec![b];
+            o.cache.capacity = 64 << 20;
+        })
+        .await?;
+        let o = TestNode::start(move |o| {
+            o.config.bootstrap = vec![boot];
+            o.share.patience = Duration::from_secs(3);
+        })
+        .await?;
+        o.api_post("/peers", &json!({ "addr": m.addr().await? }))
+            .await?;
+        let group = text(
+            &a.api_post("/groups", &json!({"name": "fam"})).await?,
+            "group",
+        );
+        let token = a
+            .api_post(&format!("/groups/{group}/invites"), &json!({"uses": 1}))
+            .await?;
+        m.api_post("/groups/join", &json!({ "token": token["token"] }))
+            .await?;
+        let tmp = tempfile::tempdir_in(kith_testkit::scratch())?;
+        let dir = tmp.path().join("plans");
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(
+            dir.join("SECRET_plans.txt"),
+            format!("{WORD}: the family's plans\n"),
+        )?;
+        std::fs::write(dir.join("budget.txt"), "the family's budget\n")?;
+        let id = text(
+            &a.api_post("/shares", &json!({ "path": dir, "group": group }))
+                .await?,
+            "id",
+        );
+        Ok(Self {
+            a,
+            m,
+            o,
+            group,
+            id,
+            tmp,
+        })
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.tmp.path().join(name)
+    }
+
+    /// The member's shares: (content ID, group) each.
+    async fn member_shares(&self) -> Result<Vec<(String, Option<String>)>> {
+        let list = self.m.api_get("/shares").await?;
+        Ok(list
+            .as_array()
+            .ok_or("shares is not a list")?
+            .iter()
+            .map(|s| (text(s, "id"), s["group"].as_str().map(str::to_owned)))
+            .collect())
+    }
+
+    /// Every share of the member names the group, and it shares `ids` among them;
+    /// then the outsider finds and fetches none of them.
+    async fn nothing_leaks(&self, step: &str, ids: &[&str]) -> Result<()> {
+        let shares = self.member_shares().await?;
+        let public: Vec<_> = shares.iter().filter(|(_, g)| g.is_none()).collect();
+        assert!(public.is_empty(), "{step}: public shares {public:?}");
+        for (id, g) in &shares {
+            assert_eq!(g.as_deref(), Some(self.group.as_str()), "{step}: {id}");
+        }
+        let shared: BTreeSet<&str> = shares.iter().map(|(id, _)| id.as_str()).collect();
+        for id in ids {
+            assert!(shared.contains(id), "{step}: {id} not shared: {shares:?}");
+        }
+        self.outsider_finds_nothing(step, ids).await
+    }
+
+    async fn outsider_finds_nothing(&self, step: &str, ids: &[&str]) -> Result<()> {
+        let found = self.o.search(WORD, "network", 1500).await?;
+        assert!(found.is_empty(), "{step}: the outsider found {found:?}");
+        for id in ids {
+            let out = self.path(&format!("outsider-{}", &id[id.len() - 8..]));
+            let got = self.o.get(id, &out).await;
+            let failed = match &got {
+                Err(_) => true,
+                Ok(p) => p["state"] != "done",
+            };
+            assert!(failed, "{step}: the outsider fetched {id}: {got:?}");
+            assert!(!out.exists(), "{step}: {} left behind", out.display());
+        }
+        Ok(())
+    }
+
+    /// The member fetches `id` to `out`; its final progress.
+    async fn member_gets(&self, id: &str, out: &Path) -> Result<Value> {
+        let p = self.m.get(id, out).await?;
+        assert_eq!(p["state"], "done", "{p}");
+        Ok(p)
+    }
+
+    async fn share(&self, path: &Path, extra: Value) -> Result<Value> {
+        let mut req = json!({ "path": path });
+        if let (Some(r), Some(e)) = (req.as_object_mut(), extra.as_object()) {
+            r.extend(e.clone());
+        }
+        self.m.api_post("/shares", &req).await
+    }
+}
+
+fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to)?;
+    for e in std::fs::read_dir(from)? {
+        let e = e?;
+        std::fs::copy(e.path(), to.join(e.file_name()))?;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_content_never_becomes_public_on_a_members_node() -> Result<()> {
+    bounded(LIMIT, async {
+        let w = World::start().await?;
+        let id = w.id.clone();
+
+        // A cache fill (a pin) fetches it from the group's members.
+        let pinned = w.m.api_post("/cache/pins", &json!({ "id": id })).await?;
+        assert_eq!(text(&pinned, "id"), id);
+        eventually(Duration::from_secs(60), "the cache fill", || async {
+            let c = w.m.api_get("/cache").await.ok()?;
+            let e = c["entries"]
+                .as_array()?
+                .iter()
+                .find(|e| e["id"] == id.as_str())?;
+            (e["state"] == "ready").then_some(())
+        })
+        .await?;
+        w.nothing_leaks("cache fill", &[&id]).await?;
+
+        // A second and a third download (everything is here already).
+        for out in ["x1", "x2", "x3"] {
+            w.member_gets(&id, &w.path(out)).await?;
+        }
+        w.nothing_leaks("second and third download", &[&id]).await?;
+
+        rescan_and_copies(&w).await?;
+        names(&w).await?;
+        rebuild(w).await
+    })
+    .await
+}
+
+/// An edited copy is re-shared by the rescan, other copies with it; copies made by hand
+/// and shared again; a folder that mixes group content with other content.
+async fn rescan_and_copies(w: &World) -> Result<()> {
+    let secret = w.path("x2").join("SECRET_plans.txt");
+    let mut t = std::fs::read_to_string(&secret)?;
+    t.push_str("an edit by the member\n");
+    std::fs::write(&secret, t)?;
+    let re = w.m.node.share_service().rescan().await?;
+    assert!(!re.is_empty(), "the rescan saw no change");
+    for r in &re {
+        assert_eq!(r.scope.as_deref(), Some(w.group.as_str()), "{r:?}");
+    }
+    w.nothing_leaks("rescan", &[&w.id]).await?;
+
+    // A copy of one file under another name, and a copy of the whole folder.
+    let single = w.path("copy-of-plans.txt");
+    std::fs::copy(w.path("x1").join("SECRET_plans.txt"), &single)?;
+    let s = w.share(&single, json!({})).await?;
+    assert_eq!(text(&s, "group"), w.group, "{s}");
+    let whole = w.path("whole-copy");
+    copy_tree(&w.path("x1"), &whole)?;
+    let s = w.share(&whole, json!({})).await?;
+    assert_eq!(text(&s, "group"), w.group, "{s}");
+
+    // A folder of the member's own that holds a copy: refused until the member chooses.
+    let mixed = w.path("mine");
+    std::fs::create_dir_all(&mixed)?;
+    std::fs::write(mixed.join("own.txt"), "the member's own notes\n")?;
+    std::fs::copy(single.clone(), mixed.join("plans.txt"))?;
+    let e = w
+        .share(&mixed, json!({}))
+        .await
+        .err()
+        .ok_or("mixed folder shared")?;
+    assert!(e.to_string().contains("holds content of group"), "{e}");
+    let other = text(
+        &w.m.api_post("/groups", &json!({"name": "other"})).await?,
+        "group",
+    );
+    let e = w
+        .share(&mixed, json!({ "group": other }))
+        .await
+        .err()
+        .ok_or("shared with another group")?;
+    assert!(e.to_string().contains("would show it"), "{e}");
+    let s = w.share(&mixed, json!({ "group": w.group })).await?;
+    assert_eq!(text(&s, "group"), w.group);
+    w.m.api_post(&format!("/groups/{other}/leave"), &json!({}))
+        .await?;
+    let ids = [text(&s, "id"), w.id.clone()];
+    w.nothing_leaks("copies", &[&ids[0], &ids[1]]).await
+}
+
+/// A name is public: publishing group content is refused. A file of the group updated in
+/// place from someone's name stays in the group.
+async fn names(w: &World) -> Result<()> {
+    let e =
+        w.m.api_post(
+            "/names",
+            &json!({ "name": "notes", "path": w.path("copy-of-plans.txt") }),
+        )
+        .await
+        .err()
+        .ok_or("group content published")?;
+    assert!(e.to_string().contains("came to this node in group"), "{e}");
+
+    // a shares one file with the group, and publishes a name.
+    let report = w.path("report.txt");
+    std::fs::write(&report, format!("{WORD} report, first draft\n"))?;
+    let rid = text(
+        &w.a.api_post("/shares", &json!({ "path": report, "group": w.group }))
+            .await?,
+        "id",
+    );
+    let mine = w.path("m-report.txt");
+    w.member_gets(&rid, &mine).await?;
+    let public = w.path("public-report.txt");
+    std::fs::write(&public, "a public report\n")?;
+    w.a.api_post("/names", &json!({ "name": "report", "path": public }))
+        .await?;
+    let name = format!("{}/report", w.a.peer_id());
+    let p =
+        w.m.api_post_lines("/downloads", &json!({ "id": name, "output": mine }))
+            .await?;
+    let last = p.last().ok_or("no progress")?;
+    assert_eq!(last["state"], "done", "{last}");
+    assert_eq!(std::fs::read_to_string(&mine)?, "a public report\n");
+    w.nothing_leaks("a name updated in place", &[&w.id]).await
+}
+
+/// The member's store is damaged and set aside: its shares come back under the IDs they
+/// had, in the group. Then the member is removed: its copies stay the group's, announced
+/// to nobody. An explicit `--public` is the one way out.
+async fn rebuild(w: World) -> Result<()> {
+    let before: BTreeSet<(String, Option<String>)> = w.member_shares().await?.into_iter().collect();
+    let World {
+        a,
+        m,
+        o,
+        group,
+        id,
+        tmp,
+    } = w;
+    let dir = m.stop_keeping_data().await;
+    let db = dir.path().join("meta.redb");
+    let mut bytes = std::fs::read(&db)?;
+    for b in bytes.iter_mut().skip(4096) {
+        *b = 0x5a;
+    }
+    std::fs::write(&db, &bytes)?;
+    let boot = a.addr().await?;
+    let m = TestNode::start_in(dir, |o| o.config.bootstrap = vec![boot]).await?;
+    o.api_post("/peers", &json!({ "addr": m.addr().await? }))
+        .await?;
+    let w = World {
+        a,
+        m,
+        o,
+        group,
+        id,
+        tmp,
+    };
+    let after = eventually(
+        Duration::from_secs(60),
+        "the shares to come back",
+        || async {
+            let now: BTreeSet<_> = w.member_shares().await.ok()?.into_iter().collect();
+            (now.len() >= before.len()).then_some(now)
+        },
+    )
+    .await?;
+    assert_eq!(
+        after, before,
+        "shares come back under their IDs, in the group"
+    );
+    w.nothing_leaks("rebuild", &[&w.id]).await?;
+
+    let person = text(&w.m.api_get("/person").await?, "person");
+    w.a.api_delete(&format!("/groups/{}/members/{person}", w.group))
+        .await?;
+    eventually(Duration::from_secs(60), "the member to leave", || async {
+        let g = w.m.api_get("/groups").await.ok()?;
+        g.as_array()?.is_empty().then_some(())
+    })
+    .await?;
+    let shares = w.member_shares().await?;
+    assert!(
+        shares
+            .iter()
+            .all(|(_, g)| g.as_deref() == Some(w.group.as_str()))
+    );
+    w.outsider_finds_nothing("removed", &[&w.id]).await?;
+    let again = w.share(&w.path("whole-copy"), json!({})).await;
+    let e = again.err().ok_or("a removed member shared group content")?;
+    assert!(e.to_string().contains("no longer in"), "{e}");
+
+    // On purpose: public, and the outsider can now find it and fetch it.
+    let s = w
+        .share(&w.path("whole-copy"), json!({ "public": true }))
+        .await?;
+    assert!(
+        s["group"].is_null() && s["public_on_purpose"] == true,
+        "{s}"
+    );
+    let member = w.m.peer_id();
+    let found = eventually(Duration::from_secs(30), "the outsider's search", || async {
+        let r = w.o.search(WORD, "network", 1500).await.ok()?;
+        r.into_iter()
+            .find(|r| kith_testkit::providers(r).contains(&member))
+    })
+    .await?;
+    let got =
+        w.o.get(&text(&found, "id"), &w.path("outsider-public"))
+            .await?;
+    assert_eq!(got["state"], "done", "{got}");
+    Ok(())
+}
