@@ -21,6 +21,10 @@ pub struct SubmitJob {
     pub group: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// `false`: no unit goes to a trusted volunteer alone, every one at full quorum
+    /// (overrides `trust` in the JOB.toml).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust: Option<bool>,
 }
 
 /// A job and its progress.
@@ -31,13 +35,22 @@ pub struct Job {
     /// `running`, `done` or `cancelled`.
     pub state: String,
     pub quorum: u8,
+    /// Whether units may go to a volunteer this node trusts alone (adaptive
+    /// replication); `false` when the job forbids it.
+    pub trust: bool,
     pub group: Option<String>,
     pub created: u64,
     pub units: u64,
     /// Units with a result in hand.
     pub done: u64,
-    /// Units whose result a quorum agreed on.
+    /// Units whose result a quorum agreed on, or that are accepted on trust.
     pub validated: u64,
+    /// Of `validated`, units whose result is one trusted volunteer's alone, not yet
+    /// confirmed by a second person nor accepted by the owner (`POST
+    /// /jobs/{job}/accept-trust`).
+    pub on_trust: u64,
+    /// The first 100 of those units, by name.
+    pub on_trust_units: Vec<String>,
     /// Copies of units out on volunteers now.
     pub running: u64,
     pub failed: u64,

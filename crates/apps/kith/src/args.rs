@@ -389,6 +389,9 @@ pub enum JobCmd {
         /// Only this group's members run it (ID or name).
         #[arg(long)]
         group: Option<String>,
+        /// Never give a unit to a trusted volunteer alone: every unit at full quorum.
+        #[arg(long)]
+        no_trust: bool,
     },
     /// A job's progress (a live bar on a terminal), or every job.
     Status {
@@ -412,6 +415,11 @@ pub enum JobCmd {
     /// Cancel a job: no more units go out.
     Cancel {
         /// The job ID (as `kith job submit` printed it).
+        job: String,
+    },
+    /// Accept the job's results on trust (one trusted volunteer's each) as final.
+    AcceptTrust {
+        /// The job ID.
         job: String,
     },
 }

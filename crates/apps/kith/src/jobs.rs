@@ -17,8 +17,13 @@ fn line(j: &api::Job) -> String {
         .as_deref()
         .map(|g| format!("  group {g}"))
         .unwrap_or_default();
+    let trust = match (j.on_trust, j.trust) {
+        (0, true) => String::new(),
+        (0, false) => "  no trust".into(),
+        (n, _) => format!("  ({n} on trust)"),
+    };
     format!(
-        "{}  {:<10} {}  units {}  done {}  validated {}  running {}  failed {}  quorum {}{group}",
+        "{}  {:<10} {}  units {}  done {}  validated {}{trust}  running {}  failed {}  quorum {}{group}",
         j.job, j.state, j.name, j.units, j.done, j.validated, j.running, j.failed, j.quorum
     )
 }
@@ -31,6 +36,7 @@ pub async fn job(c: &Client, cmd: JobCmd, json: bool) -> Result<()> {
             inputs,
             quorum,
             group,
+            no_trust,
         } => {
             let req = api::SubmitJob {
                 spec: spec.as_deref().map(absolute).transpose()?,
@@ -39,6 +45,7 @@ pub async fn job(c: &Client, cmd: JobCmd, json: bool) -> Result<()> {
                 quorum,
                 group,
                 name: None,
+                trust: no_trust.then_some(false),
             };
             let j: api::Job = c.post("/jobs", &req).await?;
             if json {
@@ -103,6 +110,15 @@ pub async fn job(c: &Client, cmd: JobCmd, json: bool) -> Result<()> {
         }
         JobCmd::Cancel { job } => {
             let j: api::Job = c.delete(&format!("/jobs/{}", segment(&job))).await?;
+            if json {
+                print_json(&j);
+            } else {
+                println!("{}", line(&j));
+            }
+        }
+        JobCmd::AcceptTrust { job } => {
+            let path = format!("/jobs/{}/accept-trust", segment(&job));
+            let j: api::Job = c.post(&path, &serde_json::json!({})).await?;
             if json {
                 print_json(&j);
             } else {

@@ -68,10 +68,7 @@ pub async fn run(home: Home, args: &UpArgs, broker: bool) -> Result<()> {
     init_tracing();
     home.init()?;
     let config = merge(home.config()?, args, broker);
-    let mut opts = Options::new(home, config);
-    // Test hook: a volunteer that corrupts every result it returns (validation tests).
-    opts.compute.cheat = std::env::var_os("KITH_TEST_CHEAT").is_some();
-    let node = Node::start(opts).await?;
+    let node = Node::start(Options::new(home, config)).await?;
     log_dialable(&node);
     let stop = node.shutdown_token();
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

@@ -110,6 +110,8 @@ fn bad_input_gets_one_clear_error_line() -> Result<()> {
     check(kith(&home, &["share", "/no/such/path"])?, "no such file")?;
     let unknown = "bagaaihranfnr5h2zpp6u25s3pp4ch7ilyebgrcmkqabjcacoqv3m6t5zbkga";
     check(kith(&home, &["unshare", unknown])?, "is not shared")?;
+    let nojob = ["job", "accept-trust", "0000000000000000"];
+    check(kith(&home, &nojob)?, "no job 0000000000000000")?;
     check(
         kith(
             &home,

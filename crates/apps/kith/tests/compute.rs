@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use kith_testkit::Result;
+use kith_testkit::{Result, TestNode};
 use serde_json::Value;
 
 mod common;
@@ -193,20 +193,37 @@ fn cheaters_are_outvoted_and_stop_getting_work() -> Result<()> {
     let master = d.join("m");
     let _m = up(&master, &[])?;
     let boot = addr_of(&master)?;
-    let mut procs = Vec::new();
-    let mut volunteers = Vec::new();
-    for i in 0..10 {
-        let h = d.join(format!("v{i}"));
-        let cheat: &[(&str, &str)] = if i < 2 {
-            &[("KITH_TEST_CHEAT", "1")]
-        } else {
-            &[]
+    // Two cheaters that corrupt every result they return: nodes of the test harness in
+    // this process (the `kith` binary has no such mode), then eight honest `kith` nodes.
+    let rt = tokio::runtime::Runtime::new()?;
+    let mut harness = Vec::new();
+    let mut persons = Vec::new();
+    for _ in 0..2 {
+        let b = boot.clone();
+        let c = rt.block_on(TestNode::start(move |o| {
+            o.config.bootstrap = vec![b];
+            o.compute.cheat = true;
+        }))?;
+        let on = kith_api::VolunteerRequest {
+            cpus: 1,
+            when_idle: false,
+            max_memory: None,
+            group: None,
         };
-        procs.push(run_node_env(&h, "up", &["--bootstrap", &boot], cheat)?);
-        volunteers.push(h);
+        rt.block_on(c.node.volunteer_on(&on))?;
+        persons.push(c.node.person()?.person);
+        harness.push(c);
     }
-    for h in &volunteers {
-        volunteer(h, &[])?;
+    let mut procs = Vec::new();
+    for i in 2..10 {
+        let h = d.join(format!("v{i}"));
+        procs.push(up(&h, &["--bootstrap", &boot])?);
+        volunteer(&h, &[])?;
+        let p = ok(&h, &["person"])?["person"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned();
+        persons.push(p);
     }
     let spec = job_dir.join("JOB.toml").to_string_lossy().into_owned();
     let job = ok(&master, &["job", "submit", &spec])?["job"]
@@ -219,15 +236,6 @@ fn cheaters_are_outvoted_and_stop_getting_work() -> Result<()> {
     // The master's view (its standing file, saved every few seconds): every cheater's
     // results disagreed and its reputation fell, a cheater with three faults or more gets
     // no more work, and no honest volunteer has a fault.
-    let persons: Vec<String> = volunteers
-        .iter()
-        .map(|h| {
-            Ok(ok(h, &["person"])?["person"]
-                .as_str()
-                .unwrap_or("")
-                .to_owned())
-        })
-        .collect::<Result<_>>()?;
     let file = master.join("compute").join("standing.json");
     let by = until("the cheaters' faults in the master's standing", || {
         let s: Value = match std::fs::read(&file) {
@@ -271,6 +279,9 @@ fn cheaters_are_outvoted_and_stop_getting_work() -> Result<()> {
         "cheaters kept getting work ({cheaters} of {all} units, none dropped): {by}"
     );
     drop(procs);
+    for c in harness {
+        rt.block_on(c.stop());
+    }
     Ok(())
 }
 

@@ -14,11 +14,14 @@ fn job(s: JobStatus) -> api::Job {
         name: s.name,
         state: format!("{:?}", s.state).to_lowercase(),
         quorum: s.quorum,
+        trust: s.trust,
         group: s.group,
         created: s.created,
         units: s.counts.units,
         done: s.counts.done,
         validated: s.counts.validated,
+        on_trust: s.counts.on_trust,
+        on_trust_units: s.on_trust_units,
         running: s.counts.running,
         failed: s.counts.failed,
     }
@@ -94,6 +97,9 @@ impl Node {
         if let Some(q) = req.quorum {
             spec.quorum = q;
         }
+        if let Some(t) = req.trust {
+            spec.trust = t;
+        }
         if group.is_some() {
             spec.group = group;
         } else if let Some(g) = spec.group.take() {
@@ -126,6 +132,11 @@ impl Node {
 
     pub async fn cancel_job(&self, id: &str) -> Result<api::Job, NodeError> {
         Ok(job(self.inner.compute.cancel(id.trim()).await?))
+    }
+
+    /// Accepts the job's results on trust as final.
+    pub async fn accept_trust(&self, id: &str) -> Result<api::Job, NodeError> {
+        Ok(job(self.inner.compute.accept_trust(id.trim()).await?))
     }
 
     pub async fn volunteer_on(

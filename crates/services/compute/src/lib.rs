@@ -28,7 +28,7 @@ use kith_people::People;
 use kith_share::Share;
 use serde::{Deserialize, Serialize};
 
-use master::job::{Counts, Job, JobState};
+use master::job::{Counts, JobState, Summary};
 use protocol::INLINE_MAX;
 use spec::JobSpec;
 use state::Inner;
@@ -89,22 +89,30 @@ pub struct JobStatus {
     pub name: String,
     pub state: JobState,
     pub quorum: u8,
+    /// Whether units may go to a trusted volunteer alone.
+    pub trust: bool,
     pub group: Option<String>,
     pub created: u64,
     #[serde(flatten)]
     pub counts: Counts,
+    /// Units validated on trust (`counts.on_trust`), the first
+    /// [`master::job::LISTED`] by name.
+    pub on_trust_units: Vec<String>,
 }
 
 impl JobStatus {
-    fn of(job: &Job, counts: Counts) -> Self {
+    fn of(s: Summary) -> Self {
+        let job = s.job;
         Self {
-            job: job.id.clone(),
-            name: job.name.clone(),
+            job: job.id,
+            name: job.name,
             state: job.state,
             quorum: job.quorum,
-            group: job.group.clone(),
+            trust: job.trust,
+            group: job.group,
             created: job.created,
-            counts,
+            counts: s.counts,
+            on_trust_units: s.on_trust,
         }
     }
 }
@@ -172,7 +180,7 @@ impl Compute {
                 _ => job.module.content = content,
             }
         }
-        let status = JobStatus::of(&job, job.counts(0));
+        let status = JobStatus::of(job.status(0));
         let master = self.inner.master.clone();
         self.inner.tasks.blocking(move || master.add(job)).await??;
         self.inner.announce().await;
@@ -184,18 +192,27 @@ impl Compute {
         self.inner
             .master
             .jobs()
-            .iter()
-            .map(|(j, c)| JobStatus::of(j, *c))
+            .into_iter()
+            .map(JobStatus::of)
             .collect()
     }
 
     pub fn job(&self, id: &str) -> Result<JobStatus, Error> {
-        let (j, c) = self
+        let s = self
             .inner
             .master
-            .counts(id)
+            .status(id)
             .ok_or_else(|| Error::NoJob(id.into()))?;
-        Ok(JobStatus::of(&j, c))
+        Ok(JobStatus::of(s))
+    }
+
+    /// The owner accepts the job's results on trust as they are: they are no longer
+    /// reported as on trust, and a later fault of their volunteer no longer sends their
+    /// units out again.
+    pub async fn accept_trust(&self, id: &str) -> Result<JobStatus, Error> {
+        self.inner.master.accept_trust(id)?;
+        self.inner.save().await;
+        self.job(id)
     }
 
     /// Writes the validated outputs, one file per unit named after its input.

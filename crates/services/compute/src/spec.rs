@@ -8,6 +8,7 @@
 //! group = "GROUP"             # optional: only that group's members volunteer
 //! validator = "same.wasm"     # optional: decides whether two results agree
 //! floats = "canonical"        # or "native": faster floats, NaN bits may differ by CPU
+//! trust = true                # false: never a unit to a trusted volunteer alone
 //!
 //! [limits]                    # per work unit
 //! fuel = 20_000_000_000       # instructions, about (deterministic: the same everywhere)
@@ -114,6 +115,7 @@ struct Raw {
     group: Option<String>,
     validator: Option<String>,
     floats: Option<String>,
+    trust: Option<bool>,
     #[serde(default)]
     limits: RawLimits,
 }
@@ -139,6 +141,9 @@ pub struct JobSpec {
     pub group: Option<String>,
     pub validator: Option<PathBuf>,
     pub limits: Limits,
+    /// Whether a unit may go to a volunteer the master trusts alone (adaptive
+    /// replication); `false`: every unit at full quorum.
+    pub trust: bool,
 }
 
 impl JobSpec {
@@ -179,7 +184,7 @@ impl JobSpec {
                 )));
             }
         };
-        Self::new(
+        let mut spec = Self::new(
             name,
             base.join(&raw.wasm),
             &base.join(&raw.inputs),
@@ -187,7 +192,9 @@ impl JobSpec {
             raw.group,
             raw.validator.map(|v| base.join(v)),
             limits,
-        )
+        )?;
+        spec.trust = raw.trust.unwrap_or(true);
+        Ok(spec)
     }
 
     /// A job from its parts (as `kith job submit --wasm --inputs` gives them), checked.
@@ -223,6 +230,7 @@ impl JobSpec {
             group,
             validator,
             limits,
+            trust: true,
         })
     }
 }
@@ -318,10 +326,16 @@ mod tests {
         )?;
         assert_eq!(j.name, "JOB");
         assert_eq!(j.quorum, 3);
+        assert!(j.trust, "trust is allowed unless the job says otherwise");
         assert_eq!(j.limits.memory, 64 << 20);
         assert_eq!(j.limits.time, 60);
         let names: Vec<_> = j.inputs.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, ["u1", "u2"]);
+        let j = job(
+            d.path(),
+            "wasm = \"a.wasm\"\ninputs = \"in\"\ntrust = false\n",
+        )?;
+        assert!(!j.trust);
         Ok(())
     }
 
@@ -339,6 +353,10 @@ mod tests {
                 "unknown field",
             ),
             ("wasm = \"a.wasm\"\ninputs = \"in\"\nquorum = 0", "quorum"),
+            (
+                "wasm = \"a.wasm\"\ninputs = \"in\"\ntrust = \"no\"",
+                "invalid type",
+            ),
             ("wasm = \"nope.wasm\"\ninputs = \"in\"", "nope.wasm"),
             ("wasm = \"a.wasm\"\ninputs = \"empty\"", "no work units"),
             (

@@ -195,3 +195,161 @@ async fn a_validator_decides_what_agrees() -> Result<()> {
     })
     .await
 }
+
+/// Reverses its unit (up to 64 bytes); [`reverse`] is the same computation built natively.
+const REVERSE: &str = r#"(module
+  (import "wasi_snapshot_preview1" "fd_read" (func $read (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (func (export "_start") (local $n i32) (local $i i32)
+    (i32.store (i32.const 0) (i32.const 100))
+    (i32.store (i32.const 4) (i32.const 64))
+    (drop (call $read (i32.const 0) (i32.const 0) (i32.const 1) (i32.const 8)))
+    (local.set $n (i32.load (i32.const 8)))
+    (block $done (loop $next
+      (br_if $done (i32.ge_u (local.get $i) (local.get $n)))
+      (i32.store8 (i32.add (i32.const 200) (local.get $i))
+        (i32.load8_u (i32.sub (i32.add (i32.const 99) (local.get $n)) (local.get $i))))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br $next)))
+    (i32.store (i32.const 16) (i32.const 200))
+    (i32.store (i32.const 20) (local.get $n))
+    (drop (call $write (i32.const 1) (i32.const 16) (i32.const 1) (i32.const 24)))))"#;
+
+fn reverse(b: &[u8]) -> Vec<u8> {
+    b.iter().rev().copied().collect()
+}
+
+/// Submits a quorum-2 job of `units` units of [`REVERSE`] named `name`.
+async fn submit_reverse(master: &TestNode, name: &str, units: usize) -> Result<api::Job> {
+    let dir = master.dir.path().join(name);
+    std::fs::create_dir_all(dir.join("in"))?;
+    std::fs::write(dir.join("reverse.wasm"), wat::parse_str(REVERSE)?)?;
+    for i in 0..units {
+        let input = format!("unit {i} of job {name}");
+        std::fs::write(dir.join("in").join(format!("u{i:02}")), input)?;
+    }
+    let toml = "wasm = \"reverse.wasm\"\ninputs = \"in\"\nquorum = 2\n";
+    std::fs::write(dir.join("JOB.toml"), toml)?;
+    let spec = dir.join("JOB.toml").to_string_lossy().into_owned();
+    Ok(master
+        .node
+        .submit_job(&api::SubmitJob {
+            spec: Some(spec),
+            ..api::SubmitJob::default()
+        })
+        .await?)
+}
+
+async fn until_done(master: &TestNode, job: &str) -> Result<api::Job> {
+    eventually(Duration::from_secs(60), "the job to finish", || async {
+        let j = master.node.job(job).ok()?;
+        (j.state == "done").then_some(j)
+    })
+    .await
+}
+
+async fn volunteer(v: &TestNode, cpus: u8) -> Result<()> {
+    let on = api::VolunteerRequest {
+        cpus,
+        when_idle: false,
+        max_memory: None,
+        group: None,
+    };
+    v.node.volunteer_on(&on).await?;
+    Ok(())
+}
+
+/// Adaptive replication against a volunteer that earned trust and then cheats: it agrees
+/// 16 times with three other people in turn, then runs every unit of a quorum-2 job of
+/// 10 units alone, corrupting each result. The units left at full quorum catch it; every
+/// result it had accepted on trust is set aside and the unit redone, so all 10 end
+/// byte-equal to the native computation, and the cheater is dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trusted_volunteer_that_cheats_has_its_results_redone() -> Result<()> {
+    bounded(Duration::from_secs(240), async {
+        let master = TestNode::start(|_| {}).await?;
+        let boot = master.addr().await?;
+        let tweak = |cheat: bool| {
+            let b = boot.clone();
+            move |o: &mut kith_node::Options| {
+                o.config.bootstrap = vec![b];
+                o.compute.cheat = cheat;
+            }
+        };
+        let mut cheater = TestNode::start(tweak(false)).await?;
+        volunteer(&cheater, 10).await?;
+        let mut honest = Vec::new();
+        for _ in 0..3 {
+            honest.push(TestNode::start(tweak(false)).await?);
+        }
+        // 16 agreements, with each of three other people in turn (the cheater takes
+        // every unit of a job as it appears, the other one runs each too).
+        for (i, (h, units)) in honest.iter().zip([6, 5, 5]).enumerate() {
+            volunteer(h, 1).await?;
+            let job = submit_reverse(&master, &format!("warm{i}"), units).await?;
+            let j = until_done(&master, &job.job).await?;
+            assert_eq!((j.validated, j.failed), (units as u64, 0), "{j:?}");
+            h.node.volunteer_off().await?;
+        }
+        // From now on it corrupts every result; it runs the whole job before anyone else.
+        cheater = cheater.restart(tweak(true)).await?;
+        let job = submit_reverse(&master, "target", 10).await?;
+        let j = eventually(
+            Duration::from_secs(60),
+            "the cheater's 10 results",
+            || async {
+                let j = master.node.job(&job.job).ok()?;
+                (j.done == 10 && j.running == 0).then_some(j)
+            },
+        )
+        .await?;
+        assert!(
+            j.validated < 10,
+            "some units wait for a second person: {j:?}"
+        );
+        // Those validated rest on its word alone, and status says so.
+        assert!(j.on_trust >= 1 && j.on_trust == j.validated, "{j:?}");
+        assert_eq!(j.on_trust_units.len() as u64, j.on_trust, "{j:?}");
+        for h in &honest {
+            volunteer(h, 1).await?;
+        }
+        let j = until_done(&master, &job.job).await?;
+        assert_eq!((j.validated, j.failed, j.on_trust), (10, 0, 0), "{j:?}");
+        let out = master.dir.path().join("target-out");
+        let w = master
+            .node
+            .job_results(&job.job, &out.to_string_lossy())
+            .await?;
+        assert_eq!((w.units.len(), w.missing), (10, 0), "{w:?}");
+        for unit in &w.units {
+            let input = std::fs::read(master.dir.path().join("target/in").join(unit))?;
+            let got = std::fs::read(out.join(unit))?;
+            assert_eq!(
+                got,
+                reverse(&input),
+                "unit {unit}: a wrong result was accepted"
+            );
+        }
+        let me = master.peer_id();
+        eventually(
+            Duration::from_secs(30),
+            "the cheater to be dropped",
+            || async {
+                let s = cheater.node.volunteer_status();
+                s.masters
+                    .iter()
+                    .any(|m| m.master == me && m.dropped)
+                    .then_some(())
+            },
+        )
+        .await?;
+        cheater.stop().await;
+        for h in honest {
+            h.stop().await;
+        }
+        master.stop().await;
+        Ok(())
+    })
+    .await
+}

@@ -44,6 +44,19 @@ pub(crate) async fn cancel_job(
     Ok(Json(node.cancel_job(&job).await?))
 }
 
+/// Accepts the job's results on trust (one trusted volunteer's each) as final: they are
+/// no longer reported as on trust, and a later fault of their volunteer no longer sends
+/// their units out again.
+#[utoipa::path(post, path = "/jobs/{job}/accept-trust", security(("token" = [])),
+    params(("job" = String, Path, description = "The job's ID")),
+    responses((status = 200, body = api::Job), (status = 404, body = api::ErrorBody)))]
+pub(crate) async fn accept_trust(
+    State(node): State<Node>,
+    Path(job): Path<String>,
+) -> ApiResult<api::Job> {
+    Ok(Json(node.accept_trust(&job).await?))
+}
+
 /// Writes the validated outputs into a folder, one file per unit named after its input.
 #[utoipa::path(post, path = "/jobs/{job}/results", security(("token" = [])),
     params(("job" = String, Path, description = "The job's ID")),

@@ -207,6 +207,7 @@ pub(crate) fn router(node: Node) -> Router {
         .route("/cache/pins/{id}", delete(cache::unpin))
         .route("/jobs/{job}", get(compute::job).delete(compute::cancel_job))
         .route("/jobs/{job}/results", post(compute::job_results))
+        .route("/jobs/{job}/accept-trust", post(compute::accept_trust))
         .route(
             "/volunteer",
             get(compute::volunteer_status)

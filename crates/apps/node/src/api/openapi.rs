@@ -58,6 +58,7 @@ impl Modify for Token {
         compute::job,
         compute::cancel_job,
         compute::job_results,
+        compute::accept_trust,
         compute::volunteer_status,
         compute::volunteer_on,
         compute::volunteer_off,

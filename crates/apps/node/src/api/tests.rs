@@ -242,3 +242,55 @@ async fn the_openapi_document_describes_what_is_served() -> TestResult {
     n.shutdown().await;
     Ok(())
 }
+
+/// `(module (memory (export "memory") 1) (func (export "_start")))`: a WASI command that
+/// does nothing.
+const NOTHING: &[u8] = &[
+    0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, // magic, version
+    0x01, 0x04, 0x01, 0x60, 0x00, 0x00, // types: () -> ()
+    0x03, 0x02, 0x01, 0x00, // functions: one of type 0
+    0x05, 0x03, 0x01, 0x00, 0x01, // memories: one, at least 1 page
+    0x07, 0x13, 0x02, 0x06, b'm', b'e', b'm', b'o', b'r', b'y', 0x02, 0x00, 0x06, b'_', b's', b't',
+    b'a', b'r', b't', 0x00, 0x00, // exports: memory, _start
+    0x0a, 0x04, 0x01, 0x02, 0x00, 0x0b, // code: an empty body
+];
+
+/// A job says whether it allows trust and which units rest on trust; its owner accepts
+/// them; both are in the OpenAPI document.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_report_trust_and_their_owner_accepts_it() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let n = node(dir.path()).await?;
+    let c = Client::new(&n);
+    let accept = |id: &str| format!("/api/v1/jobs/{id}/accept-trust");
+    let (s, _) = c
+        .call("POST", &accept("0000000000000000"), Some(json!({})))
+        .await?;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (wasm, inputs) = (dir.path().join("m.wasm"), dir.path().join("in"));
+    std::fs::write(&wasm, NOTHING)?;
+    std::fs::create_dir(&inputs)?;
+    std::fs::write(inputs.join("u0"), b"u0")?;
+    let req = json!({"wasm": wasm, "inputs": inputs, "trust": false});
+    let (s, job) = c.call("POST", "/api/v1/jobs", Some(req)).await?;
+    assert_eq!(s, StatusCode::OK, "{job}");
+    assert_eq!(job["trust"], json!(false), "{job}");
+    assert_eq!(
+        (&job["on_trust"], &job["on_trust_units"]),
+        (&json!(0), &json!([]))
+    );
+    let id = job["job"].as_str().unwrap_or_default();
+    let (s, j) = c.call("POST", &accept(id), Some(json!({}))).await?;
+    assert_eq!((s, &j["on_trust"]), (StatusCode::OK, &json!(0)), "{j}");
+    let (_, doc) = c.call("GET", "/api/v1/openapi.json", None).await?;
+    assert!(doc["paths"]["/jobs/{job}/accept-trust"]["post"].is_object());
+    let props = &doc["components"]["schemas"]["Job"]["properties"];
+    for key in job.as_object().into_iter().flatten().map(|(k, _)| k) {
+        assert!(
+            props[key].is_object(),
+            "Job.{key} is served but not documented"
+        );
+    }
+    n.shutdown().await;
+    Ok(())
+}

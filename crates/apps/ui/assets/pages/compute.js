@@ -13,12 +13,16 @@ export default {
         ['Job', (j) => [h('strong', {}, j.name), h('div', { class: 'muted mono' }, short(j.job, 16))]],
         ['State', (j) => j.state],
         ['Units', (j) => [h('progress', { max: j.units || 1, value: j.validated, 'aria-label': 'validated units' }),
-          ` ${j.validated}/${j.units} validated`, h('div', { class: 'muted' }, `${j.done} returned, ${j.running} running, ${j.failed} failed`)]],
-        ['Quorum', (j) => j.quorum, 'num'],
+          ` ${j.validated}/${j.units} validated`, h('div', { class: 'muted' }, `${j.done} returned, ${j.running} running, ${j.failed} failed`),
+          j.on_trust ? h('div', { class: 'muted', title: j.on_trust_units.join(' ') }, `${j.on_trust} on trust (one trusted volunteer's result, unconfirmed)`) : null]],
+        ['Quorum', (j) => (j.trust ? `${j.quorum}` : `${j.quorum}, no trust`), 'num'],
         ['Created', (j) => when(j.created)],
-        ['', (j) => (j.state === 'running' ? h('button', { class: 'small danger', type: 'button', onclick: async () => {
+        ['', (j) => [j.on_trust ? h('button', { class: 'small', type: 'button', onclick: async () => {
+          try { await api.post(`/jobs/${api.seg(j.job)}/accept-trust`, {}); toast('results on trust accepted'); await loadJobs(); } catch (e) { toast(e.message, true); }
+        } }, 'accept trust') : null,
+        j.state === 'running' ? h('button', { class: 'small danger', type: 'button', onclick: async () => {
           try { await api.del(`/jobs/${api.seg(j.job)}`); toast('cancelled'); await loadJobs(); } catch (e) { toast(e.message, true); }
-        } }, 'cancel') : '')],
+        } }, 'cancel') : null]],
       ], list, 'No jobs: submit one below.'));
     };
     const loadVol = async () => {

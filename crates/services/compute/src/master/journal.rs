@@ -1,5 +1,5 @@
-//! What happened to a job since its `job.json` was last saved: units handed out and
-//! results taken, one JSON line each in `journal.jsonl`, appended before the volunteer
+//! What happened to a job since its `job.json` was last saved: units handed out, results
+//! taken and results on trust set aside (a fault of their volunteer), one JSON line each in `journal.jsonl`, appended before the volunteer
 //! hears the answer. A master that dies between saves replays it at start, so a result
 //! it accepted is never lost and a unit it handed out is still known as given.
 //!
@@ -28,6 +28,8 @@ pub enum Entry {
         #[serde(flatten)]
         state: ReplicaState,
     },
+    /// The volunteer `key` disagreed with a quorum: its results on trust are set aside.
+    Revoked { key: String },
 }
 
 pub fn path(dir: &Path) -> PathBuf {
@@ -114,5 +116,6 @@ fn apply(job: &mut Job, e: Entry) -> bool {
         } => job
             .take(&unit, &volunteer, state, &mut |a, b| a == b)
             .is_ok(),
+        Entry::Revoked { key } => job.revoke(&key) > 0,
     }
 }

@@ -17,7 +17,7 @@ use kith_core::sync::{recover, write_atomic};
 use crate::Error;
 use crate::protocol::{Blob, INLINE_MAX, Standing, Unit, hash};
 use crate::spec::JobSpec;
-use job::{Counts, Job, JobState, Refusal, Replica, ReplicaState, UnitState, Verdict};
+use job::{Job, JobState, Refusal, Replica, ReplicaState, Summary, UnitState, Verdict};
 use journal::Entry;
 use standing::{SPOT_CHECK, Standings};
 
@@ -25,6 +25,10 @@ use standing::{SPOT_CHECK, Standings};
 pub const MAX_OUTSTANDING: usize = 64;
 /// Jobs a master keeps.
 pub const MAX_JOBS: usize = 256;
+/// At most this share of a job's units (in percent) go to a trusted volunteer alone: the
+/// rest always go at full quorum, so a trusted volunteer that cheats on every unit it
+/// gets meets a quorum within the job.
+pub const TRUST_SHARE: usize = 50;
 
 pub struct Master {
     dir: PathBuf,
@@ -33,6 +37,9 @@ pub struct Master {
     dirty: Mutex<HashSet<String>>,
     /// Units handed to each volunteer and maybe still running: (job, unit).
     given: Mutex<HashMap<String, Vec<(String, String)>>>,
+    /// Keys whose results may validate units on trust (a fault of theirs is looked for
+    /// in every job; others' faults open nothing).
+    on_trust: Mutex<HashSet<String>>,
 }
 
 /// Units chosen for a volunteer, and where each inline input is.
@@ -68,6 +75,9 @@ impl Master {
                     if replayed > 0 {
                         tracing::info!(job = %job.id, entries = replayed, "job journal replayed");
                     }
+                    if job.state == JobState::Running && job.finished() {
+                        job.state = JobState::Done;
+                    }
                     jobs.insert(job.id.clone(), job);
                 }
                 Ok(Err(e)) => {
@@ -80,12 +90,17 @@ impl Master {
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default();
+        let on_trust = jobs
+            .values()
+            .flat_map(|j: &Job| j.trusted_keys().map(str::to_owned))
+            .collect();
         Ok(Self {
             dir: dir.to_owned(),
             jobs: Mutex::new(jobs),
             standings: Mutex::new(standings),
             dirty: Mutex::new(HashSet::new()),
             given: Mutex::new(HashMap::new()),
+            on_trust: Mutex::new(on_trust),
         })
     }
 
@@ -134,6 +149,7 @@ impl Master {
                 replicas: Vec::new(),
                 canonical: None,
                 failed: None,
+                on_trust: None,
             });
         }
         Ok(Job {
@@ -142,6 +158,7 @@ impl Master {
             created,
             group: spec.group.clone(),
             quorum: spec.quorum,
+            trust: spec.trust,
             limits: spec.limits,
             module,
             validator,
@@ -294,6 +311,12 @@ impl Master {
         while job.units.get(job.cursor).is_some_and(|u| !u.open()) {
             job.cursor += 1;
         }
+        let (quorum, trust) = (job.quorum, job.trust && trusted && job.quorum > 1);
+        let cap = job.units.len() * TRUST_SHARE / 100;
+        let mut alone = match trust {
+            true => job.units.iter().filter(|u| u.needed < quorum).count(),
+            false => cap,
+        };
         for u in job.units.iter_mut().skip(job.cursor) {
             if out.units.len() >= room {
                 break;
@@ -301,8 +324,14 @@ impl Master {
             if !u.wants(now) || u.had(who.key) {
                 continue;
             }
-            if u.replicas.is_empty() && trusted && rand::random::<f64>() >= SPOT_CHECK {
-                u.needed = 1;
+            // The first replica out decides: alone (on trust) or at full quorum, whatever
+            // an earlier replica that expired was given as.
+            if u.fresh() {
+                u.needed = quorum;
+                if alone < cap && rand::random::<f64>() >= SPOT_CHECK {
+                    u.needed = 1;
+                    alone += 1;
+                }
             }
             let deadline = now + job.limits.deadline;
             let replica = Replica {
@@ -382,6 +411,9 @@ impl Master {
         if let Err(e) = journal::append(&self.job_dir(job), &[entry]) {
             tracing::warn!(job, error = %e, "cannot journal a result taken");
         }
+        if let Some(k) = &verdict.on_trust {
+            self.keep_on_trust(j, k);
+        }
         let key = j
             .unit(unit)
             .and_then(|u| u.replicas.iter().rev().find(|r| r.volunteer == peer))
@@ -394,14 +426,85 @@ impl Master {
         let id = j.id.clone();
         drop(jobs);
         self.touch(&id);
-        let mut st = recover(&self.standings);
-        for k in &verdict.agreed {
-            st.agreed(k);
-        }
+        let standing = {
+            let mut st = recover(&self.standings);
+            for k in &verdict.agreed {
+                let with: Vec<&str> = verdict.quorum.iter().map(String::as_str).collect();
+                st.agreed(k, &with);
+            }
+            for k in &verdict.disagreed {
+                st.disagreed(k);
+            }
+            st.get(&key)
+        };
         for k in &verdict.disagreed {
-            st.disagreed(k);
+            self.revoke(k);
         }
-        Ok((verdict, st.get(&key), key))
+        Ok((verdict, standing, key))
+    }
+
+    /// A result of `key` validated a unit of `job` on trust (the jobs locked, so that a
+    /// fault of `key` taken meanwhile finds it): kept while `key` is still trusted, set
+    /// aside at once if it lost trust (a fault) since the unit went out to it.
+    fn keep_on_trust(&self, job: &mut Job, key: &str) {
+        if recover(&self.standings).trusted(key) {
+            recover(&self.on_trust).insert(key.to_owned());
+            return;
+        }
+        let n = job.revoke(key);
+        tracing::info!(job = %job.id, volunteer = %key, units = n, "a result on trust from a volunteer that lost trust since is set aside");
+        let entry = Entry::Revoked {
+            key: key.to_owned(),
+        };
+        if let Err(e) = journal::append(&self.job_dir(&job.id), &[entry]) {
+            tracing::warn!(job = %job.id, error = %e, "cannot journal results set aside");
+        }
+    }
+
+    /// `key` disagreed with a quorum: every result of its that validates a unit on trust
+    /// alone is set aside, in every job, and those units go out again at full quorum
+    /// (journaled, so a restart keeps it).
+    fn revoke(&self, key: &str) {
+        if !recover(&self.on_trust).remove(key) {
+            return;
+        }
+        let mut jobs = recover(&self.jobs);
+        let mut changed = Vec::new();
+        for j in jobs.values_mut() {
+            let n = j.revoke(key);
+            if n == 0 {
+                continue;
+            }
+            tracing::warn!(job = %j.id, volunteer = %key, units = n, "a volunteer disagreed with a quorum: its results accepted on trust are set aside and their units go out again");
+            let entry = Entry::Revoked {
+                key: key.to_owned(),
+            };
+            if let Err(e) = journal::append(&self.job_dir(&j.id), &[entry]) {
+                tracing::warn!(job = %j.id, error = %e, "cannot journal results set aside");
+            }
+            changed.push(j.id.clone());
+        }
+        drop(jobs);
+        for id in changed {
+            self.touch(&id);
+        }
+    }
+
+    /// The owner accepts the job's results on trust as final; how many there were.
+    pub fn accept_trust(&self, id: &str) -> Result<usize, Error> {
+        let mut jobs = recover(&self.jobs);
+        let j = jobs.get_mut(id).ok_or_else(|| Error::NoJob(id.into()))?;
+        let n = j.accept_trust();
+        drop(jobs);
+        if n > 0 {
+            tracing::info!(
+                job = id,
+                units = n,
+                "results on trust accepted by the owner"
+            );
+            self.touch(id);
+        }
+        Ok(n)
     }
 
     /// Replicas past their deadline, in every job, become expired.
@@ -425,19 +528,16 @@ impl Master {
     }
 
     /// Every job without its units (status shows counts, not every replica).
-    pub fn jobs(&self) -> Vec<(Job, Counts)> {
+    pub fn jobs(&self) -> Vec<Summary> {
         let now = now_secs();
         recover(&self.jobs)
             .values()
-            .map(|j| (j.summary(), j.counts(now)))
+            .map(|j| j.status(now))
             .collect()
     }
 
-    pub fn counts(&self, id: &str) -> Option<(Job, Counts)> {
-        let now = now_secs();
-        recover(&self.jobs)
-            .get(id)
-            .map(|j| (j.summary(), j.counts(now)))
+    pub fn status(&self, id: &str) -> Option<Summary> {
+        recover(&self.jobs).get(id).map(|j| j.status(now_secs()))
     }
 
     /// The job's validator, if it has one.

@@ -15,6 +15,7 @@ fn job(quorum: u8, units: usize) -> Job {
         created: 0,
         group: None,
         quorum,
+        trust: true,
         limits: Limits::default(),
         module: blob("m"),
         validator: None,
@@ -27,6 +28,7 @@ fn job(quorum: u8, units: usize) -> Job {
                 replicas: Vec::new(),
                 canonical: None,
                 failed: None,
+                on_trust: None,
             })
             .collect(),
         cursor: 0,
@@ -132,4 +134,98 @@ fn a_validator_can_call_different_bytes_the_same() {
     j.take("u0", "a", done("x1"), &mut close).unwrap();
     let v = j.take("u0", "b", done("x2"), &mut close).unwrap();
     assert_eq!(v.agreed, ["a", "b"]);
+}
+
+#[test]
+fn a_result_alone_is_on_trust_until_a_second_person_confirms_it() {
+    let mut j = job(2, 2);
+    j.units[0].needed = 1;
+    issue(&mut j, 0, "t", 100);
+    let v = j.take("u0", "t", done("x"), &mut eq).unwrap();
+    assert!(v.agreed.is_empty(), "a result alone verifies nobody: {v:?}");
+    assert_eq!(v.on_trust.as_deref(), Some("t"));
+    let c = j.counts(10);
+    assert_eq!((c.validated, c.on_trust), (1, 1));
+    assert_eq!(j.status(10).on_trust, ["u0"]);
+    // A second person's late result that agrees: verified, both credited.
+    issue(&mut j, 0, "b", 100);
+    let v = j.take("u0", "b", done("x"), &mut eq).unwrap();
+    assert_eq!(v.agreed, ["t", "b"]);
+    assert_eq!(v.quorum, ["t", "b"]);
+    assert_eq!(j.counts(10).on_trust, 0);
+    // One that disagrees: open again at full quorum, both results count, a third decides.
+    j.units[1].needed = 1;
+    issue(&mut j, 1, "t", 100);
+    j.take("u1", "t", done("x"), &mut eq).unwrap();
+    issue(&mut j, 1, "b", 100);
+    let v = j.take("u1", "b", done("y"), &mut eq).unwrap();
+    assert_eq!(v, Verdict::default(), "nobody is right yet");
+    assert!(j.units[1].open() && j.units[1].wants(10));
+    assert_eq!(j.units[1].needed, 2);
+    issue(&mut j, 1, "c", 100);
+    let v = j.take("u1", "c", done("y"), &mut eq).unwrap();
+    assert_eq!(
+        (v.agreed, v.disagreed),
+        (vec!["b".into(), "c".into()], vec!["t".into()])
+    );
+}
+
+#[test]
+fn a_fault_sets_aside_the_results_on_trust_and_their_units_go_out_again() {
+    let mut j = job(2, 3);
+    for u in 0..2 {
+        j.units[u].needed = 1;
+        issue(&mut j, u, "t", 100);
+        j.take(&format!("u{u}"), "t", done("bad"), &mut eq).unwrap();
+    }
+    issue(&mut j, 2, "t", 100);
+    issue(&mut j, 2, "a", 100);
+    j.take("u2", "t", done("x"), &mut eq).unwrap();
+    j.take("u2", "a", done("x"), &mut eq).unwrap();
+    assert!(j.finished());
+    j.state = JobState::Done;
+    assert_eq!(j.revoke("a"), 0, "a has nothing on trust");
+    assert_eq!(j.revoke("t"), 2);
+    assert_eq!(j.state, JobState::Running, "a finished job runs again");
+    let c = j.counts(10);
+    assert_eq!((c.validated, c.on_trust), (1, 0), "{c:?}");
+    let u0 = &j.units[0];
+    assert!(u0.open() && u0.wants(10) && u0.had("t") && !u0.fresh());
+    assert_eq!(u0.needed, 2, "at full quorum");
+    // The result set aside counts in no quorum, and is scored once others validate.
+    issue(&mut j, 0, "a", 100);
+    let v = j.take("u0", "a", done("good"), &mut eq).unwrap();
+    assert_eq!(v, Verdict::default(), "one result in hand");
+    issue(&mut j, 0, "b", 100);
+    let v = j.take("u0", "b", done("good"), &mut eq).unwrap();
+    assert_eq!(v.agreed, ["a", "b"]);
+    assert_eq!(v.disagreed, ["t"]);
+    // A result set aside that was right is credited.
+    issue(&mut j, 1, "a", 100);
+    issue(&mut j, 1, "b", 100);
+    j.take("u1", "a", done("bad"), &mut eq).unwrap();
+    let v = j.take("u1", "b", done("bad"), &mut eq).unwrap();
+    assert_eq!(v.agreed, ["a", "b", "t"]);
+    assert!(v.disagreed.is_empty());
+}
+
+#[test]
+fn the_owner_can_accept_results_on_trust() {
+    let mut j = job(2, 1);
+    j.units[0].needed = 1;
+    issue(&mut j, 0, "t", 100);
+    j.take("u0", "t", done("x"), &mut eq).unwrap();
+    assert_eq!(j.accept_trust(), 1);
+    assert_eq!(j.counts(10).on_trust, 0);
+    assert_eq!(j.revoke("t"), 0, "accepted results are final");
+    assert_eq!(j.units[0].canonical.as_deref(), Some("x"));
+}
+
+#[test]
+fn with_a_quorum_of_one_nobody_is_verified_or_on_trust() {
+    let mut j = job(1, 1);
+    issue(&mut j, 0, "a", 100);
+    let v = j.take("u0", "a", done("x"), &mut eq).unwrap();
+    assert_eq!(v, Verdict::default());
+    assert_eq!((j.counts(0).validated, j.counts(0).on_trust), (1, 0));
 }
