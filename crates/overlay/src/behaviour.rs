@@ -12,7 +12,8 @@ use crate::{
 };
 
 /// Longest time an inbound or outbound TCP connection may take to finish its security and
-/// multiplexer handshakes; a socket that says nothing holds a slot no longer than this.
+/// multiplexer handshakes. Inbound ones get less while the handshake slots fill, and one
+/// that says nothing may be evicted sooner (`guard`).
 pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 #[derive(NetworkBehaviour)]
@@ -112,9 +113,15 @@ pub(crate) fn build_swarm(
     let limits = connection_limits::ConnectionLimits::default()
         .with_max_established(Some(config.max_connections))
         .with_max_established_per_peer(Some(config.max_connections_per_peer))
-        .with_max_pending_incoming(Some(config.handshakes.total as u32))
+        // The guard keeps inbound handshakes to `handshakes.total`. Those it has cut are
+        // counted here until their task sees the cut (a flood cuts hundreds a second), so
+        // this cap, a bound on memory only, leaves room for three times as many.
+        .with_max_pending_incoming(Some(
+            u32::try_from(config.handshakes.total.saturating_mul(4)).unwrap_or(u32::MAX),
+        ))
         .with_max_pending_outgoing(Some(64));
-    let guard = crate::guard::Behaviour::new(config.handshakes, registry);
+    let handoff = crate::guard::Handoff::default();
+    let guard = crate::guard::Behaviour::new(config.handshakes, handoff.clone(), registry);
     let mdns_enabled = config.mdns;
     let relay_limits = config.relay.clone();
     let rendezvous_server = config.rendezvous_server;
@@ -132,11 +139,12 @@ pub(crate) fn build_swarm(
         .with_tokio()
         .with_quic()
         // TCP with TLS (AES-GCM first) or Noise, and Yamux, plus a handshake deadline (the
-        // builder sets none: a silent socket would hold its pending slot for ever).
+        // builder sets none: a silent socket would hold its pending slot for ever). Inbound
+        // sockets are tapped for the guard before the handshake reads them.
         .with_other_transport(|key| {
             use libp2p::Transport as _;
             Ok::<_, Box<dyn std::error::Error + Send + Sync>>(
-                tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
+                crate::guard::Tcp::new(tcp::Config::default().nodelay(true), handoff)
                     .upgrade(libp2p::core::upgrade::Version::V1Lazy)
                     .authenticate(crate::secure::Secure::new(key)?)
                     .multiplex(crate::mux::muxer())

@@ -18,6 +18,7 @@ use crate::behaviour::{Behaviour, BehaviourEvent};
 use crate::dht::Dht;
 use crate::dials::Dials;
 use crate::gossip::Gossip;
+use crate::known::Known;
 use crate::nat::Nat;
 use crate::peers::Peers;
 use crate::{Command, Config, OverlayError, PeerEvent, PeerInfo};
@@ -34,6 +35,7 @@ pub(crate) struct EventLoop {
     nat: Nat,
     gossip: Gossip,
     dials: Dials,
+    known: Known,
     /// Bootstrap peers not reached yet: a failed dial to one is a warning, once.
     bootstrap: Vec<libp2p::PeerId>,
 }
@@ -179,6 +181,7 @@ impl EventLoop {
             nat: Nat::new(config, counters),
             gossip: Gossip::new(rejected),
             dials: Dials::default(),
+            known: Known::default(),
             bootstrap: config.bootstrap.iter().filter_map(crate::peer_of).collect(),
         })
     }
@@ -270,6 +273,7 @@ impl EventLoop {
             Command::Subscribe(topic) => self.gossip.subscribe(swarm, topic),
             Command::Unsubscribe(topic) => self.gossip.unsubscribe(swarm, topic),
             Command::Publish(topic, data) => self.gossip.publish(swarm, topic, data),
+            Command::KnownPeers(peers) => self.known.set(peers, swarm, &self.peers),
         }
     }
 
@@ -299,6 +303,7 @@ impl EventLoop {
                     self.dht.on_connected(peer_id);
                 }
                 self.nat.on_connected(peer_id);
+                self.known.note(swarm, &self.peers, peer_id);
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
@@ -347,6 +352,13 @@ impl EventLoop {
                 };
                 self.nat.on_listener_closed(listener_id, &reason);
             }
+            SwarmEvent::IncomingConnectionError {
+                send_back_addr,
+                error,
+                ..
+            } => {
+                tracing::debug!(from = %send_back_addr, error = ?error, "inbound connection failed");
+            }
             SwarmEvent::ExternalAddrConfirmed { address } => {
                 tracing::info!(%address, "external address confirmed");
             }
@@ -363,8 +375,15 @@ impl EventLoop {
             }
             BehaviourEvent::Kad(e) => {
                 self.metrics.record(&e);
+                let routed = match &e {
+                    libp2p::kad::Event::RoutingUpdated { peer, .. } => Some(*peer),
+                    _ => None,
+                };
                 let nat = &self.nat;
                 self.dht.on_event(swarm, e, |p| nat.recently_failed(p));
+                if let Some(peer) = routed {
+                    self.known.note(swarm, &self.peers, peer);
+                }
             }
             BehaviourEvent::Ping(e) => self.metrics.record(&e),
             BehaviourEvent::Autonat(e) => self.nat.on_autonat(swarm, e),
@@ -406,5 +425,6 @@ impl EventLoop {
         });
         self.dht
             .on_identify(&mut self.swarm, peer_id, info, over_loopback);
+        self.known.note(&mut self.swarm, &self.peers, peer_id);
     }
 }

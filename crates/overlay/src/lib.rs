@@ -12,7 +12,9 @@
 //!   gossipsub, mDNS, connection limits; AutoNAT, circuit relay v2, DCUtR, rendezvous.
 //!
 //! The actor (`event_loop`) only routes: the DHT (`dht`), peers and their paths (`peers`),
-//! NAT traversal (`nat`), gossip (`gossip`) and dials (`dials`) are parts it owns.
+//! NAT traversal (`nat`), gossip (`gossip`), dials (`dials`) and the peers the node knows
+//! (`known`) are parts it owns. `guard` caps inbound handshakes (`behaviour`'s TCP
+//! transport taps their sockets for it).
 
 pub mod behaviour;
 mod dht;
@@ -21,6 +23,7 @@ mod event_loop;
 mod gossip;
 mod guard;
 pub mod inbound;
+mod known;
 pub mod mux;
 mod nat;
 mod peers;
@@ -303,6 +306,7 @@ pub(crate) enum Command {
     Subscribe(String),
     Unsubscribe(String),
     Publish(String, Vec<u8>),
+    KnownPeers(Vec<PeerId>),
 }
 
 /// Handle to the running network.
@@ -553,6 +557,14 @@ impl Overlay {
     /// Publishes on a gossip topic (best effort: no subscribed peer is not an error).
     pub async fn publish(&self, topic: String, data: Vec<u8>) -> Result<(), OverlayError> {
         self.send(Command::Publish(topic, data)).await
+    }
+
+    /// Names the peers the node knows beyond its routing table (its groups' devices, its
+    /// person's other devices), replacing those named before. Where they connect from
+    /// keeps a share of the slots for inbound handshakes, so a flood of strangers cannot
+    /// keep them out. At most 4096 are kept.
+    pub async fn set_known_peers(&self, peers: Vec<PeerId>) -> Result<(), OverlayError> {
+        self.send(Command::KnownPeers(peers)).await
     }
 
     /// Closes every connection to `peer` (used for peers caught misbehaving).

@@ -98,6 +98,17 @@ impl Peers {
         self.path(peer) == Some(Path::Direct)
     }
 
+    /// Where the peer's direct connections come from (or go to).
+    pub fn direct_remotes(&self, peer: &PeerId) -> Vec<libp2p::Multiaddr> {
+        self.conns
+            .get(peer)
+            .into_iter()
+            .flatten()
+            .filter(|c| !c.endpoint.is_relayed())
+            .map(|c| c.remote().clone())
+            .collect()
+    }
+
     pub fn get(&self, peer: &PeerId) -> Option<&[Conn]> {
         self.conns.get(peer).map(Vec::as_slice)
     }

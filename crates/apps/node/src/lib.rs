@@ -15,6 +15,7 @@ pub mod config;
 mod convert;
 mod facade;
 mod home;
+mod known;
 mod live;
 pub mod logs;
 mod people;
@@ -275,6 +276,7 @@ async fn start_services(
         tasks("share"),
     )?;
     people::announce_on_key_change(&groups, &share, tasks("node"));
+    known::tell_overlay(&overlay, &people, &groups, tasks("node"));
     let names_cfg = kith_names::Config {
         dir: opts.home.service_dir("names"),
     };

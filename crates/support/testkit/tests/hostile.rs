@@ -8,7 +8,10 @@ use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use kith_overlay::inbound::{Incoming, Limits};
 use kith_overlay::{PeerId, StreamProtocol};
 use kith_search::protocol::{self as wire, BrokerResponse};
-use kith_testkit::{RawPeer, Result, TestNode, bounded, data, metric};
+use kith_testkit::{RawPeer, Result, TestNode, bounded, data, eventually, metric};
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use tokio_util::sync::CancellationToken;
 
 const LIMIT: Duration = Duration::from_secs(120);
 
@@ -45,6 +48,229 @@ async fn idle_sockets_cannot_lock_out_real_peers() -> Result<()> {
         );
         drop(idle);
         m.stop().await;
+        n.stop().await;
+        Ok(())
+    })
+    .await
+}
+
+/// Sockets from `n` loopback addresses (127.0.1.1 and up: not 127.0.0.1, which real
+/// peers dial from) that connect, send `hello` (nothing when empty) and then hold the
+/// connection, each opened again at once when the node drops it. They run on a thread of
+/// their own, as an attacker runs on a machine of its own. Stops when dropped.
+struct Flood {
+    /// Connections the node has dropped so far.
+    dropped: Arc<AtomicUsize>,
+    stop: CancellationToken,
+}
+
+impl Flood {
+    fn start(port: u16, n: usize, hello: &'static [u8]) -> Result<Self> {
+        let dropped = Arc::new(AtomicUsize::new(0));
+        let stop = CancellationToken::new();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let (d, s) = (dropped.clone(), stop.clone());
+        std::thread::spawn(move || {
+            rt.block_on(async move {
+                let mut set = tokio::task::JoinSet::new();
+                for i in 0..n {
+                    let from = Ipv4Addr::new(127, 0, 1 + (i / 250) as u8, 1 + (i % 250) as u8);
+                    set.spawn(hold(from, port, hello, d.clone(), s.clone()));
+                }
+                while set.join_next().await.is_some() {}
+            })
+        });
+        Ok(Self { dropped, stop })
+    }
+
+    fn dropped(&self) -> usize {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Flood {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// A runtime of its own, for peers that stand for other machines: what they send does not
+/// wait behind the node's work. Shut down without blocking when dropped.
+struct Elsewhere(Option<tokio::runtime::Runtime>);
+
+impl Elsewhere {
+    fn new() -> Result<Self> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()?;
+        Ok(Self(Some(rt)))
+    }
+
+    /// Starts a raw peer there with `key`.
+    async fn peer(&self, key: kith_overlay::Keypair) -> Result<RawPeer> {
+        let rt = self.0.as_ref().ok_or("runtime gone")?;
+        rt.spawn(RawPeer::with_key(key, &[])).await?
+    }
+}
+
+impl Drop for Elsewhere {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// One attacker's socket from `from`, opened again each time the node drops it.
+async fn hold(
+    from: Ipv4Addr,
+    port: u16,
+    hello: &'static [u8],
+    dropped: Arc<AtomicUsize>,
+    stop: CancellationToken,
+) {
+    while !stop.is_cancelled() {
+        let held = async {
+            let s = tokio::net::TcpSocket::new_v4()?;
+            // The real peers' dials bind their listening port on every address (port
+            // reuse): let them share it with these.
+            s.set_reuseaddr(true)?;
+            s.bind((from, 0).into())?;
+            let mut c = s.connect(([127, 0, 0, 1], port).into()).await?;
+            tokio::io::AsyncWriteExt::write_all(&mut c, hello).await?;
+            // Hold it until the node drops it.
+            let mut buf = [0u8; 256];
+            while tokio::io::AsyncReadExt::read(&mut c, &mut buf).await? > 0 {}
+            std::io::Result::Ok(())
+        };
+        let r = tokio::select! {
+            () = stop.cancelled() => return,
+            r = held => r,
+        };
+        dropped.fetch_add(1, Ordering::Relaxed);
+        if r.is_err() {
+            // Refused, or no port free: a moment before trying again.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// Silent sockets from 300 addresses, each reopened when the node drops it, cannot lock
+/// new peers out: a new handshake takes the place of the oldest one that has sent
+/// nothing, and each of 8 peers that dial once gets in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_sockets_from_many_addresses_cannot_lock_out_real_peers() -> Result<()> {
+    bounded(LIMIT, async {
+        let n = TestNode::start(|_| {}).await?;
+        let n_addr = n.addr().await?;
+        let port = tcp_port(&n_addr)?;
+        let flood = Flood::start(port, 300, b"")?;
+        // Until the slots are taken and the flood has been turned away 300 times.
+        eventually(
+            Duration::from_secs(30),
+            "the flood to fill the slots",
+            || async {
+                let text = n.metrics().await.ok()?;
+                (metric(&text, "kith_inbound_handshakes_pending") >= 96 && flood.dropped() >= 300)
+                    .then_some(())
+            },
+        )
+        .await?;
+        let others = Elsewhere::new()?;
+        let mut failed = Vec::new();
+        for i in 0..8 {
+            let m = others
+                .peer(kith_overlay::Keypair::generate_ed25519())
+                .await?;
+            let t = std::time::Instant::now();
+            let dial = m.overlay.dial(n_addr.parse()?);
+            match tokio::time::timeout(Duration::from_secs(10), dial).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => failed.push(format!("peer {i}: {e} after {:?}", t.elapsed())),
+                Err(_) => failed.push(format!("peer {i}: timed out")),
+            }
+            // Gone before the next one dials, so that each has its runtime to itself.
+            drop(m);
+        }
+        let text = n.metrics().await?;
+        drop(flood);
+        assert!(
+            failed.is_empty(),
+            "{} of 8 real peers kept out: {failed:#?}\n{text}",
+            failed.len()
+        );
+        // The flood held its slots throughout.
+        assert!(
+            metric(&text, "kith_inbound_handshakes_pending") >= 90,
+            "{text}"
+        );
+        n.stop().await;
+        Ok(())
+    })
+    .await
+}
+
+/// The first byte of multistream-select's header: a flood that sends it and waits holds
+/// slots no new handshake may take.
+const TALK: &[u8] = &[0x13];
+
+/// Sockets from 300 addresses that each send a byte and wait, reopened when the node drops
+/// them, cannot keep out a peer the node knows: its address keeps a reserved share.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn known_peers_keep_their_share_against_a_flood_that_speaks() -> Result<()> {
+    bounded(LIMIT, async {
+        let n = TestNode::start(|_| {}).await?;
+        let n_addr = n.addr().await?;
+        let others = Elsewhere::new()?;
+        // A peer the node comes to know (it joins the routing table), then leaves.
+        let key = kith_overlay::Keypair::generate_ed25519();
+        let k_id = key.public().to_peer_id();
+        let k = others.peer(key.clone()).await?;
+        k.overlay.dial(n_addr.parse()?).await?;
+        let o = n.node.overlay();
+        eventually(
+            Duration::from_secs(30),
+            "the peer in the routing table",
+            || async {
+                let known = o
+                    .closest_known(k_id.to_bytes(), PeerId::random())
+                    .await
+                    .ok()?;
+                known.iter().any(|(p, _)| *p == k_id).then_some(())
+            },
+        )
+        .await?;
+        drop(k);
+        eventually(Duration::from_secs(30), "the peer gone", || async {
+            let peers = o.connected_peers().await.ok()?;
+            (!peers.iter().any(|p| p.peer == k_id)).then_some(())
+        })
+        .await?;
+        let flood = Flood::start(tcp_port(&n_addr)?, 300, TALK)?;
+        eventually(
+            Duration::from_secs(30),
+            "the flood to fill the slots",
+            || async {
+                let text = n.metrics().await.ok()?;
+                (metric(&text, "kith_inbound_handshakes_pending") >= 96 && flood.dropped() >= 300)
+                    .then_some(())
+            },
+        )
+        .await?;
+        // Back, from the same address, while the flood holds every slot strangers may take.
+        let k = others.peer(key).await?;
+        let back =
+            tokio::time::timeout(Duration::from_secs(10), k.overlay.dial(n_addr.parse()?)).await;
+        let text = n.metrics().await?;
+        drop(flood);
+        assert!(matches!(back, Ok(Ok(()))), "{back:?}\n{text}");
+        assert!(
+            metric(&text, "kith_inbound_handshakes_refused_total") > 0,
+            "{text}"
+        );
         n.stop().await;
         Ok(())
     })

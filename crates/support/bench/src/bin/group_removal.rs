@@ -136,6 +136,7 @@ async fn start_node(
     cfg.handshakes = kith_overlay::HandshakeLimits {
         per_ip: 4096,
         total: 4096,
+        reserved: 0,
     };
     let mut registry = Registry::default();
     let (overlay, _actor) = Overlay::start(cfg, &mut registry, stop.clone()).await?;
