@@ -64,7 +64,7 @@ fn people_status(e: &kith_people::Error) -> StatusCode {
     use kith_people::Error as E;
     match e {
         E::Refused(_) | E::NoPersonKey(_) | E::BadCode(_) | E::Cert(_) => StatusCode::BAD_REQUEST,
-        E::Overlay(_) => StatusCode::SERVICE_UNAVAILABLE,
+        E::Overlay(_) | E::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
