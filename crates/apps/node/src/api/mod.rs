@@ -5,12 +5,14 @@
 //! Every route, the documents included, accepts only requests whose `Host` is this node
 //! (an IP address or `localhost`, on the API's port) and refuses any `Origin` but its own:
 //! a web page cannot read the API by rebinding a DNS name to 127.0.0.1, nor make a
-//! browser send it requests (DNS rebinding, CSRF).
+//! browser send it requests (DNS rebinding, CSRF). Wrong tokens and login codes are
+//! limited per client address and in total (`guesses`).
 
 mod cache;
 mod compute;
 mod content;
 mod guard;
+pub(crate) mod guesses;
 mod handlers;
 mod openapi;
 mod people;
@@ -256,7 +258,7 @@ pub(crate) fn serve(
     listener: tokio::net::TcpListener,
     shutdown: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
-    let app = router(node);
+    let app = router(node).into_make_service_with_connect_info::<std::net::SocketAddr>();
     tokio::spawn(async move {
         let r = axum::serve(listener, app)
             .with_graceful_shutdown(async move { shutdown.cancelled().await })
