@@ -95,11 +95,16 @@ impl Manifest {
         }
     }
 
-    /// Bytes of file data this manifest stands for.
+    /// Bytes of file data this manifest stands for. A folder's is what its entries say,
+    /// added without overflow: entries that claim more than a `u64` holds do not wrap
+    /// around to a small size.
     pub fn size(&self) -> u64 {
         match self {
             Manifest::File(f) => f.size,
-            Manifest::Dir(d) => d.entries.iter().map(|e| e.size).sum(),
+            Manifest::Dir(d) => d
+                .entries
+                .iter()
+                .fold(0u64, |sum, e| sum.saturating_add(e.size)),
         }
     }
 
@@ -287,7 +292,27 @@ mod tests {
                 .map(|i| format!(r#"{{"name":{:?},"kind":"file","id":"{}","size":{size}}}"#, format!("{name}{i}"), ContentId::manifest(&[i as u8])))
                 .collect();
             let json = format!(r#"{{"type":"dir","name":{name:?},"entries":[{}]}}"#, entries.join(","));
-            let _ = Manifest::decode(json.as_bytes());
+            if let Ok(m) = Manifest::decode(json.as_bytes()) {
+                // A folder is never smaller than any of its entries.
+                proptest::prop_assert!(n == 0 || m.size() >= size);
+            }
         }
+    }
+
+    #[test]
+    fn a_folder_whose_entries_overflow_is_as_large_as_can_be() {
+        let entry = |i: u8| Entry {
+            name: format!("f{i}"),
+            kind: EntryKind::File,
+            id: ContentId::manifest(&[i]),
+            size: u64::MAX / 2 + 1,
+            mtime: None,
+            exec: false,
+        };
+        let d = Manifest::Dir(DirManifest {
+            name: "d".into(),
+            entries: vec![entry(1), entry(2), entry(3)],
+        });
+        assert_eq!(d.size(), u64::MAX, "not wrapped around to a small size");
     }
 }

@@ -135,6 +135,8 @@ pub(crate) struct Inner {
     fatal: Fatal,
     api_addr: SocketAddr,
     logins: ui::Logins,
+    /// Wrong login codes and API tokens, per client address and in total.
+    guesses: api::guesses::Guesses,
     /// Settings changed through the API that wait for a restart.
     on_restart: Mutex<std::collections::BTreeSet<String>>,
     /// Event streams (UI tabs) open.
@@ -372,6 +374,7 @@ impl Node {
                 fatal,
                 api_addr,
                 logins: ui::Logins::default(),
+                guesses: api::guesses::Guesses::default(),
                 on_restart: Mutex::default(),
                 streams: Arc::new(tokio::sync::Semaphore::new(api::ui::MAX_STREAMS)),
                 tasks: Mutex::new(vec![s.overlay_task]),

@@ -4,7 +4,8 @@
 //! Login: `kith ui` asks the API (with the token) for a one-time code and prints a link
 //! `/login?code=…`. Opening it sets the API token as an `HttpOnly`, `SameSite=Strict`
 //! cookie and redirects to `/`; the code then is spent, so the link left in the browser's
-//! history logs nobody in. The API takes the cookie as it takes the bearer token.
+//! history logs nobody in. The API takes the cookie as it takes the bearer token. Wrong
+//! codes and tokens are limited per client address and in total (`api::guesses`).
 
 use std::time::{Duration, Instant};
 
@@ -16,6 +17,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 
 use crate::Node;
+use crate::api::guesses::Client;
 
 /// The cookie that carries the token after login.
 pub(crate) const COOKIE: &str = "kith_token";
@@ -122,8 +124,15 @@ struct Code {
     code: String,
 }
 
-async fn login(State(node): State<Node>, Query(q): Query<Code>) -> Response {
+/// Spends a login code. Wrong codes count against the client's address (and the total):
+/// while it has guessed wrong too often, no code is checked (429, `Retry-After`), so the
+/// right one works again once that has passed.
+async fn login(State(node): State<Node>, client: Client, Query(q): Query<Code>) -> Response {
+    if let Some(limited) = node.inner.guesses.limited(client) {
+        return limited.page();
+    }
     if !node.inner.logins.redeem(&q.code) {
+        node.inner.guesses.failed(client);
         return (
             StatusCode::FORBIDDEN,
             "This login link was used already or has expired: run `kith ui` for a new one.\n",

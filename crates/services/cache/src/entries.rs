@@ -38,7 +38,9 @@ pub enum Fill {
 pub struct Entry {
     pub id: ContentId,
     pub name: Option<String>,
-    /// Its size: as claimed while it is fetched, as its manifest says once it is here.
+    /// Its size: for a prefetch, as its root manifest says (read before it is fetched;
+    /// the most its fill may bring); for a pin, 0 until it is here; once it is here, as
+    /// fetched.
     pub bytes: u64,
     pub pinned: bool,
     pub why: Why,

@@ -1,14 +1,21 @@
 //! Filling the cache: fetch content through share into the cache's folder (share then
-//! provides it, so readers near this node find it), then evict what no longer fits.
+//! provides it, so readers near this node find it), then evict what no longer fits. A
+//! prefetch's fill is stopped (and what it wrote removed) when it grows past the size read
+//! from its root manifest (its download's plan, or the bytes that came, say more), or when
+//! a provider goes past its budget for the hour.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use kith_core::ContentId;
-use kith_share::{Output, State};
+use kith_core::sync::recover;
+use kith_share::{Output, Progress, State};
+use tokio::time::Instant;
 
 use crate::Error;
-use crate::entries::{Entry, Fill};
+use crate::budget::{Meter, Reservation};
+use crate::entries::{Entry, Fill, Why};
 use crate::state::{FillSlot, Inner};
 
 /// How long a fill may go without progress.
@@ -21,13 +28,83 @@ pub(crate) async fn own(inner: &Inner, id: &ContentId) -> Result<bool, Error> {
     Ok(shared && !cached)
 }
 
-/// Records `entry` and fetches its content in the background.
-pub(crate) async fn start(inner: &Arc<Inner>, entry: Entry, slot: FillSlot) -> Result<(), Error> {
+/// A prefetch's fill: capped at the size its entry says (read from the root manifest),
+/// each provider charged as its bytes come, and what was reserved but not fetched given
+/// back at the end.
+struct Metered {
+    size: u64,
+    reservation: Option<Reservation>,
+    meter: Meter,
+    fetched: u64,
+}
+
+impl Metered {
+    /// Pins are the user's own: neither capped nor budgeted.
+    fn of(entry: &Entry, reservation: Option<Reservation>) -> Option<Self> {
+        matches!(entry.why, Why::Prefetch { .. }).then(|| Self {
+            size: entry.bytes,
+            meter: Meter::new(reservation.as_ref()),
+            reservation,
+            fetched: 0,
+        })
+    }
+
+    /// Charges each provider what it sent since the last look; an error when the fill
+    /// must stop.
+    fn check(&mut self, inner: &Inner, p: &Progress) -> Result<(), Error> {
+        self.fetched = p.fetched_bytes;
+        let now = Instant::now();
+        let sent = self.meter.since(&p.fetched_from);
+        let mut providers = recover(&inner.providers);
+        for (peer, n) in &sent {
+            providers.charge(*peer, *n, now);
+        }
+        if let Some((peer, _)) = sent.iter().find(|(peer, _)| providers.over(peer, now)) {
+            return Err(Error::OverBudget {
+                provider: *peer,
+                per_hour: providers.per_hour(),
+            });
+        }
+        if p.total_bytes.max(p.done_bytes).max(p.fetched_bytes) > self.size {
+            return Err(Error::TooLarge {
+                id: p.id,
+                size: self.size,
+            });
+        }
+        Ok(())
+    }
+
+    /// Gives back what was reserved and not fetched.
+    fn settle(&self, inner: &Inner) {
+        let Some(r) = &self.reservation else {
+            return;
+        };
+        let now = Instant::now();
+        let unfetched = r.bytes.saturating_sub(self.fetched);
+        recover(&inner.askers).refund(&r.asker, unfetched, now);
+        if let Some((provider, unsent)) = self.meter.unused() {
+            recover(&inner.providers).refund(&provider, unsent, now);
+        }
+    }
+}
+
+/// Records `entry` and fetches its content in the background. `reservation`: what a
+/// prefetch was charged when it was taken.
+pub(crate) async fn start(
+    inner: &Arc<Inner>,
+    entry: Entry,
+    slot: FillSlot,
+    reservation: Option<Reservation>,
+) -> Result<(), Error> {
     let id = entry.id;
+    let mut metered = Metered::of(&entry, reservation);
     inner.update(|es| es.insert(entry)).await?;
     let i = inner.clone();
     inner.tasks.spawn(async move {
-        let r = run(&i, id).await;
+        let r = run(&i, id, metered.as_mut()).await;
+        if let Some(m) = &metered {
+            m.settle(&i);
+        }
         drop(slot);
         if let Err(e) = &r {
             tracing::warn!(%id, error = %e, "cache fill failed");
@@ -61,7 +138,11 @@ pub(crate) async fn start(inner: &Arc<Inner>, entry: Entry, slot: FillSlot) -> R
 }
 
 /// Fetches `id` into the cache's folder; its name and size once it is here.
-async fn run(inner: &Inner, id: ContentId) -> Result<(String, u64), Error> {
+async fn run(
+    inner: &Inner,
+    id: ContentId,
+    mut metered: Option<&mut Metered>,
+) -> Result<(String, u64), Error> {
     let dir = inner.data_dir();
     inner
         .tasks
@@ -69,13 +150,20 @@ async fn run(inner: &Inner, id: ContentId) -> Result<(String, u64), Error> {
             std::fs::create_dir_all(&dir).map_err(|e| Error::Io(dir.display().to_string(), e))
         })
         .await??;
+    let path = inner.path_of(&id);
     let mut rx = inner
         .share
-        .get(id, Output::Exact(inner.path_of(&id)), Some(PATIENCE))
+        .get(id, Output::Exact(path.clone()), Some(PATIENCE))
         .await?;
     tracing::info!(%id, "cache fill started");
     loop {
         let p = rx.borrow_and_update().clone();
+        if let Some(m) = metered.as_deref_mut()
+            && let Err(e) = m.check(inner, &p)
+        {
+            stop(inner, &p, &path).await;
+            return Err(e);
+        }
         match p.state {
             State::Done => {
                 tracing::info!(%id, bytes = p.total_bytes, providers = ?p.providers, "cached");
@@ -92,6 +180,15 @@ async fn run(inner: &Inner, id: ContentId) -> Result<(String, u64), Error> {
                 return Err(Error::Fetch("the download ended".into()));
             },
         }
+    }
+}
+
+/// Cancels a fill's download and removes what it wrote, when the download is the fill's
+/// own (one the user started to another path is left alone).
+async fn stop(inner: &Inner, p: &Progress, path: &Path) {
+    let ours = p.output.as_deref().is_some_and(|o| Path::new(o) == path);
+    if ours && let Err(e) = inner.share.cancel(p.id).await {
+        tracing::warn!(id = %p.id, error = %e, "cannot stop a cache fill");
     }
 }
 

@@ -10,10 +10,14 @@
 //! - [`protocol`]: the `/kith/cache/1.0.0` wire format.
 //! - `hint`: the source's side: demand per region ([`demand`]), and asking a cache node
 //!   of the region to prefetch.
-//! - `server`: the cache node's side: takes a prefetch within its budget and room.
-//! - `fill`: fetching into the cache (through share, which then provides it), eviction.
+//! - `server`: the cache node's side: reads the content's real size from its root
+//!   manifest, and takes a prefetch only within the room and the budgets ([`budget`]: bytes
+//!   per asking peer and per provider, per hour).
+//! - `fill`: fetching into the cache (through share, which then provides it), stopped
+//!   when it grows past the size read or a provider past its budget; eviction.
 //! - [`entries`]: what the cache holds and why, kept in `cache.json`.
 
+pub mod budget;
 pub mod demand;
 pub mod entries;
 mod fill;
@@ -28,7 +32,7 @@ use std::time::Duration;
 
 use kith_core::ContentId;
 use kith_core::tasks::{TaskError, Tasks};
-use kith_overlay::Overlay;
+use kith_overlay::{Overlay, PeerId};
 use kith_share::Share;
 use serde::Serialize;
 
@@ -49,6 +53,10 @@ pub enum Error {
     Busy,
     #[error("cannot fetch into the cache: {0}")]
     Fetch(String),
+    #[error("{id} grew past the {size} bytes its manifest said; stopped")]
+    TooLarge { id: ContentId, size: u64 },
+    #[error("{provider} has sent this node its {per_hour} bytes for this hour; stopped")]
+    OverBudget { provider: PeerId, per_hour: u64 },
     #[error("{0}: {1}")]
     Io(String, std::io::Error),
     #[error("{0} is damaged: {1}")]
@@ -79,6 +87,11 @@ pub struct Config {
     pub window: Duration,
     /// Least time between two hints for the same content and region.
     pub cooldown: Duration,
+    /// Bytes one asking peer can make this node fetch ahead per hour (`None`: the
+    /// capacity, a cache's worth an hour).
+    pub asker_budget: Option<u64>,
+    /// Bytes this node fetches ahead from one provider per hour (`None`: the capacity).
+    pub provider_budget: Option<u64>,
 }
 
 impl Config {
@@ -89,6 +102,8 @@ impl Config {
             demand: 3,
             window: Duration::from_secs(3600),
             cooldown: Duration::from_secs(600),
+            asker_budget: None,
+            provider_budget: None,
         }
     }
 }
@@ -158,7 +173,7 @@ impl Cache {
         for e in fetching {
             let slot = FillSlot(self.inner.clone());
             *kith_core::sync::recover(&self.inner.fills) += 1;
-            fill::start(&self.inner, e, slot).await?;
+            fill::start(&self.inner, e, slot, None).await?;
         }
         Ok(())
     }
@@ -191,7 +206,7 @@ impl Cache {
         }
         let slot = FillSlot(self.inner.clone());
         let entry = Entry::new(id, 0, true, Why::Pinned, now_ms());
-        fill::start(&self.inner, entry.clone(), slot).await?;
+        fill::start(&self.inner, entry.clone(), slot, None).await?;
         Ok(entry)
     }
 

@@ -21,8 +21,9 @@ pub const MAX_REGION: usize = 128;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "req", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Request {
-    /// Fetch `id` (`bytes` long, as its manifest says) ahead: `demand` peers of `region`
-    /// asked the source for it.
+    /// Fetch `id` (`bytes` long, as its manifest says: a claim, which the cache node
+    /// checks against the root manifest it reads) ahead: `demand` peers of `region` asked
+    /// the source for it.
     Prefetch {
         id: ContentId,
         bytes: u64,

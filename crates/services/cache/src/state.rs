@@ -1,6 +1,6 @@
 //! What the cache's tasks share: the config, the overlay and share handles, the entries
-//! (saved after every change, written outside the lock), the demand seen as a source, and
-//! the per-peer prefetch budget.
+//! (saved after every change, written outside the lock), the demand seen as a source, the
+//! prefetch requests per peer, and the byte budgets of askers and providers.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -12,11 +12,13 @@ use kith_overlay::{Overlay, PeerId};
 use kith_share::Share;
 use tokio::time::Instant;
 
+use crate::budget::Budget;
 use crate::demand::Demand;
 use crate::entries::{self, Entries, Entry};
 use crate::{Config, Error};
 
-/// Prefetch requests one peer may make per minute.
+/// Prefetch requests one peer may make per minute (each may cost a manifest lookup; the
+/// bytes they make this node fetch are budgeted apart).
 pub const PER_PEER_PER_MINUTE: u32 = 30;
 /// Fills running at once.
 pub const MAX_FILLS: usize = 4;
@@ -34,6 +36,10 @@ pub(crate) struct Inner {
     pub demand: Mutex<Demand>,
     /// Prefetch requests per peer in the current minute.
     asked: Mutex<HashMap<PeerId, (u32, Instant)>>,
+    /// Bytes each asking peer made this node fetch, within the hour.
+    pub askers: Mutex<Budget>,
+    /// Bytes this node fetched for prefetches from each provider, within the hour.
+    pub providers: Mutex<Budget>,
     /// Fills running now.
     pub fills: Mutex<usize>,
     /// Cache nodes found in the DHT, and when.
@@ -49,6 +55,8 @@ impl Inner {
     ) -> Result<Self, Error> {
         let entries = Entries::load(&config.dir.join("cache.json"))?;
         let demand = Demand::new(config.demand, config.window, config.cooldown);
+        let askers = Budget::new(config.asker_budget.unwrap_or(config.capacity));
+        let providers = Budget::new(config.provider_budget.unwrap_or(config.capacity));
         Ok(Self {
             config,
             overlay,
@@ -57,6 +65,8 @@ impl Inner {
             entries: Mutex::new(entries),
             demand: Mutex::new(demand),
             asked: Mutex::default(),
+            askers: Mutex::new(askers),
+            providers: Mutex::new(providers),
             fills: Mutex::new(0),
             nodes: Mutex::new(None),
         })

@@ -9,23 +9,52 @@ use tokio::sync::broadcast::error::RecvError;
 
 use crate::Error;
 use crate::book::Book;
-use crate::protocol::{self, Hello, LinkCode, LinkRequest, LinkResponse, MAX_DEVICES, MAX_FRAME};
+use crate::protocol::{
+    self, BUSY, HelloAnswer, LinkCode, LinkRequest, LinkResponse, MAX_DEVICES, MAX_FRAME,
+};
 use crate::state::Inner;
 
 /// Longest hello or link exchange.
 const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(20);
+/// A peer that answers a hello with busy is greeted again this much later, doubling, at
+/// most [`BUSY_TRIES`] times in all (within the exchange's time).
+const BUSY_WAIT: Duration = Duration::from_secs(1);
+const BUSY_TRIES: u32 = 4;
 
 /// Sends our hello to `peer` and takes its answer.
-async fn greet(inner: &Inner, peer: PeerId) -> Result<(), Error> {
+async fn greet_once(inner: &Inner, peer: PeerId) -> Result<(), Error> {
     let mut s = inner
         .overlay
         .open_stream(peer, protocol::PERSON_PROTOCOL)
         .await?;
     frame::write(&mut s, &inner.hello()?).await?;
-    if let Some(h) = frame::read::<_, Hello>(&mut s, MAX_FRAME).await? {
-        inner.accept_hello(peer, h).await?;
+    match frame::read::<_, HelloAnswer>(&mut s, MAX_FRAME).await? {
+        Some(HelloAnswer::Hello(h)) => {
+            inner.accept_hello(peer, h).await?;
+        }
+        Some(HelloAnswer::Refused { refused }) if refused == BUSY => {
+            return Err(Error::Busy(peer));
+        }
+        Some(HelloAnswer::Refused { refused }) => return Err(Error::Refused(refused)),
+        None => {}
     }
     Ok(())
+}
+
+/// [`greet_once`], again a little later while the peer says it is busy.
+async fn greet(inner: &Inner, peer: PeerId) -> Result<(), Error> {
+    let mut wait = BUSY_WAIT;
+    for _ in 1..BUSY_TRIES {
+        match greet_once(inner, peer).await {
+            Err(Error::Busy(_)) => {
+                tracing::debug!(%peer, ?wait, "peer busy; greeting it again shortly");
+                tokio::time::sleep(wait).await;
+                wait *= 2;
+            }
+            other => return other,
+        }
+    }
+    greet_once(inner, peer).await
 }
 
 /// Greets every peer as it connects (the side with the smaller peer ID opens), and

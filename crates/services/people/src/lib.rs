@@ -40,6 +40,8 @@ pub const LINK_TTL: Duration = Duration::from_secs(600);
 pub enum Error {
     #[error("{0}")]
     Refused(String),
+    #[error("{0} is busy (too many streams open); try again shortly")]
+    Busy(PeerId),
     #[error(
         "this device does not hold the person key (it stays on the device where the person was made: {0})"
     )]

@@ -2,7 +2,8 @@
 //! `docs/protocols/people.md`), in kith's JSON frames (`kith_core::frame`).
 //!
 //! - `/kith/person/1.0.0`: when two devices connect, the one with the smaller peer ID
-//!   opens a stream and sends a [`Hello`]; the other checks it and answers with its own.
+//!   opens a stream and sends a [`Hello`]; the other checks it and answers with its own
+//!   ([`HelloAnswer`]), or says it is busy (too many streams) and closes.
 //!   A hello's certificate must be for the peer the connection authenticated (Noise), so a
 //!   device cannot claim a person whose key it lacks, nor another device's certificate.
 //! - `/kith/link/1.0.0`: a new device proves it knows a link code's secret
@@ -34,6 +35,27 @@ pub struct Hello {
     #[serde(default)]
     pub revoked: Vec<Revocation>,
 }
+
+/// What a device answers to a hello: its own, or why there is none. A stream over the
+/// inbound limits gets `{"refused":"busy"}` at once, never silence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum HelloAnswer {
+    Hello(Hello),
+    Refused { refused: String },
+}
+
+impl HelloAnswer {
+    /// The answer to a stream over the inbound limits.
+    pub fn busy() -> Self {
+        HelloAnswer::Refused {
+            refused: BUSY.into(),
+        }
+    }
+}
+
+/// The reason a device gives when it takes no more streams for now (on either protocol).
+pub const BUSY: &str = "busy";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -138,10 +160,19 @@ mod tests {
         Ok(())
     }
 
+    #[test]
+    fn a_busy_answer_is_not_a_hello() {
+        let busy = kith_core::frame::encode(&HelloAnswer::busy()).unwrap_or_default();
+        assert_eq!(busy.get(4..), Some(&br#"{"refused":"busy"}"#[..]));
+        let back = read_all::<HelloAnswer>(busy, MAX_FRAME);
+        assert!(matches!(back.first(), Some(Ok(a)) if *a == HelloAnswer::busy()));
+    }
+
     proptest! {
         #[test]
         fn arbitrary_frames_are_decoded_or_refused(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
             let _ = read_all::<Hello>(bytes.clone(), MAX_FRAME);
+            let _ = read_all::<HelloAnswer>(bytes.clone(), MAX_FRAME);
             let _ = read_all::<LinkRequest>(bytes.clone(), MAX_FRAME);
             let _ = read_all::<LinkResponse>(bytes, MAX_FRAME);
         }

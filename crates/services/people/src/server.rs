@@ -10,7 +10,7 @@ use kith_overlay::inbound::{Incoming, Limits};
 use kith_overlay::{PeerId, Stream};
 
 use crate::Error;
-use crate::protocol::{self, Hello, LinkRequest, LinkResponse, MAX_FRAME};
+use crate::protocol::{self, BUSY, Hello, HelloAnswer, LinkRequest, LinkResponse, MAX_FRAME};
 use crate::state::Inner;
 
 /// Inbound streams of either protocol: per peer, and in total.
@@ -21,9 +21,15 @@ const LIMITS: Limits = Limits {
 /// Time for a peer to send its part.
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
-fn no_answer(_: kith_overlay::inbound::Refusal) -> Vec<u8> {
+/// A hello stream over the limits is told so (an empty answer would look like a device
+/// with nothing to say).
+fn busy_hello(_: kith_overlay::inbound::Refusal) -> Vec<u8> {
+    frame::encode(&HelloAnswer::busy()).unwrap_or_default()
+}
+
+fn busy_link(_: kith_overlay::inbound::Refusal) -> Vec<u8> {
     frame::encode(&LinkResponse::Refused {
-        reason: "busy".into(),
+        reason: BUSY.into(),
     })
     .unwrap_or_default()
 }
@@ -32,10 +38,10 @@ pub(crate) fn start(inner: &Arc<Inner>) -> Result<(), Error> {
     let mut hellos =
         inner
             .overlay
-            .accept(protocol::PERSON_PROTOCOL, LIMITS, Arc::new(|_| Vec::new()))?;
+            .accept(protocol::PERSON_PROTOCOL, LIMITS, Arc::new(busy_hello))?;
     let mut links = inner
         .overlay
-        .accept(protocol::LINK_PROTOCOL, LIMITS, Arc::new(no_answer))?;
+        .accept(protocol::LINK_PROTOCOL, LIMITS, Arc::new(busy_link))?;
     let i = inner.clone();
     inner.tasks.spawn(async move {
         while let Some(Incoming {
@@ -85,7 +91,7 @@ async fn hello(inner: &Inner, peer: PeerId, mut s: Stream) -> Result<(), Error> 
         return Ok(());
     };
     inner.accept_hello(peer, h).await?;
-    frame::write(&mut s, &inner.hello()?).await?;
+    frame::write(&mut s, &HelloAnswer::Hello(inner.hello()?)).await?;
     Ok(())
 }
 

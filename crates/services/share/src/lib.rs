@@ -41,7 +41,7 @@ use prometheus_client::registry::Registry;
 use serde::Serialize;
 use tokio::sync::{broadcast, watch};
 
-pub use download::Output;
+pub use download::{Output, Root};
 pub use indexer::IndexError;
 pub use origins::{Audience, Refusal};
 pub use records::{DownloadRecord, DownloadState, ShareKind, ShareRecord};
@@ -76,6 +76,11 @@ pub enum Error {
     NoSuchPath(String),
     #[error("this device is not in group {0}")]
     NotInScope(String),
+    #[error("cannot read the manifest of {id}: {source}")]
+    Manifest {
+        id: ContentId,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("network: {0}")]
     Overlay(#[from] kith_overlay::OverlayError),
     #[error("cannot record where content came from: {0}")]
@@ -180,6 +185,8 @@ pub struct Progress {
     pub chunks_done: u64,
     /// Peers that sent verified content.
     pub providers: Vec<String>,
+    /// Verified bytes of chunks each provider sent, in the order they first sent one.
+    pub fetched_from: Vec<(String, u64)>,
     /// Providers reachable only through a circuit relay (slower, and capped by the relay).
     pub relayed: Vec<String>,
     /// Something the user should know (e.g. that a transfer goes through a relay).
@@ -202,6 +209,7 @@ impl Progress {
             chunks_total: 0,
             chunks_done: 0,
             providers: Vec::new(),
+            fetched_from: Vec::new(),
             relayed: Vec::new(),
             notice: None,
             rate: 0,
@@ -516,6 +524,17 @@ impl Share {
             download::run(inner, id, output, patience, tx, control).await;
         });
         Ok(rx)
+    }
+
+    /// The root manifest of `id`, verified: from the store, or from its providers (found
+    /// as a download finds them: peers hinted, connected peers, the DHT) within
+    /// `patience`. What it fetches is kept nowhere, so it tells what a download of `id`
+    /// would be (its size, a folder's entries) before anything else moves.
+    pub async fn read_root(&self, id: ContentId, patience: Duration) -> Result<Root, Error> {
+        if id.kind() != Kind::Manifest {
+            return Err(Error::NotAManifest(id));
+        }
+        download::root(&self.inner, id, patience).await
     }
 
     /// Pauses a running download: it stops at once, its verified chunks are kept, and

@@ -1,12 +1,14 @@
-//! A hostile network: idle sockets, bursts of streams, oversized broker frames, and a
-//! stock libp2p client looking for kith's providers.
+//! A hostile network: idle sockets, bursts of streams, oversized broker frames, hellos
+//! past their limit, and a stock libp2p client looking for kith's providers.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
+use kith_core::frame;
 use kith_overlay::inbound::{Incoming, Limits};
 use kith_overlay::{PeerId, StreamProtocol};
+use kith_people::protocol::{HelloAnswer, MAX_FRAME as PERSON_FRAME, PERSON_PROTOCOL};
 use kith_search::protocol::{self as wire, BrokerResponse};
 use kith_testkit::{RawPeer, Result, TestNode, bounded, data, eventually, metric};
 use std::net::Ipv4Addr;
@@ -395,6 +397,50 @@ async fn the_broker_refuses_big_frames_and_answers_busy_past_its_caps() -> Resul
         let r = b.search("anything", "broker", 1000).await;
         assert!(r.is_ok(), "{r:?}");
         b.stop().await;
+        Ok(())
+    })
+    .await
+}
+
+/// `/kith/person` streams over the per-peer limit are told busy at once, like every other
+/// protocol's: not closed with nothing said, nor held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn person_streams_past_the_limit_are_told_busy_at_once() -> Result<()> {
+    bounded(LIMIT, async {
+        let n = TestNode::start(|_| {}).await?;
+        let to: PeerId = n.peer_id().parse()?;
+        let x = RawPeer::start(&[n.addr().await?]).await?;
+        // Hellos that announce a frame and never send it: the first four take the peer's
+        // four slots (held until the node's read times out), the rest are over the limit.
+        let mut streams = Vec::new();
+        for _ in 0..6 {
+            let mut s = x.overlay.open_stream(to, PERSON_PROTOCOL).await?;
+            s.write_all(&100u32.to_be_bytes()).await?;
+            s.flush().await?;
+            streams.push(s);
+        }
+        let started = tokio::time::Instant::now();
+        for s in streams.iter_mut().skip(4) {
+            let answer = tokio::time::timeout(
+                Duration::from_secs(5),
+                frame::read::<_, HelloAnswer>(s, PERSON_FRAME),
+            )
+            .await;
+            assert!(
+                matches!(&answer, Ok(Ok(Some(HelloAnswer::Refused { refused }))) if refused == "busy"),
+                "a stream over the limit got {answer:?}"
+            );
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "busy took {:?}",
+            started.elapsed()
+        );
+        let text = n.metrics().await?;
+        let refused = "kith_inbound_streams_refused_total{protocol=\"/kith/person/1.0.0\",reason=\"peer-limit\"}";
+        assert!(metric(&text, refused) >= 2, "{text}");
+        drop(streams);
+        n.stop().await;
         Ok(())
     })
     .await

@@ -18,6 +18,7 @@ use kith_share::{FileView, Span};
 
 use super::ApiError;
 use super::guard::authorised;
+use super::guesses::Client;
 use crate::Node;
 
 /// How long a read waits for a chunk that a running download has not fetched yet.
@@ -128,14 +129,26 @@ fn header_value(s: &str) -> HeaderValue {
     HeaderValue::from_str(s).unwrap_or(HeaderValue::from_static("application/octet-stream"))
 }
 
-async fn serve(node: Node, headers: HeaderMap, id: &str, path: &str) -> Result<Response, ApiError> {
+async fn serve(
+    node: Node,
+    headers: HeaderMap,
+    client: Client,
+    id: &str,
+    path: &str,
+) -> Result<Response, ApiError> {
     let id = crate::facade::content_id(id)?;
     let open = node.api_addr().ip().is_loopback() && !node.inner.share.is_private(&id);
-    if !open && !authorised(&node, &headers) {
-        return Err(ApiError(
-            StatusCode::UNAUTHORIZED,
-            "this content needs the API token".into(),
-        ));
+    if !open {
+        match authorised(&node, &headers, client) {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(ApiError(
+                    StatusCode::UNAUTHORIZED,
+                    "this content needs the API token".into(),
+                ));
+            }
+            Err(limited) => return Ok(limited.into_response()),
+        }
     }
     let view: FileView = node
         .inner
@@ -204,17 +217,19 @@ async fn serve(node: Node, headers: HeaderMap, id: &str, path: &str) -> Result<R
 pub(crate) async fn file(
     State(node): State<Node>,
     headers: HeaderMap,
+    client: Client,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    serve(node, headers, &id, "").await
+    serve(node, headers, client, &id, "").await
 }
 
 pub(crate) async fn file_in(
     State(node): State<Node>,
     headers: HeaderMap,
+    client: Client,
     Path((id, path)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    serve(node, headers, &id, &path).await
+    serve(node, headers, client, &id, &path).await
 }
 
 #[cfg(test)]

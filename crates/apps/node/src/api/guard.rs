@@ -6,22 +6,34 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::ApiError;
+use super::guesses::{Client, Limited};
 use crate::Node;
 
-pub(crate) async fn token(State(node): State<Node>, req: Request, next: Next) -> Response {
-    if !authorised(&node, req.headers()) {
-        return ApiError(
+pub(crate) async fn token(
+    State(node): State<Node>,
+    client: Client,
+    req: Request,
+    next: Next,
+) -> Response {
+    match authorised(&node, req.headers(), client) {
+        Ok(true) => next.run(req).await,
+        Ok(false) => ApiError(
             StatusCode::UNAUTHORIZED,
             "missing or wrong API token (see api.token in the data dir)".into(),
         )
-        .into_response();
+        .into_response(),
+        Err(limited) => limited.into_response(),
     }
-    next.run(req).await
 }
 
 /// Whether the request carries the token: as a bearer token, or as the cookie the web UI
-/// got at login.
-pub(crate) fn authorised(node: &Node, headers: &HeaderMap) -> bool {
+/// got at login. A wrong one is a guess, counted against `client`; while it or everyone
+/// guessed wrong too often, a token is not checked at all (`Err`: answer 429).
+pub(crate) fn authorised(
+    node: &Node,
+    headers: &HeaderMap,
+    client: Client,
+) -> Result<bool, Limited> {
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -31,7 +43,18 @@ pub(crate) fn authorised(node: &Node, headers: &HeaderMap) -> bool {
         .iter()
         .filter_map(|v| v.to_str().ok())
         .find_map(crate::ui::cookie_token);
-    bearer.or(cookie).is_some_and(|g| node.token_matches(g))
+    let Some(given) = bearer.or(cookie) else {
+        return Ok(false);
+    };
+    let guesses = &node.inner.guesses;
+    if let Some(limited) = guesses.limited(client) {
+        return Err(limited);
+    }
+    let right = node.token_matches(given);
+    if !right {
+        guesses.failed(client);
+    }
+    Ok(right)
 }
 
 /// Errors axum answers itself (a body too large, malformed JSON, an unknown field, a

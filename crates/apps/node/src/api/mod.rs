@@ -5,12 +5,14 @@
 //! Every route, the documents included, accepts only requests whose `Host` is this node
 //! (an IP address or `localhost`, on the API's port) and refuses any `Origin` but its own:
 //! a web page cannot read the API by rebinding a DNS name to 127.0.0.1, nor make a
-//! browser send it requests (DNS rebinding, CSRF).
+//! browser send it requests (DNS rebinding, CSRF). Wrong tokens and login codes are
+//! limited per client address and in total (`guesses`).
 
 mod cache;
 mod compute;
 mod content;
 mod guard;
+pub(crate) mod guesses;
 mod handlers;
 mod openapi;
 mod people;
@@ -64,7 +66,7 @@ fn people_status(e: &kith_people::Error) -> StatusCode {
     use kith_people::Error as E;
     match e {
         E::Refused(_) | E::NoPersonKey(_) | E::BadCode(_) | E::Cert(_) => StatusCode::BAD_REQUEST,
-        E::Overlay(_) => StatusCode::SERVICE_UNAVAILABLE,
+        E::Overlay(_) | E::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -257,7 +259,7 @@ pub(crate) fn serve(
     listener: tokio::net::TcpListener,
     shutdown: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
-    let app = router(node);
+    let app = router(node).into_make_service_with_connect_info::<std::net::SocketAddr>();
     tokio::spawn(async move {
         let r = axum::serve(listener, app)
             .with_graceful_shutdown(async move { shutdown.cancelled().await })

@@ -24,7 +24,7 @@ impl Modify for Token {
     info(
         title = "kith node API",
         version = "1.0.0",
-        description = "Local HTTP API of a kith node. Bound to 127.0.0.1; every route except this document and /metrics needs `Authorization: Bearer <token>` (or the web UI's `kith_token` cookie, set by a login link), with the token from `api.token` in the node's data dir. `GET /content/ID[/path]` (outside /api/v1) serves a file's bytes with range requests; without the token only public content, and only on a loopback address. Requests must name the node itself in `Host` (an IP address or localhost) and carry no `Origin` of another site. Errors are `{\"error\": \"one line\"}`."
+        description = "Local HTTP API of a kith node. Bound to 127.0.0.1; every route except this document and /metrics needs `Authorization: Bearer <token>` (or the web UI's `kith_token` cookie, set by a login link), with the token from `api.token` in the node's data dir. `GET /content/ID[/path]` (outside /api/v1) serves a file's bytes with range requests; without the token only public content, and only on a loopback address. Requests must name the node itself in `Host` (an IP address or localhost) and carry no `Origin` of another site. Wrong tokens are limited per client address (10 at once, then one per 6 s) and in total (100, then one a second): while limited, requests that carry a token get 429 with `Retry-After`, unchecked. Errors are `{\"error\": \"one line\"}`."
     ),
     servers((url = "/api/v1")),
     paths(

@@ -1,7 +1,12 @@
 //! The web UI's routes and the gateway, called without an HTTP socket: login by link,
-//! the cookie, security headers, settings, oversized and unknown requests, ranges.
+//! the cookie, wrong codes and tokens limited, security headers, settings, oversized and
+//! unknown requests, ranges.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
+use axum::extract::ConnectInfo;
 use axum::http::{Request, StatusCode, header};
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -178,6 +183,108 @@ async fn the_gateway_serves_ranges_of_content_here_and_nothing_else() -> TestRes
     let absent = kith_core::ContentId::manifest(b"not here");
     let other = c.call("GET", &format!("/content/{absent}"), None).await?;
     assert_eq!(other.0, StatusCode::NOT_FOUND, "{:?}", other.1);
+    n.shutdown().await;
+    Ok(())
+}
+
+/// A request from `ip` (as the server's connection info would say).
+fn from(req: Request<Body>, ip: [u8; 4]) -> Request<Body> {
+    let mut req = req;
+    req.extensions_mut()
+        .insert(ConnectInfo(SocketAddr::from((ip, 40_000))));
+    req
+}
+
+fn retry_after(resp: &axum::response::Response) -> u64 {
+    resp.headers()
+        .get(header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Wrong login codes and API tokens are guesses, limited per client address: 3,000 wrong
+/// codes get 429 after the first ten, quickly, with `Retry-After`; while held, even the
+/// right code is not checked (nor spent); another address is not held; once the wait is
+/// over the right code logs in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_login_codes_and_tokens_are_limited_and_the_right_code_works_after() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let n = node(dir.path()).await?;
+    let c = Client::new(&n);
+    let (_, link) = c.call("POST", "/api/v1/ui/login", Some(json!({}))).await?;
+    let url = link["url"].as_str().unwrap_or_default();
+    let right = url.split_once(&c.host).map(|(_, p)| p).unwrap_or_default();
+    assert!(right.starts_with("/login?code="), "{url}");
+    let open = |p: &str| {
+        Request::get(p)
+            .header("host", &c.host)
+            .body(Body::empty())
+            .unwrap_or_default()
+    };
+    let guesser = [10, 0, 0, 7];
+    let started = Instant::now();
+    let mut statuses = Vec::new();
+    let mut wait = 0;
+    for i in 0..3_000u32 {
+        let resp = c
+            .app
+            .clone()
+            .oneshot(from(open(&format!("/login?code={i:032x}")), guesser))
+            .await?;
+        if resp.status() == StatusCode::TOO_MANY_REQUESTS {
+            wait = retry_after(&resp);
+        }
+        statuses.push(resp.status());
+    }
+    let forbidden = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::FORBIDDEN)
+        .count();
+    assert_eq!(forbidden, 10, "ten wrong codes are checked");
+    assert!(
+        statuses[10..]
+            .iter()
+            .all(|s| *s == StatusCode::TOO_MANY_REQUESTS),
+        "the rest are refused unchecked"
+    );
+    assert!((1..=6).contains(&wait), "Retry-After: {wait}");
+    assert!(started.elapsed() < Duration::from_secs(10), "quickly");
+    let held = c.app.clone().oneshot(from(open(right), guesser)).await?;
+    assert_eq!(held.status(), StatusCode::TOO_MANY_REQUESTS, "not checked");
+
+    // Wrong tokens are the same kind of guess, counted by address: another one is not
+    // held by the first, and is told in one JSON line once it is.
+    let other = [10, 0, 0, 8];
+    let mut last = (StatusCode::OK, Value::Null);
+    for _ in 0..11 {
+        let mut req = c.req("GET", "/api/v1/status", None);
+        req.headers_mut()
+            .insert(header::AUTHORIZATION, "Bearer wrong".parse()?);
+        last = c.send(from(req, other)).await?;
+    }
+    assert_eq!(last.0, StatusCode::TOO_MANY_REQUESTS, "{:?}", last.1);
+    assert!(
+        last.1["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("try again in")),
+        "{:?}",
+        last.1
+    );
+    let fine = c.send(from(c.req("GET", "/api/v1/status", None), [10, 0, 0, 9]));
+    assert_eq!(fine.await?.0, StatusCode::OK, "a third address is not held");
+
+    // Once the wait is over, the right code (unspent) logs in.
+    let deadline = Instant::now() + Duration::from_secs(wait + 5);
+    let resp = loop {
+        let resp = c.app.clone().oneshot(from(open(right), guesser)).await?;
+        if resp.status() != StatusCode::TOO_MANY_REQUESTS || Instant::now() > deadline {
+            break resp;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    assert!(resp.headers().contains_key(header::SET_COOKIE));
     n.shutdown().await;
     Ok(())
 }

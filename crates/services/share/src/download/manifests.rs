@@ -29,16 +29,29 @@ const FAR_HEAD_START: Duration = Duration::from_millis(250);
 /// When a download that has found nobody says what it looked at.
 const STILL_LOOKING: Duration = Duration::from_secs(5);
 
-/// The manifest `id`, verified.
+/// The manifest `id`, verified: from the store, or fetched and kept there.
 pub(crate) async fn fetch(s: &mut Session, id: &ContentId) -> Result<Manifest, DownloadError> {
+    let (m, fetched) = read(s, id).await?;
+    if let Some((_, bytes)) = fetched {
+        s.inner.apply(vec![Op::PutBlock(*id, bytes)]).await?;
+    }
+    Ok(m)
+}
+
+/// The manifest `id`, verified, from the store or its providers; when it came over the
+/// network, who sent it and its bytes (not kept).
+pub(crate) async fn read(
+    s: &mut Session,
+    id: &ContentId,
+) -> Result<(Manifest, Option<(PeerId, Vec<u8>)>), DownloadError> {
     let (store, mid) = (s.inner.store.clone(), *id);
     if let Some(bytes) = s.inner.tasks.blocking(move || store.block(&mid)).await?? {
-        return Manifest::decode(&bytes).map_err(|e| DownloadError::Invalid(e.to_string()));
+        let m = Manifest::decode(&bytes).map_err(|e| DownloadError::Invalid(e.to_string()))?;
+        return Ok((m, None));
     }
-    let bytes = ask_providers(s, id).await?;
+    let (peer, bytes) = ask_providers(s, id).await?;
     let m = Manifest::decode(&bytes)
         .map_err(|e| DownloadError::Invalid(format!("{id} is not a valid manifest: {e}")))?;
-    s.inner.apply(vec![Op::PutBlock(*id, bytes)]).await?;
     s.progress();
     // Found: a "still looking" notice is stale now.
     s.tx.send_if_modified(|p| {
@@ -51,7 +64,7 @@ pub(crate) async fn fetch(s: &mut Session, id: &ContentId) -> Result<Manifest, D
         }
         stale
     });
-    Ok(m)
+    Ok((m, Some((peer, bytes))))
 }
 
 /// One attempt: the peer, and its answer (or why there was none and whether the peer
@@ -99,7 +112,11 @@ impl Order {
     }
 }
 
-async fn ask_providers(s: &mut Session, id: &ContentId) -> Result<Vec<u8>, DownloadError> {
+/// The manifest's bytes from the first provider that gives them, and that provider.
+async fn ask_providers(
+    s: &mut Session,
+    id: &ContentId,
+) -> Result<(PeerId, Vec<u8>), DownloadError> {
     let inner = s.inner.clone();
     let mut tried: HashSet<PeerId> = HashSet::new();
     let mut in_flight: HashSet<PeerId> = HashSet::new();
@@ -173,7 +190,7 @@ async fn ask_providers(s: &mut Session, id: &ContentId) -> Result<Vec<u8>, Downl
                 match result {
                     Ok(bytes) => {
                         s.providers.insert(peer);
-                        return Ok(bytes);
+                        return Ok((peer, bytes));
                     }
                     Err((f, unreached)) => {
                         tracing::debug!(%peer, %id, failure = %f, "peer cannot give the manifest");

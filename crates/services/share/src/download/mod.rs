@@ -51,6 +51,14 @@ pub enum Output {
     Replace(PathBuf),
 }
 
+/// A root manifest as [`crate::Share::read_root`] read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Root {
+    pub manifest: Manifest,
+    /// The peer it came from and its length in bytes; `None` when it was here already.
+    pub fetched: Option<(kith_overlay::PeerId, u64)>,
+}
+
 /// Why the user stopped a download.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Halt {
@@ -223,6 +231,39 @@ async fn with_finder(
     match futures::future::select(body, finder).await {
         futures::future::Either::Left((r, _)) => r,
         futures::future::Either::Right(((), body)) => body.await,
+    }
+}
+
+/// The root manifest of `id`, found as a download finds it (within `patience`), kept
+/// nowhere.
+pub(crate) async fn root(
+    inner: &Arc<Inner>,
+    id: ContentId,
+    patience: Duration,
+) -> Result<Root, crate::Error> {
+    let (found_tx, found) = mpsc::channel(64);
+    let round = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let finder = std::pin::pin!(finder::run(inner, id, found_tx, &round));
+    let (tx, _) = watch::channel(Progress::new(id));
+    let mut session = Session::new(inner.clone(), id, tx, found, patience);
+    session.first_round = round.clone();
+    let body = std::pin::pin!(manifests::read(&mut session, &id));
+    let read = match futures::future::select(body, finder).await {
+        futures::future::Either::Left((r, _)) => r,
+        futures::future::Either::Right(((), body)) => body.await,
+    };
+    match read {
+        Ok((manifest, fetched)) => Ok(Root {
+            manifest,
+            fetched: fetched.map(|(peer, bytes)| (peer, bytes.len() as u64)),
+        }),
+        Err(DownloadError::Service(e)) => Err(e),
+        Err(DownloadError::Task(e)) => Err(crate::Error::Task(e)),
+        Err(DownloadError::Stopped) => Err(crate::Error::stopped()),
+        Err(e) => Err(crate::Error::Manifest {
+            id,
+            source: Box::new(e),
+        }),
     }
 }
 

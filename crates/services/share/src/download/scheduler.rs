@@ -219,6 +219,10 @@ impl<'a> Scheduler<'a> {
                 p.chunks_done += 1;
                 p.done_bytes += bytes;
                 p.fetched_bytes += len;
+                match p.fetched_from.iter_mut().find(|(x, _)| *x == peer) {
+                    Some((_, n)) => *n += len,
+                    None => p.fetched_from.push((peer.clone(), len)),
+                }
                 if !p.providers.contains(&peer) {
                     p.providers.push(peer);
                 }
