@@ -274,7 +274,10 @@ fn a_folder_download_run_again_after_a_crash_continues_into_its_path() -> Result
     b.0.wait()?;
     let _ = wait_child(get, LIMIT)?;
     // What arrived waits beside the output, hidden; nothing is under its name yet.
-    assert!(root.join(".copy.kith-part").is_dir(), "the partial folder is there");
+    assert!(
+        root.join(".copy.kith-part").is_dir(),
+        "the partial folder is there"
+    );
     assert!(!out.exists(), "a partial folder under the output's name");
 
     let _b = up(&hb, &slow)?;
@@ -282,7 +285,10 @@ fn a_folder_download_run_again_after_a_crash_continues_into_its_path() -> Result
     assert_eq!(done["output"], out.to_str().ok_or("path")?, "{done}");
     kith_testkit::same_tree(&src, &out)?;
     assert!(!out.join("album").exists(), "a second copy nested inside");
-    assert!(!root.join(".copy.kith-part").exists(), "the staging folder is left");
+    assert!(
+        !root.join(".copy.kith-part").exists(),
+        "the staging folder is left"
+    );
     // Another folder that is there already is refused, with one line.
     let other = root.join("other");
     std::fs::create_dir_all(&other)?;

@@ -28,7 +28,7 @@ pub(crate) async fn token(
 
 /// Whether the request carries the token: as a bearer token, or as the cookie the web UI
 /// got at login. A wrong one is a guess, counted against `client`; while it or everyone
-/// guessed wrong too often, a token is not checked at all (`Err`: answer 429).
+/// guessed wrong too often, a wrong token is answered 429 (`Err`); the right one works.
 pub(crate) fn authorised(
     node: &Node,
     headers: &HeaderMap,
@@ -46,15 +46,17 @@ pub(crate) fn authorised(
     let Some(given) = bearer.or(cookie) else {
         return Ok(false);
     };
+    // The right token always works: a UI tab left open with an old cookie must not lock
+    // the owner's CLI out of its own node (the token is too long to guess anyway).
+    if node.token_matches(given) {
+        return Ok(true);
+    }
     let guesses = &node.inner.guesses;
     if let Some(limited) = guesses.limited(client) {
         return Err(limited);
     }
-    let right = node.token_matches(given);
-    if !right {
-        guesses.failed(client);
-    }
-    Ok(right)
+    guesses.failed(client);
+    Ok(false)
 }
 
 /// Errors axum answers itself (a body too large, malformed JSON, an unknown field, a

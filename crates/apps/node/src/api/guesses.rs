@@ -1,10 +1,12 @@
 //! Failed guesses of a secret (a login code, the API token), limited per client address
 //! and in total. Each is a leaky bucket (as Signal's rate limiters are), kept as the
 //! time it will be empty (GCRA): a wrong guess adds [`Rate::every`] to it, and it drains
-//! in real time. While a bucket holds [`Rate::burst`] failures, every guess from that
-//! address (the total: from anywhere) is answered 429 with `Retry-After` and is not
+//! in real time. While a bucket holds [`Rate::burst`] failures, every login code from
+//! that address (the total: from anywhere) is answered 429 with `Retry-After` and is not
 //! checked, a right one neither, so a guesser learns nothing while limited; someone who
-//! mistyped is let in again once the bucket has drained by one failure.
+//! mistyped is let in again once the bucket has drained by one failure. A wrong API
+//! token is answered 429 too, but the right token always works: a UI tab left open with
+//! an old cookie must not lock the owner's CLI out of its own node.
 //!
 //! Requests that present no secret are not guesses and are never limited here.
 

@@ -205,8 +205,8 @@ fn retry_after(resp: &axum::response::Response) -> u64 {
 
 /// Wrong login codes and API tokens are guesses, limited per client address: 3,000 wrong
 /// codes get 429 after the first ten, quickly, with `Retry-After`; while held, even the
-/// right code is not checked (nor spent); another address is not held; once the wait is
-/// over the right code logs in.
+/// right code is not checked (nor spent); another address is not held; the right token
+/// always works; once the wait is over the right code logs in.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_login_codes_and_tokens_are_limited_and_the_right_code_works_after() -> TestResult {
     let dir = tempfile::tempdir()?;
@@ -273,6 +273,14 @@ async fn wrong_login_codes_and_tokens_are_limited_and_the_right_code_works_after
     );
     let fine = c.send(from(c.req("GET", "/api/v1/status", None), [10, 0, 0, 9]));
     assert_eq!(fine.await?.0, StatusCode::OK, "a third address is not held");
+    // The right token from the held address still works (a stale tab must not lock
+    // the owner's CLI out).
+    let own = c.send(from(c.req("GET", "/api/v1/status", None), other));
+    assert_eq!(
+        own.await?.0,
+        StatusCode::OK,
+        "the right token is never held"
+    );
 
     // Once the wait is over, the right code (unspent) logs in.
     let deadline = Instant::now() + Duration::from_secs(wait + 5);
