@@ -12,7 +12,11 @@ use crate::origins::{Key, Origins};
 use crate::records;
 
 /// Every block (manifests and chunks) of the tree under `root` that the store knows.
-fn blocks_of(store: &Store, root: &ContentId, out: &mut HashSet<Hash>) -> Result<(), StoreError> {
+pub(crate) fn blocks_of(
+    store: &Store,
+    root: &ContentId,
+    out: &mut HashSet<Hash>,
+) -> Result<(), StoreError> {
     let mut stack = vec![*root];
     while let Some(id) = stack.pop() {
         if !out.insert(*id.hash()) {

@@ -318,6 +318,31 @@ impl Inner {
         let _ = self.events.send(Event::SharesChanged);
     }
 
+    /// Every block under `root` that is here is the group's until the next
+    /// [`Inner::changed`] works the private blocks out again (a download of the group's
+    /// content that has not finished).
+    pub async fn hold_private(self: &Arc<Self>, root: ContentId, group: String) {
+        if self.is_public_share(&root) {
+            return;
+        }
+        let inner = self.clone();
+        let blocks = self
+            .tasks
+            .blocking(move || {
+                let mut out = std::collections::HashSet::new();
+                crate::scoped::blocks_of(&inner.store, &root, &mut out).map(|()| out)
+            })
+            .await;
+        let Ok(Ok(blocks)) = blocks else { return };
+        let mut private = kith_core::sync::recover(&self.private);
+        for h in blocks {
+            let v = private.entry(h).or_default();
+            if !v.contains(&group) {
+                v.push(group.clone());
+            }
+        }
+    }
+
     /// Whether `peer` may fetch block `id`: public content, or a group's content and the
     /// peer is one of that group's members' devices. (Otherwise the answer is "not
     /// found", the same as for content that does not exist.)

@@ -361,3 +361,61 @@ async fn rebuild(w: World) -> Result<()> {
     assert_eq!(got["state"], "done", "{got}");
     Ok(())
 }
+
+/// While a member's first download of the group's content runs, the member serves none
+/// of what has arrived to an outsider who asks for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_members_download_in_progress_serves_no_outsider() -> Result<()> {
+    const SIZE: usize = 6_000_000;
+    bounded(LIMIT, async {
+        let a = TestNode::start(|o| o.share.upload_limit = 2_000_000).await?;
+        let boot = a.addr().await?;
+        let b = boot.clone();
+        let m = TestNode::start(move |o| o.config.bootstrap = vec![b]).await?;
+        let o = TestNode::start(move |o| {
+            o.config.bootstrap = vec![boot];
+            o.share.patience = Duration::from_secs(3);
+        })
+        .await?;
+        o.api_post("/peers", &json!({ "addr": m.addr().await? }))
+            .await?;
+        let group = text(
+            &a.api_post("/groups", &json!({"name": "fam"})).await?,
+            "group",
+        );
+        let token = a
+            .api_post(&format!("/groups/{group}/invites"), &json!({"uses": 1}))
+            .await?;
+        m.api_post("/groups/join", &json!({ "token": token["token"] }))
+            .await?;
+        let file = a.dir.path().join("film.bin");
+        std::fs::write(&file, kith_testkit::data(SIZE, 5))?;
+        let id = text(
+            &a.api_post("/shares", &json!({ "path": file, "group": group }))
+                .await?,
+            "id",
+        );
+        let out = m.dir.path().join("film.bin");
+        let outsider = async {
+            eventually(
+                Duration::from_secs(30),
+                "part of it at the member",
+                || async {
+                    let v = m.api_get("/downloads").await.ok()?;
+                    let d = v.as_array()?.first()?.clone();
+                    (d["done_bytes"].as_u64()? > 0).then_some(())
+                },
+            )
+            .await?;
+            o.get(&id, &o.dir.path().join("film.bin")).await
+        };
+        let (member, outsider) = tokio::join!(m.get(&id, &out), outsider);
+        assert_eq!(member?["state"], "done");
+        let p = outsider?;
+        assert_eq!(p["state"], "failed", "{p}");
+        assert_eq!(p["fetched_bytes"], 0, "{p}");
+        assert!(p["name"].is_null(), "the outsider got the manifest: {p}");
+        Ok(())
+    })
+    .await
+}

@@ -302,6 +302,12 @@ async fn download(s: &mut Session, output: Output) -> Result<(), DownloadError> 
         p.state = State::Downloading;
     });
     let plan = Arc::new(plan_tree(s, root, work.clone()).await?);
+    // Content of a group (its manifests came from the group's members only, or it came
+    // in the group before) is served to nobody else while it arrives.
+    let came_in = s.inner.origins.groups(&crate::origins::Key::Root(id));
+    if let Some(g) = s.scope().or_else(|| came_in.into_iter().next()) {
+        s.inner.hold_private(id, g).await;
+    }
     let queue = plan::prepare_in_place(s, &plan, resuming).await?;
     tracing::info!(
         chunks = plan.tasks.len(),
