@@ -106,6 +106,11 @@ pub struct Config {
     /// The default k-of-n.
     pub k: u8,
     pub n: u8,
+    /// Test hook: this holder's writes fail with "no space left on device" once the
+    /// shares it holds and the one being written would pass this many bytes (a disk that
+    /// fills behind its back).
+    #[doc(hidden)]
+    pub fail_writes_after: Option<u64>,
 }
 
 impl Config {
@@ -118,6 +123,7 @@ impl Config {
             repair_rate: 20_000_000,
             k: 3,
             n: 10,
+            fail_writes_after: None,
         }
     }
 }

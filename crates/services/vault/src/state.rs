@@ -22,6 +22,7 @@ use crate::{Config, Error};
 pub(crate) struct Metrics {
     pub held: Gauge,
     pub served: Counter,
+    pub refused: Counter,
     pub audits: Counter,
     pub audit_failures: Counter,
     pub repairs: Counter,
@@ -36,6 +37,11 @@ impl Metrics {
             "shares_served",
             "Shares sent back to owners",
             self.served.clone(),
+        );
+        r.register(
+            "refused_shares",
+            "Shares this holder refused (no room, disk full, not matching their name)",
+            self.refused.clone(),
         );
         r.register(
             "audits",
@@ -98,10 +104,11 @@ impl Inner {
         tasks: Tasks,
     ) -> Result<Arc<Self>, Error> {
         let (dir, offer) = (config.dir.clone(), config.offer);
+        let full_after = config.fail_writes_after;
         let (index, holder) = tasks
             .blocking(move || -> Result<_, Error> {
                 let index = Index::load(&dir).map_err(Error::Index)?;
-                Ok((index, Holder::load(&dir, offer)))
+                Ok((index, Holder::load(&dir, offer, full_after)))
             })
             .await??;
         let index_key = signer.index_key().map_err(Error::Key)?;
