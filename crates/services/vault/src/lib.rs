@@ -9,10 +9,11 @@
 //!   [`tree`]: a share's hash tree and audit proofs. [`root`]: the signed root record.
 //! - `index`: the owner's index. `holder`: shares kept for others, quotas, fairness.
 //!   `place`: finding holders. `put`, `get`, `backups`: storing and restoring.
-//!   `upkeep`: audits and repair. `publish`: the index kept in the vault. `shared`:
+//!   `audit`: audits, every leaf in turn. `upkeep`: repair, and the loop that runs it. `publish`: the index kept in the vault. `shared`:
 //!   objects a group's members may restore.
 //!   `server`, `client`: the two sides of the protocol.
 
+mod audit;
 mod backups;
 mod client;
 pub mod codec;
@@ -392,7 +393,7 @@ impl Vault {
 
     /// Audits every share now and repairs what needs it (as the upkeep loop does).
     pub async fn upkeep(&self) -> Result<usize, Error> {
-        upkeep::audit(&self.inner).await?;
+        audit::audit(&self.inner).await?;
         let n = upkeep::repair(&self.inner).await?;
         if n > 0 {
             publish::publish(&self.inner).await?;
@@ -418,7 +419,9 @@ fn status_of(ix: &index::Index, o: &index::Object) -> ObjectStatus {
             .count();
         reachable = reachable.min(ok as u8);
         repairs += u64::from(s.repairs);
-        for x in &s.shares {
+        // A share found bad is not audited again (it waits for repair): the object's
+        // audit time is that of the shares audits still ask.
+        for x in s.shares.iter().filter(|x| !x.bad) {
             last_audit = last_audit.min(x.last_audit);
         }
     }

@@ -302,6 +302,8 @@ pub(crate) async fn upload(
             last_audit: now_secs(),
             missing_since: None,
             bad: false,
+            rotation: 0,
+            cursor: 0,
         });
     }
     Ok(Segment {

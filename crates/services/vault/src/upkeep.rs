@@ -1,5 +1,4 @@
-//! Upkeep, in the background: audits of every share (a few random leaves against the
-//! share's hash tree), repair of shares that failed or whose holder has been gone past
+//! Upkeep, in the background: audits of every share ([`crate::audit`]), repair of shares that failed or whose holder has been gone past
 //! the grace period (rebuilt from `k` others, placed on a new holder, at a bounded rate),
 //! scheduled backups, and the index kept in the vault.
 
@@ -18,10 +17,8 @@ use crate::{Error, client, codec, get, place, publish, put};
 
 /// How often holders are looked up in the DHT.
 const LOOKUP_EVERY: Duration = Duration::from_secs(300);
-/// Audits in flight at once.
+/// Releases asked at once.
 const AUDITS: usize = 8;
-/// Leaves asked in one audit.
-const LEAVES: usize = 2;
 /// Segments repaired at once.
 const REPAIRS_AT_ONCE: usize = 3;
 /// Repairs in one round (the rest wait for the next).
@@ -54,69 +51,13 @@ pub(crate) fn start(inner: &Arc<Inner>) {
 }
 
 async fn round(inner: &Arc<Inner>) -> Result<(), Error> {
-    audit(inner).await?;
+    crate::audit::audit(inner).await?;
     let repaired = repair(inner).await?;
     crate::backups::due(inner).await;
     if repaired > 0 {
         publish::publish(inner).await?;
     }
     Ok(())
-}
-
-/// Audits every share once.
-pub(crate) async fn audit(inner: &Arc<Inner>) -> Result<(), Error> {
-    let todo: Vec<(u64, usize, String, String, u64)> = inner
-        .index()
-        .segments
-        .iter()
-        .flat_map(|(id, g)| {
-            g.shares
-                .iter()
-                .enumerate()
-                .filter(|(_, s)| !s.bad)
-                .map(|(i, s)| (*id, i, s.holder.clone(), s.name.clone(), s.size))
-        })
-        .collect();
-    if todo.is_empty() {
-        return Ok(());
-    }
-    let results: Vec<_> = futures::stream::iter(todo)
-        .map(|(seg, i, holder, name, size)| async move {
-            let count = tree::leaf_count(size).max(1) as u32;
-            let leaves = (0..LEAVES).map(|_| rand::random_range(0..count)).collect();
-            let r = match holder.parse::<PeerId>() {
-                Ok(p) => client::audit(&inner.overlay, p, &name, size, leaves).await,
-                Err(_) => Err(client::Failure::Unreachable("bad holder ID".into())),
-            };
-            (seg, i, holder, r)
-        })
-        .buffer_unordered(AUDITS)
-        .collect()
-        .await;
-    let now = now_secs();
-    for (seg, i, holder, r) in results {
-        inner.metrics.audits.inc();
-        match r {
-            Err(f) if f.is_fault() => inner.strike(seg, i),
-            r => {
-                let mut ix = inner.index();
-                let ok = r.is_ok();
-                if ok {
-                    ix.holders.entry(holder).or_default().passed += 1;
-                }
-                if let Some(s) = ix.segments.get_mut(&seg).and_then(|g| g.shares.get_mut(i)) {
-                    if ok {
-                        s.last_audit = now;
-                        s.missing_since = None;
-                    } else {
-                        s.missing_since.get_or_insert(now);
-                    }
-                }
-            }
-        }
-    }
-    inner.index().last_audit = now;
-    inner.save().await
 }
 
 /// Repairs the shares that need it; returns how many were placed anew.
