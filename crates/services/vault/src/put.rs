@@ -135,7 +135,9 @@ fn plan(
 }
 
 /// Packs the chunks the vault lacks into segments, sealed on [`sealers`] threads; sends
-/// them on `tx`. Blocking.
+/// them on `tx`. Stops when `tx`'s receiver is gone (the upload failed): the sealers
+/// own the only receiver of the segments read, so when the last of them stops, the
+/// reader's next send fails and it stops too. Blocking.
 fn pack(
     files: &[Planned],
     known: &HashSet<String>,
@@ -144,12 +146,13 @@ fn pack(
     tx: &mpsc::Sender<Result<Sealed, Error>>,
 ) -> Result<(), Error> {
     let (plain_tx, plain_rx) = std::sync::mpsc::sync_channel::<Plain>(1);
-    let plain_rx = std::sync::Mutex::new(plain_rx);
+    let plain_rx = Arc::new(std::sync::Mutex::new(plain_rx));
     std::thread::scope(|s| {
         for _ in 0..sealers() {
-            s.spawn(|| {
-                loop {
-                    let next = kith_core::sync::recover(&plain_rx).recv();
+            let rx = plain_rx.clone();
+            s.spawn(move || {
+                while !tx.is_closed() {
+                    let next = kith_core::sync::recover(&rx).recv();
                     let Ok((buf, locs)) = next else { break };
                     if tx.blocking_send(Sealed::new(buf, locs, k, n)).is_err() {
                         break;
@@ -157,6 +160,7 @@ fn pack(
                 }
             });
         }
+        drop(plain_rx);
         let r = read_chunks(files, known, &plain_tx);
         drop(plain_tx);
         r
@@ -319,11 +323,12 @@ pub(crate) async fn upload(
 /// Segments uploaded so far, and the error that stopped the uploads, if one did.
 type Uploaded = (Vec<(Segment, Vec<(String, ChunkLoc)>)>, Option<Error>);
 
-/// Uploads the sealed segments as they come, up to [`UPLOADS`] at once.
+/// Uploads the sealed segments as they come, up to [`UPLOADS`] at once. On an error it
+/// stops, and drops `rx` as it returns, so the sealers stop too.
 async fn upload_all(
     inner: &Inner,
     cands: &Cands,
-    rx: &mut mpsc::Receiver<Result<Sealed, Error>>,
+    mut rx: mpsc::Receiver<Result<Sealed, Error>>,
     k: u8,
     n: u8,
 ) -> Uploaded {
@@ -432,16 +437,15 @@ pub(crate) async fn put(
             chunks: f.chunks.iter().map(|c| to_hex(&c.hash)).collect(),
         })
         .collect();
-    let (tx, mut rx) = mpsc::channel(1);
+    let (tx, rx) = mpsc::channel(1);
     let kn = known.clone();
     let producer = inner.tasks.blocking(move || {
         if let Err(e) = pack(&files, &kn, k, n, &tx) {
             let _ = tx.blocking_send(Err(e));
         }
     });
-    let consumer = upload_all(inner, &cands, &mut rx, k, n);
+    let consumer = upload_all(inner, &cands, rx, k, n);
     let (produced, (uploaded, failed)) = tokio::join!(producer, consumer);
-    drop(rx);
     if let Some(e) = failed.or(produced.err().map(Error::from)) {
         // Shares already placed are released: nothing in the index points to them.
         let segs: Vec<Segment> = uploaded.into_iter().map(|(s, _)| s).collect();
