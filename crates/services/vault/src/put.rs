@@ -451,6 +451,32 @@ fn reusable(inner: &Inner, k: u8, n: u8) -> HashSet<String> {
         .collect()
 }
 
+/// A put failed: nothing in the index points to the shares it placed, so they are
+/// released; the error says so.
+async fn abandon(op: Op, e: Error) -> Error {
+    let (released, left) = op.abandon().await;
+    if released + left == 0 {
+        e
+    } else {
+        Error::NotStored {
+            cause: Box::new(e),
+            released,
+            left,
+        }
+    }
+}
+
+/// Distinct holders of every segment the object needs, new or already in the vault.
+fn holders_of(inner: &Inner, object: &Object) -> usize {
+    let ix = inner.index();
+    ix.segments_of(object)
+        .iter()
+        .filter_map(|s| ix.segments.get(s))
+        .flat_map(|g| g.shares.iter().map(|x| x.holder.as_str()))
+        .collect::<HashSet<&str>>()
+        .len()
+}
+
 pub(crate) async fn put(
     inner: &Arc<Inner>,
     path: PathBuf,
@@ -496,18 +522,7 @@ pub(crate) async fn put(
     let consumer = upload_all(&op, &cands, rx, k, n);
     let (produced, (uploaded, failed)) = tokio::join!(producer, consumer);
     if let Some(e) = failed.or(produced.err().map(Error::from)) {
-        // Nothing in the index points to the shares placed: they are released.
-        drop(uploaded);
-        let (released, left) = op.abandon().await;
-        return Err(if released + left == 0 {
-            e
-        } else {
-            Error::NotStored {
-                cause: Box::new(e),
-                released,
-                left,
-            }
-        });
+        return Err(abandon(op, e).await);
     }
     let sent: u64 = uploaded
         .iter()
@@ -527,15 +542,7 @@ pub(crate) async fn put(
         files: entries,
     };
     let weaker = commit(inner, uploaded, object.clone());
-    // Holders of every segment the object needs, new or already in the vault.
-    let holders: HashSet<String> = {
-        let ix = inner.index();
-        ix.segments_of(&object)
-            .iter()
-            .filter_map(|s| ix.segments.get(s))
-            .flat_map(|g| g.shares.iter().map(|x| x.holder.clone()))
-            .collect()
-    };
+    let holders = holders_of(inner, &object);
     inner.save().await?;
     if let Err(e) = op.commit(&inner.referenced()).await {
         // The index points to the shares: a later sweep forgets them.
@@ -554,7 +561,7 @@ pub(crate) async fn put(
         name: object.name,
         k,
         n,
-        holders: holders.len(),
+        holders,
         size,
         new_bytes: new,
         uploaded: sent,
