@@ -35,6 +35,9 @@ pub struct VaultStored {
     /// Share bytes sent to holders.
     pub uploaded: u64,
     pub files: usize,
+    /// The vault's copy of the index (what another device restores from) includes it;
+    /// when false, the node stores that copy as soon as holders take it.
+    pub index_published: bool,
 }
 
 /// An object in the vault and its health.

@@ -53,6 +53,11 @@ fn stored(s: &api::VaultStored, json: bool) {
             s.holders,
             s.id
         );
+        if !s.index_published {
+            eprintln!(
+                "the vault's copy of the index could not be stored yet (this node keeps trying): until it is, another device cannot find this object"
+            );
+        }
     }
 }
 

@@ -2,7 +2,9 @@
 //! holders that lend space; audits catch a spoiled share and a dropped one, a holder that
 //! vanishes is replaced after the grace period, a second device restores from the person
 //! key alone, three holders gone still leave the file whole; backups move only what
-//! changed and restore each version.
+//! changed and restore each version. A holder on a full tmpfs is placed around (this
+//! one needs root to mount it, and says SKIPPED without); the shares of a put cut short
+//! by a crash of its owner are released when the owner starts again.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -333,5 +335,171 @@ fn backups_move_only_changed_chunks_and_restore_each_version() -> Result<()> {
     assert!(read_tree(&r2)? == v2, "the newest version");
     let err = fails(&owner, &["restore", "--at", "1000", "-o", "/tmp/x"])?;
     assert!(err.contains("no backup"), "{err}");
+    Ok(())
+}
+
+/// A tmpfs mounted for a test; unmounted when dropped.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path, size: &str) -> std::result::Result<Self, String> {
+        std::fs::create_dir_all(at).map_err(|e| e.to_string())?;
+        let o = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .output()
+            .map_err(|e| format!("mount: {e}"))?;
+        if !o.status.success() {
+            return Err(String::from_utf8_lossy(&o.stderr).trim().to_owned());
+        }
+        Ok(Self(at.to_owned()))
+    }
+
+    /// Writes a file until the disk is full.
+    fn fill(&self) -> Result<PathBuf> {
+        use std::io::Write;
+        let path = self.0.join("filler");
+        let mut f = std::fs::File::create(&path)?;
+        let block = vec![0u8; 1 << 20];
+        while f.write_all(&block).is_ok() {}
+        Ok(path)
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// The case on a real disk: a holder whose tmpfs is full. A 14-byte put and a
+/// 20 MB one are stored (and the index) on the holders that have room, and say so; one
+/// that needs the full holder is refused before anything is sent; once the disk has
+/// room again, the holder takes shares again.
+#[test]
+fn a_holder_on_a_full_disk_is_placed_around() -> Result<()> {
+    let dir = tmp()?;
+    let fs = match Tmpfs::mount(&dir.path().join("small-disk"), "80m") {
+        Ok(fs) => fs,
+        Err(why) => {
+            eprintln!("SKIPPED: cannot mount a tmpfs here (it needs root): {why}");
+            return Ok(());
+        }
+    };
+    let full = fs.0.join("holder");
+    let _f = up(&full, &["--offer", "1G"])?;
+    let boot = addr_of(&full)?;
+    let mut homes = vec![full.clone()];
+    let mut procs = Vec::new();
+    for i in 0..2 {
+        let h = dir.path().join(format!("holder{i}"));
+        procs.push(up(&h, &["--offer", "256M", "--bootstrap", &boot])?);
+        homes.push(h);
+    }
+    let owner = dir.path().join("owner");
+    let all = all_addrs(&homes)?;
+    let mut args = vec!["--bootstrap", all.as_str()];
+    args.extend(FAST);
+    let _o = up(&owner, &args)?;
+    until_connected(&owner, &homes)?;
+    let filler = fs.fill()?;
+
+    let note = dir.path().join("note.txt");
+    std::fs::write(&note, b"fourteen bytes")?;
+    let n = note.to_string_lossy().into_owned();
+    let put = ok(&owner, &["vault", "put", &n, "--k", "1", "--n", "2"])?;
+    assert_eq!(num(&put, "holders"), 2, "{put}");
+    assert_eq!(put["index_published"], true, "{put}");
+    let big = dir.path().join("big.bin");
+    std::fs::write(&big, data(20_000_000, 5))?;
+    let b = big.to_string_lossy().into_owned();
+    let put = ok(&owner, &["vault", "put", &b, "--k", "1", "--n", "2"])?;
+    assert_eq!(put["index_published"], true, "{put}");
+    let id = put["id"].as_str().ok_or("no id")?.to_owned();
+    assert!(all_held(&full).is_empty(), "the full holder took a share");
+    get_equal(
+        &owner,
+        &id,
+        &dir.path().join("back.bin"),
+        &data(20_000_000, 5),
+    )?;
+
+    // Three holders needed, two have room: refused before anything is sent.
+    let before: Vec<usize> = homes.iter().map(|h| all_held(h).len()).collect();
+    let err = fails(
+        &owner,
+        &[
+            "vault", "put", &n, "--name", "three", "--k", "1", "--n", "3",
+        ],
+    )?;
+    assert!(err.contains("only 2 holders"), "{err}");
+    let after: Vec<usize> = homes.iter().map(|h| all_held(h).len()).collect();
+    assert_eq!(before, after, "a refused put left shares behind");
+
+    // Room again: the holder lends it again.
+    std::fs::remove_file(&filler)?;
+    let put = until("the holder offers room again", || {
+        let o = kith(
+            &owner,
+            &["--json", "vault", "put", &n, "--k", "1", "--n", "3"],
+        )?;
+        o.status.success().then(|| json_of(&o)).transpose()
+    })?;
+    assert_eq!(num(&put, "holders"), 3, "{put}");
+    assert!(!all_held(&full).is_empty());
+    drop(procs);
+    Ok(())
+}
+
+/// The owner crashes in the middle of a put: the shares it had placed stay on holders
+/// until it starts again, and then they are released.
+#[test]
+fn shares_of_a_put_cut_short_by_a_crash_are_released_at_the_next_start() -> Result<()> {
+    let dir = tmp()?;
+    let (homes, _procs) = holders(dir.path(), 3, "1G")?;
+    let owner = dir.path().join("owner");
+    let boot = all_addrs(&homes)?;
+    let o = up(&owner, &["--bootstrap", &boot])?;
+    until_connected(&owner, &homes)?;
+    let big = dir.path().join("big.bin");
+    std::fs::write(&big, data(150_000_000, 8))?;
+    let cli = std::process::Command::new(bin())
+        .arg("--home")
+        .arg(&owner)
+        .args([
+            "vault",
+            "put",
+            &big.to_string_lossy(),
+            "--k",
+            "2",
+            "--n",
+            "3",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let cli = Proc(cli);
+    let placed = || homes.iter().map(|h| all_held(h).len()).sum::<usize>();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while placed() == 0 {
+        assert!(std::time::Instant::now() < deadline, "no share was placed");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    drop(o); // SIGKILL: no chance to clean up.
+    drop(cli);
+    assert!(placed() > 0);
+    let _o = up(&owner, &["--bootstrap", &boot])?;
+    let ls = ok(&owner, &["vault", "ls"])?;
+    assert!(
+        ls.as_array().is_some_and(Vec::is_empty),
+        "the put finished before the owner was stopped: {ls}"
+    );
+    until_within(Duration::from_secs(90), "the shares released", || {
+        Ok((placed() == 0).then_some(()))
+    })?;
     Ok(())
 }

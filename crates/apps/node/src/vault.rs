@@ -17,6 +17,7 @@ fn stored(r: PutReport) -> api::VaultStored {
         new_bytes: r.new_bytes,
         uploaded: r.uploaded,
         files: r.files,
+        index_published: r.index_published,
     }
 }
 

@@ -30,7 +30,7 @@ pub(crate) async fn backup(
     {
         return Err(Error::Input(format!("{} is not a folder", dir.display())));
     }
-    let report = put::put(inner, dir, source.clone(), Some(Kind::Backup), None, k, n).await?;
+    let mut report = put::put(inner, dir, source.clone(), Some(Kind::Backup), None, k, n).await?;
     if let Some(every) = every {
         inner.index().plans.insert(
             source.clone(),
@@ -44,7 +44,7 @@ pub(crate) async fn backup(
         );
         inner.save().await?;
     }
-    publish::publish(inner).await?;
+    report.index_published = publish::publish_or_defer(inner).await;
     Ok(report)
 }
 

@@ -52,7 +52,8 @@ pub struct ShareLoc {
     pub name: String,
     pub holder: String,
     pub size: u64,
-    /// When an audit last passed.
+    /// When it was last audited, or placed (its holder checked it against its name then);
+    /// what the audit found is in `missing_since` and `bad`.
     #[serde(default)]
     pub last_audit: u64,
     /// Since when its holder has been unreachable.
@@ -61,6 +62,13 @@ pub struct ShareLoc {
     /// It failed an audit or sent wrong bytes: repair it.
     #[serde(default)]
     pub bad: bool,
+    /// The secret order its leaves are audited in (0: not chosen yet); see
+    /// [`crate::audit::leaves_to_ask`].
+    #[serde(default)]
+    pub rotation: u64,
+    /// Audits it passed: where the rotation is.
+    #[serde(default)]
+    pub cursor: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

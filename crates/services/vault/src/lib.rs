@@ -9,16 +9,20 @@
 //!   [`tree`]: a share's hash tree and audit proofs. [`root`]: the signed root record.
 //! - `index`: the owner's index. `holder`: shares kept for others, quotas, fairness.
 //!   `place`: finding holders. `put`, `get`, `backups`: storing and restoring.
-//!   `upkeep`: audits and repair. `publish`: the index kept in the vault. `shared`:
-//!   objects a group's members may restore.
+//!   `ledger`: shares placed that the index does not point to (placing, or to release).
+//!   `audit`: audits, every leaf in turn. `upkeep`: repair, and the loop that runs it
+//!   all. `publish`: the index kept in the vault. `shared`: objects a group's members
+//!   may restore.
 //!   `server`, `client`: the two sides of the protocol.
 
+mod audit;
 mod backups;
 mod client;
 pub mod codec;
 mod get;
 mod holder;
 mod index;
+mod ledger;
 mod place;
 pub mod protocol;
 mod publish;
@@ -69,6 +73,14 @@ pub enum Error {
     NotMember(String),
     #[error("no holder took a share: {0}")]
     Placement(String),
+    #[error("{cause}; nothing was stored{}", released_note(*released, *left))]
+    NotStored {
+        cause: Box<Error>,
+        /// Shares already placed that their holders dropped.
+        released: usize,
+        /// Shares already placed whose holders did not answer yet (asked again later).
+        left: usize,
+    },
     #[error("cannot restore: {0}")]
     Unavailable(String),
     #[error("no vault index found for {0} (nothing stored yet, or its holders are away)")]
@@ -81,6 +93,16 @@ pub enum Error {
     Frame(#[from] kith_core::frame::FrameError),
     #[error(transparent)]
     Task(#[from] TaskError),
+}
+
+fn released_note(released: usize, left: usize) -> String {
+    match (released, left) {
+        (0, 0) => String::new(),
+        (r, 0) => format!(" (the {r} share(s) already placed were released)"),
+        (r, l) => format!(
+            " (of the shares already placed, {r} were released, {l} will be when their holders answer)"
+        ),
+    }
 }
 
 impl Error {
@@ -106,6 +128,11 @@ pub struct Config {
     /// The default k-of-n.
     pub k: u8,
     pub n: u8,
+    /// Test hook: this holder's writes fail with "no space left on device" once the
+    /// shares it holds and the one being written would pass this many bytes (a disk that
+    /// fills behind its back).
+    #[doc(hidden)]
+    pub fail_writes_after: Option<u64>,
 }
 
 impl Config {
@@ -118,6 +145,7 @@ impl Config {
             repair_rate: 20_000_000,
             k: 3,
             n: 10,
+            fail_writes_after: None,
         }
     }
 }
@@ -137,6 +165,9 @@ pub struct PutReport {
     /// Share bytes sent to holders.
     pub uploaded: u64,
     pub files: usize,
+    /// The vault's copy of the index (what another device restores from) includes it;
+    /// when false, the upkeep loop stores that copy as soon as holders take it.
+    pub index_published: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -255,8 +286,10 @@ impl Vault {
             k.unwrap_or(self.inner.config.k),
             n.unwrap_or(self.inner.config.n),
         );
-        let r = put::put(&self.inner, path, name, None, group.clone(), k, n).await?;
-        publish::publish(&self.inner).await?;
+        let mut r = put::put(&self.inner, path, name, None, group.clone(), k, n).await?;
+        // The object is stored: a copy of the index that holders would not take is
+        // stored later, and the report says so.
+        r.index_published = publish::publish_or_defer(&self.inner).await;
         if let Some(g) = group {
             shared::publish(&self.inner, &r.id, &g).await?;
         }
@@ -342,9 +375,10 @@ impl Vault {
         let dead = self.inner.index().remove(&id);
         self.inner.save().await?;
         drop(_changing);
+        let dead: Vec<index::Segment> = dead.into_iter().map(|(_, g)| g).collect();
         let released =
-            upkeep::release(&self.inner, dead.into_iter().map(|(_, g)| g).collect()).await;
-        publish::publish(&self.inner).await?;
+            ledger::release(&self.inner, publish::shares_of(&dead).into_iter().collect()).await;
+        publish::publish_or_defer(&self.inner).await;
         Ok(released)
     }
 
@@ -389,7 +423,7 @@ impl Vault {
 
     /// Audits every share now and repairs what needs it (as the upkeep loop does).
     pub async fn upkeep(&self) -> Result<usize, Error> {
-        upkeep::audit(&self.inner).await?;
+        audit::audit(&self.inner).await?;
         let n = upkeep::repair(&self.inner).await?;
         if n > 0 {
             publish::publish(&self.inner).await?;
@@ -415,7 +449,9 @@ fn status_of(ix: &index::Index, o: &index::Object) -> ObjectStatus {
             .count();
         reachable = reachable.min(ok as u8);
         repairs += u64::from(s.repairs);
-        for x in &s.shares {
+        // A share found bad is not audited again (it waits for repair): the object's
+        // audit time is that of the shares audits still ask.
+        for x in s.shares.iter().filter(|x| !x.bad) {
             last_audit = last_audit.min(x.last_audit);
         }
     }

@@ -112,6 +112,25 @@ async fn offers(inner: &Inner, mut peers: Vec<PeerId>) -> Vec<Candidate> {
     answered
 }
 
+/// A holder refused a share, or did not answer: the operation places nothing more on
+/// it (whatever room it said it had).
+pub(crate) fn refused(cands: &Cands, peer: PeerId) {
+    for c in kith_core::sync::recover(cands)
+        .iter_mut()
+        .filter(|c| c.peer == peer)
+    {
+        c.free = 0;
+    }
+}
+
+/// How many candidates have room for a share of `size` bytes.
+pub(crate) fn roomy(cands: &Cands, size: u64) -> usize {
+    kith_core::sync::recover(cands)
+        .iter()
+        .filter(|c| c.free >= size)
+        .count()
+}
+
 /// Picks `n` distinct holders with room for `size` bytes each, not in `exclude`; takes
 /// the room from them. Other people in networks not used yet first, then other people,
 /// then distinct people, then anyone.

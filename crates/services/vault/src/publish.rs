@@ -2,58 +2,85 @@
 //! segment, and pointed to by the signed root record, so another device with the same
 //! key finds and opens it; `refresh` takes it in.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use kith_core::person::from_hex;
 use kith_core::seal;
+use kith_core::sync::write_atomic;
 use serde::{Deserialize, Serialize};
 
-use crate::codec::SEGMENT;
+use crate::codec::{self, SEGMENT};
 use crate::index::{Index, Segment};
+use crate::ledger::{self, Op};
 use crate::put::{self, Sealed};
 use crate::state::Inner;
-use crate::{Error, get, now_ms, place, root, upkeep};
+use crate::{Error, get, now_ms, place, root};
 
 /// Time to collect answers for the root record.
 const LOOKUP: Duration = Duration::from_secs(10);
 /// The shape of the index's own segments: k = n / 3, n at most this.
 const INDEX_N: usize = 6;
+/// Times a segment of the index is sealed and placed again after holders refused it.
+const PLACE_TRIES: usize = 3;
 
 /// Where a blob stored in the vault is: its size and segments.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(crate) struct IndexRef {
     size: u64,
-    segments: Vec<Segment>,
+    pub segments: Vec<Segment>,
 }
 
 /// Stores bytes in the vault as segments of their own (k = n/3, n at most
-/// [`INDEX_N`]).
-pub(crate) async fn store_blob(inner: &Arc<Inner>, bytes: &[u8]) -> Result<IndexRef, Error> {
-    let cands = place::candidates(inner, INDEX_N).await;
-    if cands.len() < 2 {
-        return Err(Error::TooFewHolders {
-            have: cands.len(),
-            n: 2,
-        });
-    }
-    let n = cands.len().min(INDEX_N) as u8;
-    let k = (n / 3).max(1);
-    let cands = std::sync::Mutex::new(cands);
+/// [`INDEX_N`], and at least 2), on the holders that have room for them; a segment a
+/// holder refuses is sealed again for those left.
+pub(crate) async fn store_blob(op: &Op, bytes: &[u8]) -> Result<IndexRef, Error> {
+    let inner = op.inner();
+    let cands = std::sync::Mutex::new(place::candidates(inner, INDEX_N).await);
     let mut iref = IndexRef {
         size: bytes.len() as u64,
         segments: Vec::new(),
     };
     for piece in bytes.chunks(SEGMENT) {
-        let plain = piece.to_vec();
-        let sealed = inner
-            .tasks
-            .blocking(move || Sealed::new(plain, Vec::new(), k, n))
-            .await??;
-        iref.segments
-            .push(put::upload(inner, &cands, &sealed, k, n).await?);
+        let mut tries = 0;
+        let seg = loop {
+            let (k, n) = shape(&cands, piece.len())?;
+            let plain = piece.to_vec();
+            let sealed = inner
+                .tasks
+                .blocking(move || Sealed::new(plain, Vec::new(), k, n))
+                .await??;
+            match put::upload(op, &cands, &sealed, k, n).await {
+                Ok(g) => break g,
+                // The holders that refused have no room left in `cands`: again, without them.
+                Err(e) if tries < PLACE_TRIES => {
+                    tracing::info!(error = %e, "vault index segment placed again");
+                    tries += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        iref.segments.push(seg);
     }
     Ok(iref)
+}
+
+/// The k-of-n of an index segment of `len` bytes: n the holders with room for a share
+/// of it (at most [`INDEX_N`]), k = n/3.
+fn shape(cands: &place::Cands, len: usize) -> Result<(u8, u8), Error> {
+    let mut n = kith_core::sync::recover(cands).len().min(INDEX_N);
+    loop {
+        if n < 2 {
+            return Err(Error::TooFewHolders { have: n, n: 2 });
+        }
+        let k = (n / 3).max(1);
+        let roomy = place::roomy(cands, codec::share_len(len, k as u8) as u64);
+        if roomy >= n {
+            return Ok((k as u8, n as u8));
+        }
+        n = roomy;
+    }
 }
 
 /// Reads back what [`store_blob`] stored.
@@ -70,33 +97,98 @@ fn root_file(inner: &Inner) -> std::path::PathBuf {
     inner.config.dir.join("root.json")
 }
 
+/// The shares of the index's copy in the vault that the root record points to.
+pub(crate) async fn root_shares(inner: &Inner) -> HashSet<(String, String)> {
+    let path = root_file(inner);
+    let old: Option<IndexRef> = inner
+        .tasks
+        .blocking(move || {
+            std::fs::read(&path)
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+        })
+        .await
+        .ok()
+        .flatten();
+    old.map(|r| shares_of(&r.segments)).unwrap_or_default()
+}
+
+/// Each share of these segments, as (holder, share).
+pub(crate) fn shares_of(segments: &[Segment]) -> HashSet<(String, String)> {
+    segments
+        .iter()
+        .flat_map(|g| &g.shares)
+        .map(|s| (s.holder.clone(), s.name.clone()))
+        .collect()
+}
+
 /// Stores the index in the vault and points the root record at it; the previous copy's
 /// shares are released.
 pub(crate) async fn publish(inner: &Arc<Inner>) -> Result<(), Error> {
     let _changing = inner.changing.lock().await;
+    let op = Op::begin(inner);
+    let (old, new) = match store_and_point(&op).await {
+        Ok(r) => r,
+        Err(e) => {
+            let (released, left) = op.abandon().await;
+            tracing::debug!(released, left, "the index's copy was not stored");
+            inner.set_unpublished(true).await;
+            return Err(e);
+        }
+    };
+    if let Err(e) = op.commit(&new).await {
+        tracing::warn!(error = %e, "cannot record the index's copy as stored");
+    }
+    inner.set_unpublished(false).await;
+    if let Some(old) = old {
+        let stale: Vec<(String, String)> = shares_of(&old.segments)
+            .into_iter()
+            .filter(|s| !new.contains(s))
+            .collect();
+        ledger::release_later(inner, stale).await;
+    }
+    tracing::debug!("vault index published");
+    Ok(())
+}
+
+/// Stores the index's copy, points the root record and `root.json` at it; returns the
+/// copy it replaces and the new copy's shares.
+async fn store_and_point(op: &Op) -> Result<(Option<IndexRef>, HashSet<(String, String)>), Error> {
+    let inner = op.inner();
     let bytes = serde_json::to_vec(&*inner.index()).map_err(|e| Error::Index(e.to_string()))?;
-    let iref = store_blob(inner, &bytes).await?;
+    let iref = store_blob(op, &bytes).await?;
     let json = serde_json::to_vec(&iref).map_err(|e| Error::Index(e.to_string()))?;
     let record_key = inner.signer.record_key();
     let sealed = seal::with_key(&inner.index_key, &record_key, &json);
     let record = inner.signer.record(now_ms(), &sealed).map_err(Error::Key)?;
     inner.overlay.put_record(record_key, record).await?;
-    let (path, j) = (root_file(inner), json.clone());
+    let path = root_file(inner);
     let old: Option<IndexRef> = inner
         .tasks
         .blocking(move || {
             let old = std::fs::read(&path)
                 .ok()
                 .and_then(|b| serde_json::from_slice(&b).ok());
-            let _ = kith_core::sync::write_atomic(&path, &j);
+            if let Err(e) = write_atomic(&path, &json) {
+                // The record in the DHT points to the new copy all the same.
+                tracing::warn!(path = %path.display(), error = %e, "cannot write root.json");
+            }
             old
         })
         .await?;
-    if let Some(old) = old {
-        upkeep::release(inner, old.segments).await;
+    Ok((old, shares_of(&iref.segments)))
+}
+
+/// Publishes the index, or notes that it must be (the upkeep loop tries again); true
+/// when it was.
+pub(crate) async fn publish_or_defer(inner: &Arc<Inner>) -> bool {
+    match publish(inner).await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(error = %e, "the vault index's copy was not stored; trying again later");
+            false
+        }
     }
-    tracing::debug!(bytes = iref.size, "vault index published");
-    Ok(())
 }
 
 /// Finds this owner's index in the vault and merges it into the local one; true when

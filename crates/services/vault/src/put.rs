@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 
 use crate::codec::{self, SEGMENT};
 use crate::index::{ChunkLoc, FileEntry, Kind, Object, Segment, ShareLoc};
+use crate::ledger::Op;
 use crate::place::{self, Candidate, Cands};
 use crate::state::Inner;
 use crate::{Error, PutReport, client, now_ms, tree};
@@ -135,7 +136,9 @@ fn plan(
 }
 
 /// Packs the chunks the vault lacks into segments, sealed on [`sealers`] threads; sends
-/// them on `tx`. Blocking.
+/// them on `tx`. Stops when `tx`'s receiver is gone (the upload failed): the sealers
+/// own the only receiver of the segments read, so when the last of them stops, the
+/// reader's next send fails and it stops too. Blocking.
 fn pack(
     files: &[Planned],
     known: &HashSet<String>,
@@ -144,12 +147,13 @@ fn pack(
     tx: &mpsc::Sender<Result<Sealed, Error>>,
 ) -> Result<(), Error> {
     let (plain_tx, plain_rx) = std::sync::mpsc::sync_channel::<Plain>(1);
-    let plain_rx = std::sync::Mutex::new(plain_rx);
+    let plain_rx = Arc::new(std::sync::Mutex::new(plain_rx));
     std::thread::scope(|s| {
         for _ in 0..sealers() {
-            s.spawn(|| {
-                loop {
-                    let next = kith_core::sync::recover(&plain_rx).recv();
+            let rx = plain_rx.clone();
+            s.spawn(move || {
+                while !tx.is_closed() {
+                    let next = kith_core::sync::recover(&rx).recv();
                     let Ok((buf, locs)) = next else { break };
                     if tx.blocking_send(Sealed::new(buf, locs, k, n)).is_err() {
                         break;
@@ -157,6 +161,7 @@ fn pack(
                 }
             });
         }
+        drop(plain_rx);
         let r = read_chunks(files, known, &plain_tx);
         drop(plain_tx);
         r
@@ -213,16 +218,18 @@ fn read_chunks(
 }
 
 /// Stores one share on a holder from `cands` not in `exclude`, trying others if it
-/// refuses. Returns the holder.
+/// refuses (a holder that refused or did not answer gets nothing more from this
+/// operation). Returns the holder; the error says why each holder tried did not take
+/// it, after what `why` already says.
 pub(crate) async fn store_share(
-    inner: &Inner,
+    op: &Op,
     cands: &Cands,
     exclude: &mut HashSet<PeerId>,
-    name: &str,
-    bytes: &[u8],
+    (name, bytes): (&str, &[u8]),
+    mut why: Vec<String>,
 ) -> Result<PeerId, Error> {
+    let inner = op.inner();
     let me = inner.person_of(&inner.overlay.peer_id());
-    let mut last = String::from("no holder has room for it");
     for _ in 0..TRIES {
         let picked = place::pick(
             &mut kith_core::sync::recover(cands),
@@ -235,6 +242,7 @@ pub(crate) async fn store_share(
             break;
         };
         exclude.insert(peer);
+        op.placing(&[(peer, name)]).await?;
         match client::store(&inner.overlay, peer, name, bytes).await {
             Ok(()) => {
                 inner.metrics.uploaded.inc_by(bytes.len() as u64);
@@ -242,21 +250,25 @@ pub(crate) async fn store_share(
             }
             Err(f) => {
                 tracing::info!(%peer, failure = %f, "holder did not take a share");
-                last = format!("{peer}: {f}");
+                place::refused(cands, peer);
+                why.push(format!("{peer}: {f}"));
             }
         }
     }
-    Err(Error::Placement(last))
+    why.push("no other holder has room for it".into());
+    Err(Error::Placement(why.join("; ")))
 }
 
-/// Uploads a sealed segment's shares, each to a distinct holder.
+/// Uploads a sealed segment's shares, each to a distinct holder; a share a holder
+/// refuses goes to another at once.
 pub(crate) async fn upload(
-    inner: &Inner,
+    op: &Op,
     cands: &Cands,
     s: &Sealed,
     k: u8,
     n: u8,
 ) -> Result<Segment, Error> {
+    let inner = op.inner();
     let size = s.shares.share_len() as u64;
     let me = inner.person_of(&inner.overlay.peer_id());
     let first = place::pick(
@@ -273,6 +285,12 @@ pub(crate) async fn upload(
         });
     }
     let names = &s.names;
+    let planned: Vec<(PeerId, &str)> = first
+        .iter()
+        .zip(names)
+        .map(|(p, nm)| (*p, nm.as_str()))
+        .collect();
+    op.placing(&planned).await?;
     let tries = first
         .iter()
         .zip(s.shares.iter())
@@ -283,6 +301,12 @@ pub(crate) async fn upload(
         });
     let results = futures::future::join_all(tries).await;
     let mut exclude: HashSet<PeerId> = first.iter().copied().collect();
+    for (peer, r) in &results {
+        if let Err(f) = r {
+            tracing::info!(%peer, failure = %f, "holder did not take a share");
+            place::refused(cands, *peer);
+        }
+    }
     let mut shares = Vec::with_capacity(s.shares.len());
     for ((peer, r), (name, bytes)) in results.into_iter().zip(names.iter().zip(s.shares.iter())) {
         let holder = match r {
@@ -291,8 +315,8 @@ pub(crate) async fn upload(
                 peer
             }
             Err(f) => {
-                tracing::info!(%peer, failure = %f, "holder did not take a share");
-                store_share(inner, cands, &mut exclude, name, bytes).await?
+                let why = vec![format!("{peer}: {f}")];
+                store_share(op, cands, &mut exclude, (name, bytes), why).await?
             }
         };
         shares.push(ShareLoc {
@@ -302,6 +326,8 @@ pub(crate) async fn upload(
             last_audit: now_secs(),
             missing_since: None,
             bad: false,
+            rotation: 0,
+            cursor: 0,
         });
     }
     Ok(Segment {
@@ -317,11 +343,12 @@ pub(crate) async fn upload(
 /// Segments uploaded so far, and the error that stopped the uploads, if one did.
 type Uploaded = (Vec<(Segment, Vec<(String, ChunkLoc)>)>, Option<Error>);
 
-/// Uploads the sealed segments as they come, up to [`UPLOADS`] at once.
+/// Uploads the sealed segments as they come, up to [`UPLOADS`] at once. On an error it
+/// stops, and drops `rx` as it returns, so the sealers stop too.
 async fn upload_all(
-    inner: &Inner,
+    op: &Op,
     cands: &Cands,
-    rx: &mut mpsc::Receiver<Result<Sealed, Error>>,
+    mut rx: mpsc::Receiver<Result<Sealed, Error>>,
     k: u8,
     n: u8,
 ) -> Uploaded {
@@ -334,9 +361,8 @@ async fn upload_all(
             tokio::select! {
                 sealed = rx.recv() => match sealed {
                     Some(Ok(s)) => {
-                        let c = cands;
                         running.push(async move {
-                            upload(inner, c, &s, k, n).await.map(|g| (g, s.chunks))
+                            upload(op, cands, &s, k, n).await.map(|g| (g, s.chunks))
                         });
                     }
                     Some(Err(e)) => return (done, Some(e)),
@@ -377,7 +403,13 @@ fn check_room(cands: &[Candidate], new: u64, k: u8, n: u8) -> Result<(), Error> 
 }
 
 /// Records the uploaded segments, their chunks and the object in the index.
-fn commit(inner: &Inner, uploaded: Vec<(Segment, Vec<(String, ChunkLoc)>)>, object: Object) {
+/// Returns the segments no chunk lives in any more (their chunks were stored again in
+/// a stronger shape): the caller releases them.
+fn commit(
+    inner: &Inner,
+    uploaded: Vec<(Segment, Vec<(String, ChunkLoc)>)>,
+    object: Object,
+) -> Vec<Segment> {
     let mut ix = inner.index();
     for (seg, chunks) in uploaded {
         let sid = loop {
@@ -393,6 +425,56 @@ fn commit(inner: &Inner, uploaded: Vec<(Segment, Vec<(String, ChunkLoc)>)>, obje
         }
     }
     ix.objects.insert(object.id.clone(), object);
+    let live: HashSet<u64> = ix.chunks.values().map(|l| l.seg).collect();
+    let dead: Vec<u64> = ix
+        .segments
+        .keys()
+        .filter(|s| !live.contains(s))
+        .copied()
+        .collect();
+    dead.iter().filter_map(|s| ix.segments.remove(s)).collect()
+}
+
+/// The chunks already in the vault that a put of this shape may use: those in segments
+/// that survive at least as many lost shares (n − k) as it asks for. Others are stored
+/// again, in its shape.
+fn reusable(inner: &Inner, k: u8, n: u8) -> HashSet<String> {
+    let ix = inner.index();
+    ix.chunks
+        .iter()
+        .filter(|(_, l)| {
+            ix.segments
+                .get(&l.seg)
+                .is_some_and(|g| g.n.saturating_sub(g.k) >= n - k)
+        })
+        .map(|(c, _)| c.clone())
+        .collect()
+}
+
+/// A put failed: nothing in the index points to the shares it placed, so they are
+/// released; the error says so.
+async fn abandon(op: Op, e: Error) -> Error {
+    let (released, left) = op.abandon().await;
+    if released + left == 0 {
+        e
+    } else {
+        Error::NotStored {
+            cause: Box::new(e),
+            released,
+            left,
+        }
+    }
+}
+
+/// Distinct holders of every segment the object needs, new or already in the vault.
+fn holders_of(inner: &Inner, object: &Object) -> usize {
+    let ix = inner.index();
+    ix.segments_of(object)
+        .iter()
+        .filter_map(|s| ix.segments.get(s))
+        .flat_map(|g| g.shares.iter().map(|x| x.holder.as_str()))
+        .collect::<HashSet<&str>>()
+        .len()
 }
 
 pub(crate) async fn put(
@@ -406,8 +488,7 @@ pub(crate) async fn put(
 ) -> Result<PutReport, Error> {
     codec::check_shape(k, n)?;
     let _changing = inner.changing.lock().await;
-    let known: HashSet<String> = inner.index().chunks.keys().cloned().collect();
-    let known = Arc::new(known);
+    let known = Arc::new(reusable(inner, k, n));
     let (kn, p) = (known.clone(), path.clone());
     let started = std::time::Instant::now();
     let (kind, files, size, new) = inner
@@ -430,21 +511,18 @@ pub(crate) async fn put(
             chunks: f.chunks.iter().map(|c| to_hex(&c.hash)).collect(),
         })
         .collect();
-    let (tx, mut rx) = mpsc::channel(1);
+    let (tx, rx) = mpsc::channel(1);
     let kn = known.clone();
     let producer = inner.tasks.blocking(move || {
         if let Err(e) = pack(&files, &kn, k, n, &tx) {
             let _ = tx.blocking_send(Err(e));
         }
     });
-    let consumer = upload_all(inner, &cands, &mut rx, k, n);
+    let op = Op::begin(inner);
+    let consumer = upload_all(&op, &cands, rx, k, n);
     let (produced, (uploaded, failed)) = tokio::join!(producer, consumer);
-    drop(rx);
     if let Some(e) = failed.or(produced.err().map(Error::from)) {
-        // Shares already placed are released: nothing in the index points to them.
-        let segs: Vec<Segment> = uploaded.into_iter().map(|(s, _)| s).collect();
-        crate::upkeep::release(inner, segs).await;
-        return Err(e);
+        return Err(abandon(op, e).await);
     }
     let sent: u64 = uploaded
         .iter()
@@ -463,17 +541,15 @@ pub(crate) async fn put(
         n,
         files: entries,
     };
-    commit(inner, uploaded, object.clone());
-    // Holders of every segment the object needs, new or already in the vault.
-    let holders: HashSet<String> = {
-        let ix = inner.index();
-        ix.segments_of(&object)
-            .iter()
-            .filter_map(|s| ix.segments.get(s))
-            .flat_map(|g| g.shares.iter().map(|x| x.holder.clone()))
-            .collect()
-    };
+    let weaker = commit(inner, uploaded, object.clone());
+    let holders = holders_of(inner, &object);
     inner.save().await?;
+    if let Err(e) = op.commit(&inner.referenced()).await {
+        // The index points to the shares: a later sweep forgets them.
+        tracing::warn!(error = %e, "cannot record the put as done");
+    }
+    let weaker = crate::publish::shares_of(&weaker).into_iter().collect();
+    crate::ledger::release_later(inner, weaker).await;
     tracing::info!(
         %id, size, new, sent,
         planned_ms = planned.as_millis() as u64,
@@ -485,10 +561,11 @@ pub(crate) async fn put(
         name: object.name,
         k,
         n,
-        holders: holders.len(),
+        holders,
         size,
         new_bytes: new,
         uploaded: sent,
         files: object.files.len(),
+        index_published: false,
     })
 }

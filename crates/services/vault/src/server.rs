@@ -49,6 +49,11 @@ async fn serve(inner: &Arc<Inner>, peer: PeerId, mut s: Stream) -> Result<(), Er
         return Ok(());
     };
     let owner = peer.to_string();
+    if matches!(req, Request::Offer | Request::Store { .. }) {
+        // What the disk has free, as of now.
+        let h = inner.holder.clone();
+        inner.tasks.blocking(move || h.refresh_disk()).await?;
+    }
     let resp = match req {
         Request::Offer => Response::Offer(inner.holder.offer(&owner, inner.lent_to(&owner))),
         Request::Store { share, size } => store(inner, peer, &mut s, share, size).await?,
@@ -123,6 +128,8 @@ async fn store(
         return Ok(Response::Stored);
     }
     if let Err(r) = inner.holder.reserve(&owner, size, inner.lent_to(&owner)) {
+        inner.metrics.refused.inc();
+        tracing::info!(%peer, reason = %r, "share refused");
         return Ok(Response::Refused {
             reason: r.to_string(),
         });
@@ -145,6 +152,7 @@ async fn store(
             Response::Stored
         }
         Err(r) => {
+            inner.metrics.refused.inc();
             tracing::info!(%peer, reason = %r, "share refused");
             Response::Refused {
                 reason: r.to_string(),

@@ -13,6 +13,7 @@ use kith_overlay::{PeerId, RecordValidator, Rejected};
 use serde::{Deserialize, Serialize};
 
 use crate::index::{ChunkLoc, Object, Segment};
+use crate::ledger::Op;
 use crate::protocol::SHARED_PREFIX;
 use crate::publish::{self, IndexRef};
 use crate::state::Inner;
@@ -120,7 +121,26 @@ pub(crate) async fn publish(inner: &Arc<Inner>, id: &str, group: &str) -> Result
         }
     };
     let bytes = serde_json::to_vec(&desc).map_err(|e| Error::Index(e.to_string()))?;
-    let blob = publish::store_blob(inner, &bytes).await?;
+    let op = Op::begin(inner);
+    match point(&op, id, group, &bytes).await {
+        Ok(kept) => op.commit(&kept).await,
+        Err(e) => {
+            op.abandon().await;
+            Err(e)
+        }
+    }
+}
+
+/// Stores an object's descriptor and puts the record that points `group` to it.
+/// Returns the descriptor's shares.
+async fn point(
+    op: &Op,
+    id: &str,
+    group: &str,
+    bytes: &[u8],
+) -> Result<std::collections::HashSet<(String, String)>, Error> {
+    let inner = op.inner();
+    let blob = publish::store_blob(op, bytes).await?;
     let json = serde_json::to_vec(&blob).map_err(|e| Error::Index(e.to_string()))?;
     let not_member = || Error::NotMember(group.to_owned());
     let sealed = inner.scopes.seal(group, &json).ok_or_else(not_member)?;
@@ -139,7 +159,7 @@ pub(crate) async fn publish(inner: &Arc<Inner>, id: &str, group: &str) -> Result
     r.sig = to_hex(&inner.signer.sign(&signed(&key, &r)).map_err(Error::Key)?);
     let value = serde_json::to_vec(&r).map_err(|e| Error::Index(e.to_string()))?;
     inner.overlay.put_record(key, value).await?;
-    Ok(())
+    Ok(publish::shares_of(&blob.segments))
 }
 
 /// Takes object `id` into this node's index if one of its groups may restore it.

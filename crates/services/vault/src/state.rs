@@ -1,6 +1,7 @@
 //! What the vault's tasks share.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -15,6 +16,7 @@ use prometheus_client::registry::Registry;
 
 use crate::holder::Holder;
 use crate::index::Index;
+use crate::ledger::Ledger;
 use crate::root::Signer;
 use crate::{Config, Error};
 
@@ -22,6 +24,7 @@ use crate::{Config, Error};
 pub(crate) struct Metrics {
     pub held: Gauge,
     pub served: Counter,
+    pub refused: Counter,
     pub audits: Counter,
     pub audit_failures: Counter,
     pub repairs: Counter,
@@ -36,6 +39,11 @@ impl Metrics {
             "shares_served",
             "Shares sent back to owners",
             self.served.clone(),
+        );
+        r.register(
+            "refused_shares",
+            "Shares this holder refused (no room, disk full, not matching their name)",
+            self.refused.clone(),
         );
         r.register(
             "audits",
@@ -69,6 +77,11 @@ pub(crate) struct Inner {
     pub index_key: [u8; 32],
     pub holder: Arc<Holder>,
     index: Mutex<Index>,
+    /// Shares placed that the index does not point to: placing, or to release.
+    pub ledger: Ledger,
+    /// The index changed since its copy in the vault was last stored (`unpublished` in
+    /// the vault's folder says so across restarts).
+    unpublished: AtomicBool,
     /// One change of the index at a time that spans the network (put, remove, repair,
     /// publish), so two never place or free the same segment.
     pub changing: tokio::sync::Mutex<()>,
@@ -80,6 +93,8 @@ pub(crate) struct Inner {
     pub tasks: Tasks,
 }
 
+/// The file that says the index has changes its copy in the vault lacks.
+const UNPUBLISHED: &str = "unpublished";
 /// How long a holder that did not answer is asked last.
 const AWAY: Duration = Duration::from_secs(60);
 /// Most holders remembered as away.
@@ -98,10 +113,13 @@ impl Inner {
         tasks: Tasks,
     ) -> Result<Arc<Self>, Error> {
         let (dir, offer) = (config.dir.clone(), config.offer);
-        let (index, holder) = tasks
+        let full_after = config.fail_writes_after;
+        let (index, holder, ledger, unpublished) = tasks
             .blocking(move || -> Result<_, Error> {
                 let index = Index::load(&dir).map_err(Error::Index)?;
-                Ok((index, Holder::load(&dir, offer)))
+                let holder = Holder::load(&dir, offer, full_after);
+                let unpublished = dir.join(UNPUBLISHED).exists();
+                Ok((index, holder, Ledger::load(&dir), unpublished))
             })
             .await??;
         let index_key = signer.index_key().map_err(Error::Key)?;
@@ -117,6 +135,8 @@ impl Inner {
             index_key,
             holder: Arc::new(holder),
             index: Mutex::new(index),
+            ledger,
+            unpublished: AtomicBool::new(unpublished),
             changing: tokio::sync::Mutex::new(()),
             metrics,
             away: Mutex::new(HashMap::new()),
@@ -128,6 +148,16 @@ impl Inner {
     /// The index, for memory work only (never held across I/O).
     pub fn index(&self) -> MutexGuard<'_, Index> {
         recover(&self.index)
+    }
+
+    /// Every (holder, share) the index points to.
+    pub fn referenced(&self) -> std::collections::HashSet<(String, String)> {
+        self.index()
+            .segments
+            .values()
+            .flat_map(|g| &g.shares)
+            .map(|s| (s.holder.clone(), s.name.clone()))
+            .collect()
     }
 
     /// Bytes this node stores with `peer` (what it lends back, for fairness).
@@ -204,5 +234,34 @@ impl Inner {
             .blocking(move || snapshot.save(&dir))
             .await?
             .map_err(|e| Error::Io(format!("index.json: {e}")))
+    }
+
+    pub fn unpublished(&self) -> bool {
+        self.unpublished.load(Ordering::Relaxed)
+    }
+
+    /// Notes whether the index's copy in the vault lags behind it (kept across restarts).
+    pub async fn set_unpublished(&self, lags: bool) {
+        if self.unpublished.swap(lags, Ordering::Relaxed) == lags {
+            return;
+        }
+        let path = self.config.dir.join(UNPUBLISHED);
+        let done = self
+            .tasks
+            .blocking(move || {
+                if lags {
+                    std::fs::create_dir_all(path.parent().unwrap_or(&path))?;
+                    std::fs::write(&path, b"")
+                } else {
+                    std::fs::remove_file(&path).or_else(|e| match e.kind() {
+                        std::io::ErrorKind::NotFound => Ok(()),
+                        _ => Err(e),
+                    })
+                }
+            })
+            .await;
+        if !matches!(done, Ok(Ok(()))) {
+            tracing::warn!("cannot record whether the vault index is published");
+        }
     }
 }

@@ -1,7 +1,8 @@
-//! Upkeep, in the background: audits of every share (a few random leaves against the
-//! share's hash tree), repair of shares that failed or whose holder has been gone past
-//! the grace period (rebuilt from `k` others, placed on a new holder, at a bounded rate),
-//! scheduled backups, and the index kept in the vault.
+//! Upkeep, in the background: audits of every share ([`crate::audit`]), repair of
+//! shares that failed or whose holder has been gone past the grace period (rebuilt from
+//! `k` others, placed on a new holder, at a bounded rate), scheduled backups, the index
+//! kept in the vault, and releases of shares the index does not point to
+//! ([`crate::ledger`]).
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -11,17 +12,13 @@ use futures::StreamExt;
 use kith_core::store::now_secs;
 use kith_overlay::PeerId;
 
-use crate::index::Segment;
+use crate::ledger::{self, Op};
 use crate::state::Inner;
 use crate::tree;
-use crate::{Error, client, codec, get, place, publish, put};
+use crate::{Error, audit, codec, get, place, publish, put};
 
 /// How often holders are looked up in the DHT.
 const LOOKUP_EVERY: Duration = Duration::from_secs(300);
-/// Audits in flight at once.
-const AUDITS: usize = 8;
-/// Leaves asked in one audit.
-const LEAVES: usize = 2;
 /// Segments repaired at once.
 const REPAIRS_AT_ONCE: usize = 3;
 /// Repairs in one round (the rest wait for the next).
@@ -37,86 +34,46 @@ pub(crate) fn start(inner: &Arc<Inner>) {
         }
         let mut looked = tokio::time::Instant::now();
         place::discover(&i).await;
+        // What operations of the last run left placed is released first.
+        let (released, left) = ledger::sweep(&i).await;
+        if released + left > 0 {
+            tracing::info!(released, left, "shares of unfinished operations released");
+        }
+        let tick = i.config.audit_every.min(ledger::SWEEP_EVERY);
+        let mut last_round = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 () = i.tasks.shutdown().cancelled() => break,
-                () = tokio::time::sleep(i.config.audit_every) => {}
+                () = tokio::time::sleep(tick) => {}
             }
             if looked.elapsed() >= LOOKUP_EVERY {
                 looked = tokio::time::Instant::now();
                 place::discover(&i).await;
             }
-            if let Err(e) = round(&i).await {
-                tracing::info!(error = %e, "vault upkeep round failed");
+            if !i.ledger.is_empty() {
+                ledger::sweep(&i).await;
+            }
+            if i.unpublished() {
+                publish::publish_or_defer(&i).await;
+            }
+            if last_round.elapsed() >= i.config.audit_every {
+                last_round = tokio::time::Instant::now();
+                if let Err(e) = round(&i).await {
+                    tracing::info!(error = %e, "vault upkeep round failed");
+                }
             }
         }
     });
 }
 
 async fn round(inner: &Arc<Inner>) -> Result<(), Error> {
-    audit(inner).await?;
+    audit::audit(inner).await?;
     let repaired = repair(inner).await?;
     crate::backups::due(inner).await;
     if repaired > 0 {
-        publish::publish(inner).await?;
+        publish::publish_or_defer(inner).await;
     }
     Ok(())
-}
-
-/// Audits every share once.
-pub(crate) async fn audit(inner: &Arc<Inner>) -> Result<(), Error> {
-    let todo: Vec<(u64, usize, String, String, u64)> = inner
-        .index()
-        .segments
-        .iter()
-        .flat_map(|(id, g)| {
-            g.shares
-                .iter()
-                .enumerate()
-                .filter(|(_, s)| !s.bad)
-                .map(|(i, s)| (*id, i, s.holder.clone(), s.name.clone(), s.size))
-        })
-        .collect();
-    if todo.is_empty() {
-        return Ok(());
-    }
-    let results: Vec<_> = futures::stream::iter(todo)
-        .map(|(seg, i, holder, name, size)| async move {
-            let count = tree::leaf_count(size).max(1) as u32;
-            let leaves = (0..LEAVES).map(|_| rand::random_range(0..count)).collect();
-            let r = match holder.parse::<PeerId>() {
-                Ok(p) => client::audit(&inner.overlay, p, &name, size, leaves).await,
-                Err(_) => Err(client::Failure::Unreachable("bad holder ID".into())),
-            };
-            (seg, i, holder, r)
-        })
-        .buffer_unordered(AUDITS)
-        .collect()
-        .await;
-    let now = now_secs();
-    for (seg, i, holder, r) in results {
-        inner.metrics.audits.inc();
-        match r {
-            Err(f) if f.is_fault() => inner.strike(seg, i),
-            r => {
-                let mut ix = inner.index();
-                let ok = r.is_ok();
-                if ok {
-                    ix.holders.entry(holder).or_default().passed += 1;
-                }
-                if let Some(s) = ix.segments.get_mut(&seg).and_then(|g| g.shares.get_mut(i)) {
-                    if ok {
-                        s.last_audit = now;
-                        s.missing_since = None;
-                    } else {
-                        s.missing_since.get_or_insert(now);
-                    }
-                }
-            }
-        }
-    }
-    inner.index().last_audit = now;
-    inner.save().await
 }
 
 /// Repairs the shares that need it; returns how many were placed anew.
@@ -141,18 +98,19 @@ pub(crate) async fn repair(inner: &Arc<Inner>) -> Result<usize, Error> {
     }
     let _changing = inner.changing.lock().await;
     let cands = std::sync::Mutex::new(place::candidates(inner, 1).await);
+    let op = Op::begin(inner);
     // Shares of one segment are repaired one after another (each must land on a holder
     // the others do not use); distinct segments at once.
     let mut by_segment: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
     for (seg, i) in todo {
         by_segment.entry(seg).or_default().push(i);
     }
-    let cands = &cands;
+    let (cands, o) = (&cands, &op);
     let mut runs = futures::stream::iter(by_segment)
         .map(|(seg_id, shares)| async move {
             let (mut done, mut bytes) = (0usize, 0u64);
             for i in shares {
-                match repair_one(inner, cands, seg_id, i).await {
+                match repair_one(o, cands, seg_id, i).await {
                     Ok(b) => {
                         done += 1;
                         bytes += b;
@@ -171,15 +129,14 @@ pub(crate) async fn repair(inner: &Arc<Inner>) -> Result<usize, Error> {
     }
     drop(runs);
     inner.save().await?;
+    if let Err(e) = op.commit(&inner.referenced()).await {
+        tracing::warn!(error = %e, "cannot record the repairs as done");
+    }
     Ok(done)
 }
 
-async fn repair_one(
-    inner: &Arc<Inner>,
-    cands: &place::Cands,
-    seg_id: u64,
-    i: usize,
-) -> Result<u64, Error> {
+async fn repair_one(op: &Op, cands: &place::Cands, seg_id: u64, i: usize) -> Result<u64, Error> {
+    let inner = op.inner();
     let seg = inner
         .index()
         .segments
@@ -218,7 +175,7 @@ async fn repair_one(
             "the rebuilt share does not match its name".into(),
         ));
     }
-    let holder = put::store_share(inner, cands, &mut exclude, &old.name, &bytes).await?;
+    let holder = put::store_share(op, cands, &mut exclude, (&old.name, &bytes), Vec::new()).await?;
     {
         let mut ix = inner.index();
         ix.repairs += 1;
@@ -235,30 +192,6 @@ async fn repair_one(
     inner.metrics.repairs.inc();
     tracing::info!(seg = seg_id, share = i, from = %old.holder, to = %holder, "share repaired");
     // The old holder, if it is still there, may let go of its copy.
-    if let Ok(p) = old.holder.parse::<PeerId>() {
-        let o = inner.overlay.clone();
-        inner.tasks.spawn(async move {
-            let _ = client::delete(&o, p, &old.name).await;
-        });
-    }
+    ledger::release_later(inner, vec![(old.holder, old.name)]).await;
     Ok(bytes.len() as u64)
-}
-
-/// Asks the holders of these segments to drop their shares (best effort).
-pub(crate) async fn release(inner: &Inner, segs: Vec<Segment>) -> usize {
-    let all: Vec<(String, String)> = segs
-        .into_iter()
-        .flat_map(|g| g.shares.into_iter().map(|s| (s.holder, s.name)))
-        .collect();
-    futures::stream::iter(all)
-        .map(|(h, name)| async move {
-            match h.parse::<PeerId>() {
-                Ok(p) => client::delete(&inner.overlay, p, &name).await.is_ok(),
-                Err(_) => false,
-            }
-        })
-        .buffer_unordered(AUDITS)
-        .filter(|ok| futures::future::ready(*ok))
-        .count()
-        .await
 }

@@ -1,6 +1,8 @@
 //! Hostile holders, in process: one that sends back wrong bytes is caught when the owner
-//! reads, its share rebuilt elsewhere, and it gets no more shares; junk sent to a holder
-//! gets it nowhere and honest owners are still served.
+//! reads, its share rebuilt elsewhere, and it gets no more shares; one that spoils a
+//! single leaf of each share is caught within the audits the rotation promises; junk
+//! sent to a holder gets it nowhere and honest owners are still served. And the time of
+//! an object's last audit moves with audits while a share waits for a repair.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -306,6 +308,225 @@ async fn a_group_member_restores_what_the_group_may_read() -> Result<()> {
             fetched.is_err() || fetched.as_ref().is_ok_and(|p| p["state"] != "done"),
             "the outsider fetched it: {fetched:?}"
         );
+        Ok(())
+    })
+    .await
+}
+
+/// A holder that keeps shares as given, and once `spoil` is set answers audits as if one
+/// leaf of each had rotted on its disk (its leaf hashes still right); counts, per share,
+/// the audits asked since.
+#[derive(Default)]
+struct Rotting {
+    kept: std::sync::Mutex<Vec<(String, Vec<u8>)>>,
+    spoil: std::sync::atomic::AtomicBool,
+    audits: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+}
+
+impl Rotting {
+    /// The leaf that rots in a share: one of its own, far from the first.
+    fn rotten(name: &str, size: u64) -> usize {
+        let count = kith_vault::tree::leaf_count(size);
+        (usize::from(name.as_bytes()[0]) * 7 + count / 2) % count
+    }
+
+    fn prove(&self, share: &str) -> Option<Response> {
+        let kept = kith_core::sync::recover(&self.kept);
+        let (_, b) = kept.iter().find(|(n, _)| n == share)?;
+        let hashes = kith_vault::tree::leaves(b)
+            .iter()
+            .map(kith_vault::tree::hex)
+            .collect();
+        Some(Response::Proof {
+            size: b.len() as u64,
+            hashes,
+        })
+    }
+
+    fn leaves(&self, share: &str, leaves: &[u32]) -> Vec<u8> {
+        let kept = kith_core::sync::recover(&self.kept);
+        let Some((_, b)) = kept.iter().find(|(n, _)| n == share) else {
+            return Vec::new();
+        };
+        let size = b.len() as u64;
+        let spoiled = self.spoil.load(Ordering::Relaxed);
+        let mut out = Vec::new();
+        for &i in leaves {
+            if let Some(r) = kith_vault::tree::leaf_range(size, i as usize) {
+                let at = out.len();
+                out.extend_from_slice(&b[r]);
+                if spoiled && i as usize == Self::rotten(share, size) {
+                    out[at] ^= 0x55;
+                }
+            }
+        }
+        out
+    }
+
+    async fn answer(&self, mut s: Stream) {
+        let Ok(Some(req)) = frame::read::<_, Request>(&mut s, MAX_FRAME).await else {
+            return;
+        };
+        let resp = match req {
+            Request::Offer => Response::Offer(Offer {
+                offered: 1 << 40,
+                used: 0,
+                yours: 0,
+                free_for_you: 1 << 40,
+            }),
+            Request::Store { share, size } => match read_blob(&mut s, size, MAX_SHARE).await {
+                Ok(b) => {
+                    kith_core::sync::recover(&self.kept).push((share, b));
+                    Response::Stored
+                }
+                Err(_) => return,
+            },
+            Request::Audit { share, leaves } => {
+                if self.spoil.load(Ordering::Relaxed) {
+                    *kith_core::sync::recover(&self.audits)
+                        .entry(share.clone())
+                        .or_insert(0) += 1;
+                }
+                match self.prove(&share) {
+                    Some(p) => {
+                        let _ = frame::write(&mut s, &p).await;
+                        let _ = write_blob(&mut s, &self.leaves(&share, &leaves)).await;
+                        return;
+                    }
+                    None => Response::NotFound,
+                }
+            }
+            _ => Response::NotFound,
+        };
+        let _ = frame::write(&mut s, &resp).await;
+    }
+}
+
+async fn rotting(bootstrap: &str) -> Result<(RawPeer, Arc<Rotting>)> {
+    let peer = RawPeer::start(&[bootstrap.to_owned()]).await?;
+    let limits = Limits {
+        per_peer: 16,
+        total: 64,
+    };
+    let mut inbound = peer
+        .overlay
+        .accept(PROTOCOL, limits, Arc::new(|_| Vec::new()))?;
+    let state = Arc::new(Rotting::default());
+    let st = state.clone();
+    tokio::spawn(async move {
+        while let Some(Incoming { stream, permit, .. }) = inbound.next().await {
+            let st = st.clone();
+            tokio::spawn(async move {
+                st.answer(stream).await;
+                drop(permit);
+            });
+        }
+    });
+    Ok((peer, state))
+}
+
+/// Each of eight shares of 16 leaves has one leaf spoiled: every one is caught within
+/// ⌈16 / 2⌉ = 8 audits (two leaves a time asked in rotation). Sampling two leaves at
+/// random catches all eight in that many audits only 3 times in 100.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_spoiled_leaf_is_caught_within_the_rotation() -> Result<()> {
+    bounded(LIMIT, async {
+        let (_hs, addrs) = holders(1).await?;
+        let owner = TestNode::start(|o| {
+            o.config.bootstrap = addrs.clone();
+            o.vault.audit_every = Duration::from_millis(300);
+        })
+        .await?;
+        until_connected(&owner, 1).await?;
+        let (r, rot) = rotting(&owner.addr().await?).await?;
+        let r_id = r.overlay.peer_id().to_string();
+        until_connected(&owner, 2).await?;
+        // Eight objects, a share of each (1 MB: 16 leaves) on the rotting holder.
+        const OBJECTS: usize = 8;
+        for i in 0..OBJECTS {
+            let f = owner.dir.path().join(format!("{i}.bin"));
+            std::fs::write(&f, data(1_000_000, 100 + i as u64))?;
+            let mut req = put_req(&f);
+            (req.k, req.n) = (Some(1), Some(2));
+            owner.node.vault_put(&req).await?;
+        }
+        let big = kith_core::sync::recover(&rot.kept)
+            .iter()
+            .filter(|(_, b)| kith_vault::tree::leaf_count(b.len() as u64) == 16)
+            .count();
+        assert_eq!(big, OBJECTS, "the rotting holder holds a share of each");
+        rot.spoil.store(true, Ordering::Relaxed);
+        let faults = || {
+            owner
+                .node
+                .vault_overview()
+                .peers
+                .iter()
+                .find(|p| p.peer == r_id)
+                .map_or(0, |p| p.faults)
+        };
+        eventually(
+            Duration::from_secs(90),
+            "every spoiled share caught",
+            || async { (faults() >= OBJECTS as u64).then_some(()) },
+        )
+        .await?;
+        let audits = kith_core::sync::recover(&rot.audits).clone();
+        let worst = audits.values().copied().max().unwrap_or(0);
+        assert!(
+            worst <= 8,
+            "a spoiled leaf went unseen for {worst} audits: {audits:?}"
+        );
+        Ok(())
+    })
+    .await
+}
+
+/// A share found spoiled that cannot be repaired (no holder left to take it): the
+/// object's audit time still moves with the audits of its other shares.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_times_move_while_a_share_waits_for_repair() -> Result<()> {
+    bounded(LIMIT, async {
+        let (hs, addrs) = holders(2).await?;
+        let owner = TestNode::start(|o| {
+            o.config.bootstrap = addrs.clone();
+            o.vault.audit_every = Duration::from_secs(1);
+        })
+        .await?;
+        until_connected(&owner, 2).await?;
+        let f = owner.dir.path().join("doc.bin");
+        std::fs::write(&f, data(300_000, 31))?;
+        let mut req = put_req(&f);
+        (req.k, req.n) = (Some(1), Some(2));
+        let put = owner.node.vault_put(&req).await?;
+        // Spoil the object's share on the first holder (the index's share is smaller).
+        let dir = hs[0].dir.path().join("vault").join("held");
+        let share = std::fs::read_dir(&dir)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| {
+                let name = p.file_name().map(|f| f.to_string_lossy().into_owned());
+                name.is_some_and(|n| n.len() == 64)
+                    && std::fs::metadata(p).is_ok_and(|m| m.len() > 200_000)
+            })
+            .ok_or("no share on the first holder")?;
+        let len = std::fs::metadata(&share)?.len() as usize;
+        std::fs::write(&share, vec![0u8; len])?;
+        eventually(
+            Duration::from_secs(30),
+            "the spoiled share found",
+            || async {
+                let o = owner.node.vault_object(&put.id).ok()?;
+                (o.reachable == 1).then_some(())
+            },
+        )
+        .await?;
+        let found = kith_core::store::now_secs();
+        let o = eventually(Duration::from_secs(30), "a later audit", || async {
+            let o = owner.node.vault_object(&put.id).ok()?;
+            (o.last_audit >= found + 2).then_some(o)
+        })
+        .await?;
+        assert_eq!((o.reachable, o.repairs), (1, 0), "{o:?}");
         Ok(())
     })
     .await

@@ -40,7 +40,8 @@ export default {
       h('h2', {}, 'Store redundantly'),
       form([['path', '/absolute/path'], ['k', 'k (default 3)', 'number', { min: 1 }], ['n', 'n (default 5)', 'number', { min: 1 }]], 'Store', async (v, f) => {
         const s = await api.post('/vault', { path: v.path, k: v.k ? Number(v.k) : undefined, n: v.n ? Number(v.n) : undefined });
-        toast(`stored ${s.name} on ${s.holders} holders`); f.reset(); await load();
+        const later = s.index_published ? '' : '; the index copy other devices read is stored later';
+        toast(`stored ${s.name} on ${s.holders} holders${later}`); f.reset(); await load();
       }),
       h('h2', {}, 'Back up a folder'),
       form([['dir', '/absolute/folder'], ['every', 'every (seconds, optional)', 'number', { min: 60 }]], 'Back up', async (v, f) => {
