@@ -105,12 +105,8 @@ fn gossip(key: &libp2p::identity::Keypair) -> Result<gossipsub::Behaviour, std::
         .map_err(std::io::Error::other)
 }
 
-pub(crate) fn build_swarm(
-    config: &Config,
-    registry: &mut prometheus_client::registry::Registry,
-    inbound: std::sync::Arc<crate::inbound::Shared>,
-) -> Result<(Swarm<Behaviour>, libp2p_stream::Control), OverlayError> {
-    let limits = connection_limits::ConnectionLimits::default()
+fn limits_of(config: &Config) -> connection_limits::ConnectionLimits {
+    connection_limits::ConnectionLimits::default()
         .with_max_established(Some(config.max_connections))
         .with_max_established_per_peer(Some(config.max_connections_per_peer))
         // The guard keeps inbound handshakes to `handshakes.total`. Those it has cut are
@@ -119,13 +115,11 @@ pub(crate) fn build_swarm(
         .with_max_pending_incoming(Some(
             u32::try_from(config.handshakes.total.saturating_mul(4)).unwrap_or(u32::MAX),
         ))
-        .with_max_pending_outgoing(Some(64));
-    let handoff = crate::guard::Handoff::default();
-    let guard = crate::guard::Behaviour::new(config.handshakes, handoff.clone(), registry);
-    let mdns_enabled = config.mdns;
-    let relay_limits = config.relay.clone();
-    let rendezvous_server = config.rendezvous_server;
-    let autonat_cfg = autonat::v1::Config {
+        .with_max_pending_outgoing(Some(64))
+}
+
+fn autonat_config(config: &Config) -> autonat::v1::Config {
+    autonat::v1::Config {
         boot_delay: std::time::Duration::from_secs(2),
         retry_interval: std::time::Duration::from_secs(10),
         refresh_interval: std::time::Duration::from_secs(300),
@@ -134,7 +128,21 @@ pub(crate) fn build_swarm(
         // Longer than a dial-back to an address that drops packets takes to fail (10 s).
         timeout: std::time::Duration::from_secs(30),
         ..autonat::v1::Config::default()
-    };
+    }
+}
+
+pub(crate) fn build_swarm(
+    config: &Config,
+    registry: &mut prometheus_client::registry::Registry,
+    inbound: std::sync::Arc<crate::inbound::Shared>,
+) -> Result<(Swarm<Behaviour>, libp2p_stream::Control), OverlayError> {
+    let limits = limits_of(config);
+    let handoff = crate::guard::Handoff::default();
+    let guard = crate::guard::Behaviour::new(config.handshakes, handoff.clone(), registry);
+    let mdns_enabled = config.mdns;
+    let relay_limits = config.relay.clone();
+    let rendezvous_server = config.rendezvous_server;
+    let autonat_cfg = autonat_config(config);
     let swarm = libp2p::SwarmBuilder::with_existing_identity(config.keypair.clone())
         .with_tokio()
         .with_quic()

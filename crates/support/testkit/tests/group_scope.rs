@@ -20,6 +20,38 @@ fn text(v: &Value, key: &str) -> String {
     v[key].as_str().unwrap_or_default().to_owned()
 }
 
+/// A member of a new group "fam" of `a`'s (its options tweaked by `tweak`), and an
+/// outsider connected to it that gives up a fetch after 3 s; and the group.
+async fn member_and_outsider(
+    a: &TestNode,
+    tweak: impl FnOnce(&mut kith_node::Options) + Send + 'static,
+) -> Result<(TestNode, TestNode, String)> {
+    let boot = a.addr().await?;
+    let b = boot.clone();
+    let m = TestNode::start(move |o| {
+        o.config.bootstrap = vec![b];
+        tweak(o);
+    })
+    .await?;
+    let o = TestNode::start(move |o| {
+        o.config.bootstrap = vec![boot];
+        o.share.patience = Duration::from_secs(3);
+    })
+    .await?;
+    o.api_post("/peers", &json!({ "addr": m.addr().await? }))
+        .await?;
+    let group = text(
+        &a.api_post("/groups", &json!({"name": "fam"})).await?,
+        "group",
+    );
+    let token = a
+        .api_post(&format!("/groups/{group}/invites"), &json!({"uses": 1}))
+        .await?;
+    m.api_post("/groups/join", &json!({ "token": token["token"] }))
+        .await?;
+    Ok((m, o, group))
+}
+
 struct World {
     a: TestNode,
     m: TestNode,
@@ -33,29 +65,7 @@ struct World {
 impl World {
     async fn start() -> Result<Self> {
         let a = TestNode::start(|_| {}).await?;
-        let boot = a.addr().await?;
-        let b = boot.clone();
-        let m = TestNode::start(move |o| {
-            o.config.bootstrap = vec![b];
-            o.cache.capacity = 64 << 20;
-        })
-        .await?;
-        let o = TestNode::start(move |o| {
-            o.config.bootstrap = vec![boot];
-            o.share.patience = Duration::from_secs(3);
-        })
-        .await?;
-        o.api_post("/peers", &json!({ "addr": m.addr().await? }))
-            .await?;
-        let group = text(
-            &a.api_post("/groups", &json!({"name": "fam"})).await?,
-            "group",
-        );
-        let token = a
-            .api_post(&format!("/groups/{group}/invites"), &json!({"uses": 1}))
-            .await?;
-        m.api_post("/groups/join", &json!({ "token": token["token"] }))
-            .await?;
+        let (m, o, group) = member_and_outsider(&a, |o| o.cache.capacity = 64 << 20).await?;
         let tmp = tempfile::tempdir_in(kith_testkit::scratch())?;
         let dir = tmp.path().join("plans");
         std::fs::create_dir_all(&dir)?;
@@ -369,25 +379,7 @@ async fn a_members_download_in_progress_serves_no_outsider() -> Result<()> {
     const SIZE: usize = 6_000_000;
     bounded(LIMIT, async {
         let a = TestNode::start(|o| o.share.upload_limit = 2_000_000).await?;
-        let boot = a.addr().await?;
-        let b = boot.clone();
-        let m = TestNode::start(move |o| o.config.bootstrap = vec![b]).await?;
-        let o = TestNode::start(move |o| {
-            o.config.bootstrap = vec![boot];
-            o.share.patience = Duration::from_secs(3);
-        })
-        .await?;
-        o.api_post("/peers", &json!({ "addr": m.addr().await? }))
-            .await?;
-        let group = text(
-            &a.api_post("/groups", &json!({"name": "fam"})).await?,
-            "group",
-        );
-        let token = a
-            .api_post(&format!("/groups/{group}/invites"), &json!({"uses": 1}))
-            .await?;
-        m.api_post("/groups/join", &json!({ "token": token["token"] }))
-            .await?;
+        let (m, o, group) = member_and_outsider(&a, |_| {}).await?;
         let file = a.dir.path().join("film.bin");
         std::fs::write(&file, kith_testkit::data(SIZE, 5))?;
         let id = text(
