@@ -411,3 +411,48 @@ async fn a_members_download_in_progress_serves_no_outsider() -> Result<()> {
     })
     .await
 }
+
+/// The group's content fetched into a folder the member shares publicly: the outsider
+/// gets the folder as it was, without it, and after the rescan finds none of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_content_fetched_into_a_public_folder_stays_out_of_it() -> Result<()> {
+    bounded(LIMIT, async {
+        let w = World::start().await?;
+        let public = w.path("public");
+        std::fs::create_dir_all(&public)?;
+        std::fs::write(public.join("own.txt"), "the member's own notes\n")?;
+        let before = text(&w.share(&public, json!({})).await?, "id");
+        w.member_gets(&w.id, &public.join("plans")).await?;
+        let public_of_member = || async {
+            Ok::<_, kith_testkit::Error>(
+                w.member_shares()
+                    .await?
+                    .into_iter()
+                    .filter(|(_, g)| g.is_none())
+                    .map(|(id, _)| id)
+                    .collect::<Vec<_>>(),
+            )
+        };
+        assert_eq!(public_of_member().await?, std::slice::from_ref(&before));
+        w.outsider_finds_nothing("fetched into a public folder", &[&w.id])
+            .await?;
+        let out = w.path("outsider-public");
+        let got = w.o.get(&before, &out).await?;
+        assert_eq!(got["state"], "done", "{got}");
+        assert!(out.join("own.txt").exists() && !out.join("plans").exists());
+
+        // The rescan sees the new folder in it, and no public share holds the group's
+        // content afterwards: the mixed folder is not shared again as it is.
+        w.m.node.share_service().rescan().await?;
+        w.outsider_finds_nothing("rescan of the public folder", &[&w.id])
+            .await?;
+        for id in public_of_member().await? {
+            assert_ne!(id, before, "the rescan saw no change");
+            let out = w.path(&format!("outsider-{id}"));
+            let got = w.o.get(&id, &out).await?;
+            assert!(!out.join("plans").exists(), "{got}");
+        }
+        Ok(())
+    })
+    .await
+}
