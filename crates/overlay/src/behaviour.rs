@@ -11,11 +11,6 @@ use crate::{
     Config, KAD_PROTOCOL, OverlayError, PROTOCOL_VERSION, PROVIDER_REPUBLISH, PROVIDER_TTL,
 };
 
-/// Longest time an inbound or outbound TCP connection may take to finish its security and
-/// multiplexer handshakes. Inbound ones get less while the handshake slots fill, and one
-/// that says nothing may be evicted sooner (`guard`).
-pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {
     pub limits: connection_limits::Behaviour,
@@ -156,7 +151,7 @@ pub(crate) fn build_swarm(
                     .upgrade(libp2p::core::upgrade::Version::V1Lazy)
                     .authenticate(crate::secure::Secure::new(key)?)
                     .multiplex(crate::mux::muxer())
-                    .timeout(HANDSHAKE_TIMEOUT),
+                    .timeout(crate::guard::HANDSHAKE_TIMEOUT),
             )
         })
         .map_err(setup)?

@@ -55,7 +55,11 @@ pub(crate) use tap::{Handoff, Tcp};
 
 /// How long a handshake may take while at most half the slots are taken: the transport's
 /// own deadline, time enough for a slow link.
-pub const CALM_DEADLINE: Duration = crate::behaviour::HANDSHAKE_TIMEOUT;
+/// Longest time an inbound or outbound TCP connection may take to finish its security and
+/// multiplexer handshakes. Inbound ones get less while the handshake slots fill, and one
+/// that says nothing may be evicted sooner (`guard`).
+pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+pub const CALM_DEADLINE: Duration = HANDSHAKE_TIMEOUT;
 /// How long a handshake may take once three quarters of the slots are taken by peers that
 /// have spoken. The guard counts from the accepted connection; multistream-select, TLS or
 /// Noise and Yamux take three round trips, so peers up to ~300 ms away still fit.

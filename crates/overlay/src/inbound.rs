@@ -293,10 +293,40 @@ impl Inbound {
     /// its own, within `timeout`, holding its slot until done. Failures and timeouts are
     /// logged (debug) as `what` ("cache request failed").
     pub fn serve<F, Fut, E>(
-        mut self,
+        self,
         tasks: &kith_core::tasks::Tasks,
         what: &'static str,
         timeout: std::time::Duration,
+        handle: F,
+    ) where
+        F: Fn(PeerId, Stream) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<(), E>> + Send + 'static,
+        E: std::fmt::Display,
+    {
+        self.serve_within(tasks, what, Some(timeout), handle);
+    }
+
+    /// [`Inbound::serve`] for streams that carry many requests, each timed by the
+    /// handler itself (a download over one stream may last hours): a stream ends when
+    /// its handler returns or the tasks shut down.
+    pub fn serve_long<F, Fut, E>(
+        self,
+        tasks: &kith_core::tasks::Tasks,
+        what: &'static str,
+        handle: F,
+    ) where
+        F: Fn(PeerId, Stream) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<(), E>> + Send + 'static,
+        E: std::fmt::Display,
+    {
+        self.serve_within(tasks, what, None, handle);
+    }
+
+    fn serve_within<F, Fut, E>(
+        mut self,
+        tasks: &kith_core::tasks::Tasks,
+        what: &'static str,
+        timeout: Option<std::time::Duration>,
         handle: F,
     ) where
         F: Fn(PeerId, Stream) -> Fut + Send + Sync + 'static,
@@ -312,11 +342,21 @@ impl Inbound {
             }) = self.next_until(t.shutdown()).await
             {
                 let work = handle(peer, stream);
+                let stop = t.shutdown().clone();
                 t.spawn(async move {
-                    match tokio::time::timeout(timeout, work).await {
-                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "{what} failed"),
-                        Err(_) => tracing::debug!(%peer, "{what} timed out"),
-                        Ok(Ok(())) => {}
+                    let timed = async {
+                        match timeout {
+                            Some(d) => tokio::time::timeout(d, work).await.ok(),
+                            None => Some(work.await),
+                        }
+                    };
+                    tokio::select! {
+                        () = stop.cancelled() => {}
+                        r = timed => match r {
+                            Some(Err(e)) => tracing::debug!(%peer, error = %e, "{what} failed"),
+                            None => tracing::debug!(%peer, "{what} timed out"),
+                            Some(Ok(())) => {}
+                        },
                     }
                     drop(permit);
                 });

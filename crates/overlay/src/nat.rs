@@ -117,19 +117,6 @@ pub(crate) fn is_relayed(addr: &Multiaddr) -> bool {
     addr.iter().any(|p| matches!(p, Protocol::P2pCircuit))
 }
 
-/// The relay a relayed address goes through (`…/p2p/RELAY/p2p-circuit…`).
-pub(crate) fn relay_of(addr: &Multiaddr) -> Option<PeerId> {
-    let mut last = None;
-    for p in addr.iter() {
-        match p {
-            Protocol::P2p(id) => last = Some(id),
-            Protocol::P2pCircuit => return last,
-            _ => {}
-        }
-    }
-    None
-}
-
 impl Nat {
     pub(crate) fn new(config: &crate::Config, counters: Counters) -> Self {
         let mut nat = Self {

@@ -8,7 +8,7 @@ use libp2p::core::ConnectedPoint;
 use libp2p::swarm::ConnectionId;
 use tokio::sync::{broadcast, oneshot};
 
-use crate::nat::relay_of;
+use crate::region::relay_of;
 use crate::{Path, PeerEvent, Region};
 
 /// Most callers waiting at once for a closing connection to go.

@@ -11,8 +11,6 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
 
-use crate::nat::relay_of;
-
 /// Prefix bits of an IPv4 region.
 pub const V4_BITS: u8 = 24;
 /// Prefix bits of an IPv6 region.
@@ -73,6 +71,19 @@ pub fn regions_of<'a>(addrs: impl IntoIterator<Item = &'a Multiaddr>) -> Vec<Reg
         }
     }
     out
+}
+
+/// The relay a relayed address goes through (`…/p2p/RELAY/p2p-circuit…`).
+pub(crate) fn relay_of(addr: &Multiaddr) -> Option<PeerId> {
+    let mut last = None;
+    for p in addr.iter() {
+        match p {
+            Protocol::P2p(id) => last = Some(id),
+            Protocol::P2pCircuit => return last,
+            _ => {}
+        }
+    }
+    None
 }
 
 #[cfg(test)]

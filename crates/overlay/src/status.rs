@@ -7,8 +7,9 @@ use libp2p::{Multiaddr, Swarm, kad};
 use serde::Serialize;
 
 use crate::behaviour::Behaviour;
-use crate::nat::{Nat, relay_of};
+use crate::nat::Nat;
 use crate::peers::Peers;
+use crate::region::relay_of;
 
 /// One open connection.
 #[derive(Debug, Clone, Serialize)]

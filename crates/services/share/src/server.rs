@@ -7,7 +7,7 @@ use std::time::Duration;
 use futures::{AsyncReadExt, AsyncWriteExt};
 use kith_core::ContentId;
 use kith_core::id::Kind;
-use kith_overlay::inbound::{Incoming, Limits};
+use kith_overlay::inbound::Limits;
 use kith_overlay::{PeerId, Stream};
 
 use crate::Error;
@@ -26,32 +26,16 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(120);
 
 pub(crate) fn start(inner: &Arc<Inner>) -> Result<(), Error> {
-    let mut inbound = inner.overlay.accept(
+    let inbound = inner.overlay.accept(
         protocol::PROTOCOL,
         LIMITS,
         Arc::new(|_| vec![Status::Busy as u8]),
     )?;
     let i = inner.clone();
-    inner.tasks.spawn(async move {
-        while let Some(Incoming {
-            peer,
-            stream,
-            permit,
-        }) = inbound.next_until(i.tasks.shutdown()).await
-        {
-            let inner = i.clone();
-            i.tasks.spawn(async move {
-                tokio::select! {
-                    () = inner.tasks.shutdown().cancelled() => {}
-                    r = serve_stream(&inner, peer, stream) => {
-                        if let Err(e) = r {
-                            tracing::debug!(%peer, error = %e, "share stream ended with error");
-                        }
-                    }
-                }
-                drop(permit);
-            });
-        }
+    // A stream carries many requests, each with its own timeouts (serve_stream).
+    inbound.serve_long(&inner.tasks, "share stream", move |peer, stream| {
+        let inner = i.clone();
+        async move { serve_stream(&inner, peer, stream).await }
     });
     Ok(())
 }
