@@ -21,28 +21,51 @@ const GREETING_TIMEOUT: Duration = Duration::from_secs(20);
 const CLOSING_GRACE: Duration = Duration::from_millis(500);
 
 /// Why a request to a provider did not give verified bytes.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub(crate) enum Failure {
     /// The provider could not be reached, or is busy: worth trying again later.
-    Unreachable(String),
+    #[error("unreachable: {0}")]
+    Unreachable(#[source] Unreachable),
     /// The provider does not have it.
+    #[error("does not have it")]
     NotFound,
     /// The stream broke (a reset, a closed connection): not known to be the provider's
     /// fault.
-    Lost(String),
+    #[error("stream lost: {0}")]
+    Lost(#[source] Lost),
     /// The provider broke the protocol or lied.
+    #[error("{0}")]
     Offence(Offence),
 }
 
-impl std::fmt::Display for Failure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Failure::Unreachable(why) => write!(f, "unreachable: {why}"),
-            Failure::NotFound => f.write_str("does not have it"),
-            Failure::Lost(why) => write!(f, "stream lost: {why}"),
-            Failure::Offence(o) => o.fmt(f),
-        }
-    }
+/// Why a provider could not be reached.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Unreachable {
+    #[error("busy")]
+    Busy,
+    #[error("no greeting")]
+    NoGreeting,
+    #[error(transparent)]
+    Open(#[from] kith_overlay::OverlayError),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// Why a stream to a provider broke.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Lost {
+    #[error("peer answered {0:?}")]
+    Answered(Status),
+    #[error("the provider went away")]
+    Gone,
+    #[error("connection upgraded")]
+    Moved,
+    #[error("no such chunk")]
+    NoChunk,
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Wire(#[from] WireError),
 }
 
 fn violation(what: impl Into<String>) -> Failure {
@@ -53,13 +76,14 @@ fn violation(what: impl Into<String>) -> Failure {
 fn header_failure(e: WireError) -> Failure {
     match e {
         WireError::Status(Status::NotFound) => Failure::NotFound,
-        WireError::Status(Status::Busy) => Failure::Unreachable("busy".into()),
-        WireError::Status(s) => Failure::Lost(format!("peer answered {s:?}")),
+        WireError::Status(Status::Busy) => Failure::Unreachable(Unreachable::Busy),
+        WireError::Status(s) => Failure::Lost(Lost::Answered(s)),
         WireError::TooLarge { len, max } => {
             violation(format!("a body of {len} bytes, over the {max}-byte limit"))
         }
         WireError::Protocol(what) => violation(what),
-        WireError::Io(e) => Failure::Lost(e.to_string()),
+        e @ WireError::BadId(_) => violation(e.to_string()),
+        WireError::Io(e) => Failure::Lost(Lost::Io(e)),
     }
 }
 
@@ -69,20 +93,20 @@ pub(crate) async fn open(inner: &Inner, peer: PeerId) -> Result<Stream, Failure>
         .overlay
         .open_stream(peer, protocol::PROTOCOL)
         .await
-        .map_err(|e| Failure::Unreachable(e.to_string()))?;
+        .map_err(|e| Failure::Unreachable(e.into()))?;
     match tokio::time::timeout(GREETING_TIMEOUT, protocol::read_greeting(&mut s)).await {
         Ok(Ok(())) => Ok(s),
-        Ok(Err(WireError::Status(Status::Busy))) => Err(Failure::Unreachable("busy".into())),
-        Ok(Err(WireError::Io(e))) => Err(Failure::Unreachable(e.to_string())),
+        Ok(Err(WireError::Status(Status::Busy))) => Err(Failure::Unreachable(Unreachable::Busy)),
+        Ok(Err(WireError::Io(e))) => Err(Failure::Unreachable(e.into())),
         Ok(Err(e)) => Err(violation(format!("greeting: {e}"))),
-        Err(_) => Err(Failure::Unreachable("no greeting".into())),
+        Err(_) => Err(Failure::Unreachable(Unreachable::NoGreeting)),
     }
 }
 
 pub(crate) async fn send_request(s: &mut Stream, id: &ContentId) -> Result<(), Failure> {
     protocol::write_request(s, id)
         .await
-        .map_err(|e| Failure::Lost(e.to_string()))
+        .map_err(|e| Failure::Lost(e.into()))
 }
 
 /// Reads the response to a request for `id` and returns its bytes once they match `id`.
@@ -157,10 +181,10 @@ pub(crate) async fn read_response_into(
                 return Err(if still_connected(inner, peer).await {
                     Failure::Offence(Offence::Truncated)
                 } else {
-                    Failure::Lost("the provider went away".into())
+                    Failure::Lost(Lost::Gone)
                 });
             }
-            Ok(Err(e)) => return Err(Failure::Lost(e.to_string())),
+            Ok(Err(e)) => return Err(Failure::Lost(e.into())),
             Err(_) => return Err(Failure::Offence(Offence::Stall)),
         }
     }

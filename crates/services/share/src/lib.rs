@@ -22,6 +22,7 @@ mod origins;
 pub mod protocol;
 pub mod rate;
 pub mod records;
+mod running;
 mod scoped;
 mod server;
 mod state;
@@ -92,6 +93,12 @@ pub enum Error {
 impl Error {
     pub(crate) fn stopped() -> Self {
         Error::Task(TaskError::Stopped("share"))
+    }
+}
+
+impl From<kith_core::sync::Poisoned> for Error {
+    fn from(_: kith_core::sync::Poisoned) -> Self {
+        Error::stopped()
     }
 }
 
@@ -497,29 +504,14 @@ impl Share {
         if id.kind() != Kind::Manifest {
             return Err(Error::NotAManifest(id));
         }
-        let tx = {
-            let mut map = state::lock(&self.inner.downloads)?;
-            map.retain(|_, rx| !rx.borrow().finished() || rx.borrow().state == State::Paused);
-            if map
-                .get(&id)
-                .is_some_and(|rx| rx.borrow().state == State::Paused)
-            {
-                map.remove(&id);
-            }
-            if let Some(rx) = map.get(&id) {
-                return Ok(rx.clone());
-            }
-            if map.len() >= MAX_DOWNLOADS {
-                return Err(Error::TooManyDownloads);
-            }
-            let (tx, rx) = watch::channel(Progress::new(id));
-            map.insert(id, rx);
-            tx
+        let tx = match self.inner.running.start(id)? {
+            running::Start::Running(rx) => return Ok(rx),
+            running::Start::New(tx) => tx,
         };
         let rx = tx.subscribe();
         let patience = patience.unwrap_or(self.inner.config.patience);
         let inner = self.inner.clone();
-        let control = self.inner.control(id);
+        let control = self.inner.running.control(id, self.inner.tasks.shutdown());
         self.inner.tasks.spawn(async move {
             download::run(inner, id, output, patience, tx, control).await;
         });
@@ -540,10 +532,10 @@ impl Share {
     /// Pauses a running download: it stops at once, its verified chunks are kept, and
     /// it stays paused (across restarts) until [`Share::resume`].
     pub async fn pause(&self, id: ContentId) -> Result<(), Error> {
-        if !self.inner.halt(id, download::Halt::Pause) {
+        if !self.inner.running.halt(id, running::Halt::Pause) {
             return Err(Error::NotDownloading(id));
         }
-        self.inner.halted(id).await;
+        self.inner.running.halted(id).await;
         Ok(())
     }
 
@@ -575,17 +567,15 @@ impl Share {
 
     /// Cancels a running or paused download and removes what it had written.
     pub async fn cancel(&self, id: ContentId) -> Result<(), Error> {
-        if self.inner.halt(id, download::Halt::Cancel) {
-            self.inner.halted(id).await;
+        if self.inner.running.halt(id, running::Halt::Cancel) {
+            self.inner.running.halted(id).await;
             return Ok(());
         }
         let rec = self.download_record(id).await?;
         match rec {
             Some(r) if r.state == DownloadState::Paused => {
                 download::discard(&self.inner, id).await?;
-                if let Ok(mut map) = state::lock(&self.inner.downloads) {
-                    map.remove(&id);
-                }
+                self.inner.running.forget(&id)?;
                 Ok(())
             }
             _ => Err(Error::NotDownloading(id)),
@@ -605,11 +595,7 @@ impl Share {
 
     /// Downloads running or paused now.
     pub async fn downloads(&self) -> Result<Vec<Progress>, Error> {
-        let mut out: Vec<Progress> = state::lock(&self.inner.downloads)?
-            .values()
-            .map(|rx| rx.borrow().clone())
-            .filter(|p| !p.finished() || p.state == State::Paused)
-            .collect();
+        let mut out: Vec<Progress> = self.inner.running.progress()?;
         // Paused before the node last started: only their records are left.
         let store = self.inner.store.clone();
         let paused = self

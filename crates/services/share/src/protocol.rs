@@ -52,6 +52,8 @@ pub enum WireError {
     Io(#[from] std::io::Error),
     #[error("protocol violation: {0}")]
     Protocol(String),
+    #[error("protocol violation: bad content ID: {0}")]
+    BadId(#[source] kith_core::id::IdError),
     #[error("peer answered {0:?}")]
     Status(Status),
     #[error("body of {len} bytes is over the {max}-byte limit")]
@@ -101,7 +103,7 @@ pub async fn read_request<S: AsyncRead + Unpin>(s: &mut S) -> Result<Option<Cont
     s.read_exact(&mut id).await?;
     ContentId::from_bytes(&id)
         .map(Some)
-        .map_err(|e| WireError::Protocol(e.to_string()))
+        .map_err(WireError::BadId)
 }
 
 /// Reads the server's greeting on a new stream.

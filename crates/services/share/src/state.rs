@@ -2,7 +2,7 @@
 //! running, providers hinted by searches, and the strikes against misbehaving providers.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kith_core::ContentId;
@@ -14,14 +14,13 @@ use kith_overlay::{Overlay, PeerId};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use tokio::sync::{broadcast, watch};
-use tokio_util::sync::CancellationToken;
+use tokio::sync::broadcast;
 
-use crate::download::Halt;
 use crate::origins::Origins;
 use crate::rate::RateLimit;
+use crate::running::Running;
 use crate::strikes::Strikes;
-use crate::{Config, Error, Event, Progress};
+use crate::{Config, Error, Event};
 
 /// Most content IDs with provider hints kept.
 const MAX_HINTS: usize = 4096;
@@ -31,11 +30,6 @@ const MAX_HINTED_PEERS: usize = 32;
 const HINT_TIME: Duration = Duration::from_secs(600);
 /// Events buffered for each subscriber.
 const EVENTS: usize = 64;
-
-/// Locks `m`; a poisoned lock (a task panicked holding it) is an error, not "empty".
-pub(crate) fn lock<T>(m: &Mutex<T>) -> Result<MutexGuard<'_, T>, Error> {
-    m.lock().map_err(|_| Error::stopped())
-}
 
 #[derive(Debug, Default)]
 pub(crate) struct Metrics {
@@ -100,14 +94,6 @@ impl Metrics {
     }
 }
 
-/// A running download's stop token, why it was stopped, and which download it is.
-#[derive(Clone)]
-pub(crate) struct Control {
-    pub stop: CancellationToken,
-    pub halt: Option<Halt>,
-    generation: u64,
-}
-
 /// A share as announced: its content, and the group it is shared with (none: public).
 type Slot = (ContentId, Option<String>);
 
@@ -132,13 +118,8 @@ pub(crate) struct Inner {
     pub upload_limit: RateLimit,
     pub download_limit: RateLimit,
     pub metrics: Metrics,
-    pub downloads: Mutex<HashMap<ContentId, watch::Receiver<Progress>>>,
-    /// Each running download's stop token, and why it was stopped (pause or cancel).
-    controls: Mutex<HashMap<ContentId, Control>>,
-    /// Numbers the downloads started, so a download that ends forgets only its own control.
-    generation: std::sync::atomic::AtomicU64,
-    /// Woken when a halted download has stopped.
-    stopped: tokio::sync::Notify,
+    /// The downloads running, and paused ones.
+    pub running: Running,
     pub strikes: Strikes,
     hints: Mutex<HashMap<ContentId, (Vec<PeerId>, Instant)>>,
     pub events: broadcast::Sender<Event>,
@@ -166,10 +147,7 @@ impl Inner {
             store,
             overlay,
             metrics: Metrics::default(),
-            downloads: Mutex::default(),
-            controls: Mutex::default(),
-            generation: std::sync::atomic::AtomicU64::new(0),
-            stopped: tokio::sync::Notify::new(),
+            running: Running::default(),
             strikes: Strikes::default(),
             hints: Mutex::default(),
             events: broadcast::channel(EVENTS).0,
@@ -214,65 +192,6 @@ impl Inner {
         }
         let store = self.store.clone();
         Ok(self.tasks.blocking(move || store.apply(ops)).await??)
-    }
-
-    /// A new download's control: its stop token (a child of the node's shutdown).
-    pub fn control(&self, id: ContentId) -> Control {
-        let c = Control {
-            stop: self.tasks.shutdown().child_token(),
-            halt: None,
-            generation: self
-                .generation
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-        };
-        kith_core::sync::recover(&self.controls).insert(id, c.clone());
-        c
-    }
-
-    /// Stops a running download for `why`; false when none runs.
-    pub fn halt(&self, id: ContentId, why: Halt) -> bool {
-        let mut c = kith_core::sync::recover(&self.controls);
-        match c.get_mut(&id) {
-            Some(c) => {
-                c.halt = Some(why);
-                c.stop.cancel();
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// Why the download of `id` was halted, if it was.
-    pub fn halt_of(&self, id: &ContentId) -> Option<Halt> {
-        kith_core::sync::recover(&self.controls)
-            .get(id)
-            .and_then(|c| c.halt)
-    }
-
-    /// The download `control` belongs to is over: wakes whoever waits for it to stop.
-    pub fn forget_control(&self, id: &ContentId, control: &Control) {
-        let mut c = kith_core::sync::recover(&self.controls);
-        if c.get(id)
-            .is_some_and(|c| c.generation == control.generation)
-        {
-            c.remove(id);
-        }
-        drop(c);
-        self.stopped.notify_waiters();
-    }
-
-    /// Waits (bounded) until the download of `id` has stopped.
-    pub async fn halted(&self, id: ContentId) {
-        let until = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let wait = self.stopped.notified();
-            if !kith_core::sync::recover(&self.controls).contains_key(&id) {
-                return;
-            }
-            if tokio::time::timeout_at(until, wait).await.is_err() {
-                return;
-            }
-        }
     }
 
     /// Peers said to have `id` (by a search), tried before the DHT.

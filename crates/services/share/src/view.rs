@@ -7,7 +7,7 @@ use kith_core::id::{Hash, Kind};
 use kith_core::manifest::{Chunk, Manifest};
 
 use crate::records::{self, DownloadRecord};
-use crate::{Error, Share, state};
+use crate::{Error, Share};
 
 /// Deepest folder path the gateway follows.
 const MAX_DEPTH: usize = 64;
@@ -103,9 +103,7 @@ impl Share {
 
     /// Whether a download of `id` is running now.
     pub fn is_downloading(&self, id: &ContentId) -> bool {
-        state::lock(&self.inner.downloads)
-            .map(|d| d.get(id).is_some_and(|rx| !rx.borrow().finished()))
-            .unwrap_or(false)
+        self.inner.running.is_running(id)
     }
 
     /// Whether `id` is content only a group's members may see.

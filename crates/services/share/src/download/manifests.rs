@@ -153,7 +153,7 @@ async fn ask_providers(
                 };
                 let r = tokio::select! {
                     r = attempt => r,
-                    () = moved.cancelled() => Err((Failure::Lost("connection upgraded".into()), false)),
+                    () = moved.cancelled() => Err((Failure::Lost(crate::client::Lost::Moved), false)),
                 };
                 (peer, r) as Attempt
             });

@@ -10,6 +10,7 @@
 //! dead providers turn up again in the DHT.
 
 mod finder;
+mod finish;
 mod manifests;
 mod nearness;
 mod plan;
@@ -34,6 +35,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::indexer::FileMeta;
 use crate::records::{self, DownloadRecord, DownloadState};
+use crate::running::Halt;
 use crate::state::Inner;
 use crate::{Event, Progress, State};
 use plan::{ChunkTask, Plan};
@@ -59,13 +61,6 @@ pub struct Root {
     pub fetched: Option<(kith_overlay::PeerId, u64)>,
 }
 
-/// Why the user stopped a download.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Halt {
-    Pause,
-    Cancel,
-}
-
 #[derive(Debug, thiserror::Error)]
 enum DownloadError {
     #[error("{0}")]
@@ -73,7 +68,11 @@ enum DownloadError {
     #[error("{0} already exists (choose another output path or remove it)")]
     Exists(String),
     #[error("cannot write {0}: {1}")]
-    Write(String, String),
+    Write(String, #[source] std::io::Error),
+    #[error("cannot write {0}: {1}")]
+    Replace(String, #[source] crate::indexer::IndexError),
+    #[error("the download's chunk queue failed")]
+    Broken,
     #[error("{0}")]
     Invalid(String),
     #[error("store: {0}")]
@@ -92,14 +91,14 @@ pub(crate) async fn run(
     output: Output,
     patience: Duration,
     tx: watch::Sender<Progress>,
-    control: crate::state::Control,
+    control: crate::running::Control,
 ) {
     inner.metrics.downloads_active.inc();
     let span = tracing::info_span!("download", %id);
     let body = with_finder(&inner, id, output, patience, &tx, control.stop.clone());
     let result = tracing::Instrument::instrument(body, span).await;
     inner.metrics.downloads_active.dec();
-    match (result, inner.halt_of(&id)) {
+    match (result, inner.running.halt_of(&id)) {
         (Err(DownloadError::Stopped), Some(Halt::Pause)) => {
             tracing::info!(%id, "download paused");
             set_state(&inner, id, DownloadState::Paused).await;
@@ -118,7 +117,7 @@ pub(crate) async fn run(
         (result, _) => ended(&inner, id, result, &tx).await,
     }
     // Last: whoever paused or cancelled it waits for this.
-    inner.forget_control(&id, &control);
+    inner.running.ended(&id, &control);
 }
 
 /// Records a download's state.
@@ -320,11 +319,11 @@ async fn download(s: &mut Session, output: Output) -> Result<(), DownloadError> 
             .await?;
     }
     let landing = match target {
-        Some(t) => plan::Landing::Over(t),
-        None if work != out => plan::Landing::Rename(out),
-        None => plan::Landing::InPlace,
+        Some(t) => finish::Landing::Over(t),
+        None if work != out => finish::Landing::Rename(out),
+        None => finish::Landing::InPlace,
     };
-    plan::finish(s, &plan, &out_str, landing).await?;
+    finish::finish(s, &plan, &out_str, landing).await?;
     let mut providers: Vec<String> = s.providers.iter().map(|p| p.to_string()).collect();
     providers.sort();
     s.tx.send_modify(|p| p.providers = providers);

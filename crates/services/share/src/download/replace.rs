@@ -33,7 +33,7 @@ pub(crate) fn locate_old(store: &Store, target: &Path) -> Result<(), DownloadErr
         return Ok(());
     }
     let ops = indexer::locations(target)
-        .map_err(|e| DownloadError::Write(target.display().to_string(), e.to_string()))?;
+        .map_err(|e| DownloadError::Replace(target.display().to_string(), e))?;
     Ok(store.apply(ops)?)
 }
 
@@ -106,7 +106,7 @@ pub(crate) fn swap_in(
     for old in records::shares(store)? {
         if old.path == target_str && old.id != id {
             let gone = indexer::unshare(store, &old.id)
-                .map_err(|e| DownloadError::Write(target_str.clone(), e.to_string()))?;
+                .map_err(|e| DownloadError::Replace(target_str.clone(), e))?;
             forgotten.extend(gone);
         }
     }
@@ -121,7 +121,7 @@ pub(crate) fn swap_in(
 /// Renames what was fetched into `plan.root` to `to`: the plan as it now lies, and the
 /// store writes that move its chunks' locations there (blocking).
 pub(crate) fn land(plan: &Plan, to: &Path) -> Result<(Plan, Vec<Op>), DownloadError> {
-    let werr = |e: std::io::Error| DownloadError::Write(to.display().to_string(), e.to_string());
+    let werr = |e: std::io::Error| DownloadError::Write(to.display().to_string(), e);
     // What was written reaches the disk before it takes the name.
     for (p, ..) in &plan.files {
         std::fs::File::open(p)

@@ -294,10 +294,7 @@ impl<'a> Scheduler<'a> {
             }
             Exit::Dropped => self.drop_provider(peer),
             Exit::Fatal(e) => {
-                return Err(DownloadError::Write(
-                    self.shared.plan.root.display().to_string(),
-                    e,
-                ));
+                return Err(e);
             }
         }
         // Chunks given back by failed workers need someone to fetch them.

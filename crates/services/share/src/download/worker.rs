@@ -13,6 +13,7 @@ use kith_overlay::{PeerId, Stream};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
+use super::DownloadError;
 use super::plan::{Plan, Writer};
 use super::work::Work;
 use crate::client::{self, Failure};
@@ -38,7 +39,7 @@ pub(crate) enum Exit {
     /// The provider kept failing (gone, unreachable, streams lost): the last failure.
     Failed(Failure),
     /// Writing to disk failed: the download cannot go on.
-    Fatal(String),
+    Fatal(DownloadError),
     /// The connection to the provider is being replaced; start again on a new stream.
     Moved,
     /// The provider was shunned (by another worker or download).
@@ -69,7 +70,7 @@ pub(crate) struct Stop {
 
 /// The queue broke: a task panicked while holding it (which stops the node).
 fn broken() -> Exit {
-    Exit::Fatal("the download's chunk queue failed".into())
+    Exit::Fatal(DownloadError::Broken)
 }
 
 impl Shared {
@@ -179,8 +180,8 @@ async fn land(
         });
     let failed = match written {
         Ok(Ok(())) => None,
-        Ok(Err(e)) => Some(e.to_string()),
-        Err(e) => Some(e.to_string()),
+        Ok(Err(e)) => Some(e),
+        Err(e) => Some(DownloadError::from(e)),
     };
     if let Some(e) = failed {
         shared.work()?.give_back(i);
@@ -245,7 +246,7 @@ async fn fetch_loop(shared: &Shared, peer: PeerId, pending: &mut VecDeque<usize>
                 Some(id) => client::read_response_into(inner, peer, s, &id, &mut landing.buf)
                     .await
                     .map(|len| (i, len)),
-                None => Err(Failure::Lost("no such chunk".into())),
+                None => Err(Failure::Lost(crate::client::Lost::NoChunk)),
             },
         };
         match result {
