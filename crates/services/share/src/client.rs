@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use futures::AsyncReadExt;
 use kith_core::ContentId;
-use kith_overlay::{PeerEvent, PeerId, Stream};
+use kith_overlay::{Overlay, PeerEvent, PeerId, Stream};
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::protocol::{self, Status, WireError};
-use crate::state::Inner;
+use crate::rate::RateLimit;
 use crate::strikes::Offence;
 
 /// Bytes read per step of a response when no download limit applies.
@@ -87,19 +87,140 @@ fn header_failure(e: WireError) -> Failure {
     }
 }
 
-/// Opens a stream and waits for the server to take it.
-pub(crate) async fn open(inner: &Inner, peer: PeerId) -> Result<Stream, Failure> {
-    let mut s = inner
-        .overlay
-        .open_stream(peer, protocol::PROTOCOL)
-        .await
-        .map_err(|e| Failure::Unreachable(e.into()))?;
-    match tokio::time::timeout(GREETING_TIMEOUT, protocol::read_greeting(&mut s)).await {
-        Ok(Ok(())) => Ok(s),
-        Ok(Err(WireError::Status(Status::Busy))) => Err(Failure::Unreachable(Unreachable::Busy)),
-        Ok(Err(WireError::Io(e))) => Err(Failure::Unreachable(e.into())),
-        Ok(Err(e)) => Err(violation(format!("greeting: {e}"))),
-        Err(_) => Err(Failure::Unreachable(Unreachable::NoGreeting)),
+/// The requesting side of `/kith/share/1.0.0`: opens streams to providers and reads
+/// their answers within the stall timeout and the download rate limit.
+pub(crate) struct Client {
+    overlay: Overlay,
+    /// The download rate limit (changed at run time).
+    limit: RateLimit,
+    /// A response that makes no progress for this long fails.
+    stall: Duration,
+}
+
+impl Client {
+    pub fn new(overlay: Overlay, limit: RateLimit, stall: Duration) -> Self {
+        Self {
+            overlay,
+            limit,
+            stall,
+        }
+    }
+
+    /// The download rate limit.
+    pub fn limit(&self) -> &RateLimit {
+        &self.limit
+    }
+
+    /// Opens a stream and waits for the server to take it.
+    pub async fn open(&self, peer: PeerId) -> Result<Stream, Failure> {
+        let mut s = self
+            .overlay
+            .open_stream(peer, protocol::PROTOCOL)
+            .await
+            .map_err(|e| Failure::Unreachable(e.into()))?;
+        match tokio::time::timeout(GREETING_TIMEOUT, protocol::read_greeting(&mut s)).await {
+            Ok(Ok(())) => Ok(s),
+            Ok(Err(WireError::Status(Status::Busy))) => {
+                Err(Failure::Unreachable(Unreachable::Busy))
+            }
+            Ok(Err(WireError::Io(e))) => Err(Failure::Unreachable(e.into())),
+            Ok(Err(e)) => Err(violation(format!("greeting: {e}"))),
+            Err(_) => Err(Failure::Unreachable(Unreachable::NoGreeting)),
+        }
+    }
+
+    /// Reads the response to a request for `id` and returns its bytes once they match `id`.
+    /// A response that makes no progress for `Config::stall_timeout` fails (a provider that went
+    /// away without closing the connection, or stalls on purpose); a slow but moving one
+    /// does not.
+    /// Whether `peer` is still connected a moment after one of its streams ended: a provider
+    /// that shuts down ends its streams and then its connection.
+    async fn still_connected(&self, peer: PeerId) -> bool {
+        let mut events = self.overlay.peer_events();
+        if !matches!(self.overlay.peer_info(peer).await, Ok(Some(_))) {
+            return false;
+        }
+        let closed = async {
+            loop {
+                match events.recv().await {
+                    Ok(PeerEvent::Closed { peer: p }) if p == peer => return true,
+                    Err(RecvError::Closed) => return false,
+                    _ => {}
+                }
+            }
+        };
+        !tokio::time::timeout(CLOSING_GRACE, closed)
+            .await
+            .unwrap_or(false)
+    }
+
+    pub async fn read_response(
+        &self,
+        peer: PeerId,
+        stream: &mut Stream,
+        id: &ContentId,
+    ) -> Result<Vec<u8>, Failure> {
+        let mut buf = Vec::new();
+        let len = self.read_response_into(peer, stream, id, &mut buf).await?;
+        buf.truncate(len);
+        Ok(buf)
+    }
+
+    /// [`read_response`] into `buf`, which grows to fit and is never shrunk (so a reused
+    /// buffer is not zeroed again); returns the length of the verified body at its start.
+    pub async fn read_response_into(
+        &self,
+        peer: PeerId,
+        stream: &mut Stream,
+        id: &ContentId,
+        buf: &mut Vec<u8>,
+    ) -> Result<usize, Failure> {
+        let max = protocol::max_body(id.kind());
+        let len = tokio::time::timeout(self.stall, protocol::read_response_header(stream, max))
+            .await
+            .map_err(|_| Failure::Offence(Offence::Stall))?
+            .map_err(header_failure)?;
+        if buf.len() < len {
+            buf.resize(len, 0);
+        }
+        let body = buf.get_mut(..len).unwrap_or_default();
+        // Small slices when a download limit paces them; otherwise few, large reads.
+        let step = if self.limit.is_limited() {
+            crate::rate::SLICE
+        } else {
+            READ_STEP
+        };
+        for slice in body.chunks_mut(step) {
+            self.limit.acquire(slice.len()).await;
+            match tokio::time::timeout(self.stall, stream.read_exact(slice)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    return Err(if self.still_connected(peer).await {
+                        Failure::Offence(Offence::Truncated)
+                    } else {
+                        Failure::Lost(Lost::Gone)
+                    });
+                }
+                Ok(Err(e)) => return Err(Failure::Lost(e.into())),
+                Err(_) => return Err(Failure::Offence(Offence::Stall)),
+            }
+        }
+        if id.verify(body) {
+            Ok(len)
+        } else {
+            Err(Failure::Offence(Offence::WrongBytes))
+        }
+    }
+
+    /// Requests one block on `stream` and returns its bytes once they match `id`.
+    pub async fn request(
+        &self,
+        peer: PeerId,
+        stream: &mut Stream,
+        id: &ContentId,
+    ) -> Result<Vec<u8>, Failure> {
+        send_request(stream, id).await?;
+        self.read_response(peer, stream, id).await
     }
 }
 
@@ -107,101 +228,4 @@ pub(crate) async fn send_request(s: &mut Stream, id: &ContentId) -> Result<(), F
     protocol::write_request(s, id)
         .await
         .map_err(|e| Failure::Lost(e.into()))
-}
-
-/// Reads the response to a request for `id` and returns its bytes once they match `id`.
-/// A response that makes no progress for `Config::stall_timeout` fails (a provider that went
-/// away without closing the connection, or stalls on purpose); a slow but moving one
-/// does not.
-/// Whether `peer` is still connected a moment after one of its streams ended: a provider
-/// that shuts down ends its streams and then its connection.
-async fn still_connected(inner: &Inner, peer: PeerId) -> bool {
-    let mut events = inner.overlay.peer_events();
-    if !matches!(inner.overlay.peer_info(peer).await, Ok(Some(_))) {
-        return false;
-    }
-    let closed = async {
-        loop {
-            match events.recv().await {
-                Ok(PeerEvent::Closed { peer: p }) if p == peer => return true,
-                Err(RecvError::Closed) => return false,
-                _ => {}
-            }
-        }
-    };
-    !tokio::time::timeout(CLOSING_GRACE, closed)
-        .await
-        .unwrap_or(false)
-}
-
-pub(crate) async fn read_response(
-    inner: &Inner,
-    peer: PeerId,
-    stream: &mut Stream,
-    id: &ContentId,
-) -> Result<Vec<u8>, Failure> {
-    let mut buf = Vec::new();
-    let len = read_response_into(inner, peer, stream, id, &mut buf).await?;
-    buf.truncate(len);
-    Ok(buf)
-}
-
-/// [`read_response`] into `buf`, which grows to fit and is never shrunk (so a reused
-/// buffer is not zeroed again); returns the length of the verified body at its start.
-pub(crate) async fn read_response_into(
-    inner: &Inner,
-    peer: PeerId,
-    stream: &mut Stream,
-    id: &ContentId,
-    buf: &mut Vec<u8>,
-) -> Result<usize, Failure> {
-    let max = protocol::max_body(id.kind());
-    let len = tokio::time::timeout(
-        inner.config.stall_timeout,
-        protocol::read_response_header(stream, max),
-    )
-    .await
-    .map_err(|_| Failure::Offence(Offence::Stall))?
-    .map_err(header_failure)?;
-    if buf.len() < len {
-        buf.resize(len, 0);
-    }
-    let body = buf.get_mut(..len).unwrap_or_default();
-    // Small slices when a download limit paces them; otherwise few, large reads.
-    let step = if inner.download_limit.is_limited() {
-        crate::rate::SLICE
-    } else {
-        READ_STEP
-    };
-    for slice in body.chunks_mut(step) {
-        inner.download_limit.acquire(slice.len()).await;
-        match tokio::time::timeout(inner.config.stall_timeout, stream.read_exact(slice)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                return Err(if still_connected(inner, peer).await {
-                    Failure::Offence(Offence::Truncated)
-                } else {
-                    Failure::Lost(Lost::Gone)
-                });
-            }
-            Ok(Err(e)) => return Err(Failure::Lost(e.into())),
-            Err(_) => return Err(Failure::Offence(Offence::Stall)),
-        }
-    }
-    if id.verify(body) {
-        Ok(len)
-    } else {
-        Err(Failure::Offence(Offence::WrongBytes))
-    }
-}
-
-/// Requests one block on `stream` and returns its bytes once they match `id`.
-pub(crate) async fn request(
-    inner: &Inner,
-    peer: PeerId,
-    stream: &mut Stream,
-    id: &ContentId,
-) -> Result<Vec<u8>, Failure> {
-    send_request(stream, id).await?;
-    read_response(inner, peer, stream, id).await
 }

@@ -96,9 +96,9 @@ fn load(dir: &Path) -> Journal {
 /// downloads, which then resume.
 pub(crate) async fn rebuild_if_lost(share: &Share) -> Result<(), Error> {
     let inner = &share.inner;
-    let (store, dir) = (inner.store.clone(), inner.config.dir.clone());
+    let (store, dir) = (inner.store().clone(), inner.config().dir.clone());
     let (empty, journal) = inner
-        .tasks
+        .tasks()
         .blocking(move || -> Result<_, StoreError> {
             let empty =
                 records::shares(&store)?.is_empty() && records::downloads(&store)?.is_empty();

@@ -27,6 +27,7 @@ mod scoped;
 mod server;
 mod state;
 mod strikes;
+mod traffic;
 mod view;
 
 use std::path::PathBuf;
@@ -260,7 +261,10 @@ impl Share {
         server::start(&inner)?;
         let share = Self { inner };
         let s = share.clone();
-        share.inner.tasks.spawn(async move { s.background().await });
+        share
+            .inner
+            .tasks()
+            .spawn(async move { s.background().await });
         Ok(share)
     }
 
@@ -268,10 +272,10 @@ impl Share {
         let inner = self.inner.clone();
         let upgraded = self
             .inner
-            .tasks
+            .tasks()
             .blocking(move || -> Result<(), Error> {
-                records::migrate(&inner.store)?;
-                Ok(scoped::seed_origins(&inner.store, &inner.origins)?)
+                records::migrate(inner.store())?;
+                Ok(scoped::seed_origins(inner.store(), inner.origins())?)
             })
             .await;
         if let Err(e) = upgraded.map_err(Error::from).and_then(|r| r) {
@@ -283,12 +287,12 @@ impl Share {
         self.inner.changed().await;
         self.announce_all().await;
         self.resume_downloads().await;
-        let mut tick = tokio::time::interval(self.inner.config.rescan);
+        let mut tick = tokio::time::interval(self.inner.config().rescan);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
         loop {
             tokio::select! {
-                () = self.inner.tasks.shutdown().cancelled() => return,
+                () = self.inner.tasks().shutdown().cancelled() => return,
                 _ = tick.tick() => {
                     if let Err(e) = self.rescan().await {
                         tracing::warn!(error = %e, "rescan of shared files failed");
@@ -299,10 +303,10 @@ impl Share {
     }
 
     async fn resume_downloads(&self) {
-        let store = self.inner.store.clone();
+        let store = self.inner.store().clone();
         let Ok(Ok(downloads)) = self
             .inner
-            .tasks
+            .tasks()
             .blocking(move || records::downloads(&store))
             .await
         else {
@@ -334,20 +338,20 @@ impl Share {
 
     /// Re-indexes shares whose files changed on disk; returns the new records.
     pub async fn rescan(&self) -> Result<Vec<ShareRecord>, Error> {
-        let store = self.inner.store.clone();
+        let store = self.inner.store().clone();
         let changed = self
             .inner
-            .tasks
+            .tasks()
             .blocking(move || indexer::changed_shares(&store))
             .await??;
         let mut out = Vec::new();
         for old in changed {
             tracing::info!(id = %old.id, path = %old.path, "shared content changed; re-indexing");
             // Every copy stays shared: the recorded one, and others fetched elsewhere.
-            let (store, o) = (self.inner.store.clone(), old.clone());
+            let (store, o) = (self.inner.store().clone(), old.clone());
             let (copies, name) = self
                 .inner
-                .tasks
+                .tasks()
                 .blocking(move || -> Result<_, Error> {
                     let name = store
                         .block(&o.id)?
@@ -399,26 +403,26 @@ impl Share {
         name: Option<String>,
     ) -> Result<ShareRecord, Error> {
         if let Audience::Group(s) = &audience
-            && !self.inner.scopes.belongs(s)
+            && !self.inner.scopes().belongs(s)
         {
             return Err(Error::NotInScope(s.clone()));
         }
         let inner = self.inner.clone();
-        let bug = self.inner.config.panic_on_share;
+        let bug = self.inner.config().panic_on_share;
         let rec = self
             .inner
-            .tasks
+            .tasks()
             .blocking(move || {
                 assert!(!bug, "test hook: a bug while indexing {}", path.display());
-                let scopes = inner.scopes.clone();
+                let scopes = inner.scopes().clone();
                 let belongs = move |g: &str| scopes.belongs(g);
                 let ask = indexer::Ask {
                     audience: &audience,
                     name,
-                    origins: &inner.origins,
+                    origins: inner.origins(),
                     belongs: &belongs,
                 };
-                indexer::share_path_as(&inner.store, &path, &ask)
+                indexer::share_path_as(inner.store(), &path, &ask)
             })
             .await??;
         self.inner.changed().await;
@@ -434,7 +438,7 @@ impl Share {
         let inner = self.inner.clone();
         let n = self
             .inner
-            .tasks
+            .tasks()
             .blocking(move || -> Result<usize, Error> {
                 let keys: Vec<origins::Key> = origins::contents_under(&path)
                     .map_err(IndexError::from)?
@@ -442,7 +446,7 @@ impl Share {
                     .map(origins::Key::File)
                     .collect();
                 inner
-                    .origins
+                    .origins()
                     .record(&keys, &group)
                     .map_err(Error::Origins)?;
                 Ok(keys.len())
@@ -455,10 +459,10 @@ impl Share {
     /// Stops sharing content `id` (publicly and with every group); returns the most
     /// recent of its shares.
     pub async fn unshare(&self, id: ContentId) -> Result<ShareRecord, Error> {
-        let store = self.inner.store.clone();
+        let store = self.inner.store().clone();
         let mut recs = self
             .inner
-            .tasks
+            .tasks()
             .blocking(move || indexer::unshare(&store, &id))
             .await??;
         self.inner.changed().await;
@@ -471,10 +475,10 @@ impl Share {
 
     /// What this node shares, newest first.
     pub async fn list(&self) -> Result<Vec<ShareRecord>, Error> {
-        let store = self.inner.store.clone();
+        let store = self.inner.store().clone();
         let mut v = self
             .inner
-            .tasks
+            .tasks()
             .blocking(move || records::shares(&store))
             .await??;
         v.sort_by_key(|s| std::cmp::Reverse(s.added));
@@ -483,10 +487,10 @@ impl Share {
 
     /// Every shared file and folder, and every file inside a shared folder.
     pub async fn catalogue(&self) -> Result<Vec<catalogue::Item>, Error> {
-        let store = self.inner.store.clone();
+        let store = self.inner.store().clone();
         let items = self
             .inner
-            .tasks
+            .tasks()
             .blocking(move || catalogue::build(&store))
             .await??;
         Ok(items.into_values().collect())
@@ -504,15 +508,18 @@ impl Share {
         if id.kind() != Kind::Manifest {
             return Err(Error::NotAManifest(id));
         }
-        let tx = match self.inner.running.start(id)? {
+        let tx = match self.inner.running().start(id)? {
             running::Start::Running(rx) => return Ok(rx),
             running::Start::New(tx) => tx,
         };
         let rx = tx.subscribe();
-        let patience = patience.unwrap_or(self.inner.config.patience);
+        let patience = patience.unwrap_or(self.inner.config().patience);
         let inner = self.inner.clone();
-        let control = self.inner.running.control(id, self.inner.tasks.shutdown());
-        self.inner.tasks.spawn(async move {
+        let control = self
+            .inner
+            .running()
+            .control(id, self.inner.tasks().shutdown());
+        self.inner.tasks().spawn(async move {
             download::run(inner, id, output, patience, tx, control).await;
         });
         Ok(rx)
@@ -532,10 +539,10 @@ impl Share {
     /// Pauses a running download: it stops at once, its verified chunks are kept, and
     /// it stays paused (across restarts) until [`Share::resume`].
     pub async fn pause(&self, id: ContentId) -> Result<(), Error> {
-        if !self.inner.running.halt(id, running::Halt::Pause) {
+        if !self.inner.running().halt(id, running::Halt::Pause) {
             return Err(Error::NotDownloading(id));
         }
-        self.inner.running.halted(id).await;
+        self.inner.running().halted(id).await;
         Ok(())
     }
 
@@ -544,10 +551,10 @@ impl Share {
         &self,
         id: ContentId,
     ) -> Result<Option<records::DownloadRecord>, Error> {
-        let store = self.inner.store.clone();
+        let store = self.inner.store().clone();
         Ok(self
             .inner
-            .tasks
+            .tasks()
             .blocking(move || records::download(&store, &id))
             .await??)
     }
@@ -567,15 +574,15 @@ impl Share {
 
     /// Cancels a running or paused download and removes what it had written.
     pub async fn cancel(&self, id: ContentId) -> Result<(), Error> {
-        if self.inner.running.halt(id, running::Halt::Cancel) {
-            self.inner.running.halted(id).await;
+        if self.inner.running().halt(id, running::Halt::Cancel) {
+            self.inner.running().halted(id).await;
             return Ok(());
         }
         let rec = self.download_record(id).await?;
         match rec {
             Some(r) if r.state == DownloadState::Paused => {
                 download::discard(&self.inner, id).await?;
-                self.inner.running.forget(&id)?;
+                self.inner.running().forget(&id)?;
                 Ok(())
             }
             _ => Err(Error::NotDownloading(id)),
@@ -590,17 +597,17 @@ impl Share {
 
     /// Events from now on.
     pub fn events(&self) -> broadcast::Receiver<Event> {
-        self.inner.events.subscribe()
+        self.inner.events().subscribe()
     }
 
     /// Downloads running or paused now.
     pub async fn downloads(&self) -> Result<Vec<Progress>, Error> {
-        let mut out: Vec<Progress> = self.inner.running.progress()?;
+        let mut out: Vec<Progress> = self.inner.running().progress()?;
         // Paused before the node last started: only their records are left.
-        let store = self.inner.store.clone();
+        let store = self.inner.store().clone();
         let paused = self
             .inner
-            .tasks
+            .tasks()
             .blocking(move || records::downloads(&store))
             .await??;
         for r in paused
@@ -620,6 +627,6 @@ impl Share {
 
     /// Waits for the service's tasks to stop after shutdown was signalled.
     pub async fn stopped(&self) {
-        self.inner.tasks.stopped().await;
+        self.inner.tasks().stopped().await;
     }
 }

@@ -90,3 +90,32 @@ pub(crate) fn seed_origins(store: &Store, origins: &Origins) -> Result<(), Store
     }
     Ok(())
 }
+
+/// Blocks only a group's members may fetch, and their groups: worked out again whenever
+/// the shares change, and added to while a group's download runs. Sets of IDs (every
+/// state is valid): taken back from a poisoned lock.
+#[derive(Default)]
+pub(crate) struct PrivateBlocks(std::sync::Mutex<HashMap<Hash, Vec<String>>>);
+
+impl PrivateBlocks {
+    /// Replaces what is known with `blocks` (from [`private_blocks`]).
+    pub fn set(&self, blocks: HashMap<Hash, Vec<String>>) {
+        *kith_core::sync::recover(&self.0) = blocks;
+    }
+
+    /// Every block in `blocks` is `group`'s too.
+    pub fn hold(&self, blocks: impl IntoIterator<Item = Hash>, group: &str) {
+        let mut private = kith_core::sync::recover(&self.0);
+        for h in blocks {
+            let v = private.entry(h).or_default();
+            if !v.iter().any(|g| g == group) {
+                v.push(group.to_owned());
+            }
+        }
+    }
+
+    /// The groups whose members alone may fetch block `hash` (`None`: anyone may).
+    pub fn groups_of(&self, hash: &Hash) -> Option<Vec<String>> {
+        kith_core::sync::recover(&self.0).get(hash).cloned()
+    }
+}

@@ -26,14 +26,14 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(120);
 
 pub(crate) fn start(inner: &Arc<Inner>) -> Result<(), Error> {
-    let inbound = inner.overlay.accept(
+    let inbound = inner.overlay().accept(
         protocol::PROTOCOL,
         LIMITS,
         Arc::new(|_| vec![Status::Busy as u8]),
     )?;
     let i = inner.clone();
     // A stream carries many requests, each with its own timeouts (serve_stream).
-    inbound.serve_long(&inner.tasks, "share stream", move |peer, stream| {
+    inbound.serve_long(inner.tasks(), "share stream", move |peer, stream| {
         let inner = i.clone();
         async move { serve_stream(&inner, peer, stream).await }
     });
@@ -89,7 +89,9 @@ async fn serve_stream(inner: &Inner, peer: PeerId, mut stream: Stream) -> Result
                 && matches!(data, Ok(Some(_)))
                 && inner.is_public_share(&req)
             {
-                let _ = inner.events.send(crate::Event::Requested { id: req, peer });
+                let _ = inner
+                    .events()
+                    .send(crate::Event::Requested { id: req, peer });
             }
             if tx.send(Next::Block(req, data)).await.is_err() {
                 return Ok(());
@@ -136,25 +138,25 @@ async fn respond<W: futures::AsyncWrite + Unpin>(
 ) -> Result<(), WireError> {
     match data {
         Ok(Some(mut bytes)) => {
-            if inner.config.corrupt_uploads
+            if inner.config().corrupt_uploads
                 && id.kind() == Kind::Raw
                 && let Some(b) = bytes.first_mut()
             {
                 *b ^= 0xff;
             }
             protocol::write_ok_header(stream, bytes.len()).await?;
-            if inner.upload_limit.is_limited() {
+            if inner.upload_limit().is_limited() {
                 for slice in bytes.chunks(SLICE) {
-                    inner.upload_limit.acquire(slice.len()).await;
+                    inner.upload_limit().acquire(slice.len()).await;
                     stream.write_all(slice).await?;
                 }
             } else {
                 stream.write_all(&bytes).await?;
             }
-            inner.metrics.bytes_sent.inc_by(bytes.len() as u64);
-            inner.count_peer(peer, bytes.len() as u64, 0);
+            inner.metrics().bytes_sent.inc_by(bytes.len() as u64);
+            inner.traffic().count(peer, bytes.len() as u64, 0);
             stream.flush().await?;
-            inner.metrics.blocks_served.inc();
+            inner.metrics().blocks_served.inc();
             Ok(())
         }
         Ok(None) => protocol::write_status(stream, Status::NotFound).await,

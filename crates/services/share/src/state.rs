@@ -16,10 +16,13 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio::sync::broadcast;
 
+use crate::client::Client;
 use crate::origins::Origins;
 use crate::rate::RateLimit;
 use crate::running::Running;
+use crate::scoped::PrivateBlocks;
 use crate::strikes::Strikes;
+use crate::traffic::PeerTraffic;
 use crate::{Config, Error, Event};
 
 /// Most content IDs with provider hints kept.
@@ -97,33 +100,30 @@ impl Metrics {
 /// A share as announced: its content, and the group it is shared with (none: public).
 type Slot = (ContentId, Option<String>);
 
-/// Peers whose traffic is counted (for the UI's per-peer rates).
-pub const MAX_PEER_TRAFFIC: usize = 4096;
-
 pub(crate) struct Inner {
-    pub config: Config,
-    pub store: Arc<Store>,
-    pub overlay: Overlay,
-    pub scopes: Arc<dyn Scopes>,
+    config: Config,
+    store: Arc<Store>,
+    overlay: Overlay,
+    scopes: Arc<dyn Scopes>,
     /// Where content came from: what came in a group stays in it.
-    pub origins: Origins,
+    origins: Origins,
     /// Blocks only group members may fetch, and their groups.
-    pub private: Mutex<HashMap<kith_core::id::Hash, Vec<String>>>,
-    /// Content bytes sent to and received from each peer since the node started (at most
-    /// [`MAX_PEER_TRAFFIC`] peers; the quietest goes first).
-    pub peer_traffic: Mutex<HashMap<PeerId, (u64, u64)>>,
+    private: PrivateBlocks,
+    /// Content bytes sent to and received from each peer.
+    traffic: PeerTraffic,
     /// The DHT key each share (content, and the group it is shared with) is announced
     /// under now.
     announced: Mutex<HashMap<Slot, Vec<u8>>>,
-    pub upload_limit: RateLimit,
-    pub download_limit: RateLimit,
-    pub metrics: Metrics,
+    upload_limit: RateLimit,
+    /// The requesting side: streams to providers, the download rate limit.
+    client: Client,
+    metrics: Metrics,
     /// The downloads running, and paused ones.
-    pub running: Running,
-    pub strikes: Strikes,
+    running: Running,
+    strikes: Strikes,
     hints: Mutex<HashMap<ContentId, (Vec<PeerId>, Instant)>>,
-    pub events: broadcast::Sender<Event>,
-    pub tasks: Tasks,
+    events: broadcast::Sender<Event>,
+    tasks: Tasks,
 }
 
 impl Inner {
@@ -138,11 +138,15 @@ impl Inner {
         let inner = Arc::new(Self {
             scopes,
             origins: Origins::load(&config.dir),
-            private: Mutex::default(),
-            peer_traffic: Mutex::default(),
+            private: PrivateBlocks::default(),
+            traffic: PeerTraffic::default(),
             announced: Mutex::default(),
             upload_limit: RateLimit::new(config.upload_limit),
-            download_limit: RateLimit::new(config.download_limit),
+            client: Client::new(
+                overlay.clone(),
+                RateLimit::new(config.download_limit),
+                config.stall_timeout,
+            ),
             config,
             store,
             overlay,
@@ -157,18 +161,61 @@ impl Inner {
         inner
     }
 
-    /// Counts content bytes sent to and received from `peer`.
-    pub fn count_peer(&self, peer: PeerId, sent: u64, received: u64) {
-        let mut m = kith_core::sync::recover(&self.peer_traffic);
-        if !m.contains_key(&peer) && m.len() >= MAX_PEER_TRAFFIC {
-            let quietest = m.iter().min_by_key(|(_, (s, r))| s + r).map(|(p, _)| *p);
-            if let Some(q) = quietest {
-                m.remove(&q);
-            }
-        }
-        let e = m.entry(peer).or_default();
-        e.0 += sent;
-        e.1 += received;
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    pub fn overlay(&self) -> &Overlay {
+        &self.overlay
+    }
+
+    pub fn scopes(&self) -> &Arc<dyn Scopes> {
+        &self.scopes
+    }
+
+    /// Where content came from: what came in a group stays in it.
+    pub fn origins(&self) -> &Origins {
+        &self.origins
+    }
+
+    pub fn upload_limit(&self) -> &RateLimit {
+        &self.upload_limit
+    }
+
+    /// The requesting side: streams to providers, the download rate limit.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The downloads running, and paused ones.
+    pub fn running(&self) -> &Running {
+        &self.running
+    }
+
+    /// Providers shunned across downloads.
+    pub fn strikes(&self) -> &Strikes {
+        &self.strikes
+    }
+
+    pub fn events(&self) -> &broadcast::Sender<Event> {
+        &self.events
+    }
+
+    pub fn tasks(&self) -> &Tasks {
+        &self.tasks
+    }
+
+    /// Content bytes sent to and received from each peer.
+    pub fn traffic(&self) -> &PeerTraffic {
+        &self.traffic
     }
 
     /// A block (manifest or chunk) from the local store, verified. Runs on the blocking
@@ -230,7 +277,7 @@ impl Inner {
             .blocking(move || crate::scoped::private_blocks(&inner.store, &inner.origins))
             .await
         {
-            Ok(Ok(p)) => *kith_core::sync::recover(&self.private) = p,
+            Ok(Ok(p)) => self.private.set(p),
             Ok(Err(e)) => tracing::warn!(error = %e, "cannot work out which blocks are a group's"),
             Err(_) => {}
         }
@@ -253,20 +300,19 @@ impl Inner {
             })
             .await;
         let Ok(Ok(blocks)) = blocks else { return };
-        let mut private = kith_core::sync::recover(&self.private);
-        for h in blocks {
-            let v = private.entry(h).or_default();
-            if !v.contains(&group) {
-                v.push(group.clone());
-            }
-        }
+        self.private.hold(blocks, &group);
+    }
+
+    /// Whether `id` is content only a group's members may see.
+    pub fn is_private(&self, id: &ContentId) -> bool {
+        self.private.groups_of(id.hash()).is_some()
     }
 
     /// Whether `peer` may fetch block `id`: public content, or a group's content and the
     /// peer is one of that group's members' devices. (Otherwise the answer is "not
     /// found", the same as for content that does not exist.)
     pub fn may_serve(&self, peer: &kith_overlay::PeerId, id: &ContentId) -> bool {
-        match kith_core::sync::recover(&self.private).get(id.hash()) {
+        match self.private.groups_of(id.hash()) {
             None => true,
             Some(scopes) => scopes.iter().any(|s| self.scopes.may_fetch(peer, s)),
         }

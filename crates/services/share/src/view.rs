@@ -59,40 +59,37 @@ impl FileView {
 impl Share {
     /// Sets the upload and download caps (bytes per second, 0: none) from now on.
     pub fn set_limits(&self, upload: u64, download: u64) {
-        self.inner.upload_limit.set(upload);
-        self.inner.download_limit.set(download);
+        self.inner.upload_limit().set(upload);
+        self.inner.client().limit().set(download);
     }
 
     /// The upload and download caps now.
     pub fn limits(&self) -> (u64, u64) {
         (
-            self.inner.upload_limit.rate(),
-            self.inner.download_limit.rate(),
+            self.inner.upload_limit().rate(),
+            self.inner.client().limit().rate(),
         )
     }
 
     /// Content bytes sent to and verified from peers since the node started.
     pub fn traffic(&self) -> (u64, u64) {
         (
-            self.inner.metrics.bytes_sent.get(),
-            self.inner.metrics.bytes_received.get(),
+            self.inner.metrics().bytes_sent.get(),
+            self.inner.metrics().bytes_received.get(),
         )
     }
 
     /// Content bytes sent to and received from each peer since the node started.
     pub fn peer_traffic(&self) -> Vec<(kith_overlay::PeerId, u64, u64)> {
-        kith_core::sync::recover(&self.inner.peer_traffic)
-            .iter()
-            .map(|(p, (s, r))| (*p, *s, *r))
-            .collect()
+        self.inner.traffic().snapshot()
     }
 
     /// Downloads that ended (done or failed), newest first, at most `most`.
     pub async fn history(&self, most: usize) -> Result<Vec<DownloadRecord>, Error> {
-        let store = self.inner.store.clone();
+        let store = self.inner.store().clone();
         let mut v = self
             .inner
-            .tasks
+            .tasks()
             .blocking(move || records::downloads(&store))
             .await??;
         v.retain(|d| !d.state.unfinished());
@@ -103,12 +100,12 @@ impl Share {
 
     /// Whether a download of `id` is running now.
     pub fn is_downloading(&self, id: &ContentId) -> bool {
-        self.inner.running.is_running(id)
+        self.inner.running().is_running(id)
     }
 
     /// Whether `id` is content only a group's members may see.
     pub fn is_private(&self, id: &ContentId) -> bool {
-        kith_core::sync::recover(&self.inner.private).contains_key(id.hash())
+        self.inner.is_private(id)
     }
 
     async fn manifest(&self, id: ContentId) -> Result<Manifest, Error> {

@@ -30,7 +30,7 @@ pub(crate) enum Via {
 /// Looks `key` up in the DHT and passes the providers on; false once the download is
 /// gone.
 async fn lookup(inner: &Inner, key: Vec<u8>, via: Via, tx: &mpsc::Sender<(PeerId, Via)>) -> bool {
-    if let Ok(mut rx) = inner.overlay.find_providers(key).await {
+    if let Ok(mut rx) = inner.overlay().find_providers(key).await {
         while let Some(p) = rx.recv().await {
             if tx.send((p, via.clone())).await.is_err() {
                 return false;
@@ -49,9 +49,9 @@ pub(crate) async fn run(
     round: &AtomicBool,
 ) {
     // Subscribed before the connected peers are read, so none is missed in between.
-    let mut events = inner.overlay.peer_events();
+    let mut events = inner.overlay().peer_events();
     let mut first: Vec<PeerId> = inner.hinted(&id);
-    if let Ok(peers) = inner.overlay.connected_peers().await {
+    if let Ok(peers) = inner.overlay().connected_peers().await {
         first.extend(peers.into_iter().map(|p| p.peer));
     }
     for p in first {
@@ -64,7 +64,7 @@ pub(crate) async fn run(
         if !lookup(inner, id.dht_key(), Via::Public, &tx).await {
             return;
         }
-        for (group, key) in inner.scopes.locators(&id.dht_key()) {
+        for (group, key) in inner.scopes().locators(&id.dht_key()) {
             if !lookup(inner, key, Via::Group(group), &tx).await {
                 return;
             }
@@ -74,14 +74,14 @@ pub(crate) async fn run(
         tokio::pin!(wait);
         loop {
             let connected = tokio::select! {
-                () = inner.tasks.shutdown().cancelled() => return,
+                () = inner.tasks().shutdown().cancelled() => return,
                 () = &mut wait => break,
                 e = events.recv() => match e {
                     Ok(PeerEvent::Connected { peer, .. }) => vec![peer],
                     Ok(_) => continue,
                     // Fell behind: every connected peer, once more.
                     Err(broadcast::error::RecvError::Lagged(_)) => inner
-                        .overlay
+                        .overlay()
                         .connected_peers()
                         .await
                         .map(|v| v.into_iter().map(|p| p.peer).collect())

@@ -142,14 +142,21 @@ pub(crate) async fn finish(
     let target = replace.as_ref().map(|t| t.display().to_string());
     let (scope, forgotten) = s
         .inner
-        .tasks
+        .tasks()
         .blocking(move || -> Result<_, DownloadError> {
-            let store = &inner.store;
+            let store = inner.store();
             let replaced = match &replace {
                 Some(t) => super::replace::scope_at(store, t, id)?,
                 None => None,
             };
-            let scope = scope_of(store, &inner.origins, &p, id, sent_by, replaced.as_deref())?;
+            let scope = scope_of(
+                store,
+                inner.origins(),
+                &p,
+                id,
+                sent_by,
+                replaced.as_deref(),
+            )?;
             let sc = scope.clone();
             let (mut ops, records, forgotten) = match (&replace, &rename) {
                 (Some(t), _) => {

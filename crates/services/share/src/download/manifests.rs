@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::DownloadError;
 use super::session::Session;
-use crate::client::{self, Failure};
+use crate::client::Failure;
 
 /// Manifest requests in flight at once: stale providers (gone peers whose records are
 /// still in the DHT) must not make a download wait for their dial timeouts one by one.
@@ -44,8 +44,13 @@ pub(crate) async fn read(
     s: &mut Session,
     id: &ContentId,
 ) -> Result<(Manifest, Option<(PeerId, Vec<u8>)>), DownloadError> {
-    let (store, mid) = (s.inner.store.clone(), *id);
-    if let Some(bytes) = s.inner.tasks.blocking(move || store.block(&mid)).await?? {
+    let (store, mid) = (s.inner.store().clone(), *id);
+    if let Some(bytes) = s
+        .inner
+        .tasks()
+        .blocking(move || store.block(&mid))
+        .await??
+    {
         let m = Manifest::decode(&bytes).map_err(|e| DownloadError::Invalid(e.to_string()))?;
         return Ok((m, None));
     }
@@ -85,7 +90,7 @@ impl Order {
             .peers
             .iter()
             .copied()
-            .filter(|p| !tried.contains(p) && !s.inner.strikes.is_shunned(p))
+            .filter(|p| !tried.contains(p) && !s.inner.strikes().is_shunned(p))
             .collect();
         let new: Vec<PeerId> = candidates
             .iter()
@@ -123,7 +128,7 @@ async fn ask_providers(
     let mut attempts = futures::stream::FuturesUnordered::new();
     // A peer whose relayed connection is being replaced by a direct one: its attempt is
     // dropped and made again (on the direct connection).
-    let mut events = inner.overlay.peer_events();
+    let mut events = inner.overlay().peer_events();
     let mut moving: HashMap<PeerId, CancellationToken> = HashMap::new();
     // Peers that could not be reached, and how often.
     let mut unreachable: HashMap<PeerId, u32> = HashMap::new();
@@ -146,8 +151,8 @@ async fn ask_providers(
             attempts.push(async move {
                 let attempt = async {
                     tokio::time::sleep(wait).await;
-                    let mut st = client::open(inner, peer).await.map_err(|e| (e, true))?;
-                    let r = client::request(inner, peer, &mut st, id).await;
+                    let mut st = inner.client().open(peer).await.map_err(|e| (e, true))?;
+                    let r = inner.client().request(peer, &mut st, id).await;
                     let _ = futures::AsyncWriteExt::close(&mut st).await;
                     r.map_err(|e| (e, false))
                 };

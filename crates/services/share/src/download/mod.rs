@@ -93,12 +93,12 @@ pub(crate) async fn run(
     tx: watch::Sender<Progress>,
     control: crate::running::Control,
 ) {
-    inner.metrics.downloads_active.inc();
+    inner.metrics().downloads_active.inc();
     let span = tracing::info_span!("download", %id);
     let body = with_finder(&inner, id, output, patience, &tx, control.stop.clone());
     let result = tracing::Instrument::instrument(body, span).await;
-    inner.metrics.downloads_active.dec();
-    match (result, inner.running.halt_of(&id)) {
+    inner.metrics().downloads_active.dec();
+    match (result, inner.running().halt_of(&id)) {
         (Err(DownloadError::Stopped), Some(Halt::Pause)) => {
             tracing::info!(%id, "download paused");
             set_state(&inner, id, DownloadState::Paused).await;
@@ -117,14 +117,14 @@ pub(crate) async fn run(
         (result, _) => ended(&inner, id, result, &tx).await,
     }
     // Last: whoever paused or cancelled it waits for this.
-    inner.running.ended(&id, &control);
+    inner.running().ended(&id, &control);
 }
 
 /// Records a download's state.
 async fn set_state(inner: &Inner, id: ContentId, state: DownloadState) {
-    let store = inner.store.clone();
+    let store = inner.store().clone();
     let _ = inner
-        .tasks
+        .tasks()
         .blocking(move || -> Result<(), kith_core::store::StoreError> {
             if let Some(mut rec) = records::download(&store, &id)? {
                 rec.state = state;
@@ -139,9 +139,9 @@ async fn set_state(inner: &Inner, id: ContentId, state: DownloadState) {
 /// Forgets a download that did not finish and removes what it wrote (its output was
 /// new: a download never writes into a path that was there before it).
 pub(crate) async fn discard(inner: &Inner, id: ContentId) -> Result<(), crate::Error> {
-    let store = inner.store.clone();
+    let store = inner.store().clone();
     inner
-        .tasks
+        .tasks()
         .blocking(move || -> Result<(), crate::Error> {
             let Some(rec) = records::download(&store, &id)? else {
                 return Ok(());
@@ -186,9 +186,9 @@ async fn ended(
 ) {
     match result {
         Ok(()) => {
-            inner.metrics.downloads_done.inc();
+            inner.metrics().downloads_done.inc();
             tx.send_modify(|p| p.state = State::Done);
-            let _ = inner.events.send(Event::DownloadDone { id });
+            let _ = inner.events().send(Event::DownloadDone { id });
         }
         Err(DownloadError::Stopped) => {
             tracing::info!(%id, "download paused by shutdown; it resumes on restart");
@@ -206,7 +206,7 @@ async fn ended(
                 p.state = State::Failed;
                 p.error = Some(error.clone());
             });
-            let _ = inner.events.send(Event::DownloadFailed { id, error });
+            let _ = inner.events().send(Event::DownloadFailed { id, error });
         }
     }
 }
@@ -284,9 +284,9 @@ async fn download(s: &mut Session, output: Output) -> Result<(), DownloadError> 
             return Err(DownloadError::Exists(t.display().to_string()));
         }
         Output::Replace(t) => {
-            let (store, t2) = (s.inner.store.clone(), t.clone());
+            let (store, t2) = (s.inner.store().clone(), t.clone());
             s.inner
-                .tasks
+                .tasks()
                 .blocking(move || replace::locate_old(&store, &t2))
                 .await??;
             Some(t.clone())
@@ -303,7 +303,7 @@ async fn download(s: &mut Session, output: Output) -> Result<(), DownloadError> 
     let plan = Arc::new(plan_tree(s, root, work.clone()).await?);
     // Content of a group (its manifests came from the group's members only, or it came
     // in the group before) is served to nobody else while it arrives.
-    let came_in = s.inner.origins.groups(&crate::origins::Key::Root(id));
+    let came_in = s.inner.origins().groups(&crate::origins::Key::Root(id));
     if let Some(g) = s.scope().or_else(|| came_in.into_iter().next()) {
         s.inner.hold_private(id, g).await;
     }
@@ -346,14 +346,14 @@ async fn record_start(
     staged: bool,
 ) -> Result<(bool, PathBuf), DownloadError> {
     let (store, id, out, out_str) = (
-        s.inner.store.clone(),
+        s.inner.store().clone(),
         s.id,
         out.to_owned(),
         out_str.to_owned(),
     );
     let started = s
         .inner
-        .tasks
+        .tasks()
         .blocking(move || -> Result<(bool, PathBuf), DownloadError> {
             let existing = records::download(&store, &id)?;
             let resuming = existing.as_ref().is_some_and(|r| r.output == out_str);

@@ -21,8 +21,8 @@ pub(crate) const NEAR_WAIT: Duration = Duration::from_secs(2);
 /// questions to the overlay, however many peers).
 pub(crate) async fn far_among(inner: &Inner, peers: &[PeerId]) -> HashSet<PeerId> {
     let (Ok(connected), Ok(own)) = (
-        inner.overlay.connected_peers().await,
-        inner.overlay.own_regions().await,
+        inner.overlay().connected_peers().await,
+        inner.overlay().own_regions().await,
     ) else {
         return HashSet::new();
     };
@@ -59,7 +59,7 @@ impl Nearness {
         if self.released {
             return false;
         }
-        let far = matches!(s.inner.overlay.is_near(peer).await, Ok(Some(false)));
+        let far = matches!(s.inner.overlay().is_near(peer).await, Ok(Some(false)));
         if far {
             self.far.insert(peer);
             if !self.reserve.contains(&peer) {

@@ -90,10 +90,10 @@ pub(crate) async fn prepare_in_place(
         p.chunks_total = plan.tasks.len() as u64;
         p.total_bytes = plan.total;
     });
-    let (store, p) = (s.inner.store.clone(), plan.clone());
+    let (store, p) = (s.inner.store().clone(), plan.clone());
     let have = s
         .inner
-        .tasks
+        .tasks()
         .blocking(move || -> Result<HashSet<usize>, DownloadError> {
             let (have, ops) = prepare(&store, &p, resuming)?;
             store.apply(ops)?;

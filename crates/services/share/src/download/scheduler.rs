@@ -65,7 +65,7 @@ impl<'a> Scheduler<'a> {
             .peers
             .iter()
             .copied()
-            .filter(|p| !s.inner.strikes.is_shunned(p))
+            .filter(|p| !s.inner.strikes().is_shunned(p))
             .collect();
         Self {
             s,
@@ -85,7 +85,7 @@ impl<'a> Scheduler<'a> {
     }
 
     pub async fn run(mut self) -> Result<(), DownloadError> {
-        let mut events = self.s.inner.overlay.peer_events();
+        let mut events = self.s.inner.overlay().peer_events();
         let mut tick = tokio::time::interval(COMMIT_TICK);
         for p in self.live.clone() {
             self.admit(p).await;
@@ -125,7 +125,7 @@ impl<'a> Scheduler<'a> {
 
     /// Starts workers for `peer` up to the streams allowed per provider.
     fn spawn_for(&mut self, peer: PeerId) {
-        let per_peer = self.s.inner.config.streams_per_provider.max(1);
+        let per_peer = self.s.inner.config().streams_per_provider.max(1);
         let n = self.active.entry(peer).or_default();
         let dropped = self.dropped.entry(peer).or_default().clone();
         let moved = self.moved.entry(peer).or_default().clone();
@@ -240,7 +240,7 @@ impl<'a> Scheduler<'a> {
     /// When every connection to a provider goes through a relay, says so and what the
     /// relay allows.
     async fn check_relayed(&mut self, peer: PeerId) {
-        let Ok(Some(info)) = self.s.inner.overlay.peer_info(peer).await else {
+        let Ok(Some(info)) = self.s.inner.overlay().peer_info(peer).await else {
             return;
         };
         let Path::Relayed { relay } = info.path else {

@@ -59,7 +59,7 @@ impl Session {
         found: mpsc::Receiver<(PeerId, Via)>,
         patience: Duration,
     ) -> Self {
-        let inner_stop = inner.tasks.shutdown().child_token();
+        let inner_stop = inner.tasks().shutdown().child_token();
         Self {
             inner,
             id,
@@ -114,18 +114,18 @@ impl Session {
             return None;
         }
         self.inner
-            .scopes
+            .scopes()
             .locators(b"")
             .into_iter()
             .map(|(group, _)| group)
             .find(|g| {
-                let members: HashSet<PeerId> = self.inner.scopes.members(g).into_iter().collect();
+                let members: HashSet<PeerId> = self.inner.scopes().members(g).into_iter().collect();
                 self.providers.iter().all(|p| members.contains(p))
             })
     }
 
     fn add_peer(&mut self, p: PeerId) -> bool {
-        if self.inner.strikes.is_shunned(&p) {
+        if self.inner.strikes().is_shunned(&p) {
             return false;
         }
         if !self.peers.contains(&p) && self.peers.len() < MAX_PEERS {
@@ -158,15 +158,15 @@ impl Session {
         }
         if let Failure::Offence(o) = f {
             if matches!(o, crate::strikes::Offence::WrongBytes) {
-                self.inner.metrics.bad_chunks.inc();
+                self.inner.metrics().bad_chunks.inc();
             } else {
-                self.inner.metrics.violations.inc();
+                self.inner.metrics().violations.inc();
             }
-            if self.inner.strikes.strike(peer, o) {
-                let _ = self.inner.overlay.disconnect(peer).await;
+            if self.inner.strikes().strike(peer, o) {
+                let _ = self.inner.overlay().disconnect(peer).await;
             }
         }
-        self.inner.strikes.is_shunned(&peer)
+        self.inner.strikes().is_shunned(&peer)
     }
 
     /// The error a download fails with when its deadline passes: what it waited for and

@@ -155,9 +155,9 @@ async fn land(
     len: usize,
 ) -> Result<(), Exit> {
     let inner = &shared.inner;
-    inner.metrics.chunks_fetched.inc();
-    inner.metrics.bytes_received.inc_by(len as u64);
-    inner.count_peer(peer, 0, len as u64);
+    inner.metrics().chunks_fetched.inc();
+    inner.metrics().bytes_received.inc_by(len as u64);
+    inner.traffic().count(peer, 0, len as u64);
     let targets = shared
         .plan
         .tasks
@@ -166,7 +166,7 @@ async fn land(
         .unwrap_or_default();
     let mut l = std::mem::take(landing);
     let written = inner
-        .tasks
+        .tasks()
         .blocking(move || {
             let r = l
                 .writer
@@ -207,12 +207,12 @@ async fn fetch_loop(shared: &Shared, peer: PeerId, pending: &mut VecDeque<usize>
     let mut failures = 0u32;
     let mut landing = Landing::default();
     let exit = loop {
-        if inner.strikes.is_shunned(&peer) {
+        if inner.strikes().is_shunned(&peer) {
             break Exit::Dropped;
         }
         let s = match stream.as_mut() {
             Some(s) => s,
-            None => match client::open(inner, peer).await {
+            None => match inner.client().open(peer).await {
                 Ok(s) => stream.insert(s),
                 Err(Failure::Offence(o)) => break Exit::Offence(o),
                 Err(f) => {
@@ -243,7 +243,9 @@ async fn fetch_loop(shared: &Shared, peer: PeerId, pending: &mut VecDeque<usize>
                 continue;
             }
             Ok(Some(i)) => match shared.cid(i) {
-                Some(id) => client::read_response_into(inner, peer, s, &id, &mut landing.buf)
+                Some(id) => inner
+                    .client()
+                    .read_response_into(peer, s, &id, &mut landing.buf)
                     .await
                     .map(|len| (i, len)),
                 None => Err(Failure::Lost(crate::client::Lost::NoChunk)),
