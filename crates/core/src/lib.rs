@@ -14,6 +14,7 @@
 //!   [`sync::recover`] for locks of data that a panic cannot leave invalid.
 
 pub mod chunker;
+pub mod error;
 pub mod frame;
 pub mod id;
 pub mod identity;

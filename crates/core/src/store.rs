@@ -25,29 +25,63 @@ const LOCS: MultimapTableDefinition<[u8; 32], &[u8]> = MultimapTableDefinition::
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
-    #[error("metadata database {path} cannot be opened: {reason}")]
-    Open { path: String, reason: String },
+    #[error("metadata database {path} cannot be opened: {source}")]
+    Open {
+        path: String,
+        #[source]
+        source: redb::DatabaseError,
+    },
+    #[error("metadata database {path} is damaged, and cannot be moved aside: {source}")]
+    MoveAside {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("metadata database {path} is already in use by another process")]
     InUse { path: String },
-    #[error("metadata database {path} is damaged: {reason}")]
-    Damaged { path: String, reason: String },
+    #[error("metadata database {path} is damaged: {why}")]
+    Damaged {
+        path: String,
+        #[source]
+        why: Damage,
+    },
     #[error("metadata database error: {0}")]
-    Db(String),
+    Db(#[from] redb::Error),
     #[error("corrupt record in metadata database: {0}")]
     Corrupt(String),
+    #[error("corrupt record in metadata database: {0}")]
+    Record(#[from] serde_json::Error),
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Why a metadata database is damaged.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Damage {
+    #[error(transparent)]
+    Database(#[from] redb::DatabaseError),
+    #[error("it failed its integrity check")]
+    Integrity,
+    /// The database library panicked reading it (its message).
+    #[error("{0}")]
+    Panicked(String),
 }
 
 macro_rules! db_err {
     ($($t:ty),*) => {$(
         impl From<$t> for StoreError {
             fn from(e: $t) -> Self {
-                StoreError::Db(e.to_string())
+                StoreError::Db(redb::Error::from(e))
             }
         }
     )*};
 }
 db_err!(
-    redb::Error,
     redb::TransactionError,
     redb::TableError,
     redb::StorageError,
@@ -227,14 +261,24 @@ impl std::fmt::Debug for Store {
 /// can make redb panic instead of returning one.
 fn guarded<T>(f: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
     let _quiet = crate::tasks::HandledPanics::enter();
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|p| {
-        let what = p
-            .downcast_ref::<&str>()
-            .map(|s| (*s).to_owned())
-            .or_else(|| p.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "the database library panicked".to_owned());
-        Err(StoreError::Corrupt(what))
-    })
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+        .unwrap_or_else(|p| Err(StoreError::Corrupt(panic_text(p.as_ref()))))
+}
+
+/// An I/O error at `path` as a store error.
+pub fn io_err(path: impl std::fmt::Display, source: std::io::Error) -> StoreError {
+    StoreError::Io {
+        path: path.to_string(),
+        source,
+    }
+}
+
+/// What a panic said.
+fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "the database library panicked".to_owned())
 }
 
 fn open_db(path: &Path) -> Result<redb::Database, StoreError> {
@@ -247,28 +291,33 @@ fn open_db(path: &Path) -> Result<redb::Database, StoreError> {
         Err(e @ redb::DatabaseError::Storage(redb::StorageError::Corrupted(_))) => {
             return Err(StoreError::Damaged {
                 path: shown,
-                reason: e.to_string(),
+                why: e.into(),
             });
         }
-        Err(e) => {
+        Err(source) => {
             return Err(StoreError::Open {
                 path: shown,
-                reason: e.to_string(),
+                source,
             });
         }
     };
-    match guarded(|| {
+    let check = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _quiet = crate::tasks::HandledPanics::enter();
         db.check_integrity()
-            .map_err(|e| StoreError::Corrupt(e.to_string()))
-    }) {
-        Ok(true) => Ok(db),
-        Ok(false) => Err(StoreError::Damaged {
+    }));
+    match check {
+        Ok(Ok(true)) => Ok(db),
+        Ok(Ok(false)) => Err(StoreError::Damaged {
             path: shown,
-            reason: "it failed its integrity check".into(),
+            why: Damage::Integrity,
         }),
-        Err(e) => Err(StoreError::Damaged {
+        Ok(Err(e)) => Err(StoreError::Damaged {
             path: shown,
-            reason: e.to_string(),
+            why: e.into(),
+        }),
+        Err(p) => Err(StoreError::Damaged {
+            path: shown,
+            why: Damage::Panicked(panic_text(p.as_ref())),
         }),
     }
 }
@@ -279,7 +328,7 @@ impl Store {
         let db = guarded(|| open_db(path)).map_err(|e| match e {
             StoreError::Corrupt(reason) => StoreError::Damaged {
                 path: path.display().to_string(),
-                reason,
+                why: Damage::Panicked(reason),
             },
             e => e,
         })?;
@@ -307,9 +356,9 @@ impl Store {
                 let mut aside = path.as_os_str().to_owned();
                 aside.push(format!(".damaged-{}", now_secs()));
                 let aside = PathBuf::from(aside);
-                std::fs::rename(path, &aside).map_err(|e| StoreError::Open {
+                std::fs::rename(path, &aside).map_err(|source| StoreError::MoveAside {
                     path: path.display().to_string(),
-                    reason: format!("damaged, and cannot be moved aside: {e}"),
+                    source,
                 })?;
                 Ok((Self::open(path)?, Some(aside)))
             }
@@ -546,7 +595,7 @@ mod tests {
 
     #[test]
     fn never_serves_changed_bytes() -> Result<(), StoreError> {
-        let d = tempfile::tempdir().map_err(|e| StoreError::Db(e.to_string()))?;
+        let d = tempfile::tempdir().map_err(|e| io_err("test", e))?;
         let file = d.path().join("f");
         let _ = std::fs::write(&file, b"hello world");
         let store = Store::open(&d.path().join("db"))?;
@@ -568,7 +617,7 @@ mod tests {
     #[test]
     fn a_sweep_forgets_a_deleted_files_chunks_together_and_keeps_the_rest() -> Result<(), StoreError>
     {
-        let err = |e: std::io::Error| StoreError::Db(e.to_string());
+        let err = |e: std::io::Error| io_err("test", e);
         let d = tempfile::tempdir().map_err(err)?;
         let (gone, kept) = (d.path().join("gone"), d.path().join("kept"));
         std::fs::write(&gone, b"abcdef").map_err(err)?;
@@ -611,7 +660,7 @@ mod tests {
 
     #[test]
     fn a_file_assumed_missing_is_not_read() -> Result<(), StoreError> {
-        let err = |e: std::io::Error| StoreError::Db(e.to_string());
+        let err = |e: std::io::Error| io_err("test", e);
         let d = tempfile::tempdir().map_err(err)?;
         let file = d.path().join("new");
         std::fs::write(&file, b"abcd").map_err(err)?;
@@ -635,7 +684,7 @@ mod tests {
 
     #[test]
     fn trusted_chunks_skip_the_hash_only_while_the_file_is_unchanged() -> Result<(), StoreError> {
-        let err = |e: std::io::Error| StoreError::Db(e.to_string());
+        let err = |e: std::io::Error| io_err("test", e);
         let d = tempfile::tempdir().map_err(err)?;
         let file = d.path().join("f");
         std::fs::write(&file, b"hello world").map_err(err)?;
@@ -673,7 +722,7 @@ mod tests {
 
     #[test]
     fn records_survive_reopen() -> Result<(), StoreError> {
-        let d = tempfile::tempdir().map_err(|e| StoreError::Db(e.to_string()))?;
+        let d = tempfile::tempdir().map_err(|e| io_err("test", e))?;
         let id = ContentId::manifest(b"m");
         {
             let store = Store::open(&d.path().join("db"))?;
@@ -695,13 +744,13 @@ mod tests {
 
     #[test]
     fn a_file_that_is_no_database_is_moved_aside() -> Result<(), StoreError> {
-        let d = tempfile::tempdir().map_err(|e| StoreError::Db(e.to_string()))?;
+        let d = tempfile::tempdir().map_err(|e| io_err("test", e))?;
         let p = d.path().join("db");
         let _ = std::fs::write(&p, vec![0xabu8; 8192]);
         let e = Store::open(&p).err().map(|e| e.to_string());
         assert!(e.is_some_and(|e| e.contains("metadata database")));
         let (store, aside) = Store::open_or_recover(&p)?;
-        let aside = aside.ok_or(StoreError::Db("not moved aside".into()))?;
+        let aside = aside.ok_or(StoreError::Corrupt("not moved aside".into()))?;
         assert_eq!(std::fs::read(&aside).ok(), Some(vec![0xabu8; 8192]));
         assert!(store.scan(RECORDS)?.is_empty());
         Ok(())
@@ -722,7 +771,7 @@ mod tests {
 
     #[test]
     fn damaged_pages_are_found_at_open_not_by_a_panic_later() -> Result<(), StoreError> {
-        let d = tempfile::tempdir().map_err(|e| StoreError::Db(e.to_string()))?;
+        let d = tempfile::tempdir().map_err(|e| io_err("test", e))?;
         let p = d.path().join("db");
         {
             let store = Store::open(&p)?;
@@ -743,7 +792,7 @@ mod tests {
                 store.apply(ops)?;
             }
         }
-        damage(&p).map_err(|e| StoreError::Db(e.to_string()))?;
+        damage(&p).map_err(|e| io_err("test", e))?;
         let (_, aside) = Store::open_or_recover(&p)?;
         assert!(aside.is_some(), "the damage was not noticed");
         Ok(())

@@ -1,15 +1,76 @@
 //! Byte counts, rates and durations as people write them.
 
+/// What kind of quantity was asked for (named in errors, with examples).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quantity {
+    Rate,
+    Size,
+    Duration,
+}
+
+impl Quantity {
+    fn example(self) -> &'static str {
+        match self {
+            Quantity::Rate => "a byte count (e.g. 500k, 10M, 1Gi)",
+            Quantity::Size => "a size (e.g. 500M, 20G)",
+            Quantity::Duration => "a duration (e.g. 90s, 10m, 24h, 7d)",
+        }
+    }
+
+    fn units(self) -> &'static str {
+        match self {
+            Quantity::Rate => "k, M, G, Ki, Mi or Gi",
+            Quantity::Size => "k, M, G or T",
+            Quantity::Duration => "s, m, h or d",
+        }
+    }
+}
+
+/// Why a quantity as written cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum UnitError {
+    #[error("{input:?} is not {}", .kind.example())]
+    NotANumber { input: String, kind: Quantity },
+    #[error("{input:?}: unknown unit {unit:?} (use {})", .kind.units())]
+    UnknownUnit {
+        input: String,
+        unit: String,
+        kind: Quantity,
+    },
+    #[error("{input:?} is out of range")]
+    OutOfRange { input: String },
+}
+
+fn not_a_number(s: &str, kind: Quantity) -> UnitError {
+    UnitError::NotANumber {
+        input: s.to_owned(),
+        kind,
+    }
+}
+
+fn unknown_unit(s: &str, unit: &str, kind: Quantity) -> UnitError {
+    UnitError::UnknownUnit {
+        input: s.to_owned(),
+        unit: unit.to_owned(),
+        kind,
+    }
+}
+
+fn out_of_range(s: &str) -> UnitError {
+    UnitError::OutOfRange {
+        input: s.to_owned(),
+    }
+}
+
 /// Parses `1000`, `500k`, `10M`, `1G`, `64Ki`, `8MiB/s`… into bytes (per second).
-pub fn parse_rate(s: &str) -> Result<u64, String> {
+pub fn parse_rate(s: &str) -> Result<u64, UnitError> {
     let t = s.trim().trim_end_matches("/s").trim_end_matches(['B', 'b']);
     let split = t
         .find(|c: char| !c.is_ascii_digit() && c != '.')
         .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a byte count (e.g. 500k, 10M, 1Gi)"))?;
+    let n: f64 = num.parse().map_err(|_| not_a_number(s, Quantity::Rate))?;
     let mult: f64 = match unit {
         "" => 1.0,
         "k" | "K" => 1e3,
@@ -19,21 +80,19 @@ pub fn parse_rate(s: &str) -> Result<u64, String> {
         "Mi" | "MI" | "mi" => 1024.0 * 1024.0,
         "Gi" | "GI" | "gi" => 1024.0 * 1024.0 * 1024.0,
         _ => {
-            return Err(format!(
-                "{s:?}: unknown unit {unit:?} (use k, M, G, Ki, Mi or Gi)"
-            ));
+            return Err(unknown_unit(s, unit, Quantity::Rate));
         }
     };
     let v = n * mult;
     if !v.is_finite() || v < 0.0 || v > u64::MAX as f64 {
-        return Err(format!("{s:?} is out of range"));
+        return Err(out_of_range(s));
     }
     Ok(v as u64)
 }
 
 /// Parses a size of storage: `20G` and `20GiB` are 20 GiB (k, M, G, T in powers of
 /// 1024, as disks are counted by the tools people compare), `1500` is bytes.
-pub fn parse_size(s: &str) -> Result<u64, String> {
+pub fn parse_size(s: &str) -> Result<u64, UnitError> {
     let t = s
         .trim()
         .trim_end_matches(['B', 'b'])
@@ -42,42 +101,40 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .find(|c: char| !c.is_ascii_digit() && c != '.')
         .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size (e.g. 500M, 20G)"))?;
+    let n: f64 = num.parse().map_err(|_| not_a_number(s, Quantity::Size))?;
     let exp = match unit {
         "" => 0,
         "k" | "K" => 1,
         "m" | "M" => 2,
         "g" | "G" => 3,
         "t" | "T" => 4,
-        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use k, M, G or T)")),
+        _ => return Err(unknown_unit(s, unit, Quantity::Size)),
     };
     let v = n * 1024f64.powi(exp);
     if !v.is_finite() || v < 0.0 || v > u64::MAX as f64 {
-        return Err(format!("{s:?} is out of range"));
+        return Err(out_of_range(s));
     }
     Ok(v as u64)
 }
 
 /// Parses `90s`, `10m`, `24h`, `7d` (a bare number is seconds) into seconds.
-pub fn parse_duration(s: &str) -> Result<u64, String> {
+pub fn parse_duration(s: &str) -> Result<u64, UnitError> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let n: u64 = num
         .parse()
-        .map_err(|_| format!("{s:?} is not a duration (e.g. 90s, 10m, 24h, 7d)"))?;
+        .map_err(|_| not_a_number(s, Quantity::Duration))?;
     let mult = match unit {
         "" | "s" => 1,
         "m" => 60,
         "h" => 3600,
         "d" => 86_400,
-        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use s, m, h or d)")),
+        _ => return Err(unknown_unit(s, unit, Quantity::Duration)),
     };
     n.checked_mul(mult)
         .filter(|v| *v > 0)
-        .ok_or_else(|| format!("{s:?} is out of range"))
+        .ok_or_else(|| out_of_range(s))
 }
 
 #[cfg(test)]
@@ -113,5 +170,9 @@ mod tests {
         assert_eq!(parse_rate("1MiB/s"), Ok(1 << 20));
         assert!(parse_rate("fast").is_err());
         assert!(parse_rate("10X").is_err());
+        assert_eq!(
+            parse_rate("10X").map_err(|e| e.to_string()),
+            Err(r#""10X": unknown unit "X" (use k, M, G, Ki, Mi or Gi)"#.to_owned())
+        );
     }
 }

@@ -336,7 +336,7 @@ mod units {
 
     fn with<'de, D: Deserializer<'de>>(
         d: D,
-        parse: fn(&str) -> Result<u64, String>,
+        parse: fn(&str) -> Result<u64, kith_core::units::UnitError>,
     ) -> Result<u64, D::Error> {
         match Num::deserialize(d)? {
             Num::Int(n) => Ok(n),

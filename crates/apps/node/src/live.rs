@@ -170,19 +170,19 @@ impl Node {
         &self,
         c: &api::SettingsChange,
     ) -> Result<api::Settings, NodeError> {
-        let bad = |k: &str, e: String| NodeError::BadRequest(format!("{k}: {e}"));
+        let bad = |k: &str, e: &dyn std::fmt::Display| NodeError::BadRequest(format!("{k}: {e}"));
         let rate = |k: &str, v: &Option<String>| {
             v.as_deref()
-                .map(|s| kith_core::units::parse_rate(s).map_err(|e| bad(k, e)))
+                .map(|s| kith_core::units::parse_rate(s).map_err(|e| bad(k, &e)))
                 .transpose()
         };
         let up = rate("upload_limit", &c.upload_limit)?;
         let down = rate("download_limit", &c.download_limit)?;
         let broker = c.broker.as_deref().map(str::trim);
         if let Some(b) = broker.filter(|b| !b.is_empty()) {
-            let a = kith_overlay::parse_addr(b).map_err(|e| bad("broker", e.to_string()))?;
+            let a = kith_overlay::parse_addr(b).map_err(|e| bad("broker", &e))?;
             if kith_overlay::peer_of(&a).is_none() {
-                return Err(bad("broker", "end it with /p2p/PEER_ID".into()));
+                return Err(bad("broker", &"end it with /p2p/PEER_ID"));
             }
         }
         let mut edits: Vec<(&str, Option<String>)> = Vec::new();

@@ -55,7 +55,7 @@ fn path(dir: &Path) -> PathBuf {
 
 /// Writes the journal from the store (blocking).
 pub(crate) fn save(store: &Store, dir: &Path) -> Result<(), StoreError> {
-    let io = |e: std::io::Error| StoreError::Db(format!("{}: {e}", dir.display()));
+    let io = |e: std::io::Error| kith_core::store::io_err(dir.display(), e);
     let mut shares = Vec::new();
     for s in records::shares(store)? {
         let name = store

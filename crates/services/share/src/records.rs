@@ -100,7 +100,7 @@ fn json<T: Serialize>(v: &T) -> Vec<u8> {
 }
 
 fn unjson<T: for<'a> Deserialize<'a>>(b: &[u8]) -> Result<T, StoreError> {
-    serde_json::from_slice(b).map_err(|e| StoreError::Corrupt(e.to_string()))
+    serde_json::from_slice(b).map_err(StoreError::from)
 }
 
 fn all<T: for<'a> Deserialize<'a>>(store: &Store, t: Table) -> Result<Vec<T>, StoreError> {
@@ -203,7 +203,7 @@ mod tests {
 
     #[test]
     fn records_round_trip_through_the_store() -> Result<(), StoreError> {
-        let d = tempfile::tempdir().map_err(|e| StoreError::Db(e.to_string()))?;
+        let d = tempfile::tempdir().map_err(|e| kith_core::store::io_err("tempdir", e))?;
         let store = Store::open(&d.path().join("db"))?;
         let id = ContentId::manifest(b"m");
         let dl = DownloadRecord {

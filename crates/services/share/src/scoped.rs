@@ -86,7 +86,7 @@ pub(crate) fn seed_origins(store: &Store, origins: &Origins) -> Result<(), Store
         }
         origins
             .record(&keys, scope)
-            .map_err(|e| StoreError::Db(format!("origins: {e}")))?;
+            .map_err(|e| kith_core::store::io_err("origins.jsonl", e))?;
     }
     Ok(())
 }

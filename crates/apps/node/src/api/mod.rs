@@ -143,7 +143,7 @@ impl From<NodeError> for ApiError {
             NodeError::Overlay(_) => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        ApiError(code, e.to_string())
+        ApiError(code, kith_core::error::one_line(&e))
     }
 }
 

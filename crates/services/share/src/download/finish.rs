@@ -149,14 +149,7 @@ pub(crate) async fn finish(
                 Some(t) => super::replace::scope_at(store, t, id)?,
                 None => None,
             };
-            let scope = scope_of(
-                store,
-                inner.origins(),
-                &p,
-                id,
-                sent_by,
-                replaced.as_deref(),
-            )?;
+            let scope = scope_of(store, inner.origins(), &p, id, sent_by, replaced.as_deref())?;
             let sc = scope.clone();
             let (mut ops, records, forgotten) = match (&replace, &rename) {
                 (Some(t), _) => {
