@@ -2,7 +2,9 @@
 //! memory, bounded per word, per holder and in total.
 
 use std::collections::HashMap;
+use std::sync::Mutex;
 
+use kith_core::sync::{Poisoned, lock};
 use kith_overlay::PeerId;
 
 use super::record::WordRecord;
@@ -124,6 +126,38 @@ impl Store {
     /// Records kept, and their bytes.
     pub fn size(&self) -> (usize, usize) {
         (self.per_holder.values().sum(), self.bytes)
+    }
+}
+
+/// The [`Store`] behind its lock, shared by the server (puts and queries from peers), the
+/// publisher (this node's own records when it is one of a word's nodes) and the client
+/// (its own part of a lookup). The store's counts must match its records, so a poisoned
+/// lock is an error ([`lock`]), never taken back.
+#[derive(Default)]
+pub(crate) struct Held(Mutex<Store>);
+
+impl Held {
+    pub fn put(&self, r: WordRecord, holder: PeerId, now_secs: u64) -> Result<Put, Poisoned> {
+        Ok(lock(&self.0)?.put(r, holder, now_secs))
+    }
+
+    pub fn sweep(&self, now_secs: u64) -> Result<(), Poisoned> {
+        lock(&self.0)?.sweep(now_secs);
+        Ok(())
+    }
+
+    pub fn query(
+        &self,
+        word: &str,
+        q: &Query,
+        limit: usize,
+        now_secs: u64,
+    ) -> Result<Vec<WordRecord>, Poisoned> {
+        Ok(lock(&self.0)?.query(word, q, limit, now_secs))
+    }
+
+    pub fn size(&self) -> Result<(usize, usize), Poisoned> {
+        Ok(lock(&self.0)?.size())
     }
 }
 
