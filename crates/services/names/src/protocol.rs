@@ -236,6 +236,18 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    #[test]
+    fn an_undecodable_record_keeps_the_decoder_error() {
+        let Err(e) = NameRecord::decode(b"{\"owner\": 1}") else {
+            panic!("decoded a record from nonsense");
+        };
+        let cause = std::error::Error::source(&e);
+        assert!(
+            cause.is_some_and(|c| c.is::<serde_json::Error>()),
+            "no decoder error under {e}"
+        );
+    }
+
     fn cid() -> kith_core::ContentId {
         kith_core::ContentId::manifest(b"{}")
     }

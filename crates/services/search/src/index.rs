@@ -417,6 +417,20 @@ fn regex_escape(s: &str) -> String {
 mod tests {
     use super::*;
 
+    #[test]
+    fn an_index_that_cannot_be_created_keeps_its_cause() -> std::io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let file = dir.path().join("not-a-folder");
+        std::fs::write(&file, b"x")?;
+        let Err(e) = CatalogIndex::open(Some(&file.join("index"))) else {
+            panic!("an index under a file opened");
+        };
+        let cause = std::error::Error::source(&e).map(ToString::to_string);
+        assert!(cause.is_some(), "no source in {e}");
+        assert!(e.to_string().contains("not-a-folder"), "{e}");
+        Ok(())
+    }
+
     fn entry(id: &str, name: &str, path: &str) -> Entry {
         Entry {
             id: id.into(),

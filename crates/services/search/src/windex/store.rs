@@ -180,6 +180,20 @@ mod tests {
     }
 
     #[test]
+    fn a_poisoned_store_is_an_error_not_read() {
+        let held = std::sync::Arc::new(Held::default());
+        let h = held.clone();
+        let _ = std::thread::spawn(move || {
+            let _g = h.0.lock();
+            panic!("poison it");
+        })
+        .join();
+        assert!(held.size().is_err());
+        let q = Query::parse("river").unwrap_or_else(|e| panic!("{e}"));
+        assert!(held.query("river", &q, 10, 100).is_err());
+    }
+
+    #[test]
     fn newer_records_replace_older_and_empty_ones_remove() -> Result<(), crate::Error> {
         let mut s = Store::default();
         let k = Keypair::generate_ed25519();
