@@ -1,7 +1,8 @@
 //! kith names service: `PEER_ID/name` points at the newest revision of a document.
 //!
 //! - [`Names`]: the service handle (publish, resolve, subscribe, the names known).
-//! - [`Config`], [`Error`], [`Event`] (a newer revision became known).
+//! - [`Config`], [`Error`], [`Event`] (a newer revision became known); one metric,
+//!   `kith_names_records_rejected` (forged, rolled back or malformed records refused).
 //! - [`protocol`]: the signed record, its DHT key and gossip topic, and its checks.
 //! - `book`: the names this node knows, kept on disk.
 //!

@@ -123,7 +123,7 @@ impl CatalogIndex {
 
     /// The writer; a poisoned lock (a writer panicked) is an error.
     fn writer(&self) -> Result<std::sync::MutexGuard<'_, IndexWriter>, Error> {
-        self.writer.lock().map_err(|_| Error::IndexWriter)
+        Ok(kith_core::sync::lock(&self.writer)?)
     }
 
     fn key(peer: &str, scope: &str, id: &str) -> String {

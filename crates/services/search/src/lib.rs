@@ -57,8 +57,6 @@ pub const KEYWORD_PREFIX: &str = "/kith/kw/";
 pub enum Error {
     #[error("search index: {0}")]
     Index(#[from] tantivy::TantivyError),
-    #[error("search index: the index writer failed earlier; restart the node")]
-    IndexWriter,
     #[error("bad query: {0}")]
     BadQuery(String),
     #[error("protocol: {0}")]
