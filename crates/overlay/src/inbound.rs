@@ -285,6 +285,15 @@ impl Inbound {
         self.shared.refuse(&self.protocol, stream, bytes, why);
     }
 
+    /// A handle that refuses streams of this protocol from inside a handler given to
+    /// [`Inbound::serve`] (a service's own per-peer policy, such as a query rate).
+    pub fn refuser(&self) -> Refuser {
+        Refuser {
+            protocol: self.protocol.clone(),
+            shared: self.shared.clone(),
+        }
+    }
+
     pub fn limits(&self) -> Limits {
         self.limits
     }
@@ -362,6 +371,21 @@ impl Inbound {
                 });
             }
         });
+    }
+}
+
+/// Refuses streams of one protocol within the overlay's refusal budget, as
+/// [`Inbound::refuse_with`] does. Cheap to clone.
+#[derive(Clone)]
+pub struct Refuser {
+    protocol: StreamProtocol,
+    shared: Arc<Shared>,
+}
+
+impl Refuser {
+    /// Writes `bytes` on `stream` and closes it (or resets it past the budget).
+    pub fn refuse_with(&self, stream: Stream, bytes: Vec<u8>, why: Refusal) {
+        self.shared.refuse(&self.protocol, stream, bytes, why);
     }
 }
 

@@ -14,8 +14,8 @@ pub const MAX_NAMES: usize = 10_000;
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub(crate) struct NameBook {
-    pub records: BTreeMap<String, NameRecord>,
-    pub subscribed: Vec<String>,
+    records: BTreeMap<String, NameRecord>,
+    subscribed: Vec<String>,
     /// Every revision seen: content ID -> (name, revision), so older copies are
     /// recognised as revisions too.
     #[serde(default)]
@@ -59,7 +59,7 @@ impl NameBook {
                 return Ok(false);
             }
         } else if self.records.len() >= MAX_NAMES {
-            return Err(RecordError::BadName("too many names known".into()));
+            return Err(RecordError::TooManyNames(MAX_NAMES));
         }
         if self.revisions.len() >= MAX_NAMES * 4 {
             self.revisions.clear();
@@ -67,6 +67,33 @@ impl NameBook {
         self.revisions
             .insert(r.id.clone(), (r.full_name(), r.revision));
         self.records.insert(key, r);
+        Ok(true)
+    }
+
+    /// The newest record known of `full` (`PEER_ID/name`).
+    pub fn get(&self, full: &str) -> Option<&NameRecord> {
+        self.records.get(full)
+    }
+
+    /// Every name known, newest revisions.
+    pub fn records(&self) -> impl Iterator<Item = &NameRecord> {
+        self.records.values()
+    }
+
+    /// The names followed (their topics are subscribed to at start).
+    pub fn subscribed(&self) -> &[String] {
+        &self.subscribed
+    }
+
+    /// Follows `full`; `Ok(false)` when it was already followed.
+    pub fn subscribe(&mut self, full: &str) -> Result<bool, RecordError> {
+        if self.subscribed.iter().any(|s| s == full) {
+            return Ok(false);
+        }
+        if self.subscribed.len() >= MAX_NAMES {
+            return Err(RecordError::TooManySubscriptions(MAX_NAMES));
+        }
+        self.subscribed.push(full.to_owned());
         Ok(true)
     }
 
@@ -82,7 +109,5 @@ impl NameBook {
 
 /// Writes a snapshot atomically (blocking).
 pub(crate) fn save(dir: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = dir.join("names.json.tmp");
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, NameBook::path(dir))
+    kith_core::sync::write_atomic(&NameBook::path(dir), bytes)
 }

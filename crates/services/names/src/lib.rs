@@ -1,7 +1,8 @@
 //! kith names service: `PEER_ID/name` points at the newest revision of a document.
 //!
 //! - [`Names`]: the service handle (publish, resolve, subscribe, the names known).
-//! - [`Config`], [`Error`], [`Event`] (a newer revision became known).
+//! - [`Config`], [`Error`], [`Event`] (a newer revision became known); one metric,
+//!   `kith_names_records_rejected` (forged, rolled back or malformed records refused).
 //! - [`protocol`]: the signed record, its DHT key and gossip topic, and its checks.
 //! - `book`: the names this node knows, kept on disk.
 //!
@@ -36,10 +37,16 @@ pub enum Error {
     Refused(#[from] RecordError),
     #[error("network: {0}")]
     Overlay(#[from] kith_overlay::OverlayError),
-    #[error("cannot use {path}: {reason}")]
-    Io { path: String, reason: String },
+    #[error("cannot use {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Task(#[from] TaskError),
+    #[error(transparent)]
+    Poisoned(#[from] kith_core::sync::Poisoned),
 }
 
 #[derive(Debug, Clone)]
@@ -109,10 +116,7 @@ impl Names {
             .blocking(move || {
                 std::fs::create_dir_all(&dir)
                     .map(|()| NameBook::load(&dir))
-                    .map_err(|e| Error::Io {
-                        path: dir.display().to_string(),
-                        reason: e.to_string(),
-                    })
+                    .map_err(|source| Error::Io { path: dir, source })
             })
             .await??;
         let validator = Arc::new(Validator);
@@ -120,7 +124,7 @@ impl Names {
             .register_records(protocol::NAME_PREFIX, validator.clone())
             .await?;
         let gossip = overlay.gossip(protocol::NAME_PREFIX, validator).await?;
-        let subscribed = book.subscribed.clone();
+        let subscribed = book.subscribed().to_vec();
         let rejected = prometheus_client::metrics::counter::Counter::default();
         registry.register(
             "kith_names_records_rejected",
@@ -153,10 +157,7 @@ impl Names {
     }
 
     fn book(&self) -> Result<std::sync::MutexGuard<'_, NameBook>, Error> {
-        self.inner
-            .book
-            .lock()
-            .map_err(|_| Error::Task(TaskError::Stopped("names")))
+        Ok(kith_core::sync::lock(&self.inner.book)?)
     }
 
     /// Writes the book whenever it changed (one writer, on the blocking pool).
@@ -224,18 +225,7 @@ impl Names {
     pub async fn subscribe(&self, name: &str) -> Result<(), Error> {
         let (owner, name) = parse_full_name(name, self.inner.overlay.peer_id())?;
         let full = full_name(&owner, &name);
-        let newly = {
-            let mut book = self.book()?;
-            if book.subscribed.contains(&full) {
-                false
-            } else {
-                if book.subscribed.len() >= book::MAX_NAMES {
-                    return Err(Error::BadName("too many subscriptions".into()));
-                }
-                book.subscribed.push(full.clone());
-                true
-            }
-        };
+        let newly = self.book()?.subscribe(&full)?;
         if newly {
             self.inner.dirty.send_modify(|g| *g += 1);
             self.inner.overlay.subscribe(topic(&full)).await?;
@@ -258,11 +248,8 @@ impl Names {
                 .await?;
             self.take_answers(rx, key.as_bytes(), timeout).await;
         }
-        self.book()?
-            .records
-            .get(&full)
-            .cloned()
-            .ok_or(Error::NotFound(full))
+        let found = self.book()?.get(&full).cloned();
+        found.ok_or(Error::NotFound(full))
     }
 
     async fn take_answers(&self, mut rx: mpsc::Receiver<Vec<u8>>, key: &[u8], timeout: Duration) {
@@ -279,14 +266,14 @@ impl Names {
 
     /// Names this node knows (its own and those it follows), newest revisions.
     pub fn names(&self) -> Result<Vec<NameRecord>, Error> {
-        Ok(self.book()?.records.values().cloned().collect())
+        Ok(self.book()?.records().cloned().collect())
     }
 
     /// The newest revision known of `full` (`PEER_ID/name`).
     pub fn newest_revision(&self, full: &str) -> Option<u64> {
         self.book()
             .ok()
-            .and_then(|b| b.records.get(full).map(|r| r.revision))
+            .and_then(|b| b.get(full).map(|r| r.revision))
     }
 
     /// The name and revision each known content ID is a revision of.

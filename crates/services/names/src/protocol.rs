@@ -19,7 +19,7 @@ pub const MAX_NAME_CHARS: usize = 128;
 const SIGNING_CONTEXT: &str = "kith-name-record-v1";
 
 /// Why a name or a record is refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RecordError {
     #[error("{0}")]
@@ -27,7 +27,17 @@ pub enum RecordError {
     #[error("record of {0} bytes is over the {MAX_RECORD_BYTES}-byte limit")]
     TooLarge(usize),
     #[error("malformed record: {0}")]
-    Malformed(String),
+    Decode(#[source] serde_json::Error),
+    #[error("malformed record: owner {0:?} is not a peer ID")]
+    BadOwner(String),
+    #[error("malformed record: the owner's key is not an Ed25519 key")]
+    OwnerKey,
+    #[error("malformed record of {0}: bad content ID")]
+    BadContentId(String),
+    #[error("malformed record of {0}: a name must point at a file or folder")]
+    NotAManifest(String),
+    #[error("malformed record of {0}: the signature is not hex")]
+    SignatureNotHex(String),
     #[error("forged record for {0}: bad signature")]
     Forged(String),
     #[error("record of {0} stored under another key")]
@@ -38,8 +48,12 @@ pub enum RecordError {
         revision: u64,
         held: u64,
     },
+    #[error("too many names known (at most {0})")]
+    TooManyNames(usize),
+    #[error("too many names followed (at most {0})")]
+    TooManySubscriptions(usize),
     #[error("cannot sign: {0}")]
-    Sign(String),
+    Sign(#[source] libp2p_identity::SigningError),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -129,9 +143,7 @@ impl NameRecord {
             time,
             sig: String::new(),
         };
-        let sig = key
-            .sign(&r.signing_bytes())
-            .map_err(|e| RecordError::Sign(e.to_string()))?;
+        let sig = key.sign(&r.signing_bytes()).map_err(RecordError::Sign)?;
         r.sig = to_hex(&sig);
         Ok(r)
     }
@@ -139,7 +151,7 @@ impl NameRecord {
     pub fn owner_id(&self) -> Result<PeerId, RecordError> {
         self.owner
             .parse()
-            .map_err(|_| RecordError::Malformed("owner is not a peer ID".into()))
+            .map_err(|_| RecordError::BadOwner(self.owner.chars().take(64).collect()))
     }
 
     pub fn full_name(&self) -> String {
@@ -151,9 +163,9 @@ impl NameRecord {
     }
 
     pub fn content_id(&self) -> Result<kith_core::ContentId, RecordError> {
-        self.id.parse().map_err(|_| {
-            RecordError::Malformed(format!("bad content ID in record of {}", self.full_name()))
-        })
+        self.id
+            .parse()
+            .map_err(|_| RecordError::BadContentId(self.full_name()))
     }
 
     /// Checks the name, the content ID and the owner's signature.
@@ -161,15 +173,12 @@ impl NameRecord {
         check_name(&self.name)?;
         let id = self.content_id()?;
         if id.kind() != kith_core::id::Kind::Manifest {
-            return Err(RecordError::Malformed(
-                "a name must point at a file or folder".into(),
-            ));
+            return Err(RecordError::NotAManifest(self.full_name()));
         }
         let owner = self.owner_id()?;
-        let key = public_key_of(&owner)
-            .ok_or_else(|| RecordError::Malformed("owner key is not an Ed25519 key".into()))?;
-        let sig = from_hex(&self.sig)
-            .ok_or_else(|| RecordError::Malformed("signature is not hex".into()))?;
+        let key = public_key_of(&owner).ok_or(RecordError::OwnerKey)?;
+        let sig =
+            from_hex(&self.sig).ok_or_else(|| RecordError::SignatureNotHex(self.full_name()))?;
         if !key.verify(&self.signing_bytes(), &sig) {
             return Err(RecordError::Forged(self.full_name()));
         }
@@ -185,7 +194,7 @@ impl NameRecord {
         if b.len() > MAX_RECORD_BYTES {
             return Err(RecordError::TooLarge(b.len()));
         }
-        serde_json::from_slice(b).map_err(|e| RecordError::Malformed(e.to_string()))
+        serde_json::from_slice(b).map_err(RecordError::Decode)
     }
 
     /// Decodes and verifies a record received under `key`.
@@ -226,6 +235,18 @@ pub fn validate(key: &[u8], value: &[u8], existing: Option<&[u8]>) -> Result<(),
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn an_undecodable_record_keeps_the_decoder_error() {
+        let Err(e) = NameRecord::decode(b"{\"owner\": 1}") else {
+            panic!("decoded a record from nonsense");
+        };
+        let cause = std::error::Error::source(&e);
+        assert!(
+            cause.is_some_and(|c| c.is::<serde_json::Error>()),
+            "no decoder error under {e}"
+        );
+    }
 
     fn cid() -> kith_core::ContentId {
         kith_core::ContentId::manifest(b"{}")

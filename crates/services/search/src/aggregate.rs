@@ -3,12 +3,12 @@
 
 use std::collections::HashMap;
 
-use kith_overlay::{Multiaddr, PeerId};
+use kith_names::Names;
+use kith_overlay::{Multiaddr, Overlay, PeerId};
 use tokio::sync::mpsc;
 
 use crate::SearchResult;
 use crate::protocol::WireHit;
-use crate::state::Inner;
 
 /// Most providers listed per result.
 const MAX_PROVIDERS: usize = 64;
@@ -17,7 +17,7 @@ const MAX_ADDRS: usize = 8;
 
 /// The results being merged.
 struct Merge<'a> {
-    inner: &'a Inner,
+    names: &'a Names,
     results: HashMap<String, SearchResult>,
     /// Newest revision seen per name.
     newest: HashMap<String, u64>,
@@ -69,7 +69,7 @@ impl Merge<'_> {
     /// Marks results of name `k` older than the newest revision known as outdated.
     fn revisions(&mut self, id: &str, k: &str, rev: u64, changed: &mut bool) -> Vec<SearchResult> {
         let mut out = Vec::new();
-        let known = self.inner.names.newest_revision(k).unwrap_or(0);
+        let known = self.names.newest_revision(k).unwrap_or(0);
         let best = self.newest.entry(k.to_owned()).or_insert(known);
         if rev > *best {
             *best = rev;
@@ -97,14 +97,15 @@ impl Merge<'_> {
 }
 
 pub(crate) async fn run(
-    inner: &Inner,
+    overlay: &Overlay,
+    names: &Names,
     mut hits: mpsc::Receiver<WireHit>,
     tx: mpsc::Sender<SearchResult>,
     deadline: tokio::time::Instant,
     limit: usize,
 ) {
     let mut merge = Merge {
-        inner,
+        names,
         results: HashMap::new(),
         newest: HashMap::new(),
         limit,
@@ -119,7 +120,7 @@ pub(crate) async fn run(
         };
         for a in h.addrs.iter().take(MAX_ADDRS) {
             if let Ok(addr) = a.parse::<Multiaddr>() {
-                let _ = inner.overlay.add_address(peer, addr).await;
+                let _ = overlay.add_address(peer, addr).await;
             }
         }
         for r in merge.take(h) {

@@ -55,10 +55,6 @@ fn schema() -> (Schema, Fields) {
     (b.build(), f)
 }
 
-fn tantivy_err(e: tantivy::TantivyError) -> Error {
-    Error::Index(e.to_string())
-}
-
 /// One indexed item and who holds it.
 #[derive(Debug, Clone)]
 pub struct Hit {
@@ -89,31 +85,34 @@ impl CatalogIndex {
         let (schema, f) = schema();
         let index = match dir {
             Some(d) => {
-                std::fs::create_dir_all(d).map_err(|e| Error::Index(e.to_string()))?;
+                let io = |source| Error::Io {
+                    path: d.to_owned(),
+                    source,
+                };
+                std::fs::create_dir_all(d).map_err(io)?;
                 let mmap = || {
                     tantivy::directory::MmapDirectory::open(d)
-                        .map_err(|e| Error::Index(e.to_string()))
+                        .map_err(|e| Error::Index(tantivy::TantivyError::from(e)))
                 };
                 match Index::open_or_create(mmap()?, schema.clone()) {
                     Ok(i) => i,
                     // An index of an earlier schema: it is rebuilt from the catalogue.
                     Err(tantivy::TantivyError::SchemaError(why)) => {
                         tracing::info!(%why, "search index of an earlier format; rebuilding it");
-                        std::fs::remove_dir_all(d).map_err(|e| Error::Index(e.to_string()))?;
-                        std::fs::create_dir_all(d).map_err(|e| Error::Index(e.to_string()))?;
-                        Index::open_or_create(mmap()?, schema).map_err(tantivy_err)?
+                        std::fs::remove_dir_all(d).map_err(io)?;
+                        std::fs::create_dir_all(d).map_err(io)?;
+                        Index::open_or_create(mmap()?, schema)?
                     }
-                    Err(e) => return Err(tantivy_err(e)),
+                    Err(e) => return Err(e.into()),
                 }
             }
             None => Index::create_in_ram(schema),
         };
-        let writer = index.writer(WRITER_HEAP).map_err(tantivy_err)?;
+        let writer = index.writer(WRITER_HEAP)?;
         let reader = index
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)
-            .try_into()
-            .map_err(tantivy_err)?;
+            .try_into()?;
         Ok(Self {
             index,
             writer: std::sync::Mutex::new(writer),
@@ -124,9 +123,7 @@ impl CatalogIndex {
 
     /// The writer; a poisoned lock (a writer panicked) is an error.
     fn writer(&self) -> Result<std::sync::MutexGuard<'_, IndexWriter>, Error> {
-        self.writer
-            .lock()
-            .map_err(|_| Error::Index("the index writer failed earlier".into()))
+        Ok(kith_core::sync::lock(&self.writer)?)
     }
 
     fn key(peer: &str, scope: &str, id: &str) -> String {
@@ -168,7 +165,7 @@ impl CatalogIndex {
         if let Some(r) = entry.revision {
             doc.add_u64(f.revision, r);
         }
-        writer.add_document(doc).map_err(tantivy_err)?;
+        writer.add_document(doc)?;
         Ok(())
     }
 
@@ -194,14 +191,14 @@ impl CatalogIndex {
 
     /// Removes everything.
     pub fn clear(&self) -> Result<(), Error> {
-        self.writer()?.delete_all_documents().map_err(tantivy_err)?;
+        self.writer()?.delete_all_documents()?;
         Ok(())
     }
 
     /// Makes buffered writes durable (on disk) and visible to searches.
     pub fn commit(&self) -> Result<(), Error> {
-        self.writer()?.commit().map_err(tantivy_err)?;
-        self.reader.reload().map_err(tantivy_err)?;
+        self.writer()?.commit()?;
+        self.reader.reload()?;
         Ok(())
     }
 
@@ -223,12 +220,10 @@ impl CatalogIndex {
             IndexRecordOption::Basic,
         );
         let n = searcher.num_docs() as usize;
-        let top = searcher
-            .search(&q, &TopDocs::with_limit(n.max(1)).order_by_score())
-            .map_err(tantivy_err)?;
+        let top = searcher.search(&q, &TopDocs::with_limit(n.max(1)).order_by_score())?;
         let mut out = Vec::with_capacity(top.len());
         for (_, addr) in top {
-            let doc: TantivyDocument = searcher.doc(addr).map_err(tantivy_err)?;
+            let doc: TantivyDocument = searcher.doc(addr)?;
             let scope = doc
                 .get_first(self.f.scope)
                 .and_then(|v| v.as_str())
@@ -304,8 +299,7 @@ impl CatalogIndex {
                             let wants_prefix = i == last && (prefix || implicit);
                             let part: Box<dyn TQuery> = if wants_prefix {
                                 let pattern = format!("{}.*", regex_escape(t));
-                                let rx = RegexQuery::from_pattern(&pattern, field)
-                                    .map_err(tantivy_err)?;
+                                let rx = RegexQuery::from_pattern(&pattern, field)?;
                                 Box::new(BooleanQuery::new(vec![
                                     (Occur::Should, Box::new(BoostQuery::new(exact, 2.0))),
                                     (Occur::Should, Box::new(rx)),
@@ -389,12 +383,10 @@ impl CatalogIndex {
     ) -> Result<Vec<Hit>, Error> {
         let tq = self.build(q, scope)?;
         let searcher = self.reader.searcher();
-        let top = searcher
-            .search(&tq, &TopDocs::with_limit(scan.max(1)).order_by_score())
-            .map_err(tantivy_err)?;
+        let top = searcher.search(&tq, &TopDocs::with_limit(scan.max(1)).order_by_score())?;
         let mut out = Vec::with_capacity(limit.min(top.len()));
         for (score, addr) in top {
-            let doc: TantivyDocument = searcher.doc(addr).map_err(tantivy_err)?;
+            let doc: TantivyDocument = searcher.doc(addr)?;
             let (entry, peer) = self.entry_of(&doc);
             if !keep(&peer) {
                 continue;
@@ -424,6 +416,20 @@ fn regex_escape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_index_that_cannot_be_created_keeps_its_cause() -> std::io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let file = dir.path().join("not-a-folder");
+        std::fs::write(&file, b"x")?;
+        let Err(e) = CatalogIndex::open(Some(&file.join("index"))) else {
+            panic!("an index under a file opened");
+        };
+        let cause = std::error::Error::source(&e).map(ToString::to_string);
+        assert!(cause.is_some(), "no source in {e}");
+        assert!(e.to_string().contains("not-a-folder"), "{e}");
+        Ok(())
+    }
 
     fn entry(id: &str, name: &str, path: &str) -> Entry {
         Entry {

@@ -5,21 +5,27 @@
 //! - [`Search`]: the service handle (search, refresh, the local catalogue).
 //! - [`Config`], [`Error`], [`Event`], [`Via`], [`SearchResult`].
 //! - [`protocol`]: the `/kith/search/1.0.0` and `/kith/broker/1.0.0` wire formats.
-//! - `server`: answers peers' queries; `client`: asks peers (routing, flooding).
+//! - `server`: answers peers' queries; `client`: asks peers (routing, flooding, groups).
 //! - [`broker`]: the directory a broker keeps (`directory`), its server, and the client
-//!   that registers with one.
+//!   that registers with one and asks it.
+//! - [`windex`]: the distributed word index (its records, store, client, server, publisher).
 //! - [`index::CatalogIndex`]: the full-text catalogue index (tantivy), local and broker.
 //! - [`query`]: the query language and its limits.
-//! - `catalog`: this node's catalogue, from share's public API and the names known.
-//! - `state`: what the service's tasks share.
+//! - `catalog`: this node's catalogue, from share's public API and the names known; it
+//!   owns the local index and the keywords announced, and sends [`Event`]s.
+//! - `rate`: per-peer query rates and the query IDs seen; `metrics`: `kith_search_…`.
+//! - `aggregate`: merges hits into results.
+//! - `state`: the parts composed: each owns its state and gets only the parts it needs.
 
 mod aggregate;
 pub mod broker;
 mod catalog;
 mod client;
 pub mod index;
+mod metrics;
 pub mod protocol;
 pub mod query;
+mod rate;
 mod server;
 mod state;
 pub mod windex;
@@ -36,7 +42,6 @@ use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use protocol::WireHit;
 use query::Query;
 use state::Inner;
 
@@ -51,19 +56,35 @@ pub const KEYWORD_PREFIX: &str = "/kith/kw/";
 #[non_exhaustive]
 pub enum Error {
     #[error("search index: {0}")]
-    Index(String),
+    Index(#[from] tantivy::TantivyError),
     #[error("bad query: {0}")]
     BadQuery(String),
     #[error("protocol: {0}")]
     Protocol(#[from] protocol::WireError),
-    #[error("{0}")]
-    Refused(String),
+    #[error("cannot encode an answer: {0}")]
+    Encode(#[from] serde_json::Error),
+    #[error("the peer sent no request in time")]
+    Silent,
+    #[error("{entries} entries; at most {max} per peer")]
+    TooManyEntries { entries: usize, max: usize },
+    #[error("the broker is full")]
+    BrokerFull,
+    #[error("the broker refused: {0}")]
+    BrokerRefused(String),
+    #[error("the broker did not answer in time")]
+    BrokerTimeout,
+    #[error("the broker closed the stream")]
+    BrokerClosed,
     #[error("this device is not in group {0}")]
     NotMember(String),
     #[error("no broker configured (start the node with --broker MULTIADDR)")]
     NoBroker,
-    #[error("cannot use {path}: {reason}")]
-    Io { path: String, reason: String },
+    #[error("cannot use {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("share: {0}")]
     Share(#[from] kith_share::Error),
     #[error("names: {0}")]
@@ -72,6 +93,8 @@ pub enum Error {
     Overlay(#[from] kith_overlay::OverlayError),
     #[error(transparent)]
     Task(#[from] TaskError),
+    #[error(transparent)]
+    Poisoned(#[from] kith_core::sync::Poisoned),
 }
 
 impl Error {
@@ -224,71 +247,34 @@ impl Search {
         registry: &mut Registry,
         tasks: Tasks,
     ) -> Result<Self, Error> {
-        let inner = Inner::open(config, overlay, share, names, scopes, registry, tasks).await?;
-        let search = Self { inner };
-        server::start(&search.inner)?;
-        windex::server::start(&search.inner)?;
-        broker::start(&search.inner)?;
-        search
-            .inner
-            .tasks
-            .spawn(windex::publish::run(search.inner.clone()));
-        let s = search.clone();
-        search.inner.tasks.spawn(async move { s.follow().await });
-        Ok(search)
-    }
-
-    /// Refreshes the index whenever shares or names change.
-    async fn follow(&self) {
-        let mut shares = self.inner.share.events();
-        let mut names = self.inner.names.events();
-        loop {
-            if let Err(e) = self.refresh().await
-                && !self.inner.tasks.is_stopping()
-            {
-                tracing::warn!(error = %e, "cannot update the search index");
-            }
-            tokio::select! {
-                () = self.inner.tasks.shutdown().cancelled() => return,
-                r = shares.recv() => if matches!(r, Err(tokio::sync::broadcast::error::RecvError::Closed)) { return },
-                r = names.recv() => if matches!(r, Err(tokio::sync::broadcast::error::RecvError::Closed)) { return },
-            }
-            // Let a burst of changes settle.
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let inner = Inner::start(config, overlay, share, names, scopes, registry, tasks).await?;
+        Ok(Self { inner })
     }
 
     /// Brings the local index, the keyword announcements and the broker registration in
     /// step with what this node shares.
     pub async fn refresh(&self) -> Result<(), Error> {
-        catalog::refresh(&self.inner).await
+        self.inner.catalog().refresh().await
     }
 
     /// This node's part in the word index.
     pub async fn word_index(&self) -> WordIndexStatus {
-        let (published, unplaced) = windex::publish::published(&self.inner).await;
-        let (records, bytes) = kith_core::sync::recover(&self.inner.windex.store).size();
-        WordIndexStatus {
-            published,
-            unplaced,
-            records,
-            bytes,
-        }
+        self.inner.word_index().await
     }
 
     /// Entries in the local catalogue.
     pub fn catalogue(&self) -> Result<Vec<protocol::Entry>, Error> {
-        self.inner.catalogue()
+        self.inner.catalog().public()
     }
 
     /// Events from now on.
     pub fn events(&self) -> tokio::sync::broadcast::Receiver<Event> {
-        self.inner.events.subscribe()
+        self.inner.events()
     }
 
     /// Whether this node has a broker to ask (its own directory, or one it registers with).
     pub fn has_broker(&self) -> bool {
-        self.inner.config.broker.is_some() || self.inner.directory.is_some()
+        self.inner.has_broker()
     }
 
     /// Searches: the public catalogues, or with `group` only what is shared with that
@@ -303,80 +289,19 @@ impl Search {
         limit: usize,
     ) -> Result<mpsc::Receiver<SearchResult>, Error> {
         let q = Query::parse(text)?;
-        if let Some(g) = group {
-            return self.search_group(&q, g, timeout, limit);
+        match group {
+            Some(g) => self.inner.search_group(q, g, timeout, limit),
+            None => self.inner.search(q, via, timeout, limit),
         }
-        if matches!(via, Via::Broker) && !self.has_broker() {
-            return Err(Error::NoBroker);
-        }
-        let limit = limit.clamp(1, MAX_RESULTS);
-        let (hits_tx, hits_rx) = mpsc::channel::<WireHit>(256);
-        let (tx, rx) = mpsc::channel(256);
-        let inner = &self.inner;
-        let deadline = tokio::time::Instant::now() + timeout;
-        // Sources: this node, then the broker and/or the network.
-        for h in inner.local_hits(&q, limit, None) {
-            let _ = hits_tx.try_send(h);
-        }
-        if matches!(via, Via::Broker | Via::Both) {
-            let (inner2, q, htx) = (inner.clone(), q.clone(), hits_tx.clone());
-            inner.tasks.spawn(async move {
-                let ask = broker::client::search(&inner2, &q, limit, &htx);
-                let _ = tokio::time::timeout_at(deadline, ask).await;
-            });
-        }
-        if !matches!(via, Via::Broker) {
-            let (inner2, q, htx) = (inner.clone(), q.clone(), hits_tx.clone());
-            inner.tasks.spawn(async move {
-                let ask = client::search(&inner2, &q, via, limit, &htx);
-                let _ = tokio::time::timeout_at(deadline, ask).await;
-            });
-        }
-        drop(hits_tx);
-        let inner2 = inner.clone();
-        inner.tasks.spawn(async move {
-            aggregate::run(&inner2, hits_rx, tx, deadline, limit).await;
-        });
-        Ok(rx)
-    }
-
-    fn search_group(
-        &self,
-        q: &Query,
-        group: &str,
-        timeout: Duration,
-        limit: usize,
-    ) -> Result<mpsc::Receiver<SearchResult>, Error> {
-        let inner = &self.inner;
-        if !inner.scopes.belongs(group) {
-            return Err(Error::NotMember(group.chars().take(64).collect()));
-        }
-        let limit = limit.clamp(1, MAX_RESULTS);
-        let (hits_tx, hits_rx) = mpsc::channel::<WireHit>(256);
-        let (tx, rx) = mpsc::channel(256);
-        let deadline = tokio::time::Instant::now() + timeout;
-        for h in inner.local_hits(q, limit, Some(group)) {
-            let _ = hits_tx.try_send(h);
-        }
-        let (inner2, q, g) = (inner.clone(), q.clone(), group.to_owned());
-        inner.tasks.spawn(async move {
-            let ask = client::search_group(&inner2, &q, &g, limit, &hits_tx);
-            let _ = tokio::time::timeout_at(deadline, ask).await;
-        });
-        let inner2 = inner.clone();
-        inner.tasks.spawn(async move {
-            aggregate::run(&inner2, hits_rx, tx, deadline, limit).await;
-        });
-        Ok(rx)
     }
 
     /// The broker directory, when this node serves as a broker.
     pub fn directory(&self) -> Option<Arc<broker::Directory>> {
-        self.inner.directory.clone()
+        self.inner.directory()
     }
 
     /// Waits for the service's tasks after shutdown was signalled.
     pub async fn stopped(&self) {
-        self.inner.tasks.stopped().await;
+        self.inner.stopped().await;
     }
 }

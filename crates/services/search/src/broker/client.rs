@@ -5,13 +5,15 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kith_overlay::{Multiaddr, PeerId, peer_of};
+use kith_core::tasks::Tasks;
+use kith_overlay::{Multiaddr, Overlay, PeerId, peer_of};
 use tokio::sync::{mpsc, watch};
 
+use super::directory::Directory;
 use crate::Error;
+use crate::catalog::Catalog;
 use crate::protocol::{self, BrokerRequest, BrokerResponse, Entry, WireHit};
 use crate::query::Query;
-use crate::state::Inner;
 
 /// Longest time for one request, from open to answer.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -22,20 +24,23 @@ const BACKOFF_MIN: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 /// One request to the broker and its answer.
-async fn call(inner: &Inner, broker: PeerId, req: &BrokerRequest) -> Result<BrokerResponse, Error> {
+async fn call(
+    overlay: &Overlay,
+    broker: PeerId,
+    req: &BrokerRequest,
+) -> Result<BrokerResponse, Error> {
     let fut = async {
-        let mut s = inner
-            .overlay
+        let mut s = overlay
             .open_stream(broker, protocol::BROKER_PROTOCOL)
             .await?;
         protocol::write_frame(&mut s, req).await?;
         protocol::read_frame::<_, BrokerResponse>(&mut s, protocol::MAX_ANSWER_FRAME)
             .await?
-            .ok_or_else(|| Error::Refused("the broker closed the stream".into()))
+            .ok_or(Error::BrokerClosed)
     };
     tokio::time::timeout(REQUEST_TIMEOUT, fut)
         .await
-        .map_err(|_| Error::Refused("the broker did not answer in time".into()))?
+        .map_err(|_| Error::BrokerTimeout)?
 }
 
 /// `entries` in batches that each fit a frame.
@@ -59,30 +64,65 @@ fn batches(entries: Vec<Entry>) -> Vec<Vec<Entry>> {
     out
 }
 
-/// Asks the broker (or this node's own directory) and passes answers on. Answers that do
-/// not match the query are a lying broker's: they are dropped and logged.
-pub(crate) async fn search(
-    inner: &Arc<Inner>,
-    q: &Query,
-    limit: usize,
-    tx: &mpsc::Sender<WireHit>,
-) {
-    let hits = if let Some(dir) = inner.directory.clone() {
-        let q = q.clone();
-        match inner.tasks.blocking(move || dir.search(&q, limit)).await {
-            Ok(Ok(h)) => h,
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "directory search failed");
-                Vec::new()
-            }
-            Err(_) => Vec::new(),
+/// Asks the broker this node registers with, or its own directory.
+#[derive(Clone)]
+pub(crate) struct Asker {
+    overlay: Overlay,
+    directory: Option<Arc<Directory>>,
+    broker: Option<PeerId>,
+    tasks: Tasks,
+}
+
+impl Asker {
+    pub fn new(
+        overlay: Overlay,
+        directory: Option<Arc<Directory>>,
+        broker: Option<&Multiaddr>,
+        tasks: Tasks,
+    ) -> Self {
+        Self {
+            overlay,
+            directory,
+            broker: broker.and_then(peer_of),
+            tasks,
         }
-    } else if let Some(peer) = inner.config.broker.as_ref().and_then(peer_of) {
+    }
+
+    /// Asks the broker (or this node's own directory) and passes answers on. Answers
+    /// that do not match the query are a lying broker's: they are dropped and logged.
+    pub async fn search(&self, q: &Query, limit: usize, tx: &mpsc::Sender<WireHit>) {
+        let hits = self.ask(q, limit).await;
+        for h in hits.into_iter().take(limit) {
+            if !q.matches_name(&h.entry.name, &h.entry.path) {
+                tracing::warn!(id = %h.entry.id, name = %h.entry.name, "the broker returned a result that does not match the query; dropped");
+                continue;
+            }
+            if tx.send(h).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    async fn ask(&self, q: &Query, limit: usize) -> Vec<WireHit> {
+        if let Some(dir) = self.directory.clone() {
+            let q = q.clone();
+            return match self.tasks.blocking(move || dir.search(&q, limit)).await {
+                Ok(Ok(h)) => h,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "directory search failed");
+                    Vec::new()
+                }
+                Err(_) => Vec::new(),
+            };
+        }
+        let Some(peer) = self.broker else {
+            return Vec::new();
+        };
         let req = BrokerRequest::Search {
             text: q.text.clone(),
             limit: limit as u32,
         };
-        match call(inner, peer, &req).await {
+        match call(&self.overlay, peer, &req).await {
             Ok(BrokerResponse::Hits { hits }) => hits,
             Ok(BrokerResponse::Error { reason }) => {
                 tracing::warn!(%reason, "the broker refused the search");
@@ -94,23 +134,14 @@ pub(crate) async fn search(
                 Vec::new()
             }
         }
-    } else {
-        Vec::new()
-    };
-    for h in hits.into_iter().take(limit) {
-        if !q.matches_name(&h.entry.name, &h.entry.path) {
-            tracing::warn!(id = %h.entry.id, name = %h.entry.name, "the broker returned a result that does not match the query; dropped");
-            continue;
-        }
-        if tx.send(h).await.is_err() {
-            return;
-        }
     }
 }
 
 /// This node's registration with its broker.
 struct Registration {
-    inner: Arc<Inner>,
+    overlay: Overlay,
+    catalog: Arc<Catalog>,
+    tasks: Tasks,
     addr: Multiaddr,
     broker: PeerId,
     generation: watch::Receiver<u64>,
@@ -123,12 +154,11 @@ struct Registration {
 impl Registration {
     /// Registers the whole catalogue (again after a broker restart or a lost connection).
     async fn register(&mut self) -> Result<(), Error> {
-        let _ = self.inner.overlay.dial(self.addr.clone()).await;
+        let _ = self.overlay.dial(self.addr.clone()).await;
         // Seen before the snapshot: a change after it is pushed next.
         self.generation.borrow_and_update();
-        let entries = self.inner.catalogue()?;
+        let entries = self.catalog.public()?;
         let addrs = self
-            .inner
             .overlay
             .listen_addrs()
             .await?
@@ -139,7 +169,7 @@ impl Registration {
         let mut parts = batches(entries.clone()).into_iter();
         let first = parts.next().unwrap_or_default();
         match call(
-            &self.inner,
+            &self.overlay,
             self.broker,
             &BrokerRequest::Register {
                 entries: first,
@@ -152,7 +182,7 @@ impl Registration {
                 self.heartbeat = Duration::from_secs(ttl_secs.max(1)).mul_f64(1.0 / 3.0);
             }
             BrokerResponse::Error { reason } => {
-                return Err(Error::Refused(format!("the broker refused us: {reason}")));
+                return Err(Error::BrokerRefused(reason));
             }
             BrokerResponse::Hits { .. } => {}
         }
@@ -167,12 +197,10 @@ impl Registration {
 
     /// Sends a change; a broker that does not know us gets a full registration next.
     async fn send(&mut self, req: BrokerRequest) -> Result<(), Error> {
-        match call(&self.inner, self.broker, &req).await? {
+        match call(&self.overlay, self.broker, &req).await? {
             BrokerResponse::Ok { known: false, .. } => self.registered = false,
             BrokerResponse::Error { reason } => {
-                return Err(Error::Refused(format!(
-                    "the broker refused a change: {reason}"
-                )));
+                return Err(Error::BrokerRefused(reason));
             }
             _ => {}
         }
@@ -182,8 +210,8 @@ impl Registration {
     /// Pushes what changed in the catalogue since the last push.
     async fn push_changes(&mut self) -> Result<(), Error> {
         let now: HashMap<String, Entry> = self
-            .inner
-            .catalogue()?
+            .catalog
+            .public()?
             .into_iter()
             .map(|e| (e.id.clone(), e))
             .collect();
@@ -214,7 +242,7 @@ impl Registration {
             self.register().await?;
         }
         tokio::select! {
-            () = self.inner.tasks.shutdown().cancelled() => Ok(()),
+            () = self.tasks.shutdown().cancelled() => Ok(()),
             _ = self.generation.changed() => self.push_changes().await,
             () = tokio::time::sleep(self.heartbeat) => {
                 self.send(BrokerRequest::Heartbeat).await?;
@@ -229,14 +257,16 @@ impl Registration {
 
 /// Keeps this node registered with its broker: registers, pushes catalogue changes as
 /// they happen, and sends heartbeats; retries with backoff while the broker is away.
-pub(crate) async fn run(inner: Arc<Inner>, addr: Multiaddr) {
+pub(crate) async fn run(overlay: Overlay, catalog: Arc<Catalog>, tasks: Tasks, addr: Multiaddr) {
     let Some(broker) = peer_of(&addr) else {
         tracing::warn!(%addr, "the broker address must end with /p2p/PEER_ID; not registering");
         return;
     };
     let mut reg = Registration {
-        generation: inner.generation.subscribe(),
-        inner,
+        generation: catalog.changes(),
+        overlay,
+        catalog,
+        tasks,
         addr,
         broker,
         sent: HashMap::new(),
@@ -244,14 +274,14 @@ pub(crate) async fn run(inner: Arc<Inner>, addr: Multiaddr) {
         heartbeat: Duration::from_secs(20),
     };
     let mut backoff = BACKOFF_MIN;
-    while !reg.inner.tasks.is_stopping() {
+    while !reg.tasks.is_stopping() {
         match reg.step().await {
             Ok(()) => backoff = BACKOFF_MIN,
             Err(e) => {
                 tracing::debug!(broker = %reg.broker, error = %e, "broker unreachable; retrying");
                 reg.registered = false;
                 tokio::select! {
-                    () = reg.inner.tasks.shutdown().cancelled() => return,
+                    () = reg.tasks.shutdown().cancelled() => return,
                     () = tokio::time::sleep(backoff) => {}
                 }
                 backoff = (backoff * 2).min(reg.heartbeat.clamp(BACKOFF_MIN, BACKOFF_MAX));

@@ -8,11 +8,12 @@ use std::time::{Duration, Instant};
 
 use kith_overlay::PeerId;
 
+use kith_core::sync::lock;
+
 use crate::Error;
 use crate::index::CatalogIndex;
 use crate::protocol::{Entry, WireHit};
 use crate::query::Query;
-use crate::state::lock;
 
 /// Most entries one peer may register.
 pub const MAX_ENTRIES_PER_PEER: usize = 10_000;
@@ -42,10 +43,6 @@ impl std::fmt::Debug for Directory {
             .field("ttl", &self.ttl)
             .finish_non_exhaustive()
     }
-}
-
-fn refused(why: impl Into<String>) -> Error {
-    Error::Refused(why.into())
 }
 
 impl Directory {
@@ -78,15 +75,15 @@ impl Directory {
         addrs: Vec<String>,
     ) -> Result<(), Error> {
         if entries.len() > MAX_ENTRIES_PER_PEER {
-            return Err(refused(format!(
-                "{} entries; at most {MAX_ENTRIES_PER_PEER} per peer",
-                entries.len()
-            )));
+            return Err(Error::TooManyEntries {
+                entries: entries.len(),
+                max: MAX_ENTRIES_PER_PEER,
+            });
         }
         Self::check_all(entries)?;
         let mut peers = lock(&self.peers)?;
         if !peers.contains_key(&peer) && peers.len() >= MAX_PEERS {
-            return Err(refused("the broker is full"));
+            return Err(Error::BrokerFull);
         }
         let key = peer.to_string();
         self.index.remove_peer(&key)?;
@@ -117,9 +114,10 @@ impl Directory {
             return Ok(false);
         };
         if info.entries + entries.len() > MAX_ENTRIES_PER_PEER {
-            return Err(refused(format!(
-                "at most {MAX_ENTRIES_PER_PEER} entries per peer"
-            )));
+            return Err(Error::TooManyEntries {
+                entries: info.entries + entries.len(),
+                max: MAX_ENTRIES_PER_PEER,
+            });
         }
         let key = peer.to_string();
         for e in entries {

@@ -17,18 +17,29 @@ mod server;
 
 use std::sync::Arc;
 
+use kith_core::tasks::Tasks;
+use kith_overlay::{Multiaddr, Overlay};
+
 pub use directory::{Directory, MAX_ENTRIES_PER_PEER, MAX_PEERS};
 
 use crate::Error;
-use crate::state::Inner;
+use crate::catalog::Catalog;
 
-/// Serves as a broker when configured to, and keeps this node registered with its broker.
-pub(crate) fn start(inner: &Arc<Inner>) -> Result<(), Error> {
-    if let Some(dir) = inner.directory.clone() {
-        server::start(inner, dir)?;
+/// Serves `directory` as a broker when there is one, and keeps this node registered with
+/// the broker at `broker` when there is one.
+pub(crate) fn start(
+    overlay: &Overlay,
+    catalog: &Arc<Catalog>,
+    tasks: &Tasks,
+    directory: Option<Arc<Directory>>,
+    broker: Option<Multiaddr>,
+) -> Result<(), Error> {
+    if let Some(dir) = directory {
+        server::start(overlay, tasks, dir)?;
     }
-    if let Some(addr) = inner.config.broker.clone() {
-        inner.tasks.spawn(client::run(inner.clone(), addr));
+    if let Some(addr) = broker {
+        let run = client::run(overlay.clone(), catalog.clone(), tasks.clone(), addr);
+        tasks.spawn(run);
     }
     Ok(())
 }

@@ -6,14 +6,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kith_overlay::inbound::{Incoming, Limits, Refusal};
-use kith_overlay::{PeerId, Stream};
+use kith_core::tasks::Tasks;
+use kith_overlay::inbound::{Limits, Refusal};
+use kith_overlay::{Overlay, PeerId, Stream};
 use tokio::sync::Semaphore;
 
 use super::directory::Directory;
 use crate::protocol::{self, BrokerRequest, BrokerResponse};
 use crate::query::Query;
-use crate::state::Inner;
 use crate::{Error, MAX_RESULTS};
 
 /// Inbound broker streams: per peer, and in total.
@@ -39,52 +39,50 @@ fn refusal(why: Refusal) -> Vec<u8> {
     .unwrap_or_default()
 }
 
-/// Serves the broker protocol, commits changes and expires silent peers.
-pub(crate) fn start(inner: &Arc<Inner>, dir: Arc<Directory>) -> Result<(), Error> {
-    let mut inbound = inner
-        .overlay
-        .accept(protocol::BROKER_PROTOCOL, LIMITS, Arc::new(refusal))?;
+/// Serves the broker protocol, and commits changes and expires silent peers on a timer.
+pub(crate) fn start(overlay: &Overlay, tasks: &Tasks, dir: Arc<Directory>) -> Result<(), Error> {
+    let inbound = overlay.accept(protocol::BROKER_PROTOCOL, LIMITS, Arc::new(refusal))?;
     let budget = Arc::new(Semaphore::new(BODY_BUDGET));
-    let tasks = inner.tasks.clone();
-    tasks.clone().spawn(async move {
-        let mut commit = tokio::time::interval(COMMIT_EVERY);
-        let mut expire = tokio::time::interval((dir.ttl() / 4).max(Duration::from_millis(100)));
-        loop {
-            tokio::select! {
-                () = tasks.shutdown().cancelled() => return,
-                _ = commit.tick() => {
-                    let d = dir.clone();
-                    if let Ok(Err(e)) = tasks.blocking(move || d.commit()).await {
-                        tracing::warn!(error = %e, "broker index commit failed");
-                    }
+    let (d, t) = (dir.clone(), tasks.clone());
+    inbound.serve(
+        tasks,
+        "broker request",
+        REQUEST_TIMEOUT,
+        move |peer, stream| {
+            let (d, b, t) = (d.clone(), budget.clone(), t.clone());
+            async move { handle(&d, &b, &t, peer, stream).await }
+        },
+    );
+    tasks.spawn(upkeep(dir, tasks.clone()));
+    Ok(())
+}
+
+/// Makes buffered changes searchable and drops silent peers, until shutdown.
+async fn upkeep(dir: Arc<Directory>, tasks: Tasks) {
+    let mut commit = tokio::time::interval(COMMIT_EVERY);
+    let mut expire = tokio::time::interval((dir.ttl() / 4).max(Duration::from_millis(100)));
+    loop {
+        tokio::select! {
+            () = tasks.shutdown().cancelled() => return,
+            _ = commit.tick() => {
+                let d = dir.clone();
+                if let Ok(Err(e)) = tasks.blocking(move || d.commit()).await {
+                    tracing::warn!(error = %e, "broker index commit failed");
                 }
-                _ = expire.tick() => {
-                    if let Err(e) = dir.expire() {
-                        tracing::warn!(error = %e, "cannot expire silent peers");
-                    }
-                }
-                next = inbound.next() => {
-                    let Some(Incoming { peer, stream, permit }) = next else { return };
-                    let (d, b, t) = (dir.clone(), budget.clone(), tasks.clone());
-                    tasks.spawn(async move {
-                        match tokio::time::timeout(REQUEST_TIMEOUT, handle(&d, &b, &t, peer, stream)).await {
-                            Ok(Err(e)) => tracing::debug!(%peer, error = %e, "broker request failed"),
-                            Err(_) => tracing::debug!(%peer, "broker request timed out"),
-                            Ok(Ok(())) => {}
-                        }
-                        drop(permit);
-                    });
+            }
+            _ = expire.tick() => {
+                if let Err(e) = dir.expire() {
+                    tracing::warn!(error = %e, "cannot expire silent peers");
                 }
             }
         }
-    });
-    Ok(())
+    }
 }
 
 async fn handle(
     dir: &Arc<Directory>,
     budget: &Arc<Semaphore>,
-    tasks: &kith_core::tasks::Tasks,
+    tasks: &Tasks,
     peer: PeerId,
     mut stream: Stream,
 ) -> Result<(), Error> {

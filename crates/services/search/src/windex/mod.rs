@@ -16,89 +16,97 @@
 //! "full" places it at its next-ranked node. Records expire ([`record::TTL_SECS`]) and are
 //! published again well before ([`republish`]).
 
+//!
+//! - `protocol`: requests, answers and limits; `record`: the signed record.
+//! - `store`: what this node keeps for others ([`store::Held`]).
+//! - `client`: asking a word's nodes; `server`: answering; `publish`: placing this node's
+//!   words and where they went.
+
 pub(crate) mod client;
+pub mod protocol;
 pub(crate) mod publish;
 pub mod record;
 pub(crate) mod server;
 pub(crate) mod store;
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::Arc;
+use std::time::Duration;
 
-use kith_overlay::{PeerId, StreamProtocol};
+use kith_core::tasks::Tasks;
+use kith_overlay::{Keypair, Overlay};
+use tokio::sync::mpsc;
 
-/// This node's part of the index: what it keeps for others, and where its own words went.
-#[derive(Default)]
-pub(crate) struct Node {
-    pub store: Mutex<store::Store>,
-    pub placed: tokio::sync::Mutex<HashMap<String, publish::Placed>>,
+pub use protocol::{INDEX_PROTOCOL, word_key};
+pub use publish::{REPLICAS, rank, republish};
+
+use crate::catalog::Catalog;
+use crate::metrics::Metrics;
+use crate::protocol::WireHit;
+use crate::query::Query;
+use crate::rate::QueryRate;
+use crate::{Error, WordIndexStatus};
+
+/// This node's part of the word index: what it keeps for others, where its own words
+/// went, and the client that asks other nodes. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct WordIndex {
+    client: client::Client,
+    held: Arc<store::Held>,
+    placements: Arc<publish::Placements>,
 }
 
-pub const INDEX_PROTOCOL: StreamProtocol = StreamProtocol::new("/kith/windex/1.0.0");
-/// Nodes of the K closest to a word that keep each holder's record.
-pub const REPLICAS: usize = 3;
-
-/// The DHT key a word's index lives at.
-pub fn word_key(word: &str) -> Vec<u8> {
-    format!("/kith/windex/{word}").into_bytes()
-}
-
-/// `closest` ordered by how high each ranks for `holder` (rendezvous hashing): the first
-/// [`REPLICAS`] that accept keep the holder's record.
-pub fn rank(closest: &[PeerId], holder: &PeerId, word: &str) -> Vec<PeerId> {
-    let mut scored: Vec<([u8; 32], PeerId)> = closest
-        .iter()
-        .map(|p| {
-            let mut h = blake3::Hasher::new();
-            h.update(word.as_bytes());
-            h.update(&holder.to_bytes());
-            h.update(&p.to_bytes());
-            (*h.finalize().as_bytes(), *p)
-        })
-        .collect();
-    scored.sort_by_key(|s| std::cmp::Reverse(s.0));
-    scored.into_iter().map(|(_, p)| p).collect()
-}
-
-/// When to publish again after start (the network is still forming), then every
-/// `interval`.
-pub fn republish(round: u32, interval: std::time::Duration) -> std::time::Duration {
-    const EARLY: [u64; 5] = [5, 15, 30, 60, 180];
-    EARLY
-        .get(round as usize)
-        .map(|s| std::time::Duration::from_secs(*s))
-        .unwrap_or(interval)
-        .min(interval)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn holders_spread_over_the_closest_nodes() {
-        let closest: Vec<PeerId> = (0..20).map(|_| PeerId::random()).collect();
-        let mut kept = std::collections::HashMap::<PeerId, usize>::new();
-        for _ in 0..2000 {
-            let holder = PeerId::random();
-            let ranked = rank(&closest, &holder, "word");
-            assert_eq!(ranked.len(), closest.len());
-            for p in ranked.iter().take(REPLICAS) {
-                *kept.entry(*p).or_default() += 1;
-            }
-            // The same inputs rank the same way.
-            assert_eq!(ranked, rank(&closest, &holder, "word"));
+impl WordIndex {
+    pub fn new(overlay: Overlay, metrics: Metrics) -> Self {
+        let held = Arc::new(store::Held::default());
+        Self {
+            client: client::Client::new(overlay, held.clone(), metrics),
+            held,
+            placements: Arc::default(),
         }
-        // 6000 placements over 20 nodes: about 300 each, none empty or swamped.
-        assert_eq!(kept.len(), 20);
-        assert!(kept.values().all(|n| (150..450).contains(n)), "{kept:?}");
     }
 
-    #[test]
-    fn early_republishing_then_the_interval() {
-        let hour = std::time::Duration::from_secs(3600);
-        assert_eq!(republish(0, hour).as_secs(), 5);
-        assert_eq!(republish(9, hour), hour);
-        assert_eq!(republish(0, std::time::Duration::from_secs(1)).as_secs(), 1);
+    /// Serves the protocol, and publishes this node's words (signed with `key`; with no
+    /// key it publishes none) on catalogue changes and every `interval`.
+    pub fn start(
+        &self,
+        overlay: Overlay,
+        rate: Arc<QueryRate>,
+        metrics: Metrics,
+        catalog: Arc<Catalog>,
+        key: Option<(Keypair, Duration)>,
+        tasks: &Tasks,
+    ) -> Result<(), Error> {
+        server::Server::new(self.held.clone(), overlay, rate, metrics).start(tasks)?;
+        if let Some((key, interval)) = key {
+            let publisher = publish::Publisher::new(
+                catalog,
+                self.client.clone(),
+                self.held.clone(),
+                self.placements.clone(),
+                key,
+                interval,
+                tasks.clone(),
+            );
+            tasks.spawn(publisher.run());
+        }
+        Ok(())
+    }
+
+    /// Searches the index for `q` (its `words`); matching names go to `tx` as hits of
+    /// their holders. Returns how many hits were sent.
+    pub async fn search(&self, q: &Query, words: &[String], tx: &mpsc::Sender<WireHit>) -> usize {
+        self.client.search(q, words, tx).await
+    }
+
+    /// This node's part in the index.
+    pub async fn status(&self) -> WordIndexStatus {
+        let (published, unplaced) = self.placements.published().await;
+        let (records, bytes) = self.held.size().unwrap_or_default();
+        WordIndexStatus {
+            published,
+            unplaced,
+            records,
+            bytes,
+        }
     }
 }

@@ -17,16 +17,18 @@ pub const TTL_SECS: u64 = 2 * 3600;
 const SKEW_SECS: u64 = 600;
 const CONTEXT: &str = "kith word index record 1";
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, thiserror::Error)]
 pub enum RecordError {
     #[error("malformed record: {0}")]
-    Malformed(String),
+    Malformed(&'static str),
+    #[error("malformed record: {0}")]
+    Entry(#[source] crate::protocol::WireError),
     #[error("record expired")]
     Expired,
     #[error("record of {0} is not signed by it")]
     Forged(String),
     #[error("cannot sign: {0}")]
-    Sign(String),
+    Sign(#[source] libp2p_identity::SigningError),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -72,9 +74,7 @@ impl WordRecord {
             entries,
             sig: String::new(),
         };
-        let sig = key
-            .sign(&r.signing_bytes())
-            .map_err(|e| RecordError::Sign(e.to_string()))?;
+        let sig = key.sign(&r.signing_bytes()).map_err(RecordError::Sign)?;
         r.sig = to_hex(&sig);
         Ok(r)
     }
@@ -82,7 +82,7 @@ impl WordRecord {
     /// Checks bounds, that every name holds the word, the lifetime and the holder's
     /// signature; returns the holder.
     pub fn verify(&self, now_secs: u64) -> Result<PeerId, RecordError> {
-        let bad = |m: &str| Err(RecordError::Malformed(m.to_owned()));
+        let bad = |m: &'static str| Err(RecordError::Malformed(m));
         if self.word.is_empty() || self.word.len() > MAX_WORD_BYTES {
             return bad("bad word");
         }
@@ -96,8 +96,7 @@ impl WordRecord {
             return bad("lives too long");
         }
         for e in &self.entries {
-            e.check()
-                .map_err(|e| RecordError::Malformed(e.to_string()))?;
+            e.check().map_err(RecordError::Entry)?;
             if !query::tokens(&e.name).any(|t| t == self.word) {
                 return bad("an entry's name does not hold the word");
             }
@@ -105,11 +104,10 @@ impl WordRecord {
         let holder: PeerId = self
             .holder
             .parse()
-            .map_err(|_| RecordError::Malformed("holder is not a peer ID".into()))?;
+            .map_err(|_| RecordError::Malformed("holder is not a peer ID"))?;
         let key = public_key_of(&holder)
-            .ok_or_else(|| RecordError::Malformed("holder key is not an Ed25519 key".into()))?;
-        let sig = from_hex(&self.sig)
-            .ok_or_else(|| RecordError::Malformed("signature is not hex".into()))?;
+            .ok_or(RecordError::Malformed("holder key is not an Ed25519 key"))?;
+        let sig = from_hex(&self.sig).ok_or(RecordError::Malformed("signature is not hex"))?;
         if !key.verify(&self.signing_bytes(), &sig) {
             return Err(RecordError::Forged(self.holder.clone()));
         }
@@ -158,7 +156,10 @@ pub(crate) mod tests {
         let mut claimed = r.clone();
         claimed.holder = kith_overlay::PeerId::random().to_string();
         assert!(claimed.verify(1000).is_err());
-        assert_eq!(r.verify(1000 + TTL_SECS), Err(RecordError::Expired));
+        assert!(matches!(
+            r.verify(1000 + TTL_SECS),
+            Err(RecordError::Expired)
+        ));
         Ok(())
     }
 

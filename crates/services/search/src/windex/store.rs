@@ -2,7 +2,9 @@
 //! memory, bounded per word, per holder and in total.
 
 use std::collections::HashMap;
+use std::sync::Mutex;
 
+use kith_core::sync::{Poisoned, lock};
 use kith_overlay::PeerId;
 
 use super::record::WordRecord;
@@ -127,6 +129,38 @@ impl Store {
     }
 }
 
+/// The [`Store`] behind its lock, shared by the server (puts and queries from peers), the
+/// publisher (this node's own records when it is one of a word's nodes) and the client
+/// (its own part of a lookup). The store's counts must match its records, so a poisoned
+/// lock is an error ([`lock`]), never taken back.
+#[derive(Default)]
+pub(crate) struct Held(Mutex<Store>);
+
+impl Held {
+    pub fn put(&self, r: WordRecord, holder: PeerId, now_secs: u64) -> Result<Put, Poisoned> {
+        Ok(lock(&self.0)?.put(r, holder, now_secs))
+    }
+
+    pub fn sweep(&self, now_secs: u64) -> Result<(), Poisoned> {
+        lock(&self.0)?.sweep(now_secs);
+        Ok(())
+    }
+
+    pub fn query(
+        &self,
+        word: &str,
+        q: &Query,
+        limit: usize,
+        now_secs: u64,
+    ) -> Result<Vec<WordRecord>, Poisoned> {
+        Ok(lock(&self.0)?.query(word, q, limit, now_secs))
+    }
+
+    pub fn size(&self) -> Result<(usize, usize), Poisoned> {
+        Ok(lock(&self.0)?.size())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,6 +177,20 @@ mod tests {
         );
         let r = r.unwrap_or_else(|e| panic!("{e}"));
         (r, key.public().to_peer_id())
+    }
+
+    #[test]
+    fn a_poisoned_store_is_an_error_not_read() {
+        let held = std::sync::Arc::new(Held::default());
+        let h = held.clone();
+        let _ = std::thread::spawn(move || {
+            let _g = h.0.lock();
+            panic!("poison it");
+        })
+        .join();
+        assert!(held.size().is_err());
+        let q = Query::parse("river").unwrap_or_else(|e| panic!("{e}"));
+        assert!(held.query("river", &q, 10, 100).is_err());
     }
 
     #[test]
