@@ -570,6 +570,52 @@ impl Client {
 mod tests {
     use super::*;
 
+    #[derive(Debug, PartialEq, serde::Deserialize)]
+    struct Line {
+        n: u32,
+    }
+
+    /// An answer whose body arrives in `chunks`.
+    fn answer(chunks: Vec<Vec<u8>>) -> reqwest::Response {
+        let body = futures::stream::iter(
+            chunks
+                .into_iter()
+                .map(|c| Ok::<_, std::io::Error>(Bytes::from(c))),
+        );
+        reqwest::Response::from(http::Response::new(reqwest::Body::wrap_stream(body)))
+    }
+
+    fn lines(chunks: Vec<Vec<u8>>) -> Vec<Result<Line>> {
+        futures::executor::block_on(json_lines::<Line>(answer(chunks)).collect())
+    }
+
+    #[test]
+    fn lines_are_decoded_across_chunks_and_lines_of_another_shape_skipped() {
+        let got = lines(vec![
+            b"{\"n\":1}\n{\"n\"".to_vec(),
+            b":2}\nnot json\n{\"other\":true}\n{\"n\":3}".to_vec(),
+        ]);
+        let got: Vec<u32> = got
+            .into_iter()
+            .filter_map(|l| l.ok().map(|l| l.n))
+            .collect();
+        assert_eq!(got, [1, 2, 3], "the last line needs no newline");
+    }
+
+    #[test]
+    fn a_line_past_the_limit_ends_the_stream_with_an_error() {
+        let got = lines(vec![
+            b"{\"n\":1}\n".to_vec(),
+            vec![b' '; MAX_LINE / 2],
+            vec![b' '; MAX_LINE / 2 + 1],
+            b"{\"n\":2}\n".to_vec(),
+        ]);
+        assert!(
+            matches!(got.as_slice(), [Ok(Line { n: 1 }), Err(Error::LineTooLong)]),
+            "{got:?}"
+        );
+    }
+
     #[test]
     fn paths_inside_a_folder_are_encoded_per_segment() {
         assert_eq!(content_path("bafk"), "/content/bafk");
