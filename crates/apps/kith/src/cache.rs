@@ -3,7 +3,7 @@
 use anyhow::Result;
 use kith_api as api;
 
-use crate::commands::print_json;
+use crate::out::print_json;
 use crate::units::human;
 use crate::vault::when;
 use kith_api::Client;

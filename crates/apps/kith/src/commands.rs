@@ -7,6 +7,7 @@ use kith_api as api;
 use kith_node::Home;
 use serde::Serialize;
 
+use crate::out::print_json;
 use crate::units;
 use futures::StreamExt;
 use kith_api::Client;
@@ -23,10 +24,6 @@ struct Initialised<'a> {
 #[derive(Serialize)]
 struct Id {
     peer_id: String,
-}
-
-pub fn print_json<T: Serialize>(v: &T) {
-    println!("{}", serde_json::to_string(v).unwrap_or_default());
 }
 
 /// A search or resolve timeout in seconds, as milliseconds.

@@ -4,7 +4,7 @@ use anyhow::Result;
 use kith_api as api;
 
 use crate::args::{DeviceCmd, GroupCmd};
-use crate::commands::print_json;
+use crate::out::print_json;
 use kith_api::Client;
 
 pub async fn person(c: &Client, json: bool) -> Result<()> {

@@ -7,7 +7,8 @@ use anyhow::Result;
 use kith_api as api;
 
 use crate::args::{JobCmd, VolunteerCmd};
-use crate::commands::{absolute, print_json};
+use crate::commands::absolute;
+use crate::out::print_json;
 use crate::units::human;
 use kith_api::Client;
 

@@ -2,7 +2,7 @@
 //! other command talks to the running node through its local HTTP API.
 //!
 //! - `args`: the commands and flags; `commands`: one function per command; `up`: running
-//!   the node; `progress`: following a download; `client`: finding the node (the typed API client is `kith_api::Client`).
+//!   the node; `progress`: following a download; `out`: printing `--json`; `client`: finding the node (the typed API client is `kith_api::Client`).
 
 mod args;
 mod cache;
@@ -10,6 +10,7 @@ mod client;
 mod commands;
 mod groups;
 mod jobs;
+mod out;
 mod progress;
 mod service;
 mod transfers;

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail};
 use kith_api as api;
 
-use crate::commands::print_json;
+use crate::out::print_json;
 use futures::StreamExt;
 use kith_api::Client;
 

@@ -6,7 +6,8 @@ use anyhow::{Result, bail};
 use kith_api as api;
 
 use crate::args::VaultCmd;
-use crate::commands::{absolute, print_json};
+use crate::commands::absolute;
+use crate::out::print_json;
 use crate::units::human;
 use kith_api::Client;
 
