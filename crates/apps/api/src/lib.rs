@@ -10,11 +10,15 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 mod cache;
+#[cfg(feature = "client")]
+pub mod client;
 mod compute;
 mod people;
 mod ui;
 mod vault;
 pub use cache::{CacheDemand, CacheEntry, CacheHint, CacheStatus, PinRequest};
+#[cfg(feature = "client")]
+pub use client::Client;
 pub use compute::{
     Job, MasterStanding, ResultsRequest, ResultsWritten, RunningUnit, SubmitJob, VolunteerRequest,
     VolunteerStatus,

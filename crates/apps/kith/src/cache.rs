@@ -3,10 +3,10 @@
 use anyhow::Result;
 use kith_api as api;
 
-use crate::client::{Client, segment};
-use crate::commands::print_json;
+use crate::out::print_json;
 use crate::units::human;
 use crate::vault::when;
+use kith_api::Client;
 
 fn line(e: &api::CacheEntry) -> String {
     let why = match (&e.region, &e.source, e.demand) {
@@ -29,9 +29,9 @@ fn line(e: &api::CacheEntry) -> String {
 pub async fn pin(c: &Client, id: &str, pin: bool, json: bool) -> Result<()> {
     let e: api::CacheEntry = if pin {
         let req = api::PinRequest { id: id.to_owned() };
-        c.post("/cache/pins", &req).await?
+        c.pin(&req).await?
     } else {
-        c.delete(&format!("/cache/pins/{}", segment(id))).await?
+        c.unpin(id).await?
     };
     if json {
         print_json(&e);
@@ -47,7 +47,7 @@ pub async fn pin(c: &Client, id: &str, pin: bool, json: bool) -> Result<()> {
 }
 
 pub async fn status(c: &Client, json: bool) -> Result<()> {
-    let s: api::CacheStatus = c.get("/cache").await?;
+    let s = c.cache().await?;
     if json {
         print_json(&s);
         return Ok(());

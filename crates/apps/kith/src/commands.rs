@@ -7,8 +7,10 @@ use kith_api as api;
 use kith_node::Home;
 use serde::Serialize;
 
-use crate::client::{Client, segment};
+use crate::out::print_json;
 use crate::units;
+use futures::StreamExt;
+use kith_api::Client;
 
 /// What `kith init --json` prints.
 #[derive(Serialize)]
@@ -22,10 +24,6 @@ struct Initialised<'a> {
 #[derive(Serialize)]
 struct Id {
     peer_id: String,
-}
-
-pub fn print_json<T: Serialize>(v: &T) {
-    println!("{}", serde_json::to_string(v).unwrap_or_default());
 }
 
 /// A search or resolve timeout in seconds, as milliseconds.
@@ -78,7 +76,7 @@ pub fn init(home: &Home, json: bool) -> Result<()> {
 }
 
 pub async fn id(c: &Client, json: bool) -> Result<()> {
-    let s: api::Status = c.get("/status").await?;
+    let s = c.status().await?;
     if json {
         print_json(&Id { peer_id: s.peer_id });
     } else {
@@ -88,7 +86,7 @@ pub async fn id(c: &Client, json: bool) -> Result<()> {
 }
 
 pub async fn status(c: &Client, json: bool) -> Result<()> {
-    let s: api::Status = c.get("/status").await?;
+    let s = c.status().await?;
     if json {
         print_json(&s);
         return Ok(());
@@ -146,7 +144,7 @@ pub async fn connect(c: &Client, addr: &str, json: bool) -> Result<()> {
     let req = api::ConnectRequest {
         addr: addr.to_owned(),
     };
-    let conns: Vec<api::Connection> = c.post("/peers", &req).await?;
+    let conns = c.connect(&req).await?;
     if json {
         print_json(&conns);
     } else {
@@ -156,7 +154,7 @@ pub async fn connect(c: &Client, addr: &str, json: bool) -> Result<()> {
 }
 
 pub async fn peers(c: &Client, json: bool) -> Result<()> {
-    let list: Vec<api::Connection> = c.get("/peers").await?;
+    let list = c.peers().await?;
     if json {
         print_json(&list);
         return Ok(());
@@ -185,7 +183,7 @@ pub async fn share(
         group,
         public,
     };
-    let s: api::Share = c.post("/shares", &req).await?;
+    let s = c.share(&req).await?;
     match &s.group {
         Some(g) if !asked_group => eprintln!(
             "shared with group {g} only: it came to this node in that group (--public shares it with everyone)"
@@ -196,7 +194,7 @@ pub async fn share(
         _ => {}
     }
     let ticket = if ticket {
-        let t: api::TicketBody = c.get(&format!("/shares/{}/ticket", segment(&s.id))).await?;
+        let t = c.ticket(&s.id).await?;
         Some(t.ticket)
     } else {
         None
@@ -218,7 +216,7 @@ pub async fn share(
 }
 
 pub async fn ls(c: &Client, json: bool) -> Result<()> {
-    let list: Vec<api::Share> = c.get("/shares").await?;
+    let list = c.shares().await?;
     if json {
         print_json(&list);
         return Ok(());
@@ -239,7 +237,7 @@ pub async fn ls(c: &Client, json: bool) -> Result<()> {
 
 pub async fn unshare(c: &Client, id: &str, json: bool) -> Result<()> {
     check_id(id)?;
-    let s: api::Share = c.delete(&format!("/shares/{id}")).await?;
+    let s = c.unshare(id).await?;
     if json {
         print_json(&s);
     } else {
@@ -255,7 +253,7 @@ pub async fn publish(c: &Client, name: &str, path: &Path, public: bool, json: bo
         path: abs.display().to_string(),
         public,
     };
-    let r: api::Name = c.post("/names", &req).await?;
+    let r = c.publish(&req).await?;
     if json {
         print_json(&r);
     } else {
@@ -269,7 +267,7 @@ pub async fn resolve(c: &Client, name: &str, timeout: f64, json: bool) -> Result
         name: name.to_owned(),
         timeout_ms: Some(secs_to_ms(timeout)?),
     };
-    let r: api::Name = c.post("/names/resolve", &req).await?;
+    let r = c.resolve(&req).await?;
     if json {
         print_json(&r);
     } else {
@@ -326,7 +324,9 @@ pub async fn search(
     };
     let mut all: Vec<api::SearchResult> = Vec::new();
     let tty = crate::is_tty();
-    c.stream("/search", &req, |r: api::SearchResult| {
+    let mut lines = c.search(&req).await?;
+    while let Some(r) = lines.next().await {
+        let r = r?;
         if json {
             print_json(&r);
         } else if tty && !all.iter().any(|x| x.id == r.id) {
@@ -336,8 +336,7 @@ pub async fn search(
             Some(x) => *x = r,
             None => all.push(r),
         }
-    })
-    .await?;
+    }
     if !json {
         print_results(&mut all);
     }

@@ -4,11 +4,11 @@ use anyhow::Result;
 use kith_api as api;
 
 use crate::args::{DeviceCmd, GroupCmd};
-use crate::client::{Client, segment};
-use crate::commands::print_json;
+use crate::out::print_json;
+use kith_api::Client;
 
 pub async fn person(c: &Client, json: bool) -> Result<()> {
-    let p: api::Person = c.get("/person").await?;
+    let p = c.person().await?;
     if json {
         print_json(&p);
         return Ok(());
@@ -38,7 +38,7 @@ pub async fn person(c: &Client, json: bool) -> Result<()> {
 pub async fn device(c: &Client, cmd: DeviceCmd, json: bool) -> Result<()> {
     match cmd {
         DeviceCmd::Link => {
-            let code: api::LinkCode = c.post("/devices/link", &serde_json::json!({})).await?;
+            let code = c.link_device().await?;
             if json {
                 print_json(&code);
             } else {
@@ -50,7 +50,7 @@ pub async fn device(c: &Client, cmd: DeviceCmd, json: bool) -> Result<()> {
             }
         }
         DeviceCmd::Join { code } => {
-            let p: api::Person = c.post("/devices/join", &api::JoinDevice { code }).await?;
+            let p = c.join_device(&api::JoinDevice { code }).await?;
             if json {
                 print_json(&p);
             } else {
@@ -58,8 +58,7 @@ pub async fn device(c: &Client, cmd: DeviceCmd, json: bool) -> Result<()> {
             }
         }
         DeviceCmd::Remove { device } => {
-            let path = format!("/devices/{}", segment(&device));
-            let r: api::DeviceRemoved = c.delete(&path).await?;
+            let r = c.remove_device(&device).await?;
             if json {
                 print_json(&r);
             } else {
@@ -80,9 +79,7 @@ fn print_group(g: &api::Group) {
 pub async fn group(c: &Client, cmd: GroupCmd, json: bool) -> Result<()> {
     match cmd {
         GroupCmd::Create { name, history } => {
-            let g: api::Group = c
-                .post("/groups", &api::CreateGroup { name, history })
-                .await?;
+            let g = c.create_group(&api::CreateGroup { name, history }).await?;
             if json {
                 print_json(&g);
             } else {
@@ -100,8 +97,7 @@ pub async fn group(c: &Client, cmd: GroupCmd, json: bool) -> Result<()> {
                 uses: Some(uses),
                 admin,
             };
-            let path = format!("/groups/{}/invites", segment(&group));
-            let inv: api::Invite = c.post(&path, &req).await?;
+            let inv = c.invite(&group, &req).await?;
             if json {
                 print_json(&inv);
             } else {
@@ -110,7 +106,7 @@ pub async fn group(c: &Client, cmd: GroupCmd, json: bool) -> Result<()> {
             }
         }
         GroupCmd::Join { token } => {
-            let g: api::Group = c.post("/groups/join", &api::JoinGroup { token }).await?;
+            let g = c.join_group(&api::JoinGroup { token }).await?;
             if json {
                 print_json(&g);
             } else {
@@ -118,7 +114,7 @@ pub async fn group(c: &Client, cmd: GroupCmd, json: bool) -> Result<()> {
             }
         }
         GroupCmd::Ls => {
-            let list: Vec<api::Group> = c.get("/groups").await?;
+            let list = c.groups().await?;
             if json {
                 print_json(&list);
             } else if list.is_empty() {
@@ -129,8 +125,7 @@ pub async fn group(c: &Client, cmd: GroupCmd, json: bool) -> Result<()> {
         }
         GroupCmd::Members { group } => members(c, &group, json).await?,
         GroupCmd::Remove { group, person } => {
-            let path = format!("/groups/{}/members/{}", segment(&group), segment(&person));
-            let g: api::Group = c.delete(&path).await?;
+            let g = c.remove_member(&group, &person).await?;
             if json {
                 print_json(&g);
             } else {
@@ -138,8 +133,7 @@ pub async fn group(c: &Client, cmd: GroupCmd, json: bool) -> Result<()> {
             }
         }
         GroupCmd::Leave { group } => {
-            let path = format!("/groups/{}/leave", segment(&group));
-            let g: api::Group = c.post(&path, &serde_json::json!({})).await?;
+            let g = c.leave_group(&group).await?;
             if json {
                 print_json(&g);
             } else {
@@ -151,9 +145,7 @@ pub async fn group(c: &Client, cmd: GroupCmd, json: bool) -> Result<()> {
 }
 
 async fn members(c: &Client, group: &str, json: bool) -> Result<()> {
-    let list: Vec<api::Member> = c
-        .get(&format!("/groups/{}/members", segment(group)))
-        .await?;
+    let list = c.members(group).await?;
     if json {
         print_json(&list);
         return Ok(());

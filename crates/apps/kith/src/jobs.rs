@@ -7,9 +7,10 @@ use anyhow::Result;
 use kith_api as api;
 
 use crate::args::{JobCmd, VolunteerCmd};
-use crate::client::{Client, segment};
-use crate::commands::{absolute, print_json};
+use crate::commands::absolute;
+use crate::out::print_json;
 use crate::units::human;
+use kith_api::Client;
 
 fn line(j: &api::Job) -> String {
     let group = j
@@ -47,7 +48,7 @@ pub async fn job(c: &Client, cmd: JobCmd, json: bool) -> Result<()> {
                 name: None,
                 trust: no_trust.then_some(false),
             };
-            let j: api::Job = c.post("/jobs", &req).await?;
+            let j = c.submit_job(&req).await?;
             if json {
                 print_json(&j);
             } else {
@@ -59,7 +60,7 @@ pub async fn job(c: &Client, cmd: JobCmd, json: bool) -> Result<()> {
             }
         }
         JobCmd::Status { job: None, .. } => {
-            let jobs: Vec<api::Job> = c.get("/jobs").await?;
+            let jobs = c.jobs().await?;
             if json {
                 print_json(&jobs);
             } else if jobs.is_empty() {
@@ -73,32 +74,29 @@ pub async fn job(c: &Client, cmd: JobCmd, json: bool) -> Result<()> {
             once,
             wait,
         } => {
-            let path = format!("/jobs/{}", segment(&id));
             if wait && (json || !std::io::stdout().is_terminal()) {
-                let j = wait_done(c, &path).await?;
+                let j = wait_done(c, &id).await?;
                 if json {
                     print_json(&j);
                 } else {
                     println!("{}", line(&j));
                 }
             } else if json || once || !std::io::stdout().is_terminal() {
-                let j: api::Job = c.get(&path).await?;
+                let j = c.job(&id).await?;
                 if json {
                     print_json(&j);
                 } else {
                     println!("{}", line(&j));
                 }
             } else {
-                follow(c, &path).await?;
+                follow(c, &id).await?;
             }
         }
         JobCmd::Results { job, output } => {
             let req = api::ResultsRequest {
                 dir: absolute(&output)?,
             };
-            let r: api::ResultsWritten = c
-                .post(&format!("/jobs/{}/results", segment(&job)), &req)
-                .await?;
+            let r = c.job_results(&job, &req).await?;
             if json {
                 print_json(&r);
             } else {
@@ -109,7 +107,7 @@ pub async fn job(c: &Client, cmd: JobCmd, json: bool) -> Result<()> {
             }
         }
         JobCmd::Cancel { job } => {
-            let j: api::Job = c.delete(&format!("/jobs/{}", segment(&job))).await?;
+            let j = c.cancel_job(&job).await?;
             if json {
                 print_json(&j);
             } else {
@@ -117,8 +115,7 @@ pub async fn job(c: &Client, cmd: JobCmd, json: bool) -> Result<()> {
             }
         }
         JobCmd::AcceptTrust { job } => {
-            let path = format!("/jobs/{}/accept-trust", segment(&job));
-            let j: api::Job = c.post(&path, &serde_json::json!({})).await?;
+            let j = c.accept_trust(&job).await?;
             if json {
                 print_json(&j);
             } else {
@@ -130,9 +127,9 @@ pub async fn job(c: &Client, cmd: JobCmd, json: bool) -> Result<()> {
 }
 
 /// Polls the job until it is no longer running.
-async fn wait_done(c: &Client, path: &str) -> Result<api::Job> {
+async fn wait_done(c: &Client, id: &str) -> Result<api::Job> {
     loop {
-        let j: api::Job = c.get(path).await?;
+        let j = c.job(id).await?;
         if j.state != "running" {
             return Ok(j);
         }
@@ -141,14 +138,14 @@ async fn wait_done(c: &Client, path: &str) -> Result<api::Job> {
 }
 
 /// A live bar of validated units until the job ends (Ctrl-C leaves it running).
-async fn follow(c: &Client, path: &str) -> Result<()> {
+async fn follow(c: &Client, id: &str) -> Result<()> {
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} validated  {msg}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     loop {
-        let j: api::Job = c.get(path).await?;
+        let j = c.job(id).await?;
         bar.set_length(j.units);
         bar.set_position(j.validated);
         bar.set_message(format!(
@@ -178,10 +175,10 @@ pub async fn volunteer(c: &Client, cmd: VolunteerCmd, json: bool) -> Result<()> 
                 max_memory,
                 group,
             };
-            c.put("/volunteer", &req).await?
+            c.volunteer_on(&req).await?
         }
-        VolunteerCmd::Off => c.delete("/volunteer").await?,
-        VolunteerCmd::Status => c.get("/volunteer").await?,
+        VolunteerCmd::Off => c.volunteer_off().await?,
+        VolunteerCmd::Status => c.volunteer_status().await?,
     };
     if json {
         print_json(&s);

@@ -2,7 +2,7 @@
 //! other command talks to the running node through its local HTTP API.
 //!
 //! - `args`: the commands and flags; `commands`: one function per command; `up`: running
-//!   the node; `progress`: following a download; `client`: the typed API client.
+//!   the node; `progress`: following a download; `out`: printing `--json`; `client`: finding the node (the typed API client is `kith_api::Client`).
 
 mod args;
 mod cache;
@@ -10,6 +10,7 @@ mod client;
 mod commands;
 mod groups;
 mod jobs;
+mod out;
 mod progress;
 mod service;
 mod transfers;
@@ -26,7 +27,7 @@ use clap::Parser;
 use kith_node::Home;
 
 use crate::args::{CacheCmd, Cli, Cmd};
-use crate::client::Client;
+use kith_api::Client;
 
 fn home(cli: &Cli) -> Result<Home> {
     if let Some(h) = &cli.home {
@@ -134,7 +135,7 @@ async fn run(cli: Cli) -> Result<()> {
         Cmd::Up(args) => up::run(home, &args, false).await,
         Cmd::Broker(args) => up::run(home, &args, true).await,
         cmd => {
-            let c = Client::connect(&home)?;
+            let c = client::connect(&home)?;
             talk(&c, cmd, json).await
         }
     }

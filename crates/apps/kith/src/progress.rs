@@ -6,8 +6,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail};
 use kith_api as api;
 
-use crate::client::Client;
-use crate::commands::print_json;
+use crate::out::print_json;
+use futures::StreamExt;
+use kith_api::Client;
 
 /// What `kith get --json` prints last, once the content is verified and written.
 #[derive(serde::Serialize)]
@@ -69,7 +70,13 @@ pub async fn follow(c: &Client, req: &api::DownloadRequest, json: bool) -> Resul
         last: None,
     };
     let followed = tokio::select! {
-        f = c.stream("/downloads", req, |p| view.show(p)) => Some(f),
+        f = async {
+            let mut lines = c.download(req).await?;
+            while let Some(p) = lines.next().await {
+                view.show(p?);
+            }
+            Ok::<_, kith_api::client::Error>(())
+        } => Some(f),
         _ = tokio::signal::ctrl_c() => None,
     };
     if let Some(b) = &view.bar {

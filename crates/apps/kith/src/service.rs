@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use kith_node::Home;
 
 use crate::args::ServiceCmd;
-use crate::commands::print_json;
+use crate::out::print_json;
 
 /// Where systemd looks for user units.
 fn unit_path() -> Result<PathBuf> {

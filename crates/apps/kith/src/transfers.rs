@@ -3,9 +3,9 @@
 use anyhow::Result;
 use kith_api as api;
 
-use crate::client::{Client, segment};
-use crate::commands::print_json;
+use crate::out::print_json;
 use crate::units::human;
+use kith_api::Client;
 
 fn line(p: &api::Progress) -> String {
     let pct = if p.total_bytes > 0 {
@@ -34,7 +34,7 @@ fn line(p: &api::Progress) -> String {
 }
 
 pub async fn list(c: &Client, json: bool) -> Result<()> {
-    let all: Vec<api::Progress> = c.get("/downloads").await?;
+    let all = c.downloads().await?;
     if json {
         print_json(&all);
     } else if all.is_empty() {
@@ -49,9 +49,7 @@ pub async fn change(c: &Client, id: &str, state: &str, json: bool) -> Result<()>
     let req = api::DownloadChange {
         state: state.to_owned(),
     };
-    let p: api::Progress = c
-        .patch(&format!("/downloads/{}", segment(id)), &req)
-        .await?;
+    let p = c.change_download(id, &req).await?;
     if json {
         print_json(&p);
     } else if state == "paused" {
@@ -63,7 +61,7 @@ pub async fn change(c: &Client, id: &str, state: &str, json: bool) -> Result<()>
 }
 
 pub async fn cancel(c: &Client, id: &str, json: bool) -> Result<()> {
-    let r: api::ErrorBody = c.delete(&format!("/downloads/{}", segment(id))).await?;
+    let r = c.cancel_download(id).await?;
     if json {
         print_json(&serde_json::json!({ "id": id, "cancelled": true }));
     } else {

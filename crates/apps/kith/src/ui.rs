@@ -4,11 +4,11 @@ use anyhow::{Result, anyhow};
 use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
 
-use crate::client::{Client, segment};
+use kith_api::Client;
 
 /// Prints a one-time login link and opens it in a browser where there is one.
 pub async fn open(c: &Client, no_open: bool, json: bool) -> Result<()> {
-    let link: kith_api::LoginLink = c.post("/ui/login", &serde_json::json!({})).await?;
+    let link = c.login_link().await?;
     if json {
         println!("{}", serde_json::to_string(&link)?);
         return Ok(());
@@ -33,23 +33,12 @@ pub async fn open(c: &Client, no_open: bool, json: bool) -> Result<()> {
     Ok(())
 }
 
-/// The gateway path of `ID[/path]`.
-fn content_path(id: &str) -> String {
-    let mut parts = id.trim().split('/').filter(|p| !p.is_empty());
-    let mut out = String::from("/content");
-    for p in parts.by_ref() {
-        out.push('/');
-        out.push_str(&segment(p));
-    }
-    out
-}
-
 /// Streams a file to stdout. A closed pipe (`kith cat ID | head`) ends it quietly.
 pub async fn cat(c: &Client, id: &str) -> Result<()> {
-    let mut body = c.raw_get(&content_path(id)).await?.bytes_stream();
+    let mut body = c.content(id).await?;
     let mut out = tokio::io::stdout();
     while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| anyhow!("the read stopped: {e}"))?;
+        let chunk = chunk?;
         match out.write_all(&chunk).await {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
@@ -61,17 +50,5 @@ pub async fn cat(c: &Client, id: &str) -> Result<()> {
             Err(anyhow!("cannot write to stdout: {e}"))
         }
         _ => Ok(()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn paths_inside_a_folder_are_encoded_per_segment() {
-        assert_eq!(content_path("bafk"), "/content/bafk");
-        assert_eq!(content_path("bafk/a b/c.txt"), "/content/bafk/a%20b/c.txt");
-        assert_eq!(content_path("bafk//x/"), "/content/bafk/x");
     }
 }

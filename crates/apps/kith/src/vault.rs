@@ -6,9 +6,10 @@ use anyhow::{Result, bail};
 use kith_api as api;
 
 use crate::args::VaultCmd;
-use crate::client::{Client, segment};
-use crate::commands::{absolute, print_json};
+use crate::commands::absolute;
+use crate::out::print_json;
 use crate::units::human;
+use kith_api::Client;
 
 pub(crate) fn when(secs: u64) -> String {
     if secs == 0 {
@@ -94,7 +95,7 @@ pub async fn vault(c: &Client, cmd: VaultCmd, json: bool) -> Result<()> {
                 n,
                 group,
             };
-            let s: api::VaultStored = c.post("/vault", &req).await?;
+            let s = c.vault_put(&req).await?;
             stored(&s, json);
         }
         VaultCmd::Get { what, output } => {
@@ -102,13 +103,11 @@ pub async fn vault(c: &Client, cmd: VaultCmd, json: bool) -> Result<()> {
                 out: absolute(&output)?,
                 ..Default::default()
             };
-            let g: api::VaultGot = c
-                .post(&format!("/vault/{}/get", segment(&what)), &req)
-                .await?;
+            let g = c.vault_get(&what, &req).await?;
             got(&g, &output, json);
         }
         VaultCmd::Ls => {
-            let all: Vec<api::VaultObject> = c.get("/vault").await?;
+            let all = c.vault().await?;
             if json {
                 print_json(&all);
             } else if all.is_empty() {
@@ -118,7 +117,7 @@ pub async fn vault(c: &Client, cmd: VaultCmd, json: bool) -> Result<()> {
             }
         }
         VaultCmd::Status { what: Some(w) } => {
-            let o: api::VaultObject = c.get(&format!("/vault/{}", segment(&w))).await?;
+            let o = c.vault_object(&w).await?;
             if json {
                 print_json(&o);
             } else {
@@ -126,7 +125,7 @@ pub async fn vault(c: &Client, cmd: VaultCmd, json: bool) -> Result<()> {
             }
         }
         VaultCmd::Status { what: None } => {
-            let s: api::VaultOverview = c.get("/vault/status").await?;
+            let s = c.vault_status().await?;
             if json {
                 print_json(&s);
             } else {
@@ -152,7 +151,7 @@ pub async fn vault(c: &Client, cmd: VaultCmd, json: bool) -> Result<()> {
             }
         }
         VaultCmd::Rm { what } => {
-            let r: api::VaultRemoved = c.delete(&format!("/vault/{}", segment(&what))).await?;
+            let r = c.vault_remove(&what).await?;
             if json {
                 print_json(&r);
             } else {
@@ -179,7 +178,7 @@ pub async fn backup(
         k,
         n,
     };
-    let s: api::VaultStored = c.post("/backups", &req).await?;
+    let s = c.backup(&req).await?;
     if json {
         print_json(&s);
     } else {
@@ -227,7 +226,7 @@ pub async fn restore(
         source: source.map(|s| absolute(Path::new(&s))).transpose()?,
         at_ms: at.map(parse_at).transpose()?,
     };
-    let g: api::VaultGot = c.post("/backups/restore", &req).await?;
+    let g = c.restore(&req).await?;
     got(&g, output, json);
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! In-process test harness: start several kith nodes on loopback in one test, drive them
-//! through their real HTTP API, and wait on events with bounded timeouts (never fixed
-//! sleeps).
+//! through their real HTTP API with the typed client (`kith_api::Client`, the one the
+//! `kith` command uses: an API change breaks the tests at compile time), and wait on
+//! events with bounded timeouts (never fixed sleeps).
 
 pub mod testnet;
 
@@ -8,9 +9,11 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use futures::StreamExt;
+use kith_api as api;
+use kith_api::Client;
 use kith_node::Config;
 use kith_node::{Home, Node, Options};
-use serde_json::Value;
 
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
 pub type Result<T> = std::result::Result<T, Error>;
@@ -19,20 +22,7 @@ pub type Result<T> = std::result::Result<T, Error>;
 pub struct TestNode {
     pub node: Node,
     pub dir: tempfile::TempDir,
-    http: reqwest::Client,
-    token: String,
-}
-
-/// The peers listed as providers of a search result.
-pub fn providers(r: &Value) -> Vec<String> {
-    r["providers"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|p| p.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
+    client: Client,
 }
 
 /// Node options for tests: loopback only, no mDNS, short waits.
@@ -72,105 +62,69 @@ impl TestNode {
         self.node.overlay().peer_id().to_string()
     }
 
-    fn url(&self, path: &str) -> String {
-        format!("http://{}/api/v1{path}", self.node.api_addr())
-    }
-
-    /// GET an API path; errors carry the API's error line.
-    pub async fn api_get(&self, path: &str) -> Result<Value> {
-        let r = self
-            .http
-            .get(self.url(path))
-            .bearer_auth(&self.token)
-            .send()
-            .await?;
-        json_or_error(r).await
-    }
-
-    pub async fn api_post(&self, path: &str, body: &Value) -> Result<Value> {
-        let r = self
-            .http
-            .post(self.url(path))
-            .bearer_auth(&self.token)
-            .json(body)
-            .send()
-            .await?;
-        json_or_error(r).await
-    }
-
-    pub async fn api_delete(&self, path: &str) -> Result<Value> {
-        let r = self
-            .http
-            .delete(self.url(path))
-            .bearer_auth(&self.token)
-            .send()
-            .await?;
-        json_or_error(r).await
-    }
-
-    /// POSTs to an API path that answers JSON lines; returns every line once the answer
-    /// ends.
-    pub async fn api_post_lines(&self, path: &str, body: &Value) -> Result<Vec<Value>> {
-        let r = self
-            .http
-            .post(self.url(path))
-            .bearer_auth(&self.token)
-            .json(body)
-            .send()
-            .await?;
-        if !r.status().is_success() {
-            return Err(json_or_error(r)
-                .await
-                .err()
-                .unwrap_or_else(|| "request failed".into()));
-        }
-        let text = r.text().await?;
-        text.lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(|l| serde_json::from_str(l).map_err(Into::into))
-            .collect()
+    /// The typed API client of this node (the one the `kith` command uses).
+    pub fn client(&self) -> &Client {
+        &self.client
     }
 
     /// Shares `path` and returns its content ID.
     pub async fn share(&self, path: &Path) -> Result<String> {
-        let v = self
-            .api_post("/shares", &serde_json::json!({ "path": path }))
-            .await?;
-        Ok(v["id"].as_str().ok_or("no id")?.to_owned())
+        let req = api::ShareRequest {
+            path: path.display().to_string(),
+            group: None,
+            public: false,
+        };
+        Ok(self.client.share(&req).await?.id)
     }
 
-    /// Fetches `id` to `out` through the API and returns the last progress object.
-    pub async fn get(&self, id: &str, out: &Path) -> Result<Value> {
-        let lines = self
-            .api_post_lines(
-                "/downloads",
-                &serde_json::json!({ "id": id, "output": out }),
-            )
-            .await?;
-        Ok(lines.last().ok_or("no progress")?.clone())
+    /// Fetches `id` (a content ID or a name) to `out` through the API and returns the last
+    /// progress line.
+    pub async fn get(&self, id: &str, out: &Path) -> Result<api::Progress> {
+        let req = api::DownloadRequest {
+            id: id.to_owned(),
+            output: Some(out.display().to_string()),
+            ..Default::default()
+        };
+        self.follow(&req).await
+    }
+
+    /// Starts or follows a download and returns its last progress line, once the answer
+    /// ends.
+    pub async fn follow(&self, req: &api::DownloadRequest) -> Result<api::Progress> {
+        let mut lines = self.client.download(req).await?;
+        let mut last = None;
+        while let Some(p) = lines.next().await {
+            last = Some(p?);
+        }
+        Ok(last.ok_or("no progress")?)
     }
 
     /// The node's OpenMetrics text.
     pub async fn metrics(&self) -> Result<String> {
-        Ok(self
-            .http
-            .get(format!("http://{}/metrics", self.node.api_addr()))
-            .send()
-            .await?
-            .text()
-            .await?)
+        Ok(self.client.metrics().await?)
     }
 
     /// Runs a search through the API and returns the final state of each result (a result
     /// may be streamed several times as more peers answer).
-    pub async fn search(&self, q: &str, via: &str, timeout_ms: u64) -> Result<Vec<Value>> {
-        let body = serde_json::json!({ "q": q, "via": via, "timeout_ms": timeout_ms });
-        let lines = self.api_post_lines("/search", &body).await?;
-        let mut out: Vec<Value> = Vec::new();
-        for v in lines {
-            match out.iter_mut().find(|x| x["id"] == v["id"]) {
-                Some(x) => *x = v,
-                None => out.push(v),
+    pub async fn search(
+        &self,
+        q: &str,
+        via: &str,
+        timeout_ms: u64,
+    ) -> Result<Vec<api::SearchResult>> {
+        let req = api::SearchRequest {
+            q: q.to_owned(),
+            via: Some(via.to_owned()),
+            timeout_ms: Some(timeout_ms),
+            ..Default::default()
+        };
+        let mut lines = self.client.search(&req).await?;
+        let mut out: Vec<api::SearchResult> = Vec::new();
+        while let Some(r) = lines.next().await {
+            let r = r?;
+            match out.iter_mut().find(|x| x.id == r.id) {
+                Some(x) => *x = r,
+                None => out.push(r),
             }
         }
         Ok(out)
@@ -199,27 +153,8 @@ impl TestNode {
         let mut o = options(dir.path());
         tweak(&mut o);
         let node = Node::start(o).await?;
-        let token = node.home().token()?;
-        Ok(Self {
-            node,
-            dir,
-            http: reqwest::Client::new(),
-            token,
-        })
-    }
-}
-
-async fn json_or_error(r: reqwest::Response) -> Result<Value> {
-    let ok = r.status().is_success();
-    let v: Value = r.json().await?;
-    if ok {
-        Ok(v)
-    } else {
-        Err(v["error"]
-            .as_str()
-            .unwrap_or("request failed")
-            .to_owned()
-            .into())
+        let client = Client::new(node.api_addr(), node.home().token()?)?;
+        Ok(Self { node, dir, client })
     }
 }
 

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::AsyncWriteExt;
+use kith_api::CacheEntry;
 use kith_cache::protocol::{MAX_FRAME, MAX_REGION, PROTOCOL, Request, Response};
 use kith_core::manifest::{Chunk, DirManifest, Entry, EntryKind, FileManifest, Manifest};
 use kith_core::{ContentId, frame};
@@ -48,9 +49,9 @@ async fn hostile_prefetch_requests_are_refused_and_leave_nothing() -> Result<()>
         let c = TestNode::start(|o| o.cache.capacity = 4 << 20).await?;
         let x = RawPeer::start(&[c.addr().await?]).await?;
         let node: kith_overlay::PeerId = c.peer_id().parse()?;
-        let status = c.api_get("/cache").await?;
-        let own = status["regions"][0].as_str().ok_or("no region")?.to_owned();
-        assert_eq!(own, "127.0.0.0/24", "{status}");
+        let status = c.client().cache().await?;
+        let own = status.regions.first().ok_or("no region")?.clone();
+        assert_eq!(own, "127.0.0.0/24", "{status:?}");
         let id = ContentId::manifest(b"not anywhere");
 
         let r = ask(&x, node, &prefetch(id, 10, "10.9.9.0/24")).await?;
@@ -83,13 +84,9 @@ async fn hostile_prefetch_requests_are_refused_and_leave_nothing() -> Result<()>
         assert_eq!(answers.last(), Some(&Response::Busy), "{answers:?}");
         assert!(matches!(answers.first(), Some(Response::Refused { .. })));
 
-        let status = c.api_get("/cache").await?;
-        assert_eq!(
-            status["entries"].as_array().map(Vec::len),
-            Some(0),
-            "{status}"
-        );
-        assert_eq!(status["used"], 0, "{status}");
+        let status = c.client().cache().await?;
+        assert_eq!(status.entries.len(), 0, "{status:?}");
+        assert_eq!(status.used, 0, "{status:?}");
         Ok(())
     })
     .await
@@ -97,8 +94,8 @@ async fn hostile_prefetch_requests_are_refused_and_leave_nothing() -> Result<()>
 
 /// The region a cache node says it is in.
 async fn region_of(c: &TestNode) -> Result<String> {
-    let status = c.api_get("/cache").await?;
-    Ok(status["regions"][0].as_str().ok_or("no region")?.to_owned())
+    let status = c.client().cache().await?;
+    Ok(status.regions.first().ok_or("no region")?.clone())
 }
 
 fn sent(metrics: &str) -> u64 {
@@ -109,11 +106,10 @@ fn sent(metrics: &str) -> u64 {
 async fn entries_when(
     c: &TestNode,
     what: &str,
-    check: impl Fn(&[serde_json::Value]) -> bool,
-) -> Result<Vec<serde_json::Value>> {
+    check: impl Fn(&[CacheEntry]) -> bool,
+) -> Result<Vec<CacheEntry>> {
     eventually(Duration::from_secs(30), what, || async {
-        let s = c.api_get("/cache").await.ok()?;
-        let es = s["entries"].as_array()?.clone();
+        let es = c.client().cache().await.ok()?.entries;
         check(&es).then_some(es)
     })
     .await
@@ -162,9 +158,9 @@ async fn a_prefetch_that_understates_the_size_moves_only_the_manifest() -> Resul
             "the provider sent {moved} bytes; eight manifests are {}",
             8 * manifest_len
         );
-        let status = c.api_get("/cache").await?;
-        assert_eq!(status["entries"], serde_json::json!([]), "{status}");
-        assert_eq!(c.api_get("/downloads").await?, serde_json::json!([]));
+        let status = c.client().cache().await?;
+        assert!(status.entries.is_empty(), "{status:?}");
+        assert!(c.client().downloads().await?.is_empty());
         Ok(())
     })
     .await
@@ -259,8 +255,8 @@ async fn a_fill_that_grows_past_the_size_read_is_stopped() -> Result<()> {
         assert_eq!(r, Response::Accepted, "1,000 bytes fit");
         entries_when(&c, "the fill stopped and forgotten", |es| es.is_empty()).await?;
         eventually(Duration::from_secs(10), "the download gone", || async {
-            let d = c.api_get("/downloads").await.ok()?;
-            (d == serde_json::json!([])).then_some(())
+            let d = c.client().downloads().await.ok()?;
+            d.is_empty().then_some(())
         })
         .await?;
         let served = served.load(Ordering::Relaxed);
@@ -314,7 +310,7 @@ async fn askers_and_providers_have_byte_budgets() -> Result<()> {
         );
         entries_when(&c, "a cached", |es| {
             es.iter()
-                .any(|e| e["id"] == a.to_string() && e["state"] == "ready")
+                .any(|e| e.id == a.to_string() && e.state == "ready")
         })
         .await?;
         let before = sent(&p.metrics().await?);
@@ -327,12 +323,8 @@ async fn askers_and_providers_have_byte_budgets() -> Result<()> {
         );
         let moved = sent(&p.metrics().await?) - before;
         assert!(moved < 64 << 10, "the provider sent {moved} bytes more");
-        let status = c.api_get("/cache").await?;
-        assert_eq!(
-            status["entries"].as_array().map(Vec::len),
-            Some(1),
-            "{status}"
-        );
+        let status = c.client().cache().await?;
+        assert_eq!(status.entries.len(), 1, "{status:?}");
         Ok(())
     })
     .await

@@ -9,15 +9,40 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use kith_api::{
+    ConnectRequest, CreateGroup, InviteRequest, JoinGroup, Progress, PublishRequest, Share,
+    ShareRequest,
+};
 use kith_testkit::{Result, TestNode, bounded, eventually};
-use serde_json::{Value, json};
 
 const LIMIT: Duration = Duration::from_secs(300);
 /// The word only the group's file holds.
 const WORD: &str = "zanzibarplans";
 
-fn text(v: &Value, key: &str) -> String {
-    v[key].as_str().unwrap_or_default().to_owned()
+/// Shares `path` from `n`: with `group`, or publicly on purpose when `public`.
+async fn share(n: &TestNode, path: &Path, group: Option<&str>, public: bool) -> Result<Share> {
+    let req = ShareRequest {
+        path: path.display().to_string(),
+        group: group.map(str::to_owned),
+        public,
+    };
+    Ok(n.client().share(&req).await?)
+}
+
+/// Creates a group on `n`; its ID.
+async fn create_group(n: &TestNode, name: &str) -> Result<String> {
+    let req = CreateGroup {
+        name: name.to_owned(),
+        history: false,
+    };
+    Ok(n.client().create_group(&req).await?.group)
+}
+
+/// `from` dials `to`.
+async fn connect(from: &TestNode, to: &TestNode) -> Result<()> {
+    let addr = to.addr().await?;
+    from.client().connect(&ConnectRequest { addr }).await?;
+    Ok(())
 }
 
 /// A member of a new group "fam" of `a`'s (its options tweaked by `tweak`), and an
@@ -38,17 +63,14 @@ async fn member_and_outsider(
         o.share.patience = Duration::from_secs(3);
     })
     .await?;
-    o.api_post("/peers", &json!({ "addr": m.addr().await? }))
-        .await?;
-    let group = text(
-        &a.api_post("/groups", &json!({"name": "fam"})).await?,
-        "group",
-    );
-    let token = a
-        .api_post(&format!("/groups/{group}/invites"), &json!({"uses": 1}))
-        .await?;
-    m.api_post("/groups/join", &json!({ "token": token["token"] }))
-        .await?;
+    connect(&o, &m).await?;
+    let group = create_group(a, "fam").await?;
+    let invite = InviteRequest {
+        uses: Some(1),
+        ..Default::default()
+    };
+    let token = a.client().invite(&group, &invite).await?.token;
+    m.client().join_group(&JoinGroup { token }).await?;
     Ok((m, o, group))
 }
 
@@ -74,11 +96,7 @@ impl World {
             format!("{WORD}: the family's plans\n"),
         )?;
         std::fs::write(dir.join("budget.txt"), "the family's budget\n")?;
-        let id = text(
-            &a.api_post("/shares", &json!({ "path": dir, "group": group }))
-                .await?,
-            "id",
-        );
+        let id = share(&a, &dir, Some(&group), false).await?.id;
         Ok(Self {
             a,
             m,
@@ -95,13 +113,8 @@ impl World {
 
     /// The member's shares: (content ID, group) each.
     async fn member_shares(&self) -> Result<Vec<(String, Option<String>)>> {
-        let list = self.m.api_get("/shares").await?;
-        Ok(list
-            .as_array()
-            .ok_or("shares is not a list")?
-            .iter()
-            .map(|s| (text(s, "id"), s["group"].as_str().map(str::to_owned)))
-            .collect())
+        let list = self.m.client().shares().await?;
+        Ok(list.into_iter().map(|s| (s.id, s.group)).collect())
     }
 
     /// Every share of the member names the group, and it shares `ids` among them;
@@ -128,7 +141,7 @@ impl World {
             let got = self.o.get(id, &out).await;
             let failed = match &got {
                 Err(_) => true,
-                Ok(p) => p["state"] != "done",
+                Ok(p) => p.state != "done",
             };
             assert!(failed, "{step}: the outsider fetched {id}: {got:?}");
             assert!(!out.exists(), "{step}: {} left behind", out.display());
@@ -137,18 +150,15 @@ impl World {
     }
 
     /// The member fetches `id` to `out`; its final progress.
-    async fn member_gets(&self, id: &str, out: &Path) -> Result<Value> {
+    async fn member_gets(&self, id: &str, out: &Path) -> Result<Progress> {
         let p = self.m.get(id, out).await?;
-        assert_eq!(p["state"], "done", "{p}");
+        assert_eq!(p.state, "done", "{p:?}");
         Ok(p)
     }
 
-    async fn share(&self, path: &Path, extra: Value) -> Result<Value> {
-        let mut req = json!({ "path": path });
-        if let (Some(r), Some(e)) = (req.as_object_mut(), extra.as_object()) {
-            r.extend(e.clone());
-        }
-        self.m.api_post("/shares", &req).await
+    /// The member shares `path` (with `group`; publicly on purpose when `public`).
+    async fn share(&self, path: &Path, group: Option<&str>, public: bool) -> Result<Share> {
+        share(&self.m, path, group, public).await
     }
 }
 
@@ -168,15 +178,13 @@ async fn group_content_never_becomes_public_on_a_members_node() -> Result<()> {
         let id = w.id.clone();
 
         // A cache fill (a pin) fetches it from the group's members.
-        let pinned = w.m.api_post("/cache/pins", &json!({ "id": id })).await?;
-        assert_eq!(text(&pinned, "id"), id);
+        let pin = kith_api::PinRequest { id: id.clone() };
+        let pinned = w.m.client().pin(&pin).await?;
+        assert_eq!(pinned.id, id);
         eventually(Duration::from_secs(60), "the cache fill", || async {
-            let c = w.m.api_get("/cache").await.ok()?;
-            let e = c["entries"]
-                .as_array()?
-                .iter()
-                .find(|e| e["id"] == id.as_str())?;
-            (e["state"] == "ready").then_some(())
+            let c = w.m.client().cache().await.ok()?;
+            let e = c.entries.into_iter().find(|e| e.id == id)?;
+            (e.state == "ready").then_some(())
         })
         .await?;
         w.nothing_leaks("cache fill", &[&id]).await?;
@@ -211,12 +219,12 @@ async fn rescan_and_copies(w: &World) -> Result<()> {
     // A copy of one file under another name, and a copy of the whole folder.
     let single = w.path("copy-of-plans.txt");
     std::fs::copy(w.path("x1").join("SECRET_plans.txt"), &single)?;
-    let s = w.share(&single, json!({})).await?;
-    assert_eq!(text(&s, "group"), w.group, "{s}");
+    let s = w.share(&single, None, false).await?;
+    assert_eq!(s.group.as_ref(), Some(&w.group), "{s:?}");
     let whole = w.path("whole-copy");
     copy_tree(&w.path("x1"), &whole)?;
-    let s = w.share(&whole, json!({})).await?;
-    assert_eq!(text(&s, "group"), w.group, "{s}");
+    let s = w.share(&whole, None, false).await?;
+    assert_eq!(s.group.as_ref(), Some(&w.group), "{s:?}");
 
     // A folder of the member's own that holds a copy: refused until the member chooses.
     let mixed = w.path("mine");
@@ -224,62 +232,58 @@ async fn rescan_and_copies(w: &World) -> Result<()> {
     std::fs::write(mixed.join("own.txt"), "the member's own notes\n")?;
     std::fs::copy(single.clone(), mixed.join("plans.txt"))?;
     let e = w
-        .share(&mixed, json!({}))
+        .share(&mixed, None, false)
         .await
         .err()
         .ok_or("mixed folder shared")?;
     assert!(e.to_string().contains("holds content of group"), "{e}");
-    let other = text(
-        &w.m.api_post("/groups", &json!({"name": "other"})).await?,
-        "group",
-    );
+    let other = create_group(&w.m, "other").await?;
     let e = w
-        .share(&mixed, json!({ "group": other }))
+        .share(&mixed, Some(&other), false)
         .await
         .err()
         .ok_or("shared with another group")?;
     assert!(e.to_string().contains("would show it"), "{e}");
-    let s = w.share(&mixed, json!({ "group": w.group })).await?;
-    assert_eq!(text(&s, "group"), w.group);
-    w.m.api_post(&format!("/groups/{other}/leave"), &json!({}))
-        .await?;
-    let ids = [text(&s, "id"), w.id.clone()];
+    let s = w.share(&mixed, Some(&w.group), false).await?;
+    assert_eq!(s.group.as_ref(), Some(&w.group));
+    w.m.client().leave_group(&other).await?;
+    let ids = [s.id.clone(), w.id.clone()];
     w.nothing_leaks("copies", &[&ids[0], &ids[1]]).await
 }
 
 /// A name is public: publishing group content is refused. A file of the group updated in
 /// place from someone's name stays in the group.
 async fn names(w: &World) -> Result<()> {
+    let notes = PublishRequest {
+        name: "notes".into(),
+        path: w.path("copy-of-plans.txt").display().to_string(),
+        public: false,
+    };
     let e =
-        w.m.api_post(
-            "/names",
-            &json!({ "name": "notes", "path": w.path("copy-of-plans.txt") }),
-        )
-        .await
-        .err()
-        .ok_or("group content published")?;
+        w.m.client()
+            .publish(&notes)
+            .await
+            .err()
+            .ok_or("group content published")?;
     assert!(e.to_string().contains("came to this node in group"), "{e}");
 
     // a shares one file with the group, and publishes a name.
     let report = w.path("report.txt");
     std::fs::write(&report, format!("{WORD} report, first draft\n"))?;
-    let rid = text(
-        &w.a.api_post("/shares", &json!({ "path": report, "group": w.group }))
-            .await?,
-        "id",
-    );
+    let rid = share(&w.a, &report, Some(&w.group), false).await?.id;
     let mine = w.path("m-report.txt");
     w.member_gets(&rid, &mine).await?;
     let public = w.path("public-report.txt");
     std::fs::write(&public, "a public report\n")?;
-    w.a.api_post("/names", &json!({ "name": "report", "path": public }))
-        .await?;
+    let report = PublishRequest {
+        name: "report".into(),
+        path: public.display().to_string(),
+        public: false,
+    };
+    w.a.client().publish(&report).await?;
     let name = format!("{}/report", w.a.peer_id());
-    let p =
-        w.m.api_post_lines("/downloads", &json!({ "id": name, "output": mine }))
-            .await?;
-    let last = p.last().ok_or("no progress")?;
-    assert_eq!(last["state"], "done", "{last}");
+    let last = w.m.get(&name, &mine).await?;
+    assert_eq!(last.state, "done", "{last:?}");
     assert_eq!(std::fs::read_to_string(&mine)?, "a public report\n");
     w.nothing_leaks("a name updated in place", &[&w.id]).await
 }
@@ -306,8 +310,7 @@ async fn rebuild(w: World) -> Result<()> {
     std::fs::write(&db, &bytes)?;
     let boot = a.addr().await?;
     let m = TestNode::start_in(dir, |o| o.config.bootstrap = vec![boot]).await?;
-    o.api_post("/peers", &json!({ "addr": m.addr().await? }))
-        .await?;
+    connect(&o, &m).await?;
     let w = World {
         a,
         m,
@@ -331,12 +334,11 @@ async fn rebuild(w: World) -> Result<()> {
     );
     w.nothing_leaks("rebuild", &[&w.id]).await?;
 
-    let person = text(&w.m.api_get("/person").await?, "person");
-    w.a.api_delete(&format!("/groups/{}/members/{person}", w.group))
-        .await?;
+    let person = w.m.client().person().await?.person;
+    w.a.client().remove_member(&w.group, &person).await?;
     eventually(Duration::from_secs(60), "the member to leave", || async {
-        let g = w.m.api_get("/groups").await.ok()?;
-        g.as_array()?.is_empty().then_some(())
+        let g = w.m.client().groups().await.ok()?;
+        g.is_empty().then_some(())
     })
     .await?;
     let shares = w.member_shares().await?;
@@ -346,29 +348,21 @@ async fn rebuild(w: World) -> Result<()> {
             .all(|(_, g)| g.as_deref() == Some(w.group.as_str()))
     );
     w.outsider_finds_nothing("removed", &[&w.id]).await?;
-    let again = w.share(&w.path("whole-copy"), json!({})).await;
+    let again = w.share(&w.path("whole-copy"), None, false).await;
     let e = again.err().ok_or("a removed member shared group content")?;
     assert!(e.to_string().contains("no longer in"), "{e}");
 
     // On purpose: public, and the outsider can now find it and fetch it.
-    let s = w
-        .share(&w.path("whole-copy"), json!({ "public": true }))
-        .await?;
-    assert!(
-        s["group"].is_null() && s["public_on_purpose"] == true,
-        "{s}"
-    );
+    let s = w.share(&w.path("whole-copy"), None, true).await?;
+    assert!(s.group.is_none() && s.public_on_purpose, "{s:?}");
     let member = w.m.peer_id();
     let found = eventually(Duration::from_secs(30), "the outsider's search", || async {
         let r = w.o.search(WORD, "network", 1500).await.ok()?;
-        r.into_iter()
-            .find(|r| kith_testkit::providers(r).contains(&member))
+        r.into_iter().find(|r| r.providers.contains(&member))
     })
     .await?;
-    let got =
-        w.o.get(&text(&found, "id"), &w.path("outsider-public"))
-            .await?;
-    assert_eq!(got["state"], "done", "{got}");
+    let got = w.o.get(&found.id, &w.path("outsider-public")).await?;
+    assert_eq!(got.state, "done", "{got:?}");
     Ok(())
 }
 
@@ -382,31 +376,26 @@ async fn a_members_download_in_progress_serves_no_outsider() -> Result<()> {
         let (m, o, group) = member_and_outsider(&a, |_| {}).await?;
         let file = a.dir.path().join("film.bin");
         std::fs::write(&file, kith_testkit::data(SIZE, 5))?;
-        let id = text(
-            &a.api_post("/shares", &json!({ "path": file, "group": group }))
-                .await?,
-            "id",
-        );
+        let id = share(&a, &file, Some(&group), false).await?.id;
         let out = m.dir.path().join("film.bin");
         let outsider = async {
             eventually(
                 Duration::from_secs(30),
                 "part of it at the member",
                 || async {
-                    let v = m.api_get("/downloads").await.ok()?;
-                    let d = v.as_array()?.first()?.clone();
-                    (d["done_bytes"].as_u64()? > 0).then_some(())
+                    let v = m.client().downloads().await.ok()?;
+                    (v.first()?.done_bytes > 0).then_some(())
                 },
             )
             .await?;
             o.get(&id, &o.dir.path().join("film.bin")).await
         };
         let (member, outsider) = tokio::join!(m.get(&id, &out), outsider);
-        assert_eq!(member?["state"], "done");
+        assert_eq!(member?.state, "done");
         let p = outsider?;
-        assert_eq!(p["state"], "failed", "{p}");
-        assert_eq!(p["fetched_bytes"], 0, "{p}");
-        assert!(p["name"].is_null(), "the outsider got the manifest: {p}");
+        assert_eq!(p.state, "failed", "{p:?}");
+        assert_eq!(p.fetched_bytes, 0, "{p:?}");
+        assert!(p.name.is_none(), "the outsider got the manifest: {p:?}");
         Ok(())
     })
     .await
@@ -421,7 +410,7 @@ async fn group_content_fetched_into_a_public_folder_stays_out_of_it() -> Result<
         let public = w.path("public");
         std::fs::create_dir_all(&public)?;
         std::fs::write(public.join("own.txt"), "the member's own notes\n")?;
-        let before = text(&w.share(&public, json!({})).await?, "id");
+        let before = w.share(&public, None, false).await?.id;
         w.member_gets(&w.id, &public.join("plans")).await?;
         let public_of_member = || async {
             Ok::<_, kith_testkit::Error>(
@@ -438,7 +427,7 @@ async fn group_content_fetched_into_a_public_folder_stays_out_of_it() -> Result<
             .await?;
         let out = w.path("outsider-public");
         let got = w.o.get(&before, &out).await?;
-        assert_eq!(got["state"], "done", "{got}");
+        assert_eq!(got.state, "done", "{got:?}");
         assert!(out.join("own.txt").exists() && !out.join("plans").exists());
 
         // The rescan sees the new folder in it, and no public share holds the group's
@@ -450,7 +439,7 @@ async fn group_content_fetched_into_a_public_folder_stays_out_of_it() -> Result<
             assert_ne!(id, before, "the rescan saw no change");
             let out = w.path(&format!("outsider-{id}"));
             let got = w.o.get(&id, &out).await?;
-            assert!(!out.join("plans").exists(), "{got}");
+            assert!(!out.join("plans").exists(), "{got:?}");
         }
         Ok(())
     })

@@ -7,6 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use kith_api::{CreateGroup, InviteRequest, JoinGroup};
 use kith_core::frame;
 use kith_core::person::DeviceCert;
 use kith_core::seal::SealKey;
@@ -17,7 +18,6 @@ use kith_overlay::inbound::{Incoming, Limits};
 use kith_overlay::{Keypair, PeerId};
 use kith_people::protocol::{Hello, PERSON_PROTOCOL};
 use kith_testkit::{RawPeer, Result, TestNode, bounded, metric};
-use serde_json::{Value, json};
 
 const LIMIT: Duration = Duration::from_secs(120);
 
@@ -155,26 +155,30 @@ async fn until(what: &str, mut check: impl AsyncFnMut() -> Result<bool>) -> Resu
     Ok(())
 }
 
-fn text(v: &Value, key: &str) -> String {
-    v[key].as_str().unwrap_or_default().to_owned()
+async fn invite(a: &TestNode, group: &str, uses: u32) -> Result<String> {
+    let req = InviteRequest {
+        uses: Some(uses),
+        ..Default::default()
+    };
+    Ok(a.client().invite(group, &req).await?.token)
 }
 
-async fn invite(a: &TestNode, group: &str, uses: u32) -> Result<String> {
-    let v = a
-        .api_post(
-            &format!("/groups/{group}/invites"),
-            &json!({ "uses": uses }),
-        )
-        .await?;
-    Ok(text(&v, "token"))
+async fn create_group(a: &TestNode, name: &str) -> Result<String> {
+    let req = CreateGroup {
+        name: name.to_owned(),
+        history: false,
+    };
+    Ok(a.client().create_group(&req).await?.group)
+}
+
+async fn join(n: &TestNode, token: String) -> Result<()> {
+    n.client().join_group(&JoinGroup { token }).await?;
+    Ok(())
 }
 
 async fn members(n: &TestNode, group: &str) -> Result<Vec<String>> {
-    let v = n.api_get(&format!("/groups/{group}/members")).await?;
-    let mut out: Vec<String> = v
-        .as_array()
-        .map(|a| a.iter().map(|m| text(m, "person")).collect())
-        .unwrap_or_default();
+    let v = n.client().members(group).await?;
+    let mut out: Vec<String> = v.into_iter().map(|m| m.person).collect();
     out.sort();
     Ok(out)
 }
@@ -201,7 +205,7 @@ async fn a_certificate_that_is_not_the_devices_own_is_refused() -> Result<()> {
             a.node.people_service().person_of(&m.id()),
             Some(m.cert.person)
         );
-        a.api_get("/person").await?;
+        a.client().person().await?;
         Ok(())
     })
     .await
@@ -209,10 +213,7 @@ async fn a_certificate_that_is_not_the_devices_own_is_refused() -> Result<()> {
 
 /// a makes a group; b and mallory join it (mallory by hand). Returns the group.
 async fn group_with_mallory(a: &TestNode, b: &TestNode, m: &Mallory) -> Result<String> {
-    let g = text(
-        &a.api_post("/groups", &json!({"name": "club"})).await?,
-        "group",
-    );
+    let g = create_group(a, "club").await?;
     let req = Request::Join {
         group: g.clone(),
         invite: invite(a, &g, 1).await?,
@@ -227,9 +228,7 @@ async fn group_with_mallory(a: &TestNode, b: &TestNode, m: &Mallory) -> Result<S
         .lock()
         .map_err(|_| "poisoned")?
         .insert(g.clone(), gp::topic(&genesis.hash()));
-    let token = invite(a, &g, 1).await?;
-    b.api_post("/groups/join", &json!({ "token": token }))
-        .await?;
+    join(b, invite(a, &g, 1).await?).await?;
     Ok(g)
 }
 
@@ -279,7 +278,7 @@ async fn group_attacks_are_refused_and_nothing_is_lost() -> Result<()> {
         assert_eq!(members(&a, &g).await?.len(), 3);
         bad_operations(&a, &m, &g).await?;
         // An invite for another group.
-        let g2 = text(&a.api_post("/groups", &json!({"name": "other"})).await?, "group");
+        let g2 = create_group(&a, "other").await?;
         let wrong = Request::Join {
             group: g.clone(),
             invite: invite(&a, &g2, 1).await?,
@@ -302,8 +301,7 @@ async fn after_removal(a: &TestNode, b: &TestNode, m: &Mallory, g: &str) -> Resu
     let a_id: PeerId = a.peer_id().parse()?;
     a.node.groups_service().remove(g, &m.person_id()).await?;
     let b_person = b.node.people_service().person()?.to_string();
-    b.api_post(&format!("/groups/{g}/leave"), &json!({}))
-        .await?;
+    b.client().leave_group(g).await?;
     until("b's leaving to reach a", async || {
         Ok(!members(a, g).await?.contains(&b_person))
     })
@@ -366,9 +364,7 @@ async fn junk_flood(a: &TestNode, b: &TestNode, m: &Mallory, g: &str) -> Result<
     .await?;
     // Still serving, nothing lost: a invites b back and b rejoins.
     assert_eq!(members(a, g).await?, before);
-    let token = invite(a, g, 1).await?;
-    b.api_post("/groups/join", &json!({ "token": token }))
-        .await?;
+    join(b, invite(a, g, 1).await?).await?;
     assert_eq!(members(a, g).await?.len(), before.len() + 1);
     Ok(())
 }

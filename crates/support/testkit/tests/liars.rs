@@ -35,23 +35,27 @@ async fn a_timeout_is_a_deadline_though_a_dead_provider_keeps_turning_up() -> Re
         std::fs::write(&file, data(SIZE, 5))?;
         let id = a.share(&file).await?;
         let out = b.dir.path().join("gone.bin");
-        let req = serde_json::json!({ "id": id, "output": out, "timeout": 20 });
-        let follow = b.api_post_lines("/downloads", &req);
+        let req = kith_api::DownloadRequest {
+            id: id.clone(),
+            output: Some(out.display().to_string()),
+            timeout: Some(20),
+            ..Default::default()
+        };
+        let follow = b.follow(&req);
         let cut = async {
             eventually(Duration::from_secs(30), "a quarter downloaded", || async {
-                let v = b.api_get("/downloads").await.ok()?;
-                (v[0]["done_bytes"].as_u64()? >= SIZE as u64 / 4).then_some(())
+                let v = b.client().downloads().await.ok()?;
+                (v.first()?.done_bytes >= SIZE as u64 / 4).then_some(())
             })
             .await?;
             a.stop().await;
             Ok::<_, kith_testkit::Error>(Instant::now())
         };
-        let (lines, stopped) = tokio::join!(follow, cut);
-        let (lines, stopped) = (lines?, stopped?);
+        let (last, stopped) = tokio::join!(follow, cut);
+        let (last, stopped) = (last?, stopped?);
         let took = stopped.elapsed();
-        let last = lines.last().ok_or("no progress")?;
-        assert_eq!(last["state"], "failed", "{last}");
-        let error = last["error"].as_str().unwrap_or_default();
+        assert_eq!(last.state, "failed", "{last:?}");
+        let error = last.error.as_deref().unwrap_or_default();
         assert!(error.contains("nothing arrived within 20s"), "{error}");
         assert!(
             error.contains(&a_peer),
@@ -191,23 +195,19 @@ async fn liars_are_shunned_by_every_download() -> Result<()> {
             let (l, asked) = liar(lie, &bytes, &b_addr).await?;
             let l_id = l.overlay.peer_id().to_string();
             eventually(Duration::from_secs(10), "the liar connected", || async {
-                let peers = b.api_get("/peers").await.ok()?;
-                peers
-                    .as_array()?
-                    .iter()
-                    .any(|p| p["peer_id"] == l_id.as_str())
-                    .then_some(())
+                let peers = b.client().peers().await.ok()?;
+                peers.iter().any(|p| p.peer_id == l_id).then_some(())
             })
             .await?;
             let before = metric(&b.metrics().await?, "kith_share_provider_violations_total");
             let out = b.dir.path().join(format!("f{i}.bin"));
             let started = Instant::now();
             let p = b.get(&id, &out).await?;
-            assert_eq!(p["state"], "done", "{lie:?}: {p}");
+            assert_eq!(p.state, "done", "{lie:?}: {p:?}");
             assert_eq!(std::fs::read(&out)?, bytes, "{lie:?}");
             if !matches!(lie, Lie::Stall) {
                 // (A staller did send one good chunk before it stalled.)
-                assert!(!p["providers"].to_string().contains(&l_id), "{lie:?}: {p}");
+                assert!(!p.providers.contains(&l_id), "{lie:?}: {p:?}");
             }
             assert!(
                 started.elapsed() < Duration::from_secs(30),
@@ -256,12 +256,11 @@ async fn new_downloads_skip_the_shunned(
         let p = b
             .get(&id, &b.dir.path().join(format!("last{round}.bin")))
             .await?;
-        assert_eq!(p["state"], "done", "{p}");
+        assert_eq!(p.state, "done", "{p:?}");
         assert!(
-            !p["providers"]
-                .to_string()
+            !p.providers
                 .contains(&shunned[2].0.overlay.peer_id().to_string()),
-            "{p}"
+            "{p:?}"
         );
         let after = snapshot(shunned);
         for ((a, b4), lie) in after

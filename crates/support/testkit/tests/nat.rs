@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
+use kith_api::Status;
 use kith_testkit::{Result, TestNode, bounded, eventually, metric};
-use serde_json::Value;
 
 const LIMIT: Duration = Duration::from_secs(90);
 const WAIT: Duration = Duration::from_secs(30);
@@ -19,12 +19,10 @@ async fn announce(n: &TestNode) -> Result<()> {
 }
 
 /// Whether status `s` shows a reservation held on `relay`.
-fn reserved_on(s: &Value, relay: &str) -> bool {
-    s["relays"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .any(|r| r["peer_id"] == relay && r["state"] == "reserved")
+fn reserved_on(s: &Status, relay: &str) -> bool {
+    s.relays
+        .iter()
+        .any(|r| r.peer_id == relay && r.state == "reserved")
 }
 
 /// A broker is a relay and a rendezvous point: a peer that is not publicly reachable
@@ -52,35 +50,28 @@ async fn relay_rendezvous_and_hole_punch() -> Result<()> {
         let c = TestNode::start(with_broker).await?;
         for n in [&a, &c] {
             eventually(WAIT, "a relay reservation on the broker", || async {
-                let s = n.api_get("/status").await.ok()?;
+                let s = n.client().status().await.ok()?;
                 reserved_on(&s, &b_id).then_some(())
             })
             .await?;
         }
-        let s = a.api_get("/status").await?;
-        assert_eq!(s["reachability"], "unknown", "{s}");
+        let s = a.client().status().await?;
+        assert_eq!(s.reachability, "unknown", "{s:?}");
         assert_eq!(
-            s["dht"], "server",
-            "unknown reachability keeps serving the DHT: {s}"
+            s.dht, "server",
+            "unknown reachability keeps serving the DHT: {s:?}"
         );
-        let circuit = s["relays"][0]["addr"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
+        let circuit = s.relays.first().map(|r| r.addr.clone()).unwrap_or_default();
         assert!(circuit.contains("/p2p-circuit/p2p/"), "{circuit}");
-        let s = broker.api_get("/status").await?;
-        assert_eq!(s["relay_server"], true, "{s}");
+        let s = broker.client().status().await?;
+        assert!(s.relay_server, "{s:?}");
         // Rendezvous: a and c find each other through the broker only, and end up with a
         // direct connection (relayed first, then hole punched; on loopback it succeeds).
         let c_id = c.peer_id();
         let direct = eventually(WAIT, "a direct connection a -> c", || async {
-            let s = a.api_get("/status").await.ok()?;
-            let conns = s["connections"].as_array()?.clone();
-            let to_c: Vec<&Value> = conns
-                .iter()
-                .filter(|x| x["peer_id"] == c_id.as_str())
-                .collect();
-            (!to_c.is_empty() && to_c.iter().all(|x| x["path"] == "direct")).then_some(())
+            let s = a.client().status().await.ok()?;
+            let to_c: Vec<_> = s.connections.iter().filter(|x| x.peer_id == c_id).collect();
+            (!to_c.is_empty() && to_c.iter().all(|x| x.path == "direct")).then_some(())
         })
         .await;
         direct?;
@@ -115,7 +106,7 @@ async fn relay_refuses_open_proxy_use() -> Result<()> {
         let r_id = relay.peer_id();
         let t = TestNode::start(|o| o.config.relays = vec![r_addr.clone()]).await?;
         eventually(WAIT, "t's reservation", || async {
-            let s = t.api_get("/status").await.ok()?;
+            let s = t.client().status().await.ok()?;
             reserved_on(&s, &r_id).then_some(())
         })
         .await?;

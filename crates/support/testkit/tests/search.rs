@@ -2,10 +2,28 @@
 
 use std::time::{Duration, Instant};
 
+use kith_api::{PublishRequest, ResolveRequest};
 use kith_node::Options;
-use kith_testkit::{Result, TestNode, bounded, data, eventually, metric, providers};
+use kith_testkit::{Result, TestNode, bounded, data, eventually, metric};
 
 const LIMIT: Duration = Duration::from_secs(150);
+
+/// Publishes `path` as the next revision of `name`.
+fn publish_req(name: &str, path: &std::path::Path) -> PublishRequest {
+    PublishRequest {
+        name: name.to_owned(),
+        path: path.display().to_string(),
+        public: false,
+    }
+}
+
+/// Resolves `name`, asking the DHT for a second.
+fn resolve_req(name: &str) -> ResolveRequest {
+    ResolveRequest {
+        name: name.to_owned(),
+        timeout_ms: Some(1000),
+    }
+}
 
 /// Starts `n` nodes in a line: each joins through the one before it.
 async fn line(n: usize, tweak: impl Fn(&mut Options) + Clone) -> Result<Vec<TestNode>> {
@@ -55,25 +73,24 @@ async fn twenty_nodes_find_content_at_the_far_side_with_and_without_a_broker() -
         last.share(&dir).await?;
         let hit = eventually(Duration::from_secs(60), "far content found", || async {
             let r = first.search("treasure", "network", 3000).await.ok()?;
-            r.into_iter().find(|x| {
-                x["name"] == "buried treasure.txt" && providers(x).contains(&last.peer_id())
-            })
+            r.into_iter()
+                .find(|x| x.name == "buried treasure.txt" && x.providers.contains(&last.peer_id()))
         })
         .await?;
-        assert_eq!(hit["path"], "maps/buried treasure.txt");
-        assert_eq!(hit["size"], 16);
+        assert_eq!(hit.path, "maps/buried treasure.txt");
+        assert_eq!(hit.size, 16);
         // The same through the broker.
         let via_broker = eventually(Duration::from_secs(30), "found via the broker", || async {
             let r = first.search("treasure", "broker", 3000).await.ok()?;
             r.into_iter()
-                .find(|x| providers(x).contains(&last.peer_id()))
+                .find(|x| x.providers.contains(&last.peer_id()))
         })
         .await?;
-        assert_eq!(via_broker["id"], hit["id"]);
+        assert_eq!(via_broker.id, hit.id);
         // The result can be fetched (the peers that answered are asked first).
         let out = first.dir.path().join("t.txt");
-        let p = first.get(hit["id"].as_str().ok_or("no id")?, &out).await?;
-        assert_eq!(p["state"], "done", "{p}");
+        let p = first.get(&hit.id, &out).await?;
+        assert_eq!(p.state, "done", "{p:?}");
         assert_eq!(std::fs::read(&out)?, b"x marks the spot");
         // Text inside files is searched too (the query floods: no routable name word).
         // `first` now has a copy of its own (named t.txt): results merge by content ID,
@@ -87,7 +104,7 @@ async fn twenty_nodes_find_content_at_the_far_side_with_and_without_a_broker() -
                     .await
                     .ok()?;
                 r.into_iter()
-                    .find(|x| x["id"] == hit["id"] && providers(x).contains(&last.peer_id()))
+                    .find(|x| x.id == hit.id && x.providers.contains(&last.peer_id()))
             },
         )
         .await?;
@@ -100,7 +117,7 @@ async fn twenty_nodes_find_content_at_the_far_side_with_and_without_a_broker() -
             .err()
             .ok_or("1 MB query accepted")?
             .to_string();
-        assert!(err.contains("at most 1024"), "{err}");
+        assert!(err.contains("at most 1024"), "{err:?}");
         stop_all(nodes).await;
         Ok(())
     })
@@ -127,11 +144,11 @@ async fn flooding_reaches_two_hops_once_and_floods_are_limited() -> Result<()> {
             || async {
                 sent.fetch_add(1, Ordering::SeqCst);
                 let r = a.search("hops", "flood", 3000).await.ok()?;
-                r.into_iter().find(|x| providers(x).contains(&c.peer_id()))
+                r.into_iter().find(|x| x.providers.contains(&c.peer_id()))
             },
         )
         .await?;
-        assert_eq!(r["name"], "two hops.txt");
+        assert_eq!(r.name, "two hops.txt");
         // Each query reached C twice (from A and through B) and was answered once.
         let served = metric(&c.metrics().await?, "kith_search_queries_served_total");
         let sent = sent.load(Ordering::SeqCst);
@@ -190,7 +207,7 @@ async fn broker_lists_online_peers_forgets_offline_ones_and_survives_a_restart()
             },
         )
         .await?;
-        let names: Vec<&str> = both.iter().filter_map(|r| r["name"].as_str()).collect();
+        let names: Vec<&str> = both.iter().map(|r| r.name.as_str()).collect();
         assert!(names.contains(&"holiday photos.zip") && names.contains(&"holiday video.mp4"));
         // The broker is also each peer's bootstrap peer: one connection to it, not two.
         for n in [&a, &c, &d] {
@@ -211,7 +228,7 @@ async fn broker_lists_online_peers_forgets_offline_ones_and_survives_a_restart()
             "offline peer dropped",
             || async {
                 let r = d.search("holiday", "broker", 2000).await.ok()?;
-                (!r.iter().any(|x| providers(x).contains(&a_id))).then_some(())
+                (!r.iter().any(|x| x.providers.contains(&a_id))).then_some(())
             },
         )
         .await?;
@@ -237,7 +254,7 @@ async fn broker_lists_online_peers_forgets_offline_ones_and_survives_a_restart()
             || async {
                 let r = d.search("video", "broker", 2000).await.ok()?;
                 r.iter()
-                    .any(|x| providers(x).contains(&c.peer_id()))
+                    .any(|x| x.providers.contains(&c.peer_id()))
                     .then_some(())
             },
         )
@@ -267,27 +284,17 @@ async fn revisions_reach_subscribers_fast_and_move_only_changed_chunks() -> Resu
         let v1 = a.dir.path().join("report-v1.bin");
         let mut bytes = data(8_000_000, 4);
         std::fs::write(&v1, &bytes)?;
-        let r1 = a
-            .api_post(
-                "/names",
-                &serde_json::json!({ "name": "report", "path": v1 }),
-            )
-            .await?;
-        assert_eq!(r1["revision"], 1);
-        let full = r1["name"].as_str().ok_or("no name")?.to_owned();
+        let r1 = a.client().publish(&publish_req("report", &v1)).await?;
+        assert_eq!(r1.revision, 1);
+        let full = r1.name.clone();
         let got = eventually(Duration::from_secs(20), "B resolves the name", || async {
-            b.api_post(
-                "/names/resolve",
-                &serde_json::json!({ "name": full, "timeout_ms": 1000 }),
-            )
-            .await
-            .ok()
+            b.client().resolve(&resolve_req(&full)).await.ok()
         })
         .await?;
-        assert_eq!(got["id"], r1["id"]);
+        assert_eq!(got.id, r1.id);
         let out1 = b.dir.path().join("report.bin");
-        let p = b.get(got["id"].as_str().ok_or("no id")?, &out1).await?;
-        assert_eq!(p["state"], "done", "{p}");
+        let p = b.get(&got.id, &out1).await?;
+        assert_eq!(p.state, "done", "{p:?}");
 
         // Revision 2: 1 MiB changed in the middle.
         let mut updates = b.node.names_service().events();
@@ -300,13 +307,8 @@ async fn revisions_reach_subscribers_fast_and_move_only_changed_chunks() -> Resu
         let v2 = a.dir.path().join("report-v2.bin");
         std::fs::write(&v2, &bytes)?;
         let sent = Instant::now();
-        let r2 = a
-            .api_post(
-                "/names",
-                &serde_json::json!({ "name": "report", "path": v2 }),
-            )
-            .await?;
-        assert_eq!(r2["revision"], 2);
+        let r2 = a.client().publish(&publish_req("report", &v2)).await?;
+        assert_eq!(r2.revision, 2);
         let rec = tokio::time::timeout(Duration::from_secs(5), async {
             loop {
                 if let Ok(kith_names::Event::Revision(r)) = updates.recv().await
@@ -319,14 +321,14 @@ async fn revisions_reach_subscribers_fast_and_move_only_changed_chunks() -> Resu
         .await?;
         let took = sent.elapsed();
         assert!(took < Duration::from_secs(2), "new revision took {took:?}");
-        assert_eq!(serde_json::json!(rec.id), r2["id"]);
+        assert_eq!(rec.id, r2.id);
 
         // B fetches revision 2: only the changed chunks come over the network.
         let out2 = b.dir.path().join("report-2.bin");
-        let p = b.get(r2["id"].as_str().ok_or("no id")?, &out2).await?;
-        assert_eq!(p["state"], "done", "{p}");
+        let p = b.get(&r2.id, &out2).await?;
+        assert_eq!(p.state, "done", "{p:?}");
         assert_eq!(std::fs::read(&out2)?, bytes);
-        let fetched = p["fetched_bytes"].as_u64().ok_or("no fetched_bytes")?;
+        let fetched = p.fetched_bytes;
         assert!(
             fetched < 3 << 20,
             "fetched {fetched} bytes for a 1 MiB edit"
@@ -335,12 +337,16 @@ async fn revisions_reach_subscribers_fast_and_move_only_changed_chunks() -> Resu
         // Searching finds both revisions; the old one is marked outdated.
         let r = eventually(Duration::from_secs(20), "both revisions found", || async {
             let r = b.search("report", "network", 2000).await.ok()?;
-            (r.iter().filter(|x| x["name_key"] == full.as_str()).count() >= 2).then_some(r)
+            (r.iter()
+                .filter(|x| x.name_key.as_ref() == Some(&full))
+                .count()
+                >= 2)
+                .then_some(r)
         })
         .await?;
-        for x in r.iter().filter(|x| x["name_key"] == full.as_str()) {
-            let outdated = x["revision"] == 1;
-            assert_eq!(x["outdated"], outdated, "{x}");
+        for x in r.iter().filter(|x| x.name_key.as_ref() == Some(&full)) {
+            let outdated = x.revision == Some(1);
+            assert_eq!(x.outdated, Some(outdated), "{x:?}");
         }
         a.stop().await;
         b.stop().await;
@@ -361,8 +367,7 @@ async fn forged_and_rolled_back_records_are_rejected() -> Result<()> {
         m.node.overlay().dial(b.addr().await?.parse()?).await?;
         let f1 = a.dir.path().join("doc.txt");
         std::fs::write(&f1, b"one")?;
-        a.api_post("/names", &serde_json::json!({ "name": "doc", "path": f1 }))
-            .await?;
+        a.client().publish(&publish_req("doc", &f1)).await?;
         let rev1: NameRecord = a
             .node
             .names_service()
@@ -372,19 +377,11 @@ async fn forged_and_rolled_back_records_are_rejected() -> Result<()> {
             .ok_or("no record")?;
         let f2 = a.dir.path().join("doc2.txt");
         std::fs::write(&f2, b"two")?;
-        let r2 = a
-            .api_post("/names", &serde_json::json!({ "name": "doc", "path": f2 }))
-            .await?;
-        let full = r2["name"].as_str().ok_or("no name")?.to_owned();
-        let resolve = || async {
-            b.api_post(
-                "/names/resolve",
-                &serde_json::json!({ "name": full, "timeout_ms": 1000 }),
-            )
-            .await
-        };
+        let r2 = a.client().publish(&publish_req("doc", &f2)).await?;
+        let full = r2.name.clone();
+        let resolve = || async { b.client().resolve(&resolve_req(&full)).await };
         eventually(Duration::from_secs(20), "B resolves revision 2", || async {
-            (resolve().await.ok()?["revision"] == 2).then_some(())
+            (resolve().await.ok()?.revision == 2).then_some(())
         })
         .await?;
         let owner: kith_overlay::PeerId = a.peer_id().parse()?;
@@ -432,8 +429,8 @@ async fn forged_and_rolled_back_records_are_rejected() -> Result<()> {
         .await?;
         // B still resolves revision 2.
         let r = resolve().await?;
-        assert_eq!(r["revision"], 2, "{r}");
-        assert_eq!(r["id"], r2["id"]);
+        assert_eq!(r.revision, 2, "{r:?}");
+        assert_eq!(r.id, r2.id);
         for n in [a, b, m] {
             n.stop().await;
         }
@@ -505,7 +502,7 @@ async fn a_lying_broker_is_not_believed() -> Result<()> {
         })
         .await?;
         let r = d.search("holiday", "broker", 2000).await?;
-        let ids: Vec<&str> = r.iter().filter_map(|x| x["id"].as_str()).collect();
+        let ids: Vec<&str> = r.iter().map(|x| x.id.as_str()).collect();
         assert_eq!(ids, [honest.id.as_str()], "{r:?}");
         assert!(!ids.contains(&fake.id.as_str()));
         server.abort();

@@ -1,6 +1,11 @@
-//! Multi-node share tests on loopback, in one process.
+//! Multi-node share tests on loopback, in one process, through the typed API client.
+//! `api_requires_its_token_and_describes_itself` alone sends raw HTTP: requests with no
+//! token or a wrong one, and the OpenAPI document asked for without a token.
 
+use std::path::Path;
 use std::time::Duration;
+
+use kith_api::ConnectRequest;
 
 use kith_testkit::{Result, TestNode, bounded, data, eventually, same_tree};
 
@@ -19,12 +24,12 @@ async fn fetches_through_the_dht_knowing_only_a_third_peer() -> Result<()> {
         let id = a.share(&file).await?;
         let out = c.dir.path().join("got.bin");
         let p = c.get(&id, &out).await?;
-        assert_eq!(p["state"], "done", "{p}");
-        assert_eq!(p["providers"], serde_json::json!([a.peer_id()]));
+        assert_eq!(p.state, "done", "{p:?}");
+        assert_eq!(p.providers, [a.peer_id()]);
         assert_eq!(std::fs::read(&out)?, std::fs::read(&file)?);
         // C now provides it too (swarming): it lists it as a share.
-        let shares = c.api_get("/shares").await?;
-        assert_eq!(shares[0]["id"], serde_json::json!(id));
+        let shares = c.client().shares().await?;
+        assert_eq!(shares.first().map(|s| s.id.as_str()), Some(id.as_str()));
         for n in [a, b, c] {
             n.stop().await;
         }
@@ -48,8 +53,8 @@ async fn a_deleted_download_comes_again_to_the_same_path() -> Result<()> {
         let out = c.dir.path().join("film.bin");
         for round in 0..2 {
             let p = c.get(&id, &out).await?;
-            assert_eq!(p["state"], "done", "round {round}: {p}");
-            assert_eq!(p["fetched_bytes"], 2_500_000, "round {round}: {p}");
+            assert_eq!(p.state, "done", "round {round}: {p:?}");
+            assert_eq!(p.fetched_bytes, 2_500_000, "round {round}: {p:?}");
             assert!(
                 std::fs::read(&out)? == bytes,
                 "round {round}: the copy differs"
@@ -80,12 +85,12 @@ async fn a_folder_round_trips_byte_for_byte() -> Result<()> {
         let id = a.share(&root).await?;
         let out = c.dir.path().join("album-copy");
         let p = c.get(&id, &out).await?;
-        assert_eq!(p["state"], "done", "{p}");
+        assert_eq!(p.state, "done", "{p:?}");
         same_tree(&root, &out)?;
-        assert_eq!(p["total_bytes"], 3_000_011);
+        assert_eq!(p.total_bytes, 3_000_011);
         assert!(
-            p["fetched_bytes"].as_u64() < Some(1_600_000),
-            "duplicate chunks fetched twice: {p}"
+            p.fetched_bytes < 1_600_000,
+            "duplicate chunks fetched twice: {p:?}"
         );
         a.stop().await;
         c.stop().await;
@@ -132,10 +137,10 @@ async fn a_download_from_two_providers_uses_both() -> Result<()> {
         .await?;
         let out = c.dir.path().join("x.bin");
         let p = c.get(&id, &out).await?;
-        assert_eq!(p["state"], "done", "{p}");
+        assert_eq!(p.state, "done", "{p:?}");
         let mut want = vec![a.peer_id(), b.peer_id()];
         want.sort();
-        assert_eq!(p["providers"], serde_json::json!(want));
+        assert_eq!(p.providers, want);
         assert_eq!(std::fs::read(&out)?, bytes);
         for n in [a, b, c] {
             n.stop().await;
@@ -172,8 +177,8 @@ async fn a_provider_serving_corrupted_bytes_is_dropped() -> Result<()> {
         c.node.overlay().dial(evil.addr().await?.parse()?).await?;
         let out = c.dir.path().join("v.bin");
         let p = c.get(&id, &out).await?;
-        assert_eq!(p["state"], "done", "{p}");
-        assert_eq!(p["providers"], serde_json::json!([honest.peer_id()]));
+        assert_eq!(p.state, "done", "{p:?}");
+        assert_eq!(p.providers, [honest.peer_id()]);
         assert_eq!(std::fs::read(&out)?, bytes);
         let m = c.metrics().await?;
         let bad = m
@@ -208,15 +213,15 @@ async fn a_changed_file_is_reindexed_not_served_wrong() -> Result<()> {
         std::fs::write(&f, data(2_000_000, 6))?;
         let err = c.get(&old, &c.dir.path().join("old.bin")).await?;
         assert_eq!(
-            err["state"], "failed",
-            "old content must not be served: {err}"
+            err.state, "failed",
+            "old content must not be served: {err:?}"
         );
         let new = a.node.share_service().rescan().await?;
         assert_eq!(new.len(), 1);
         let id = new[0].id.to_string();
         assert_ne!(id, old);
         let p = c.get(&id, &c.dir.path().join("new.bin")).await?;
-        assert_eq!(p["state"], "done", "{p}");
+        assert_eq!(p.state, "done", "{p:?}");
         assert_eq!(
             std::fs::read(c.dir.path().join("new.bin"))?,
             std::fs::read(&f)?
@@ -297,17 +302,17 @@ async fn survives_garbage_on_every_protocol() -> Result<()> {
         tokio::io::AsyncWriteExt::write_all(&mut raw, &data(10_000, 8)).await?;
         drop(raw);
         let p = c.get(&id, &c.dir.path().join("ok.bin")).await?;
-        assert_eq!(p["state"], "done", "{p}");
+        assert_eq!(p.state, "done", "{p:?}");
         // Search and the broker still answer.
         // (Retried: on a loaded machine one round can miss its timeout.)
         let mut found = Vec::new();
         for _ in 0..4 {
             found = c.search("ok", "flood", 3000).await?;
-            if found.iter().any(|x| x["name"] == "ok.bin") {
+            if found.iter().any(|x| x.name == "ok.bin") {
                 break;
             }
         }
-        assert!(found.iter().any(|x| x["name"] == "ok.bin"), "{found:?}");
+        assert!(found.iter().any(|x| x.name == "ok.bin"), "{found:?}");
         a.stop().await;
         c.stop().await;
         Ok(())
@@ -319,35 +324,23 @@ async fn survives_garbage_on_every_protocol() -> Result<()> {
 async fn bad_requests_get_clear_errors() -> Result<()> {
     bounded(LIMIT, async {
         let a = TestNode::start(|o| o.share.patience = Duration::from_secs(2)).await?;
-        let e = a
-            .api_post("/shares", &serde_json::json!({ "path": "/no/such/path" }))
-            .await;
+        let e = a.share(Path::new("/no/such/path")).await;
         assert!(format!("{:?}", e.err()).contains("no such file"));
-        let e = a
-            .api_post(
-                "/downloads",
-                &serde_json::json!({ "id": "nonsense", "output": "/tmp/x" }),
-            )
-            .await;
+        let e = a.get("nonsense", Path::new("/tmp/x")).await;
         assert!(format!("{:?}", e.err()).contains("not a content ID"));
         let chunk = kith_core::ContentId::raw(b"x").to_string();
-        let e = a
-            .api_post(
-                "/downloads",
-                &serde_json::json!({ "id": chunk, "output": "/tmp/x" }),
-            )
-            .await;
+        let e = a.get(&chunk, Path::new("/tmp/x")).await;
         assert!(format!("{:?}", e.err()).contains("names a chunk"));
         // Nobody has this: fails after the patience, with a reason.
         let unknown = kith_core::ContentId::manifest(b"nobody has this").to_string();
         let p = a.get(&unknown, &a.dir.path().join("x")).await?;
-        assert_eq!(p["state"], "failed");
+        assert_eq!(p.state, "failed");
         assert!(
-            p["error"]
-                .as_str()
+            p.error
+                .as_deref()
                 .unwrap_or_default()
                 .contains("no provider"),
-            "{p}"
+            "{p:?}"
         );
         a.stop().await;
         Ok(())
@@ -380,18 +373,18 @@ async fn a_full_disk_fails_the_download_cleanly() -> Result<()> {
             std::fs::write(&ok_file, data(100_000, 9))?;
             let small_id = a.share(&ok_file).await?;
             let kept = c.get(&small_id, &c.dir.path().join("kept.bin")).await?;
-            assert_eq!(kept["state"], "done");
+            assert_eq!(kept.state, "done");
             let big = a.dir.path().join("big.bin");
             std::fs::write(&big, data(3_000_000, 10))?;
             let id = a.share(&big).await?;
             let p = c.get(&id, &small.join("big.bin")).await?;
-            assert_eq!(p["state"], "failed", "{p}");
-            let err = p["error"].as_str().unwrap_or_default();
-            assert!(err.contains("No space left"), "{err}");
+            assert_eq!(p.state, "failed", "{p:?}");
+            let err = p.error.as_deref().unwrap_or_default();
+            assert!(err.contains("No space left"), "{err:?}");
             assert!(!err.contains('\n'));
             // Still running, and what it had is still served and listed.
-            let shares = c.api_get("/shares").await?;
-            assert!(shares.as_array().is_some_and(|s| s.iter().any(|x| x["id"] == serde_json::json!(small_id))));
+            let shares = c.client().shares().await?;
+            assert!(shares.iter().any(|x| x.id == small_id));
             assert_eq!(std::fs::read(c.dir.path().join("kept.bin"))?, std::fs::read(&ok_file)?);
             Ok::<_, kith_testkit::Error>(())
         }
@@ -419,8 +412,9 @@ async fn api_requires_its_token_and_describes_itself() -> Result<()> {
             .send()
             .await?;
         assert_eq!(r.status(), reqwest::StatusCode::UNAUTHORIZED);
-        let status = a.api_get("/status").await?;
-        assert_eq!(status["peer_id"], serde_json::json!(a.peer_id()));
+        let status = a.client().status().await?;
+        assert_eq!(status.peer_id, a.peer_id());
+        // The document needs no token: asked for without one.
         let doc: serde_json::Value = http
             .get(format!("{base}/api/v1/openapi.json"))
             .send()
@@ -465,14 +459,14 @@ async fn a_finished_download_is_provided_to_others() -> Result<()> {
         std::fs::write(&f, &bytes)?;
         let id = a.share(&f).await?;
         let p = b.get(&id, &b.dir.path().join("seed.bin")).await?;
-        assert_eq!(p["state"], "done", "{p}");
+        assert_eq!(p.state, "done", "{p:?}");
         let a_peer = a.peer_id();
         a.stop().await;
         let c = TestNode::start(|o| o.config.bootstrap = vec![b_addr]).await?;
         let out = c.dir.path().join("seed.bin");
         let p = c.get(&id, &out).await?;
-        assert_eq!(p["state"], "done", "{p}");
-        assert_eq!(p["providers"], serde_json::json!([b.peer_id()]));
+        assert_eq!(p.state, "done", "{p:?}");
+        assert_eq!(p.providers, [b.peer_id()]);
         assert_ne!(b.peer_id(), a_peer);
         assert_eq!(std::fs::read(&out)?, bytes);
         b.stop().await;
@@ -503,9 +497,9 @@ async fn a_download_waits_for_a_restarted_provider_and_continues() -> Result<()>
         let progress = |state: &'static str, min_done: u64| {
             let c = &c;
             move || async move {
-                let v = c.api_get("/downloads").await.ok()?;
-                let d = v.as_array()?.first()?.clone();
-                (d["state"] == state && d["done_bytes"].as_u64()? >= min_done).then_some(d)
+                let v = c.client().downloads().await.ok()?;
+                let d = v.first()?.clone();
+                (d.state == state && d.done_bytes >= min_done).then_some(d)
             }
         };
         let drive = async {
@@ -532,15 +526,15 @@ async fn a_download_waits_for_a_restarted_provider_and_continues() -> Result<()>
         let (done, driven) = tokio::join!(c.get(&id, &out), drive);
         let (a, paused) = driven?;
         let done = done?;
-        assert_eq!(done["state"], "done", "{done}");
+        assert_eq!(done.state, "done", "{done:?}");
         assert!(
-            paused["done_bytes"].as_u64() < Some(SIZE),
-            "paused before the end: {paused}"
+            paused.done_bytes < SIZE,
+            "paused before the end: {paused:?}"
         );
         assert_eq!(std::fs::read(&out)?, std::fs::read(&file)?);
         // Verified chunks were not fetched again (a chunk in flight at the cut may be).
-        let fetched = done["fetched_bytes"].as_u64().unwrap_or(u64::MAX);
-        assert!(fetched <= SIZE + 2_000_000, "refetched: {done}");
+        let fetched = done.fetched_bytes;
+        assert!(fetched <= SIZE + 2_000_000, "refetched: {done:?}");
         a.stop().await;
         c.stop().await;
         Ok(())
@@ -567,9 +561,8 @@ async fn a_failed_download_leaves_nothing_under_its_name() -> Result<()> {
         let out = c.dir.path().join("tape.bin");
         let cut = async {
             eventually(Duration::from_secs(30), "a quarter downloaded", || async {
-                let v = c.api_get("/downloads").await.ok()?;
-                let d = v.as_array()?.first()?.clone();
-                (d["done_bytes"].as_u64()? >= SIZE / 4).then_some(())
+                let v = c.client().downloads().await.ok()?;
+                (v.first()?.done_bytes >= SIZE / 4).then_some(())
             })
             .await?;
             a.stop_keeping_data().await;
@@ -578,18 +571,18 @@ async fn a_failed_download_leaves_nothing_under_its_name() -> Result<()> {
         let (failed, cut) = tokio::join!(c.get(&id, &out), cut);
         cut?;
         let failed = failed?;
-        assert_eq!(failed["state"], "failed", "{failed}");
+        assert_eq!(failed.state, "failed", "{failed:?}");
         assert!(!out.exists(), "a failed download left {}", out.display());
         let a = TestNode::start(|o| o.config.bootstrap = vec![]).await?;
         std::fs::write(a.dir.path().join("tape.bin"), data(SIZE as usize, 33))?;
         assert_eq!(a.share(&a.dir.path().join("tape.bin")).await?, id);
-        c.api_post("/peers", &serde_json::json!({ "addr": a.addr().await? }))
-            .await?;
+        let addr = a.addr().await?;
+        c.client().connect(&ConnectRequest { addr }).await?;
         let done = c.get(&id, &out).await?;
-        assert_eq!(done["state"], "done", "{done}");
+        assert_eq!(done.state, "done", "{done:?}");
         assert!(std::fs::read(&out)? == data(SIZE as usize, 33));
-        let fetched = done["fetched_bytes"].as_u64().unwrap_or(u64::MAX);
-        assert!(fetched < SIZE, "it started over: {done}");
+        let fetched = done.fetched_bytes;
+        assert!(fetched < SIZE, "it started over: {done:?}");
         let left: Vec<_> = std::fs::read_dir(c.dir.path())?
             .filter_map(|e| e.ok())
             .filter(|e| e.file_name().to_string_lossy().contains("kith-part"))

@@ -17,7 +17,6 @@ use kith_testkit::{RawPeer, Result, TestNode, bounded, data, eventually};
 use kith_vault::protocol::{
     MAX_FRAME, MAX_SHARE, Offer, PROTOCOL, Request, Response, read_blob, write_blob,
 };
-use serde_json::json;
 
 const LIMIT: Duration = Duration::from_secs(120);
 
@@ -116,8 +115,8 @@ async fn until_connected(node: &TestNode, count: usize) -> Result<()> {
         Duration::from_secs(30),
         "connections to the holders",
         || async {
-            let peers = node.api_get("/peers").await.ok()?;
-            (peers.as_array()?.len() >= count).then_some(())
+            let peers = node.client().peers().await.ok()?;
+            (peers.len() >= count).then_some(())
         },
     )
     .await
@@ -146,12 +145,8 @@ async fn a_holder_sending_wrong_bytes_is_caught_repaired_around_and_dropped() ->
         let (l, stored) = liar(&owner.addr().await?).await?;
         let l_id = l.overlay.peer_id().to_string();
         eventually(Duration::from_secs(20), "the liar connected", || async {
-            let peers = owner.api_get("/peers").await.ok()?;
-            peers
-                .as_array()?
-                .iter()
-                .any(|p| p["peer_id"] == l_id.as_str())
-                .then_some(())
+            let peers = owner.client().peers().await.ok()?;
+            peers.iter().any(|p| p.peer_id == l_id).then_some(())
         })
         .await?;
         let bytes = data(1_000_000, 11);
@@ -261,15 +256,19 @@ async fn a_group_member_restores_what_the_group_may_read() -> Result<()> {
         })
         .await?;
         until_connected(&owner, 4).await?;
-        let g = owner
-            .api_post("/groups", &json!({ "name": "family" }))
-            .await?;
-        let gid = g["group"].as_str().unwrap_or_default().to_owned();
-        let inv = owner
-            .api_post(&format!("/groups/{gid}/invites"), &json!({ "uses": 1 }))
-            .await?;
+        let family = api::CreateGroup {
+            name: "family".into(),
+            history: false,
+        };
+        let gid = owner.client().create_group(&family).await?.group;
+        let once = api::InviteRequest {
+            uses: Some(1),
+            ..Default::default()
+        };
+        let token = owner.client().invite(&gid, &once).await?.token;
         member
-            .api_post("/groups/join", &json!({ "token": inv["token"] }))
+            .client()
+            .join_group(&api::JoinGroup { token })
             .await?;
         let bytes = data(700_000, 21);
         let file = owner.dir.path().join("recipes.bin");
@@ -297,15 +296,22 @@ async fn a_group_member_restores_what_the_group_may_read() -> Result<()> {
         assert!(err.is_err() && !out2.exists(), "an outsider restored it");
         // What was restored is the group's: shared again without a flag, it stays in the
         // group, and the outsider cannot fetch it from the member.
-        let shared = member.api_post("/shares", &json!({ "path": out })).await?;
-        assert_eq!(shared["group"].as_str(), Some(gid.as_str()), "{shared}");
+        let again = api::ShareRequest {
+            path: out.display().to_string(),
+            group: None,
+            public: false,
+        };
+        let shared = member.client().share(&again).await?;
+        assert_eq!(shared.group.as_deref(), Some(gid.as_str()), "{shared:?}");
+        let addr = member.addr().await?;
         outsider
-            .api_post("/peers", &json!({ "addr": member.addr().await? }))
+            .client()
+            .connect(&api::ConnectRequest { addr })
             .await?;
-        let id = shared["id"].as_str().unwrap_or_default();
+        let id = &shared.id;
         let fetched = outsider.get(id, &outsider.dir.path().join("y.bin")).await;
         assert!(
-            fetched.is_err() || fetched.as_ref().is_ok_and(|p| p["state"] != "done"),
+            fetched.is_err() || fetched.as_ref().is_ok_and(|p| p.state != "done"),
             "the outsider fetched it: {fetched:?}"
         );
         Ok(())

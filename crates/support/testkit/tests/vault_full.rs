@@ -39,8 +39,8 @@ async fn owner_of(holders: &[&TestNode]) -> Result<TestNode> {
         Duration::from_secs(30),
         "connections to the holders",
         || async {
-            let peers = owner.api_get("/peers").await.ok()?;
-            (peers.as_array()?.len() >= holders.len()).then_some(())
+            let peers = owner.client().peers().await.ok()?;
+            (peers.len() >= holders.len()).then_some(())
         },
     )
     .await?;
@@ -224,12 +224,8 @@ async fn a_put_whose_caller_goes_away_releases_what_it_placed() -> Result<()> {
         let st = staller(&owner.addr().await?).await?;
         let st_id = st.peer.overlay.peer_id().to_string();
         eventually(Duration::from_secs(20), "the staller connected", || async {
-            let peers = owner.api_get("/peers").await.ok()?;
-            let peers = peers.as_array()?;
-            peers
-                .iter()
-                .any(|p| p["peer_id"] == st_id.as_str())
-                .then_some(())
+            let peers = owner.client().peers().await.ok()?;
+            peers.iter().any(|p| p.peer_id == st_id).then_some(())
         })
         .await?;
         let file = owner.dir.path().join("doc.bin");

@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use kith_testkit::{Result, TestNode, bounded, eventually, providers};
+use kith_testkit::{Result, TestNode, bounded, eventually};
 
 const LIMIT: Duration = Duration::from_secs(200);
 const NODES: usize = 16;
@@ -14,7 +14,10 @@ const NODES: usize = 16;
 async fn holders(node: &TestNode, q: &str) -> Result<HashSet<String>> {
     let r = node.search(q, "index", 4000).await?;
     let me = node.peer_id();
-    Ok(r.iter().flat_map(providers).filter(|p| *p != me).collect())
+    Ok(r.into_iter()
+        .flat_map(|r| r.providers)
+        .filter(|p| *p != me)
+        .collect())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -46,9 +49,8 @@ async fn every_holder_is_found_through_the_word_index() -> Result<()> {
         // Every node placed every word once the network formed.
         for n in &nodes {
             eventually(Duration::from_secs(90), "words placed", || async {
-                let s = n.api_get("/status").await.ok()?;
-                let w = &s["word_index"];
-                (w["published"].as_u64()? >= 3 && w["unplaced"].as_u64()? == 0).then_some(())
+                let w = n.client().status().await.ok()?.word_index;
+                (w.published >= 3 && w.unplaced == 0).then_some(())
             })
             .await?;
         }
@@ -76,9 +78,7 @@ async fn every_holder_is_found_through_the_word_index() -> Result<()> {
         // folder's name (music), and delta, song, ogg on every third node.
         let mut kept = 0;
         for n in &nodes {
-            kept += n.api_get("/status").await?["word_index"]["records"]
-                .as_u64()
-                .unwrap_or(0);
+            kept += n.client().status().await?.word_index.records as u64;
         }
         let published: u64 = NODES as u64 * 4 + (NODES as u64).div_ceil(3) * 3;
         assert!(

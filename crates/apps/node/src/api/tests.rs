@@ -1,11 +1,17 @@
-//! The handlers, called without an HTTP socket (`oneshot` on the router), over a node
-//! running on loopback.
+//! The handlers, over a node running on loopback: well-formed requests through the typed
+//! client the CLI uses (`kith_api::Client`, on the node's API socket), so an API change
+//! breaks these tests at compile time; requests that are malformed or hostile on purpose
+//! (no token, a wrong `Host` or `Origin`, a `via` no client can send), and the checks of
+//! the served JSON against the OpenAPI document, go without a socket through [`Client`]
+//! (`oneshot` on the router).
 
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use serde_json::{Value, json};
 use tower::ServiceExt;
+
+use kith_api as api;
 
 use crate::{Config, Home, Node, Options};
 
@@ -21,6 +27,12 @@ pub(super) async fn node(dir: &std::path::Path) -> Result<Node, crate::NodeError
     Node::start(Options::new(Home::new(dir), config)).await
 }
 
+/// The typed client (the one the CLI uses) of `node`, on its API socket.
+pub(super) fn api(node: &Node) -> Result<kith_api::Client, kith_api::client::Error> {
+    kith_api::Client::new(node.api_addr(), node.inner.token.clone())
+}
+
+/// Raw requests on the router, without a socket: for what no typed client sends.
 pub(super) struct Client {
     pub app: Router,
     pub host: String,
@@ -74,9 +86,8 @@ async fn token_host_and_origin_are_checked_on_every_route() -> TestResult {
     let dir = tempfile::tempdir()?;
     let n = node(dir.path()).await?;
     let c = Client::new(&n);
-    let (s, v) = c.call("GET", "/api/v1/status", None).await?;
-    assert_eq!(s, StatusCode::OK);
-    assert_eq!(v["peer_id"], json!(n.overlay().peer_id().to_string()));
+    let status = api(&n)?.status().await?;
+    assert_eq!(status.peer_id, n.overlay().peer_id().to_string());
     let no_token = Request::get("/api/v1/status")
         .header("host", &c.host)
         .body(Body::empty())?;
@@ -93,12 +104,8 @@ async fn token_host_and_origin_are_checked_on_every_route() -> TestResult {
             .insert("origin", "http://attacker.example".parse()?);
         assert_eq!(c.send(cross).await?.0, StatusCode::FORBIDDEN, "{path}");
     }
-    let (s, m) = c.call("GET", "/metrics", None).await?;
-    assert_eq!(s, StatusCode::OK);
-    assert!(
-        m.as_str()
-            .is_some_and(|m| m.contains("kith_inbound_handshakes_pending"))
-    );
+    let m = api(&n)?.metrics().await?;
+    assert!(m.contains("kith_inbound_handshakes_pending"));
     n.shutdown().await;
     Ok(())
 }
@@ -108,51 +115,45 @@ async fn shares_downloads_search_and_names_answer_with_clear_errors() -> TestRes
     let dir = tempfile::tempdir()?;
     let n = node(dir.path()).await?;
     let c = Client::new(&n);
-    let (s, v) = c
-        .call("POST", "/api/v1/shares", Some(json!({"path": "rel/x"})))
-        .await?;
+    let a = api(&n)?;
+    let share = |path: &std::path::Path| api::ShareRequest {
+        path: path.display().to_string(),
+        group: None,
+        public: false,
+    };
+    let e = a.share(&share("rel/x".as_ref())).await.err();
     assert_eq!(
-        (s, v["error"].as_str()),
-        (StatusCode::BAD_REQUEST, Some("path must be absolute"))
+        e.as_ref().map(|e| (e.status(), e.to_string())),
+        Some((
+            Some(StatusCode::BAD_REQUEST),
+            "path must be absolute".to_owned()
+        ))
     );
     let missing = dir.path().join("missing");
-    let (s, _) = c
-        .call("POST", "/api/v1/shares", Some(json!({"path": missing})))
-        .await?;
-    assert_eq!(s, StatusCode::NOT_FOUND);
+    let e = a.share(&share(&missing)).await.err();
+    assert_eq!(e.and_then(|e| e.status()), Some(StatusCode::NOT_FOUND));
     let f = dir.path().join("a.txt");
     std::fs::write(&f, b"hello")?;
     let mut indexed = n.search_service().events();
-    let (s, shared) = c
-        .call("POST", "/api/v1/shares", Some(json!({"path": f})))
-        .await?;
-    assert_eq!(s, StatusCode::OK);
+    let shared = a.share(&share(&f)).await?;
     let e = tokio::time::timeout(std::time::Duration::from_secs(10), indexed.recv()).await??;
     assert_eq!(e, kith_search::Event::CatalogueChanged { entries: 1 });
-    let id = shared["id"].as_str().unwrap_or_default().to_owned();
-    let (_, list) = c.call("GET", "/api/v1/shares", None).await?;
-    assert_eq!(list[0]["id"], json!(id));
-    assert_eq!(
-        c.call("DELETE", "/api/v1/shares/nope", None).await?.0,
-        StatusCode::BAD_REQUEST
-    );
-    let (s, bad) = c
-        .call(
-            "POST",
-            "/api/v1/downloads",
-            Some(json!({"id": "nope", "dir": "/tmp"})),
-        )
-        .await?;
-    assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}");
+    let id = shared.id;
+    let list = a.shares().await?;
+    assert_eq!(list.first().map(|s| s.id.as_str()), Some(id.as_str()));
+    let e = a.unshare("nope").await.err();
+    assert_eq!(e.and_then(|e| e.status()), Some(StatusCode::BAD_REQUEST));
+    let download = |id: &str| api::DownloadRequest {
+        id: id.to_owned(),
+        dir: Some("/tmp".into()),
+        ..Default::default()
+    };
+    let bad = a.download(&download("nope")).await.err();
+    let bad = bad.ok_or("a download of nope started")?;
+    assert_eq!(bad.status(), Some(StatusCode::BAD_REQUEST), "{bad}");
     let chunk = kith_core::ContentId::raw(b"x").to_string();
-    let (s, _) = c
-        .call(
-            "POST",
-            "/api/v1/downloads",
-            Some(json!({"id": chunk, "dir": "/tmp"})),
-        )
-        .await?;
-    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let e = a.download(&download(&chunk)).await.err();
+    assert_eq!(e.and_then(|e| e.status()), Some(StatusCode::BAD_REQUEST));
     let (s, _) = c
         .call(
             "POST",
@@ -161,46 +162,30 @@ async fn shares_downloads_search_and_names_answer_with_clear_errors() -> TestRes
         )
         .await?;
     assert_eq!(s, StatusCode::BAD_REQUEST);
-    let (s, _) = c
-        .call("POST", "/api/v1/search", Some(json!({"q": "!!"})))
-        .await?;
-    assert_eq!(s, StatusCode::BAD_REQUEST);
-    let (s, _) = c
-        .call(
-            "POST",
-            "/api/v1/names",
-            Some(json!({"name": "no spaces", "path": f})),
-        )
-        .await?;
-    assert_eq!(s, StatusCode::BAD_REQUEST);
-    let (s, rec) = c
-        .call(
-            "POST",
-            "/api/v1/names",
-            Some(json!({"name": "doc", "path": f})),
-        )
-        .await?;
-    assert_eq!((s, rec["revision"].as_u64()), (StatusCode::OK, Some(1)));
-    let (s, _) = c
-        .call(
-            "POST",
-            "/api/v1/names/resolve",
-            Some(json!({"name": "other", "timeout_ms": 100})),
-        )
-        .await?;
-    assert_eq!(s, StatusCode::NOT_FOUND);
-    assert_eq!(
-        c.call("DELETE", &format!("/api/v1/shares/{id}"), None)
-            .await?
-            .0,
-        StatusCode::OK
-    );
-    assert_eq!(
-        c.call("DELETE", &format!("/api/v1/shares/{id}"), None)
-            .await?
-            .0,
-        StatusCode::NOT_FOUND
-    );
+    let q = api::SearchRequest {
+        q: "!!".into(),
+        ..Default::default()
+    };
+    let e = a.search(&q).await.err();
+    assert_eq!(e.and_then(|e| e.status()), Some(StatusCode::BAD_REQUEST));
+    let publish = |name: &str| api::PublishRequest {
+        name: name.to_owned(),
+        path: f.display().to_string(),
+        public: false,
+    };
+    let e = a.publish(&publish("no spaces")).await.err();
+    assert_eq!(e.and_then(|e| e.status()), Some(StatusCode::BAD_REQUEST));
+    let rec = a.publish(&publish("doc")).await?;
+    assert_eq!(rec.revision, 1);
+    let other = api::ResolveRequest {
+        name: "other".into(),
+        timeout_ms: Some(100),
+    };
+    let e = a.resolve(&other).await.err();
+    assert_eq!(e.and_then(|e| e.status()), Some(StatusCode::NOT_FOUND));
+    assert_eq!(a.unshare(&id).await?.id, id);
+    let e = a.unshare(&id).await.err();
+    assert_eq!(e.and_then(|e| e.status()), Some(StatusCode::NOT_FOUND));
     n.shutdown().await;
     Ok(())
 }
@@ -262,29 +247,29 @@ async fn jobs_report_trust_and_their_owner_accepts_it() -> TestResult {
     let dir = tempfile::tempdir()?;
     let n = node(dir.path()).await?;
     let c = Client::new(&n);
-    let accept = |id: &str| format!("/api/v1/jobs/{id}/accept-trust");
-    let (s, _) = c
-        .call("POST", &accept("0000000000000000"), Some(json!({})))
-        .await?;
-    assert_eq!(s, StatusCode::NOT_FOUND);
+    let a = api(&n)?;
+    let e = a.accept_trust("0000000000000000").await.err();
+    assert_eq!(e.and_then(|e| e.status()), Some(StatusCode::NOT_FOUND));
     let (wasm, inputs) = (dir.path().join("m.wasm"), dir.path().join("in"));
     std::fs::write(&wasm, NOTHING)?;
     std::fs::create_dir(&inputs)?;
     std::fs::write(inputs.join("u0"), b"u0")?;
-    let req = json!({"wasm": wasm, "inputs": inputs, "trust": false});
-    let (s, job) = c.call("POST", "/api/v1/jobs", Some(req)).await?;
-    assert_eq!(s, StatusCode::OK, "{job}");
-    assert_eq!(job["trust"], json!(false), "{job}");
-    assert_eq!(
-        (&job["on_trust"], &job["on_trust_units"]),
-        (&json!(0), &json!([]))
-    );
-    let id = job["job"].as_str().unwrap_or_default();
-    let (s, j) = c.call("POST", &accept(id), Some(json!({}))).await?;
-    assert_eq!((s, &j["on_trust"]), (StatusCode::OK, &json!(0)), "{j}");
+    let req = api::SubmitJob {
+        wasm: Some(wasm.display().to_string()),
+        inputs: Some(inputs.display().to_string()),
+        trust: Some(false),
+        ..Default::default()
+    };
+    let job = a.submit_job(&req).await?;
+    assert!(!job.trust, "{job:?}");
+    assert_eq!((job.on_trust, job.on_trust_units.len()), (0, 0));
+    let j = a.accept_trust(&job.job).await?;
+    assert_eq!(j.on_trust, 0, "{j:?}");
     let (_, doc) = c.call("GET", "/api/v1/openapi.json", None).await?;
     assert!(doc["paths"]["/jobs/{job}/accept-trust"]["post"].is_object());
     let props = &doc["components"]["schemas"]["Job"]["properties"];
+    // The job as the node sends it (the same type, serialized the same way).
+    let job = serde_json::to_value(&job)?;
     for key in job.as_object().into_iter().flatten().map(|(k, _)| k) {
         assert!(
             props[key].is_object(),

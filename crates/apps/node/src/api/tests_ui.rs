@@ -1,6 +1,9 @@
-//! The web UI's routes and the gateway, called without an HTTP socket: login by link,
-//! the cookie, wrong codes and tokens limited, security headers, settings, oversized and
-//! unknown requests, ranges.
+//! The web UI's routes and the gateway: login by link, the cookie, wrong codes and tokens
+//! limited, security headers, settings, oversized and unknown requests, ranges. The
+//! operations a client sends go through the typed client (`api`); what only a browser
+//! or an attacker sends (login links, cookies, wrong tokens from many addresses, bodies
+//! too big or not JSON, unknown fields and routes, ranges) goes without a socket
+//! (`oneshot` on the router, [`Client`]).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -8,19 +11,19 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{Request, StatusCode, header};
+use kith_api::SettingsChange;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-use super::tests::{Client, TestResult, node};
+use super::tests::{Client, TestResult, api, node};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_login_link_sets_the_cookie_once_and_the_cookie_opens_the_api() -> TestResult {
     let dir = tempfile::tempdir()?;
     let n = node(dir.path()).await?;
     let c = Client::new(&n);
-    let (s, link) = c.call("POST", "/api/v1/ui/login", Some(json!({}))).await?;
-    assert_eq!(s, StatusCode::OK);
-    let url = link["url"].as_str().unwrap_or_default();
+    let link = api(&n)?.login_link().await?;
+    let url = link.url.as_str();
     let path = url.split_once(&c.host).map(|(_, p)| p).unwrap_or_default();
     assert!(path.starts_with("/login?code="), "{url}");
     let open = |p: &str| {
@@ -84,32 +87,22 @@ async fn bad_settings_oversized_posts_and_unknown_routes_get_one_line() -> TestR
     let c = Client::new(&n);
     let config = n.home().config_path();
     let before = std::fs::read_to_string(&config)?;
-    let (s, v) = c
-        .call(
-            "PUT",
-            "/api/v1/settings",
-            Some(json!({"upload_limit": "10M", "broker": "not an address"})),
-        )
-        .await?;
-    assert_eq!(s, StatusCode::BAD_REQUEST);
-    assert!(
-        v["error"]
-            .as_str()
-            .is_some_and(|e| e.starts_with("broker:")),
-        "{v}"
-    );
+    let a = api(&n)?;
+    let change = SettingsChange {
+        upload_limit: Some("10M".into()),
+        broker: Some("not an address".into()),
+        ..Default::default()
+    };
+    let e = a.change_settings(&change).await.err();
+    let e = e.ok_or("a bad broker was taken")?;
+    assert_eq!(e.status(), Some(StatusCode::BAD_REQUEST));
+    assert!(e.to_string().starts_with("broker:"), "{e}");
     assert_eq!(std::fs::read_to_string(&config)?, before, "nothing saved");
-    let (s, v) = c
-        .call(
-            "PUT",
-            "/api/v1/settings",
-            Some(json!({"upload_limit": "10M"})),
-        )
-        .await?;
-    assert_eq!(
-        (s, &v["upload_limit"]),
-        (StatusCode::OK, &json!(10_000_000))
-    );
+    let change = SettingsChange {
+        upload_limit: Some("10M".into()),
+        ..Default::default()
+    };
+    assert_eq!(a.change_settings(&change).await?.upload_limit, 10_000_000);
     assert_eq!(n.share_service().limits().0, 10_000_000, "applied at once");
     let (s, _) = c
         .call("PUT", "/api/v1/settings", Some(json!({"bogus": 1})))
@@ -149,10 +142,12 @@ async fn the_gateway_serves_ranges_of_content_here_and_nothing_else() -> TestRes
     let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
     let f = dir.path().join("clip.mp4");
     std::fs::write(&f, &data)?;
-    let (_, shared) = c
-        .call("POST", "/api/v1/shares", Some(json!({"path": f})))
-        .await?;
-    let id = shared["id"].as_str().unwrap_or_default().to_owned();
+    let share = kith_api::ShareRequest {
+        path: f.display().to_string(),
+        group: None,
+        public: false,
+    };
+    let id = api(&n)?.share(&share).await?.id;
     let get = |range: Option<&str>, token: bool| {
         let mut b = Request::get(format!("/content/{id}")).header("host", &c.host);
         if let Some(r) = range {
@@ -212,8 +207,8 @@ async fn wrong_login_codes_and_tokens_are_limited_and_the_right_code_works_after
     let dir = tempfile::tempdir()?;
     let n = node(dir.path()).await?;
     let c = Client::new(&n);
-    let (_, link) = c.call("POST", "/api/v1/ui/login", Some(json!({}))).await?;
-    let url = link["url"].as_str().unwrap_or_default();
+    let link = api(&n)?.login_link().await?;
+    let url = link.url.as_str();
     let right = url.split_once(&c.host).map(|(_, p)| p).unwrap_or_default();
     assert!(right.starts_with("/login?code="), "{url}");
     let open = |p: &str| {

@@ -144,8 +144,8 @@ async fn one_source(dir: &Path, f: &Path) -> Result<Duration> {
     let start = Instant::now();
     let p = b.get(&id, &out).await.map_err(fail)?;
     let t = start.elapsed();
-    if p["state"] != "done" || !same_file(f, &out)? {
-        bail!("one-source transfer incomplete: {p}");
+    if p.state != "done" || !same_file(f, &out)? {
+        bail!("one-source transfer incomplete: {p:?}");
     }
     std::fs::remove_file(&out)?;
     a.stop().await;
