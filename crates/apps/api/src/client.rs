@@ -48,8 +48,8 @@ pub enum Error {
     #[error("the kith node is not running (no answer at {base}; start it with `kith up`)")]
     NotRunning {
         base: String,
-        #[source]
-        source: reqwest::Error,
+        /// The refused connection (kept, not printed: the line says all a user needs).
+        cause: reqwest::Error,
     },
     #[error("talking to the node")]
     Http(#[source] reqwest::Error),
@@ -150,7 +150,7 @@ impl Client {
             if e.is_connect() {
                 Error::NotRunning {
                     base: self.base.clone(),
-                    source: e,
+                    cause: e,
                 }
             } else {
                 Error::Http(e)

@@ -95,14 +95,7 @@ fn few_malloc_arenas() {
 }
 
 fn one_line(e: &anyhow::Error) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    for c in e.chain() {
-        let s = c.to_string();
-        if !parts.iter().any(|p| p.contains(&s)) {
-            parts.push(s);
-        }
-    }
-    parts.join(": ").replace('\n', " ")
+    kith_core::error::one_line(e.as_ref())
 }
 
 async fn run(cli: Cli) -> Result<()> {
