@@ -10,12 +10,29 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use kith_api as api;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::ApiError;
 use crate::facade::wait_ms;
 use crate::{Node, convert};
 
 type ApiResult<T> = Result<Json<T>, ApiError>;
+
+/// This module's routes, each declared by its handler's `#[utoipa::path]`; handlers of
+/// one path go in one `routes!`.
+pub(super) fn routes() -> OpenApiRouter<Node> {
+    OpenApiRouter::new()
+        .routes(routes!(status))
+        .routes(routes!(peers, connect))
+        .routes(routes!(list_shares, add_share))
+        .routes(routes!(remove_share))
+        .routes(routes!(list_downloads, start_download))
+        .routes(routes!(change_download, cancel_download))
+        .routes(routes!(search))
+        .routes(routes!(list_names, publish_name))
+        .routes(routes!(resolve_name))
+}
 
 /// A streamed response of JSON lines.
 fn ndjson<T: serde::Serialize>(items: impl futures::Stream<Item = T> + Send + 'static) -> Response {
@@ -27,14 +44,6 @@ fn ndjson<T: serde::Serialize>(items: impl futures::Stream<Item = T> + Send + 's
     (
         [(header::CONTENT_TYPE, "application/x-ndjson")],
         Body::from_stream(lines),
-    )
-        .into_response()
-}
-
-pub(crate) async fn openapi() -> Response {
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        super::openapi::document(),
     )
         .into_response()
 }

@@ -3,11 +3,25 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use kith_api as api;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::ApiError;
 use crate::Node;
 
 type ApiResult<T> = Result<Json<T>, ApiError>;
+
+/// This module's routes, each declared by its handler's `#[utoipa::path]`; handlers of
+/// one path go in one `routes!`.
+pub(super) fn routes() -> OpenApiRouter<Node> {
+    OpenApiRouter::new()
+        .routes(routes!(list, put))
+        .routes(routes!(overview))
+        .routes(routes!(object, remove))
+        .routes(routes!(get))
+        .routes(routes!(backup))
+        .routes(routes!(restore))
+}
 
 #[utoipa::path(get, path = "/vault", security(("token" = [])),
     responses((status = 200, description = "What this node stored in the vault", body = Vec<api::VaultObject>)))]
