@@ -133,7 +133,7 @@ pub async fn job(c: &Client, cmd: JobCmd, json: bool) -> Result<()> {
 async fn wait_done(c: &Client, path: &str) -> Result<api::Job> {
     loop {
         let j: api::Job = c.get(path).await?;
-        if j.state != "running" {
+        if j.state != api::JobState::Running {
             return Ok(j);
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -155,7 +155,7 @@ async fn follow(c: &Client, path: &str) -> Result<()> {
             "done {}  running {}  failed {}  ({})",
             j.done, j.running, j.failed, j.state
         ));
-        if j.state != "running" {
+        if j.state != api::JobState::Running {
             bar.finish();
             println!("{}", line(&j));
             return Ok(());

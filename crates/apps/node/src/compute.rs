@@ -12,7 +12,7 @@ fn job(s: JobStatus) -> api::Job {
     api::Job {
         job: s.job,
         name: s.name,
-        state: format!("{:?}", s.state).to_lowercase(),
+        state: s.state,
         quorum: s.quorum,
         trust: s.trust,
         group: s.group,

@@ -162,14 +162,7 @@ impl Node {
 
     /// Downloads running or paused now.
     pub async fn downloads(&self) -> Result<Vec<api::Progress>, NodeError> {
-        Ok(self
-            .inner
-            .share
-            .downloads()
-            .await?
-            .iter()
-            .map(convert::progress)
-            .collect())
+        Ok(self.inner.share.downloads().await?)
     }
 
     /// Pauses (`paused`) or resumes (`running`) a download; its progress after.
@@ -204,9 +197,8 @@ impl Node {
             .share
             .downloads()
             .await?
-            .iter()
+            .into_iter()
             .find(|p| p.id == id)
-            .map(convert::progress)
             .ok_or_else(|| NodeError::NotFound(format!("no download of {id}")))
     }
 
@@ -290,7 +282,7 @@ impl Node {
                     let peers = r.providers.iter().filter_map(|p| p.parse().ok()).collect();
                     share.hint(id, peers);
                 }
-                Some((convert::search_result(r), (rx, share)))
+                Some((r, (rx, share)))
             },
         ))
     }

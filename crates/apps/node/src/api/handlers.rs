@@ -14,8 +14,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::ApiError;
+use crate::Node;
 use crate::facade::wait_ms;
-use crate::{Node, convert};
 
 type ApiResult<T> = Result<Json<T>, ApiError>;
 
@@ -166,7 +166,7 @@ pub(crate) async fn start_download(
         // At most a few lines a second; always the final one.
         let r = tokio::time::timeout(Duration::from_millis(250), rx.changed()).await;
         let closed = matches!(r, Ok(Err(_)));
-        let p = convert::progress(&rx.borrow_and_update());
+        let p = rx.borrow_and_update().clone();
         let done = p.finished() || closed;
         Some((p, (rx, done)))
     });
