@@ -160,11 +160,6 @@ impl Node {
         Ok(convert::share(&self.inner.share.unshare(id).await?))
     }
 
-    /// Downloads running or paused now.
-    pub async fn downloads(&self) -> Result<Vec<api::Progress>, NodeError> {
-        Ok(self.inner.share.downloads().await?)
-    }
-
     /// Pauses (`paused`) or resumes (`running`) a download; its progress after.
     pub async fn change_download(
         &self,
@@ -184,12 +179,6 @@ impl Node {
             }
         }
         self.download(id).await
-    }
-
-    /// Cancels a running or paused download and removes what it wrote.
-    pub async fn cancel_download(&self, id: &str) -> Result<(), NodeError> {
-        let id = content_id(id)?;
-        Ok(self.inner.share.cancel(id).await?)
     }
 
     async fn download(&self, id: ContentId) -> Result<api::Progress, NodeError> {

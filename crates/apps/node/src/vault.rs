@@ -47,18 +47,6 @@ impl Node {
         Ok(())
     }
 
-    pub fn vault_list(&self) -> Vec<api::VaultObject> {
-        self.inner.vault.list()
-    }
-
-    pub fn vault_object(&self, what: &str) -> Result<api::VaultObject, NodeError> {
-        Ok(self.inner.vault.status(what.trim())?)
-    }
-
-    pub fn vault_overview(&self) -> api::VaultOverview {
-        self.inner.vault.overview()
-    }
-
     pub async fn vault_remove(&self, what: &str) -> Result<api::VaultRemoved, NodeError> {
         let id = self.inner.vault.status(what.trim())?.id;
         let released = self.inner.vault.remove(&id).await?;

@@ -15,7 +15,7 @@ use utoipa_axum::routes;
 
 use super::ApiError;
 use crate::Node;
-use crate::facade::wait_ms;
+use crate::facade::{content_id, wait_ms};
 
 type ApiResult<T> = Result<Json<T>, ApiError>;
 
@@ -117,7 +117,7 @@ pub(crate) async fn remove_share(
 #[utoipa::path(get, path = "/downloads", security(("token" = [])),
     responses((status = 200, description = "Downloads running", body = Vec<api::Progress>)))]
 pub(crate) async fn list_downloads(State(node): State<Node>) -> ApiResult<Vec<api::Progress>> {
-    Ok(Json(node.downloads().await?))
+    Ok(Json(node.share_service().downloads().await?))
 }
 
 /// Pauses or resumes a download.
@@ -143,7 +143,7 @@ pub(crate) async fn cancel_download(
     State(node): State<Node>,
     axum::extract::Path(id): axum::extract::Path<String>,
 ) -> ApiResult<api::ErrorBody> {
-    node.cancel_download(&id).await?;
+    node.share_service().cancel(content_id(&id)?).await?;
     Ok(Json(api::ErrorBody {
         error: format!("cancelled {id}"),
     }))

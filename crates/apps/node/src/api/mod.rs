@@ -149,6 +149,20 @@ impl From<NodeError> for ApiError {
     }
 }
 
+/// A service's error, for handlers that call the service's handle straight: its status
+/// comes from the one mapping above, through `NodeError`.
+macro_rules! from_service_error {
+    ($($e:ty),*) => {$(
+        impl From<$e> for ApiError {
+            fn from(e: $e) -> Self {
+                NodeError::from(e).into()
+            }
+        }
+    )*};
+}
+
+from_service_error!(kith_share::Error, kith_vault::Error);
+
 /// Largest request body (every request is a small JSON document; a search query's own
 /// limit, 1 KiB, is checked with its reason).
 const BODY_LIMIT: usize = 2 << 20;
