@@ -3,6 +3,8 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+pub use kith_cache::Fill as CacheState;
+
 /// `POST /cache/pins`: keep this content on this node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -17,8 +19,7 @@ pub struct CacheEntry {
     pub name: Option<String>,
     pub bytes: u64,
     pub pinned: bool,
-    /// `fetching`, `ready` or `failed`.
-    pub state: String,
+    pub state: CacheState,
     pub error: Option<String>,
     /// Why it is here: `pinned`, or `prefetch` for a region.
     pub why: String,

@@ -3,6 +3,8 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+pub use kith_compute::JobState;
+
 /// `POST /jobs`: a job from a `JOB.toml` (`spec`), or from its parts (`wasm` and `inputs`).
 /// Paths are on the node's machine.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -32,8 +34,7 @@ pub struct SubmitJob {
 pub struct Job {
     pub job: String,
     pub name: String,
-    /// `running`, `done` or `cancelled`.
-    pub state: String,
+    pub state: JobState,
     pub quorum: u8,
     /// Whether units may go to a volunteer this node trusts alone (adaptive
     /// replication); `false` when the job forbids it.

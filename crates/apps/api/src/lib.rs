@@ -16,20 +16,22 @@ mod compute;
 mod people;
 mod ui;
 mod vault;
-pub use cache::{CacheDemand, CacheEntry, CacheHint, CacheStatus, PinRequest};
+pub use cache::{CacheDemand, CacheEntry, CacheHint, CacheState, CacheStatus, PinRequest};
 #[cfg(feature = "client")]
 pub use client::Client;
 pub use compute::{
-    Job, MasterStanding, ResultsRequest, ResultsWritten, RunningUnit, SubmitJob, VolunteerRequest,
-    VolunteerStatus,
+    Job, JobState, MasterStanding, ResultsRequest, ResultsWritten, RunningUnit, SubmitJob,
+    VolunteerRequest, VolunteerStatus,
 };
+pub use kith_search::{SearchResult, sort_results};
+pub use kith_share::{Progress, ShareKind, State as ProgressState};
 pub use people::{
     CreateGroup, Device, DeviceRemoved, Group, Invite, InviteRequest, JoinDevice, JoinGroup,
     LinkCode, Member, Person,
 };
 pub use ui::{LogLine, LoginLink, PeerRate, Settings, SettingsChange, Tick, TicketBody, Transfer};
 pub use vault::{
-    BackupRequest, VaultGet, VaultGot, VaultObject, VaultOverview, VaultPeer, VaultPut,
+    BackupRequest, VaultGet, VaultGot, VaultKind, VaultObject, VaultOverview, VaultPeer, VaultPut,
     VaultRemoved, VaultStored,
 };
 
@@ -120,8 +122,7 @@ pub struct Share {
     pub id: String,
     pub path: String,
     pub name: String,
-    /// `file` or `dir`.
-    pub kind: String,
+    pub kind: ShareKind,
     pub size: u64,
     pub files: u64,
     /// Seconds since the Unix epoch.
@@ -176,43 +177,6 @@ pub struct DownloadRequest {
     pub timeout: Option<u64>,
 }
 
-/// One line of a download's progress.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct Progress {
-    pub id: String,
-    pub name: Option<String>,
-    pub output: Option<String>,
-    /// `finding`, `downloading`, `waiting` (for providers), `paused`, `done`, `failed` or
-    /// `cancelled`.
-    pub state: String,
-    pub error: Option<String>,
-    pub total_bytes: u64,
-    pub done_bytes: u64,
-    /// Bytes that came over the network (the rest were already here).
-    pub fetched_bytes: u64,
-    pub chunks_total: u64,
-    pub chunks_done: u64,
-    /// Peers that sent verified content.
-    pub providers: Vec<String>,
-    /// Providers reachable only through a circuit relay.
-    pub relayed: Vec<String>,
-    /// Something the user should know (e.g. that a transfer goes through a relay).
-    pub notice: Option<String>,
-    /// Bytes per second over the last half second.
-    #[serde(default)]
-    pub rate: u64,
-}
-
-impl Progress {
-    /// No more progress comes: it ended, or it is paused.
-    pub fn finished(&self) -> bool {
-        matches!(
-            self.state.as_str(),
-            "done" | "failed" | "paused" | "cancelled"
-        )
-    }
-}
-
 /// `PATCH /downloads/{id}`: pause or resume a download.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -240,48 +204,6 @@ pub struct SearchRequest {
     /// Search only what is shared with this group (ID or name), asking its members.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
-}
-
-/// One search result; sent again when more peers answer for it or it turns out to be
-/// an outdated revision.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct SearchResult {
-    pub id: String,
-    pub name: String,
-    pub path: String,
-    pub size: u64,
-    /// `file` or `dir`.
-    pub kind: String,
-    /// Peers that have it.
-    pub providers: Vec<String>,
-    /// Relevance (the best score any answer gave).
-    pub score: f32,
-    /// For a revision of a named document: the name (`PEER_ID/name`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name_key: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub revision: Option<u64>,
-    /// Whether a newer revision of the name is known.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub outdated: Option<bool>,
-}
-
-impl SearchResult {
-    /// Ranking: relevance, then how many peers have it.
-    pub fn rank(&self) -> f32 {
-        self.score * (1.0 + (self.providers.len() as f32).ln())
-    }
-}
-
-/// Orders results best first (outdated revisions last).
-pub fn sort_results(v: &mut [SearchResult]) {
-    v.sort_by(|a, b| {
-        let oa = a.outdated.unwrap_or(false);
-        let ob = b.outdated.unwrap_or(false);
-        oa.cmp(&ob)
-            .then(b.rank().total_cmp(&a.rank()))
-            .then(a.id.cmp(&b.id))
-    });
 }
 
 /// `POST /names`: share a path and publish it as the next revision of a name.

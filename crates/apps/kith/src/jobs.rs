@@ -130,7 +130,7 @@ pub async fn job(c: &Client, cmd: JobCmd, json: bool) -> Result<()> {
 async fn wait_done(c: &Client, id: &str) -> Result<api::Job> {
     loop {
         let j = c.job(id).await?;
-        if j.state != "running" {
+        if j.state != api::JobState::Running {
             return Ok(j);
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -152,7 +152,7 @@ async fn follow(c: &Client, id: &str) -> Result<()> {
             "done {}  running {}  failed {}  ({})",
             j.done, j.running, j.failed, j.state
         ));
-        if j.state != "running" {
+        if j.state != api::JobState::Running {
             bar.finish();
             println!("{}", line(&j));
             return Ok(());

@@ -86,7 +86,7 @@ pub async fn follow(c: &Client, req: &api::DownloadRequest, json: bool) -> Resul
         let id = view
             .last
             .as_ref()
-            .map_or(req.id.as_str(), |p| p.id.as_str());
+            .map_or(req.id.clone(), |p| p.id.to_string());
         bail!(
             "stopped watching; the download goes on in the node (kith downloads to see it, kith pause {id} or kith cancel {id} to stop it)"
         );
@@ -99,7 +99,7 @@ pub async fn follow(c: &Client, req: &api::DownloadRequest, json: bool) -> Resul
         "done" => {
             if json {
                 print_json(&Saved {
-                    id: &last.id,
+                    id: &last.id.to_string(),
                     output: last.output.as_deref(),
                     bytes: last.total_bytes,
                     fetched_bytes: last.fetched_bytes,

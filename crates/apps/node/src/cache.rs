@@ -1,7 +1,7 @@
 //! The facade over the cache: what `kith pin`, `kith unpin` and `kith cache status` do.
 
 use kith_api as api;
-use kith_cache::{Entry, Fill, Why};
+use kith_cache::{Entry, Why};
 
 use crate::facade::content_id;
 use crate::{Node, NodeError};
@@ -20,12 +20,7 @@ fn entry(e: Entry) -> api::CacheEntry {
         name: e.name,
         bytes: e.bytes,
         pinned: e.pinned,
-        state: match e.fill {
-            Fill::Fetching => "fetching",
-            Fill::Ready => "ready",
-            Fill::Failed => "failed",
-        }
-        .to_owned(),
+        state: e.fill,
         error: e.error,
         why: why.to_owned(),
         source,

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use kith_api as api;
-use kith_compute::spec::{JobSpec, Limits};
+use kith_compute::spec::JobSpec;
 use kith_compute::{JobStatus, Prefs};
 
 use crate::{Node, NodeError};
@@ -12,7 +12,7 @@ fn job(s: JobStatus) -> api::Job {
     api::Job {
         job: s.job,
         name: s.name,
-        state: format!("{:?}", s.state).to_lowercase(),
+        state: s.state,
         quorum: s.quorum,
         trust: s.trust,
         group: s.group,
@@ -71,22 +71,12 @@ impl Node {
         let mut spec =
             tokio::task::spawn_blocking(move || match (spec, &req2.wasm, &req2.inputs) {
                 (Some(file), None, None) => JobSpec::load(&PathBuf::from(file)),
-                (None, Some(wasm), Some(inputs)) => {
-                    let wasm = PathBuf::from(wasm);
-                    let name = req2.name.clone().unwrap_or_else(|| {
-                        wasm.file_stem()
-                            .map_or_else(|| "job".into(), |s| s.to_string_lossy().into_owned())
-                    });
-                    JobSpec::new(
-                        name,
-                        wasm,
-                        &PathBuf::from(inputs),
-                        req2.quorum.unwrap_or(2),
-                        None,
-                        None,
-                        Limits::default(),
-                    )
-                }
+                (None, Some(wasm), Some(inputs)) => JobSpec::from_module(
+                    req2.name.clone(),
+                    PathBuf::from(wasm),
+                    &PathBuf::from(inputs),
+                    req2.quorum,
+                ),
                 _ => Err(kith_compute::spec::SpecError::Invalid(
                     "give a JOB.toml, or a module (--wasm) and an inputs folder (--inputs)".into(),
                 )),

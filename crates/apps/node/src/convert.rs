@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 
 use kith_api as api;
-use kith_share::{ShareKind, ShareRecord, State};
+use kith_share::ShareRecord;
 
 pub(crate) fn connection(c: kith_overlay::ConnectionInfo) -> api::Connection {
     api::Connection {
@@ -86,59 +86,12 @@ pub(crate) fn share(r: &ShareRecord) -> api::Share {
         id: r.id.to_string(),
         path: r.path.clone(),
         name: r.name.clone(),
-        kind: match r.kind {
-            ShareKind::File => "file",
-            ShareKind::Dir => "dir",
-        }
-        .into(),
+        kind: r.kind,
         size: r.size,
         files: r.files,
         added: r.added,
         group: r.scope.clone(),
         public_on_purpose: r.public_on_purpose,
-    }
-}
-
-pub(crate) fn progress(p: &kith_share::Progress) -> api::Progress {
-    api::Progress {
-        id: p.id.to_string(),
-        name: p.name.clone(),
-        output: p.output.clone(),
-        state: match p.state {
-            State::Finding => "finding",
-            State::Downloading => "downloading",
-            State::Waiting => "waiting",
-            State::Paused => "paused",
-            State::Done => "done",
-            State::Failed => "failed",
-            State::Cancelled => "cancelled",
-        }
-        .into(),
-        error: p.error.clone(),
-        total_bytes: p.total_bytes,
-        done_bytes: p.done_bytes,
-        fetched_bytes: p.fetched_bytes,
-        chunks_total: p.chunks_total,
-        chunks_done: p.chunks_done,
-        providers: p.providers.clone(),
-        relayed: p.relayed.clone(),
-        notice: p.notice.clone(),
-        rate: p.rate,
-    }
-}
-
-pub(crate) fn search_result(r: kith_search::SearchResult) -> api::SearchResult {
-    api::SearchResult {
-        id: r.id,
-        name: r.name,
-        path: r.path,
-        size: r.size,
-        kind: r.kind,
-        providers: r.providers,
-        score: r.score,
-        name_key: r.name_key,
-        revision: r.revision,
-        outdated: r.outdated,
     }
 }
 

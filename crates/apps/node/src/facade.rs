@@ -160,18 +160,6 @@ impl Node {
         Ok(convert::share(&self.inner.share.unshare(id).await?))
     }
 
-    /// Downloads running or paused now.
-    pub async fn downloads(&self) -> Result<Vec<api::Progress>, NodeError> {
-        Ok(self
-            .inner
-            .share
-            .downloads()
-            .await?
-            .iter()
-            .map(convert::progress)
-            .collect())
-    }
-
     /// Pauses (`paused`) or resumes (`running`) a download; its progress after.
     pub async fn change_download(
         &self,
@@ -193,20 +181,13 @@ impl Node {
         self.download(id).await
     }
 
-    /// Cancels a running or paused download and removes what it wrote.
-    pub async fn cancel_download(&self, id: &str) -> Result<(), NodeError> {
-        let id = content_id(id)?;
-        Ok(self.inner.share.cancel(id).await?)
-    }
-
     async fn download(&self, id: ContentId) -> Result<api::Progress, NodeError> {
         self.inner
             .share
             .downloads()
             .await?
-            .iter()
+            .into_iter()
             .find(|p| p.id == id)
-            .map(convert::progress)
             .ok_or_else(|| NodeError::NotFound(format!("no download of {id}")))
     }
 
@@ -290,7 +271,7 @@ impl Node {
                     let peers = r.providers.iter().filter_map(|p| p.parse().ok()).collect();
                     share.hint(id, peers);
                 }
-                Some((convert::search_result(r), (rx, share)))
+                Some((r, (rx, share)))
             },
         ))
     }

@@ -112,7 +112,7 @@ impl Node {
             up_rate: per_sec(now.sent.saturating_sub(prev.sent), ms),
             down_rate: per_sec(now.received.saturating_sub(prev.received), ms),
             shares,
-            downloads: downloads.iter().map(convert::progress).collect(),
+            downloads,
             peer_rates,
         };
         Ok((tick, now))

@@ -1,42 +1,10 @@
 //! The facade over the vault: what `kith vault`, `kith backup` and `kith restore` do.
 
 use kith_api as api;
-use kith_vault::{GetReport, ObjectStatus, PutReport};
+use kith_vault::GetReport;
 
 use crate::facade::absolute;
 use crate::{Node, NodeError};
-
-fn stored(r: PutReport) -> api::VaultStored {
-    api::VaultStored {
-        id: r.id,
-        name: r.name,
-        k: r.k,
-        n: r.n,
-        holders: r.holders,
-        size: r.size,
-        new_bytes: r.new_bytes,
-        uploaded: r.uploaded,
-        files: r.files,
-        index_published: r.index_published,
-    }
-}
-
-fn object(s: ObjectStatus) -> api::VaultObject {
-    api::VaultObject {
-        id: s.id,
-        name: s.name,
-        kind: format!("{:?}", s.kind).to_lowercase(),
-        created: s.created,
-        size: s.size,
-        files: s.files,
-        k: s.k,
-        n: s.n,
-        reachable: s.reachable,
-        segments: s.segments,
-        last_audit: s.last_audit,
-        repairs: s.repairs,
-    }
-}
 
 fn got(r: GetReport) -> api::VaultGot {
     api::VaultGot {
@@ -56,7 +24,7 @@ impl Node {
             .vault
             .put(path, req.name.clone(), group, req.k, req.n)
             .await?;
-        Ok(stored(r))
+        Ok(r)
     }
 
     pub async fn vault_get(
@@ -79,37 +47,6 @@ impl Node {
         Ok(())
     }
 
-    pub fn vault_list(&self) -> Vec<api::VaultObject> {
-        self.inner.vault.list().into_iter().map(object).collect()
-    }
-
-    pub fn vault_object(&self, what: &str) -> Result<api::VaultObject, NodeError> {
-        Ok(object(self.inner.vault.status(what.trim())?))
-    }
-
-    pub fn vault_overview(&self) -> api::VaultOverview {
-        let s = self.inner.vault.overview();
-        api::VaultOverview {
-            offered: s.offered,
-            held: s.held,
-            objects: s.objects,
-            stored: s.stored,
-            repairs: s.repairs,
-            last_audit: s.last_audit,
-            peers: s
-                .peers
-                .into_iter()
-                .map(|p| api::VaultPeer {
-                    peer: p.peer,
-                    holds_for_me: p.holds_for_me,
-                    i_hold_for_it: p.i_hold_for_it,
-                    audits_passed: p.audits_passed,
-                    faults: p.faults,
-                })
-                .collect(),
-        }
-    }
-
     pub async fn vault_remove(&self, what: &str) -> Result<api::VaultRemoved, NodeError> {
         let id = self.inner.vault.status(what.trim())?.id;
         let released = self.inner.vault.remove(&id).await?;
@@ -119,7 +56,7 @@ impl Node {
     pub async fn backup(&self, req: &api::BackupRequest) -> Result<api::VaultStored, NodeError> {
         let dir = absolute(&req.dir, "dir")?;
         let v = &self.inner.vault;
-        Ok(stored(v.backup(dir, req.every, req.k, req.n).await?))
+        Ok(v.backup(dir, req.every, req.k, req.n).await?)
     }
 
     pub async fn restore(&self, req: &api::VaultGet) -> Result<api::VaultGot, NodeError> {

@@ -25,13 +25,31 @@ pub enum Why {
     },
 }
 
-/// Where the entry's content stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Where the entry's content stands: `fetching`, `ready` or `failed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
+#[schema(as = CacheState)]
 pub enum Fill {
     Fetching,
     Ready,
     Failed,
+}
+
+impl Fill {
+    /// Its name in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Fill::Fetching => "fetching",
+            Fill::Ready => "ready",
+            Fill::Failed => "failed",
+        }
+    }
+}
+
+impl std::fmt::Display for Fill {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -28,7 +28,8 @@ use kith_people::People;
 use kith_share::Share;
 use serde::{Deserialize, Serialize};
 
-use master::job::{Counts, JobState, Summary};
+pub use master::job::JobState;
+use master::job::{Counts, Summary};
 use protocol::INLINE_MAX;
 use spec::JobSpec;
 use state::Inner;

@@ -197,6 +197,30 @@ impl JobSpec {
         Ok(spec)
     }
 
+    /// A job from a module and its inputs folder (`kith job submit --wasm --inputs`),
+    /// with the defaults: named after the module's file, a quorum of 2, default limits
+    /// (blocking: it reads the folder).
+    pub fn from_module(
+        name: Option<String>,
+        wasm: PathBuf,
+        inputs: &Path,
+        quorum: Option<u8>,
+    ) -> Result<Self, SpecError> {
+        let name = name.unwrap_or_else(|| {
+            wasm.file_stem()
+                .map_or_else(|| "job".into(), |s| s.to_string_lossy().into_owned())
+        });
+        Self::new(
+            name,
+            wasm,
+            inputs,
+            quorum.unwrap_or(2),
+            None,
+            None,
+            Limits::default(),
+        )
+    }
+
     /// A job from its parts (as `kith job submit --wasm --inputs` gives them), checked.
     pub fn new(
         name: String,

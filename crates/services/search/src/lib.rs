@@ -198,17 +198,19 @@ impl std::str::FromStr for Via {
 
 /// One search result: a content ID and the peers that have it. A result is sent again
 /// when more peers answer for it or it turns out to be an outdated revision.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SearchResult {
     pub id: String,
     pub name: String,
     pub path: String,
     pub size: u64,
+    /// `file` or `dir`.
     pub kind: String,
     /// Peers that have it (that answered, or that the broker lists as online).
     pub providers: Vec<String>,
     /// Relevance (the best score any answer gave).
     pub score: f32,
+    /// For a revision of a named document: the name (`PEER_ID/name`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name_key: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -216,6 +218,24 @@ pub struct SearchResult {
     /// For a revision of a name: whether a newer revision is known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outdated: Option<bool>,
+}
+
+impl SearchResult {
+    /// Ranking: relevance, then how many peers have it.
+    pub fn rank(&self) -> f32 {
+        self.score * (1.0 + (self.providers.len() as f32).ln())
+    }
+}
+
+/// Orders results best first (outdated revisions last).
+pub fn sort_results(v: &mut [SearchResult]) {
+    v.sort_by(|a, b| {
+        let oa = a.outdated.unwrap_or(false);
+        let ob = b.outdated.unwrap_or(false);
+        oa.cmp(&ob)
+            .then(b.rank().total_cmp(&a.rank()))
+            .then(a.id.cmp(&b.id))
+    });
 }
 
 /// The search service handle. Cheap to clone.

@@ -40,7 +40,7 @@ use kith_core::store::Store;
 use kith_core::tasks::{TaskError, Tasks};
 use kith_overlay::{Overlay, PeerId};
 use prometheus_client::registry::Registry;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, watch};
 
 pub use download::{Output, Root};
@@ -161,8 +161,9 @@ pub enum Event {
 }
 
 /// Where a download stands.
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
+#[schema(as = ProgressState)]
 pub enum State {
     /// Looking for providers and the manifests.
     Finding,
@@ -177,12 +178,38 @@ pub enum State {
     Cancelled,
 }
 
-/// A download's progress.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+impl State {
+    /// Its name in the API (`finding`, `paused`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Finding => "finding",
+            State::Downloading => "downloading",
+            State::Waiting => "waiting",
+            State::Paused => "paused",
+            State::Done => "done",
+            State::Failed => "failed",
+            State::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl std::fmt::Display for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// A download's progress: one line of `POST /downloads` and an item of `GET /downloads`
+/// in the API.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Progress {
+    /// The content ID.
+    #[schema(value_type = String)]
     pub id: ContentId,
     pub name: Option<String>,
     pub output: Option<String>,
+    /// `finding`, `downloading`, `waiting` (for providers), `paused`, `done`, `failed` or
+    /// `cancelled`.
     pub state: State,
     pub error: Option<String>,
     pub total_bytes: u64,
@@ -193,13 +220,16 @@ pub struct Progress {
     pub chunks_done: u64,
     /// Peers that sent verified content.
     pub providers: Vec<String>,
-    /// Verified bytes of chunks each provider sent, in the order they first sent one.
+    /// Verified bytes of chunks each provider sent, in the order they first sent one
+    /// (the node's own accounting; not in the API).
+    #[serde(skip)]
     pub fetched_from: Vec<(String, u64)>,
     /// Providers reachable only through a circuit relay (slower, and capped by the relay).
     pub relayed: Vec<String>,
     /// Something the user should know (e.g. that a transfer goes through a relay).
     pub notice: Option<String>,
     /// Bytes per second fetched over the last half second.
+    #[serde(default)]
     pub rate: u64,
 }
 

@@ -24,7 +24,8 @@ pub struct FileRecord {
     pub stamp: Option<kith_core::store::Stamp>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// A file or a folder (`file`, `dir`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ShareKind {
     File,

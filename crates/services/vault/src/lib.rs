@@ -150,7 +150,9 @@ impl Config {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// What a put or a backup stored (`VaultStored` in the API).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = VaultStored)]
 pub struct PutReport {
     pub id: String,
     pub name: String,
@@ -160,13 +162,13 @@ pub struct PutReport {
     pub holders: usize,
     /// Plain bytes stored.
     pub size: u64,
-    /// Plain bytes the vault did not have yet.
+    /// Plain bytes the vault did not have yet (what a backup moved).
     pub new_bytes: u64,
     /// Share bytes sent to holders.
     pub uploaded: u64,
     pub files: usize,
     /// The vault's copy of the index (what another device restores from) includes it;
-    /// when false, the upkeep loop stores that copy as soon as holders take it.
+    /// when false, the node stores that copy as soon as holders take it.
     pub index_published: bool,
 }
 
@@ -181,7 +183,9 @@ pub struct GetReport {
     pub group: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// An object in the vault and its health (`VaultObject` in the API).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = VaultObject)]
 pub struct ObjectStatus {
     pub id: String,
     pub name: String,
@@ -191,7 +195,7 @@ pub struct ObjectStatus {
     pub files: usize,
     pub k: u8,
     pub n: u8,
-    /// Shares that passed their last audit, in the object's weakest segment.
+    /// Shares that passed their last audit, in the object's weakest segment (of `n`).
     pub reachable: u8,
     pub segments: usize,
     /// When the object's shares were last audited (seconds since the Unix epoch).
@@ -200,17 +204,24 @@ pub struct ObjectStatus {
     pub repairs: u64,
 }
 
-/// One peer's account: what it holds for this node and what this node holds for it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One peer's account: what it holds for this node and what this node holds for it
+/// (`VaultPeer` in the API).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = VaultPeer)]
 pub struct PeerAccount {
     pub peer: String,
+    /// Bytes of this node's shares the peer holds.
     pub holds_for_me: u64,
+    /// Bytes this node holds for the peer.
     pub i_hold_for_it: u64,
     pub audits_passed: u64,
+    /// Shares it lost or spoiled (a peer with a fault gets no more).
     pub faults: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// What this node offers, holds and stored (`VaultOverview` in the API).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = VaultOverview)]
 pub struct VaultStatus {
     pub offered: u64,
     pub held: u64,

@@ -310,7 +310,7 @@ async fn askers_and_providers_have_byte_budgets() -> Result<()> {
         );
         entries_when(&c, "a cached", |es| {
             es.iter()
-                .any(|e| e.id == a.to_string() && e.state == "ready")
+                .any(|e| e.id == a.to_string() && e.state == kith_api::CacheState::Ready)
         })
         .await?;
         let before = sent(&p.metrics().await?);

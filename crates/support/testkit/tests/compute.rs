@@ -121,7 +121,7 @@ async fn a_master_refuses_bad_volunteers_and_finishes_with_good_ones() -> Result
         }
         let j = eventually(Duration::from_secs(60), "the job to finish", || async {
             let j = master.node.job(&job.job).ok()?;
-            (j.state == "done").then_some(j)
+            (j.state == kith_api::JobState::Done).then_some(j)
         })
         .await?;
         assert_eq!((j.validated, j.failed), (3, 0), "{j:?}");
@@ -183,7 +183,7 @@ async fn a_validator_decides_what_agrees() -> Result<()> {
         }
         let j = eventually(Duration::from_secs(60), "the job to finish", || async {
             let j = master.node.job(&job.job).ok()?;
-            (j.state == "done").then_some(j)
+            (j.state == kith_api::JobState::Done).then_some(j)
         })
         .await?;
         assert_eq!(j.validated, 1, "{j:?}");
@@ -244,7 +244,7 @@ async fn submit_reverse(master: &TestNode, name: &str, units: usize) -> Result<a
 async fn until_done(master: &TestNode, job: &str) -> Result<api::Job> {
     eventually(Duration::from_secs(60), "the job to finish", || async {
         let j = master.node.job(job).ok()?;
-        (j.state == "done").then_some(j)
+        (j.state == kith_api::JobState::Done).then_some(j)
     })
     .await
 }

@@ -141,7 +141,7 @@ impl World {
             let got = self.o.get(id, &out).await;
             let failed = match &got {
                 Err(_) => true,
-                Ok(p) => p.state != "done",
+                Ok(p) => p.state != kith_api::ProgressState::Done,
             };
             assert!(failed, "{step}: the outsider fetched {id}: {got:?}");
             assert!(!out.exists(), "{step}: {} left behind", out.display());
@@ -152,7 +152,7 @@ impl World {
     /// The member fetches `id` to `out`; its final progress.
     async fn member_gets(&self, id: &str, out: &Path) -> Result<Progress> {
         let p = self.m.get(id, out).await?;
-        assert_eq!(p.state, "done", "{p:?}");
+        assert_eq!(p.state, kith_api::ProgressState::Done, "{p:?}");
         Ok(p)
     }
 
@@ -184,7 +184,7 @@ async fn group_content_never_becomes_public_on_a_members_node() -> Result<()> {
         eventually(Duration::from_secs(60), "the cache fill", || async {
             let c = w.m.client().cache().await.ok()?;
             let e = c.entries.into_iter().find(|e| e.id == id)?;
-            (e.state == "ready").then_some(())
+            (e.state == kith_api::CacheState::Ready).then_some(())
         })
         .await?;
         w.nothing_leaks("cache fill", &[&id]).await?;
@@ -283,7 +283,7 @@ async fn names(w: &World) -> Result<()> {
     w.a.client().publish(&report).await?;
     let name = format!("{}/report", w.a.peer_id());
     let last = w.m.get(&name, &mine).await?;
-    assert_eq!(last.state, "done", "{last:?}");
+    assert_eq!(last.state, kith_api::ProgressState::Done, "{last:?}");
     assert_eq!(std::fs::read_to_string(&mine)?, "a public report\n");
     w.nothing_leaks("a name updated in place", &[&w.id]).await
 }
@@ -362,7 +362,7 @@ async fn rebuild(w: World) -> Result<()> {
     })
     .await?;
     let got = w.o.get(&found.id, &w.path("outsider-public")).await?;
-    assert_eq!(got.state, "done", "{got:?}");
+    assert_eq!(got.state, kith_api::ProgressState::Done, "{got:?}");
     Ok(())
 }
 
@@ -391,9 +391,9 @@ async fn a_members_download_in_progress_serves_no_outsider() -> Result<()> {
             o.get(&id, &o.dir.path().join("film.bin")).await
         };
         let (member, outsider) = tokio::join!(m.get(&id, &out), outsider);
-        assert_eq!(member?.state, "done");
+        assert_eq!(member?.state, kith_api::ProgressState::Done);
         let p = outsider?;
-        assert_eq!(p.state, "failed", "{p:?}");
+        assert_eq!(p.state, kith_api::ProgressState::Failed, "{p:?}");
         assert_eq!(p.fetched_bytes, 0, "{p:?}");
         assert!(p.name.is_none(), "the outsider got the manifest: {p:?}");
         Ok(())
@@ -427,7 +427,7 @@ async fn group_content_fetched_into_a_public_folder_stays_out_of_it() -> Result<
             .await?;
         let out = w.path("outsider-public");
         let got = w.o.get(&before, &out).await?;
-        assert_eq!(got.state, "done", "{got:?}");
+        assert_eq!(got.state, kith_api::ProgressState::Done, "{got:?}");
         assert!(out.join("own.txt").exists() && !out.join("plans").exists());
 
         // The rescan sees the new folder in it, and no public share holds the group's

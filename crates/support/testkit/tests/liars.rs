@@ -54,7 +54,7 @@ async fn a_timeout_is_a_deadline_though_a_dead_provider_keeps_turning_up() -> Re
         let (last, stopped) = tokio::join!(follow, cut);
         let (last, stopped) = (last?, stopped?);
         let took = stopped.elapsed();
-        assert_eq!(last.state, "failed", "{last:?}");
+        assert_eq!(last.state, kith_api::ProgressState::Failed, "{last:?}");
         let error = last.error.as_deref().unwrap_or_default();
         assert!(error.contains("nothing arrived within 20s"), "{error}");
         assert!(
@@ -203,7 +203,7 @@ async fn liars_are_shunned_by_every_download() -> Result<()> {
             let out = b.dir.path().join(format!("f{i}.bin"));
             let started = Instant::now();
             let p = b.get(&id, &out).await?;
-            assert_eq!(p.state, "done", "{lie:?}: {p:?}");
+            assert_eq!(p.state, kith_api::ProgressState::Done, "{lie:?}: {p:?}");
             assert_eq!(std::fs::read(&out)?, bytes, "{lie:?}");
             if !matches!(lie, Lie::Stall) {
                 // (A staller did send one good chunk before it stalled.)
@@ -256,7 +256,7 @@ async fn new_downloads_skip_the_shunned(
         let p = b
             .get(&id, &b.dir.path().join(format!("last{round}.bin")))
             .await?;
-        assert_eq!(p.state, "done", "{p:?}");
+        assert_eq!(p.state, kith_api::ProgressState::Done, "{p:?}");
         assert!(
             !p.providers
                 .contains(&shunned[2].0.overlay.peer_id().to_string()),

@@ -90,7 +90,7 @@ async fn twenty_nodes_find_content_at_the_far_side_with_and_without_a_broker() -
         // The result can be fetched (the peers that answered are asked first).
         let out = first.dir.path().join("t.txt");
         let p = first.get(&hit.id, &out).await?;
-        assert_eq!(p.state, "done", "{p:?}");
+        assert_eq!(p.state, kith_api::ProgressState::Done, "{p:?}");
         assert_eq!(std::fs::read(&out)?, b"x marks the spot");
         // Text inside files is searched too (the query floods: no routable name word).
         // `first` now has a copy of its own (named t.txt): results merge by content ID,
@@ -294,7 +294,7 @@ async fn revisions_reach_subscribers_fast_and_move_only_changed_chunks() -> Resu
         assert_eq!(got.id, r1.id);
         let out1 = b.dir.path().join("report.bin");
         let p = b.get(&got.id, &out1).await?;
-        assert_eq!(p.state, "done", "{p:?}");
+        assert_eq!(p.state, kith_api::ProgressState::Done, "{p:?}");
 
         // Revision 2: 1 MiB changed in the middle.
         let mut updates = b.node.names_service().events();
@@ -326,7 +326,7 @@ async fn revisions_reach_subscribers_fast_and_move_only_changed_chunks() -> Resu
         // B fetches revision 2: only the changed chunks come over the network.
         let out2 = b.dir.path().join("report-2.bin");
         let p = b.get(&r2.id, &out2).await?;
-        assert_eq!(p.state, "done", "{p:?}");
+        assert_eq!(p.state, kith_api::ProgressState::Done, "{p:?}");
         assert_eq!(std::fs::read(&out2)?, bytes);
         let fetched = p.fetched_bytes;
         assert!(

@@ -24,7 +24,7 @@ async fn fetches_through_the_dht_knowing_only_a_third_peer() -> Result<()> {
         let id = a.share(&file).await?;
         let out = c.dir.path().join("got.bin");
         let p = c.get(&id, &out).await?;
-        assert_eq!(p.state, "done", "{p:?}");
+        assert_eq!(p.state, kith_api::ProgressState::Done, "{p:?}");
         assert_eq!(p.providers, [a.peer_id()]);
         assert_eq!(std::fs::read(&out)?, std::fs::read(&file)?);
         // C now provides it too (swarming): it lists it as a share.
@@ -53,7 +53,7 @@ async fn a_deleted_download_comes_again_to_the_same_path() -> Result<()> {
         let out = c.dir.path().join("film.bin");
         for round in 0..2 {
             let p = c.get(&id, &out).await?;
-            assert_eq!(p.state, "done", "round {round}: {p:?}");
+            assert_eq!(p.state, kith_api::ProgressState::Done, "round {round}: {p:?}");
             assert_eq!(p.fetched_bytes, 2_500_000, "round {round}: {p:?}");
             assert!(
                 std::fs::read(&out)? == bytes,
@@ -85,7 +85,7 @@ async fn a_folder_round_trips_byte_for_byte() -> Result<()> {
         let id = a.share(&root).await?;
         let out = c.dir.path().join("album-copy");
         let p = c.get(&id, &out).await?;
-        assert_eq!(p.state, "done", "{p:?}");
+        assert_eq!(p.state, kith_api::ProgressState::Done, "{p:?}");
         same_tree(&root, &out)?;
         assert_eq!(p.total_bytes, 3_000_011);
         assert!(
@@ -137,7 +137,7 @@ async fn a_download_from_two_providers_uses_both() -> Result<()> {
         .await?;
         let out = c.dir.path().join("x.bin");
         let p = c.get(&id, &out).await?;
-        assert_eq!(p.state, "done", "{p:?}");
+        assert_eq!(p.state, kith_api::ProgressState::Done, "{p:?}");
         let mut want = vec![a.peer_id(), b.peer_id()];
         want.sort();
         assert_eq!(p.providers, want);
@@ -177,7 +177,7 @@ async fn a_provider_serving_corrupted_bytes_is_dropped() -> Result<()> {
         c.node.overlay().dial(evil.addr().await?.parse()?).await?;
         let out = c.dir.path().join("v.bin");
         let p = c.get(&id, &out).await?;
-        assert_eq!(p.state, "done", "{p:?}");
+        assert_eq!(p.state, kith_api::ProgressState::Done, "{p:?}");
         assert_eq!(p.providers, [honest.peer_id()]);
         assert_eq!(std::fs::read(&out)?, bytes);
         let m = c.metrics().await?;
@@ -213,7 +213,7 @@ async fn a_changed_file_is_reindexed_not_served_wrong() -> Result<()> {
         std::fs::write(&f, data(2_000_000, 6))?;
         let err = c.get(&old, &c.dir.path().join("old.bin")).await?;
         assert_eq!(
-            err.state, "failed",
+            err.state, kith_api::ProgressState::Failed,
             "old content must not be served: {err:?}"
         );
         let new = a.node.share_service().rescan().await?;
@@ -221,7 +221,7 @@ async fn a_changed_file_is_reindexed_not_served_wrong() -> Result<()> {
         let id = new[0].id.to_string();
         assert_ne!(id, old);
         let p = c.get(&id, &c.dir.path().join("new.bin")).await?;
-        assert_eq!(p.state, "done", "{p:?}");
+        assert_eq!(p.state, kith_api::ProgressState::Done, "{p:?}");
         assert_eq!(
             std::fs::read(c.dir.path().join("new.bin"))?,
             std::fs::read(&f)?
@@ -302,7 +302,7 @@ async fn survives_garbage_on_every_protocol() -> Result<()> {
         tokio::io::AsyncWriteExt::write_all(&mut raw, &data(10_000, 8)).await?;
         drop(raw);
         let p = c.get(&id, &c.dir.path().join("ok.bin")).await?;
-        assert_eq!(p.state, "done", "{p:?}");
+        assert_eq!(p.state, kith_api::ProgressState::Done, "{p:?}");
         // Search and the broker still answer.
         // (Retried: on a loaded machine one round can miss its timeout.)
         let mut found = Vec::new();
@@ -334,7 +334,7 @@ async fn bad_requests_get_clear_errors() -> Result<()> {
         // Nobody has this: fails after the patience, with a reason.
         let unknown = kith_core::ContentId::manifest(b"nobody has this").to_string();
         let p = a.get(&unknown, &a.dir.path().join("x")).await?;
-        assert_eq!(p.state, "failed");
+        assert_eq!(p.state, kith_api::ProgressState::Failed);
         assert!(
             p.error
                 .as_deref()
@@ -373,12 +373,12 @@ async fn a_full_disk_fails_the_download_cleanly() -> Result<()> {
             std::fs::write(&ok_file, data(100_000, 9))?;
             let small_id = a.share(&ok_file).await?;
             let kept = c.get(&small_id, &c.dir.path().join("kept.bin")).await?;
-            assert_eq!(kept.state, "done");
+            assert_eq!(kept.state, kith_api::ProgressState::Done);
             let big = a.dir.path().join("big.bin");
             std::fs::write(&big, data(3_000_000, 10))?;
             let id = a.share(&big).await?;
             let p = c.get(&id, &small.join("big.bin")).await?;
-            assert_eq!(p.state, "failed", "{p:?}");
+            assert_eq!(p.state, kith_api::ProgressState::Failed, "{p:?}");
             let err = p.error.as_deref().unwrap_or_default();
             assert!(err.contains("No space left"), "{err:?}");
             assert!(!err.contains('\n'));
@@ -459,13 +459,13 @@ async fn a_finished_download_is_provided_to_others() -> Result<()> {
         std::fs::write(&f, &bytes)?;
         let id = a.share(&f).await?;
         let p = b.get(&id, &b.dir.path().join("seed.bin")).await?;
-        assert_eq!(p.state, "done", "{p:?}");
+        assert_eq!(p.state, kith_api::ProgressState::Done, "{p:?}");
         let a_peer = a.peer_id();
         a.stop().await;
         let c = TestNode::start(|o| o.config.bootstrap = vec![b_addr]).await?;
         let out = c.dir.path().join("seed.bin");
         let p = c.get(&id, &out).await?;
-        assert_eq!(p.state, "done", "{p:?}");
+        assert_eq!(p.state, kith_api::ProgressState::Done, "{p:?}");
         assert_eq!(p.providers, [b.peer_id()]);
         assert_ne!(b.peer_id(), a_peer);
         assert_eq!(std::fs::read(&out)?, bytes);
@@ -494,7 +494,7 @@ async fn a_download_waits_for_a_restarted_provider_and_continues() -> Result<()>
         std::fs::write(&file, data(SIZE as usize, 21))?;
         let id = a.share(&file).await?;
         let out = c.dir.path().join("film.bin");
-        let progress = |state: &'static str, min_done: u64| {
+        let progress = |state: kith_api::ProgressState, min_done: u64| {
             let c = &c;
             move || async move {
                 let v = c.client().downloads().await.ok()?;
@@ -506,7 +506,7 @@ async fn a_download_waits_for_a_restarted_provider_and_continues() -> Result<()>
             eventually(
                 Duration::from_secs(30),
                 "a quarter downloaded",
-                progress("downloading", SIZE / 4),
+                progress(kith_api::ProgressState::Downloading, SIZE / 4),
             )
             .await?;
             assert!(
@@ -517,7 +517,7 @@ async fn a_download_waits_for_a_restarted_provider_and_continues() -> Result<()>
             let paused = eventually(
                 Duration::from_secs(30),
                 "the download waiting for a provider",
-                progress("waiting", 0),
+                progress(kith_api::ProgressState::Waiting, 0),
             )
             .await?;
             let a = TestNode::start_in(dir, bootstrap_and_cap).await?;
@@ -526,7 +526,7 @@ async fn a_download_waits_for_a_restarted_provider_and_continues() -> Result<()>
         let (done, driven) = tokio::join!(c.get(&id, &out), drive);
         let (a, paused) = driven?;
         let done = done?;
-        assert_eq!(done.state, "done", "{done:?}");
+        assert_eq!(done.state, kith_api::ProgressState::Done, "{done:?}");
         assert!(
             paused.done_bytes < SIZE,
             "paused before the end: {paused:?}"
@@ -571,7 +571,7 @@ async fn a_failed_download_leaves_nothing_under_its_name() -> Result<()> {
         let (failed, cut) = tokio::join!(c.get(&id, &out), cut);
         cut?;
         let failed = failed?;
-        assert_eq!(failed.state, "failed", "{failed:?}");
+        assert_eq!(failed.state, kith_api::ProgressState::Failed, "{failed:?}");
         assert!(!out.exists(), "a failed download left {}", out.display());
         let a = TestNode::start(|o| o.config.bootstrap = vec![]).await?;
         std::fs::write(a.dir.path().join("tape.bin"), data(SIZE as usize, 33))?;
@@ -579,7 +579,7 @@ async fn a_failed_download_leaves_nothing_under_its_name() -> Result<()> {
         let addr = a.addr().await?;
         c.client().connect(&ConnectRequest { addr }).await?;
         let done = c.get(&id, &out).await?;
-        assert_eq!(done.state, "done", "{done:?}");
+        assert_eq!(done.state, kith_api::ProgressState::Done, "{done:?}");
         assert!(std::fs::read(&out)? == data(SIZE as usize, 33));
         let fetched = done.fetched_bytes;
         assert!(fetched < SIZE, "it started over: {done:?}");

@@ -169,14 +169,15 @@ async fn a_holder_sending_wrong_bytes_is_caught_repaired_around_and_dropped() ->
             Duration::from_secs(60),
             "repair around the liar",
             || async {
-                let o = owner.node.vault_object(&put.id).ok()?;
+                let o = owner.node.vault_service().status(&put.id).ok()?;
                 (o.repairs >= 1 && o.reachable == o.n).then_some(())
             },
         )
         .await?;
         let liar_faults = owner
             .node
-            .vault_overview()
+            .vault_service()
+            .overview()
             .peers
             .iter()
             .find(|p| p.peer == l_id)
@@ -228,7 +229,7 @@ async fn junk_gets_a_holder_nowhere() -> Result<()> {
             let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest)).await;
         }
         // Nothing was kept, and an honest owner is served.
-        assert_eq!(hs[0].node.vault_overview().held, 0);
+        assert_eq!(hs[0].node.vault_service().overview().held, 0);
         let owner = TestNode::start(|o| o.config.bootstrap = addrs.clone()).await?;
         until_connected(&owner, 3).await?;
         let f = owner.dir.path().join("a.bin");
@@ -311,7 +312,7 @@ async fn a_group_member_restores_what_the_group_may_read() -> Result<()> {
         let id = &shared.id;
         let fetched = outsider.get(id, &outsider.dir.path().join("y.bin")).await;
         assert!(
-            fetched.is_err() || fetched.as_ref().is_ok_and(|p| p.state != "done"),
+            fetched.is_err() || fetched.as_ref().is_ok_and(|p| p.state != kith_api::ProgressState::Done),
             "the outsider fetched it: {fetched:?}"
         );
         Ok(())
@@ -465,7 +466,8 @@ async fn a_single_spoiled_leaf_is_caught_within_the_rotation() -> Result<()> {
         let faults = || {
             owner
                 .node
-                .vault_overview()
+                .vault_service()
+                .overview()
                 .peers
                 .iter()
                 .find(|p| p.peer == r_id)
@@ -521,14 +523,14 @@ async fn audit_times_move_while_a_share_waits_for_repair() -> Result<()> {
             Duration::from_secs(30),
             "the spoiled share found",
             || async {
-                let o = owner.node.vault_object(&put.id).ok()?;
+                let o = owner.node.vault_service().status(&put.id).ok()?;
                 (o.reachable == 1).then_some(())
             },
         )
         .await?;
         let found = kith_core::store::now_secs();
         let o = eventually(Duration::from_secs(30), "a later audit", || async {
-            let o = owner.node.vault_object(&put.id).ok()?;
+            let o = owner.node.vault_service().status(&put.id).ok()?;
             (o.last_audit >= found + 2).then_some(o)
         })
         .await?;

@@ -58,7 +58,7 @@ fn put_req(path: &std::path::Path, k: u8, n: u8) -> api::VaultPut {
 }
 
 fn held(node: &TestNode) -> u64 {
-    node.node.vault_overview().held
+    node.node.vault_service().overview().held
 }
 
 /// The case: a holder whose disk is full, another whose quota is too small for
@@ -80,7 +80,7 @@ async fn a_full_holder_does_not_break_a_put_nor_the_index() -> Result<()> {
         let put = owner.node.vault_put(&put_req(&file, 1, 2)).await?;
         assert_eq!((put.holders, put.size), (2, 14), "{put:?}");
         assert!(put.index_published, "{put:?}");
-        let o = owner.node.vault_object(&put.id)?;
+        let o = owner.node.vault_service().status(&put.id)?;
         assert_eq!((o.reachable, o.n), (2, 2));
         assert_eq!(held(&full), 0, "the full holder kept nothing");
         // Once refused for want of space, it is not asked again: it offers nothing.
@@ -107,7 +107,7 @@ async fn a_full_holder_does_not_break_a_put_nor_the_index() -> Result<()> {
         // The same bytes asked 1-of-3 are not left 1-of-2: stored again, as asked.
         let put3 = owner.node.vault_put(&put_req(&file, 1, 3)).await?;
         assert_eq!((put3.holders, put3.new_bytes), (3, 14), "{put3:?}");
-        let o = owner.node.vault_object(&put3.id)?;
+        let o = owner.node.vault_service().status(&put3.id)?;
         assert_eq!((o.reachable, o.n), (3, 3));
         Ok(())
     })
@@ -143,7 +143,7 @@ async fn a_put_cut_short_by_a_full_disk_fails_at_once_and_leaves_nothing() -> Re
         for (who, h) in [("full", &full), ("a", &a), ("b", &b)] {
             assert_eq!(held(h), 0, "{who} kept shares of a put that failed: {err}");
         }
-        assert!(owner.node.vault_list().is_empty());
+        assert!(owner.node.vault_service().list().is_empty());
         let small = owner.dir.path().join("small.bin");
         std::fs::write(&small, data(3_000_000, 10))?;
         let put = owner.node.vault_put(&put_req(&small, 1, 2)).await?;
@@ -243,7 +243,7 @@ async fn a_put_whose_caller_goes_away_releases_what_it_placed() -> Result<()> {
             (held(&a) == 0 && st.deletes.load(Ordering::Relaxed) > 0).then_some(())
         })
         .await?;
-        assert!(owner.node.vault_list().is_empty());
+        assert!(owner.node.vault_service().list().is_empty());
         Ok(())
     })
     .await

@@ -3,11 +3,22 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use kith_api as api;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::ApiError;
 use crate::Node;
 
 type ApiResult<T> = Result<Json<T>, ApiError>;
+
+/// This module's routes, each declared by its handler's `#[utoipa::path]`; handlers of
+/// one path go in one `routes!`.
+pub(super) fn routes() -> OpenApiRouter<Node> {
+    OpenApiRouter::new()
+        .routes(routes!(status))
+        .routes(routes!(pin))
+        .routes(routes!(unpin))
+}
 
 #[utoipa::path(get, path = "/cache", security(("token" = [])),
     responses((status = 200, description = "What this node caches for others and why", body = api::CacheStatus)))]

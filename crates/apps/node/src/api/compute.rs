@@ -3,11 +3,24 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use kith_api as api;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::ApiError;
 use crate::Node;
 
 type ApiResult<T> = Result<Json<T>, ApiError>;
+
+/// This module's routes, each declared by its handler's `#[utoipa::path]`; handlers of
+/// one path go in one `routes!`.
+pub(super) fn routes() -> OpenApiRouter<Node> {
+    OpenApiRouter::new()
+        .routes(routes!(list_jobs, submit_job))
+        .routes(routes!(job, cancel_job))
+        .routes(routes!(job_results))
+        .routes(routes!(accept_trust))
+        .routes(routes!(volunteer_status, volunteer_on, volunteer_off))
+}
 
 #[utoipa::path(get, path = "/jobs", security(("token" = [])),
     responses((status = 200, description = "Jobs this node submitted", body = Vec<api::Job>)))]

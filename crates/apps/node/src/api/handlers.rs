@@ -10,12 +10,29 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use kith_api as api;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::ApiError;
-use crate::facade::wait_ms;
-use crate::{Node, convert};
+use crate::Node;
+use crate::facade::{content_id, wait_ms};
 
 type ApiResult<T> = Result<Json<T>, ApiError>;
+
+/// This module's routes, each declared by its handler's `#[utoipa::path]`; handlers of
+/// one path go in one `routes!`.
+pub(super) fn routes() -> OpenApiRouter<Node> {
+    OpenApiRouter::new()
+        .routes(routes!(status))
+        .routes(routes!(peers, connect))
+        .routes(routes!(list_shares, add_share))
+        .routes(routes!(remove_share))
+        .routes(routes!(list_downloads, start_download))
+        .routes(routes!(change_download, cancel_download))
+        .routes(routes!(search))
+        .routes(routes!(list_names, publish_name))
+        .routes(routes!(resolve_name))
+}
 
 /// A streamed response of JSON lines.
 fn ndjson<T: serde::Serialize>(items: impl futures::Stream<Item = T> + Send + 'static) -> Response {
@@ -27,14 +44,6 @@ fn ndjson<T: serde::Serialize>(items: impl futures::Stream<Item = T> + Send + 's
     (
         [(header::CONTENT_TYPE, "application/x-ndjson")],
         Body::from_stream(lines),
-    )
-        .into_response()
-}
-
-pub(crate) async fn openapi() -> Response {
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        super::openapi::document(),
     )
         .into_response()
 }
@@ -108,7 +117,7 @@ pub(crate) async fn remove_share(
 #[utoipa::path(get, path = "/downloads", security(("token" = [])),
     responses((status = 200, description = "Downloads running", body = Vec<api::Progress>)))]
 pub(crate) async fn list_downloads(State(node): State<Node>) -> ApiResult<Vec<api::Progress>> {
-    Ok(Json(node.downloads().await?))
+    Ok(Json(node.share_service().downloads().await?))
 }
 
 /// Pauses or resumes a download.
@@ -134,7 +143,7 @@ pub(crate) async fn cancel_download(
     State(node): State<Node>,
     axum::extract::Path(id): axum::extract::Path<String>,
 ) -> ApiResult<api::ErrorBody> {
-    node.cancel_download(&id).await?;
+    node.share_service().cancel(content_id(&id)?).await?;
     Ok(Json(api::ErrorBody {
         error: format!("cancelled {id}"),
     }))
@@ -157,7 +166,7 @@ pub(crate) async fn start_download(
         // At most a few lines a second; always the final one.
         let r = tokio::time::timeout(Duration::from_millis(250), rx.changed()).await;
         let closed = matches!(r, Ok(Err(_)));
-        let p = convert::progress(&rx.borrow_and_update());
+        let p = rx.borrow_and_update().clone();
         let done = p.finished() || closed;
         Some((p, (rx, done)))
     });

@@ -23,11 +23,13 @@ mod tests_ui;
 pub(crate) mod ui;
 mod vault;
 
-use axum::http::StatusCode;
+use axum::body::Bytes;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::get;
 use axum::{Json, Router, middleware};
 use tokio_util::sync::CancellationToken;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::{Node, NodeError};
 
@@ -147,79 +149,73 @@ impl From<NodeError> for ApiError {
     }
 }
 
+/// A service's error, for handlers that call the service's handle straight: its status
+/// comes from the one mapping above, through `NodeError`.
+macro_rules! from_service_error {
+    ($($e:ty),*) => {$(
+        impl From<$e> for ApiError {
+            fn from(e: $e) -> Self {
+                NodeError::from(e).into()
+            }
+        }
+    )*};
+}
+
+from_service_error!(kith_share::Error, kith_vault::Error);
+
 /// Largest request body (every request is a small JSON document; a search query's own
 /// limit, 1 KiB, is checked with its reason).
 const BODY_LIMIT: usize = 2 << 20;
 
+/// The `/api/v1` routes: each module's, tagged with its name in the document.
+fn v1() -> OpenApiRouter<Node> {
+    [
+        ("handlers", handlers::routes()),
+        ("people", people::routes()),
+        ("compute", compute::routes()),
+        ("vault", vault::routes()),
+        ("cache", cache::routes()),
+        ("ui", ui::routes()),
+    ]
+    .into_iter()
+    .fold(
+        OpenApiRouter::with_openapi(openapi::base()),
+        |v1, (tag, r)| v1.merge(tagged(tag, r)),
+    )
+}
+
+/// Tags every operation of `r` with `tag`.
+fn tagged(tag: &str, mut r: OpenApiRouter<Node>) -> OpenApiRouter<Node> {
+    for item in r.get_openapi_mut().paths.paths.values_mut() {
+        let ops = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+            &mut item.head,
+            &mut item.options,
+            &mut item.trace,
+        ];
+        for op in ops.into_iter().flatten() {
+            op.tags.get_or_insert_with(Vec::new).push(tag.to_owned());
+        }
+    }
+    r
+}
+
 /// The API's routes over `node`.
 pub(crate) fn router(node: Node) -> Router {
-    let v1 = Router::new()
-        .route("/status", get(handlers::status))
-        .route("/peers", get(handlers::peers).post(handlers::connect))
-        .route(
-            "/shares",
-            get(handlers::list_shares).post(handlers::add_share),
-        )
-        .route("/shares/{id}", delete(handlers::remove_share))
-        .route(
-            "/downloads",
-            get(handlers::list_downloads).post(handlers::start_download),
-        )
-        .route(
-            "/downloads/{id}",
-            axum::routing::patch(handlers::change_download).delete(handlers::cancel_download),
-        )
-        .route("/search", post(handlers::search))
-        .route(
-            "/names",
-            get(handlers::list_names).post(handlers::publish_name),
-        )
-        .route("/names/resolve", post(handlers::resolve_name))
-        .route("/person", get(people::person))
-        .route("/devices/link", post(people::link_device))
-        .route("/devices/join", post(people::join_device))
-        .route("/devices/{id}", delete(people::remove_device))
-        .route(
-            "/groups",
-            get(people::list_groups).post(people::create_group),
-        )
-        .route("/groups/join", post(people::join_group))
-        .route("/groups/{group}/invites", post(people::invite))
-        .route("/groups/{group}/members", get(people::members))
-        .route(
-            "/groups/{group}/members/{person}",
-            delete(people::remove_member),
-        )
-        .route("/groups/{group}/leave", post(people::leave_group))
-        .route("/jobs", get(compute::list_jobs).post(compute::submit_job))
-        .route("/vault", get(vault::list).post(vault::put))
-        .route("/vault/status", get(vault::overview))
-        .route("/vault/{id}", get(vault::object).delete(vault::remove))
-        .route("/vault/{id}/get", post(vault::get))
-        .route("/backups", post(vault::backup))
-        .route("/backups/restore", post(vault::restore))
-        .route("/ui/login", post(ui::login_link))
-        .route("/downloads/history", get(ui::history))
-        .route("/shares/{id}/ticket", get(ui::ticket))
-        .route("/settings", get(ui::settings).put(ui::change_settings))
-        .route("/logs", get(ui::logs))
-        .route("/events", get(ui::events))
-        .route("/cache", get(cache::status))
-        .route("/cache/pins", post(cache::pin))
-        .route("/cache/pins/{id}", delete(cache::unpin))
-        .route("/jobs/{job}", get(compute::job).delete(compute::cancel_job))
-        .route("/jobs/{job}/results", post(compute::job_results))
-        .route("/jobs/{job}/accept-trust", post(compute::accept_trust))
-        .route(
-            "/volunteer",
-            get(compute::volunteer_status)
-                .put(compute::volunteer_on)
-                .delete(compute::volunteer_off),
-        )
-        .route_layer(middleware::from_fn_with_state(node.clone(), guard::token));
+    let (v1, doc) = v1().split_for_parts();
+    let v1 = v1.route_layer(middleware::from_fn_with_state(node.clone(), guard::token));
+    let doc = Bytes::from(doc.to_pretty_json().unwrap_or_default());
+    let openapi = get(move || {
+        let doc = doc.clone();
+        async move { ([(header::CONTENT_TYPE, "application/json")], doc) }
+    });
     Router::new()
         .nest("/api/v1", v1)
-        .route("/api/v1/openapi.json", get(handlers::openapi))
+        .route("/api/v1/openapi.json", openapi)
         .route("/metrics", get(handlers::metrics))
         .route("/content/{id}", get(content::file))
         .route("/content/{id}/{*path}", get(content::file_in))

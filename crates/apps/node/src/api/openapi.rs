@@ -1,11 +1,9 @@
-//! The OpenAPI document, generated from the API contract's types and the handlers'
-//! annotations, so it cannot drift from what the node serves.
+//! What the OpenAPI document says beside its routes: the API's description, its server
+//! prefix and the token scheme. The paths, and the schemas they use, come from each
+//! handler's `#[utoipa::path]` as the router registers it (`super::v1`).
 
-use kith_api as api;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
-
-use super::{cache, compute, handlers, people, ui, vault};
 
 struct Token;
 
@@ -27,79 +25,105 @@ impl Modify for Token {
         description = "Local HTTP API of a kith node. Bound to 127.0.0.1; every route except this document and /metrics needs `Authorization: Bearer <token>` (or the web UI's `kith_token` cookie, set by a login link), with the token from `api.token` in the node's data dir. `GET /content/ID[/path]` (outside /api/v1) serves a file's bytes with range requests; without the token only public content, and only on a loopback address. Requests must name the node itself in `Host` (an IP address or localhost) and carry no `Origin` of another site. Wrong tokens are limited per client address (10 at once, then one per 6 s) and in total (100, then one a second): while limited, requests that carry a token get 429 with `Retry-After`, unchecked. Errors are `{\"error\": \"one line\"}`."
     ),
     servers((url = "/api/v1")),
-    paths(
-        handlers::status,
-        handlers::peers,
-        handlers::list_shares,
-        handlers::add_share,
-        handlers::remove_share,
-        handlers::list_downloads,
-        handlers::start_download,
-        handlers::connect,
-        handlers::change_download,
-        handlers::cancel_download,
-        handlers::search,
-        handlers::list_names,
-        handlers::publish_name,
-        handlers::resolve_name,
-        people::person,
-        people::link_device,
-        people::join_device,
-        people::remove_device,
-        people::list_groups,
-        people::create_group,
-        people::invite,
-        people::join_group,
-        people::members,
-        people::remove_member,
-        people::leave_group,
-        compute::list_jobs,
-        compute::submit_job,
-        compute::job,
-        compute::cancel_job,
-        compute::job_results,
-        compute::accept_trust,
-        compute::volunteer_status,
-        compute::volunteer_on,
-        compute::volunteer_off,
-        vault::list,
-        vault::put,
-        vault::overview,
-        vault::object,
-        vault::remove,
-        vault::get,
-        vault::backup,
-        vault::restore,
-        cache::status,
-        cache::pin,
-        cache::unpin,
-        ui::login_link,
-        ui::history,
-        ui::ticket,
-        ui::settings,
-        ui::change_settings,
-        ui::logs,
-        ui::events,
-    ),
-    components(schemas(
-        api::ErrorBody, api::Status, api::Connection, api::Relay, api::Share, api::ShareRequest,
-        api::DownloadRequest, api::Progress, api::DownloadChange, api::ConnectRequest, api::SearchRequest, api::SearchResult,
-        api::PublishRequest, api::ResolveRequest, api::Name,
-        api::Person, api::Device, api::LinkCode, api::JoinDevice, api::DeviceRemoved,
-        api::Group, api::CreateGroup, api::InviteRequest, api::Invite, api::JoinGroup,
-        api::Member, api::SubmitJob, api::Job, api::ResultsRequest, api::ResultsWritten,
-        api::VolunteerRequest, api::VolunteerStatus, api::RunningUnit, api::MasterStanding,
-        api::VaultPut, api::VaultStored, api::VaultObject, api::VaultGet, api::VaultGot,
-        api::VaultRemoved, api::VaultPeer, api::VaultOverview, api::BackupRequest,
-        api::PinRequest, api::CacheEntry, api::CacheHint, api::CacheDemand, api::CacheStatus,
-        api::LoginLink, api::Transfer, api::Tick, api::Settings, api::SettingsChange, api::LogLine, api::TicketBody, api::PeerRate,
-        api::WordIndex,
-    )),
     modifiers(&Token)
 )]
 struct ApiDoc;
 
-/// The document as JSON.
-pub(crate) fn document() -> String {
-    ApiDoc::openapi().to_pretty_json().unwrap_or_default()
+/// The document without its paths, for the router to fill in.
+pub(super) fn base() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use axum::http::StatusCode;
+    use tower::ServiceExt;
+
+    use super::super::tests::{Client, TestResult, node};
+
+    /// How the router answers a method on a path.
+    #[derive(Debug, PartialEq)]
+    enum Answer {
+        /// A handler ran (whatever it said of the request).
+        Served,
+        /// The path has no such method (405).
+        NoMethod,
+        /// No route has the path (the router's own 404, with no body).
+        NoRoute,
+    }
+
+    async fn probe(
+        c: &Client,
+        method: &str,
+        uri: &str,
+    ) -> Result<Answer, Box<dyn std::error::Error + Send + Sync>> {
+        let req = c.req(method, uri, None);
+        let resp =
+            tokio::time::timeout(Duration::from_secs(30), c.app.clone().oneshot(req)).await??;
+        Ok(match resp.status() {
+            StatusCode::METHOD_NOT_ALLOWED => Answer::NoMethod,
+            StatusCode::NOT_FOUND => {
+                let body = tokio::time::timeout(
+                    Duration::from_secs(5),
+                    axum::body::to_bytes(resp.into_body(), 1 << 16),
+                )
+                .await??;
+                if body.is_empty() {
+                    Answer::NoRoute
+                } else {
+                    Answer::Served
+                }
+            }
+            _ => Answer::Served,
+        })
+    }
+
+    /// The router serves each method the document gives a path, and no other: both come
+    /// from the handlers' declarations, so neither can have a route the other lacks.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_router_serves_exactly_the_documented_routes() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let n = node(dir.path()).await?;
+        let c = Client::new(&n);
+        assert_eq!(
+            probe(&c, "GET", "/api/v1/no/such/route").await?,
+            Answer::NoRoute
+        );
+        let (_, doc) = c.call("GET", "/api/v1/openapi.json", None).await?;
+        let paths = doc["paths"]
+            .as_object()
+            .ok_or("the document has no paths")?;
+        assert!(paths.len() > 30, "{} paths", paths.len());
+        for (path, item) in paths {
+            let uri = format!("/api/v1{}", fill(path));
+            for method in ["get", "put", "post", "delete", "patch"] {
+                let documented = item[method].is_object();
+                let answer = probe(&c, &method.to_uppercase(), &uri).await?;
+                let expected = if documented {
+                    Answer::Served
+                } else {
+                    Answer::NoMethod
+                };
+                assert_eq!(answer, expected, "{method} {path}");
+            }
+        }
+        n.shutdown().await;
+        Ok(())
+    }
+
+    /// `path` with each `{param}` replaced by a value of the usual shape.
+    fn fill(path: &str) -> String {
+        path.split('/')
+            .map(|s| {
+                if s.starts_with('{') {
+                    "0000000000000000"
+                } else {
+                    s
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("/")
+    }
 }

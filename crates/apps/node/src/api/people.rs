@@ -3,11 +3,29 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use kith_api as api;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::ApiError;
 use crate::Node;
 
 type ApiResult<T> = Result<Json<T>, ApiError>;
+
+/// This module's routes, each declared by its handler's `#[utoipa::path]`; handlers of
+/// one path go in one `routes!`.
+pub(super) fn routes() -> OpenApiRouter<Node> {
+    OpenApiRouter::new()
+        .routes(routes!(person))
+        .routes(routes!(link_device))
+        .routes(routes!(join_device))
+        .routes(routes!(remove_device))
+        .routes(routes!(list_groups, create_group))
+        .routes(routes!(join_group))
+        .routes(routes!(invite))
+        .routes(routes!(members))
+        .routes(routes!(remove_member))
+        .routes(routes!(leave_group))
+}
 
 #[utoipa::path(get, path = "/person", security(("token" = [])),
     responses((status = 200, description = "Who this device acts for, and the person's devices", body = api::Person)))]

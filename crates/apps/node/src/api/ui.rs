@@ -11,11 +11,25 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use kith_api as api;
 use tokio::sync::{broadcast, mpsc};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::ApiError;
 use crate::Node;
 
 type ApiResult<T> = Result<Json<T>, ApiError>;
+
+/// This module's routes, each declared by its handler's `#[utoipa::path]`; handlers of
+/// one path go in one `routes!`.
+pub(super) fn routes() -> OpenApiRouter<Node> {
+    OpenApiRouter::new()
+        .routes(routes!(login_link))
+        .routes(routes!(history))
+        .routes(routes!(ticket))
+        .routes(routes!(settings, change_settings))
+        .routes(routes!(logs))
+        .routes(routes!(events))
+}
 
 /// Event streams open at once (browser tabs); more are refused.
 pub(crate) const MAX_STREAMS: usize = 16;
@@ -115,7 +129,7 @@ async fn feed(node: Node, tx: mpsc::Sender<Event>) {
 /// Live events for the UI (server-sent events); the browser reconnects by itself.
 #[utoipa::path(get, path = "/events", security(("token" = [])),
     responses((status = 200, description = "Server-sent events: `tick` (a Tick, once a second), `shares` (their count, when they change), `transfer` (a content ID, when a download ends), `log` (a LogLine)",
-        content_type = "text/event-stream"),
+        content_type = "text/event-stream", body = api::Tick),
         (status = 503, description = "Too many event streams open", body = api::ErrorBody)))]
 pub(crate) async fn events(State(node): State<Node>) -> Response {
     let Ok(permit) = node.inner.streams.clone().try_acquire_owned() else {

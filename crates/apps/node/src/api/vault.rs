@@ -3,16 +3,30 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use kith_api as api;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::ApiError;
 use crate::Node;
 
 type ApiResult<T> = Result<Json<T>, ApiError>;
 
+/// This module's routes, each declared by its handler's `#[utoipa::path]`; handlers of
+/// one path go in one `routes!`.
+pub(super) fn routes() -> OpenApiRouter<Node> {
+    OpenApiRouter::new()
+        .routes(routes!(list, put))
+        .routes(routes!(overview))
+        .routes(routes!(object, remove))
+        .routes(routes!(get))
+        .routes(routes!(backup))
+        .routes(routes!(restore))
+}
+
 #[utoipa::path(get, path = "/vault", security(("token" = [])),
     responses((status = 200, description = "What this node stored in the vault", body = Vec<api::VaultObject>)))]
 pub(crate) async fn list(State(node): State<Node>) -> ApiResult<Vec<api::VaultObject>> {
-    Ok(Json(node.vault_list()))
+    Ok(Json(node.vault_service().list()))
 }
 
 /// Stores a file or folder on peers: encrypted here, erasure-coded k-of-n, one share per
@@ -30,7 +44,7 @@ pub(crate) async fn put(
 #[utoipa::path(get, path = "/vault/status", security(("token" = [])),
     responses((status = 200, description = "Space offered and held, and each peer's account", body = api::VaultOverview)))]
 pub(crate) async fn overview(State(node): State<Node>) -> ApiResult<api::VaultOverview> {
-    Ok(Json(node.vault_overview()))
+    Ok(Json(node.vault_service().overview()))
 }
 
 #[utoipa::path(get, path = "/vault/{id}", security(("token" = [])),
@@ -40,7 +54,7 @@ pub(crate) async fn object(
     State(node): State<Node>,
     Path(id): Path<String>,
 ) -> ApiResult<api::VaultObject> {
-    Ok(Json(node.vault_object(&id)?))
+    Ok(Json(node.vault_service().status(id.trim())?))
 }
 
 /// Removes an object and releases the space its shares took on every holder.

@@ -125,7 +125,10 @@ fn encode(f: &Path, size: u64) -> Result<()> {
 }
 
 fn held_bytes(nodes: &[TestNode]) -> u64 {
-    nodes.iter().map(|n| n.node.vault_overview().held).sum()
+    nodes
+        .iter()
+        .map(|n| n.node.vault_service().overview().held)
+        .sum()
 }
 
 fn fail(e: kith_testkit::Error) -> anyhow::Error {
@@ -144,7 +147,7 @@ async fn one_source(dir: &Path, f: &Path) -> Result<Duration> {
     let start = Instant::now();
     let p = b.get(&id, &out).await.map_err(fail)?;
     let t = start.elapsed();
-    if p.state != "done" || !same_file(f, &out)? {
+    if p.state != kith_api::ProgressState::Done || !same_file(f, &out)? {
         bail!("one-source transfer incomplete: {p:?}");
     }
     std::fs::remove_file(&out)?;
@@ -181,7 +184,7 @@ async fn holders(count: usize) -> Result<(Vec<TestNode>, Vec<String>)> {
 async fn until_whole(owner: &TestNode, id: &str, repairs: u64) -> Result<Duration> {
     let start = Instant::now();
     loop {
-        let o = owner.node.vault_object(id)?;
+        let o = owner.node.vault_service().status(id)?;
         if o.repairs >= repairs && o.reachable == o.n {
             return Ok(start.elapsed());
         }
@@ -218,7 +221,7 @@ async fn network(dir: &Path, f: &Path, size: u64) -> Result<()> {
 
     // One holder lost: its shares rebuilt from k others and placed on the spare.
     let lost = holders.pop().ok_or_else(|| anyhow!("no holders"))?;
-    let lost_bytes = lost.node.vault_overview().held;
+    let lost_bytes = lost.node.vault_service().overview().held;
     lost.stop().await;
     let repair_t = until_whole(&owner, &stored.id, 1).await?;
 

@@ -71,7 +71,7 @@ impl Swarm {
             .await?;
         loop {
             let j = self.master.node.job(&job.job)?;
-            if j.state != "running" {
+            if j.state != api::JobState::Running {
                 if j.validated != j.units {
                     bail!(
                         "job ended with {} of {} units validated",
