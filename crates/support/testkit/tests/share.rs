@@ -53,7 +53,11 @@ async fn a_deleted_download_comes_again_to_the_same_path() -> Result<()> {
         let out = c.dir.path().join("film.bin");
         for round in 0..2 {
             let p = c.get(&id, &out).await?;
-            assert_eq!(p.state, kith_api::ProgressState::Done, "round {round}: {p:?}");
+            assert_eq!(
+                p.state,
+                kith_api::ProgressState::Done,
+                "round {round}: {p:?}"
+            );
             assert_eq!(p.fetched_bytes, 2_500_000, "round {round}: {p:?}");
             assert!(
                 std::fs::read(&out)? == bytes,
@@ -213,7 +217,8 @@ async fn a_changed_file_is_reindexed_not_served_wrong() -> Result<()> {
         std::fs::write(&f, data(2_000_000, 6))?;
         let err = c.get(&old, &c.dir.path().join("old.bin")).await?;
         assert_eq!(
-            err.state, kith_api::ProgressState::Failed,
+            err.state,
+            kith_api::ProgressState::Failed,
             "old content must not be served: {err:?}"
         );
         let new = a.node.share_service().rescan().await?;

@@ -312,7 +312,10 @@ async fn a_group_member_restores_what_the_group_may_read() -> Result<()> {
         let id = &shared.id;
         let fetched = outsider.get(id, &outsider.dir.path().join("y.bin")).await;
         assert!(
-            fetched.is_err() || fetched.as_ref().is_ok_and(|p| p.state != kith_api::ProgressState::Done),
+            fetched.is_err()
+                || fetched
+                    .as_ref()
+                    .is_ok_and(|p| p.state != kith_api::ProgressState::Done),
             "the outsider fetched it: {fetched:?}"
         );
         Ok(())
