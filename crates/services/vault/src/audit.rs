@@ -114,7 +114,7 @@ pub(crate) async fn audit(inner: &Arc<Inner>) -> Result<(), Error> {
         .map(|t| async move {
             let r = match t.holder.parse::<PeerId>() {
                 Ok(p) => client::audit(&inner.overlay, p, &t.name, t.size, asked(&t)).await,
-                Err(_) => Err(client::Failure::Unreachable("bad holder ID".into())),
+                Err(_) => Err(client::Failure::Unreachable(client::Cause::BadHolder)),
             };
             (t, r)
         })

@@ -8,7 +8,7 @@ use kith_core::store::now_secs;
 
 use crate::index::{Kind, Object, Plan};
 use crate::state::Inner;
-use crate::{Error, PutReport, codec, publish, put};
+use crate::{Error, InputError, PutReport, codec, publish, put};
 
 /// The name a folder is backed up under: its absolute path.
 pub(crate) fn source_of(dir: &Path) -> Result<String, Error> {
@@ -28,7 +28,7 @@ pub(crate) async fn backup(
         .map_err(|e| Error::io(&dir, e))?
         .is_dir()
     {
-        return Err(Error::Input(format!("{} is not a folder", dir.display())));
+        return Err(InputError::NotAFolder(dir).into());
     }
     let mut report = put::put(inner, dir, source.clone(), Some(Kind::Backup), None, k, n).await?;
     if let Some(every) = every {
@@ -72,10 +72,8 @@ pub(crate) fn pick(inner: &Inner, source: Option<&str>, at: Option<u64>) -> Resu
         (None, [one]) => (*one).to_owned(),
         (None, []) => return Err(Error::NotFound("no backups in the vault".into())),
         (None, many) => {
-            return Err(Error::Input(format!(
-                "backups of several folders: name one of {}",
-                many.join(", ")
-            )));
+            let many = many.iter().map(|s| (*s).to_owned()).collect();
+            return Err(InputError::SeveralBackups(many).into());
         }
     };
     let at = at.unwrap_or(u64::MAX);

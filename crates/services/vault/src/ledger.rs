@@ -19,6 +19,7 @@ use kith_overlay::PeerId;
 use serde::{Deserialize, Serialize};
 
 use crate::client::{self, Failure};
+use crate::index::IndexError;
 use crate::state::Inner;
 use crate::{Error, publish};
 
@@ -126,7 +127,7 @@ impl Ledger {
     async fn persist(&self, inner: &Inner) -> Result<(), Error> {
         let _one = self.writing.lock().await;
         let bytes = serde_json::to_vec(&*recover(&self.book))
-            .map_err(|e| Error::Index(format!("pending.json: {e}")))?;
+            .map_err(IndexError::encode("pending.json"))?;
         let path = self.path.clone();
         inner
             .tasks

@@ -19,6 +19,7 @@ mod audit;
 mod backups;
 mod client;
 pub mod codec;
+mod error;
 mod get;
 mod holder;
 mod index;
@@ -34,82 +35,22 @@ mod state;
 pub mod tree;
 mod upkeep;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use kith_core::scope::Scopes;
-use kith_core::tasks::{TaskError, Tasks};
-use kith_overlay::{Keypair, Overlay, OverlayError};
+use kith_core::tasks::Tasks;
+use kith_overlay::{Keypair, Overlay};
 use kith_people::People;
 use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 
-pub use index::Kind;
+pub use client::{Cause, Failure};
+pub use error::{Error, InputError, Refused, Shortfall};
+pub use index::{IndexError, Kind};
+pub use root::KeyError;
 use state::Inner;
-
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum Error {
-    #[error("{0}")]
-    Io(String),
-    #[error("{0}")]
-    Input(String),
-    #[error("vault index: {0}")]
-    Index(String),
-    #[error("vault key: {0}")]
-    Key(String),
-    #[error("not in the vault: {0}")]
-    NotFound(String),
-    #[error(
-        "only {have} holders offer space to this node; k-of-n with n={n} needs {n} (lower --n, or add holders with `kith up --offer SIZE`)"
-    )]
-    TooFewHolders { have: usize, n: u8 },
-    #[error(
-        "not enough space offered: this needs {need} bytes on holders, they offer this node {have}"
-    )]
-    NoSpace { need: u64, have: u64 },
-    #[error("not a member of group {0}")]
-    NotMember(String),
-    #[error("no holder took a share: {0}")]
-    Placement(String),
-    #[error("{cause}; nothing was stored{}", released_note(*released, *left))]
-    NotStored {
-        cause: Box<Error>,
-        /// Shares already placed that their holders dropped.
-        released: usize,
-        /// Shares already placed whose holders did not answer yet (asked again later).
-        left: usize,
-    },
-    #[error("cannot restore: {0}")]
-    Unavailable(String),
-    #[error("no vault index found for {0} (nothing stored yet, or its holders are away)")]
-    NoRoot(String),
-    #[error(transparent)]
-    Codec(#[from] codec::CodecError),
-    #[error(transparent)]
-    Overlay(#[from] OverlayError),
-    #[error(transparent)]
-    Frame(#[from] kith_core::frame::FrameError),
-    #[error(transparent)]
-    Task(#[from] TaskError),
-}
-
-fn released_note(released: usize, left: usize) -> String {
-    match (released, left) {
-        (0, 0) => String::new(),
-        (r, 0) => format!(" (the {r} share(s) already placed were released)"),
-        (r, l) => format!(
-            " (of the shares already placed, {r} were released, {l} will be when their holders answer)"
-        ),
-    }
-}
-
-impl Error {
-    pub(crate) fn io(path: &Path, e: std::io::Error) -> Self {
-        Self::Io(format!("{}: {e}", path.display()))
-    }
-}
 
 pub(crate) use kith_core::store::now_ms;
 

@@ -12,9 +12,10 @@ use kith_core::sync::write_atomic;
 use serde::{Deserialize, Serialize};
 
 use crate::codec::{self, SEGMENT};
-use crate::index::{Index, Segment};
+use crate::index::{Index, IndexError, Segment};
 use crate::ledger::{self, Op};
 use crate::put::{self, Sealed};
+use crate::root::KeyError;
 use crate::state::Inner;
 use crate::{Error, get, now_ms, place, root};
 
@@ -155,12 +156,12 @@ pub(crate) async fn publish(inner: &Arc<Inner>) -> Result<(), Error> {
 /// copy it replaces and the new copy's shares.
 async fn store_and_point(op: &Op) -> Result<(Option<IndexRef>, HashSet<(String, String)>), Error> {
     let inner = op.inner();
-    let bytes = serde_json::to_vec(&*inner.index()).map_err(|e| Error::Index(e.to_string()))?;
+    let bytes = serde_json::to_vec(&*inner.index()).map_err(IndexError::encode("the index"))?;
     let iref = store_blob(op, &bytes).await?;
-    let json = serde_json::to_vec(&iref).map_err(|e| Error::Index(e.to_string()))?;
+    let json = serde_json::to_vec(&iref).map_err(IndexError::encode("the index's location"))?;
     let record_key = inner.signer.record_key();
     let sealed = seal::with_key(&inner.index_key, &record_key, &json);
-    let record = inner.signer.record(now_ms(), &sealed).map_err(Error::Key)?;
+    let record = inner.signer.record(now_ms(), &sealed)?;
     inner.overlay.put_record(record_key, record).await?;
     let path = root_file(inner);
     let old: Option<IndexRef> = inner
@@ -206,12 +207,14 @@ pub(crate) async fn refresh(inner: &Arc<Inner>) -> Result<bool, Error> {
         }
     }
     let r = best.ok_or_else(|| Error::NoRoot(inner.signer.id().to_string()))?;
-    let sealed = from_hex(&r.sealed).ok_or_else(|| Error::Key("malformed root".into()))?;
-    let json = seal::open_with_key(&inner.index_key, &key, &sealed)
-        .map_err(|_| Error::Key("the vault index does not open with this device's key".into()))?;
-    let iref: IndexRef = serde_json::from_slice(&json).map_err(|e| Error::Index(e.to_string()))?;
+    let sealed = from_hex(&r.sealed).ok_or(KeyError::Malformed)?;
+    let json =
+        seal::open_with_key(&inner.index_key, &key, &sealed).map_err(|_| KeyError::WrongKey)?;
+    let iref: IndexRef =
+        serde_json::from_slice(&json).map_err(IndexError::decode("the index's location"))?;
     let bytes = fetch_blob(inner, &iref).await?;
-    let other: Index = serde_json::from_slice(&bytes).map_err(|e| Error::Index(e.to_string()))?;
+    let other: Index =
+        serde_json::from_slice(&bytes).map_err(IndexError::decode("the index's copy"))?;
     let changed = inner.index().merge(other);
     inner.save().await?;
     tracing::info!(changed, "vault index taken in");

@@ -21,7 +21,7 @@ use crate::index::{ChunkLoc, FileEntry, Kind, Object, Segment, ShareLoc};
 use crate::ledger::Op;
 use crate::place::{self, Candidate, Cands};
 use crate::state::Inner;
-use crate::{Error, PutReport, client, now_ms, tree};
+use crate::{Error, InputError, PutReport, Refused, client, now_ms, tree};
 
 /// Most files in one object.
 const MAX_FILES: usize = 100_000;
@@ -104,7 +104,7 @@ fn walk(root: &Path) -> Result<(Kind, Vec<(String, PathBuf)>), Error> {
                     .into_owned();
                 out.push((rel, p));
                 if out.len() > MAX_FILES {
-                    return Err(Error::Input(format!("more than {MAX_FILES} files")));
+                    return Err(InputError::TooManyFiles(MAX_FILES).into());
                 }
             }
         }
@@ -122,7 +122,7 @@ fn plan(
     let (mut size, mut new) = (0u64, 0u64);
     let mut seen = HashSet::new();
     for (path, abs) in files {
-        let chunks = chunker::chunk_file(&abs).map_err(|e| Error::Input(e.to_string()))?;
+        let chunks = chunker::chunk_file(&abs).map_err(InputError::from)?;
         for c in &chunks {
             size += u64::from(c.len);
             let h = to_hex(&c.hash);
@@ -196,10 +196,7 @@ fn read_chunks(
             file.read_exact_at(slot, c.offset)
                 .map_err(|e| Error::io(&f.abs, e))?;
             if blake3::hash(slot).as_bytes() != &c.hash {
-                return Err(Error::Input(format!(
-                    "{} changed while it was being stored",
-                    f.abs.display()
-                )));
+                return Err(InputError::Changed(f.abs.clone()).into());
             }
             locs.push((
                 h,
@@ -226,7 +223,7 @@ pub(crate) async fn store_share(
     cands: &Cands,
     exclude: &mut HashSet<PeerId>,
     (name, bytes): (&str, &[u8]),
-    mut why: Vec<String>,
+    mut why: Refused,
 ) -> Result<PeerId, Error> {
     let inner = op.inner();
     let me = inner.person_of(&inner.overlay.peer_id());
@@ -251,12 +248,11 @@ pub(crate) async fn store_share(
             Err(f) => {
                 tracing::info!(%peer, failure = %f, "holder did not take a share");
                 place::refused(cands, peer);
-                why.push(format!("{peer}: {f}"));
+                why.tried.push((peer, f));
             }
         }
     }
-    why.push("no other holder has room for it".into());
-    Err(Error::Placement(why.join("; ")))
+    Err(Error::Placement(why))
 }
 
 /// Uploads a sealed segment's shares, each to a distinct holder; a share a holder
@@ -315,7 +311,9 @@ pub(crate) async fn upload(
                 peer
             }
             Err(f) => {
-                let why = vec![format!("{peer}: {f}")];
+                let why = Refused {
+                    tried: vec![(peer, f)],
+                };
                 store_share(op, cands, &mut exclude, (name, bytes), why).await?
             }
         };

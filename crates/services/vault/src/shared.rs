@@ -12,7 +12,7 @@ use kith_core::person::{from_hex, public_key_of, to_hex};
 use kith_overlay::{PeerId, RecordValidator, Rejected};
 use serde::{Deserialize, Serialize};
 
-use crate::index::{ChunkLoc, Object, Segment};
+use crate::index::{ChunkLoc, IndexError, Object, Segment};
 use crate::ledger::Op;
 use crate::protocol::SHARED_PREFIX;
 use crate::publish::{self, IndexRef};
@@ -120,7 +120,7 @@ pub(crate) async fn publish(inner: &Arc<Inner>, id: &str, group: &str) -> Result
             chunks,
         }
     };
-    let bytes = serde_json::to_vec(&desc).map_err(|e| Error::Index(e.to_string()))?;
+    let bytes = serde_json::to_vec(&desc).map_err(IndexError::encode("the object's descriptor"))?;
     let op = Op::begin(inner);
     match point(&op, id, group, &bytes).await {
         Ok(kept) => op.commit(&kept).await,
@@ -141,7 +141,8 @@ async fn point(
 ) -> Result<std::collections::HashSet<(String, String)>, Error> {
     let inner = op.inner();
     let blob = publish::store_blob(op, bytes).await?;
-    let json = serde_json::to_vec(&blob).map_err(|e| Error::Index(e.to_string()))?;
+    let json =
+        serde_json::to_vec(&blob).map_err(IndexError::encode("the descriptor's location"))?;
     let not_member = || Error::NotMember(group.to_owned());
     let sealed = inner.scopes.seal(group, &json).ok_or_else(not_member)?;
     let locator = inner
@@ -156,8 +157,8 @@ async fn point(
         sealed: to_hex(&sealed),
         sig: String::new(),
     };
-    r.sig = to_hex(&inner.signer.sign(&signed(&key, &r)).map_err(Error::Key)?);
-    let value = serde_json::to_vec(&r).map_err(|e| Error::Index(e.to_string()))?;
+    r.sig = to_hex(&inner.signer.sign(&signed(&key, &r))?);
+    let value = serde_json::to_vec(&r).map_err(IndexError::encode("the group's record"))?;
     inner.overlay.put_record(key, value).await?;
     Ok(publish::shares_of(&blob.segments))
 }
@@ -186,13 +187,13 @@ pub(crate) async fn take(inner: &Arc<Inner>, id: &str) -> Result<(), Error> {
         .ok_or_else(missing)?;
     let sealed = from_hex(&r.sealed).ok_or_else(missing)?;
     let json = inner.scopes.open(&group, &sealed).ok_or_else(missing)?;
-    let blob: IndexRef = serde_json::from_slice(&json).map_err(|e| Error::Index(e.to_string()))?;
+    let blob: IndexRef =
+        serde_json::from_slice(&json).map_err(IndexError::decode("the descriptor's location"))?;
     let bytes = publish::fetch_blob(inner, &blob).await?;
-    let d: Descriptor = serde_json::from_slice(&bytes).map_err(|e| Error::Index(e.to_string()))?;
+    let d: Descriptor =
+        serde_json::from_slice(&bytes).map_err(IndexError::decode("the object's descriptor"))?;
     if d.object.id != id {
-        return Err(Error::Index(
-            "the group's record names another object".into(),
-        ));
+        return Err(IndexError::OtherObject.into());
     }
     {
         let mut ix = inner.index();

@@ -116,13 +116,13 @@ impl Inner {
         let full_after = config.fail_writes_after;
         let (index, holder, ledger, unpublished) = tasks
             .blocking(move || -> Result<_, Error> {
-                let index = Index::load(&dir).map_err(Error::Index)?;
+                let index = Index::load(&dir)?;
                 let holder = Holder::load(&dir, offer, full_after);
                 let unpublished = dir.join(UNPUBLISHED).exists();
                 Ok((index, holder, Ledger::load(&dir), unpublished))
             })
             .await??;
-        let index_key = signer.index_key().map_err(Error::Key)?;
+        let index_key = signer.index_key()?;
         let metrics = Metrics::default();
         metrics.register(registry);
         metrics.held.set(holder.used() as i64);
@@ -233,7 +233,7 @@ impl Inner {
         self.tasks
             .blocking(move || snapshot.save(&dir))
             .await?
-            .map_err(|e| Error::Io(format!("index.json: {e}")))
+            .map_err(|e| Error::io(&self.config.dir.join("index.json"), e))
     }
 
     pub fn unpublished(&self) -> bool {

@@ -12,10 +12,11 @@ use futures::StreamExt;
 use kith_core::store::now_secs;
 use kith_overlay::PeerId;
 
+use crate::index::IndexError;
 use crate::ledger::{self, Op};
 use crate::state::Inner;
 use crate::tree;
-use crate::{Error, audit, codec, get, place, publish, put};
+use crate::{Error, Refused, audit, codec, get, place, publish, put};
 
 /// How often holders are looked up in the DHT.
 const LOOKUP_EVERY: Duration = Duration::from_secs(300);
@@ -142,12 +143,14 @@ async fn repair_one(op: &Op, cands: &place::Cands, seg_id: u64, i: usize) -> Res
         .segments
         .get(&seg_id)
         .cloned()
-        .ok_or_else(|| Error::Index("segment gone".into()))?;
-    let old = seg
-        .shares
-        .get(i)
-        .cloned()
-        .ok_or_else(|| Error::Index("no share".into()))?;
+        .ok_or(IndexError::ShareGone {
+            seg: seg_id,
+            share: i,
+        })?;
+    let old = seg.shares.get(i).cloned().ok_or(IndexError::ShareGone {
+        seg: seg_id,
+        share: i,
+    })?;
     let mut exclude: HashSet<PeerId> = seg
         .shares
         .iter()
@@ -158,7 +161,7 @@ async fn repair_one(op: &Op, cands: &place::Cands, seg_id: u64, i: usize) -> Res
         .iter()
         .any(|c| c.free >= old.size && !exclude.contains(&c.peer))
     {
-        return Err(Error::Placement("no other holder has room for it".into()));
+        return Err(Error::Placement(Refused::default()));
     }
     let shares = get::shares_of(inner, seg_id, &seg, Some(i)).await?;
     let (k, n) = (seg.k, seg.n);
@@ -166,16 +169,21 @@ async fn repair_one(op: &Op, cands: &place::Cands, seg_id: u64, i: usize) -> Res
         .tasks
         .blocking(move || codec::rebuild(k, n, shares))
         .await??;
-    let bytes = all
-        .into_iter()
-        .nth(i)
-        .ok_or_else(|| Error::Index("share index out of range".into()))?;
+    let bytes = all.into_iter().nth(i).ok_or(IndexError::ShareGone {
+        seg: seg_id,
+        share: i,
+    })?;
     if tree::name(&bytes) != old.name {
-        return Err(Error::Index(
-            "the rebuilt share does not match its name".into(),
-        ));
+        return Err(IndexError::RebuiltMismatch.into());
     }
-    let holder = put::store_share(op, cands, &mut exclude, (&old.name, &bytes), Vec::new()).await?;
+    let holder = put::store_share(
+        op,
+        cands,
+        &mut exclude,
+        (&old.name, &bytes),
+        Refused::default(),
+    )
+    .await?;
     {
         let mut ix = inner.index();
         ix.repairs += 1;
