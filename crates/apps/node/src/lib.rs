@@ -415,6 +415,10 @@ impl Node {
         &self.inner.groups
     }
 
+    pub fn vault_service(&self) -> &Vault {
+        &self.inner.vault
+    }
+
     pub fn api_addr(&self) -> SocketAddr {
         self.inner.api_addr
     }

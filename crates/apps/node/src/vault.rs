@@ -79,17 +79,17 @@ impl Node {
         Ok(())
     }
 
-    pub fn vault_list(&self) -> Vec<api::VaultObject> {
-        self.inner.vault.list().into_iter().map(object).collect()
+    pub fn vault_list(&self) -> Result<Vec<api::VaultObject>, NodeError> {
+        Ok(self.inner.vault.list()?.into_iter().map(object).collect())
     }
 
     pub fn vault_object(&self, what: &str) -> Result<api::VaultObject, NodeError> {
         Ok(object(self.inner.vault.status(what.trim())?))
     }
 
-    pub fn vault_overview(&self) -> api::VaultOverview {
-        let s = self.inner.vault.overview();
-        api::VaultOverview {
+    pub fn vault_overview(&self) -> Result<api::VaultOverview, NodeError> {
+        let s = self.inner.vault.overview()?;
+        Ok(api::VaultOverview {
             offered: s.offered,
             held: s.held,
             objects: s.objects,
@@ -107,7 +107,7 @@ impl Node {
                     faults: p.faults,
                 })
                 .collect(),
-        }
+        })
     }
 
     pub async fn vault_remove(&self, what: &str) -> Result<api::VaultRemoved, NodeError> {

@@ -32,7 +32,7 @@ pub(crate) async fn backup(
     }
     let mut report = put::put(inner, dir, source.clone(), Some(Kind::Backup), None, k, n).await?;
     if let Some(every) = every {
-        inner.index().plans.insert(
+        inner.index()?.plans.insert(
             source.clone(),
             Plan {
                 dir: source,
@@ -51,7 +51,7 @@ pub(crate) async fn backup(
 /// The backup of `source` (or of the only folder backed up) as it was at `at`
 /// (milliseconds since the Unix epoch).
 pub(crate) fn pick(inner: &Inner, source: Option<&str>, at: Option<u64>) -> Result<Object, Error> {
-    let ix = inner.index();
+    let ix = inner.index()?;
     let backups: Vec<&Object> = ix
         .objects
         .values()
@@ -86,10 +86,10 @@ pub(crate) fn pick(inner: &Inner, source: Option<&str>, at: Option<u64>) -> Resu
 }
 
 /// Runs the plans that are due.
-pub(crate) async fn due(inner: &Arc<Inner>) {
+pub(crate) async fn due(inner: &Arc<Inner>) -> Result<(), Error> {
     let now = now_secs();
     let plans: Vec<Plan> = inner
-        .index()
+        .index()?
         .plans
         .values()
         .filter(|p| now >= p.last + p.every)
@@ -98,11 +98,12 @@ pub(crate) async fn due(inner: &Arc<Inner>) {
     for p in plans {
         let (k, n) = match codec::check_shape(p.k, p.n) {
             Ok(()) => (p.k, p.n),
-            Err(_) => (inner.config.k, inner.config.n),
+            Err(_) => (inner.config().k, inner.config().n),
         };
         match backup(inner, PathBuf::from(&p.dir), Some(p.every), k, n).await {
             Ok(r) => tracing::info!(dir = %p.dir, moved = r.uploaded, "backup done"),
             Err(e) => tracing::warn!(dir = %p.dir, error = %e, "backup failed"),
         }
     }
+    Ok(())
 }

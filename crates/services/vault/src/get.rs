@@ -29,7 +29,7 @@ pub(crate) async fn shares_of(
     skip: Option<usize>,
 ) -> Result<Vec<(usize, Vec<u8>)>, Error> {
     let connected: std::collections::HashSet<String> = inner
-        .overlay
+        .overlay()
         .connected_peers()
         .await
         .unwrap_or_default()
@@ -39,7 +39,7 @@ pub(crate) async fn shares_of(
     let mut order: Vec<usize> = (0..seg.shares.len()).filter(|i| Some(*i) != skip).collect();
     order.sort_by_key(|&i| {
         let s = &seg.shares[i];
-        let away = inner.is_away(&s.holder);
+        let away = inner.directory().is_away(&s.holder);
         (
             s.bad,
             away,
@@ -53,7 +53,7 @@ pub(crate) async fn shares_of(
     let mut running = FuturesUnordered::new();
     let fetch = |i: usize| {
         let s = seg.shares[i].clone();
-        let o = inner.overlay.clone();
+        let o = inner.overlay().clone();
         async move {
             let r = match s.holder.parse() {
                 Ok(p) => client::fetch(&o, p, &s.name).await,
@@ -72,9 +72,9 @@ pub(crate) async fn shares_of(
             Ok(b) => got.push((i, b)),
             Err(f) => {
                 if f.is_fault() {
-                    inner.strike(seg_id, i);
+                    inner.strike(seg_id, i)?;
                 } else {
-                    inner.away(&seg.shares[i].holder);
+                    inner.directory().away(&seg.shares[i].holder);
                 }
                 failures.push((seg.shares[i].holder.clone(), f));
                 if let Some(j) = next.next() {
@@ -102,7 +102,7 @@ pub(crate) async fn segment(inner: &Inner, seg_id: u64, seg: &Segment) -> Result
         .ok_or(IndexError::SegmentKey)?;
     let (plain, k, n) = (seg.plain as usize, seg.k, seg.n);
     Ok(inner
-        .tasks
+        .tasks()
         .blocking(move || codec::open(&key, plain, k, n, shares))
         .await??)
 }
@@ -121,7 +121,7 @@ fn target(out: &Path, o: &Object, rel: &str) -> Result<PathBuf, Error> {
 
 /// The segments an object's chunks need, in the order they are first needed.
 fn segment_order(inner: &Inner, o: &Object) -> Result<Vec<(u64, Segment)>, Error> {
-    let ix = inner.index();
+    let ix = inner.index()?;
     let mut seen = std::collections::HashSet::new();
     let mut out = Vec::new();
     for c in o.files.iter().flat_map(|f| &f.chunks) {
@@ -163,7 +163,7 @@ pub(crate) async fn get(inner: &Arc<Inner>, o: &Object, out: &Path) -> Result<Ge
             .map_err(|e| Error::io(&tmp, e))?;
         for c in &f.chunks {
             let loc = inner
-                .index()
+                .index()?
                 .chunks
                 .get(c)
                 .copied()
@@ -174,7 +174,7 @@ pub(crate) async fn get(inner: &Arc<Inner>, o: &Object, out: &Path) -> Result<Ge
                 }
                 let (id, d) = if yielded.contains(&loc.seg) {
                     // Needed again after it left the cache: fetched again.
-                    let seg = inner.index().segments.get(&loc.seg).cloned();
+                    let seg = inner.index()?.segments.get(&loc.seg).cloned();
                     let seg = seg.ok_or(IndexError::SegmentMissing(loc.seg))?;
                     (loc.seg, Arc::new(segment(inner, loc.seg, &seg).await?))
                 } else {

@@ -78,6 +78,9 @@ struct Disk {
     full_since: Option<Instant>,
 }
 
+/// Poisoned locks are taken back ([`recover`]): the account is a map of shares each
+/// valid alone (and checked against the files in `held/` at start), `reserved` a
+/// counter, and `disk` two readings that any state leaves valid.
 pub(crate) struct Holder {
     dir: PathBuf,
     offered: u64,

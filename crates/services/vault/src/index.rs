@@ -4,7 +4,7 @@
 //! `index.json` and, sealed with the owner's index key, in the vault itself, so a new
 //! device of the person restores it from the person key alone.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use kith_core::sync::write_atomic;
@@ -160,6 +160,30 @@ pub struct Plan {
     pub k: u8,
     #[serde(default)]
     pub n: u8,
+}
+
+/// Where a blob stored in the vault is (the index's copy, a group's descriptor): its
+/// size and segments.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct IndexRef {
+    pub size: u64,
+    pub segments: Vec<Segment>,
+}
+
+impl IndexRef {
+    /// Each of its shares, as (holder, share).
+    pub fn shares(&self) -> HashSet<(String, String)> {
+        shares_of(&self.segments)
+    }
+}
+
+/// Each share of these segments, as (holder, share).
+pub(crate) fn shares_of(segments: &[Segment]) -> HashSet<(String, String)> {
+    segments
+        .iter()
+        .flat_map(|g| &g.shares)
+        .map(|s| (s.holder.clone(), s.name.clone()))
+        .collect()
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

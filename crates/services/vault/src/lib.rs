@@ -17,8 +17,10 @@
 
 mod audit;
 mod backups;
+mod catalog;
 mod client;
 pub mod codec;
+mod directory;
 mod error;
 mod get;
 mod holder;
@@ -28,6 +30,7 @@ mod place;
 pub mod protocol;
 mod publish;
 mod put;
+mod release;
 pub mod root;
 mod server;
 mod shared;
@@ -162,6 +165,35 @@ pub struct VaultStatus {
     pub peers: Vec<PeerAccount>,
 }
 
+/// Something the vault did, for whoever reacts (the node, the web UI's live page).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// An object was stored (a put, a backup).
+    Stored { id: String, name: String },
+    /// An object was removed; `released` of its shares were dropped by their holders.
+    Removed { id: String, released: usize },
+    /// A share was rebuilt and placed on another holder.
+    Repaired {
+        seg: u64,
+        share: usize,
+        from: String,
+        to: String,
+    },
+    /// A holder lost or spoiled a share: it is repaired, and the holder gets no more.
+    HolderFault {
+        holder: String,
+        seg: u64,
+        share: usize,
+    },
+    /// The index's copy in the vault (what another device restores from) was stored.
+    IndexPublished,
+    /// Another device's changes to the index were taken in.
+    IndexTakenIn,
+    /// An object a group may restore was taken into this node's index.
+    TookIn { id: String, group: String },
+}
+
 #[derive(Clone)]
 pub struct Vault {
     inner: Arc<Inner>,
@@ -193,7 +225,7 @@ impl Vault {
         server::start(&inner)?;
         if offer > 0 {
             inner
-                .overlay
+                .overlay()
                 .start_providing(protocol::HOLDERS_KEY.to_vec())
                 .await?;
         }
@@ -212,7 +244,7 @@ impl Vault {
         n: Option<u8>,
     ) -> Result<PutReport, Error> {
         if let Some(g) = &group
-            && !self.inner.scopes.belongs(g)
+            && !self.inner.scopes().belongs(g)
         {
             return Err(Error::NotMember(g.clone()));
         }
@@ -224,8 +256,8 @@ impl Vault {
                 .unwrap_or_else(|| path.display().to_string()),
         };
         let (k, n) = (
-            k.unwrap_or(self.inner.config.k),
-            n.unwrap_or(self.inner.config.n),
+            k.unwrap_or(self.inner.config().k),
+            n.unwrap_or(self.inner.config().n),
         );
         let mut r = put::put(&self.inner, path, name, None, group.clone(), k, n).await?;
         // The object is stored: a copy of the index that holders would not take is
@@ -239,15 +271,15 @@ impl Vault {
 
     /// Restores an object (by ID, or the newest with that name) to `out`.
     pub async fn get(&self, what: &str, out: PathBuf) -> Result<GetReport, Error> {
-        let o = match self.find(what) {
+        let o = match self.find(what)? {
             Some(o) => o,
             None => {
                 let _ = publish::refresh(&self.inner).await;
-                match self.find(what) {
+                match self.find(what)? {
                     Some(o) => o,
                     None => {
                         shared::take(&self.inner, what).await?;
-                        self.find(what)
+                        self.find(what)?
                             .ok_or_else(|| Error::NotFound(what.to_owned()))?
                     }
                 }
@@ -256,17 +288,22 @@ impl Vault {
         get::get(&self.inner, &o, &out).await
     }
 
-    fn find(&self, what: &str) -> Option<index::Object> {
-        self.inner.index().find(what).cloned()
+    fn find(&self, what: &str) -> Result<Option<index::Object>, Error> {
+        Ok(self.inner.index()?.find(what).cloned())
     }
 
-    pub fn list(&self) -> Vec<ObjectStatus> {
-        let ix = self.inner.index();
-        ix.objects.values().map(|o| status_of(&ix, o)).collect()
+    pub fn list(&self) -> Result<Vec<ObjectStatus>, Error> {
+        let ix = self.inner.index()?;
+        Ok(ix.objects.values().map(|o| status_of(&ix, o)).collect())
+    }
+
+    /// Events from now on.
+    pub fn events(&self) -> tokio::sync::broadcast::Receiver<Event> {
+        self.inner.events()
     }
 
     pub fn status(&self, what: &str) -> Result<ObjectStatus, Error> {
-        let ix = self.inner.index();
+        let ix = self.inner.index()?;
         let o = ix
             .find(what)
             .ok_or_else(|| Error::NotFound(what.to_owned()))?;
@@ -274,9 +311,9 @@ impl Vault {
     }
 
     /// What this node offers, holds, stored, and each peer's account.
-    pub fn overview(&self) -> VaultStatus {
-        let held_for = self.inner.holder.by_owner();
-        let ix = self.inner.index();
+    pub fn overview(&self) -> Result<VaultStatus, Error> {
+        let held_for = self.inner.holder().by_owner();
+        let ix = self.inner.index()?;
         let stored_at = ix.stored_at();
         let mut peers: std::collections::BTreeSet<&String> = held_for.keys().collect();
         peers.extend(stored_at.keys());
@@ -294,31 +331,38 @@ impl Vault {
                 }
             })
             .collect();
-        VaultStatus {
-            offered: self.inner.holder.offered(),
+        Ok(VaultStatus {
+            offered: self.inner.holder().offered(),
             held: held_for.values().sum(),
             objects: ix.objects.len(),
             stored: ix.objects.values().map(|o| o.size).sum(),
             repairs: ix.repairs,
             last_audit: ix.last_audit,
             peers,
-        }
+        })
     }
 
     /// Removes an object; segments no other object needs are released on their holders.
     /// Returns how many shares were released.
     pub async fn remove(&self, what: &str) -> Result<usize, Error> {
-        let _changing = self.inner.changing.lock().await;
+        let _changing = self.inner.changing().await;
         let id = self
-            .find(what)
+            .find(what)?
             .map(|o| o.id)
             .ok_or_else(|| Error::NotFound(what.to_owned()))?;
-        let dead = self.inner.index().remove(&id);
+        let dead = self.inner.index()?.remove(&id);
         self.inner.save().await?;
         drop(_changing);
         let dead: Vec<index::Segment> = dead.into_iter().map(|(_, g)| g).collect();
-        let released =
-            ledger::release(&self.inner, publish::shares_of(&dead).into_iter().collect()).await;
+        let released = release::release(
+            &self.inner,
+            crate::index::shares_of(&dead).into_iter().collect(),
+        )
+        .await;
+        self.inner.emit(Event::Removed {
+            id: id.clone(),
+            released,
+        });
         publish::publish_or_defer(&self.inner).await;
         Ok(released)
     }
@@ -333,8 +377,8 @@ impl Vault {
         n: Option<u8>,
     ) -> Result<PutReport, Error> {
         let (k, n) = (
-            k.unwrap_or(self.inner.config.k),
-            n.unwrap_or(self.inner.config.n),
+            k.unwrap_or(self.inner.config().k),
+            n.unwrap_or(self.inner.config().n),
         );
         backups::backup(&self.inner, dir, every, k, n).await
     }
@@ -373,7 +417,7 @@ impl Vault {
     }
 
     pub async fn stopped(&self) {
-        self.inner.tasks.stopped().await;
+        self.inner.tasks().stopped().await;
     }
 }
 

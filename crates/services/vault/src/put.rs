@@ -18,8 +18,8 @@ use tokio::sync::mpsc;
 
 use crate::codec::{self, SEGMENT};
 use crate::index::{ChunkLoc, FileEntry, Kind, Object, Segment, ShareLoc};
-use crate::ledger::Op;
 use crate::place::{self, Candidate, Cands};
+use crate::release::Op;
 use crate::state::Inner;
 use crate::{Error, InputError, PutReport, Refused, client, now_ms, tree};
 
@@ -153,6 +153,7 @@ fn pack(
             let rx = plain_rx.clone();
             s.spawn(move || {
                 while !tx.is_closed() {
+                    // A receiver: any state is valid, so a poisoned lock is taken back.
                     let next = kith_core::sync::recover(&rx).recv();
                     let Ok((buf, locs)) = next else { break };
                     if tx.blocking_send(Sealed::new(buf, locs, k, n)).is_err() {
@@ -226,10 +227,10 @@ pub(crate) async fn store_share(
     mut why: Refused,
 ) -> Result<PeerId, Error> {
     let inner = op.inner();
-    let me = inner.person_of(&inner.overlay.peer_id());
+    let me = inner.person_of(&inner.overlay().peer_id());
     for _ in 0..TRIES {
         let picked = place::pick(
-            &mut kith_core::sync::recover(cands),
+            &mut kith_core::sync::lock(cands)?,
             1,
             bytes.len() as u64,
             exclude,
@@ -240,14 +241,14 @@ pub(crate) async fn store_share(
         };
         exclude.insert(peer);
         op.placing(&[(peer, name)]).await?;
-        match client::store(&inner.overlay, peer, name, bytes).await {
+        match client::store(inner.overlay(), peer, name, bytes).await {
             Ok(()) => {
-                inner.metrics.uploaded.inc_by(bytes.len() as u64);
+                inner.metrics().uploaded.inc_by(bytes.len() as u64);
                 return Ok(peer);
             }
             Err(f) => {
                 tracing::info!(%peer, failure = %f, "holder did not take a share");
-                place::refused(cands, peer);
+                place::refused(cands, peer)?;
                 why.tried.push((peer, f));
             }
         }
@@ -266,9 +267,9 @@ pub(crate) async fn upload(
 ) -> Result<Segment, Error> {
     let inner = op.inner();
     let size = s.shares.share_len() as u64;
-    let me = inner.person_of(&inner.overlay.peer_id());
+    let me = inner.person_of(&inner.overlay().peer_id());
     let first = place::pick(
-        &mut kith_core::sync::recover(cands),
+        &mut kith_core::sync::lock(cands)?,
         usize::from(n),
         size,
         &HashSet::new(),
@@ -292,7 +293,7 @@ pub(crate) async fn upload(
         .zip(s.shares.iter())
         .zip(names)
         .map(|((p, b), nm)| {
-            let o = inner.overlay.clone();
+            let o = inner.overlay().clone();
             async move { (*p, client::store(&o, *p, nm, b).await) }
         });
     let results = futures::future::join_all(tries).await;
@@ -300,14 +301,14 @@ pub(crate) async fn upload(
     for (peer, r) in &results {
         if let Err(f) = r {
             tracing::info!(%peer, failure = %f, "holder did not take a share");
-            place::refused(cands, *peer);
+            place::refused(cands, *peer)?;
         }
     }
     let mut shares = Vec::with_capacity(s.shares.len());
     for ((peer, r), (name, bytes)) in results.into_iter().zip(names.iter().zip(s.shares.iter())) {
         let holder = match r {
             Ok(()) => {
-                inner.metrics.uploaded.inc_by(bytes.len() as u64);
+                inner.metrics().uploaded.inc_by(bytes.len() as u64);
                 peer
             }
             Err(f) => {
@@ -407,8 +408,8 @@ fn commit(
     inner: &Inner,
     uploaded: Vec<(Segment, Vec<(String, ChunkLoc)>)>,
     object: Object,
-) -> Vec<Segment> {
-    let mut ix = inner.index();
+) -> Result<Vec<Segment>, Error> {
+    let mut ix = inner.index()?;
     for (seg, chunks) in uploaded {
         let sid = loop {
             let s: u64 = rand::random();
@@ -430,15 +431,16 @@ fn commit(
         .filter(|s| !live.contains(s))
         .copied()
         .collect();
-    dead.iter().filter_map(|s| ix.segments.remove(s)).collect()
+    Ok(dead.iter().filter_map(|s| ix.segments.remove(s)).collect())
 }
 
 /// The chunks already in the vault that a put of this shape may use: those in segments
 /// that survive at least as many lost shares (n − k) as it asks for. Others are stored
 /// again, in its shape.
-fn reusable(inner: &Inner, k: u8, n: u8) -> HashSet<String> {
-    let ix = inner.index();
-    ix.chunks
+fn reusable(inner: &Inner, k: u8, n: u8) -> Result<HashSet<String>, Error> {
+    let ix = inner.index()?;
+    Ok(ix
+        .chunks
         .iter()
         .filter(|(_, l)| {
             ix.segments
@@ -446,7 +448,7 @@ fn reusable(inner: &Inner, k: u8, n: u8) -> HashSet<String> {
                 .is_some_and(|g| g.n.saturating_sub(g.k) >= n - k)
         })
         .map(|(c, _)| c.clone())
-        .collect()
+        .collect())
 }
 
 /// A put failed: nothing in the index points to the shares it placed, so they are
@@ -465,14 +467,15 @@ async fn abandon(op: Op, e: Error) -> Error {
 }
 
 /// Distinct holders of every segment the object needs, new or already in the vault.
-fn holders_of(inner: &Inner, object: &Object) -> usize {
-    let ix = inner.index();
-    ix.segments_of(object)
+fn holders_of(inner: &Inner, object: &Object) -> Result<usize, Error> {
+    let ix = inner.index()?;
+    Ok(ix
+        .segments_of(object)
         .iter()
         .filter_map(|s| ix.segments.get(s))
         .flat_map(|g| g.shares.iter().map(|x| x.holder.as_str()))
         .collect::<HashSet<&str>>()
-        .len()
+        .len())
 }
 
 pub(crate) async fn put(
@@ -485,19 +488,19 @@ pub(crate) async fn put(
     n: u8,
 ) -> Result<PutReport, Error> {
     codec::check_shape(k, n)?;
-    let _changing = inner.changing.lock().await;
-    let known = Arc::new(reusable(inner, k, n));
+    let _changing = inner.changing().await;
+    let known = Arc::new(reusable(inner, k, n)?);
     let (kn, p) = (known.clone(), path.clone());
     let started = std::time::Instant::now();
     let (kind, files, size, new) = inner
-        .tasks
+        .tasks()
         .blocking(move || -> Result<_, Error> {
             let (kind, files) = walk(&p)?;
             let (files, size, new) = plan(files, &kn)?;
             Ok((kind, files, size, new))
         })
         .await??;
-    let cands = place::candidates(inner, usize::from(n)).await;
+    let cands = place::candidates(inner, usize::from(n)).await?;
     check_room(&cands, new, k, n)?;
     let planned = started.elapsed();
     let cands: Cands = std::sync::Mutex::new(cands);
@@ -511,12 +514,12 @@ pub(crate) async fn put(
         .collect();
     let (tx, rx) = mpsc::channel(1);
     let kn = known.clone();
-    let producer = inner.tasks.blocking(move || {
+    let producer = inner.tasks().blocking(move || {
         if let Err(e) = pack(&files, &kn, k, n, &tx) {
             let _ = tx.blocking_send(Err(e));
         }
     });
-    let op = Op::begin(inner);
+    let op = Op::begin(inner)?;
     let consumer = upload_all(&op, &cands, rx, k, n);
     let (produced, (uploaded, failed)) = tokio::join!(producer, consumer);
     if let Some(e) = failed.or(produced.err().map(Error::from)) {
@@ -539,15 +542,19 @@ pub(crate) async fn put(
         n,
         files: entries,
     };
-    let weaker = commit(inner, uploaded, object.clone());
-    let holders = holders_of(inner, &object);
+    let weaker = commit(inner, uploaded, object.clone())?;
+    let holders = holders_of(inner, &object)?;
     inner.save().await?;
-    if let Err(e) = op.commit(&inner.referenced()).await {
+    if let Err(e) = op.commit(&inner.catalog().referenced()?).await {
         // The index points to the shares: a later sweep forgets them.
         tracing::warn!(error = %e, "cannot record the put as done");
     }
-    let weaker = crate::publish::shares_of(&weaker).into_iter().collect();
-    crate::ledger::release_later(inner, weaker).await;
+    let weaker = crate::index::shares_of(&weaker).into_iter().collect();
+    crate::release::release_later(inner, weaker).await;
+    inner.emit(crate::Event::Stored {
+        id: id.clone(),
+        name: object.name.clone(),
+    });
     tracing::info!(
         %id, size, new, sent,
         planned_ms = planned.as_millis() as u64,

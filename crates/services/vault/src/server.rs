@@ -29,11 +29,11 @@ fn busy(_: Busy) -> Vec<u8> {
 
 pub(crate) fn start(inner: &Arc<Inner>) -> Result<(), Error> {
     let inbound = inner
-        .overlay
+        .overlay()
         .accept(protocol::PROTOCOL, LIMITS, Arc::new(busy))?;
     let i = inner.clone();
     inbound.serve(
-        &inner.tasks,
+        inner.tasks(),
         "vault request",
         TIMEOUT,
         move |peer, stream| {
@@ -51,15 +51,19 @@ async fn serve(inner: &Arc<Inner>, peer: PeerId, mut s: Stream) -> Result<(), Er
     let owner = peer.to_string();
     if matches!(req, Request::Offer | Request::Store { .. }) {
         // What the disk has free, as of now.
-        let h = inner.holder.clone();
-        inner.tasks.blocking(move || h.refresh_disk()).await?;
+        let h = inner.holder().clone();
+        inner.tasks().blocking(move || h.refresh_disk()).await?;
     }
     let resp = match req {
-        Request::Offer => Response::Offer(inner.holder.offer(&owner, inner.lent_to(&owner))),
+        Request::Offer => Response::Offer(
+            inner
+                .holder()
+                .offer(&owner, inner.catalog().lent_to(&owner)?),
+        ),
         Request::Store { share, size } => store(inner, peer, &mut s, share, size).await?,
         Request::Fetch { share } => {
-            let h = inner.holder.clone();
-            match inner.tasks.blocking(move || h.read(&share)).await? {
+            let h = inner.holder().clone();
+            match inner.tasks().blocking(move || h.read(&share)).await? {
                 Some(b) => {
                     frame::write(
                         &mut s,
@@ -69,17 +73,17 @@ async fn serve(inner: &Arc<Inner>, peer: PeerId, mut s: Stream) -> Result<(), Er
                     )
                     .await?;
                     write_blob(&mut s, &b).await?;
-                    inner.metrics.served.inc();
+                    inner.metrics().served.inc();
                     return Ok(());
                 }
                 None => Response::NotFound,
             }
         }
         Request::Audit { share, leaves } => {
-            let h = inner.holder.clone();
+            let h = inner.holder().clone();
             let leaves: Vec<u32> = leaves.into_iter().take(MAX_AUDIT).collect();
             match inner
-                .tasks
+                .tasks()
                 .blocking(move || h.prove(&share, &leaves))
                 .await?
             {
@@ -93,9 +97,9 @@ async fn serve(inner: &Arc<Inner>, peer: PeerId, mut s: Stream) -> Result<(), Er
             }
         }
         Request::Delete { share } => {
-            let (h, person) = (inner.holder.clone(), inner.person_of(&peer));
+            let (h, person) = (inner.holder().clone(), inner.person_of(&peer));
             let gone = inner
-                .tasks
+                .tasks()
                 .blocking(move || h.delete(&owner, person.as_deref(), &share))
                 .await?;
             if gone {
@@ -122,13 +126,16 @@ async fn store(
             reason: format!("a share of {size} bytes (at most {MAX_SHARE}) named {share:.16}"),
         });
     }
-    if inner.holder.has(&share) {
+    if inner.holder().has(&share) {
         // Already here (a retried store): the bytes are read and dropped.
         read_blob(s, size, MAX_SHARE).await?;
         return Ok(Response::Stored);
     }
-    if let Err(r) = inner.holder.reserve(&owner, size, inner.lent_to(&owner)) {
-        inner.metrics.refused.inc();
+    if let Err(r) = inner
+        .holder()
+        .reserve(&owner, size, inner.catalog().lent_to(&owner)?)
+    {
+        inner.metrics().refused.inc();
         tracing::info!(%peer, reason = %r, "share refused");
         return Ok(Response::Refused {
             reason: r.to_string(),
@@ -137,22 +144,22 @@ async fn store(
     let bytes = match read_blob(s, size, MAX_SHARE).await {
         Ok(b) => b,
         Err(e) => {
-            inner.holder.release(size);
+            inner.holder().release(size);
             return Err(e.into());
         }
     };
-    let (h, person) = (inner.holder.clone(), inner.person_of(&peer));
+    let (h, person) = (inner.holder().clone(), inner.person_of(&peer));
     let kept = inner
-        .tasks
+        .tasks()
         .blocking(move || h.keep(&owner, person, &share, &bytes))
         .await?;
     Ok(match kept {
         Ok(()) => {
-            inner.metrics.held.set(inner.holder.used() as i64);
+            inner.metrics().held.set(inner.holder().used() as i64);
             Response::Stored
         }
         Err(r) => {
-            inner.metrics.refused.inc();
+            inner.metrics().refused.inc();
             tracing::info!(%peer, reason = %r, "share refused");
             Response::Refused {
                 reason: r.to_string(),

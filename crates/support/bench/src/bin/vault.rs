@@ -125,7 +125,10 @@ fn encode(f: &Path, size: u64) -> Result<()> {
 }
 
 fn held_bytes(nodes: &[TestNode]) -> u64 {
-    nodes.iter().map(|n| n.node.vault_overview().held).sum()
+    nodes
+        .iter()
+        .map(|n| n.node.vault_overview().map_or(0, |o| o.held))
+        .sum()
 }
 
 fn fail(e: kith_testkit::Error) -> anyhow::Error {
@@ -218,7 +221,7 @@ async fn network(dir: &Path, f: &Path, size: u64) -> Result<()> {
 
     // One holder lost: its shares rebuilt from k others and placed on the spare.
     let lost = holders.pop().ok_or_else(|| anyhow!("no holders"))?;
-    let lost_bytes = lost.node.vault_overview().held;
+    let lost_bytes = lost.node.vault_overview()?.held;
     lost.stop().await;
     let repair_t = until_whole(&owner, &stored.id, 1).await?;
 
