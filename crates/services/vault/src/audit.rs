@@ -13,6 +13,7 @@ use futures::StreamExt;
 use kith_core::store::now_secs;
 use kith_overlay::PeerId;
 
+use crate::index::Index;
 use crate::state::Inner;
 use crate::{Error, client, tree};
 
@@ -82,8 +83,7 @@ fn asked(t: &Todo) -> Vec<u32> {
 }
 
 /// The shares to audit now; a share audited for the first time gets its order.
-fn todo(inner: &Inner) -> Result<Vec<Todo>, Error> {
-    let mut ix = inner.index()?;
+fn todo(ix: &mut Index) -> Vec<Todo> {
     let mut out = Vec::new();
     for (id, g) in ix.segments.iter_mut() {
         for (i, s) in g.shares.iter_mut().enumerate().filter(|(_, s)| !s.bad) {
@@ -101,12 +101,12 @@ fn todo(inner: &Inner) -> Result<Vec<Todo>, Error> {
             });
         }
     }
-    Ok(out)
+    out
 }
 
 /// Audits every share once.
 pub(crate) async fn audit(inner: &Arc<Inner>) -> Result<(), Error> {
-    let todo = todo(inner)?;
+    let todo = todo(&mut *inner.index()?);
     if todo.is_empty() {
         return Ok(());
     }

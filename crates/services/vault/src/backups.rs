@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use kith_core::store::now_secs;
 
-use crate::index::{Kind, Object, Plan};
+use crate::index::{Index, Kind, Object, Plan};
 use crate::state::Inner;
 use crate::{Error, InputError, PutReport, codec, publish, put};
 
@@ -50,8 +50,7 @@ pub(crate) async fn backup(
 
 /// The backup of `source` (or of the only folder backed up) as it was at `at`
 /// (milliseconds since the Unix epoch).
-pub(crate) fn pick(inner: &Inner, source: Option<&str>, at: Option<u64>) -> Result<Object, Error> {
-    let ix = inner.index()?;
+pub(crate) fn pick(ix: &Index, source: Option<&str>, at: Option<u64>) -> Result<Object, Error> {
     let backups: Vec<&Object> = ix
         .objects
         .values()

@@ -10,7 +10,7 @@ use futures::stream::FuturesUnordered;
 use kith_core::person::from_hex;
 use tokio::io::AsyncWriteExt;
 
-use crate::index::{IndexError, Kind, Object, Segment};
+use crate::index::{Index, IndexError, Kind, Object, Segment};
 use crate::state::Inner;
 use crate::{Error, GetReport, Shortfall, client, codec};
 
@@ -120,8 +120,7 @@ fn target(out: &Path, o: &Object, rel: &str) -> Result<PathBuf, Error> {
 }
 
 /// The segments an object's chunks need, in the order they are first needed.
-fn segment_order(inner: &Inner, o: &Object) -> Result<Vec<(u64, Segment)>, Error> {
-    let ix = inner.index()?;
+fn segment_order(ix: &Index, o: &Object) -> Result<Vec<(u64, Segment)>, Error> {
     let mut seen = std::collections::HashSet::new();
     let mut out = Vec::new();
     for c in o.files.iter().flat_map(|f| &f.chunks) {
@@ -143,7 +142,7 @@ fn segment_order(inner: &Inner, o: &Object) -> Result<Vec<(u64, Segment)>, Error
 
 pub(crate) async fn get(inner: &Arc<Inner>, o: &Object, out: &Path) -> Result<GetReport, Error> {
     // Segments are fetched a few ahead, in the order the files need them.
-    let order = segment_order(inner, o)?;
+    let order = segment_order(&*inner.index()?, o)?;
     let mut incoming = futures::stream::iter(order)
         .map(|(id, seg)| async move { segment(inner, id, &seg).await.map(|d| (id, Arc::new(d))) })
         .buffered(AHEAD);

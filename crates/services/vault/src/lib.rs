@@ -391,11 +391,12 @@ impl Vault {
         at: Option<u64>,
         out: PathBuf,
     ) -> Result<GetReport, Error> {
-        let o = match backups::pick(&self.inner, source, at) {
+        let picked = backups::pick(&*self.inner.index()?, source, at);
+        let o = match picked {
             Ok(o) => o,
             Err(_) => {
                 let _ = publish::refresh(&self.inner).await;
-                backups::pick(&self.inner, source, at)?
+                backups::pick(&*self.inner.index()?, source, at)?
             }
         };
         get::get(&self.inner, &o, &out).await

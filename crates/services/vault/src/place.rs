@@ -8,12 +8,14 @@ use std::collections::{BTreeSet, HashSet};
 use std::time::Duration;
 
 use futures::StreamExt;
-use kith_overlay::{PeerId, Region};
+use kith_overlay::{Overlay, PeerId, Region};
+use kith_people::People;
 
 use kith_core::sync::{Poisoned, lock};
 
+use crate::catalog::Catalog;
+use crate::directory::Directory;
 use crate::protocol::HOLDERS_KEY;
-use crate::state::Inner;
 use crate::{Error, client};
 
 /// Holders asked for their offer at once.
@@ -35,11 +37,26 @@ pub(crate) struct Candidate {
     pub free: u64,
 }
 
+/// What finding holders takes: the network, the holders known, the index (for the
+/// holders with a fault on record), and who is whose device.
+pub(crate) struct Finder<'a> {
+    pub overlay: &'a Overlay,
+    pub directory: &'a Directory,
+    pub catalog: &'a Catalog,
+    pub people: &'a People,
+}
+
+impl Finder<'_> {
+    fn person_of(&self, peer: &PeerId) -> Option<String> {
+        self.people.person_of(peer).map(|p| p.to_string())
+    }
+}
+
 /// Looks holders up in the DHT and remembers them (the upkeep loop does it every few
 /// minutes, so a put need not wait for the lookup).
-pub(crate) async fn discover(inner: &Inner) -> Vec<PeerId> {
+pub(crate) async fn discover(f: &Finder<'_>) -> Vec<PeerId> {
     let mut found = Vec::new();
-    if let Ok(mut rx) = inner.overlay().find_providers(HOLDERS_KEY.to_vec()).await {
+    if let Ok(mut rx) = f.overlay.find_providers(HOLDERS_KEY.to_vec()).await {
         let until = tokio::time::Instant::now() + FIND_TIME;
         while found.len() < 4 * MAX_CANDIDATES {
             match tokio::time::timeout_at(until, rx.recv()).await {
@@ -48,39 +65,40 @@ pub(crate) async fn discover(inner: &Inner) -> Vec<PeerId> {
             }
         }
     }
-    inner.directory().remember(&found);
+    f.directory.remember(&found);
     found
 }
 
 /// Holders that offer this owner room now, most room first; the DHT is asked again when
 /// fewer than `want` are known.
-pub(crate) async fn candidates(inner: &Inner, want: usize) -> Result<Vec<Candidate>, Error> {
-    let mut peers: Vec<PeerId> = inner
-        .overlay()
+pub(crate) async fn candidates(f: &Finder<'_>, want: usize) -> Result<Vec<Candidate>, Error> {
+    let mut peers: Vec<PeerId> = f
+        .overlay
         .connected_peers()
         .await
         .unwrap_or_default()
         .into_iter()
         .map(|p| p.peer)
         .collect();
-    peers.extend(inner.directory().known());
-    let mut out = offers(inner, peers.clone()).await?;
+    peers.extend(f.directory.known());
+    let mut out = offers(f, peers.clone()).await?;
     if out.len() < want {
-        let more: Vec<PeerId> = discover(inner)
+        let more: Vec<PeerId> = discover(f)
             .await
             .into_iter()
             .filter(|p| !peers.contains(p))
             .collect();
-        out.extend(offers(inner, more).await?);
+        out.extend(offers(f, more).await?);
     }
     out.sort_by(|a, b| b.free.cmp(&a.free).then(a.peer.cmp(&b.peer)));
     Ok(out)
 }
 
 /// Asks these peers what they offer; those with room for this owner.
-async fn offers(inner: &Inner, mut peers: Vec<PeerId>) -> Result<Vec<Candidate>, Error> {
-    let me = inner.overlay().peer_id();
-    let faulty: HashSet<String> = inner
+async fn offers(f: &Finder<'_>, mut peers: Vec<PeerId>) -> Result<Vec<Candidate>, Error> {
+    let me = f.overlay.peer_id();
+    let faulty: HashSet<String> = f
+        .catalog
         .index()?
         .holders
         .iter()
@@ -92,9 +110,9 @@ async fn offers(inner: &Inner, mut peers: Vec<PeerId>) -> Result<Vec<Candidate>,
     peers.truncate(MAX_CANDIDATES);
     let answered: Vec<Candidate> = futures::stream::iter(peers)
         .map(|peer| async move {
-            let offer = client::offer(inner.overlay(), peer).await.ok()?;
-            let region = inner
-                .overlay()
+            let offer = client::offer(f.overlay, peer).await.ok()?;
+            let region = f
+                .overlay
                 .peer_info(peer)
                 .await
                 .ok()
@@ -102,7 +120,7 @@ async fn offers(inner: &Inner, mut peers: Vec<PeerId>) -> Result<Vec<Candidate>,
                 .and_then(|i| i.region);
             (offer.free_for_you > 0).then(|| Candidate {
                 peer,
-                person: inner.person_of(&peer),
+                person: f.person_of(&peer),
                 region,
                 free: offer.free_for_you,
             })
@@ -111,8 +129,7 @@ async fn offers(inner: &Inner, mut peers: Vec<PeerId>) -> Result<Vec<Candidate>,
         .filter_map(|c| async move { c })
         .collect()
         .await;
-    inner
-        .directory()
+    f.directory
         .remember(&answered.iter().map(|c| c.peer).collect::<Vec<_>>());
     Ok(answered)
 }

@@ -29,7 +29,7 @@ const PLACE_TRIES: usize = 3;
 /// holder refuses is sealed again for those left.
 pub(crate) async fn store_blob(op: &Op, bytes: &[u8]) -> Result<IndexRef, Error> {
     let inner = op.inner();
-    let cands = std::sync::Mutex::new(place::candidates(inner, INDEX_N).await?);
+    let cands = std::sync::Mutex::new(place::candidates(&inner.finder(), INDEX_N).await?);
     let mut iref = IndexRef {
         size: bytes.len() as u64,
         segments: Vec::new(),

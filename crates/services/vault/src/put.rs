@@ -17,7 +17,7 @@ use kith_overlay::PeerId;
 use tokio::sync::mpsc;
 
 use crate::codec::{self, SEGMENT};
-use crate::index::{ChunkLoc, FileEntry, Kind, Object, Segment, ShareLoc};
+use crate::index::{ChunkLoc, FileEntry, Index, Kind, Object, Segment, ShareLoc};
 use crate::place::{self, Candidate, Cands};
 use crate::release::Op;
 use crate::state::Inner;
@@ -405,11 +405,10 @@ fn check_room(cands: &[Candidate], new: u64, k: u8, n: u8) -> Result<(), Error> 
 /// Returns the segments no chunk lives in any more (their chunks were stored again in
 /// a stronger shape): the caller releases them.
 fn commit(
-    inner: &Inner,
+    ix: &mut Index,
     uploaded: Vec<(Segment, Vec<(String, ChunkLoc)>)>,
     object: Object,
-) -> Result<Vec<Segment>, Error> {
-    let mut ix = inner.index()?;
+) -> Vec<Segment> {
     for (seg, chunks) in uploaded {
         let sid = loop {
             let s: u64 = rand::random();
@@ -431,16 +430,14 @@ fn commit(
         .filter(|s| !live.contains(s))
         .copied()
         .collect();
-    Ok(dead.iter().filter_map(|s| ix.segments.remove(s)).collect())
+    dead.iter().filter_map(|s| ix.segments.remove(s)).collect()
 }
 
 /// The chunks already in the vault that a put of this shape may use: those in segments
 /// that survive at least as many lost shares (n − k) as it asks for. Others are stored
 /// again, in its shape.
-fn reusable(inner: &Inner, k: u8, n: u8) -> Result<HashSet<String>, Error> {
-    let ix = inner.index()?;
-    Ok(ix
-        .chunks
+fn reusable(ix: &Index, k: u8, n: u8) -> HashSet<String> {
+    ix.chunks
         .iter()
         .filter(|(_, l)| {
             ix.segments
@@ -448,7 +445,7 @@ fn reusable(inner: &Inner, k: u8, n: u8) -> Result<HashSet<String>, Error> {
                 .is_some_and(|g| g.n.saturating_sub(g.k) >= n - k)
         })
         .map(|(c, _)| c.clone())
-        .collect())
+        .collect()
 }
 
 /// A put failed: nothing in the index points to the shares it placed, so they are
@@ -467,15 +464,13 @@ async fn abandon(op: Op, e: Error) -> Error {
 }
 
 /// Distinct holders of every segment the object needs, new or already in the vault.
-fn holders_of(inner: &Inner, object: &Object) -> Result<usize, Error> {
-    let ix = inner.index()?;
-    Ok(ix
-        .segments_of(object)
+fn holders_of(ix: &Index, object: &Object) -> usize {
+    ix.segments_of(object)
         .iter()
         .filter_map(|s| ix.segments.get(s))
         .flat_map(|g| g.shares.iter().map(|x| x.holder.as_str()))
         .collect::<HashSet<&str>>()
-        .len())
+        .len()
 }
 
 pub(crate) async fn put(
@@ -489,7 +484,7 @@ pub(crate) async fn put(
 ) -> Result<PutReport, Error> {
     codec::check_shape(k, n)?;
     let _changing = inner.changing().await;
-    let known = Arc::new(reusable(inner, k, n)?);
+    let known = Arc::new(reusable(&*inner.index()?, k, n));
     let (kn, p) = (known.clone(), path.clone());
     let started = std::time::Instant::now();
     let (kind, files, size, new) = inner
@@ -500,7 +495,7 @@ pub(crate) async fn put(
             Ok((kind, files, size, new))
         })
         .await??;
-    let cands = place::candidates(inner, usize::from(n)).await?;
+    let cands = place::candidates(&inner.finder(), usize::from(n)).await?;
     check_room(&cands, new, k, n)?;
     let planned = started.elapsed();
     let cands: Cands = std::sync::Mutex::new(cands);
@@ -542,8 +537,11 @@ pub(crate) async fn put(
         n,
         files: entries,
     };
-    let weaker = commit(inner, uploaded, object.clone())?;
-    let holders = holders_of(inner, &object)?;
+    let (weaker, holders) = {
+        let mut ix = inner.index()?;
+        let weaker = commit(&mut ix, uploaded, object.clone());
+        (weaker, holders_of(&ix, &object))
+    };
     inner.save().await?;
     if let Err(e) = op.commit(&inner.catalog().referenced()?).await {
         // The index points to the shares: a later sweep forgets them.

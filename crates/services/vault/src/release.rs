@@ -8,10 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use kith_overlay::PeerId;
+use kith_core::tasks::Tasks;
+use kith_overlay::{Overlay, PeerId};
 
 use crate::Error;
 use crate::client::{self, Failure};
+use crate::ledger::Ledger;
 use crate::state::Inner;
 
 /// How often releases not yet answered are asked again.
@@ -99,9 +101,9 @@ impl Drop for Op {
 }
 
 /// Records these shares for release, and writes the ledger.
-async fn record(inner: &Inner, shares: Vec<(String, String)>) {
-    let recorded = match inner.ledger().add(0, shares) {
-        Ok(()) => inner.ledger().persist(inner.tasks()).await,
+async fn record(ledger: &Ledger, tasks: &Tasks, shares: Vec<(String, String)>) {
+    let recorded = match ledger.add(0, shares) {
+        Ok(()) => ledger.persist(tasks).await,
         Err(e) => Err(e.into()),
     };
     if let Err(e) = recorded {
@@ -116,9 +118,9 @@ pub(crate) async fn release(inner: &Arc<Inner>, shares: Vec<(String, String)>) -
         return 0;
     }
     let want: HashSet<(String, String)> = shares.iter().cloned().collect();
-    record(inner, shares).await;
-    let done = ask(inner, due_now(inner, Some(&want)).await).await;
-    forget(inner, &done).await;
+    record(inner.ledger(), inner.tasks(), shares).await;
+    let done = ask(inner.overlay(), due_now(inner, Some(&want)).await).await;
+    forget(inner.ledger(), inner.tasks(), &done).await;
     done.len()
 }
 
@@ -127,7 +129,7 @@ pub(crate) async fn release_later(inner: &Arc<Inner>, shares: Vec<(String, Strin
     if shares.is_empty() {
         return;
     }
-    record(inner, shares).await;
+    record(inner.ledger(), inner.tasks(), shares).await;
     let i = inner.clone();
     inner.tasks().spawn(async move {
         sweep(&i).await;
@@ -142,8 +144,8 @@ pub(crate) async fn sweep(inner: &Arc<Inner>) -> (usize, usize) {
         return (0, 0);
     }
     let total = due.len();
-    let done = ask(inner, due).await;
-    forget(inner, &done).await;
+    let done = ask(inner.overlay(), due).await;
+    forget(inner.ledger(), inner.tasks(), &done).await;
     (done.len(), total - done.len())
 }
 
@@ -166,7 +168,7 @@ async fn due_now(
         }
     };
     if !due.drop_now.is_empty() {
-        forget(inner, &due.drop_now).await;
+        forget(inner.ledger(), inner.tasks(), &due.drop_now).await;
     }
     due.ask
 }
@@ -175,12 +177,11 @@ async fn due_now(
 /// holder's shares one after another, until it fails to answer (then the rest of its
 /// shares wait for the next sweep: a holder that is gone costs one timeout a sweep).
 /// Returns the shares answered for.
-async fn ask(inner: &Inner, due: Vec<(String, String)>) -> Vec<(String, String)> {
+async fn ask(overlay: &Overlay, due: Vec<(String, String)>) -> Vec<(String, String)> {
     let mut by_holder: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (holder, share) in due {
         by_holder.entry(holder).or_default().push(share);
     }
-    let overlay = inner.overlay();
     futures::stream::iter(by_holder)
         .map(|(holder, shares)| async move {
             let Ok(peer) = holder.parse::<PeerId>() else {
@@ -203,12 +204,12 @@ async fn ask(inner: &Inner, due: Vec<(String, String)>) -> Vec<(String, String)>
 }
 
 /// Forgets these due entries (answered, or not orphans after all).
-async fn forget(inner: &Inner, pairs: &[(String, String)]) {
+async fn forget(ledger: &Ledger, tasks: &Tasks, pairs: &[(String, String)]) {
     if pairs.is_empty() {
         return;
     }
-    let forgotten = match inner.ledger().forget(pairs) {
-        Ok(()) => inner.ledger().persist(inner.tasks()).await,
+    let forgotten = match ledger.forget(pairs) {
+        Ok(()) => ledger.persist(tasks).await,
         Err(e) => Err(e.into()),
     };
     if let Err(e) = forgotten {

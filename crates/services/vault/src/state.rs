@@ -18,6 +18,7 @@ use crate::directory::Directory;
 use crate::holder::Holder;
 use crate::index::Index;
 use crate::ledger::Ledger;
+use crate::place::Finder;
 use crate::root::Signer;
 use crate::{Config, Error, Event};
 
@@ -215,6 +216,16 @@ impl Inner {
             self.emit(Event::HolderFault { holder, seg, share });
         }
         Ok(())
+    }
+
+    /// What finding holders takes.
+    pub fn finder(&self) -> Finder<'_> {
+        Finder {
+            overlay: &self.overlay,
+            directory: &self.directory,
+            catalog: &self.catalog,
+            people: &self.people,
+        }
     }
 
     pub fn person_of(&self, peer: &PeerId) -> Option<String> {

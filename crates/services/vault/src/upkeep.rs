@@ -34,7 +34,7 @@ pub(crate) fn start(inner: &Arc<Inner>) {
             tracing::debug!(error = %e, "no vault index found yet");
         }
         let mut looked = tokio::time::Instant::now();
-        place::discover(&i).await;
+        place::discover(&i.finder()).await;
         // What operations of the last run left placed is released first.
         let (released, left) = release::sweep(&i).await;
         if released + left > 0 {
@@ -49,7 +49,7 @@ pub(crate) fn start(inner: &Arc<Inner>) {
             }
             if looked.elapsed() >= LOOKUP_EVERY {
                 looked = tokio::time::Instant::now();
-                place::discover(&i).await;
+                place::discover(&i.finder()).await;
             }
             if !i.ledger().is_empty().unwrap_or(true) {
                 release::sweep(&i).await;
@@ -98,7 +98,7 @@ pub(crate) async fn repair(inner: &Arc<Inner>) -> Result<usize, Error> {
         return Ok(0);
     }
     let _changing = inner.changing().await;
-    let cands = std::sync::Mutex::new(place::candidates(inner, 1).await?);
+    let cands = std::sync::Mutex::new(place::candidates(&inner.finder(), 1).await?);
     let op = Op::begin(inner)?;
     // Shares of one segment are repaired one after another (each must land on a holder
     // the others do not use); distinct segments at once.
