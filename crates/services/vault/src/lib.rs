@@ -3,13 +3,18 @@
 //!
 //! - [`Vault`]: the handle: put, get, ls, status, rm; backup and restore; what this
 //!   node offers and holds.
-//! - [`Config`], [`Error`], the reports ([`PutReport`], [`GetReport`], [`ObjectStatus`],
-//!   [`VaultStatus`]).
+//! - [`Config`], [`Error`] (and [`InputError`], [`IndexError`], [`KeyError`], each
+//!   holder's [`Failure`]), [`Event`], the reports ([`PutReport`], [`GetReport`],
+//!   [`ObjectStatus`], [`VaultStatus`]).
 //! - [`protocol`]: `/kith/vault/1.0.0`. [`codec`]: encrypt and erasure-code a segment.
 //!   [`tree`]: a share's hash tree and audit proofs. [`root`]: the signed root record.
-//! - `index`: the owner's index. `holder`: shares kept for others, quotas, fairness.
-//!   `place`: finding holders. `put`, `get`, `backups`: storing and restoring.
-//!   `ledger`: shares placed that the index does not point to (placing, or to release).
+//! - `state`: `Inner` wires the owners of the vault's state, each with a narrow API:
+//!   `catalog` (the index, `index.json`, where its copy in the vault is), `ledger`
+//!   (shares placed that the index does not point to: placing, or to release),
+//!   `holder` (shares kept for others, quotas, fairness), `directory` (holders known,
+//!   holders away). `index`: the index's data.
+//! - `place`: finding holders. `put`, `get`, `backups`: storing and restoring.
+//!   `release`: operations that place shares, and releasing what they leave.
 //!   `audit`: audits, every leaf in turn. `upkeep`: repair, and the loop that runs it
 //!   all. `publish`: the index kept in the vault. `shared`: objects a group's members
 //!   may restore.
@@ -26,6 +31,7 @@ mod get;
 mod holder;
 mod index;
 mod ledger;
+mod metrics;
 mod place;
 pub mod protocol;
 mod publish;
@@ -222,7 +228,7 @@ impl Vault {
         let signer = root::Signer::new(signer);
         let offer = config.offer;
         let inner = Inner::open(config, overlay, people, scopes, signer, registry, tasks).await?;
-        server::start(&inner)?;
+        server::start(inner.overlay(), inner.side())?;
         if offer > 0 {
             inner
                 .overlay()

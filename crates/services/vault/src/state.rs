@@ -1,5 +1,4 @@
-//! What the vault's tasks share: [`Inner`] wires the owners of its state together;
-//! [`Metrics`].
+//! What the vault's tasks share: [`Inner`] wires the owners of its state together.
 
 use std::sync::{Arc, MutexGuard};
 
@@ -8,8 +7,6 @@ use kith_core::sync::Poisoned;
 use kith_core::tasks::Tasks;
 use kith_overlay::{Overlay, PeerId};
 use kith_people::People;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio::sync::broadcast;
 
@@ -18,59 +15,11 @@ use crate::directory::Directory;
 use crate::holder::Holder;
 use crate::index::Index;
 use crate::ledger::Ledger;
+use crate::metrics::Metrics;
 use crate::place::Finder;
 use crate::root::Signer;
+use crate::server::Side;
 use crate::{Config, Error, Event};
-
-#[derive(Default)]
-/// The vault's metrics, registered as `kith_vault_…`. Counters and a gauge: each field
-/// is its own atomic.
-pub(crate) struct Metrics {
-    pub held: Gauge,
-    pub served: Counter,
-    pub refused: Counter,
-    pub audits: Counter,
-    pub audit_failures: Counter,
-    pub repairs: Counter,
-    pub uploaded: Counter,
-}
-
-impl Metrics {
-    fn register(&self, r: &mut Registry) {
-        let r = r.sub_registry_with_prefix("kith_vault");
-        r.register("held_bytes", "Bytes held for others", self.held.clone());
-        r.register(
-            "shares_served",
-            "Shares sent back to owners",
-            self.served.clone(),
-        );
-        r.register(
-            "refused_shares",
-            "Shares this holder refused (no room, disk full, not matching their name)",
-            self.refused.clone(),
-        );
-        r.register(
-            "audits",
-            "Audits of this node's shares",
-            self.audits.clone(),
-        );
-        r.register(
-            "audit_failures",
-            "Audits a holder failed (lost or wrong data)",
-            self.audit_failures.clone(),
-        );
-        r.register(
-            "repairs",
-            "Shares rebuilt and placed anew",
-            self.repairs.clone(),
-        );
-        r.register(
-            "uploaded_bytes",
-            "Share bytes sent to holders",
-            self.uploaded.clone(),
-        );
-    }
-}
 
 /// What the vault's tasks share: the config and the handles it was started with, and
 /// one owner for each piece of state (the index, the ledger, the holder's account, the
@@ -83,14 +32,14 @@ pub(crate) struct Inner {
     signer: Signer,
     index_key: [u8; 32],
     holder: Arc<Holder>,
-    catalog: Catalog,
+    catalog: Arc<Catalog>,
     /// Shares placed that the index does not point to: placing, or to release.
     ledger: Ledger,
     directory: Directory,
     /// One change of the index at a time that spans the network (put, remove, repair,
     /// publish), so two never place or free the same segment.
     changing: tokio::sync::Mutex<()>,
-    metrics: Metrics,
+    metrics: Arc<Metrics>,
     events: broadcast::Sender<Event>,
     tasks: Tasks,
 }
@@ -129,11 +78,11 @@ impl Inner {
             signer,
             index_key,
             holder: Arc::new(holder),
-            catalog,
+            catalog: Arc::new(catalog),
             ledger,
             directory: Directory::default(),
             changing: tokio::sync::Mutex::new(()),
-            metrics,
+            metrics: Arc::new(metrics),
             events: broadcast::channel(EVENTS).0,
             tasks,
         }))
@@ -216,6 +165,17 @@ impl Inner {
             self.emit(Event::HolderFault { holder, seg, share });
         }
         Ok(())
+    }
+
+    /// What the holder's side of the protocol takes.
+    pub fn side(&self) -> Side {
+        Side {
+            holder: self.holder.clone(),
+            catalog: self.catalog.clone(),
+            people: self.people.clone(),
+            metrics: self.metrics.clone(),
+            tasks: self.tasks.clone(),
+        }
     }
 
     /// What finding holders takes.
