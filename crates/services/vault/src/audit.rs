@@ -13,6 +13,7 @@ use futures::StreamExt;
 use kith_core::store::now_secs;
 use kith_overlay::PeerId;
 
+use crate::index::Index;
 use crate::state::Inner;
 use crate::{Error, client, tree};
 
@@ -82,8 +83,7 @@ fn asked(t: &Todo) -> Vec<u32> {
 }
 
 /// The shares to audit now; a share audited for the first time gets its order.
-fn todo(inner: &Inner) -> Vec<Todo> {
-    let mut ix = inner.index();
+fn todo(ix: &mut Index) -> Vec<Todo> {
     let mut out = Vec::new();
     for (id, g) in ix.segments.iter_mut() {
         for (i, s) in g.shares.iter_mut().enumerate().filter(|(_, s)| !s.bad) {
@@ -106,15 +106,15 @@ fn todo(inner: &Inner) -> Vec<Todo> {
 
 /// Audits every share once.
 pub(crate) async fn audit(inner: &Arc<Inner>) -> Result<(), Error> {
-    let todo = todo(inner);
+    let todo = todo(&mut *inner.index()?);
     if todo.is_empty() {
         return Ok(());
     }
     let results: Vec<_> = futures::stream::iter(todo)
         .map(|t| async move {
             let r = match t.holder.parse::<PeerId>() {
-                Ok(p) => client::audit(&inner.overlay, p, &t.name, t.size, asked(&t)).await,
-                Err(_) => Err(client::Failure::Unreachable("bad holder ID".into())),
+                Ok(p) => client::audit(inner.overlay(), p, &t.name, t.size, asked(&t)).await,
+                Err(_) => Err(client::Failure::Unreachable(client::Cause::BadHolder)),
             };
             (t, r)
         })
@@ -123,10 +123,10 @@ pub(crate) async fn audit(inner: &Arc<Inner>) -> Result<(), Error> {
         .await;
     let now = now_secs();
     for (t, r) in results {
-        inner.metrics.audits.inc();
+        inner.metrics().audits.inc();
         let fault = matches!(&r, Err(f) if f.is_fault());
         {
-            let mut ix = inner.index();
+            let mut ix = inner.index()?;
             let Some(s) = ix
                 .segments
                 .get_mut(&t.seg)
@@ -152,10 +152,10 @@ pub(crate) async fn audit(inner: &Arc<Inner>) -> Result<(), Error> {
             }
         }
         if fault {
-            inner.strike(t.seg, t.i);
+            inner.strike(t.seg, t.i)?;
         }
     }
-    inner.index().last_audit = now;
+    inner.index()?.last_audit = now;
     inner.save().await
 }
 

@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use kith_core::store::now_secs;
 
-use crate::index::{Kind, Object, Plan};
+use crate::index::{Index, Kind, Object, Plan};
 use crate::state::Inner;
-use crate::{Error, PutReport, codec, publish, put};
+use crate::{Error, InputError, PutReport, codec, publish, put};
 
 /// The name a folder is backed up under: its absolute path.
 pub(crate) fn source_of(dir: &Path) -> Result<String, Error> {
@@ -28,11 +28,11 @@ pub(crate) async fn backup(
         .map_err(|e| Error::io(&dir, e))?
         .is_dir()
     {
-        return Err(Error::Input(format!("{} is not a folder", dir.display())));
+        return Err(InputError::NotAFolder(dir).into());
     }
     let mut report = put::put(inner, dir, source.clone(), Some(Kind::Backup), None, k, n).await?;
     if let Some(every) = every {
-        inner.index().plans.insert(
+        inner.index()?.plans.insert(
             source.clone(),
             Plan {
                 dir: source,
@@ -50,8 +50,7 @@ pub(crate) async fn backup(
 
 /// The backup of `source` (or of the only folder backed up) as it was at `at`
 /// (milliseconds since the Unix epoch).
-pub(crate) fn pick(inner: &Inner, source: Option<&str>, at: Option<u64>) -> Result<Object, Error> {
-    let ix = inner.index();
+pub(crate) fn pick(ix: &Index, source: Option<&str>, at: Option<u64>) -> Result<Object, Error> {
     let backups: Vec<&Object> = ix
         .objects
         .values()
@@ -72,10 +71,8 @@ pub(crate) fn pick(inner: &Inner, source: Option<&str>, at: Option<u64>) -> Resu
         (None, [one]) => (*one).to_owned(),
         (None, []) => return Err(Error::NotFound("no backups in the vault".into())),
         (None, many) => {
-            return Err(Error::Input(format!(
-                "backups of several folders: name one of {}",
-                many.join(", ")
-            )));
+            let many = many.iter().map(|s| (*s).to_owned()).collect();
+            return Err(InputError::SeveralBackups(many).into());
         }
     };
     let at = at.unwrap_or(u64::MAX);
@@ -88,10 +85,10 @@ pub(crate) fn pick(inner: &Inner, source: Option<&str>, at: Option<u64>) -> Resu
 }
 
 /// Runs the plans that are due.
-pub(crate) async fn due(inner: &Arc<Inner>) {
+pub(crate) async fn due(inner: &Arc<Inner>) -> Result<(), Error> {
     let now = now_secs();
     let plans: Vec<Plan> = inner
-        .index()
+        .index()?
         .plans
         .values()
         .filter(|p| now >= p.last + p.every)
@@ -100,11 +97,12 @@ pub(crate) async fn due(inner: &Arc<Inner>) {
     for p in plans {
         let (k, n) = match codec::check_shape(p.k, p.n) {
             Ok(()) => (p.k, p.n),
-            Err(_) => (inner.config.k, inner.config.n),
+            Err(_) => (inner.config().k, inner.config().n),
         };
         match backup(inner, PathBuf::from(&p.dir), Some(p.every), k, n).await {
             Ok(r) => tracing::info!(dir = %p.dir, moved = r.uploaded, "backup done"),
             Err(e) => tracing::warn!(dir = %p.dir, error = %e, "backup failed"),
         }
     }
+    Ok(())
 }

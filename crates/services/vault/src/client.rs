@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use futures::AsyncWriteExt;
 use kith_core::frame;
-use kith_overlay::{Overlay, PeerId, Stream};
+use kith_core::frame::FrameError;
+use kith_overlay::{Overlay, OverlayError, PeerId, Stream};
 
 use crate::protocol::{
     MAX_AUDIT, MAX_FRAME, MAX_LEAVES, MAX_SHARE, Offer, PROTOCOL, Request, Response, read_blob,
@@ -19,18 +20,36 @@ const SHORT: Duration = Duration::from_secs(10);
 const LONG: Duration = Duration::from_secs(60);
 
 /// How a request to a holder failed, and what it says about the holder.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum Failure {
     #[error("unreachable: {0}")]
-    Unreachable(String),
+    Unreachable(#[source] Cause),
     #[error("it does not have the share")]
     NotFound,
+    /// The holder's own reason, as it sent it (or "busy").
     #[error("it refused: {0}")]
     Refused(String),
     #[error("it sent bytes that do not match the share")]
     Wrong,
     #[error("the exchange failed: {0}")]
-    Lost(String),
+    Lost(#[source] Cause),
+}
+
+/// What went wrong below a [`Failure`]: the stream, its frames, or the clock.
+#[derive(Debug, thiserror::Error)]
+pub enum Cause {
+    #[error("timed out")]
+    TimedOut,
+    #[error("no answer")]
+    NoAnswer,
+    #[error("the holder's ID is not a peer ID")]
+    BadHolder,
+    #[error("unexpected answer {0:?}")]
+    Unexpected(Box<Response>),
+    #[error(transparent)]
+    Overlay(#[from] OverlayError),
+    #[error(transparent)]
+    Frame(#[from] FrameError),
 }
 
 impl Failure {
@@ -40,15 +59,19 @@ impl Failure {
     }
 }
 
-fn lost(e: impl std::fmt::Display) -> Failure {
-    Failure::Lost(e.to_string())
+fn lost(e: impl Into<Cause>) -> Failure {
+    Failure::Lost(e.into())
+}
+
+fn unexpected(r: Response) -> Failure {
+    Failure::Lost(Cause::Unexpected(Box::new(r)))
 }
 
 async fn open(overlay: &Overlay, peer: PeerId) -> Result<Stream, Failure> {
     tokio::time::timeout(SHORT, overlay.open_stream(peer, PROTOCOL))
         .await
-        .map_err(|_| Failure::Unreachable("timed out".into()))?
-        .map_err(|e| Failure::Unreachable(e.to_string()))
+        .map_err(|_| Failure::Unreachable(Cause::TimedOut))?
+        .map_err(|e| Failure::Unreachable(e.into()))
 }
 
 async fn answer(s: &mut Stream) -> Result<Response, Failure> {
@@ -60,7 +83,7 @@ async fn answer(s: &mut Stream) -> Result<Response, Failure> {
         Some(Response::Busy) => Err(Failure::Refused("busy".into())),
         Some(Response::NotFound) => Err(Failure::NotFound),
         Some(r) => Ok(r),
-        None => Err(Failure::Lost("no answer".into())),
+        None => Err(lost(Cause::NoAnswer)),
     }
 }
 
@@ -75,14 +98,14 @@ async fn ask(
         answer(&mut s).await
     })
     .await
-    .map_err(|_| Failure::Lost("timed out".into()))??;
+    .map_err(|_| lost(Cause::TimedOut))??;
     Ok((s, r))
 }
 
 pub async fn offer(overlay: &Overlay, peer: PeerId) -> Result<Offer, Failure> {
     match ask(overlay, peer, &Request::Offer).await? {
         (_, Response::Offer(o)) => Ok(o),
-        (_, r) => Err(lost(format!("unexpected answer {r:?}"))),
+        (_, r) => Err(unexpected(r)),
     }
 }
 
@@ -103,7 +126,7 @@ pub async fn store(
         let sent = write_blob(&mut s, bytes).await;
         match answer(&mut s).await {
             Ok(Response::Stored) => Ok(()),
-            Ok(r) => Err(lost(format!("unexpected answer {r:?}"))),
+            Ok(r) => Err(unexpected(r)),
             Err(f) => {
                 drop(sent);
                 Err(f)
@@ -111,7 +134,7 @@ pub async fn store(
         }
     })
     .await
-    .map_err(|_| Failure::Lost("timed out".into()))?
+    .map_err(|_| lost(Cause::TimedOut))?
 }
 
 /// Fetches a share and checks it against its name.
@@ -124,11 +147,11 @@ pub async fn fetch(overlay: &Overlay, peer: PeerId, name: &str) -> Result<Vec<u8
         frame::write(&mut s, &req).await.map_err(lost)?;
         match answer(&mut s).await? {
             Response::Share { size } => read_blob(&mut s, size, MAX_SHARE).await.map_err(lost),
-            r => Err(lost(format!("unexpected answer {r:?}"))),
+            r => Err(unexpected(r)),
         }
     })
     .await
-    .map_err(|_| Failure::Lost("timed out".into()))??;
+    .map_err(|_| lost(Cause::TimedOut))??;
     let _ = s.close().await;
     if tree::name(&bytes) == name {
         Ok(bytes)
@@ -153,7 +176,7 @@ pub async fn audit(
     };
     let (mut s, r) = ask(overlay, peer, &req).await?;
     let Response::Proof { size: got, hashes } = r else {
-        return Err(lost("unexpected answer"));
+        return Err(unexpected(r));
     };
     if got != size || hashes.len() > MAX_LEAVES {
         return Err(Failure::Wrong);
@@ -165,7 +188,7 @@ pub async fn audit(
         .sum();
     let data = tokio::time::timeout(SHORT, read_blob(&mut s, want, MAX_SHARE))
         .await
-        .map_err(|_| Failure::Lost("timed out".into()))?
+        .map_err(|_| lost(Cause::TimedOut))?
         .map_err(|_| Failure::Wrong)?;
     let hashes: Option<Vec<tree::Hash>> = hashes.iter().map(|h| tree::parse(h)).collect();
     match hashes {
@@ -180,6 +203,6 @@ pub async fn delete(overlay: &Overlay, peer: PeerId, name: &str) -> Result<(), F
     };
     match ask(overlay, peer, &req).await? {
         (_, Response::Deleted) => Ok(()),
-        (_, r) => Err(lost(format!("unexpected answer {r:?}"))),
+        (_, r) => Err(unexpected(r)),
     }
 }

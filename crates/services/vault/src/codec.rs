@@ -25,7 +25,9 @@ pub enum CodecError {
     #[error("need {k} good shares of this segment, have {have}")]
     TooFewShares { k: u8, have: usize },
     #[error("the shares do not decode: {0}")]
-    Decode(String),
+    Decode(#[from] reed_solomon_simd::Error),
+    #[error("the shares do not decode: they differ in size")]
+    UnequalShares,
     #[error("the segment does not open with its key (wrong key, or damaged shares)")]
     Open,
 }
@@ -63,10 +65,6 @@ thread_local! {
     static DECODER: RefCell<Option<ReedSolomonDecoder>> = const { RefCell::new(None) };
 }
 
-fn rs_error(e: reed_solomon_simd::Error) -> CodecError {
-    CodecError::Decode(e.to_string())
-}
-
 /// The `n − k` recovery shares of `k` original shards of equal length.
 pub fn recovery<'a>(
     k: u8,
@@ -79,15 +77,15 @@ pub fn recovery<'a>(
         let mut slot = cell.borrow_mut();
         let enc = match slot.as_mut() {
             Some(e) => {
-                e.reset(k, r, shard).map_err(rs_error)?;
+                e.reset(k, r, shard)?;
                 e
             }
-            None => slot.insert(ReedSolomonEncoder::new(k, r, shard).map_err(rs_error)?),
+            None => slot.insert(ReedSolomonEncoder::new(k, r, shard)?),
         };
         for o in originals {
-            enc.add_original_shard(o).map_err(rs_error)?;
+            enc.add_original_shard(o)?;
         }
-        let result = enc.encode().map_err(rs_error)?;
+        let result = enc.encode()?;
         Ok(result.recovery_iter().map(<[u8]>::to_vec).collect())
     })
 }
@@ -105,18 +103,18 @@ fn restore(
         let mut slot = cell.borrow_mut();
         let dec = match slot.as_mut() {
             Some(d) => {
-                d.reset(k, r, shard).map_err(rs_error)?;
+                d.reset(k, r, shard)?;
                 d
             }
-            None => slot.insert(ReedSolomonDecoder::new(k, r, shard).map_err(rs_error)?),
+            None => slot.insert(ReedSolomonDecoder::new(k, r, shard)?),
         };
         for (i, s) in known {
-            dec.add_original_shard(*i, s).map_err(rs_error)?;
+            dec.add_original_shard(*i, s)?;
         }
         for (i, s) in rec {
-            dec.add_recovery_shard(*i, s).map_err(rs_error)?;
+            dec.add_recovery_shard(*i, s)?;
         }
-        let result = dec.decode().map_err(rs_error)?;
+        let result = dec.decode()?;
         Ok(result
             .restored_original_iter()
             .map(|(i, b)| (i, b.to_vec()))
@@ -209,7 +207,7 @@ fn originals(k: u8, n: u8, shares: Vec<(usize, Vec<u8>)>) -> Result<Vec<Vec<u8>>
     let rec: Vec<(usize, &[u8])> = recovery.iter().map(|(i, s)| (*i, s.as_slice())).collect();
     let shard = known.first().or(rec.first()).map_or(0, |(_, s)| s.len());
     if known.iter().chain(&rec).any(|(_, s)| s.len() != shard) {
-        return Err(CodecError::Decode("shares of different sizes".into()));
+        return Err(CodecError::UnequalShares);
     }
     let mut restored: std::collections::HashMap<usize, Vec<u8>> =
         restore(k, usize::from(n) - k, shard, &known, &rec)?

@@ -10,9 +10,9 @@ use futures::stream::FuturesUnordered;
 use kith_core::person::from_hex;
 use tokio::io::AsyncWriteExt;
 
-use crate::index::{Kind, Object, Segment};
+use crate::index::{Index, IndexError, Kind, Object, Segment};
 use crate::state::Inner;
-use crate::{Error, GetReport, client, codec};
+use crate::{Error, GetReport, Shortfall, client, codec};
 
 /// Decoded segments kept while restoring (8 MiB each): a chunk needed again later (a
 /// file stored twice in one object) is found here or, past it, fetched again.
@@ -29,7 +29,7 @@ pub(crate) async fn shares_of(
     skip: Option<usize>,
 ) -> Result<Vec<(usize, Vec<u8>)>, Error> {
     let connected: std::collections::HashSet<String> = inner
-        .overlay
+        .overlay()
         .connected_peers()
         .await
         .unwrap_or_default()
@@ -39,7 +39,7 @@ pub(crate) async fn shares_of(
     let mut order: Vec<usize> = (0..seg.shares.len()).filter(|i| Some(*i) != skip).collect();
     order.sort_by_key(|&i| {
         let s = &seg.shares[i];
-        let away = inner.is_away(&s.holder);
+        let away = inner.directory().is_away(&s.holder);
         (
             s.bad,
             away,
@@ -53,11 +53,11 @@ pub(crate) async fn shares_of(
     let mut running = FuturesUnordered::new();
     let fetch = |i: usize| {
         let s = seg.shares[i].clone();
-        let o = inner.overlay.clone();
+        let o = inner.overlay().clone();
         async move {
             let r = match s.holder.parse() {
                 Ok(p) => client::fetch(&o, p, &s.name).await,
-                Err(_) => Err(client::Failure::Unreachable("bad holder ID".into())),
+                Err(_) => Err(client::Failure::Unreachable(client::Cause::BadHolder)),
             };
             (i, r)
         }
@@ -72,11 +72,11 @@ pub(crate) async fn shares_of(
             Ok(b) => got.push((i, b)),
             Err(f) => {
                 if f.is_fault() {
-                    inner.strike(seg_id, i);
+                    inner.strike(seg_id, i)?;
                 } else {
-                    inner.away(&seg.shares[i].holder);
+                    inner.directory().away(&seg.shares[i].holder);
                 }
-                failures.push(format!("{}: {f}", seg.shares[i].holder));
+                failures.push((seg.shares[i].holder.clone(), f));
                 if let Some(j) = next.next() {
                     running.push(fetch(j));
                 }
@@ -86,12 +86,12 @@ pub(crate) async fn shares_of(
             return Ok(got);
         }
     }
-    Err(Error::Unavailable(format!(
-        "{} of {} shares of a segment answered (need {k}): {}",
-        got.len(),
-        seg.shares.len(),
-        failures.join("; ")
-    )))
+    Err(Error::Unavailable(Shortfall {
+        got: got.len(),
+        shares: seg.shares.len(),
+        k: seg.k,
+        failures,
+    }))
 }
 
 /// A segment's plain bytes.
@@ -99,10 +99,10 @@ pub(crate) async fn segment(inner: &Inner, seg_id: u64, seg: &Segment) -> Result
     let shares = shares_of(inner, seg_id, seg, None).await?;
     let key: [u8; 32] = from_hex(&seg.key)
         .and_then(|k| k.try_into().ok())
-        .ok_or_else(|| Error::Index("a segment key is malformed".into()))?;
+        .ok_or(IndexError::SegmentKey)?;
     let (plain, k, n) = (seg.plain as usize, seg.k, seg.n);
     Ok(inner
-        .tasks
+        .tasks()
         .blocking(move || codec::open(&key, plain, k, n, shares))
         .await??)
 }
@@ -114,29 +114,26 @@ fn target(out: &Path, o: &Object, rel: &str) -> Result<PathBuf, Error> {
     }
     let p = Path::new(rel);
     if !p.components().all(|c| matches!(c, Component::Normal(_))) {
-        return Err(Error::Index(format!(
-            "a stored path leaves the folder: {rel}"
-        )));
+        return Err(IndexError::PathLeaves(rel.to_owned()).into());
     }
     Ok(out.join(p))
 }
 
 /// The segments an object's chunks need, in the order they are first needed.
-fn segment_order(inner: &Inner, o: &Object) -> Result<Vec<(u64, Segment)>, Error> {
-    let ix = inner.index();
+fn segment_order(ix: &Index, o: &Object) -> Result<Vec<(u64, Segment)>, Error> {
     let mut seen = std::collections::HashSet::new();
     let mut out = Vec::new();
     for c in o.files.iter().flat_map(|f| &f.chunks) {
         let loc = ix
             .chunks
             .get(c)
-            .ok_or_else(|| Error::Index(format!("chunk {c:.12} is in no segment")))?;
+            .ok_or_else(|| IndexError::NoSegment(c.clone()))?;
         if seen.insert(loc.seg) {
             let seg = ix
                 .segments
                 .get(&loc.seg)
                 .cloned()
-                .ok_or_else(|| Error::Index(format!("segment {} is missing", loc.seg)))?;
+                .ok_or(IndexError::SegmentMissing(loc.seg))?;
             out.push((loc.seg, seg));
         }
     }
@@ -145,7 +142,7 @@ fn segment_order(inner: &Inner, o: &Object) -> Result<Vec<(u64, Segment)>, Error
 
 pub(crate) async fn get(inner: &Arc<Inner>, o: &Object, out: &Path) -> Result<GetReport, Error> {
     // Segments are fetched a few ahead, in the order the files need them.
-    let order = segment_order(inner, o)?;
+    let order = segment_order(&*inner.index()?, o)?;
     let mut incoming = futures::stream::iter(order)
         .map(|(id, seg)| async move { segment(inner, id, &seg).await.map(|d| (id, Arc::new(d))) })
         .buffered(AHEAD);
@@ -165,25 +162,25 @@ pub(crate) async fn get(inner: &Arc<Inner>, o: &Object, out: &Path) -> Result<Ge
             .map_err(|e| Error::io(&tmp, e))?;
         for c in &f.chunks {
             let loc = inner
-                .index()
+                .index()?
                 .chunks
                 .get(c)
                 .copied()
-                .ok_or_else(|| Error::Index(format!("chunk {c:.12} is in no segment")))?;
+                .ok_or_else(|| IndexError::NoSegment(c.clone()))?;
             let data = loop {
                 if let Some((_, d)) = cache.iter().find(|(s, _)| *s == loc.seg) {
                     break d.clone();
                 }
                 let (id, d) = if yielded.contains(&loc.seg) {
                     // Needed again after it left the cache: fetched again.
-                    let seg = inner.index().segments.get(&loc.seg).cloned();
-                    let seg = seg.ok_or_else(|| Error::Index("segment gone".into()))?;
+                    let seg = inner.index()?.segments.get(&loc.seg).cloned();
+                    let seg = seg.ok_or(IndexError::SegmentMissing(loc.seg))?;
                     (loc.seg, Arc::new(segment(inner, loc.seg, &seg).await?))
                 } else {
                     incoming
                         .next()
                         .await
-                        .ok_or_else(|| Error::Index(format!("segment {} never came", loc.seg)))??
+                        .ok_or(IndexError::SegmentMissing(loc.seg))??
                 };
                 yielded.insert(id);
                 if cache.len() == CACHE {
@@ -195,7 +192,7 @@ pub(crate) async fn get(inner: &Arc<Inner>, o: &Object, out: &Path) -> Result<Ge
             let piece = data
                 .get(a..b)
                 .filter(|p| blake3::hash(p).to_hex().as_str() == c)
-                .ok_or_else(|| Error::Index(format!("chunk {c:.12} does not match its hash")))?;
+                .ok_or_else(|| IndexError::ChunkMismatch(c.clone()))?;
             file.write_all(piece)
                 .await
                 .map_err(|e| Error::io(&tmp, e))?;

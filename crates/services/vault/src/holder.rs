@@ -65,7 +65,7 @@ pub(crate) enum Refusal {
     #[error("the holder's disk is full")]
     DiskFull,
     #[error("the holder could not keep it: {0}")]
-    Io(String),
+    Io(#[source] std::io::Error),
 }
 
 /// What the holder knows of its disk.
@@ -78,6 +78,9 @@ struct Disk {
     full_since: Option<Instant>,
 }
 
+/// Poisoned locks are taken back ([`recover`]): the account is a map of shares each
+/// valid alone (and checked against the files in `held/` at start), `reserved` a
+/// counter, and `disk` two readings that any state leaves valid.
 pub(crate) struct Holder {
     dir: PathBuf,
     offered: u64,
@@ -281,7 +284,7 @@ impl Holder {
     }
 
     fn save(&self, a: &Account) -> Result<(), Refusal> {
-        let bytes = serde_json::to_vec(a).map_err(|e| Refusal::Io(e.to_string()))?;
+        let bytes = serde_json::to_vec(a).map_err(|e| Refusal::Io(e.into()))?;
         write_atomic(&self.dir.join("held.json"), &bytes).map_err(io)
     }
 
@@ -370,7 +373,7 @@ fn io(e: std::io::Error) -> Refusal {
     if e.raw_os_error() == Some(ENOSPC) || e.kind() == std::io::ErrorKind::StorageFull {
         Refusal::DiskFull
     } else {
-        Refusal::Io(e.to_string())
+        Refusal::Io(e)
     }
 }
 

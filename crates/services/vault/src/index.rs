@@ -4,11 +4,61 @@
 //! `index.json` and, sealed with the owner's index key, in the vault itself, so a new
 //! device of the person restores it from the person key alone.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::Path;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::path::{Path, PathBuf};
 
 use kith_core::sync::write_atomic;
 use serde::{Deserialize, Serialize};
+
+/// The index could not be read, or does not hold what it should.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum IndexError {
+    #[error("{}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{what} does not decode: {source}")]
+    Decode {
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("cannot encode {what}: {source}")]
+    Encode {
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("a segment key is malformed")]
+    SegmentKey,
+    #[error("chunk {0:.12} is in no segment")]
+    NoSegment(String),
+    #[error("segment {0} is missing")]
+    SegmentMissing(u64),
+    #[error("chunk {0:.12} does not match its hash")]
+    ChunkMismatch(String),
+    #[error("a stored path leaves the folder: {0}")]
+    PathLeaves(String),
+    #[error("share {share} of segment {seg} is gone")]
+    ShareGone { seg: u64, share: usize },
+    #[error("the rebuilt share does not match its name")]
+    RebuiltMismatch,
+    #[error("the group's record names another object")]
+    OtherObject,
+}
+
+impl IndexError {
+    pub(crate) fn decode(what: &'static str) -> impl FnOnce(serde_json::Error) -> Self {
+        move |source| Self::Decode { what, source }
+    }
+
+    pub(crate) fn encode(what: &'static str) -> impl FnOnce(serde_json::Error) -> Self {
+        move |source| Self::Encode { what, source }
+    }
+}
 
 /// What an object is: `file`, `folder` or `backup`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -131,6 +181,30 @@ pub struct Plan {
     pub n: u8,
 }
 
+/// Where a blob stored in the vault is (the index's copy, a group's descriptor): its
+/// size and segments.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct IndexRef {
+    pub size: u64,
+    pub segments: Vec<Segment>,
+}
+
+impl IndexRef {
+    /// Each of its shares, as (holder, share).
+    pub fn shares(&self) -> HashSet<(String, String)> {
+        shares_of(&self.segments)
+    }
+}
+
+/// Each share of these segments, as (holder, share).
+pub(crate) fn shares_of(segments: &[Segment]) -> HashSet<(String, String)> {
+    segments
+        .iter()
+        .flat_map(|g| &g.shares)
+        .map(|s| (s.holder.clone(), s.name.clone()))
+        .collect()
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Index {
     pub objects: BTreeMap<String, Object>,
@@ -146,11 +220,12 @@ pub struct Index {
 
 impl Index {
     /// Loads `index.json`, or an empty index. Blocking.
-    pub fn load(dir: &Path) -> Result<Self, String> {
-        match std::fs::read(dir.join("index.json")) {
-            Ok(b) => serde_json::from_slice(&b).map_err(|e| format!("index.json: {e}")),
+    pub fn load(dir: &Path) -> Result<Self, IndexError> {
+        let path = dir.join("index.json");
+        match std::fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b).map_err(IndexError::decode("index.json")),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
-            Err(e) => Err(format!("index.json: {e}")),
+            Err(source) => Err(IndexError::Read { path, source }),
         }
     }
 

@@ -3,13 +3,18 @@
 //!
 //! - [`Vault`]: the handle: put, get, ls, status, rm; backup and restore; what this
 //!   node offers and holds.
-//! - [`Config`], [`Error`], the reports ([`PutReport`], [`GetReport`], [`ObjectStatus`],
-//!   [`VaultStatus`]).
+//! - [`Config`], [`Error`] (and [`InputError`], [`IndexError`], [`KeyError`], each
+//!   holder's [`Failure`]), [`Event`], the reports ([`PutReport`], [`GetReport`],
+//!   [`ObjectStatus`], [`VaultStatus`]).
 //! - [`protocol`]: `/kith/vault/1.0.0`. [`codec`]: encrypt and erasure-code a segment.
 //!   [`tree`]: a share's hash tree and audit proofs. [`root`]: the signed root record.
-//! - `index`: the owner's index. `holder`: shares kept for others, quotas, fairness.
-//!   `place`: finding holders. `put`, `get`, `backups`: storing and restoring.
-//!   `ledger`: shares placed that the index does not point to (placing, or to release).
+//! - `state`: `Inner` wires the owners of the vault's state, each with a narrow API:
+//!   `catalog` (the index, `index.json`, where its copy in the vault is), `ledger`
+//!   (shares placed that the index does not point to: placing, or to release),
+//!   `holder` (shares kept for others, quotas, fairness), `directory` (holders known,
+//!   holders away). `index`: the index's data.
+//! - `place`: finding holders. `put`, `get`, `backups`: storing and restoring.
+//!   `release`: operations that place shares, and releasing what they leave.
 //!   `audit`: audits, every leaf in turn. `upkeep`: repair, and the loop that runs it
 //!   all. `publish`: the index kept in the vault. `shared`: objects a group's members
 //!   may restore.
@@ -17,16 +22,21 @@
 
 mod audit;
 mod backups;
+mod catalog;
 mod client;
 pub mod codec;
+mod directory;
+mod error;
 mod get;
 mod holder;
 mod index;
 mod ledger;
+mod metrics;
 mod place;
 pub mod protocol;
 mod publish;
 mod put;
+mod release;
 pub mod root;
 mod server;
 mod shared;
@@ -34,82 +44,22 @@ mod state;
 pub mod tree;
 mod upkeep;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use kith_core::scope::Scopes;
-use kith_core::tasks::{TaskError, Tasks};
-use kith_overlay::{Keypair, Overlay, OverlayError};
+use kith_core::tasks::Tasks;
+use kith_overlay::{Keypair, Overlay};
 use kith_people::People;
 use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 
-pub use index::Kind;
+pub use client::{Cause, Failure};
+pub use error::{Error, InputError, Refused, Shortfall};
+pub use index::{IndexError, Kind};
+pub use root::KeyError;
 use state::Inner;
-
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum Error {
-    #[error("{0}")]
-    Io(String),
-    #[error("{0}")]
-    Input(String),
-    #[error("vault index: {0}")]
-    Index(String),
-    #[error("vault key: {0}")]
-    Key(String),
-    #[error("not in the vault: {0}")]
-    NotFound(String),
-    #[error(
-        "only {have} holders offer space to this node; k-of-n with n={n} needs {n} (lower --n, or add holders with `kith up --offer SIZE`)"
-    )]
-    TooFewHolders { have: usize, n: u8 },
-    #[error(
-        "not enough space offered: this needs {need} bytes on holders, they offer this node {have}"
-    )]
-    NoSpace { need: u64, have: u64 },
-    #[error("not a member of group {0}")]
-    NotMember(String),
-    #[error("no holder took a share: {0}")]
-    Placement(String),
-    #[error("{cause}; nothing was stored{}", released_note(*released, *left))]
-    NotStored {
-        cause: Box<Error>,
-        /// Shares already placed that their holders dropped.
-        released: usize,
-        /// Shares already placed whose holders did not answer yet (asked again later).
-        left: usize,
-    },
-    #[error("cannot restore: {0}")]
-    Unavailable(String),
-    #[error("no vault index found for {0} (nothing stored yet, or its holders are away)")]
-    NoRoot(String),
-    #[error(transparent)]
-    Codec(#[from] codec::CodecError),
-    #[error(transparent)]
-    Overlay(#[from] OverlayError),
-    #[error(transparent)]
-    Frame(#[from] kith_core::frame::FrameError),
-    #[error(transparent)]
-    Task(#[from] TaskError),
-}
-
-fn released_note(released: usize, left: usize) -> String {
-    match (released, left) {
-        (0, 0) => String::new(),
-        (r, 0) => format!(" (the {r} share(s) already placed were released)"),
-        (r, l) => format!(
-            " (of the shares already placed, {r} were released, {l} will be when their holders answer)"
-        ),
-    }
-}
-
-impl Error {
-    pub(crate) fn io(path: &Path, e: std::io::Error) -> Self {
-        Self::Io(format!("{}: {e}", path.display()))
-    }
-}
 
 pub(crate) use kith_core::store::now_ms;
 
@@ -232,6 +182,35 @@ pub struct VaultStatus {
     pub peers: Vec<PeerAccount>,
 }
 
+/// Something the vault did, for whoever reacts (the node, the web UI's live page).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// An object was stored (a put, a backup).
+    Stored { id: String, name: String },
+    /// An object was removed; `released` of its shares were dropped by their holders.
+    Removed { id: String, released: usize },
+    /// A share was rebuilt and placed on another holder.
+    Repaired {
+        seg: u64,
+        share: usize,
+        from: String,
+        to: String,
+    },
+    /// A holder lost or spoiled a share: it is repaired, and the holder gets no more.
+    HolderFault {
+        holder: String,
+        seg: u64,
+        share: usize,
+    },
+    /// The index's copy in the vault (what another device restores from) was stored.
+    IndexPublished,
+    /// Another device's changes to the index were taken in.
+    IndexTakenIn,
+    /// An object a group may restore was taken into this node's index.
+    TookIn { id: String, group: String },
+}
+
 #[derive(Clone)]
 pub struct Vault {
     inner: Arc<Inner>,
@@ -260,10 +239,10 @@ impl Vault {
         let signer = root::Signer::new(signer);
         let offer = config.offer;
         let inner = Inner::open(config, overlay, people, scopes, signer, registry, tasks).await?;
-        server::start(&inner)?;
+        server::start(inner.overlay(), inner.side())?;
         if offer > 0 {
             inner
-                .overlay
+                .overlay()
                 .start_providing(protocol::HOLDERS_KEY.to_vec())
                 .await?;
         }
@@ -282,7 +261,7 @@ impl Vault {
         n: Option<u8>,
     ) -> Result<PutReport, Error> {
         if let Some(g) = &group
-            && !self.inner.scopes.belongs(g)
+            && !self.inner.scopes().belongs(g)
         {
             return Err(Error::NotMember(g.clone()));
         }
@@ -294,8 +273,8 @@ impl Vault {
                 .unwrap_or_else(|| path.display().to_string()),
         };
         let (k, n) = (
-            k.unwrap_or(self.inner.config.k),
-            n.unwrap_or(self.inner.config.n),
+            k.unwrap_or(self.inner.config().k),
+            n.unwrap_or(self.inner.config().n),
         );
         let mut r = put::put(&self.inner, path, name, None, group.clone(), k, n).await?;
         // The object is stored: a copy of the index that holders would not take is
@@ -309,15 +288,15 @@ impl Vault {
 
     /// Restores an object (by ID, or the newest with that name) to `out`.
     pub async fn get(&self, what: &str, out: PathBuf) -> Result<GetReport, Error> {
-        let o = match self.find(what) {
+        let o = match self.find(what)? {
             Some(o) => o,
             None => {
                 let _ = publish::refresh(&self.inner).await;
-                match self.find(what) {
+                match self.find(what)? {
                     Some(o) => o,
                     None => {
                         shared::take(&self.inner, what).await?;
-                        self.find(what)
+                        self.find(what)?
                             .ok_or_else(|| Error::NotFound(what.to_owned()))?
                     }
                 }
@@ -326,17 +305,22 @@ impl Vault {
         get::get(&self.inner, &o, &out).await
     }
 
-    fn find(&self, what: &str) -> Option<index::Object> {
-        self.inner.index().find(what).cloned()
+    fn find(&self, what: &str) -> Result<Option<index::Object>, Error> {
+        Ok(self.inner.index()?.find(what).cloned())
     }
 
-    pub fn list(&self) -> Vec<ObjectStatus> {
-        let ix = self.inner.index();
-        ix.objects.values().map(|o| status_of(&ix, o)).collect()
+    pub fn list(&self) -> Result<Vec<ObjectStatus>, Error> {
+        let ix = self.inner.index()?;
+        Ok(ix.objects.values().map(|o| status_of(&ix, o)).collect())
+    }
+
+    /// Events from now on.
+    pub fn events(&self) -> tokio::sync::broadcast::Receiver<Event> {
+        self.inner.events()
     }
 
     pub fn status(&self, what: &str) -> Result<ObjectStatus, Error> {
-        let ix = self.inner.index();
+        let ix = self.inner.index()?;
         let o = ix
             .find(what)
             .ok_or_else(|| Error::NotFound(what.to_owned()))?;
@@ -344,9 +328,9 @@ impl Vault {
     }
 
     /// What this node offers, holds, stored, and each peer's account.
-    pub fn overview(&self) -> VaultStatus {
-        let held_for = self.inner.holder.by_owner();
-        let ix = self.inner.index();
+    pub fn overview(&self) -> Result<VaultStatus, Error> {
+        let held_for = self.inner.holder().by_owner();
+        let ix = self.inner.index()?;
         let stored_at = ix.stored_at();
         let mut peers: std::collections::BTreeSet<&String> = held_for.keys().collect();
         peers.extend(stored_at.keys());
@@ -364,31 +348,38 @@ impl Vault {
                 }
             })
             .collect();
-        VaultStatus {
-            offered: self.inner.holder.offered(),
+        Ok(VaultStatus {
+            offered: self.inner.holder().offered(),
             held: held_for.values().sum(),
             objects: ix.objects.len(),
             stored: ix.objects.values().map(|o| o.size).sum(),
             repairs: ix.repairs,
             last_audit: ix.last_audit,
             peers,
-        }
+        })
     }
 
     /// Removes an object; segments no other object needs are released on their holders.
     /// Returns how many shares were released.
     pub async fn remove(&self, what: &str) -> Result<usize, Error> {
-        let _changing = self.inner.changing.lock().await;
+        let _changing = self.inner.changing().await;
         let id = self
-            .find(what)
+            .find(what)?
             .map(|o| o.id)
             .ok_or_else(|| Error::NotFound(what.to_owned()))?;
-        let dead = self.inner.index().remove(&id);
+        let dead = self.inner.index()?.remove(&id);
         self.inner.save().await?;
         drop(_changing);
         let dead: Vec<index::Segment> = dead.into_iter().map(|(_, g)| g).collect();
-        let released =
-            ledger::release(&self.inner, publish::shares_of(&dead).into_iter().collect()).await;
+        let released = release::release(
+            &self.inner,
+            crate::index::shares_of(&dead).into_iter().collect(),
+        )
+        .await;
+        self.inner.emit(Event::Removed {
+            id: id.clone(),
+            released,
+        });
         publish::publish_or_defer(&self.inner).await;
         Ok(released)
     }
@@ -403,8 +394,8 @@ impl Vault {
         n: Option<u8>,
     ) -> Result<PutReport, Error> {
         let (k, n) = (
-            k.unwrap_or(self.inner.config.k),
-            n.unwrap_or(self.inner.config.n),
+            k.unwrap_or(self.inner.config().k),
+            n.unwrap_or(self.inner.config().n),
         );
         backups::backup(&self.inner, dir, every, k, n).await
     }
@@ -417,11 +408,12 @@ impl Vault {
         at: Option<u64>,
         out: PathBuf,
     ) -> Result<GetReport, Error> {
-        let o = match backups::pick(&self.inner, source, at) {
+        let picked = backups::pick(&*self.inner.index()?, source, at);
+        let o = match picked {
             Ok(o) => o,
             Err(_) => {
                 let _ = publish::refresh(&self.inner).await;
-                backups::pick(&self.inner, source, at)?
+                backups::pick(&*self.inner.index()?, source, at)?
             }
         };
         get::get(&self.inner, &o, &out).await
@@ -443,7 +435,7 @@ impl Vault {
     }
 
     pub async fn stopped(&self) {
-        self.inner.tasks.stopped().await;
+        self.inner.tasks().stopped().await;
     }
 }
 

@@ -8,18 +8,23 @@ use std::collections::{BTreeSet, HashSet};
 use std::time::Duration;
 
 use futures::StreamExt;
-use kith_overlay::{PeerId, Region};
+use kith_overlay::{Overlay, PeerId, Region};
+use kith_people::People;
 
-use crate::client;
+use kith_core::sync::{Poisoned, lock};
+
+use crate::catalog::Catalog;
+use crate::directory::Directory;
 use crate::protocol::HOLDERS_KEY;
-use crate::state::Inner;
+use crate::{Error, client};
 
 /// Holders asked for their offer at once.
 const MAX_CANDIDATES: usize = 64;
 /// Time to look for holders in the DHT.
 const FIND_TIME: Duration = Duration::from_secs(3);
 
-/// Candidates shared by uploads running at once; locked only to pick.
+/// Candidates shared by uploads running at once; locked only to pick. The room left on
+/// each goes with the picks made, so a poisoned lock is an error ([`lock`]).
 pub(crate) type Cands = std::sync::Mutex<Vec<Candidate>>;
 
 #[derive(Debug, Clone)]
@@ -32,11 +37,26 @@ pub(crate) struct Candidate {
     pub free: u64,
 }
 
+/// What finding holders takes: the network, the holders known, the index (for the
+/// holders with a fault on record), and who is whose device.
+pub(crate) struct Finder<'a> {
+    pub overlay: &'a Overlay,
+    pub directory: &'a Directory,
+    pub catalog: &'a Catalog,
+    pub people: &'a People,
+}
+
+impl Finder<'_> {
+    fn person_of(&self, peer: &PeerId) -> Option<String> {
+        self.people.person_of(peer).map(|p| p.to_string())
+    }
+}
+
 /// Looks holders up in the DHT and remembers them (the upkeep loop does it every few
 /// minutes, so a put need not wait for the lookup).
-pub(crate) async fn discover(inner: &Inner) -> Vec<PeerId> {
+pub(crate) async fn discover(f: &Finder<'_>) -> Vec<PeerId> {
     let mut found = Vec::new();
-    if let Ok(mut rx) = inner.overlay.find_providers(HOLDERS_KEY.to_vec()).await {
+    if let Ok(mut rx) = f.overlay.find_providers(HOLDERS_KEY.to_vec()).await {
         let until = tokio::time::Instant::now() + FIND_TIME;
         while found.len() < 4 * MAX_CANDIDATES {
             match tokio::time::timeout_at(until, rx.recv()).await {
@@ -45,14 +65,14 @@ pub(crate) async fn discover(inner: &Inner) -> Vec<PeerId> {
             }
         }
     }
-    inner.remember_holders(&found);
+    f.directory.remember(&found);
     found
 }
 
 /// Holders that offer this owner room now, most room first; the DHT is asked again when
 /// fewer than `want` are known.
-pub(crate) async fn candidates(inner: &Inner, want: usize) -> Vec<Candidate> {
-    let mut peers: Vec<PeerId> = inner
+pub(crate) async fn candidates(f: &Finder<'_>, want: usize) -> Result<Vec<Candidate>, Error> {
+    let mut peers: Vec<PeerId> = f
         .overlay
         .connected_peers()
         .await
@@ -60,25 +80,26 @@ pub(crate) async fn candidates(inner: &Inner, want: usize) -> Vec<Candidate> {
         .into_iter()
         .map(|p| p.peer)
         .collect();
-    peers.extend(inner.known_holders());
-    let mut out = offers(inner, peers.clone()).await;
+    peers.extend(f.directory.known());
+    let mut out = offers(f, peers.clone()).await?;
     if out.len() < want {
-        let more: Vec<PeerId> = discover(inner)
+        let more: Vec<PeerId> = discover(f)
             .await
             .into_iter()
             .filter(|p| !peers.contains(p))
             .collect();
-        out.extend(offers(inner, more).await);
+        out.extend(offers(f, more).await?);
     }
     out.sort_by(|a, b| b.free.cmp(&a.free).then(a.peer.cmp(&b.peer)));
-    out
+    Ok(out)
 }
 
 /// Asks these peers what they offer; those with room for this owner.
-async fn offers(inner: &Inner, mut peers: Vec<PeerId>) -> Vec<Candidate> {
-    let me = inner.overlay.peer_id();
-    let faulty: HashSet<String> = inner
-        .index()
+async fn offers(f: &Finder<'_>, mut peers: Vec<PeerId>) -> Result<Vec<Candidate>, Error> {
+    let me = f.overlay.peer_id();
+    let faulty: HashSet<String> = f
+        .catalog
+        .index()?
         .holders
         .iter()
         .filter(|(_, r)| r.faults > 0)
@@ -89,8 +110,8 @@ async fn offers(inner: &Inner, mut peers: Vec<PeerId>) -> Vec<Candidate> {
     peers.truncate(MAX_CANDIDATES);
     let answered: Vec<Candidate> = futures::stream::iter(peers)
         .map(|peer| async move {
-            let offer = client::offer(&inner.overlay, peer).await.ok()?;
-            let region = inner
+            let offer = client::offer(f.overlay, peer).await.ok()?;
+            let region = f
                 .overlay
                 .peer_info(peer)
                 .await
@@ -99,7 +120,7 @@ async fn offers(inner: &Inner, mut peers: Vec<PeerId>) -> Vec<Candidate> {
                 .and_then(|i| i.region);
             (offer.free_for_you > 0).then(|| Candidate {
                 peer,
-                person: inner.person_of(&peer),
+                person: f.person_of(&peer),
                 region,
                 free: offer.free_for_you,
             })
@@ -108,27 +129,23 @@ async fn offers(inner: &Inner, mut peers: Vec<PeerId>) -> Vec<Candidate> {
         .filter_map(|c| async move { c })
         .collect()
         .await;
-    inner.remember_holders(&answered.iter().map(|c| c.peer).collect::<Vec<_>>());
-    answered
+    f.directory
+        .remember(&answered.iter().map(|c| c.peer).collect::<Vec<_>>());
+    Ok(answered)
 }
 
 /// A holder refused a share, or did not answer: the operation places nothing more on
 /// it (whatever room it said it had).
-pub(crate) fn refused(cands: &Cands, peer: PeerId) {
-    for c in kith_core::sync::recover(cands)
-        .iter_mut()
-        .filter(|c| c.peer == peer)
-    {
+pub(crate) fn refused(cands: &Cands, peer: PeerId) -> Result<(), Poisoned> {
+    for c in lock(cands)?.iter_mut().filter(|c| c.peer == peer) {
         c.free = 0;
     }
+    Ok(())
 }
 
 /// How many candidates have room for a share of `size` bytes.
-pub(crate) fn roomy(cands: &Cands, size: u64) -> usize {
-    kith_core::sync::recover(cands)
-        .iter()
-        .filter(|c| c.free >= size)
-        .count()
+pub(crate) fn roomy(cands: &Cands, size: u64) -> Result<usize, Poisoned> {
+    Ok(lock(cands)?.iter().filter(|c| c.free >= size).count())
 }
 
 /// Picks `n` distinct holders with room for `size` bytes each, not in `exclude`; takes

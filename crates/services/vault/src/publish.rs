@@ -8,13 +8,12 @@ use std::time::Duration;
 
 use kith_core::person::from_hex;
 use kith_core::seal;
-use kith_core::sync::write_atomic;
-use serde::{Deserialize, Serialize};
 
 use crate::codec::{self, SEGMENT};
-use crate::index::{Index, Segment};
-use crate::ledger::{self, Op};
+use crate::index::{Index, IndexError, IndexRef};
 use crate::put::{self, Sealed};
+use crate::release::{self, Op};
+use crate::root::KeyError;
 use crate::state::Inner;
 use crate::{Error, get, now_ms, place, root};
 
@@ -25,19 +24,12 @@ const INDEX_N: usize = 6;
 /// Times a segment of the index is sealed and placed again after holders refused it.
 const PLACE_TRIES: usize = 3;
 
-/// Where a blob stored in the vault is: its size and segments.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub(crate) struct IndexRef {
-    size: u64,
-    pub segments: Vec<Segment>,
-}
-
 /// Stores bytes in the vault as segments of their own (k = n/3, n at most
 /// [`INDEX_N`], and at least 2), on the holders that have room for them; a segment a
 /// holder refuses is sealed again for those left.
 pub(crate) async fn store_blob(op: &Op, bytes: &[u8]) -> Result<IndexRef, Error> {
     let inner = op.inner();
-    let cands = std::sync::Mutex::new(place::candidates(inner, INDEX_N).await);
+    let cands = std::sync::Mutex::new(place::candidates(&inner.finder(), INDEX_N).await?);
     let mut iref = IndexRef {
         size: bytes.len() as u64,
         segments: Vec::new(),
@@ -48,7 +40,7 @@ pub(crate) async fn store_blob(op: &Op, bytes: &[u8]) -> Result<IndexRef, Error>
             let (k, n) = shape(&cands, piece.len())?;
             let plain = piece.to_vec();
             let sealed = inner
-                .tasks
+                .tasks()
                 .blocking(move || Sealed::new(plain, Vec::new(), k, n))
                 .await??;
             match put::upload(op, &cands, &sealed, k, n).await {
@@ -69,13 +61,13 @@ pub(crate) async fn store_blob(op: &Op, bytes: &[u8]) -> Result<IndexRef, Error>
 /// The k-of-n of an index segment of `len` bytes: n the holders with room for a share
 /// of it (at most [`INDEX_N`]), k = n/3.
 fn shape(cands: &place::Cands, len: usize) -> Result<(u8, u8), Error> {
-    let mut n = kith_core::sync::recover(cands).len().min(INDEX_N);
+    let mut n = kith_core::sync::lock(cands)?.len().min(INDEX_N);
     loop {
         if n < 2 {
             return Err(Error::TooFewHolders { have: n, n: 2 });
         }
         let k = (n / 3).max(1);
-        let roomy = place::roomy(cands, codec::share_len(len, k as u8) as u64);
+        let roomy = place::roomy(cands, codec::share_len(len, k as u8) as u64)?;
         if roomy >= n {
             return Ok((k as u8, n as u8));
         }
@@ -93,60 +85,33 @@ pub(crate) async fn fetch_blob(inner: &Arc<Inner>, iref: &IndexRef) -> Result<Ve
     Ok(bytes)
 }
 
-fn root_file(inner: &Inner) -> std::path::PathBuf {
-    inner.config.dir.join("root.json")
-}
-
-/// The shares of the index's copy in the vault that the root record points to.
-pub(crate) async fn root_shares(inner: &Inner) -> HashSet<(String, String)> {
-    let path = root_file(inner);
-    let old: Option<IndexRef> = inner
-        .tasks
-        .blocking(move || {
-            std::fs::read(&path)
-                .ok()
-                .and_then(|b| serde_json::from_slice(&b).ok())
-        })
-        .await
-        .ok()
-        .flatten();
-    old.map(|r| shares_of(&r.segments)).unwrap_or_default()
-}
-
-/// Each share of these segments, as (holder, share).
-pub(crate) fn shares_of(segments: &[Segment]) -> HashSet<(String, String)> {
-    segments
-        .iter()
-        .flat_map(|g| &g.shares)
-        .map(|s| (s.holder.clone(), s.name.clone()))
-        .collect()
-}
-
 /// Stores the index in the vault and points the root record at it; the previous copy's
 /// shares are released.
 pub(crate) async fn publish(inner: &Arc<Inner>) -> Result<(), Error> {
-    let _changing = inner.changing.lock().await;
-    let op = Op::begin(inner);
+    let _changing = inner.changing().await;
+    let op = Op::begin(inner)?;
     let (old, new) = match store_and_point(&op).await {
         Ok(r) => r,
         Err(e) => {
             let (released, left) = op.abandon().await;
             tracing::debug!(released, left, "the index's copy was not stored");
-            inner.set_unpublished(true).await;
+            inner.catalog().set_unpublished(inner.tasks(), true).await;
             return Err(e);
         }
     };
     if let Err(e) = op.commit(&new).await {
         tracing::warn!(error = %e, "cannot record the index's copy as stored");
     }
-    inner.set_unpublished(false).await;
+    inner.catalog().set_unpublished(inner.tasks(), false).await;
     if let Some(old) = old {
-        let stale: Vec<(String, String)> = shares_of(&old.segments)
+        let stale: Vec<(String, String)> = old
+            .shares()
             .into_iter()
             .filter(|s| !new.contains(s))
             .collect();
-        ledger::release_later(inner, stale).await;
+        release::release_later(inner, stale).await;
     }
+    inner.emit(crate::Event::IndexPublished);
     tracing::debug!("vault index published");
     Ok(())
 }
@@ -155,28 +120,15 @@ pub(crate) async fn publish(inner: &Arc<Inner>) -> Result<(), Error> {
 /// copy it replaces and the new copy's shares.
 async fn store_and_point(op: &Op) -> Result<(Option<IndexRef>, HashSet<(String, String)>), Error> {
     let inner = op.inner();
-    let bytes = serde_json::to_vec(&*inner.index()).map_err(|e| Error::Index(e.to_string()))?;
+    let bytes = serde_json::to_vec(&*inner.index()?).map_err(IndexError::encode("the index"))?;
     let iref = store_blob(op, &bytes).await?;
-    let json = serde_json::to_vec(&iref).map_err(|e| Error::Index(e.to_string()))?;
-    let record_key = inner.signer.record_key();
-    let sealed = seal::with_key(&inner.index_key, &record_key, &json);
-    let record = inner.signer.record(now_ms(), &sealed).map_err(Error::Key)?;
-    inner.overlay.put_record(record_key, record).await?;
-    let path = root_file(inner);
-    let old: Option<IndexRef> = inner
-        .tasks
-        .blocking(move || {
-            let old = std::fs::read(&path)
-                .ok()
-                .and_then(|b| serde_json::from_slice(&b).ok());
-            if let Err(e) = write_atomic(&path, &json) {
-                // The record in the DHT points to the new copy all the same.
-                tracing::warn!(path = %path.display(), error = %e, "cannot write root.json");
-            }
-            old
-        })
-        .await?;
-    Ok((old, shares_of(&iref.segments)))
+    let json = serde_json::to_vec(&iref).map_err(IndexError::encode("the index's location"))?;
+    let record_key = inner.signer().record_key();
+    let sealed = seal::with_key(inner.index_key(), &record_key, &json);
+    let record = inner.signer().record(now_ms(), &sealed)?;
+    inner.overlay().put_record(record_key, record).await?;
+    let old = inner.catalog().replace_root(inner.tasks(), json).await?;
+    Ok((old, iref.shares()))
 }
 
 /// Publishes the index, or notes that it must be (the upkeep loop tries again); true
@@ -194,8 +146,8 @@ pub(crate) async fn publish_or_defer(inner: &Arc<Inner>) -> bool {
 /// Finds this owner's index in the vault and merges it into the local one; true when
 /// anything was new.
 pub(crate) async fn refresh(inner: &Arc<Inner>) -> Result<bool, Error> {
-    let key = inner.signer.record_key();
-    let mut rx = inner.overlay.get_record(key.clone()).await?;
+    let key = inner.signer().record_key();
+    let mut rx = inner.overlay().get_record(key.clone()).await?;
     let until = tokio::time::Instant::now() + LOOKUP;
     let mut best: Option<root::RootRecord> = None;
     while let Ok(Some(v)) = tokio::time::timeout_at(until, rx.recv()).await {
@@ -205,15 +157,20 @@ pub(crate) async fn refresh(inner: &Arc<Inner>) -> Result<bool, Error> {
             best = Some(r);
         }
     }
-    let r = best.ok_or_else(|| Error::NoRoot(inner.signer.id().to_string()))?;
-    let sealed = from_hex(&r.sealed).ok_or_else(|| Error::Key("malformed root".into()))?;
-    let json = seal::open_with_key(&inner.index_key, &key, &sealed)
-        .map_err(|_| Error::Key("the vault index does not open with this device's key".into()))?;
-    let iref: IndexRef = serde_json::from_slice(&json).map_err(|e| Error::Index(e.to_string()))?;
+    let r = best.ok_or_else(|| Error::NoRoot(inner.signer().id().to_string()))?;
+    let sealed = from_hex(&r.sealed).ok_or(KeyError::Malformed)?;
+    let json =
+        seal::open_with_key(inner.index_key(), &key, &sealed).map_err(|_| KeyError::WrongKey)?;
+    let iref: IndexRef =
+        serde_json::from_slice(&json).map_err(IndexError::decode("the index's location"))?;
     let bytes = fetch_blob(inner, &iref).await?;
-    let other: Index = serde_json::from_slice(&bytes).map_err(|e| Error::Index(e.to_string()))?;
-    let changed = inner.index().merge(other);
+    let other: Index =
+        serde_json::from_slice(&bytes).map_err(IndexError::decode("the index's copy"))?;
+    let changed = inner.index()?.merge(other);
     inner.save().await?;
+    if changed {
+        inner.emit(crate::Event::IndexTakenIn);
+    }
     tracing::info!(changed, "vault index taken in");
     Ok(changed)
 }

@@ -17,11 +17,11 @@ use kith_overlay::PeerId;
 use tokio::sync::mpsc;
 
 use crate::codec::{self, SEGMENT};
-use crate::index::{ChunkLoc, FileEntry, Kind, Object, Segment, ShareLoc};
-use crate::ledger::Op;
+use crate::index::{ChunkLoc, FileEntry, Index, Kind, Object, Segment, ShareLoc};
 use crate::place::{self, Candidate, Cands};
+use crate::release::Op;
 use crate::state::Inner;
-use crate::{Error, PutReport, client, now_ms, tree};
+use crate::{Error, InputError, PutReport, Refused, client, now_ms, tree};
 
 /// Most files in one object.
 const MAX_FILES: usize = 100_000;
@@ -104,7 +104,7 @@ fn walk(root: &Path) -> Result<(Kind, Vec<(String, PathBuf)>), Error> {
                     .into_owned();
                 out.push((rel, p));
                 if out.len() > MAX_FILES {
-                    return Err(Error::Input(format!("more than {MAX_FILES} files")));
+                    return Err(InputError::TooManyFiles(MAX_FILES).into());
                 }
             }
         }
@@ -122,7 +122,7 @@ fn plan(
     let (mut size, mut new) = (0u64, 0u64);
     let mut seen = HashSet::new();
     for (path, abs) in files {
-        let chunks = chunker::chunk_file(&abs).map_err(|e| Error::Input(e.to_string()))?;
+        let chunks = chunker::chunk_file(&abs).map_err(InputError::from)?;
         for c in &chunks {
             size += u64::from(c.len);
             let h = to_hex(&c.hash);
@@ -153,6 +153,7 @@ fn pack(
             let rx = plain_rx.clone();
             s.spawn(move || {
                 while !tx.is_closed() {
+                    // A receiver: any state is valid, so a poisoned lock is taken back.
                     let next = kith_core::sync::recover(&rx).recv();
                     let Ok((buf, locs)) = next else { break };
                     if tx.blocking_send(Sealed::new(buf, locs, k, n)).is_err() {
@@ -196,10 +197,7 @@ fn read_chunks(
             file.read_exact_at(slot, c.offset)
                 .map_err(|e| Error::io(&f.abs, e))?;
             if blake3::hash(slot).as_bytes() != &c.hash {
-                return Err(Error::Input(format!(
-                    "{} changed while it was being stored",
-                    f.abs.display()
-                )));
+                return Err(InputError::Changed(f.abs.clone()).into());
             }
             locs.push((
                 h,
@@ -226,13 +224,13 @@ pub(crate) async fn store_share(
     cands: &Cands,
     exclude: &mut HashSet<PeerId>,
     (name, bytes): (&str, &[u8]),
-    mut why: Vec<String>,
+    mut why: Refused,
 ) -> Result<PeerId, Error> {
     let inner = op.inner();
-    let me = inner.person_of(&inner.overlay.peer_id());
+    let me = inner.person_of(&inner.overlay().peer_id());
     for _ in 0..TRIES {
         let picked = place::pick(
-            &mut kith_core::sync::recover(cands),
+            &mut kith_core::sync::lock(cands)?,
             1,
             bytes.len() as u64,
             exclude,
@@ -243,20 +241,19 @@ pub(crate) async fn store_share(
         };
         exclude.insert(peer);
         op.placing(&[(peer, name)]).await?;
-        match client::store(&inner.overlay, peer, name, bytes).await {
+        match client::store(inner.overlay(), peer, name, bytes).await {
             Ok(()) => {
-                inner.metrics.uploaded.inc_by(bytes.len() as u64);
+                inner.metrics().uploaded.inc_by(bytes.len() as u64);
                 return Ok(peer);
             }
             Err(f) => {
                 tracing::info!(%peer, failure = %f, "holder did not take a share");
-                place::refused(cands, peer);
-                why.push(format!("{peer}: {f}"));
+                place::refused(cands, peer)?;
+                why.tried.push((peer, f));
             }
         }
     }
-    why.push("no other holder has room for it".into());
-    Err(Error::Placement(why.join("; ")))
+    Err(Error::Placement(why))
 }
 
 /// Uploads a sealed segment's shares, each to a distinct holder; a share a holder
@@ -270,9 +267,9 @@ pub(crate) async fn upload(
 ) -> Result<Segment, Error> {
     let inner = op.inner();
     let size = s.shares.share_len() as u64;
-    let me = inner.person_of(&inner.overlay.peer_id());
+    let me = inner.person_of(&inner.overlay().peer_id());
     let first = place::pick(
-        &mut kith_core::sync::recover(cands),
+        &mut kith_core::sync::lock(cands)?,
         usize::from(n),
         size,
         &HashSet::new(),
@@ -296,7 +293,7 @@ pub(crate) async fn upload(
         .zip(s.shares.iter())
         .zip(names)
         .map(|((p, b), nm)| {
-            let o = inner.overlay.clone();
+            let o = inner.overlay().clone();
             async move { (*p, client::store(&o, *p, nm, b).await) }
         });
     let results = futures::future::join_all(tries).await;
@@ -304,18 +301,20 @@ pub(crate) async fn upload(
     for (peer, r) in &results {
         if let Err(f) = r {
             tracing::info!(%peer, failure = %f, "holder did not take a share");
-            place::refused(cands, *peer);
+            place::refused(cands, *peer)?;
         }
     }
     let mut shares = Vec::with_capacity(s.shares.len());
     for ((peer, r), (name, bytes)) in results.into_iter().zip(names.iter().zip(s.shares.iter())) {
         let holder = match r {
             Ok(()) => {
-                inner.metrics.uploaded.inc_by(bytes.len() as u64);
+                inner.metrics().uploaded.inc_by(bytes.len() as u64);
                 peer
             }
             Err(f) => {
-                let why = vec![format!("{peer}: {f}")];
+                let why = Refused {
+                    tried: vec![(peer, f)],
+                };
                 store_share(op, cands, &mut exclude, (name, bytes), why).await?
             }
         };
@@ -406,11 +405,10 @@ fn check_room(cands: &[Candidate], new: u64, k: u8, n: u8) -> Result<(), Error> 
 /// Returns the segments no chunk lives in any more (their chunks were stored again in
 /// a stronger shape): the caller releases them.
 fn commit(
-    inner: &Inner,
+    ix: &mut Index,
     uploaded: Vec<(Segment, Vec<(String, ChunkLoc)>)>,
     object: Object,
 ) -> Vec<Segment> {
-    let mut ix = inner.index();
     for (seg, chunks) in uploaded {
         let sid = loop {
             let s: u64 = rand::random();
@@ -438,8 +436,7 @@ fn commit(
 /// The chunks already in the vault that a put of this shape may use: those in segments
 /// that survive at least as many lost shares (n − k) as it asks for. Others are stored
 /// again, in its shape.
-fn reusable(inner: &Inner, k: u8, n: u8) -> HashSet<String> {
-    let ix = inner.index();
+fn reusable(ix: &Index, k: u8, n: u8) -> HashSet<String> {
     ix.chunks
         .iter()
         .filter(|(_, l)| {
@@ -467,8 +464,7 @@ async fn abandon(op: Op, e: Error) -> Error {
 }
 
 /// Distinct holders of every segment the object needs, new or already in the vault.
-fn holders_of(inner: &Inner, object: &Object) -> usize {
-    let ix = inner.index();
+fn holders_of(ix: &Index, object: &Object) -> usize {
     ix.segments_of(object)
         .iter()
         .filter_map(|s| ix.segments.get(s))
@@ -487,19 +483,19 @@ pub(crate) async fn put(
     n: u8,
 ) -> Result<PutReport, Error> {
     codec::check_shape(k, n)?;
-    let _changing = inner.changing.lock().await;
-    let known = Arc::new(reusable(inner, k, n));
+    let _changing = inner.changing().await;
+    let known = Arc::new(reusable(&*inner.index()?, k, n));
     let (kn, p) = (known.clone(), path.clone());
     let started = std::time::Instant::now();
     let (kind, files, size, new) = inner
-        .tasks
+        .tasks()
         .blocking(move || -> Result<_, Error> {
             let (kind, files) = walk(&p)?;
             let (files, size, new) = plan(files, &kn)?;
             Ok((kind, files, size, new))
         })
         .await??;
-    let cands = place::candidates(inner, usize::from(n)).await;
+    let cands = place::candidates(&inner.finder(), usize::from(n)).await?;
     check_room(&cands, new, k, n)?;
     let planned = started.elapsed();
     let cands: Cands = std::sync::Mutex::new(cands);
@@ -513,12 +509,12 @@ pub(crate) async fn put(
         .collect();
     let (tx, rx) = mpsc::channel(1);
     let kn = known.clone();
-    let producer = inner.tasks.blocking(move || {
+    let producer = inner.tasks().blocking(move || {
         if let Err(e) = pack(&files, &kn, k, n, &tx) {
             let _ = tx.blocking_send(Err(e));
         }
     });
-    let op = Op::begin(inner);
+    let op = Op::begin(inner)?;
     let consumer = upload_all(&op, &cands, rx, k, n);
     let (produced, (uploaded, failed)) = tokio::join!(producer, consumer);
     if let Some(e) = failed.or(produced.err().map(Error::from)) {
@@ -541,15 +537,22 @@ pub(crate) async fn put(
         n,
         files: entries,
     };
-    let weaker = commit(inner, uploaded, object.clone());
-    let holders = holders_of(inner, &object);
+    let (weaker, holders) = {
+        let mut ix = inner.index()?;
+        let weaker = commit(&mut ix, uploaded, object.clone());
+        (weaker, holders_of(&ix, &object))
+    };
     inner.save().await?;
-    if let Err(e) = op.commit(&inner.referenced()).await {
+    if let Err(e) = op.commit(&inner.catalog().referenced()?).await {
         // The index points to the shares: a later sweep forgets them.
         tracing::warn!(error = %e, "cannot record the put as done");
     }
-    let weaker = crate::publish::shares_of(&weaker).into_iter().collect();
-    crate::ledger::release_later(inner, weaker).await;
+    let weaker = crate::index::shares_of(&weaker).into_iter().collect();
+    crate::release::release_later(inner, weaker).await;
+    inner.emit(crate::Event::Stored {
+        id: id.clone(),
+        name: object.name.clone(),
+    });
     tracing::info!(
         %id, size, new, sent,
         planned_ms = planned.as_millis() as u64,

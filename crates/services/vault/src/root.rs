@@ -24,6 +24,20 @@ pub struct RootRecord {
     pub sig: String,
 }
 
+/// Why the vault's key did not sign, or did not open, what it should have.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    #[error("cannot sign: {0}")]
+    Sign(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("cannot encode the root record: {0}")]
+    Encode(#[source] serde_json::Error),
+    #[error("the root record is malformed")]
+    Malformed,
+    #[error("the vault index does not open with this device's key")]
+    WrongKey,
+}
+
 fn signed_bytes(key: &[u8], seq: u64, sealed: &str) -> Vec<u8> {
     let mut b = key.to_vec();
     b.extend_from_slice(&seq.to_be_bytes());
@@ -48,16 +62,15 @@ impl Signer {
 
     /// The index key: the same on every device that holds the signing key (Ed25519
     /// signatures are deterministic), and known to nobody else.
-    pub fn index_key(&self) -> Result<[u8; 32], String> {
-        let sig = self
-            .key
-            .sign(KEY_INFO.as_bytes())
-            .map_err(|e| e.to_string())?;
+    pub fn index_key(&self) -> Result<[u8; 32], KeyError> {
+        let sig = self.sign(KEY_INFO.as_bytes())?;
         Ok(blake3::derive_key(KEY_INFO, &sig))
     }
 
-    pub fn sign(&self, bytes: &[u8]) -> Result<Vec<u8>, String> {
-        self.key.sign(bytes).map_err(|e| e.to_string())
+    pub fn sign(&self, bytes: &[u8]) -> Result<Vec<u8>, KeyError> {
+        self.key
+            .sign(bytes)
+            .map_err(|e| KeyError::Sign(Box::new(e)))
     }
 
     pub fn record_key(&self) -> Vec<u8> {
@@ -65,18 +78,15 @@ impl Signer {
     }
 
     /// A root record sealing `location` (already sealed bytes).
-    pub fn record(&self, seq: u64, sealed: &[u8]) -> Result<Vec<u8>, String> {
+    pub fn record(&self, seq: u64, sealed: &[u8]) -> Result<Vec<u8>, KeyError> {
         let sealed = to_hex(sealed);
-        let sig = self
-            .key
-            .sign(&signed_bytes(&self.record_key(), seq, &sealed))
-            .map_err(|e| e.to_string())?;
+        let sig = self.sign(&signed_bytes(&self.record_key(), seq, &sealed))?;
         serde_json::to_vec(&RootRecord {
             seq,
             sealed,
             sig: to_hex(&sig),
         })
-        .map_err(|e| e.to_string())
+        .map_err(KeyError::Encode)
     }
 }
 
@@ -123,7 +133,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn records_verify_and_never_roll_back() -> Result<(), String> {
+    fn records_verify_and_never_roll_back() -> Result<(), KeyError> {
         let s = Signer::new(Keypair::generate_ed25519());
         let key = s.record_key();
         let new = s.record(5, b"where")?;

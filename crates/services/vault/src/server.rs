@@ -6,14 +6,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kith_core::frame;
+use kith_core::tasks::Tasks;
 use kith_overlay::inbound::{Limits, Refusal as Busy};
-use kith_overlay::{PeerId, Stream};
+use kith_overlay::{Overlay, PeerId, Stream};
+use kith_people::People;
 
 use crate::Error;
+use crate::catalog::Catalog;
+use crate::holder::Holder;
+use crate::metrics::Metrics;
 use crate::protocol::{
     self, MAX_AUDIT, MAX_FRAME, MAX_SHARE, Request, Response, read_blob, write_blob,
 };
-use crate::state::Inner;
 use crate::tree;
 
 const LIMITS: Limits = Limits {
@@ -27,39 +31,49 @@ fn busy(_: Busy) -> Vec<u8> {
     frame::encode(&Response::Busy).unwrap_or_default()
 }
 
-pub(crate) fn start(inner: &Arc<Inner>) -> Result<(), Error> {
-    let inbound = inner
-        .overlay
-        .accept(protocol::PROTOCOL, LIMITS, Arc::new(busy))?;
-    let i = inner.clone();
-    inbound.serve(
-        &inner.tasks,
-        "vault request",
-        TIMEOUT,
-        move |peer, stream| {
-            let inner = i.clone();
-            async move { serve(&inner, peer, stream).await }
-        },
-    );
+/// What the holder's side takes: the shares held, what this node stores with each
+/// owner (the index, for fairness), who is whose device, its metrics and its tasks.
+#[derive(Clone)]
+pub(crate) struct Side {
+    pub holder: Arc<Holder>,
+    pub catalog: Arc<Catalog>,
+    pub people: People,
+    pub metrics: Arc<Metrics>,
+    pub tasks: Tasks,
+}
+
+impl Side {
+    fn person_of(&self, peer: &PeerId) -> Option<String> {
+        self.people.person_of(peer).map(|p| p.to_string())
+    }
+}
+
+pub(crate) fn start(overlay: &Overlay, side: Side) -> Result<(), Error> {
+    let inbound = overlay.accept(protocol::PROTOCOL, LIMITS, Arc::new(busy))?;
+    let tasks = side.tasks.clone();
+    inbound.serve(&tasks, "vault request", TIMEOUT, move |peer, stream| {
+        let side = side.clone();
+        async move { serve(&side, peer, stream).await }
+    });
     Ok(())
 }
 
-async fn serve(inner: &Arc<Inner>, peer: PeerId, mut s: Stream) -> Result<(), Error> {
+async fn serve(side: &Side, peer: PeerId, mut s: Stream) -> Result<(), Error> {
     let Some(req) = frame::read::<_, Request>(&mut s, MAX_FRAME).await? else {
         return Ok(());
     };
     let owner = peer.to_string();
     if matches!(req, Request::Offer | Request::Store { .. }) {
         // What the disk has free, as of now.
-        let h = inner.holder.clone();
-        inner.tasks.blocking(move || h.refresh_disk()).await?;
+        let h = side.holder.clone();
+        side.tasks.blocking(move || h.refresh_disk()).await?;
     }
     let resp = match req {
-        Request::Offer => Response::Offer(inner.holder.offer(&owner, inner.lent_to(&owner))),
-        Request::Store { share, size } => store(inner, peer, &mut s, share, size).await?,
+        Request::Offer => Response::Offer(side.holder.offer(&owner, side.catalog.lent_to(&owner)?)),
+        Request::Store { share, size } => store(side, peer, &mut s, share, size).await?,
         Request::Fetch { share } => {
-            let h = inner.holder.clone();
-            match inner.tasks.blocking(move || h.read(&share)).await? {
+            let h = side.holder.clone();
+            match side.tasks.blocking(move || h.read(&share)).await? {
                 Some(b) => {
                     frame::write(
                         &mut s,
@@ -69,16 +83,16 @@ async fn serve(inner: &Arc<Inner>, peer: PeerId, mut s: Stream) -> Result<(), Er
                     )
                     .await?;
                     write_blob(&mut s, &b).await?;
-                    inner.metrics.served.inc();
+                    side.metrics.served.inc();
                     return Ok(());
                 }
                 None => Response::NotFound,
             }
         }
         Request::Audit { share, leaves } => {
-            let h = inner.holder.clone();
+            let h = side.holder.clone();
             let leaves: Vec<u32> = leaves.into_iter().take(MAX_AUDIT).collect();
-            match inner
+            match side
                 .tasks
                 .blocking(move || h.prove(&share, &leaves))
                 .await?
@@ -93,8 +107,8 @@ async fn serve(inner: &Arc<Inner>, peer: PeerId, mut s: Stream) -> Result<(), Er
             }
         }
         Request::Delete { share } => {
-            let (h, person) = (inner.holder.clone(), inner.person_of(&peer));
-            let gone = inner
+            let (h, person) = (side.holder.clone(), side.person_of(&peer));
+            let gone = side
                 .tasks
                 .blocking(move || h.delete(&owner, person.as_deref(), &share))
                 .await?;
@@ -110,7 +124,7 @@ async fn serve(inner: &Arc<Inner>, peer: PeerId, mut s: Stream) -> Result<(), Er
 }
 
 async fn store(
-    inner: &Arc<Inner>,
+    side: &Side,
     peer: PeerId,
     s: &mut Stream,
     share: String,
@@ -122,13 +136,16 @@ async fn store(
             reason: format!("a share of {size} bytes (at most {MAX_SHARE}) named {share:.16}"),
         });
     }
-    if inner.holder.has(&share) {
+    if side.holder.has(&share) {
         // Already here (a retried store): the bytes are read and dropped.
         read_blob(s, size, MAX_SHARE).await?;
         return Ok(Response::Stored);
     }
-    if let Err(r) = inner.holder.reserve(&owner, size, inner.lent_to(&owner)) {
-        inner.metrics.refused.inc();
+    if let Err(r) = side
+        .holder
+        .reserve(&owner, size, side.catalog.lent_to(&owner)?)
+    {
+        side.metrics.refused.inc();
         tracing::info!(%peer, reason = %r, "share refused");
         return Ok(Response::Refused {
             reason: r.to_string(),
@@ -137,22 +154,22 @@ async fn store(
     let bytes = match read_blob(s, size, MAX_SHARE).await {
         Ok(b) => b,
         Err(e) => {
-            inner.holder.release(size);
+            side.holder.release(size);
             return Err(e.into());
         }
     };
-    let (h, person) = (inner.holder.clone(), inner.person_of(&peer));
-    let kept = inner
+    let (h, person) = (side.holder.clone(), side.person_of(&peer));
+    let kept = side
         .tasks
         .blocking(move || h.keep(&owner, person, &share, &bytes))
         .await?;
     Ok(match kept {
         Ok(()) => {
-            inner.metrics.held.set(inner.holder.used() as i64);
+            side.metrics.held.set(side.holder.used() as i64);
             Response::Stored
         }
         Err(r) => {
-            inner.metrics.refused.inc();
+            side.metrics.refused.inc();
             tracing::info!(%peer, reason = %r, "share refused");
             Response::Refused {
                 reason: r.to_string(),

@@ -12,10 +12,11 @@ use kith_core::person::{from_hex, public_key_of, to_hex};
 use kith_overlay::{PeerId, RecordValidator, Rejected};
 use serde::{Deserialize, Serialize};
 
-use crate::index::{ChunkLoc, Object, Segment};
-use crate::ledger::Op;
+use crate::index::IndexRef;
+use crate::index::{ChunkLoc, IndexError, Object, Segment};
 use crate::protocol::SHARED_PREFIX;
-use crate::publish::{self, IndexRef};
+use crate::publish;
+use crate::release::Op;
 use crate::state::Inner;
 use crate::{Error, now_ms};
 
@@ -97,7 +98,7 @@ pub(crate) fn validator() -> Arc<dyn RecordValidator> {
 /// Lets `group`'s members restore object `id`.
 pub(crate) async fn publish(inner: &Arc<Inner>, id: &str, group: &str) -> Result<(), Error> {
     let desc = {
-        let ix = inner.index();
+        let ix = inner.index()?;
         let object = ix
             .objects
             .get(id)
@@ -120,8 +121,8 @@ pub(crate) async fn publish(inner: &Arc<Inner>, id: &str, group: &str) -> Result
             chunks,
         }
     };
-    let bytes = serde_json::to_vec(&desc).map_err(|e| Error::Index(e.to_string()))?;
-    let op = Op::begin(inner);
+    let bytes = serde_json::to_vec(&desc).map_err(IndexError::encode("the object's descriptor"))?;
+    let op = Op::begin(inner)?;
     match point(&op, id, group, &bytes).await {
         Ok(kept) => op.commit(&kept).await,
         Err(e) => {
@@ -141,31 +142,32 @@ async fn point(
 ) -> Result<std::collections::HashSet<(String, String)>, Error> {
     let inner = op.inner();
     let blob = publish::store_blob(op, bytes).await?;
-    let json = serde_json::to_vec(&blob).map_err(|e| Error::Index(e.to_string()))?;
+    let json =
+        serde_json::to_vec(&blob).map_err(IndexError::encode("the descriptor's location"))?;
     let not_member = || Error::NotMember(group.to_owned());
-    let sealed = inner.scopes.seal(group, &json).ok_or_else(not_member)?;
+    let sealed = inner.scopes().seal(group, &json).ok_or_else(not_member)?;
     let locator = inner
-        .scopes
+        .scopes()
         .locator(group, id.as_bytes())
         .ok_or_else(not_member)?;
     let key = record_key(id);
     let mut r = SharedRecord {
-        owner: inner.signer.id().to_string(),
+        owner: inner.signer().id().to_string(),
         seq: now_ms(),
         locator: to_hex(&locator),
         sealed: to_hex(&sealed),
         sig: String::new(),
     };
-    r.sig = to_hex(&inner.signer.sign(&signed(&key, &r)).map_err(Error::Key)?);
-    let value = serde_json::to_vec(&r).map_err(|e| Error::Index(e.to_string()))?;
-    inner.overlay.put_record(key, value).await?;
-    Ok(publish::shares_of(&blob.segments))
+    r.sig = to_hex(&inner.signer().sign(&signed(&key, &r))?);
+    let value = serde_json::to_vec(&r).map_err(IndexError::encode("the group's record"))?;
+    inner.overlay().put_record(key, value).await?;
+    Ok(blob.shares())
 }
 
 /// Takes object `id` into this node's index if one of its groups may restore it.
 pub(crate) async fn take(inner: &Arc<Inner>, id: &str) -> Result<(), Error> {
     let key = record_key(id);
-    let mut rx = inner.overlay.get_record(key.clone()).await?;
+    let mut rx = inner.overlay().get_record(key.clone()).await?;
     let until = tokio::time::Instant::now() + LOOKUP;
     let mut best: Option<SharedRecord> = None;
     while let Ok(Some(v)) = tokio::time::timeout_at(until, rx.recv()).await {
@@ -178,24 +180,24 @@ pub(crate) async fn take(inner: &Arc<Inner>, id: &str) -> Result<(), Error> {
     let missing = || Error::NotFound(id.to_owned());
     let r = best.ok_or_else(missing)?;
     let group = inner
-        .scopes
+        .scopes()
         .locators(id.as_bytes())
         .into_iter()
         .find(|(_, l)| to_hex(l) == r.locator)
         .map(|(g, _)| g)
         .ok_or_else(missing)?;
     let sealed = from_hex(&r.sealed).ok_or_else(missing)?;
-    let json = inner.scopes.open(&group, &sealed).ok_or_else(missing)?;
-    let blob: IndexRef = serde_json::from_slice(&json).map_err(|e| Error::Index(e.to_string()))?;
+    let json = inner.scopes().open(&group, &sealed).ok_or_else(missing)?;
+    let blob: IndexRef =
+        serde_json::from_slice(&json).map_err(IndexError::decode("the descriptor's location"))?;
     let bytes = publish::fetch_blob(inner, &blob).await?;
-    let d: Descriptor = serde_json::from_slice(&bytes).map_err(|e| Error::Index(e.to_string()))?;
+    let d: Descriptor =
+        serde_json::from_slice(&bytes).map_err(IndexError::decode("the object's descriptor"))?;
     if d.object.id != id {
-        return Err(Error::Index(
-            "the group's record names another object".into(),
-        ));
+        return Err(IndexError::OtherObject.into());
     }
     {
-        let mut ix = inner.index();
+        let mut ix = inner.index()?;
         for (s, g) in d.segments {
             ix.segments.entry(s).or_insert(g);
         }
@@ -205,6 +207,10 @@ pub(crate) async fn take(inner: &Arc<Inner>, id: &str) -> Result<(), Error> {
         ix.objects.insert(d.object.id.clone(), d.object);
     }
     inner.save().await?;
+    inner.emit(crate::Event::TookIn {
+        id: id.to_owned(),
+        group: group.clone(),
+    });
     tracing::info!(%id, %group, "took in an object a group may restore");
     Ok(())
 }

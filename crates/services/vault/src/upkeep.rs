@@ -12,10 +12,11 @@ use futures::StreamExt;
 use kith_core::store::now_secs;
 use kith_overlay::PeerId;
 
-use crate::ledger::{self, Op};
+use crate::index::IndexError;
+use crate::release::{self, Op};
 use crate::state::Inner;
 use crate::tree;
-use crate::{Error, audit, codec, get, place, publish, put};
+use crate::{Error, Refused, audit, codec, get, place, publish, put};
 
 /// How often holders are looked up in the DHT.
 const LOOKUP_EVERY: Duration = Duration::from_secs(300);
@@ -26,37 +27,37 @@ const REPAIRS_PER_ROUND: usize = 1024;
 
 pub(crate) fn start(inner: &Arc<Inner>) {
     let i = inner.clone();
-    inner.tasks.spawn(async move {
-        if i.index().objects.is_empty()
+    inner.tasks().spawn(async move {
+        if i.index().is_ok_and(|ix| ix.objects.is_empty())
             && let Err(e) = publish::refresh(&i).await
         {
             tracing::debug!(error = %e, "no vault index found yet");
         }
         let mut looked = tokio::time::Instant::now();
-        place::discover(&i).await;
+        place::discover(&i.finder()).await;
         // What operations of the last run left placed is released first.
-        let (released, left) = ledger::sweep(&i).await;
+        let (released, left) = release::sweep(&i).await;
         if released + left > 0 {
             tracing::info!(released, left, "shares of unfinished operations released");
         }
-        let tick = i.config.audit_every.min(ledger::SWEEP_EVERY);
+        let tick = i.config().audit_every.min(release::SWEEP_EVERY);
         let mut last_round = tokio::time::Instant::now();
         loop {
             tokio::select! {
-                () = i.tasks.shutdown().cancelled() => break,
+                () = i.tasks().shutdown().cancelled() => break,
                 () = tokio::time::sleep(tick) => {}
             }
             if looked.elapsed() >= LOOKUP_EVERY {
                 looked = tokio::time::Instant::now();
-                place::discover(&i).await;
+                place::discover(&i.finder()).await;
             }
-            if !i.ledger.is_empty() {
-                ledger::sweep(&i).await;
+            if !i.ledger().is_empty().unwrap_or(true) {
+                release::sweep(&i).await;
             }
-            if i.unpublished() {
+            if i.catalog().unpublished() {
                 publish::publish_or_defer(&i).await;
             }
-            if last_round.elapsed() >= i.config.audit_every {
+            if last_round.elapsed() >= i.config().audit_every {
                 last_round = tokio::time::Instant::now();
                 if let Err(e) = round(&i).await {
                     tracing::info!(error = %e, "vault upkeep round failed");
@@ -69,7 +70,7 @@ pub(crate) fn start(inner: &Arc<Inner>) {
 async fn round(inner: &Arc<Inner>) -> Result<(), Error> {
     audit::audit(inner).await?;
     let repaired = repair(inner).await?;
-    crate::backups::due(inner).await;
+    crate::backups::due(inner).await?;
     if repaired > 0 {
         publish::publish_or_defer(inner).await;
     }
@@ -78,10 +79,10 @@ async fn round(inner: &Arc<Inner>) -> Result<(), Error> {
 
 /// Repairs the shares that need it; returns how many were placed anew.
 pub(crate) async fn repair(inner: &Arc<Inner>) -> Result<usize, Error> {
-    let grace = inner.config.grace.as_secs();
+    let grace = inner.config().grace.as_secs();
     let now = now_secs();
     let todo: Vec<(u64, usize)> = inner
-        .index()
+        .index()?
         .segments
         .iter()
         .flat_map(|(id, g)| {
@@ -96,9 +97,9 @@ pub(crate) async fn repair(inner: &Arc<Inner>) -> Result<usize, Error> {
     if todo.is_empty() {
         return Ok(0);
     }
-    let _changing = inner.changing.lock().await;
-    let cands = std::sync::Mutex::new(place::candidates(inner, 1).await);
-    let op = Op::begin(inner);
+    let _changing = inner.changing().await;
+    let cands = std::sync::Mutex::new(place::candidates(&inner.finder(), 1).await?);
+    let op = Op::begin(inner)?;
     // Shares of one segment are repaired one after another (each must land on a holder
     // the others do not use); distinct segments at once.
     let mut by_segment: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
@@ -122,14 +123,14 @@ pub(crate) async fn repair(inner: &Arc<Inner>) -> Result<usize, Error> {
         })
         .buffer_unordered(REPAIRS_AT_ONCE);
     let mut done = 0;
-    let rate = inner.config.repair_rate.max(1);
+    let rate = inner.config().repair_rate.max(1);
     while let Some((d, bytes)) = runs.next().await {
         done += d;
         tokio::time::sleep(Duration::from_secs_f64(bytes as f64 / rate as f64)).await;
     }
     drop(runs);
     inner.save().await?;
-    if let Err(e) = op.commit(&inner.referenced()).await {
+    if let Err(e) = op.commit(&inner.catalog().referenced()?).await {
         tracing::warn!(error = %e, "cannot record the repairs as done");
     }
     Ok(done)
@@ -138,46 +139,53 @@ pub(crate) async fn repair(inner: &Arc<Inner>) -> Result<usize, Error> {
 async fn repair_one(op: &Op, cands: &place::Cands, seg_id: u64, i: usize) -> Result<u64, Error> {
     let inner = op.inner();
     let seg = inner
-        .index()
+        .index()?
         .segments
         .get(&seg_id)
         .cloned()
-        .ok_or_else(|| Error::Index("segment gone".into()))?;
-    let old = seg
-        .shares
-        .get(i)
-        .cloned()
-        .ok_or_else(|| Error::Index("no share".into()))?;
+        .ok_or(IndexError::ShareGone {
+            seg: seg_id,
+            share: i,
+        })?;
+    let old = seg.shares.get(i).cloned().ok_or(IndexError::ShareGone {
+        seg: seg_id,
+        share: i,
+    })?;
     let mut exclude: HashSet<PeerId> = seg
         .shares
         .iter()
         .filter_map(|s| s.holder.parse().ok())
         .collect();
     // Nothing is fetched unless some holder has room for the rebuilt share.
-    if !kith_core::sync::recover(cands)
+    if !kith_core::sync::lock(cands)?
         .iter()
         .any(|c| c.free >= old.size && !exclude.contains(&c.peer))
     {
-        return Err(Error::Placement("no other holder has room for it".into()));
+        return Err(Error::Placement(Refused::default()));
     }
     let shares = get::shares_of(inner, seg_id, &seg, Some(i)).await?;
     let (k, n) = (seg.k, seg.n);
     let all = inner
-        .tasks
+        .tasks()
         .blocking(move || codec::rebuild(k, n, shares))
         .await??;
-    let bytes = all
-        .into_iter()
-        .nth(i)
-        .ok_or_else(|| Error::Index("share index out of range".into()))?;
+    let bytes = all.into_iter().nth(i).ok_or(IndexError::ShareGone {
+        seg: seg_id,
+        share: i,
+    })?;
     if tree::name(&bytes) != old.name {
-        return Err(Error::Index(
-            "the rebuilt share does not match its name".into(),
-        ));
+        return Err(IndexError::RebuiltMismatch.into());
     }
-    let holder = put::store_share(op, cands, &mut exclude, (&old.name, &bytes), Vec::new()).await?;
+    let holder = put::store_share(
+        op,
+        cands,
+        &mut exclude,
+        (&old.name, &bytes),
+        Refused::default(),
+    )
+    .await?;
     {
-        let mut ix = inner.index();
+        let mut ix = inner.index()?;
         ix.repairs += 1;
         if let Some(g) = ix.segments.get_mut(&seg_id) {
             g.repairs += 1;
@@ -189,9 +197,15 @@ async fn repair_one(op: &Op, cands: &place::Cands, seg_id: u64, i: usize) -> Res
             }
         }
     }
-    inner.metrics.repairs.inc();
+    inner.metrics().repairs.inc();
+    inner.emit(crate::Event::Repaired {
+        seg: seg_id,
+        share: i,
+        from: old.holder.clone(),
+        to: holder.to_string(),
+    });
     tracing::info!(seg = seg_id, share = i, from = %old.holder, to = %holder, "share repaired");
     // The old holder, if it is still there, may let go of its copy.
-    ledger::release_later(inner, vec![(old.holder, old.name)]).await;
+    release::release_later(inner, vec![(old.holder, old.name)]).await;
     Ok(bytes.len() as u64)
 }

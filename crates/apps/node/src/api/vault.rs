@@ -26,7 +26,7 @@ pub(super) fn routes() -> OpenApiRouter<Node> {
 #[utoipa::path(get, path = "/vault", security(("token" = [])),
     responses((status = 200, description = "What this node stored in the vault", body = Vec<api::VaultObject>)))]
 pub(crate) async fn list(State(node): State<Node>) -> ApiResult<Vec<api::VaultObject>> {
-    Ok(Json(node.vault_service().list()))
+    Ok(Json(node.vault_service().list()?))
 }
 
 /// Stores a file or folder on peers: encrypted here, erasure-coded k-of-n, one share per
@@ -44,7 +44,7 @@ pub(crate) async fn put(
 #[utoipa::path(get, path = "/vault/status", security(("token" = [])),
     responses((status = 200, description = "Space offered and held, and each peer's account", body = api::VaultOverview)))]
 pub(crate) async fn overview(State(node): State<Node>) -> ApiResult<api::VaultOverview> {
-    Ok(Json(node.vault_service().overview()))
+    Ok(Json(node.vault_service().overview()?))
 }
 
 #[utoipa::path(get, path = "/vault/{id}", security(("token" = [])),

@@ -127,7 +127,7 @@ fn encode(f: &Path, size: u64) -> Result<()> {
 fn held_bytes(nodes: &[TestNode]) -> u64 {
     nodes
         .iter()
-        .map(|n| n.node.vault_service().overview().held)
+        .map(|n| n.node.vault_service().overview().map_or(0, |o| o.held))
         .sum()
 }
 
@@ -221,7 +221,7 @@ async fn network(dir: &Path, f: &Path, size: u64) -> Result<()> {
 
     // One holder lost: its shares rebuilt from k others and placed on the spare.
     let lost = holders.pop().ok_or_else(|| anyhow!("no holders"))?;
-    let lost_bytes = lost.node.vault_service().overview().held;
+    let lost_bytes = lost.node.vault_service().overview()?.held;
     lost.stop().await;
     let repair_t = until_whole(&owner, &stored.id, 1).await?;
 
