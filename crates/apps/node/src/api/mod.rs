@@ -65,7 +65,12 @@ fn search_status(e: &kith_search::Error) -> StatusCode {
 fn people_status(e: &kith_people::Error) -> StatusCode {
     use kith_people::Error as E;
     match e {
-        E::Refused(_) | E::NoPersonKey(_) | E::BadCode(_) | E::Cert(_) => StatusCode::BAD_REQUEST,
+        E::Refused(_)
+        | E::PeerRefused { .. }
+        | E::Timeout { .. }
+        | E::NoPersonKey(_)
+        | E::BadCode(_)
+        | E::Cert(_) => StatusCode::BAD_REQUEST,
         E::Overlay(_) | E::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
