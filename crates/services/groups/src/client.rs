@@ -18,7 +18,7 @@ use crate::invite::Invite;
 use crate::log::Group;
 use crate::op::{Body, hex_hash, parse_hash};
 use crate::protocol::{self, Heads, MAX_FRAME, Request, Response};
-use crate::{Error, Event, keys};
+use crate::{Denied, Error, Event, keys};
 
 /// Longest sync or join exchange.
 const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -210,12 +210,12 @@ async fn ask(inner: &Inner, peer: PeerId, req: &Request) -> Result<Vec<Response>
     Ok(out)
 }
 
-fn ops_of(answers: Vec<Response>) -> Result<Vec<crate::op::Op>, Error> {
+fn ops_of(peer: PeerId, answers: Vec<Response>) -> Result<Vec<crate::op::Op>, Error> {
     let mut ops = Vec::new();
     for a in answers {
         match a {
             Response::Ops { ops: o, .. } => ops.extend(o),
-            Response::Refused { reason } => return Err(Error::Refused(reason)),
+            Response::Refused { reason } => return Err(Error::PeerRefused { peer, reason }),
             Response::Groups { .. } => {}
         }
     }
@@ -245,7 +245,7 @@ async fn sync_wanting(
         have,
         want,
     };
-    let ops = ops_of(ask(inner, peer, &req).await?)?;
+    let ops = ops_of(peer, ask(inner, peer, &req).await?)?;
     take_ops(inner, group, ops, peer).await
 }
 
@@ -373,18 +373,15 @@ pub(crate) async fn join(inner: &Arc<Inner>, token: &str) -> Result<String, Erro
     let inv = Invite::from_token(token)?;
     inv.verify()?;
     if kith_core::store::now_secs() > inv.expires {
-        return Err(Error::Refused("this invite has expired".into()));
+        return Err(Denied::InviteExpired.into());
     }
     if inner.groups()?.contains_key(&inv.group) {
-        return Err(Error::Refused(format!(
-            "already in {} ({})",
-            inv.name, inv.group
-        )));
+        return Err(Error::AlreadyIn {
+            name: inv.name,
+            group: inv.group,
+        });
     }
-    let inviter = inv
-        .inviter
-        .device_id()
-        .map_err(|e| Error::Refused(e.to_string()))?;
+    let inviter = inv.inviter.device_id().map_err(Error::BadPerson)?;
     for a in &inv.addrs {
         if let Ok(addr) = a.parse() {
             let _ = inner.overlay.dial(addr).await;
@@ -397,24 +394,22 @@ pub(crate) async fn join(inner: &Arc<Inner>, token: &str) -> Result<String, Erro
     };
     let ops = tokio::time::timeout(EXCHANGE_TIMEOUT, ask(inner, inviter, &req))
         .await
-        .map_err(|_| Error::Refused("the inviting device did not answer in time".into()))??;
-    let ops = ops_of(ops)?;
+        .map_err(|_| Error::Timeout { peer: inviter })??;
+    let ops = ops_of(inviter, ops)?;
     let genesis = ops
         .iter()
         .find(|o| o.is_genesis())
         .cloned()
-        .ok_or_else(|| Error::Refused("no genesis in the answer".into()))?;
+        .ok_or(Error::NoGenesis { peer: inviter })?;
     genesis.verify()?;
     let mut g = Group::new(genesis, &inner.me, &inner.seal);
     if g.id != inv.group {
-        return Err(Error::Refused("the answer is for another group".into()));
+        return Err(Error::OtherGroup { peer: inviter });
     }
     let intake = g.take(ops, &inner.me, &inner.seal);
     inner.report(&g.id, &intake);
     if g.state.member_of(&inner.me).is_none() {
-        return Err(Error::Refused(
-            "the inviting device did not add this device".into(),
-        ));
+        return Err(Error::NotAdded { peer: inviter });
     }
     let (id, topic) = (g.id.clone(), g.topic());
     inner.groups()?.insert(id.clone(), g);
@@ -567,14 +562,14 @@ pub(crate) async fn learn_groups(inner: &Arc<Inner>, peer: PeerId) -> Result<(),
         for id in groups
             .into_iter()
             .filter(|g| !known.contains(g))
-            .take(crate::inner::MAX_GROUPS)
+            .take(crate::MAX_GROUPS)
         {
             let req = Request::Sync {
                 group: id.clone(),
                 have: Vec::new(),
                 want: Vec::new(),
             };
-            let ops = ops_of(ask(inner, peer, &req).await?)?;
+            let ops = ops_of(peer, ask(inner, peer, &req).await?)?;
             let Some(genesis) = ops.iter().find(|o| o.is_genesis()).cloned() else {
                 continue;
             };

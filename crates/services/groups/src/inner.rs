@@ -9,19 +9,17 @@ use std::time::{Duration, Instant};
 use kith_core::person::DeviceCert;
 use kith_core::seal::SealKey;
 use kith_core::store::now_secs;
-use kith_core::tasks::{TaskError, Tasks};
+use kith_core::tasks::Tasks;
 use kith_overlay::{Keypair, Overlay, PeerId};
 use kith_people::People;
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::broadcast;
 
 use crate::keys;
-use crate::log::{Group, Intake};
+use crate::log::{Group, Intake, Rejected};
 use crate::op::{Body, KeyUpdate, Op};
-use crate::{Error, Event, protocol};
+use crate::{Error, Event};
 
-/// Most groups a device is in.
-pub const MAX_GROUPS: usize = 256;
 /// Peers whose last sync time is remembered (to rate-limit syncs they trigger).
 const MAX_SYNC_TIMES: usize = 4096;
 
@@ -77,9 +75,7 @@ impl Inner {
     }
 
     pub fn groups(&self) -> Result<MutexGuard<'_, BTreeMap<String, Group>>, Error> {
-        self.groups
-            .lock()
-            .map_err(|_| Error::Task(TaskError::Stopped("groups")))
+        Ok(kith_core::sync::lock(&self.groups)?)
     }
 
     /// A group this device is in, by ID or name.
@@ -96,9 +92,7 @@ impl Inner {
         match named.as_slice() {
             [one] => Ok((*one).clone()),
             [] => Err(Error::NoSuchGroup(name.to_owned())),
-            _ => Err(Error::Refused(format!(
-                "several groups are named {name:?}; use the group ID"
-            ))),
+            _ => Err(Error::Ambiguous(name.to_owned())),
         }
     }
 
@@ -143,10 +137,11 @@ impl Inner {
         let h = op.hash();
         let intake = g.take(vec![op], &self.me, &self.seal);
         if intake.added == 0 {
-            return Err(Error::Refused(intake.refused.join("; ")));
+            let first = intake.refused.into_iter().next();
+            return Err(first.unwrap_or(Rejected::NotTaken(h)).into());
         }
         if let Some((_, why)) = g.state.skipped.iter().find(|(s, _)| *s == h) {
-            return Err(Error::Refused(why.clone()));
+            return Err(why.clone().into());
         }
         Ok(())
     }
@@ -177,7 +172,7 @@ impl Inner {
             Err(_) => return,
         };
         if let Some(g) = snapshot {
-            let news = announce.then(|| (g.topic(), protocol::announcement(&g)));
+            let news = announce.then(|| (g.topic(), g.announcement()));
             match self.tasks.blocking(move || g.save(&dir)).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => tracing::warn!(group = %id, error = %e, "cannot save the group log"),

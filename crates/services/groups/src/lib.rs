@@ -16,6 +16,8 @@
 
 mod access;
 mod client;
+mod denied;
+mod error;
 mod inner;
 pub mod invite;
 pub mod keys;
@@ -33,42 +35,18 @@ use std::time::Duration;
 use kith_core::person::PersonId;
 use kith_core::scope::Scopes;
 use kith_core::store::now_secs;
-use kith_core::tasks::{TaskError, Tasks};
+use kith_core::tasks::Tasks;
 use kith_overlay::{Keypair, Overlay};
 use kith_people::People;
 use serde::Serialize;
 use tokio::sync::broadcast;
 
+pub use denied::Denied;
+pub use error::{Error, MAX_GROUPS};
 use inner::Inner;
 pub use invite::Invite;
+pub use log::Rejected;
 use op::Body;
-
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum Error {
-    #[error("{0}")]
-    Refused(String),
-    #[error("no group {0:?} (kith group ls lists yours)")]
-    NoSuchGroup(String),
-    #[error("only an admin of the group may do this")]
-    NotAdmin,
-    #[error(transparent)]
-    Invite(#[from] invite::InviteError),
-    #[error(transparent)]
-    Op(#[from] op::OpError),
-    #[error(transparent)]
-    People(#[from] kith_people::Error),
-    #[error(transparent)]
-    Seal(#[from] kith_core::seal::SealError),
-    #[error("protocol: {0}")]
-    Frame(#[from] kith_core::frame::FrameError),
-    #[error("network: {0}")]
-    Overlay(#[from] kith_overlay::OverlayError),
-    #[error("cannot use {path}: {reason}")]
-    Io { path: String, reason: String },
-    #[error(transparent)]
-    Task(#[from] TaskError),
-}
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -164,10 +142,7 @@ impl Groups {
     pub async fn create(&self, name: &str, history: bool) -> Result<Summary, Error> {
         let name = name.trim();
         if name.is_empty() || name.chars().count() > op::MAX_NAME {
-            return Err(Error::Refused(format!(
-                "a group name has 1 to {} characters",
-                op::MAX_NAME
-            )));
+            return Err(Error::BadName);
         }
         let i = &self.inner;
         let cert = i.people.cert()?;
@@ -196,11 +171,8 @@ impl Groups {
         let s = summary(&g, &i.people.person().ok());
         {
             let mut groups = i.groups()?;
-            if groups.len() >= inner::MAX_GROUPS {
-                return Err(Error::Refused(format!(
-                    "at most {} groups",
-                    inner::MAX_GROUPS
-                )));
+            if groups.len() >= MAX_GROUPS {
+                return Err(Error::TooManyGroups);
             }
             groups.insert(id.clone(), g);
         }
@@ -226,9 +198,7 @@ impl Groups {
             let g = groups
                 .get(&id)
                 .ok_or_else(|| Error::NoSuchGroup(id.clone()))?;
-            if !g.state.is_admin(&me) {
-                return Err(Error::NotAdmin);
-            }
+            g.state.need_admin(&me)?;
             g.state.name.clone()
         };
         let addrs: Vec<String> = self
@@ -305,22 +275,18 @@ impl Groups {
     /// Removes a person from a group (an admin only); the group key changes.
     pub async fn remove(&self, group: &str, person: &str) -> Result<Summary, Error> {
         let id = self.resolve(group)?;
-        let person: PersonId = person
-            .parse()
-            .map_err(|e: kith_core::person::CertError| Error::Refused(e.to_string()))?;
+        let person: PersonId = person.parse().map_err(Error::BadPerson)?;
         let s = {
             let mut groups = self.inner.groups()?;
             let g = groups
                 .get_mut(&id)
                 .ok_or_else(|| Error::NoSuchGroup(id.clone()))?;
-            if !g.state.is_admin(&self.inner.people.person()?) {
-                return Err(Error::NotAdmin);
-            }
+            g.state.need_admin(&self.inner.people.person()?)?;
             if !g.state.members.contains_key(&person) {
-                return Err(Error::Refused(format!(
-                    "{person} is not a member of {}",
-                    g.state.name
-                )));
+                return Err(Error::NotInGroup {
+                    person,
+                    group: g.state.name.clone(),
+                });
             }
             let rest: Vec<_> = g
                 .state
@@ -382,9 +348,9 @@ fn load_all(
     me: &str,
     device: &Keypair,
 ) -> Result<BTreeMap<String, log::Group>, Error> {
-    let io = |e: std::io::Error| Error::Io {
-        path: dir.display().to_string(),
-        reason: e.to_string(),
+    let io = |source| Error::Io {
+        path: dir.to_owned(),
+        source,
     };
     std::fs::create_dir_all(dir).map_err(io)?;
     let seal = kith_core::seal::SealKey::of_device(device)?;

@@ -10,11 +10,10 @@ use kith_core::seal::SealKey;
 use crate::keys::Keyring;
 use kith_core::person::PersonId;
 
-use crate::op::{Body, Hash, Op, group_id, hex_hash};
+pub use crate::op::MAX_OPS;
+use crate::op::{Body, Hash, Op, OpError, group_id, hex_hash};
+use crate::protocol::{self, Heads, MAX_HEADS};
 use crate::state::{State, order};
-
-/// Most operations in one group's log.
-pub const MAX_OPS: usize = 100_000;
 
 #[derive(Debug, Clone)]
 pub struct Group {
@@ -33,7 +32,36 @@ pub struct Intake {
     pub added: usize,
     pub known: usize,
     /// Operations refused, and why.
-    pub refused: Vec<String>,
+    pub refused: Vec<Rejected>,
+}
+
+/// Why an operation was not taken into a log (before the fold: see
+/// [`crate::Denied`] for those the fold skips).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Rejected {
+    #[error("{}: not an operation of this group", hex_hash(.0))]
+    NotOfGroup(Hash),
+    #[error("{}: {}", hex_hash(.0), .1)]
+    Unverified(Hash, #[source] OpError),
+    #[error("{}: out of order (a parent is unknown)", hex_hash(.0))]
+    OutOfOrder(Hash),
+    /// Not taken, though known to none of the above: already in the log, or the log is
+    /// full.
+    #[error("{}: not taken (in the log already, or the log is full)", hex_hash(.0))]
+    NotTaken(Hash),
+}
+
+/// Why a saved log could not be read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoadError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Decode(#[from] serde_json::Error),
+    #[error("no genesis")]
+    NoGenesis,
 }
 
 pub fn path(dir: &Path, id: &str) -> PathBuf {
@@ -57,14 +85,14 @@ impl Group {
 
     /// Loads a log saved by [`Group::save`] (blocking). Its operations were verified when
     /// they were taken in.
-    pub fn load(file: &Path, me: &str, seal: &SealKey) -> Result<Self, String> {
-        let bytes = std::fs::read(file).map_err(|e| e.to_string())?;
-        let ops: Vec<Op> = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+    pub fn load(file: &Path, me: &str, seal: &SealKey) -> Result<Self, LoadError> {
+        let bytes = std::fs::read(file)?;
+        let ops: Vec<Op> = serde_json::from_slice(&bytes)?;
         let genesis = ops
             .iter()
             .find(|o| o.is_genesis())
             .cloned()
-            .ok_or("no genesis")?;
+            .ok_or(LoadError::NoGenesis)?;
         let mut g = Self::new(genesis, me, seal);
         g.ops.extend(ops.into_iter().map(|o| (o.hash(), o)));
         g.refold(me, seal);
@@ -78,9 +106,8 @@ impl Group {
             .iter()
             .filter_map(|h| self.ops.get(h))
             .collect();
-        let tmp = dir.join(format!("{}.json.tmp", self.id));
-        std::fs::write(&tmp, serde_json::to_vec(&ops).unwrap_or_default())?;
-        std::fs::rename(&tmp, path(dir, &self.id))
+        let bytes = serde_json::to_vec(&ops)?;
+        kith_core::sync::write_atomic(&path(dir, &self.id), &bytes)
     }
 
     fn refold(&mut self, me: &str, seal: &SealKey) {
@@ -95,7 +122,18 @@ impl Group {
     /// The gossip topic of the group: derived from the whole genesis hash, so that only
     /// those who hold the log (not everyone who saw the group's ID) can find it.
     pub fn topic(&self) -> String {
-        crate::protocol::topic(&self.genesis)
+        protocol::topic(&self.genesis)
+    }
+
+    /// What a member gossips after writing to the log: its heads. (Members that lack
+    /// them sync; carrying the operations in the gossip was measured to cost more bytes
+    /// and time, as every member then receives them from each of its mesh peers.)
+    pub fn announcement(&self) -> Vec<u8> {
+        let h = Heads {
+            group: self.id.clone(),
+            heads: self.heads().iter().take(MAX_HEADS).map(hex_hash).collect(),
+        };
+        serde_json::to_vec(&h).unwrap_or_default()
     }
 
     /// The log's heads: operations nothing else names as a parent.
@@ -120,11 +158,9 @@ impl Group {
             if self.ops.contains_key(&h) {
                 intake.known += 1;
             } else if op.is_genesis() || op.group != self.id {
-                intake
-                    .refused
-                    .push(format!("{}: not an operation of this group", hex_hash(&h)));
+                intake.refused.push(Rejected::NotOfGroup(h));
             } else if let Err(e) = op.verify() {
-                intake.refused.push(format!("{}: {e}", hex_hash(&h)));
+                intake.refused.push(Rejected::Unverified(h, e));
             } else {
                 pending.push((h, op));
             }
@@ -144,10 +180,7 @@ impl Group {
             }
         }
         for (h, _) in pending {
-            intake.refused.push(format!(
-                "{}: out of order (a parent is unknown)",
-                hex_hash(&h)
-            ));
+            intake.refused.push(Rejected::OutOfOrder(h));
         }
         if intake.added > 0 {
             self.refold(me, seal);

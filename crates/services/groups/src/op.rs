@@ -18,6 +18,8 @@ pub const MAX_PARENTS: usize = 16;
 pub const MAX_DEVICES: usize = 32;
 /// Longest group name.
 pub const MAX_NAME: usize = 64;
+/// Most operations in one group's log.
+pub const MAX_OPS: usize = 100_000;
 /// Domain separation of operation signatures (format version 1).
 const OP_CONTEXT: &[u8] = b"kith-group-op-v1\n";
 

@@ -19,7 +19,7 @@ pub const TOPIC_PREFIX: &str = "/kith/group/";
 /// Largest frame read.
 pub const MAX_FRAME: usize = 2 << 20;
 /// Most hashes a `Sync` may name.
-pub const MAX_HAVE: usize = crate::log::MAX_OPS;
+pub const MAX_HAVE: usize = crate::op::MAX_OPS;
 /// Most heads in an announcement.
 pub const MAX_HEADS: usize = 16;
 /// Operation bytes sent per `Ops` frame (one big operation may exceed it alone).
@@ -61,22 +61,6 @@ pub enum Response {
 pub struct Heads {
     pub group: String,
     pub heads: Vec<String>,
-}
-
-/// What a member gossips after writing to `g`'s log: its heads. (Members that lack
-/// them sync; carrying the operations in the gossip was measured to cost more bytes and
-/// time, as every member then receives them from each of its mesh peers.)
-pub(crate) fn announcement(g: &crate::log::Group) -> Vec<u8> {
-    let h = Heads {
-        group: g.id.clone(),
-        heads: g
-            .heads()
-            .iter()
-            .take(MAX_HEADS)
-            .map(crate::op::hex_hash)
-            .collect(),
-    };
-    serde_json::to_vec(&h).unwrap_or_default()
 }
 
 /// The gossip topic of the group whose genesis hashes to `genesis`.

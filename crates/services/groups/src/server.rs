@@ -15,7 +15,7 @@ use crate::inner::Inner;
 use crate::invite::Invite;
 use crate::op::{Body, parse_hash};
 use crate::protocol::{self, MAX_FRAME, Request, Response};
-use crate::{Error, client, keys};
+use crate::{Denied, Error, client, keys};
 
 /// Inbound streams: per peer, and in total.
 const LIMITS: Limits = Limits {
@@ -150,11 +150,11 @@ async fn await_wanted(inner: &Inner, group: &str, want: &[String]) {
 
 fn sync(inner: &Arc<Inner>, peer: &PeerId, group: &str, have: &[String]) -> Result<Answer, Error> {
     if have.len() > protocol::MAX_HAVE {
-        return Err(Error::Refused("too many hashes".into()));
+        return Err(Denied::TooManyHashes.into());
     }
     let have: HashSet<_> = have.iter().filter_map(|h| parse_hash(h)).collect();
     let groups = inner.groups()?;
-    let not_member = || Error::Refused("not a member".into());
+    let not_member = || Error::Refused(Denied::NotMember);
     // A group this device left (or was put out of) a moment ago is still served to its
     // members; a group it is in again is served from its current log.
     let Some(g) = groups.get(group) else {
@@ -185,7 +185,7 @@ fn sync(inner: &Arc<Inner>, peer: &PeerId, group: &str, have: &[String]) -> Resu
 /// Another device of this person says its groups changed: learn them from it.
 fn notified(inner: &Arc<Inner>, peer: &PeerId) -> Result<Answer, Error> {
     if inner.people.person_of(peer) != Some(inner.people.person()?) {
-        return Err(Error::Refused("not a device of this person".into()));
+        return Err(Denied::NotThisPerson.into());
     }
     let (i, peer) = (inner.clone(), *peer);
     inner.tasks.spawn(async move {
@@ -200,7 +200,7 @@ fn notified(inner: &Arc<Inner>, peer: &PeerId) -> Result<Answer, Error> {
 fn groups_of(inner: &Inner, peer: &PeerId) -> Result<Answer, Error> {
     let mine = inner.people.person()?;
     if inner.people.person_of(peer) != Some(mine) {
-        return Err(Error::Refused("not a device of this person".into()));
+        return Err(Denied::NotThisPerson.into());
     }
     Ok(Answer::Groups(
         inner
@@ -223,28 +223,27 @@ fn check_join(
 ) -> Result<kith_core::person::PersonId, Error> {
     inv.verify()?;
     if inv.group != group || g.id != group {
-        return Err(Error::Refused("this invite is for another group".into()));
+        return Err(Denied::InviteForAnotherGroup.into());
     }
     let inviter = g.state.member_of(&inv.inviter.device);
     if !inviter.is_some_and(|p| g.state.is_admin(&p)) {
-        return Err(Error::Refused(
-            "this invite is not signed by a current admin of the group".into(),
-        ));
+        return Err(Denied::InviterNotAdmin.into());
     }
     if now_secs() > inv.expires {
-        return Err(Error::Refused("this invite has expired".into()));
+        return Err(Denied::InviteExpired.into());
     }
     let used = g.state.invites.get(&inv.id).copied().unwrap_or(0);
     if used >= inv.uses {
-        return Err(Error::Refused(format!(
-            "this invite was used {used} time(s) already and allows {}",
-            inv.uses
-        )));
+        return Err(Denied::InviteUsed {
+            used,
+            uses: inv.uses,
+        }
+        .into());
     }
     let person = devices
         .first()
         .map(|c| c.person)
-        .ok_or_else(|| Error::Refused("no device".into()))?;
+        .ok_or(Denied::JoiningCerts)?;
     let me = peer.to_string();
     let ok = devices
         .iter()
@@ -252,12 +251,10 @@ fn check_join(
         && devices.iter().any(|c| c.device == me)
         && devices.len() <= crate::op::MAX_DEVICES;
     if !ok {
-        return Err(Error::Refused(
-            "the joining devices' certificates do not hold".into(),
-        ));
+        return Err(Denied::JoiningCerts.into());
     }
     if g.state.members.contains_key(&person) {
-        return Err(Error::Refused("already a member".into()));
+        return Err(Denied::AlreadyMember.into());
     }
     Ok(person)
 }
@@ -274,9 +271,7 @@ async fn join(
     let inv = Invite::from_token(token)?;
     let ops = {
         let mut groups = inner.groups()?;
-        let g = groups
-            .get_mut(group)
-            .ok_or_else(|| Error::Refused("this invite is for another group".into()))?;
+        let g = groups.get_mut(group).ok_or(Denied::InviteForAnotherGroup)?;
         let person = check_join(g, peer, group, &inv, &devices)?;
         let key = if g.state.history {
             let epoch = g
@@ -284,11 +279,7 @@ async fn join(
                 .current_epoch()
                 .map(|e| e.id.clone())
                 .unwrap_or_default();
-            let k = g
-                .keys
-                .get(&epoch)
-                .copied()
-                .ok_or_else(|| Error::Refused("this device lacks the group key".into()))?;
+            let k = g.keys.get(&epoch).copied().ok_or(Denied::LacksKey)?;
             keys::grant(&g.id, &epoch, &k, &devices.iter().collect::<Vec<_>>())
         } else {
             let mut all = Inner::member_certs(g);

@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use kith_core::person::{DeviceCert, PersonId};
 
+use crate::denied::Denied;
 use crate::op::{Body, Hash, KeyUpdate, Op};
 
 /// A member: a person, whether it is an admin, and its devices.
@@ -39,7 +40,7 @@ pub struct State {
     /// Operations applied, in order.
     pub applied: Vec<Hash>,
     /// Operations skipped, and why.
-    pub skipped: Vec<(Hash, String)>,
+    pub skipped: Vec<(Hash, Denied)>,
 }
 
 /// The log's operations in the order every member folds them: each after its parents,
@@ -109,6 +110,14 @@ impl State {
         self.members.get(person).is_some_and(|m| m.admin)
     }
 
+    /// Every current device of the members (certificates).
+    pub fn member_certs(&self) -> Vec<DeviceCert> {
+        self.members
+            .values()
+            .flat_map(|m| m.devices.values().cloned())
+            .collect()
+    }
+
     /// Every current device of every member.
     pub fn devices(&self) -> BTreeSet<String> {
         self.members
@@ -130,15 +139,15 @@ impl State {
         }
     }
 
-    fn apply(&mut self, h: &Hash, op: &Op) -> Result<(), String> {
+    fn apply(&mut self, h: &Hash, op: &Op) -> Result<(), Denied> {
         let author = op.author.person;
         let device = op.author.device.clone();
         if op.is_genesis() {
             if !self.applied.is_empty() {
-                return Err("a second genesis".into());
+                return Err(Denied::SecondGenesis);
             }
         } else if self.member_of(&device) != Some(author) {
-            return Err("the author is no current device of a member".into());
+            return Err(Denied::NotCurrentDevice);
         }
         match &op.body {
             Body::Create {
@@ -154,12 +163,12 @@ impl State {
             } => {
                 self.need_admin(&author)?;
                 if self.members.contains_key(person) {
-                    return Err("already a member".into());
+                    return Err(Denied::AlreadyMember);
                 }
                 if let Some(inv) = invite {
                     let used = self.invites.entry(inv.id.clone()).or_default();
                     if inv.group != self.id || *used >= inv.uses {
-                        return Err("the invite is used up or for another group".into());
+                        return Err(Denied::InviteSpent);
                     }
                     *used += 1;
                 }
@@ -177,7 +186,7 @@ impl State {
                     || cert.verify().is_err()
                     || self.revoked.contains(&cert.device)
                 {
-                    return Err("not a valid device of the author's person".into());
+                    return Err(Denied::NotAuthorsDevice);
                 }
                 if let Some(m) = self.members.get_mut(&author) {
                     m.devices.insert(cert.device.clone(), cert.clone());
@@ -185,27 +194,27 @@ impl State {
             }
             Body::Remove { person } => {
                 self.need_admin(&author)?;
-                self.members.remove(person).ok_or("not a member")?;
+                self.members.remove(person).ok_or(Denied::NotMember)?;
             }
             Body::Promote { person } => {
                 self.need_admin(&author)?;
-                self.members.get_mut(person).ok_or("not a member")?.admin = true;
+                self.members.get_mut(person).ok_or(Denied::NotMember)?.admin = true;
             }
             Body::Leave => {
                 let admins = self.members.values().filter(|m| m.admin).count();
                 if self.is_admin(&author) && admins == 1 && self.members.len() > 1 {
-                    return Err("the last admin cannot leave while others stay".into());
+                    return Err(Denied::LastAdmin);
                 }
                 self.members.remove(&author);
             }
             Body::Revoke { revocation } => {
                 if revocation.verify().is_err() {
-                    return Err("a forged revocation".into());
+                    return Err(Denied::ForgedRevocation);
                 }
                 let m = self
                     .members
                     .get_mut(&revocation.person)
-                    .ok_or("not a member's")?;
+                    .ok_or(Denied::NotMembersDevice)?;
                 m.devices.remove(&revocation.device);
                 self.revoked.insert(revocation.device.clone());
             }
@@ -224,7 +233,7 @@ impl State {
         name: &str,
         devices: &[DeviceCert],
         history: bool,
-    ) -> Result<(), String> {
+    ) -> Result<(), Denied> {
         self.id = crate::op::group_id(h);
         self.name = name.to_owned();
         self.history = history;
@@ -241,11 +250,12 @@ impl State {
         Ok(())
     }
 
-    fn need_admin(&self, person: &PersonId) -> Result<(), String> {
+    /// Whether `person` is an admin, as a refusal when it is not.
+    pub fn need_admin(&self, person: &PersonId) -> Result<(), Denied> {
         if self.is_admin(person) {
             Ok(())
         } else {
-            Err("only an admin may do this".into())
+            Err(Denied::NotAdmin)
         }
     }
 
@@ -254,33 +264,33 @@ impl State {
         &self,
         person: &PersonId,
         certs: &[DeviceCert],
-    ) -> Result<BTreeMap<String, DeviceCert>, String> {
+    ) -> Result<BTreeMap<String, DeviceCert>, Denied> {
         let mut out = BTreeMap::new();
         for c in certs {
             if c.person != *person || c.verify().is_err() {
-                return Err("a device certificate of another person, or a forged one".into());
+                return Err(Denied::BadCerts);
             }
             if !self.revoked.contains(&c.device) {
                 out.insert(c.device.clone(), c.clone());
             }
         }
         if out.is_empty() {
-            return Err("no device".into());
+            return Err(Denied::NoDevice);
         }
         Ok(out)
     }
 
-    fn take_key(&mut self, op: &Op, k: &KeyUpdate) -> Result<(), String> {
+    fn take_key(&mut self, op: &Op, k: &KeyUpdate) -> Result<(), Denied> {
         let to: BTreeSet<String> = k.wraps.iter().map(|w| w.device.clone()).collect();
         if k.new_epoch {
             if matches!(
                 op.body,
                 Body::Leave | Body::Promote { .. } | Body::AddDevice { .. }
             ) {
-                return Err("this operation cannot start an epoch".into());
+                return Err(Denied::CannotStartEpoch);
             }
             if self.epochs.iter().any(|e| e.id == k.epoch) {
-                return Err("an epoch ID used before".into());
+                return Err(Denied::EpochReused);
             }
             self.epochs.push(Epoch {
                 id: k.epoch.clone(),

@@ -11,8 +11,8 @@ use kith_core::store::now_secs;
 use kith_overlay::PeerId;
 use serde::{Deserialize, Serialize};
 
-use crate::Error;
 use crate::protocol::MAX_DEVICES;
+use crate::{Error, Refusal};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Book {
@@ -30,11 +30,8 @@ pub(crate) fn key_path(dir: &Path) -> PathBuf {
     dir.join("person.key")
 }
 
-fn io(path: &Path, e: impl std::fmt::Display) -> Error {
-    Error::Io {
-        path: path.display().to_string(),
-        reason: e.to_string(),
-    }
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |e| Error::io(path, e)
 }
 
 impl Book {
@@ -52,11 +49,11 @@ impl Book {
     /// Adds a certificate of one of the person's devices (replacing an older one).
     pub fn add(&mut self, cert: DeviceCert) -> Result<(), Error> {
         if cert.person != self.person {
-            return Err(Error::Refused("a device of another person".into()));
+            return Err(Refusal::AnotherPerson.into());
         }
         self.devices.retain(|c| c.device != cert.device);
         if self.devices.len() >= MAX_DEVICES {
-            return Err(Error::Refused(format!("at most {MAX_DEVICES} devices")));
+            return Err(Refusal::TooManyDevices.into());
         }
         self.devices.push(cert);
         Ok(())
@@ -64,18 +61,20 @@ impl Book {
 
     /// Saves the book (blocking), atomically.
     pub fn save(&self, dir: &Path) -> Result<(), Error> {
-        std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
-        let tmp = dir.join("person.json.tmp");
-        let bytes = serde_json::to_vec_pretty(self).map_err(|e| io(&tmp, e))?;
-        std::fs::write(&tmp, bytes).map_err(|e| io(&tmp, e))?;
-        std::fs::rename(&tmp, json_path(dir)).map_err(|e| io(dir, e))
+        let path = json_path(dir);
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let bytes = serde_json::to_vec_pretty(self).map_err(|source| Error::Decode {
+            path: path.clone(),
+            source,
+        })?;
+        kith_core::sync::write_atomic(&path, &bytes).map_err(io(&path))
     }
 
     /// Loads the book (blocking).
     pub fn load(dir: &Path) -> Result<Self, Error> {
         let path = json_path(dir);
-        let bytes = std::fs::read(&path).map_err(|e| io(&path, e))?;
-        serde_json::from_slice(&bytes).map_err(|e| io(&path, e))
+        let bytes = std::fs::read(&path).map_err(io(&path))?;
+        serde_json::from_slice(&bytes).map_err(|source| Error::Decode { path, source })
     }
 }
 
@@ -85,11 +84,11 @@ pub fn init(dir: &Path, device: &Keypair) -> Result<bool, Error> {
     if json_path(dir).exists() {
         return Ok(false);
     }
-    std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
     let key_file = key_path(dir);
     let person_key = match identity::load(&key_file) {
         Ok(k) => k,
-        Err(_) => identity::create(&key_file).map_err(|e| io(&key_file, e))?,
+        Err(_) => identity::create(&key_file)?,
     };
     let seal = SealKey::of_device(device)?;
     let me = device.public().to_peer_id();
@@ -106,4 +105,31 @@ pub fn init(dir: &Path, device: &Keypair) -> Result<bool, Error> {
 /// The person key, if this device holds it. Blocking.
 pub(crate) fn person_key(dir: &Path) -> Option<Keypair> {
     identity::load(&key_path(dir)).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    #[test]
+    fn a_corrupt_book_is_a_decode_error_that_keeps_its_cause() -> Result<(), Error> {
+        let dir = tempfile::tempdir().map_err(|e| Error::io(Path::new("tmp"), e))?;
+        std::fs::write(json_path(dir.path()), b"{not json").map_err(io(dir.path()))?;
+        let e = Book::load(dir.path()).err();
+        assert!(
+            matches!(&e, Some(Error::Decode { path, .. }) if *path == json_path(dir.path())),
+            "{e:?}"
+        );
+        let cause = e.as_ref().and_then(|e| e.source());
+        assert!(cause.is_some_and(|c| c.is::<serde_json::Error>()), "{e:?}");
+        let missing = Book::load(&dir.path().join("nowhere")).err();
+        let cause = missing.as_ref().and_then(|e| e.source());
+        assert!(
+            cause.is_some_and(|c| c.is::<std::io::Error>()),
+            "{missing:?}"
+        );
+        Ok(())
+    }
 }

@@ -7,12 +7,12 @@ use kith_core::person::to_hex;
 use kith_overlay::{PeerEvent, PeerId};
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::Error;
 use crate::book::Book;
 use crate::protocol::{
     self, BUSY, HelloAnswer, LinkCode, LinkRequest, LinkResponse, MAX_DEVICES, MAX_FRAME,
 };
 use crate::state::Inner;
+use crate::{Error, Refusal};
 
 /// Longest hello or link exchange.
 const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(20);
@@ -24,7 +24,7 @@ const BUSY_TRIES: u32 = 4;
 /// Sends our hello to `peer` and takes its answer.
 async fn greet_once(inner: &Inner, peer: PeerId) -> Result<(), Error> {
     let mut s = inner
-        .overlay
+        .overlay()
         .open_stream(peer, protocol::PERSON_PROTOCOL)
         .await?;
     frame::write(&mut s, &inner.hello()?).await?;
@@ -35,7 +35,12 @@ async fn greet_once(inner: &Inner, peer: PeerId) -> Result<(), Error> {
         Some(HelloAnswer::Refused { refused }) if refused == BUSY => {
             return Err(Error::Busy(peer));
         }
-        Some(HelloAnswer::Refused { refused }) => return Err(Error::Refused(refused)),
+        Some(HelloAnswer::Refused { refused }) => {
+            return Err(Error::PeerRefused {
+                peer,
+                reason: refused,
+            });
+        }
         None => {}
     }
     Ok(())
@@ -60,10 +65,10 @@ async fn greet(inner: &Inner, peer: PeerId) -> Result<(), Error> {
 /// Greets every peer as it connects (the side with the smaller peer ID opens), and
 /// forgets peers as they go.
 pub(crate) async fn greet_peers(inner: &std::sync::Arc<Inner>) {
-    let me = inner.overlay.peer_id();
-    let mut events = inner.overlay.peer_events();
+    let me = inner.overlay().peer_id();
+    let mut events = inner.overlay().peer_events();
     let mut first: Vec<PeerId> = inner
-        .overlay
+        .overlay()
         .connected_peers()
         .await
         .map(|v| v.into_iter().map(|p| p.peer).collect())
@@ -71,7 +76,7 @@ pub(crate) async fn greet_peers(inner: &std::sync::Arc<Inner>) {
     loop {
         for peer in std::mem::take(&mut first).into_iter().filter(|p| me < *p) {
             let i = inner.clone();
-            inner.tasks.spawn(async move {
+            inner.tasks().spawn(async move {
                 match tokio::time::timeout(EXCHANGE_TIMEOUT, greet(&i, peer)).await {
                     Ok(Err(e)) => tracing::debug!(%peer, error = %e, "hello failed"),
                     Err(_) => tracing::debug!(%peer, "hello timed out"),
@@ -80,7 +85,7 @@ pub(crate) async fn greet_peers(inner: &std::sync::Arc<Inner>) {
             });
         }
         let e = tokio::select! {
-            () = inner.tasks.shutdown().cancelled() => return,
+            () = inner.tasks().shutdown().cancelled() => return,
             e = events.recv() => e,
         };
         match e {
@@ -89,7 +94,7 @@ pub(crate) async fn greet_peers(inner: &std::sync::Arc<Inner>) {
             Ok(_) => {}
             Err(RecvError::Lagged(_)) => {
                 first = inner
-                    .overlay
+                    .overlay()
                     .connected_peers()
                     .await
                     .map(|v| v.into_iter().map(|p| p.peer).collect())
@@ -103,37 +108,39 @@ pub(crate) async fn greet_peers(inner: &std::sync::Arc<Inner>) {
 /// Links this device to the person whose device handed out `code`.
 pub(crate) async fn join(inner: &Inner, code: &LinkCode) -> Result<(), Error> {
     if inner.book()?.devices.len() > 1 {
-        return Err(Error::Refused(
-            "this device's person has other devices; only a device on its own can be linked".into(),
-        ));
+        return Err(Refusal::HasOtherDevices.into());
     }
-    let linker = kith_overlay::peer_of(&code.addr)
-        .ok_or_else(|| Error::Refused("the code names no device".into()))?;
-    let me = inner.overlay.peer_id();
+    let linker = kith_overlay::peer_of(&code.addr).ok_or(Refusal::CodeNamesNoDevice)?;
+    let me = inner.overlay().peer_id();
     let req = LinkRequest {
         proof: to_hex(protocol::proof(&code.secret, &me).as_bytes()),
         seal: to_hex(&inner.seal_public()?),
     };
     let answer = tokio::time::timeout(EXCHANGE_TIMEOUT, async {
-        inner.overlay.dial(code.addr.clone()).await?;
+        inner.overlay().dial(code.addr.clone()).await?;
         let mut s = inner
-            .overlay
+            .overlay()
             .open_stream(linker, protocol::LINK_PROTOCOL)
             .await?;
         frame::write(&mut s, &req).await?;
         frame::read::<_, LinkResponse>(&mut s, MAX_FRAME)
             .await?
-            .ok_or_else(|| Error::Refused("the device closed the stream".into()))
+            .ok_or(Error::Refused(Refusal::Closed))
     })
     .await
-    .map_err(|_| Error::Refused("the linking device did not answer in time".into()))??;
+    .map_err(|_| Error::Timeout { peer: linker })??;
     let (cert, devices, revoked) = match answer {
         LinkResponse::Linked {
             cert,
             devices,
             revoked,
         } => (cert, devices, revoked),
-        LinkResponse::Refused { reason } => return Err(Error::Refused(reason)),
+        LinkResponse::Refused { reason } => {
+            return Err(Error::PeerRefused {
+                peer: linker,
+                reason,
+            });
+        }
     };
     cert.verify_for(&me)?;
     let person = cert.person;
@@ -153,9 +160,7 @@ pub(crate) async fn join(inner: &Inner, code: &LinkCode) -> Result<(), Error> {
         .filter(|r| r.person == person && r.verify().is_ok())
         .collect();
     if !book.trusts(&linker) {
-        return Err(Error::Refused(
-            "the linking device is no device of the person".into(),
-        ));
+        return Err(Refusal::LinkerNotOfPerson.into());
     }
     inner.become_device_of(book).await?;
     tracing::info!(%person, "this device now acts for the person");
@@ -168,7 +173,7 @@ pub(crate) async fn join(inner: &Inner, code: &LinkCode) -> Result<(), Error> {
 /// Greets every connected peer again, whichever side opened before.
 async fn greet_all(inner: &Inner) {
     let peers: Vec<PeerId> = inner
-        .overlay
+        .overlay()
         .connected_peers()
         .await
         .map(|v| v.into_iter().map(|p| p.peer).collect())

@@ -13,6 +13,7 @@
 mod book;
 mod client;
 mod codes;
+mod error;
 pub mod protocol;
 mod server;
 mod state;
@@ -23,44 +24,18 @@ use std::time::Duration;
 
 use kith_core::person::{DeviceCert, PersonId, Revocation};
 use kith_core::store::now_secs;
-use kith_core::tasks::{TaskError, Tasks};
+use kith_core::tasks::Tasks;
 use kith_overlay::{Keypair, Overlay, PeerId};
 use serde::Serialize;
 use tokio::sync::broadcast;
 
 pub use book::init;
+pub use error::{Error, Refusal};
 pub use protocol::LinkCode;
 use state::Inner;
 
 /// How long a link code may be used.
 pub const LINK_TTL: Duration = Duration::from_secs(600);
-
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum Error {
-    #[error("{0}")]
-    Refused(String),
-    #[error("{0} is busy (too many streams open); try again shortly")]
-    Busy(PeerId),
-    #[error(
-        "this device does not hold the person key (it stays on the device where the person was made: {0})"
-    )]
-    NoPersonKey(String),
-    #[error(transparent)]
-    BadCode(#[from] protocol::BadCode),
-    #[error(transparent)]
-    Cert(#[from] kith_core::person::CertError),
-    #[error(transparent)]
-    Seal(#[from] kith_core::seal::SealError),
-    #[error("cannot use {path}: {reason}")]
-    Io { path: String, reason: String },
-    #[error("protocol: {0}")]
-    Frame(#[from] kith_core::frame::FrameError),
-    #[error("network: {0}")]
-    Overlay(#[from] kith_overlay::OverlayError),
-    #[error(transparent)]
-    Task(#[from] TaskError),
-}
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -128,7 +103,7 @@ impl People {
         server::start(&inner)?;
         let i = inner.clone();
         inner
-            .tasks
+            .tasks()
             .spawn(async move { client::greet_peers(&i).await });
         Ok(Self { inner })
     }
@@ -136,7 +111,7 @@ impl People {
     /// This device's person and devices.
     pub fn me(&self) -> Result<Me, Error> {
         let b = self.inner.book()?;
-        let this = self.inner.overlay.peer_id().to_string();
+        let this = self.inner.overlay().peer_id().to_string();
         let devices = b
             .devices
             .iter()
@@ -206,24 +181,20 @@ impl People {
     pub async fn remove_device(&self, device: &str) -> Result<Revocation, Error> {
         let id: PeerId = device
             .parse()
-            .map_err(|_| Error::Refused(format!("{device:?} is not a device ID")))?;
+            .map_err(|_| Refusal::NotADeviceId(device.to_owned()))?;
         let key = self
             .inner
             .person_key()?
             .ok_or_else(|| Error::NoPersonKey(self.inner.key_holder()))?;
-        if id == self.inner.overlay.peer_id() {
-            return Err(Error::Refused(
-                "this device holds the person key and cannot revoke itself".into(),
-            ));
+        if id == self.inner.overlay().peer_id() {
+            return Err(Refusal::RevokeSelf.into());
         }
         if !self.inner.book()?.trusts(&id) {
-            return Err(Error::Refused(format!(
-                "{device} is not a device of this person (or is revoked already)"
-            )));
+            return Err(Refusal::NotMyDevice(id).into());
         }
         let r = Revocation::sign(&key, &id, now_secs())?;
         self.inner.revoke(r.clone()).await?;
-        let _ = self.inner.overlay.disconnect(id).await;
+        let _ = self.inner.overlay().disconnect(id).await;
         Ok(r)
     }
 
@@ -239,11 +210,11 @@ impl People {
 
     /// Events from now on.
     pub fn events(&self) -> broadcast::Receiver<Event> {
-        self.inner.events.subscribe()
+        self.inner.events()
     }
 
     /// Waits for the service's tasks after shutdown was signalled.
     pub async fn stopped(&self) {
-        self.inner.tasks.stopped().await;
+        self.inner.tasks().stopped().await;
     }
 }

@@ -6,12 +6,12 @@ use std::time::Duration;
 
 use kith_core::frame;
 use kith_core::person::from_hex;
-use kith_overlay::inbound::{Incoming, Limits};
+use kith_overlay::inbound::Limits;
 use kith_overlay::{PeerId, Stream};
 
-use crate::Error;
 use crate::protocol::{self, BUSY, Hello, HelloAnswer, LinkRequest, LinkResponse, MAX_FRAME};
 use crate::state::Inner;
+use crate::{Error, Refusal};
 
 /// Inbound streams of either protocol: per peer, and in total.
 const LIMITS: Limits = Limits {
@@ -35,52 +35,21 @@ fn busy_link(_: kith_overlay::inbound::Refusal) -> Vec<u8> {
 }
 
 pub(crate) fn start(inner: &Arc<Inner>) -> Result<(), Error> {
-    let mut hellos =
-        inner
-            .overlay
-            .accept(protocol::PERSON_PROTOCOL, LIMITS, Arc::new(busy_hello))?;
-    let mut links = inner
-        .overlay
+    let hellos = inner
+        .overlay()
+        .accept(protocol::PERSON_PROTOCOL, LIMITS, Arc::new(busy_hello))?;
+    let links = inner
+        .overlay()
         .accept(protocol::LINK_PROTOCOL, LIMITS, Arc::new(busy_link))?;
     let i = inner.clone();
-    inner.tasks.spawn(async move {
-        while let Some(Incoming {
-            peer,
-            stream,
-            permit,
-        }) = hellos.next_until(i.tasks.shutdown()).await
-        {
-            let inner = i.clone();
-            i.tasks.spawn(async move {
-                if let Err(e) = tokio::time::timeout(READ_TIMEOUT, hello(&inner, peer, stream))
-                    .await
-                    .unwrap_or(Err(Error::Refused("timed out".into())))
-                {
-                    tracing::debug!(%peer, error = %e, "hello failed");
-                }
-                drop(permit);
-            });
-        }
+    hellos.serve(inner.tasks(), "hello", READ_TIMEOUT, move |peer, stream| {
+        let inner = i.clone();
+        async move { hello(&inner, peer, stream).await }
     });
     let i = inner.clone();
-    inner.tasks.spawn(async move {
-        while let Some(Incoming {
-            peer,
-            stream,
-            permit,
-        }) = links.next_until(i.tasks.shutdown()).await
-        {
-            let inner = i.clone();
-            i.tasks.spawn(async move {
-                if let Err(e) = tokio::time::timeout(READ_TIMEOUT, link(&inner, peer, stream))
-                    .await
-                    .unwrap_or(Err(Error::Refused("timed out".into())))
-                {
-                    tracing::warn!(%peer, error = %e, "link refused");
-                }
-                drop(permit);
-            });
-        }
+    links.serve(inner.tasks(), "link", READ_TIMEOUT, move |peer, stream| {
+        let inner = i.clone();
+        async move { link(&inner, peer, stream).await }
     });
     Ok(())
 }
@@ -112,7 +81,7 @@ async fn link(inner: &Inner, peer: PeerId, mut s: Stream) -> Result<(), Error> {
             }
         }
         Err(e) => {
-            inner.refused.inc();
+            inner.refused(&peer, &e);
             LinkResponse::Refused {
                 reason: e.to_string(),
             }
@@ -126,14 +95,12 @@ async fn link(inner: &Inner, peer: PeerId, mut s: Stream) -> Result<(), Error> {
 fn check(inner: &Inner, peer: &PeerId, req: &LinkRequest) -> Result<[u8; 32], Error> {
     let proof: [u8; 32] = from_hex(&req.proof)
         .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| Error::Refused("malformed proof".into()))?;
+        .ok_or(Refusal::MalformedProof)?;
     let seal: [u8; 32] = from_hex(&req.seal)
         .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| Error::Refused("malformed seal key".into()))?;
+        .ok_or(Refusal::MalformedSeal)?;
     if !inner.take_code(&blake3::Hash::from(proof), peer)? {
-        return Err(Error::Refused(
-            "unknown, used or expired link code (a code works once, for 10 minutes)".into(),
-        ));
+        return Err(Refusal::UnknownCode.into());
     }
     Ok(seal)
 }

@@ -3,12 +3,14 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
+
+use kith_core::sync::lock;
 use std::time::Instant;
 
 use kith_core::person::{DeviceCert, PersonId, Revocation};
 use kith_core::seal::SealKey;
 use kith_core::store::now_secs;
-use kith_core::tasks::{TaskError, Tasks};
+use kith_core::tasks::Tasks;
 use kith_overlay::{Keypair, Multiaddr, Overlay, PeerId};
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::broadcast;
@@ -16,7 +18,7 @@ use tokio::sync::broadcast;
 use crate::book::{self, Book};
 use crate::codes::{Codes, MAX_CODES};
 use crate::protocol::{Hello, LinkCode, MAX_REVOCATIONS};
-use crate::{Config, Error, Event};
+use crate::{Config, Error, Event, Refusal};
 
 /// Connected peers whose person is remembered.
 const MAX_PEERS: usize = 4096;
@@ -24,22 +26,17 @@ const MAX_PEERS: usize = 4096;
 const MAX_REVOKED_OTHERS: usize = 4096;
 
 pub(crate) struct Inner {
-    pub config: Config,
-    pub overlay: Overlay,
-    pub device: Keypair,
+    config: Config,
+    overlay: Overlay,
+    device: Keypair,
     book: Mutex<Book>,
     person_key: Mutex<Option<Keypair>>,
     peers: Mutex<HashMap<PeerId, PersonId>>,
     revoked_others: Mutex<HashSet<String>>,
     codes: Mutex<Codes>,
-    pub events: broadcast::Sender<Event>,
-    pub refused: Counter,
-    pub tasks: Tasks,
-}
-
-fn lock<T>(m: &Mutex<T>) -> Result<MutexGuard<'_, T>, Error> {
-    m.lock()
-        .map_err(|_| Error::Task(TaskError::Stopped("people")))
+    events: broadcast::Sender<Event>,
+    refused: Counter,
+    tasks: Tasks,
 }
 
 impl Inner {
@@ -78,8 +75,26 @@ impl Inner {
         }))
     }
 
+    pub fn overlay(&self) -> &Overlay {
+        &self.overlay
+    }
+
+    pub fn tasks(&self) -> &Tasks {
+        &self.tasks
+    }
+
+    pub fn events(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    /// Counts and logs a refusal of `peer`'s request.
+    pub fn refused(&self, peer: &PeerId, why: &Error) {
+        self.refused.inc();
+        tracing::warn!(%peer, error = %why, "link refused");
+    }
+
     pub fn book(&self) -> Result<MutexGuard<'_, Book>, Error> {
-        lock(&self.book)
+        Ok(lock(&self.book)?)
     }
 
     pub fn person_key(&self) -> Result<Option<Keypair>, Error> {
@@ -101,7 +116,7 @@ impl Inner {
             .iter()
             .find(|c| c.device == me)
             .cloned()
-            .ok_or_else(|| Error::Refused("this device has no certificate".into()))
+            .ok_or(Error::Refused(Refusal::NoCertificate))
     }
 
     pub fn hello(&self) -> Result<Hello, Error> {
@@ -134,17 +149,17 @@ impl Inner {
         kith_core::sync::recover(&self.peers).remove(peer);
     }
 
-    fn refuse(&self, peer: &PeerId, why: &str) -> Error {
+    fn refuse(&self, peer: &PeerId, why: Refusal) -> Error {
         self.refused.inc();
-        tracing::warn!(%peer, reason = why, "refused a device certificate");
-        Error::Refused(why.to_owned())
+        tracing::warn!(%peer, reason = %why, "refused a device certificate");
+        Error::Refused(why)
     }
 
     /// Checks a hello from `peer` (the peer the connection authenticated) and remembers
     /// its person; learns revocations and the person's other devices on the way.
     pub async fn accept_hello(&self, peer: PeerId, hello: Hello) -> Result<PersonId, Error> {
         if let Err(e) = hello.cert.verify_for(&peer) {
-            return Err(self.refuse(&peer, &e.to_string()));
+            return Err(self.refuse(&peer, Refusal::BadCert(e)));
         }
         let person = hello.cert.person;
         for r in hello.revoked.into_iter().take(MAX_REVOCATIONS) {
@@ -153,7 +168,7 @@ impl Inner {
             }
         }
         if self.is_revoked(&peer)? {
-            return Err(self.refuse(&peer, "this device was revoked by its person"));
+            return Err(self.refuse(&peer, Refusal::Revoked));
         }
         let mine = self.book()?.person == person;
         if mine {
@@ -232,14 +247,12 @@ impl Inner {
             .await?
             .into_iter()
             .find(|a| !a.to_string().contains("/0.0.0.0/"))
-            .ok_or_else(|| Error::Refused("this node listens on no address".into()))?;
+            .ok_or(Error::Refused(Refusal::NoAddress))?;
         let me = self.overlay.peer_id();
         let addr: Multiaddr = addr.with(kith_overlay::multiaddr::Protocol::P2p(me));
         let secret: [u8; 32] = rand::random();
         if !lock(&self.codes)?.add(secret, Instant::now()) {
-            return Err(Error::Refused(format!(
-                "{MAX_CODES} link codes are outstanding; wait for them to expire"
-            )));
+            return Err(Refusal::TooManyCodes(MAX_CODES).into());
         }
         Ok(LinkCode { secret, addr })
     }
@@ -276,10 +289,7 @@ impl Inner {
                 let key = book::key_path(&dir);
                 if key.exists() {
                     let aside = dir.join(format!("person.key.replaced-{}", now_secs()));
-                    std::fs::rename(&key, &aside).map_err(|e| Error::Io {
-                        path: key.display().to_string(),
-                        reason: e.to_string(),
-                    })?;
+                    std::fs::rename(&key, &aside).map_err(|e| Error::io(&key, e))?;
                 }
                 b.save(&dir)
             })

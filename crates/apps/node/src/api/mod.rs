@@ -67,7 +67,12 @@ fn search_status(e: &kith_search::Error) -> StatusCode {
 fn people_status(e: &kith_people::Error) -> StatusCode {
     use kith_people::Error as E;
     match e {
-        E::Refused(_) | E::NoPersonKey(_) | E::BadCode(_) | E::Cert(_) => StatusCode::BAD_REQUEST,
+        E::Refused(_)
+        | E::PeerRefused { .. }
+        | E::Timeout { .. }
+        | E::NoPersonKey(_)
+        | E::BadCode(_)
+        | E::Cert(_) => StatusCode::BAD_REQUEST,
         E::Overlay(_) | E::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
@@ -76,9 +81,23 @@ fn people_status(e: &kith_people::Error) -> StatusCode {
 fn groups_status(e: &kith_groups::Error) -> StatusCode {
     use kith_groups::Error as E;
     match e {
-        E::Refused(_) | E::Invite(_) | E::Op(_) => StatusCode::BAD_REQUEST,
+        E::Refused(kith_groups::Denied::NotAdmin) => StatusCode::FORBIDDEN,
+        E::Refused(_)
+        | E::PeerRefused { .. }
+        | E::Timeout { .. }
+        | E::Ambiguous(_)
+        | E::BadName
+        | E::TooManyGroups
+        | E::AlreadyIn { .. }
+        | E::NotInGroup { .. }
+        | E::BadPerson(_)
+        | E::NoGenesis { .. }
+        | E::OtherGroup { .. }
+        | E::NotAdded { .. }
+        | E::Rejected(_)
+        | E::Invite(_)
+        | E::Op(_) => StatusCode::BAD_REQUEST,
         E::NoSuchGroup(_) => StatusCode::NOT_FOUND,
-        E::NotAdmin => StatusCode::FORBIDDEN,
         E::People(p) => people_status(p),
         E::Overlay(_) => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
