@@ -100,10 +100,12 @@ impl Entries {
         let bytes = match std::fs::read(path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
-            Err(e) => return Err(Error::Io(path.display().to_string(), e)),
+            Err(e) => return Err(Error::io(path, e)),
         };
-        let list: Vec<Entry> = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::Corrupt(path.display().to_string(), e.to_string()))?;
+        let list: Vec<Entry> = serde_json::from_slice(&bytes).map_err(|source| Error::Corrupt {
+            path: path.to_owned(),
+            source,
+        })?;
         Ok(Self {
             map: list.into_iter().map(|e| (e.id, e)).collect(),
         })
@@ -201,10 +203,9 @@ impl Entries {
 
 /// Writes the entries to `path` (a new file, then renamed over the old one).
 pub fn save(path: &Path, list: &[Entry]) -> Result<(), Error> {
-    let io = |e| Error::Io(path.display().to_string(), e);
+    let io = |e| Error::io(path, e);
     let tmp: PathBuf = path.with_extension("json.tmp");
-    let bytes = serde_json::to_vec_pretty(list)
-        .map_err(|e| Error::Corrupt(path.display().to_string(), e.to_string()))?;
+    let bytes = serde_json::to_vec_pretty(list).map_err(Error::Encode)?;
     std::fs::write(&tmp, bytes).map_err(io)?;
     std::fs::rename(&tmp, path).map_err(io)
 }
@@ -268,6 +269,6 @@ mod tests {
         let back = Entries::load(&path).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(back.list(), vec![e]);
         std::fs::write(&path, b"{not json").unwrap_or_else(|e| panic!("{e}"));
-        assert!(matches!(Entries::load(&path), Err(Error::Corrupt(..))));
+        assert!(matches!(Entries::load(&path), Err(Error::Corrupt { .. })));
     }
 }

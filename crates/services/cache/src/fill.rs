@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kith_core::ContentId;
-use kith_core::sync::recover;
+use kith_core::sync::{lock, recover};
 use kith_share::{Output, Progress, State};
 use tokio::time::Instant;
 
@@ -146,9 +146,7 @@ async fn run(
     let dir = inner.data_dir();
     inner
         .tasks
-        .blocking(move || {
-            std::fs::create_dir_all(&dir).map_err(|e| Error::Io(dir.display().to_string(), e))
-        })
+        .blocking(move || std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e)))
         .await??;
     let path = inner.path_of(&id);
     let mut rx = inner
@@ -170,14 +168,15 @@ async fn run(
                 return Ok((p.name.unwrap_or_default(), p.total_bytes));
             }
             State::Failed => {
-                return Err(Error::Fetch(p.error.unwrap_or_else(|| "failed".into())));
+                let reason = p.error.unwrap_or_else(|| "failed".into());
+                return Err(Error::Fetch { id, reason });
             }
             _ => {}
         }
         tokio::select! {
             () = inner.tasks.shutdown().cancelled() => return Err(Error::Stopped),
             r = rx.changed() => if r.is_err() {
-                return Err(Error::Fetch("the download ended".into()));
+                return Err(Error::DownloadEnded(id));
             },
         }
     }
@@ -195,7 +194,7 @@ async fn stop(inner: &Inner, p: &Progress, path: &Path) {
 /// Evicts what no longer fits within the capacity (least recently served first; never a
 /// pinned entry or one being fetched), and failed entries.
 pub(crate) async fn evict(inner: &Arc<Inner>) -> Result<(), Error> {
-    let ids = crate::state::lock(&inner.entries)?.to_evict(inner.config.capacity);
+    let ids = lock(&inner.entries)?.to_evict(inner.config.capacity);
     for id in ids {
         drop_entry(inner, id).await?;
         tracing::info!(%id, "evicted from the cache");
@@ -225,9 +224,7 @@ pub(crate) async fn drop_entry(inner: &Arc<Inner>, id: ContentId) -> Result<(), 
                 std::fs::remove_file(&p)
             };
             match r {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    Err(Error::Io(p.display().to_string(), e))
-                }
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(&p, e)),
                 _ => Ok(()),
             }
         })

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use kith_core::ContentId;
 use kith_core::frame;
+use kith_core::sync::lock;
 use kith_overlay::{PeerId, Region};
 use kith_share::Event;
 use tokio::sync::broadcast;
@@ -15,7 +16,7 @@ use tokio::time::Instant;
 
 use crate::demand::Hint;
 use crate::protocol::{MAX_FRAME, NODES_KEY, PROTOCOL, Request, Response};
-use crate::state::{Inner, lock};
+use crate::state::Inner;
 use crate::{Error, now_ms};
 
 /// How long the cache nodes found in the DHT are used before asking again.

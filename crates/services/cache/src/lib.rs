@@ -38,7 +38,8 @@ use serde::Serialize;
 
 pub use demand::{Asked, Hint};
 pub use entries::{Entry, Fill, Why};
-use state::{FillSlot, Inner, lock};
+use kith_core::sync::lock;
+use state::{FillSlot, Inner};
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -51,18 +52,31 @@ pub enum Error {
     NotAManifest(ContentId),
     #[error("too many fetches into the cache at once; try again shortly")]
     Busy,
-    #[error("cannot fetch into the cache: {0}")]
-    Fetch(String),
+    /// The download failed: share's reason (share reports it as text).
+    #[error("cannot fetch {id} into the cache: {reason}")]
+    Fetch { id: ContentId, reason: String },
+    #[error("cannot fetch {0} into the cache: the download ended")]
+    DownloadEnded(ContentId),
     #[error("{id} grew past the {size} bytes its manifest said; stopped")]
     TooLarge { id: ContentId, size: u64 },
     #[error("{provider} has sent this node its {per_hour} bytes for this hour; stopped")]
     OverBudget { provider: PeerId, per_hour: u64 },
-    #[error("{0}: {1}")]
-    Io(String, std::io::Error),
-    #[error("{0} is damaged: {1}")]
-    Corrupt(String, String),
-    #[error("the cache's state is unusable after a crash in another task")]
-    Poisoned,
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{} is damaged: {source}", path.display())]
+    Corrupt {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("cannot encode the cache's entries: {0}")]
+    Encode(#[source] serde_json::Error),
+    #[error(transparent)]
+    Poisoned(#[from] kith_core::sync::Poisoned),
     #[error("stopped")]
     Stopped,
     #[error(transparent)]
@@ -124,6 +138,15 @@ pub struct Status {
 pub(crate) use kith_core::store::now_ms;
 
 /// The cache service handle. Cheap to clone.
+impl Error {
+    pub(crate) fn io(path: &std::path::Path, source: std::io::Error) -> Self {
+        Self::Io {
+            path: path.to_owned(),
+            source,
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct Cache {
     inner: Arc<Inner>,
@@ -146,7 +169,7 @@ impl Cache {
         tasks: Tasks,
     ) -> Result<Self, Error> {
         let dir = config.dir.clone();
-        std::fs::create_dir_all(&dir).map_err(|e| Error::Io(dir.display().to_string(), e))?;
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         let inner = Arc::new(Inner::new(config, overlay, share, tasks)?);
         server::start(&inner)?;
         if inner.config.capacity > 0 {

@@ -45,12 +45,20 @@ pub enum Response {
     Busy,
 }
 
+/// A request the grammar lets through but the protocol does not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Invalid {
+    #[error("region name over {MAX_REGION} bytes")]
+    RegionTooLong,
+}
+
 impl Request {
     /// Checks what the frame's grammar cannot.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), Invalid> {
         match self {
             Request::Prefetch { region, .. } if region.len() > MAX_REGION => {
-                Err(format!("region name over {MAX_REGION} bytes"))
+                Err(Invalid::RegionTooLong)
             }
             Request::Prefetch { .. } => Ok(()),
         }
@@ -99,6 +107,6 @@ mod tests {
             region: "x".repeat(MAX_REGION + 1),
             demand: 3,
         };
-        assert!(long.check().is_err());
+        assert_eq!(long.check(), Err(Invalid::RegionTooLong));
     }
 }

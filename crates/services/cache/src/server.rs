@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use kith_core::ContentId;
 use kith_core::frame;
-use kith_core::sync::recover;
+use kith_core::sync::{lock, recover};
 use kith_overlay::inbound::{Limits, Refusal};
 use kith_overlay::{PeerId, Stream};
 use kith_share::Root;
@@ -56,7 +56,7 @@ async fn serve(inner: &Arc<Inner>, peer: PeerId, mut s: Stream) -> Result<(), Er
         return Ok(());
     };
     let resp = match req.check() {
-        Err(reason) => Response::Refused { reason },
+        Err(invalid) => refused(invalid.to_string()),
         Ok(()) => answer(inner, peer, req).await?,
     };
     tracing::debug!(%peer, ?resp, "prefetch answered");
@@ -157,7 +157,7 @@ fn over(
 ) -> Result<Option<Response>, Error> {
     let (askers, providers) = budgets;
     let capacity = inner.config.capacity;
-    if !crate::state::lock(&inner.entries)?.room_for(size, capacity) {
+    if !lock(&inner.entries)?.room_for(size, capacity) {
         return Ok(Some(refused(format!(
             "{size} bytes do not fit in a cache of {capacity} bytes"
         ))));

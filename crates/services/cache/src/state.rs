@@ -4,9 +4,10 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use kith_core::ContentId;
+use kith_core::sync::lock;
 use kith_core::tasks::Tasks;
 use kith_overlay::{Overlay, PeerId};
 use kith_share::Share;
@@ -22,10 +23,6 @@ use crate::{Config, Error};
 pub const PER_PEER_PER_MINUTE: u32 = 30;
 /// Fills running at once.
 pub const MAX_FILLS: usize = 4;
-
-pub(crate) fn lock<T>(m: &Mutex<T>) -> Result<MutexGuard<'_, T>, Error> {
-    m.lock().map_err(|_| Error::Poisoned)
-}
 
 pub(crate) struct Inner {
     pub config: Config,
