@@ -15,11 +15,13 @@ pub enum FrameError {
     TooLarge { len: usize, max: usize },
     #[error("bad frame: {0}")]
     Malformed(String),
+    #[error("bad frame: {0}")]
+    Json(#[from] serde_json::Error),
 }
 
 /// A frame as bytes: length, then JSON.
 pub fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>, FrameError> {
-    let body = serde_json::to_vec(msg).map_err(|e| FrameError::Malformed(e.to_string()))?;
+    let body = serde_json::to_vec(msg)?;
     let len = u32::try_from(body.len()).map_err(|_| FrameError::TooLarge {
         len: body.len(),
         max: u32::MAX as usize,
@@ -32,7 +34,7 @@ pub fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>, FrameError> {
 
 /// Decodes a frame's body.
 pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, FrameError> {
-    serde_json::from_slice(body).map_err(|e| FrameError::Malformed(e.to_string()))
+    Ok(serde_json::from_slice(body)?)
 }
 
 /// Writes one frame.
@@ -113,7 +115,7 @@ pub async fn read_blob<R: AsyncRead + Unpin>(io: &mut R, max: u64) -> Result<Vec
 }
 
 /// Every frame of `bytes` until the end or the first error (for property tests).
-pub fn read_all<T: DeserializeOwned>(bytes: Vec<u8>, max: usize) -> Vec<Result<T, String>> {
+pub fn read_all<T: DeserializeOwned>(bytes: Vec<u8>, max: usize) -> Vec<Result<T, FrameError>> {
     futures::executor::block_on(async move {
         let mut r = futures::io::Cursor::new(bytes);
         let mut out = Vec::new();
@@ -122,7 +124,7 @@ pub fn read_all<T: DeserializeOwned>(bytes: Vec<u8>, max: usize) -> Vec<Result<T
                 Ok(Some(v)) => out.push(Ok(v)),
                 Ok(None) => return out,
                 Err(e) => {
-                    out.push(Err(e.to_string()));
+                    out.push(Err(e));
                     return out;
                 }
             }
