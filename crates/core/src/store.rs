@@ -19,74 +19,11 @@ use crate::chunker::MAX_CHUNK;
 use crate::id::{ContentId, Hash};
 use crate::manifest::MAX_MANIFEST_BYTES;
 
+mod error;
+pub use error::{Damage, StoreError, io_err};
+
 const BLOCKS: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("blocks");
 const LOCS: MultimapTableDefinition<[u8; 32], &[u8]> = MultimapTableDefinition::new("locations");
-
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum StoreError {
-    #[error("metadata database {path} cannot be opened: {source}")]
-    Open {
-        path: String,
-        #[source]
-        source: redb::DatabaseError,
-    },
-    #[error("metadata database {path} is damaged, and cannot be moved aside: {source}")]
-    MoveAside {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("metadata database {path} is already in use by another process")]
-    InUse { path: String },
-    #[error("metadata database {path} is damaged: {why}")]
-    Damaged {
-        path: String,
-        #[source]
-        why: Damage,
-    },
-    #[error("metadata database error: {0}")]
-    Db(#[from] redb::Error),
-    #[error("corrupt record in metadata database: {0}")]
-    Corrupt(String),
-    #[error("corrupt record in metadata database: {0}")]
-    Record(#[from] serde_json::Error),
-    #[error("{path}: {source}")]
-    Io {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-/// Why a metadata database is damaged.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum Damage {
-    #[error(transparent)]
-    Database(#[from] redb::DatabaseError),
-    #[error("it failed its integrity check")]
-    Integrity,
-    /// The database library panicked reading it (its message).
-    #[error("{0}")]
-    Panicked(String),
-}
-
-macro_rules! db_err {
-    ($($t:ty),*) => {$(
-        impl From<$t> for StoreError {
-            fn from(e: $t) -> Self {
-                StoreError::Db(redb::Error::from(e))
-            }
-        }
-    )*};
-}
-db_err!(
-    redb::TransactionError,
-    redb::TableError,
-    redb::StorageError,
-    redb::CommitError
-);
 
 /// A record table a service keeps in the store: string keys, byte values (the service
 /// chooses the encoding). Names are namespaced by the service, e.g. `share/files`.
@@ -263,14 +200,6 @@ fn guarded<T>(f: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError
     let _quiet = crate::tasks::HandledPanics::enter();
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
         .unwrap_or_else(|p| Err(StoreError::Corrupt(panic_text(p.as_ref()))))
-}
-
-/// An I/O error at `path` as a store error.
-pub fn io_err(path: impl std::fmt::Display, source: std::io::Error) -> StoreError {
-    StoreError::Io {
-        path: path.to_string(),
-        source,
-    }
 }
 
 /// What a panic said.

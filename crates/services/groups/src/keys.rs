@@ -139,13 +139,17 @@ mod tests {
     use kith_overlay::Keypair;
 
     #[test]
-    fn only_the_devices_a_key_is_sealed_to_can_use_it() -> Result<(), String> {
+    fn only_the_devices_a_key_is_sealed_to_can_use_it() -> Result<(), Box<dyn std::error::Error>> {
         let person = Keypair::generate_ed25519();
         let (a, b) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
-        let cert = |k: &Keypair| {
-            let seal = SealKey::of_device(k).map_err(|e| e.to_string())?;
-            DeviceCert::sign(&person, &k.public().to_peer_id(), &seal.public(), 1)
-                .map_err(|e| e.to_string())
+        let cert = |k: &Keypair| -> Result<DeviceCert, Box<dyn std::error::Error>> {
+            let seal = SealKey::of_device(k)?;
+            Ok(DeviceCert::sign(
+                &person,
+                &k.public().to_peer_id(),
+                &seal.public(),
+                1,
+            )?)
         };
         let (ca, cb) = (cert(&a)?, cert(&b)?);
         let (update, key) = new_epoch("grp-x", &[&ca]);
@@ -157,23 +161,12 @@ mod tests {
             crate::op::Body::Rotate,
             Some(update.clone()),
             1,
-        )
-        .map_err(|e| e.to_string())?;
+        )?;
         let mut ring_a = Keyring::default();
-        ring_a.take(
-            "grp-x",
-            &op,
-            &ca.device,
-            &SealKey::of_device(&a).map_err(|e| e.to_string())?,
-        );
+        ring_a.take("grp-x", &op, &ca.device, &SealKey::of_device(&a)?);
         assert_eq!(ring_a.get(&update.epoch), Some(&key));
         let mut ring_b = Keyring::default();
-        ring_b.take(
-            "grp-x",
-            &op,
-            &cb.device,
-            &SealKey::of_device(&b).map_err(|e| e.to_string())?,
-        );
+        ring_b.take("grp-x", &op, &cb.device, &SealKey::of_device(&b)?);
         assert_eq!(ring_b.get(&update.epoch), None, "not sealed to b");
         let sealed = ring_a
             .seal("grp-x", &update.epoch, b"answers")
